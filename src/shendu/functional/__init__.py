@@ -1,0 +1,18 @@
+"""Every differentiable op of shendu (``import shendu.functional as F``)."""
+
+from shendu.functional.activation import *  # noqa: F403
+from shendu.functional.activation import __all__ as _a
+from shendu.functional.dropout import *  # noqa: F403
+from shendu.functional.dropout import __all__ as _d
+from shendu.functional.linear import *  # noqa: F403
+from shendu.functional.linear import __all__ as _l
+from shendu.functional.loss import *  # noqa: F403
+from shendu.functional.loss import __all__ as _lo
+from shendu.functional.math import *  # noqa: F403
+from shendu.functional.math import __all__ as _m
+from shendu.functional.reduction import *  # noqa: F403
+from shendu.functional.reduction import __all__ as _r
+from shendu.functional.shape import *  # noqa: F403
+from shendu.functional.shape import __all__ as _s
+
+__all__ = [*_a, *_d, *_l, *_lo, *_m, *_r, *_s]

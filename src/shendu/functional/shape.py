@@ -1,0 +1,350 @@
+"""Ops that move data without arithmetic: reshape, transpose/permute, expand, squeeze,
+cat/stack/split, indexing, pad, gather, repeat."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shendu.autograd import Function
+from shendu.functional._util import norm_dim, unbroadcast
+from shendu.tensor import Tensor
+
+__all__ = ["reshape", "view", "flatten", "transpose", "permute", "expand", "squeeze",
+           "unsqueeze", "cat", "concat", "concatenate", "stack", "split", "chunk", "getitem",
+           "pad", "gather", "repeat", "index_select", "movedim"]
+
+
+def _shape_arg(shape) -> tuple:
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    return tuple(int(s) for s in shape)
+
+
+class Reshape(Function):
+    def forward(self, a, shape=()):
+        self.shape = a.shape
+        return a.reshape(shape)
+
+    def backward(self, g):
+        return g.reshape(self.shape)
+
+
+def reshape(x: Tensor, *shape) -> Tensor:
+    """A tensor with the same data and a new shape (one dim may be -1)."""
+    shape = _shape_arg(shape)
+    if shape == x.data.shape:
+        return x
+    try:
+        known = int(np.prod([s for s in shape if s != -1])) if shape else 1
+        if shape.count(-1) > 1:
+            raise ValueError
+        if -1 in shape:
+            if known == 0 or x.data.size % known:
+                raise ValueError
+        elif known != x.data.size:
+            raise ValueError
+    except ValueError:
+        raise ValueError(
+            f"reshape: shape {shape} is invalid for input of shape {x.data.shape} "
+            f"({x.data.size} elements)"
+        ) from None
+    return Reshape.apply(x, shape=shape)
+
+
+view = reshape
+
+
+def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+    nd = x.data.ndim
+    if nd == 0:
+        return reshape(x, (1,))
+    s, e = norm_dim(start_dim, nd, "flatten"), norm_dim(end_dim, nd, "flatten")
+    if s > e:
+        raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
+    sh = x.data.shape
+    return reshape(x, sh[:s] + (int(np.prod(sh[s:e + 1])),) + sh[e + 1:])
+
+
+class Permute(Function):
+    def forward(self, a, dims=()):
+        self.inv = tuple(np.argsort(dims))
+        return a.transpose(dims)
+
+    def backward(self, g):
+        return g.transpose(self.inv)
+
+
+def permute(x: Tensor, *dims) -> Tensor:
+    dims = _shape_arg(dims)
+    nd = x.data.ndim
+    if len(dims) != nd or sorted(d % max(nd, 1) for d in dims) != list(range(nd)):
+        raise ValueError(f"permute: dims {dims} are not a permutation of the {nd} dims of "
+                         f"a tensor of shape {x.data.shape}")
+    return Permute.apply(x, dims=tuple(d % nd for d in dims))
+
+
+def transpose(x: Tensor, dim0: int = -2, dim1: int = -1) -> Tensor:
+    nd = x.data.ndim
+    d0, d1 = norm_dim(dim0, nd, "transpose"), norm_dim(dim1, nd, "transpose")
+    dims = list(range(nd))
+    dims[d0], dims[d1] = dims[d1], dims[d0]
+    return Permute.apply(x, dims=tuple(dims))
+
+
+def movedim(x: Tensor, source: int, destination: int) -> Tensor:
+    nd = x.data.ndim
+    s, d = norm_dim(source, nd, "movedim"), norm_dim(destination, nd, "movedim")
+    dims = [i for i in range(nd) if i != s]
+    dims.insert(d, s)
+    return Permute.apply(x, dims=tuple(dims))
+
+
+class Expand(Function):
+    def forward(self, a, shape=()):
+        self.shape = a.shape
+        return np.broadcast_to(a, shape)
+
+    def backward(self, g):
+        return unbroadcast(g, self.shape)
+
+
+def expand(x: Tensor, *shape) -> Tensor:
+    """Broadcast to ``shape`` without copying (-1 keeps a dim's size)."""
+    shape = _shape_arg(shape)
+    xs = x.data.shape
+    lead = len(shape) - len(xs)
+    if lead < 0:
+        raise ValueError(f"expand: the number of sizes ({len(shape)}) must be >= the number of "
+                         f"dims of the tensor {xs}")
+    full = tuple(xs[i - lead] if (s == -1 and i >= lead) else s for i, s in enumerate(shape))
+    for i, s in enumerate(xs):
+        if s != 1 and s != full[i + lead]:
+            raise ValueError(f"expand: the size {s} of dim {i} of {xs} must match {full} "
+                             "or be 1")
+    return Expand.apply(x, shape=full)
+
+
+def squeeze(x: Tensor, dim=None) -> Tensor:
+    sh = x.data.shape
+    if dim is None:
+        return reshape(x, tuple(s for s in sh if s != 1))
+    dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    dims = {norm_dim(d, max(len(sh), 1), "squeeze") for d in dims}
+    return reshape(x, tuple(s for i, s in enumerate(sh) if not (i in dims and s == 1)))
+
+
+def unsqueeze(x: Tensor, dim: int) -> Tensor:
+    sh = x.data.shape
+    d = norm_dim(dim, len(sh) + 1, "unsqueeze")
+    return reshape(x, sh[:d] + (1,) + sh[d:])
+
+
+class Cat(Function):
+    def forward(self, *arrays, axis=0):
+        self.axis = axis
+        self.bounds = np.cumsum([a.shape[axis] for a in arrays])[:-1]
+        return np.concatenate(arrays, axis=axis)
+
+    def backward(self, g):
+        return tuple(np.split(g, self.bounds, axis=self.axis))
+
+
+def cat(tensors, dim: int = 0) -> Tensor:
+    """Join tensors along an existing dim."""
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("cat: expected a non-empty list of tensors")
+    from shendu.functional._util import as_tensor
+
+    tensors = [as_tensor(t, tensors[0] if isinstance(tensors[0], Tensor) else None)
+               for t in tensors]
+    ref = tensors[0].data
+    d = norm_dim(dim, ref.ndim, "cat")
+    for i, t in enumerate(tensors):
+        s = t.data.shape
+        if len(s) != ref.ndim or any(a != b for j, (a, b) in enumerate(zip(s, ref.shape))
+                                     if j != d):
+            raise ValueError(f"cat: tensor {i} has shape {s}, expected {ref.shape} except in "
+                             f"dim {d}")
+    return Cat.apply(*tensors, axis=d)
+
+
+concat = concatenate = cat
+
+
+class Stack(Function):
+    def forward(self, *arrays, axis=0):
+        self.axis = axis
+        return np.stack(arrays, axis=axis)
+
+    def backward(self, g):
+        return tuple(np.moveaxis(g, self.axis, 0))
+
+
+def stack(tensors, dim: int = 0) -> Tensor:
+    """Join tensors of one shape along a new dim."""
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("stack: expected a non-empty list of tensors")
+    ref = tensors[0].shape
+    for i, t in enumerate(tensors):
+        if t.shape != ref:
+            raise ValueError(f"stack: expects each tensor to be equal size, but got {ref} at "
+                             f"entry 0 and {t.shape} at entry {i}")
+    d = norm_dim(dim, len(ref) + 1, "stack")
+    return Stack.apply(*tensors, axis=d)
+
+
+class Split(Function):
+    def forward(self, a, bounds=(), axis=0):
+        self.axis = axis
+        return tuple(np.split(a, bounds, axis=axis))
+
+    def backward(self, *grads):
+        return np.concatenate(grads, axis=self.axis)
+
+
+def split(x: Tensor, split_size_or_sections, dim: int = 0) -> tuple:
+    """Split into pieces of ``split_size`` (last may be smaller) or of the listed sizes."""
+    d = norm_dim(dim, x.data.ndim, "split")
+    n = x.data.shape[d]
+    if isinstance(split_size_or_sections, (int, np.integer)):
+        s = int(split_size_or_sections)
+        if s <= 0:
+            raise ValueError(f"split: split_size must be positive, got {s}")
+        sizes = [s] * (n // s) + ([n % s] if n % s else [])
+    else:
+        sizes = list(split_size_or_sections)
+        if sum(sizes) != n:
+            raise ValueError(f"split: sizes {sizes} do not sum to dim {d}'s size {n}")
+    bounds = tuple(np.cumsum(sizes)[:-1].tolist())
+    out = Split.apply(x, bounds=bounds, axis=d)
+    return out if isinstance(out, tuple) else (out,)
+
+
+def chunk(x: Tensor, chunks: int, dim: int = 0) -> tuple:
+    d = norm_dim(dim, x.data.ndim, "chunk")
+    n = x.data.shape[d]
+    size = -(-n // chunks)
+    return split(x, max(size, 1), d)
+
+
+def _is_basic(idx) -> bool:
+    items = idx if isinstance(idx, tuple) else (idx,)
+    return all(i is None or i is Ellipsis or isinstance(i, (int, np.integer, slice))
+               and not isinstance(i, bool) for i in items)
+
+
+class GetItem(Function):
+    def forward(self, a, idx=None, basic=True):
+        self.shape, self.dtype, self.idx, self.basic = a.shape, a.dtype, idx, basic
+        out = a[idx]
+        return out if isinstance(out, np.ndarray) else np.asarray(out)
+
+    def backward(self, g):
+        out = np.zeros(self.shape, self.dtype)
+        if self.basic:
+            out[self.idx] = g
+        else:
+            np.add.at(out, self.idx, g)  # repeated indices add up
+        return out
+
+
+def getitem(x: Tensor, idx) -> Tensor:
+    """``x[idx]``: basic and integer-array/boolean indexing; repeated indices add gradients."""
+    if isinstance(idx, Tensor):
+        idx = idx.data
+    elif isinstance(idx, tuple):
+        idx = tuple(i.data if isinstance(i, Tensor) else i for i in idx)
+    elif isinstance(idx, list):
+        idx = np.asarray(idx)
+    try:
+        return GetItem.apply(x, idx=idx, basic=_is_basic(idx))
+    except IndexError as e:
+        raise IndexError(f"getitem: index {idx!r} is invalid for a tensor of shape "
+                         f"{x.data.shape}: {e}") from None
+
+
+class Pad(Function):
+    def forward(self, a, widths=(), value=0.0):
+        self.slices = tuple(slice(lo, lo + n) for (lo, _), n in zip(widths, a.shape))
+        return np.pad(a, widths, mode="constant", constant_values=value)
+
+    def backward(self, g):
+        return g[self.slices]
+
+
+def pad(x: Tensor, pad: tuple, mode: str = "constant", value: float = 0.0) -> Tensor:
+    """Pad with a constant. ``pad`` is torch's order: (last_lo, last_hi, prev_lo, prev_hi, ...)."""
+    if mode != "constant":
+        raise NotImplementedError(f"pad: mode {mode!r} is not supported (only 'constant')")
+    if len(pad) % 2 or len(pad) // 2 > x.data.ndim:
+        raise ValueError(f"pad: expected an even number of sizes for at most {x.data.ndim} dims, "
+                         f"got {pad}")
+    widths = [(0, 0)] * x.data.ndim
+    for i in range(len(pad) // 2):
+        lo, hi = pad[2 * i], pad[2 * i + 1]
+        if lo < 0 or hi < 0:
+            raise ValueError(f"pad: negative padding {pad} is not supported")
+        widths[x.data.ndim - 1 - i] = (int(lo), int(hi))
+    return Pad.apply(x, widths=tuple(widths), value=value)
+
+
+class Gather(Function):
+    def forward(self, a, index=None, dim=0):
+        self.shape, self.dtype = a.shape, a.dtype
+        idx = list(np.indices(index.shape, sparse=True))
+        idx[dim] = index
+        self.idx = tuple(idx)
+        return a[self.idx]
+
+    def backward(self, g):
+        out = np.zeros(self.shape, self.dtype)
+        np.add.at(out, self.idx, g)
+        return out
+
+
+def gather(x: Tensor, dim: int, index) -> Tensor:
+    """``out[i][j][k] = x[i][index[i][j][k]][k]`` (for dim=1), as torch.gather."""
+    index = np.asarray(index.data if isinstance(index, Tensor) else index)
+    if index.dtype.kind not in "iu":
+        raise TypeError(f"gather: index must be an integer tensor, got {index.dtype}")
+    d = norm_dim(dim, x.data.ndim, "gather")
+    if index.ndim != x.data.ndim:
+        raise ValueError(f"gather: index has {index.ndim} dims, expected {x.data.ndim} like "
+                         f"the input {x.data.shape}")
+    for i, (a, b) in enumerate(zip(index.shape, x.data.shape)):
+        if i != d and a > b:
+            raise ValueError(f"gather: index shape {index.shape} is larger than input "
+                             f"{x.data.shape} in dim {i}")
+    if index.size and (index.min() < -x.data.shape[d] or index.max() >= x.data.shape[d]):
+        raise IndexError(f"gather: index out of range for dim {d} of size {x.data.shape[d]}")
+    return Gather.apply(x, index=index, dim=d)
+
+
+def index_select(x: Tensor, dim: int, index) -> Tensor:
+    index = np.asarray(index.data if isinstance(index, Tensor) else index)
+    d = norm_dim(dim, x.data.ndim, "index_select")
+    return getitem(x, (slice(None),) * d + (index,))
+
+
+class Repeat(Function):
+    def forward(self, a, reps=()):
+        self.shape = (1,) * (len(reps) - a.ndim) + a.shape
+        self.reps = reps
+        return np.tile(a, reps)
+
+    def backward(self, g):
+        inter = []
+        for r, s in zip(self.reps, self.shape):
+            inter += [r, s]
+        g = g.reshape(inter).sum(axis=tuple(range(0, len(inter), 2)))
+        return g
+
+
+def repeat(x: Tensor, *sizes) -> Tensor:
+    reps = _shape_arg(sizes)
+    if len(reps) < x.data.ndim:
+        raise ValueError(f"repeat: number of repeat dims ({len(reps)}) can not be smaller than "
+                         f"the number of dims of the tensor ({x.data.ndim})")
+    return Repeat.apply(x, reps=reps)

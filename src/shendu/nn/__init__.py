@@ -1,0 +1,16 @@
+"""Layers (``shendu.nn``): torch's names, parameter shapes and default init."""
+
+from shendu.nn import init, utils
+from shendu.nn.activation import *  # noqa: F403
+from shendu.nn.activation import __all__ as _act
+from shendu.nn.container import *  # noqa: F403
+from shendu.nn.container import __all__ as _con
+from shendu.nn.dropout import *  # noqa: F403
+from shendu.nn.dropout import __all__ as _drop
+from shendu.nn.linear import *  # noqa: F403
+from shendu.nn.linear import __all__ as _lin
+from shendu.nn.loss import *  # noqa: F403
+from shendu.nn.loss import __all__ as _loss
+from shendu.nn.module import Module, Parameter
+
+__all__ = ["Module", "Parameter", "init", "utils", *_act, *_con, *_drop, *_lin, *_loss]

@@ -1,0 +1,1 @@
+"""Optimizers with torch's exact update rules (``shendu.optim``)."""

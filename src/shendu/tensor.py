@@ -1,0 +1,618 @@
+"""``Tensor``: an array plus what backpropagation needs (``grad``, ``requires_grad`` and
+the :class:`~shendu.autograd.Function` that made it)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shendu import autograd
+from shendu.backend import as_dtype, get_default_dtype
+
+__all__ = ["Tensor", "tensor", "from_numpy", "zeros", "ones", "full", "arange", "randn", "rand",
+           "empty", "zeros_like", "ones_like", "randint", "eye", "linspace"]
+
+
+def _to_array(data, dtype=None) -> np.ndarray:
+    if isinstance(data, Tensor):
+        data = data.data
+    if dtype is not None:
+        return np.array(data, dtype=as_dtype(dtype))
+    arr = np.array(data)
+    if arr.dtype.kind == "f":
+        arr = arr.astype(get_default_dtype(), copy=False)
+    elif arr.dtype.kind == "O":
+        raise TypeError(f"tensor: cannot make a tensor from {type(data).__name__} of objects")
+    return arr
+
+
+class Tensor:
+    """A multi-dimensional array that records the operations applied to it.
+
+    ``Tensor(data, requires_grad=False, dtype=None)``. Floating data becomes the default
+    dtype (float32) unless ``dtype`` says otherwise; integer and bool data keep their kind.
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_out_index", "__weakref__")
+    __array_ufunc__ = None  # make numpy defer to our reflected operators (a * t)
+    __array_priority__ = 1000
+
+    def __init__(self, data, requires_grad: bool = False, dtype=None) -> None:
+        arr = data if (isinstance(data, np.ndarray) and dtype is None) else _to_array(data, dtype)
+        self.data: np.ndarray = arr
+        self.grad: Tensor | None = None
+        self._ctx = None
+        self._out_index = 0
+        if requires_grad and arr.dtype.kind not in "fc":
+            raise RuntimeError(
+                f"Tensor: only floating point tensors can require gradients, got {arr.dtype}"
+            )
+        self.requires_grad = bool(requires_grad)
+
+    @classmethod
+    def _wrap(cls, arr: np.ndarray, ctx, index: int) -> Tensor:
+        t = cls.__new__(cls)
+        t.data = arr if isinstance(arr, np.ndarray) else np.asarray(arr)
+        t.grad = None
+        t._ctx = ctx
+        t._out_index = index
+        t.requires_grad = ctx is not None
+        return t
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def shape(self) -> tuple:
+        return self.data.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    def dim(self) -> int:
+        return self.data.ndim
+
+    def size(self, dim: int | None = None):
+        return self.data.shape if dim is None else self.data.shape[dim]
+
+    def numel(self) -> int:
+        return int(self.data.size)
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._ctx is None
+
+    @property
+    def grad_fn(self):
+        return self._ctx
+
+    def __len__(self) -> int:
+        if self.data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.data.shape[0]
+
+    def __repr__(self) -> str:
+        body = np.array2string(self.data, separator=", ", prefix="tensor(")
+        extra = ""
+        if self.data.dtype != get_default_dtype() and self.data.dtype.kind == "f":
+            extra += f", dtype={self.data.dtype}"
+        if self._ctx is not None:
+            extra += f", grad_fn={self._ctx!r}"
+        elif self.requires_grad:
+            extra += ", requires_grad=True"
+        return f"tensor({body}{extra})"
+
+    def __array__(self, dtype=None, copy=None):
+        if dtype is not None:
+            return self.data.astype(dtype, copy=False)
+        return self.data
+
+    def numpy(self) -> np.ndarray:
+        """The underlying array (shares memory). Fails if the tensor requires grad, as in torch."""
+        if self.requires_grad:
+            raise RuntimeError(
+                "numpy: can't call numpy() on a tensor that requires grad; use "
+                "tensor.detach().numpy()"
+            )
+        return self.data
+
+    def item(self):
+        if self.data.size != 1:
+            raise ValueError(
+                f"item: only a one-element tensor can be converted to a Python scalar, "
+                f"got shape {self.data.shape}"
+            )
+        return self.data.reshape(()).item()
+
+    def tolist(self):
+        return self.data.tolist()
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __bool__(self) -> bool:
+        if self.data.size != 1:
+            raise RuntimeError(
+                f"bool: the truth value of a tensor with {self.data.size} elements is ambiguous"
+            )
+        return bool(self.data.reshape(()))
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    # ------------------------------------------------------------ autograd
+    def backward(self, gradient=None, retain_graph: bool = False) -> None:
+        """Back-propagate from this tensor; leaves accumulate into ``.grad``."""
+        autograd.backward(self, gradient, retain_graph=retain_graph)
+
+    def detach(self) -> Tensor:
+        """The same data, cut from the graph (shares memory)."""
+        return Tensor._wrap(self.data, None, 0)
+
+    def detach_(self) -> Tensor:
+        self._ctx = None
+        self.requires_grad = False
+        return self
+
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        if self._ctx is not None and not requires_grad:
+            raise RuntimeError("requires_grad_: can only change requires_grad of leaf tensors")
+        if requires_grad and self.data.dtype.kind not in "fc":
+            raise RuntimeError(
+                f"requires_grad_: only floating point tensors can require gradients, "
+                f"got {self.data.dtype}"
+            )
+        self.requires_grad = bool(requires_grad)
+        return self
+
+    def retain_grad(self) -> None:
+        """Keep ``.grad`` for this non-leaf tensor after backward."""
+        if self._ctx is None:
+            if not self.requires_grad:
+                raise RuntimeError("retain_grad: can't retain_grad on a tensor that has "
+                                   "requires_grad=False")
+            return
+        self._ctx.__dict__.setdefault("retained", {})[self._out_index] = self
+
+    # --------------------------------------------------------- conversions
+    def to(self, dtype) -> Tensor:
+        return F.cast(self, as_dtype(dtype))
+
+    def float(self) -> Tensor:
+        return self.to(np.float32)
+
+    def double(self) -> Tensor:
+        return self.to(np.float64)
+
+    def long(self) -> Tensor:
+        return self.to(np.int64)
+
+    def int(self) -> Tensor:
+        return self.to(np.int32)
+
+    def bool(self) -> Tensor:
+        return self.to(np.bool_)
+
+    def type(self, dtype) -> Tensor:
+        return self.to(dtype)
+
+    astype = to
+
+    def clone(self) -> Tensor:
+        return F.clone(self)
+
+    def contiguous(self) -> Tensor:
+        return self
+
+    # --------------------------------------------------- in-place (no graph)
+    def _check_inplace(self, op: str) -> None:
+        if autograd.is_grad_enabled() and self.requires_grad:
+            raise RuntimeError(
+                f"{op}: a leaf tensor that requires grad is being used in an in-place "
+                "operation; wrap it in shendu.no_grad()"
+            )
+
+    def zero_(self) -> Tensor:
+        self._check_inplace("zero_")
+        self.data[...] = 0
+        return self
+
+    def fill_(self, value) -> Tensor:
+        self._check_inplace("fill_")
+        self.data[...] = value
+        return self
+
+    def copy_(self, src) -> Tensor:
+        self._check_inplace("copy_")
+        src = np.asarray(src.data if isinstance(src, Tensor) else src)
+        try:
+            np.copyto(self.data, np.broadcast_to(src, self.data.shape), casting="unsafe")
+        except ValueError as e:
+            raise RuntimeError(
+                f"copy_: cannot copy a tensor of shape {src.shape} into shape {self.data.shape}"
+            ) from e
+        return self
+
+    def add_(self, other, alpha=1) -> Tensor:
+        self._check_inplace("add_")
+        o = other.data if isinstance(other, Tensor) else other
+        self.data += o if alpha == 1 else alpha * o
+        return self
+
+    def sub_(self, other, alpha=1) -> Tensor:
+        self._check_inplace("sub_")
+        o = other.data if isinstance(other, Tensor) else other
+        self.data -= o if alpha == 1 else alpha * o
+        return self
+
+    def mul_(self, other) -> Tensor:
+        self._check_inplace("mul_")
+        self.data *= other.data if isinstance(other, Tensor) else other
+        return self
+
+    def div_(self, other) -> Tensor:
+        self._check_inplace("div_")
+        self.data /= other.data if isinstance(other, Tensor) else other
+        return self
+
+    def clamp_(self, min=None, max=None) -> Tensor:
+        self._check_inplace("clamp_")
+        np.clip(self.data, min, max, out=self.data)
+        return self
+
+    def normal_(self, mean=0.0, std=1.0) -> Tensor:
+        from shendu.nn import init
+
+        return init.normal_(self, mean, std)
+
+    def uniform_(self, a=0.0, b=1.0) -> Tensor:
+        from shendu.nn import init
+
+        return init.uniform_(self, a, b)
+
+    # ----------------------------------------------------------- operators
+    def __add__(self, o):
+        return F.add(self, o)
+
+    def __radd__(self, o):
+        return F.add(o, self)
+
+    def __sub__(self, o):
+        return F.sub(self, o)
+
+    def __rsub__(self, o):
+        return F.sub(o, self)
+
+    def __mul__(self, o):
+        return F.mul(self, o)
+
+    def __rmul__(self, o):
+        return F.mul(o, self)
+
+    def __truediv__(self, o):
+        return F.div(self, o)
+
+    def __rtruediv__(self, o):
+        return F.div(o, self)
+
+    def __pow__(self, o):
+        return F.pow(self, o)
+
+    def __rpow__(self, o):
+        return F.pow(o, self)
+
+    def __matmul__(self, o):
+        return F.matmul(self, o)
+
+    def __rmatmul__(self, o):
+        return F.matmul(o, self)
+
+    def __neg__(self):
+        return F.neg(self)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return F.abs(self)
+
+    def __getitem__(self, idx):
+        return F.getitem(self, idx)
+
+    def __setitem__(self, idx, value):
+        if self.requires_grad and autograd.is_grad_enabled():
+            raise RuntimeError(
+                "__setitem__: in-place assignment into a tensor that requires grad is not "
+                "differentiable in shendu; build a new tensor (e.g. with where/cat) or use no_grad()"
+            )
+        self.data[_raw_index(idx)] = value.data if isinstance(value, Tensor) else value
+
+    # comparisons give bool tensors (no gradient)
+    def __eq__(self, o):  # type: ignore[override]
+        return Tensor(self.data == _raw(o))
+
+    def __ne__(self, o):  # type: ignore[override]
+        return Tensor(self.data != _raw(o))
+
+    def __lt__(self, o):
+        return Tensor(self.data < _raw(o))
+
+    def __le__(self, o):
+        return Tensor(self.data <= _raw(o))
+
+    def __gt__(self, o):
+        return Tensor(self.data > _raw(o))
+
+    def __ge__(self, o):
+        return Tensor(self.data >= _raw(o))
+
+    def __invert__(self):
+        return Tensor(~self.data)
+
+    def __and__(self, o):
+        return Tensor(self.data & _raw(o))
+
+    def __or__(self, o):
+        return Tensor(self.data | _raw(o))
+
+    def eq(self, o):
+        return self == o
+
+    def equal(self, o) -> bool:
+        return bool(np.array_equal(self.data, _raw(o)))
+
+    # ------------------------------------------------------------- methods
+    def exp(self):
+        return F.exp(self)
+
+    def log(self):
+        return F.log(self)
+
+    def sqrt(self):
+        return F.sqrt(self)
+
+    def abs(self):
+        return F.abs(self)
+
+    def neg(self):
+        return F.neg(self)
+
+    def tanh(self):
+        return F.tanh(self)
+
+    def sigmoid(self):
+        return F.sigmoid(self)
+
+    def relu(self):
+        return F.relu(self)
+
+    def pow(self, e):
+        return F.pow(self, e)
+
+    def clamp(self, min=None, max=None):
+        return F.clamp(self, min, max)
+
+    clip = clamp
+
+    def maximum(self, o):
+        return F.maximum(self, o)
+
+    def minimum(self, o):
+        return F.minimum(self, o)
+
+    def matmul(self, o):
+        return F.matmul(self, o)
+
+    def softmax(self, dim=-1):
+        return F.softmax(self, dim)
+
+    def log_softmax(self, dim=-1):
+        return F.log_softmax(self, dim)
+
+    def logsumexp(self, dim=None, keepdim=False):
+        return F.logsumexp(self, dim, keepdim)
+
+    def sum(self, dim=None, keepdim=False, **kw):
+        return F.sum(self, dim, keepdim, **kw)
+
+    def mean(self, dim=None, keepdim=False, **kw):
+        return F.mean(self, dim, keepdim, **kw)
+
+    def var(self, dim=None, keepdim=False, correction=1, **kw):
+        return F.var(self, dim, keepdim, correction=correction, **kw)
+
+    def std(self, dim=None, keepdim=False, correction=1, **kw):
+        return F.std(self, dim, keepdim, correction=correction, **kw)
+
+    def max(self, dim=None, keepdim=False, **kw):
+        return F.max(self, dim, keepdim, **kw)
+
+    def min(self, dim=None, keepdim=False, **kw):
+        return F.min(self, dim, keepdim, **kw)
+
+    def amax(self, dim=None, keepdim=False):
+        return F.amax(self, dim, keepdim)
+
+    def amin(self, dim=None, keepdim=False):
+        return F.amin(self, dim, keepdim)
+
+    def argmax(self, dim=None, keepdim=False):
+        return F.argmax(self, dim, keepdim)
+
+    def argmin(self, dim=None, keepdim=False):
+        return F.argmin(self, dim, keepdim)
+
+    def reshape(self, *shape):
+        return F.reshape(self, *shape)
+
+    def view(self, *shape):
+        return F.reshape(self, *shape)
+
+    def view_as(self, other):
+        return F.reshape(self, other.shape)
+
+    def reshape_as(self, other):
+        return F.reshape(self, other.shape)
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        return F.flatten(self, start_dim, end_dim)
+
+    def transpose(self, dim0=-2, dim1=-1):
+        return F.transpose(self, dim0, dim1)
+
+    def t(self):
+        if self.data.ndim > 2:
+            raise RuntimeError(f"t: expects a tensor with <= 2 dimensions, got {self.data.ndim}")
+        return F.transpose(self, 0, -1) if self.data.ndim == 2 else self
+
+    @property
+    def T(self):
+        return F.permute(self, *reversed(range(self.data.ndim)))
+
+    @property
+    def mT(self):
+        return F.transpose(self, -2, -1)
+
+    def permute(self, *dims):
+        return F.permute(self, *dims)
+
+    def expand(self, *shape):
+        return F.expand(self, *shape)
+
+    def expand_as(self, other):
+        return F.expand(self, other.shape)
+
+    def squeeze(self, dim=None):
+        return F.squeeze(self, dim)
+
+    def unsqueeze(self, dim):
+        return F.unsqueeze(self, dim)
+
+    def split(self, split_size_or_sections, dim=0):
+        return F.split(self, split_size_or_sections, dim)
+
+    def chunk(self, chunks, dim=0):
+        return F.chunk(self, chunks, dim)
+
+    def gather(self, dim, index):
+        return F.gather(self, dim, index)
+
+    def where(self, condition, other):
+        return F.where(condition, self, other)
+
+    def masked_fill(self, mask, value):
+        return F.masked_fill(self, mask, value)
+
+    def repeat(self, *sizes):
+        return F.repeat(self, *sizes)
+
+
+def _raw(o):
+    return o.data if isinstance(o, Tensor) else o
+
+
+def _raw_index(idx):
+    if isinstance(idx, Tensor):
+        return idx.data
+    if isinstance(idx, tuple):
+        return tuple(i.data if isinstance(i, Tensor) else i for i in idx)
+    return idx
+
+
+# ------------------------------------------------------------------ factories
+def tensor(data, dtype=None, requires_grad: bool = False) -> Tensor:
+    """A new tensor holding a copy of ``data`` (float data gets the default dtype)."""
+    arr = _to_array(data, dtype)
+    if isinstance(data, np.ndarray) and arr is data:
+        arr = arr.copy()
+    return Tensor(arr, requires_grad=requires_grad)
+
+
+def from_numpy(arr: np.ndarray) -> Tensor:
+    """A tensor that shares memory with ``arr`` (its dtype is kept)."""
+    if not isinstance(arr, np.ndarray):
+        raise TypeError(f"from_numpy: expected np.ndarray, got {type(arr).__name__}")
+    return Tensor._wrap(arr, None, 0)
+
+
+def _shape(shape) -> tuple:
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        return tuple(shape[0])
+    return tuple(shape)
+
+
+def zeros(*shape, dtype=None, requires_grad=False) -> Tensor:
+    return Tensor(np.zeros(_shape(shape), as_dtype(dtype)), requires_grad=requires_grad)
+
+
+def ones(*shape, dtype=None, requires_grad=False) -> Tensor:
+    return Tensor(np.ones(_shape(shape), as_dtype(dtype)), requires_grad=requires_grad)
+
+
+def empty(*shape, dtype=None, requires_grad=False) -> Tensor:
+    return Tensor(np.empty(_shape(shape), as_dtype(dtype)), requires_grad=requires_grad)
+
+
+def full(shape, fill_value, dtype=None, requires_grad=False) -> Tensor:
+    return Tensor(np.full(tuple(shape), fill_value, as_dtype(dtype)), requires_grad=requires_grad)
+
+
+def zeros_like(t, dtype=None, requires_grad=False) -> Tensor:
+    d = _raw(t)
+    return Tensor(np.zeros(d.shape, d.dtype if dtype is None else as_dtype(dtype)),
+                  requires_grad=requires_grad)
+
+
+def ones_like(t, dtype=None, requires_grad=False) -> Tensor:
+    d = _raw(t)
+    return Tensor(np.ones(d.shape, d.dtype if dtype is None else as_dtype(dtype)),
+                  requires_grad=requires_grad)
+
+
+def eye(n, m=None, dtype=None, requires_grad=False) -> Tensor:
+    return Tensor(np.eye(n, m, dtype=as_dtype(dtype)), requires_grad=requires_grad)
+
+
+def arange(start, end=None, step=1, dtype=None) -> Tensor:
+    if end is None:
+        start, end = 0, start
+    arr = np.arange(start, end, step)
+    if dtype is not None:
+        arr = arr.astype(as_dtype(dtype))
+    elif arr.dtype.kind == "f":
+        arr = arr.astype(get_default_dtype())
+    return Tensor(arr)
+
+
+def linspace(start, end, steps, dtype=None) -> Tensor:
+    return Tensor(np.linspace(start, end, steps).astype(as_dtype(dtype)))
+
+
+def randn(*shape, dtype=None, requires_grad=False) -> Tensor:
+    from shendu.backend import rng
+
+    arr = rng().standard_normal(_shape(shape)).astype(as_dtype(dtype))
+    return Tensor(arr, requires_grad=requires_grad)
+
+
+def rand(*shape, dtype=None, requires_grad=False) -> Tensor:
+    from shendu.backend import rng
+
+    arr = rng().random(_shape(shape)).astype(as_dtype(dtype))
+    return Tensor(arr, requires_grad=requires_grad)
+
+
+def randint(low, high=None, size=(), dtype=np.int64) -> Tensor:
+    from shendu.backend import rng
+
+    if high is None:
+        low, high = 0, low
+    return Tensor(rng().integers(low, high, size=tuple(size)).astype(dtype))
+
+
+from shendu import functional as F  # noqa: E402  (the ops need Tensor defined first)

@@ -1,0 +1,26 @@
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+import shendu
+
+
+@pytest.fixture(autouse=True)
+def _reset_state():
+    """Each test starts from the same seed and default dtype."""
+    shendu.manual_seed(0)
+    shendu.set_default_dtype("float32")
+    np.random.seed(0)
+    yield
+    shendu.set_default_dtype("float32")
+
+
+def data_dir() -> pathlib.Path | None:
+    """The shared real-data folder: $SHENDU_DATA, else ../shared/data beside the project."""
+    env = os.environ.get("SHENDU_DATA")
+    if env:
+        return pathlib.Path(env)
+    here = pathlib.Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+    return here if here.exists() else None
