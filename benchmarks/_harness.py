@@ -1,0 +1,84 @@
+"""Shared benchmark harness: time shendu and torch on the same workload in one run,
+interleaved, and print steps/s of each and their ratio (median over repeats)."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+
+def rss_mb() -> float:
+    """Current resident set size in MiB (Linux)."""
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def time_steps(step, n: int) -> float:
+    """Steps per second of ``step()`` over ``n`` calls."""
+    t0 = time.perf_counter()
+    for _ in range(n):
+        step()
+    return n / (time.perf_counter() - t0)
+
+
+def compare(name: str, shendu_step, torch_step, steps: int = 50, repeats: int = 5,
+            warmup: int = 5) -> dict:
+    """Interleave ``repeats`` timed runs of each; return medians and the ratio."""
+    for _ in range(warmup):
+        shendu_step()
+        if torch_step is not None:
+            torch_step()
+    s_rates, t_rates, ratios = [], [], []
+    for _ in range(repeats):
+        s = time_steps(shendu_step, steps)
+        s_rates.append(s)
+        if torch_step is not None:
+            t = time_steps(torch_step, steps)
+            t_rates.append(t)
+            ratios.append(s / t)
+    res = {"name": name, "shendu_steps_per_s": statistics.median(s_rates)}
+    if t_rates:
+        res["torch_steps_per_s"] = statistics.median(t_rates)
+        res["ratio"] = statistics.median(ratios)
+        res["ratios"] = [round(r, 3) for r in ratios]
+    return res
+
+
+def print_result(res: dict) -> None:
+    line = f"{res['name']:<12} shendu {res['shendu_steps_per_s']:8.1f} steps/s"
+    if "ratio" in res:
+        line += (f"   torch {res['torch_steps_per_s']:8.1f} steps/s   "
+                 f"shendu/torch {res['ratio']:.2f}x (runs: {res['ratios']})")
+    for k in ("shendu_peak_mb", "torch_peak_mb"):
+        if k in res:
+            line += f"   {k.split('_')[0]} peak +{res[k]:.1f} MiB"
+    print(line, flush=True)
+
+
+def memory_in_subprocess(script: str, framework: str, workload: str, steps: int = 20) -> float:
+    """Peak RSS growth (MiB) of ``steps`` training steps run alone in a fresh process."""
+    out = subprocess.run(
+        [sys.executable, script, "--memory-probe", framework, "--workload", workload,
+         "--steps", str(steps)],
+        capture_output=True, text=True, check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
+
+
+def threads_note() -> str:
+    try:
+        import torch
+
+        return f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}"
+    except ImportError:
+        return f"torch absent, cpus {os.cpu_count()}"

@@ -1,0 +1,113 @@
+"""The ``mlp`` workload of DESIGN.md: Linear 784-256-256-10 with ReLU, batch 128, SGD,
+cross-entropy — train steps/s of shendu and torch in one run, and their ratio.
+
+    python benchmarks/bench_mlp.py [--steps 50] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+import _harness as H  # noqa: E402
+
+B, D_IN, H1, H2, D_OUT = 128, 784, 256, 256, 10
+
+
+def make_data(seed: int = 0, n_batches: int = 8):
+    rng = np.random.default_rng(seed)
+    xs = [rng.standard_normal((B, D_IN)).astype(np.float32) for _ in range(n_batches)]
+    ys = [rng.integers(0, D_OUT, B) for _ in range(n_batches)]
+    return xs, ys
+
+
+def shendu_step_fn(xs, ys):
+    import shendu
+    from shendu import nn, optim
+
+    shendu.manual_seed(0)
+    model = nn.Sequential(nn.Linear(D_IN, H1), nn.ReLU(), nn.Linear(H1, H2), nn.ReLU(),
+                          nn.Linear(H2, D_OUT))
+    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+    batches = [(shendu.from_numpy(x), y) for x, y in zip(xs, ys)]
+    i = [0]
+
+    def step():
+        x, y = batches[i[0] % len(batches)]
+        i[0] += 1
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
+def torch_step_fn(xs, ys):
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(D_IN, H1), nn.ReLU(), nn.Linear(H1, H2), nn.ReLU(),
+                          nn.Linear(H2, D_OUT))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+    batches = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in zip(xs, ys)]
+    i = [0]
+
+    def step():
+        x, y = batches[i[0] % len(batches)]
+        i[0] += 1
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--memory-probe", choices=["shendu", "torch"], help=argparse.SUPPRESS)
+    ap.add_argument("--workload", default="mlp", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    xs, ys = make_data()
+    if args.memory_probe:
+        make = shendu_step_fn if args.memory_probe == "shendu" else torch_step_fn
+        step = make(xs, ys)
+        step()
+        base = H.rss_mb()
+        for _ in range(args.steps):
+            step()
+        print(json.dumps({"peak_mb": max(0.0, H.peak_rss_mb() - base)}))
+        return
+    torch_step = None
+    if not args.no_torch:
+        try:
+            torch_step = torch_step_fn(xs, ys)
+        except ImportError:
+            print("torch is not installed: timing shendu alone")
+    res = H.compare("mlp", shendu_step_fn(xs, ys), torch_step, args.steps, args.repeats)
+    if not args.no_memory:
+        res["shendu_peak_mb"] = H.memory_in_subprocess(__file__, "shendu", "mlp")
+        if torch_step is not None:
+            res["torch_peak_mb"] = H.memory_in_subprocess(__file__, "torch", "mlp")
+    print(H.threads_note())
+    H.print_result(res)
+
+
+if __name__ == "__main__":
+    main()
