@@ -39,6 +39,12 @@ class Module:
 
     training: bool
 
+    def __new__(cls, *args, **kwargs):
+        # Remember how this module was built, so shendu.save/load can rebuild it (as JSON).
+        self = super().__new__(cls)
+        object.__setattr__(self, "_init_args", (args, kwargs))
+        return self
+
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_buffers", OrderedDict())

@@ -1,0 +1,123 @@
+"""Saving and loading: safetensors + JSON, never pickle; hostile files give one clear error."""
+
+import json
+import os
+import struct
+
+import numpy as np
+import pytest
+
+import shendu
+from shendu import nn
+from shendu.io import FileFormatError, load, load_arrays, save, save_arrays
+
+
+def _mlp():
+    return nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+
+
+def test_module_roundtrip_rebuilds_architecture(tmp_path):
+    m = _mlp()
+    p = tmp_path / "m.safetensors"
+    save(m, p)
+    m2 = load(p)
+    assert type(m2) is nn.Sequential and repr(m2) == repr(m)
+    x = shendu.randn(5, 4)
+    np.testing.assert_array_equal(m(x).data, m2(x).data)
+
+
+def test_file_is_plain_safetensors(tmp_path):
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    m = _mlp()
+    p = tmp_path / "m.safetensors"
+    save(m, p)
+    arrs = safetensors_numpy.load_file(str(p))
+    for k, v in m.state_dict().items():
+        np.testing.assert_array_equal(arrs[k], v)
+    # and we read files written by the reference implementation
+    q = tmp_path / "ref.safetensors"
+    safetensors_numpy.save_file({"a": np.arange(6, dtype=np.float32).reshape(2, 3)}, str(q))
+    arrays, meta = load_arrays(q)
+    np.testing.assert_array_equal(arrays["a"], np.arange(6, dtype=np.float32).reshape(2, 3))
+
+
+def test_arrays_roundtrip_dtypes(tmp_path):
+    arrs = {"f64": np.random.rand(3, 2), "i64": np.arange(5), "b": np.array([True, False]),
+            "scalar": np.float32(3.5) * np.ones(()), "empty": np.zeros((0, 3), np.float32)}
+    p = tmp_path / "a.safetensors"
+    save_arrays(arrs, p, {"k": "v"})
+    back, meta = load_arrays(p)
+    assert meta == {"k": "v"}
+    for k, v in arrs.items():
+        assert back[k].dtype == v.dtype and back[k].shape == v.shape
+        np.testing.assert_array_equal(back[k], v)
+
+
+def test_wrong_architecture_names_key_and_shapes(tmp_path):
+    m = _mlp()
+    p = tmp_path / "m.safetensors"
+    save(m, p)
+    other = nn.Sequential(nn.Linear(4, 9), nn.Tanh(), nn.Linear(9, 3))
+    with pytest.raises(FileFormatError, match=r"0\.weight.*\(8, 4\).*\(9, 4\)"):
+        load(p, model=other)
+
+
+def _write(p, header: dict | bytes, data: bytes = b"", length=None):
+    hb = header if isinstance(header, bytes) else json.dumps(header).encode()
+    n = len(hb) if length is None else length
+    p.write_bytes(struct.pack("<Q", n) + hb + data)
+
+
+@pytest.mark.parametrize("case", ["short", "huge_header", "header_past_end", "bad_json",
+                                  "not_object", "bad_dtype", "shape_mismatch", "past_end",
+                                  "overlap", "bad_name", "neg_shape", "extra_key",
+                                  "unknown_class", "outside_class", "bad_meta"])
+def test_hostile_files_give_one_clear_error(tmp_path, case):
+    p = tmp_path / f"{case}.safetensors"
+    ok = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
+    if case == "short":
+        p.write_bytes(b"\x01\x02")
+    elif case == "huge_header":
+        _write(p, b"{}", length=2**62)
+    elif case == "header_past_end":
+        _write(p, b"{}", length=100)
+    elif case == "bad_json":
+        _write(p, b"{not json")
+    elif case == "not_object":
+        _write(p, b"[1, 2]")
+    elif case == "bad_dtype":
+        _write(p, {"a": dict(ok, dtype="OBJ")}, b"\0" * 8)
+    elif case == "shape_mismatch":
+        _write(p, {"a": dict(ok, shape=[1000, 1000])}, b"\0" * 8)
+    elif case == "past_end":
+        _write(p, {"a": ok}, b"\0" * 4)
+    elif case == "overlap":
+        _write(p, {"a": ok, "b": dict(ok, data_offsets=[4, 12])}, b"\0" * 12)
+    elif case == "bad_name":
+        _write(p, {"../../etc/passwd": ok}, b"\0" * 8)
+    elif case == "neg_shape":
+        _write(p, {"a": dict(ok, shape=[-2])}, b"\0" * 8)
+    elif case == "extra_key":
+        _write(p, {"a": dict(ok, code="import os")}, b"\0" * 8)
+    elif case in ("unknown_class", "outside_class"):
+        cls = "shendu.nn.NoSuchLayer" if case == "unknown_class" else "os.system"
+        desc = {"format": "shendu", "format_version": 1, "kind": "module",
+                "config": {"__module__": cls, "args": ["echo hi"], "kwargs": {}}}
+        _write(p, {"__metadata__": {"shendu": json.dumps(desc)}})
+    elif case == "bad_meta":
+        _write(p, {"__metadata__": {"shendu": 5}})
+    with pytest.raises(FileFormatError) as e:
+        load(p)
+    assert str(p) in str(e.value)
+
+
+def test_missing_file_is_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        load(tmp_path / "nope.safetensors")
+
+
+def test_atomic_write_leaves_no_temporaries(tmp_path):
+    p = tmp_path / "m.safetensors"
+    save(_mlp(), p)
+    save(_mlp(), p)
+    assert os.listdir(tmp_path) == ["m.safetensors"]
