@@ -2,6 +2,8 @@
 
 from shendu.functional.activation import *  # noqa: F403
 from shendu.functional.activation import __all__ as _a
+from shendu.functional.attention import *  # noqa: F403
+from shendu.functional.attention import __all__ as _att
 from shendu.functional.dropout import *  # noqa: F403
 from shendu.functional.dropout import __all__ as _d
 from shendu.functional.linear import *  # noqa: F403
@@ -15,4 +17,4 @@ from shendu.functional.reduction import __all__ as _r
 from shendu.functional.shape import *  # noqa: F403
 from shendu.functional.shape import __all__ as _s
 
-__all__ = [*_a, *_d, *_l, *_lo, *_m, *_r, *_s]
+__all__ = [*_a, *_att, *_d, *_l, *_lo, *_m, *_r, *_s]

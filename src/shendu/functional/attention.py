@@ -1,0 +1,304 @@
+r"""Attention as fused ops: scaled dot-product attention (Vaswani et al. 2017) and additive
+attention (Bahdanau, Cho & Bengio 2014), each one :class:`~shendu.autograd.Function` with a
+hand-derived backward.
+
+Scaled dot-product attention, for queries ``Q`` (..., L, E), keys ``K`` (..., S, E) and
+values ``V`` (..., S, Ev):
+
+.. math::
+
+    S = \alpha\, Q K^\top + B, \qquad P = \operatorname{softmax}_{\text{rows}}(S), \qquad
+    O = P V,
+
+with ``alpha = 1/sqrt(E)`` unless given, ``B`` an additive mask (``-inf`` where a query may
+not look at a key). Backward, with ``dO`` the gradient of ``O`` (the softmax backward is
+inline; ``D = rowsum(dO * O)`` replaces ``rowsum(dP * P)`` as in FlashAttention, Dao et al.
+2022, so no second (L, S) product is formed):
+
+.. math::
+
+    dV = P^\top dO, \quad dP = dO V^\top, \quad dS = P \odot (dP - D), \quad
+    dQ = \alpha\, dS K, \quad dK = \alpha\, dS^\top Q, \quad dB = dS.
+
+Rows whose keys are all masked out have no defined softmax (torch's ``softmax`` gives NaN).
+Here such a row gets **zero** attention weights, hence a zero output and a zero gradient —
+the same rule as torch's ``scaled_dot_product_attention`` (its "safe softmax"), never NaN.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from shendu.autograd import Function
+from shendu.backend import rng
+from shendu.functional._util import unbroadcast
+from shendu.tensor import Tensor
+
+__all__ = ["scaled_dot_product_attention", "additive_attention", "causal_mask"]
+
+
+def _swap(a: np.ndarray) -> np.ndarray:
+    return a.swapaxes(-1, -2)
+
+
+def _masked_softmax_(s: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis of ``s``, in place; rows that are all ``-inf`` become 0."""
+    m = s.max(axis=-1, keepdims=True)
+    dead = m == -np.inf
+    any_dead = bool(dead.any())
+    if any_dead:
+        m[dead] = 0
+    s -= m
+    np.exp(s, out=s)
+    z = s.sum(axis=-1, keepdims=True)
+    if any_dead:
+        z[dead] = 1
+    s /= z
+    return s
+
+
+class ScaledDotProductAttention(Function):
+    """``O = softmax(alpha Q K^T + B) V`` (masks folded into ``B`` or a boolean keep-mask).
+
+    Inputs: ``q, k, v`` and, when the additive mask is a tensor, that mask (its gradient is
+    ``dS``). Keyword params: ``keep`` (bool array, True = take part, broadcastable to
+    (..., L, S)), ``scale``, ``dropout_p``, ``need_weights`` (second output: the attention
+    weights actually used, after dropout, as torch's ``MultiheadAttention`` returns them).
+    """
+
+    def forward(self, q, k, v, bias=None, keep=None, scale=1.0, dropout_p=0.0,
+                need_weights=False):
+        s = q @ _swap(k)                                    # (..., L, S)
+        s *= scale
+        if bias is not None:
+            if np.broadcast_shapes(s.shape, bias.shape) == s.shape:
+                s += bias
+            else:
+                s = s + bias
+        if keep is not None:
+            if np.broadcast_shapes(s.shape, keep.shape) != s.shape:
+                s = np.array(np.broadcast_to(s, np.broadcast_shapes(s.shape, keep.shape)))
+            np.copyto(s, -np.inf, where=~keep)
+        p = _masked_softmax_(s)                             # (..., L, S)
+        self.p = p
+        pd = p
+        self.drop = None
+        if dropout_p > 0.0:
+            dt = p.dtype
+            u = rng().random(p.shape, dtype=np.float32 if dt == np.float32 else np.float64)
+            if dropout_p >= 1.0:
+                self.drop = np.zeros(p.shape, dt)
+            else:
+                self.drop = (u >= dropout_p).astype(dt)
+                self.drop *= dt.type(1.0 / (1.0 - dropout_p))
+            pd = p * self.drop
+        self.pd = pd
+        out = pd @ v                                        # (..., L, Ev)
+        self.q, self.k, self.v, self.out = q, k, v, out
+        self.scale, self.has_bias = scale, bias is not None
+        if bias is not None:
+            self.bias_shape = bias.shape
+        if need_weights:
+            return out, pd
+        return out
+
+    def backward(self, g_out, g_w=None):
+        q, k, v, p, pd = self.q, self.k, self.v, self.p, self.pd
+        need = self.needs_input_grad
+        gv = unbroadcast(_swap(pd) @ g_out, v.shape) if need[2] else None
+        if not (need[0] or need[1] or (self.has_bias and need[3])):
+            return _grads(None, None, gv, None, self.has_bias)
+        # D = rowsum(dP * Pd) = rowsum(dO * O) (+ rowsum(dW * Pd) for the weights output)
+        d = (g_out * self.out).sum(axis=-1, keepdims=True)  # (..., L, 1)
+        dp = g_out @ _swap(v)                               # (..., L, S) = dPd
+        if g_w is not None and g_w.any():
+            dp += g_w
+            d = d + (g_w * pd).sum(axis=-1, keepdims=True)
+        if self.drop is not None:
+            dp *= self.drop                                 # dP = dPd * dropmask
+        dp -= d
+        dp *= p                                             # dS = P (dP - D)
+        gb = unbroadcast(dp, self.bias_shape) if self.has_bias and need[3] else None
+        if gb is not None and gb is dp:
+            gb = dp.copy()
+        dp *= self.scale
+        gq = unbroadcast(dp @ k, q.shape) if need[0] else None
+        gk = unbroadcast(_swap(dp) @ q, k.shape) if need[1] else None
+        return _grads(gq, gk, gv, gb, self.has_bias)
+
+
+def _grads(gq, gk, gv, gb, has_bias):
+    return (gq, gk, gv, gb) if has_bias else (gq, gk, gv)
+
+
+def causal_mask(L: int, S: int | None = None) -> np.ndarray:
+    """Boolean (L, S) mask, True where query ``i`` may attend to key ``j`` (``j <= i``).
+
+    Aligned at the top-left corner, as torch's ``is_causal=True``.
+    """
+    S = L if S is None else S
+    return np.tril(np.ones((L, S), dtype=bool))
+
+
+def _mask_array(m) -> np.ndarray:
+    return m.data if isinstance(m, Tensor) else np.asarray(m)
+
+
+def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask=None,
+                                 dropout_p: float = 0.0, is_causal: bool = False,
+                                 scale: float | None = None, need_weights: bool = False):
+    r"""Attention ``softmax(Q K^T / sqrt(E) + mask) V`` (Vaswani et al. 2017), one fused op.
+
+    ``query`` (..., L, E), ``key`` (..., S, E), ``value`` (..., S, Ev); leading dims broadcast.
+    ``attn_mask`` broadcastable to (..., L, S): boolean (True = this query may look at this
+    key, as torch) or floating (added to the scores; a tensor that requires grad receives
+    one). ``is_causal`` lets query ``i`` see keys ``j <= i`` (combined with ``attn_mask`` if
+    both are given). ``dropout_p`` drops attention weights (always, as torch's functional
+    form: pass 0 in evaluation). ``scale`` defaults to ``1/sqrt(E)``.
+
+    Rows with every key masked give zeros (output and gradient), never NaN.
+
+    Returns the output (..., L, Ev), or ``(output, weights)`` with ``need_weights=True``
+    (weights (..., L, S), after dropout).
+    """
+    qd, kd, vd = query.data, key.data, value.data
+    op = "scaled_dot_product_attention"
+    if qd.ndim < 2 or kd.ndim < 2 or vd.ndim < 2:
+        raise ValueError(f"{op}: expected query, key and value with at least 2 dims "
+                         f"(..., L, E), got {qd.shape}, {kd.shape}, {vd.shape}")
+    if qd.shape[-1] != kd.shape[-1]:
+        raise ValueError(f"{op}: query (..., L, E) and key (..., S, E) must share E, got "
+                         f"query {qd.shape} and key {kd.shape}")
+    if kd.shape[-2] != vd.shape[-2]:
+        raise ValueError(f"{op}: key (..., S, E) and value (..., S, Ev) must share S, got "
+                         f"key {kd.shape} and value {vd.shape}")
+    if qd.dtype.kind != "f" or qd.dtype != kd.dtype or qd.dtype != vd.dtype:
+        raise TypeError(f"{op}: query, key and value must share one floating dtype, got "
+                        f"{qd.dtype}, {kd.dtype}, {vd.dtype}")
+    try:
+        lead = np.broadcast_shapes(qd.shape[:-2], kd.shape[:-2], vd.shape[:-2])
+    except ValueError:
+        raise ValueError(f"{op}: the leading dims of query {qd.shape}, key {kd.shape} and "
+                         f"value {vd.shape} cannot be broadcast together") from None
+    if not 0.0 <= dropout_p <= 1.0:
+        raise ValueError(f"{op}: dropout_p must be in [0, 1], got {dropout_p}")
+    L, S = qd.shape[-2], kd.shape[-2]
+    scores_shape = lead + (L, S)
+    keep = None
+    bias = None
+    if attn_mask is not None:
+        m = _mask_array(attn_mask)
+        try:
+            np.broadcast_shapes(m.shape, scores_shape)
+        except ValueError:
+            raise ValueError(f"{op}: attn_mask of shape {m.shape} cannot be broadcast to the "
+                             f"attention scores (..., L, S) = {scores_shape}") from None
+        if m.dtype == np.bool_:
+            keep = m
+        elif m.dtype.kind == "f":
+            if isinstance(attn_mask, Tensor) and attn_mask.requires_grad:
+                if m.dtype != qd.dtype:
+                    raise TypeError(f"{op}: a float attn_mask that requires grad must have "
+                                    f"the query's dtype {qd.dtype}, got {m.dtype}")
+                bias = attn_mask
+            else:
+                bias = Tensor._wrap(m.astype(qd.dtype, copy=False), None, 0)
+        else:
+            raise TypeError(f"{op}: attn_mask must be boolean (True = take part) or floating "
+                            f"(added to the scores), got {m.dtype}")
+    if is_causal:
+        c = causal_mask(L, S)
+        keep = c if keep is None else (keep & c)
+    sc = 1.0 / math.sqrt(qd.shape[-1]) if scale is None else float(scale)
+    params = dict(keep=keep, scale=sc, dropout_p=float(dropout_p), need_weights=need_weights)
+    if bias is None:
+        return ScaledDotProductAttention.apply(query, key, value, **params)
+    return ScaledDotProductAttention.apply(query, key, value, bias, **params)
+
+
+class AdditiveAttention(Function):
+    r"""Bahdanau attention with the projections done: ``e = v^T tanh(q' + k')``.
+
+    Inputs ``qp`` (..., L, H) (projected queries), ``kp`` (..., S, H) (projected keys), ``w``
+    (H,) (the vector ``v``), ``values`` (..., S, Dv). With ``T = tanh(qp_i + kp_j)``
+    (..., L, S, H), ``e = T w``, ``P = softmax(e)`` over keys (masked), ``O = P values``.
+
+    Backward: ``dValues = P^T dO``, ``dP = dO values^T``, ``de = P (dP - rowsum(dO O))``,
+    ``dU = de w (1 - T^2)`` (..., L, S, H), ``dqp = sum_j dU``, ``dkp = sum_i dU``,
+    ``dw = sum de T``.
+    """
+
+    def forward(self, qp, kp, w, values, keep=None):
+        t = qp[..., :, None, :] + kp[..., None, :, :]        # (..., L, S, H)
+        np.tanh(t, out=t)
+        e = t @ w                                           # (..., L, S)
+        if keep is not None:
+            if np.broadcast_shapes(e.shape, keep.shape) != e.shape:
+                e = np.array(np.broadcast_to(e, np.broadcast_shapes(e.shape, keep.shape)))
+            np.copyto(e, -np.inf, where=~keep)
+        p = _masked_softmax_(e)
+        out = p @ values                                    # (..., L, Dv)
+        self.t, self.p, self.out, self.w, self.values = t, p, out, w, values
+        self.qshape, self.kshape = qp.shape, kp.shape
+        return out, p
+
+    def backward(self, g_out, g_w):
+        t, p, w, values = self.t, self.p, self.w, self.values
+        gvals = unbroadcast(_swap(p) @ g_out, values.shape) if self.needs_input_grad[3] else None
+        d = (g_out * self.out).sum(axis=-1, keepdims=True)
+        dp = g_out @ _swap(values)
+        if g_w.any():
+            dp += g_w
+            d = d + (g_w * p).sum(axis=-1, keepdims=True)
+        dp -= d
+        dp *= p                                             # de (..., L, S)
+        gw = unbroadcast(np.einsum("...ls,...lsh->...h", dp, t), w.shape) \
+            if self.needs_input_grad[2] else None
+        du = 1 - t * t
+        du *= dp[..., None]
+        du *= w                                             # (..., L, S, H)
+        gq = unbroadcast(du.sum(axis=-2), self.qshape) if self.needs_input_grad[0] else None
+        gk = unbroadcast(du.sum(axis=-3), self.kshape) if self.needs_input_grad[1] else None
+        return gq, gk, gw, gvals
+
+
+def additive_attention(query_proj: Tensor, key_proj: Tensor, v: Tensor, values: Tensor,
+                       mask=None) -> tuple[Tensor, Tensor]:
+    r"""Additive (Bahdanau et al. 2014) attention on projected queries and keys, fused.
+
+    ``score_ij = v^T tanh(q'_i + k'_j)``, ``weights = softmax_j(score)``,
+    ``context_i = sum_j weights_ij values_j``. ``query_proj`` (..., L, H) or (..., H) (one
+    query per batch row), ``key_proj`` (..., S, H), ``v`` (H,), ``values`` (..., S, Dv),
+    ``mask`` boolean broadcastable to (..., L, S), True = take part. Rows with no key give
+    zero weights and a zero context. Returns ``(context, weights)``: (..., L, Dv) and
+    (..., L, S), or (..., Dv) and (..., S) for a single query.
+    """
+    op = "additive_attention"
+    qd, kd, vd, wd = query_proj.data, key_proj.data, values.data, v.data
+    if kd.ndim < 2 or vd.ndim < 2:
+        raise ValueError(f"{op}: expected key_proj (..., S, H) and values (..., S, Dv), got "
+                         f"{kd.shape} and {vd.shape}")
+    if wd.shape != (kd.shape[-1],) or qd.shape[-1] != kd.shape[-1]:
+        raise ValueError(f"{op}: query_proj (..., H), key_proj (..., S, H) and v (H,) must "
+                         f"share H, got {qd.shape}, {kd.shape} and {wd.shape}")
+    if kd.shape[-2] != vd.shape[-2]:
+        raise ValueError(f"{op}: key_proj (..., S, H) and values (..., S, Dv) must share S, "
+                         f"got {kd.shape} and {vd.shape}")
+    single = qd.ndim == kd.ndim - 1
+    from shendu.functional.shape import reshape
+
+    q = reshape(query_proj, qd.shape[:-1] + (1, qd.shape[-1])) if single else query_proj
+    keep = None
+    if mask is not None:
+        keep = _mask_array(mask)
+        if keep.dtype != np.bool_:
+            raise TypeError(f"{op}: mask must be boolean (True = take part), got {keep.dtype}")
+        if single:
+            keep = keep[..., None, :]
+    out, p = AdditiveAttention.apply(q, key_proj, v, values, keep=keep)
+    if single:
+        out = reshape(out, out.shape[:-2] + out.shape[-1:])
+        p = reshape(p, p.shape[:-2] + p.shape[-1:])
+    return out, p
