@@ -21,6 +21,7 @@ import os
 import re
 import struct
 import tempfile
+import zlib
 from collections import OrderedDict
 
 import numpy as np
@@ -38,6 +39,7 @@ _DTYPES = {
     "BOOL": np.dtype("?"),
 }
 _CODES = {v: k for k, v in _DTYPES.items()}
+_CRC_KEY = "shendu.crc32"  # checksum of the data section: a flipped byte is caught
 
 
 class FileFormatError(ValueError):
@@ -81,9 +83,7 @@ def atomic_write(path, data: bytes) -> None:
 
 
 def _serialize(arrays: dict, metadata: dict | None) -> bytes:
-    header: dict = {}
-    if metadata:
-        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    header: dict = {"__metadata__": {str(k): str(v) for k, v in (metadata or {}).items()}}
     offset = 0
     blobs = []
     for name, arr in arrays.items():
@@ -102,9 +102,11 @@ def _serialize(arrays: dict, metadata: dict | None) -> bytes:
                         "data_offsets": [offset, offset + len(b)]}
         blobs.append(b)
         offset += len(b)
+    body = b"".join(blobs)
+    header["__metadata__"][_CRC_KEY] = f"{zlib.crc32(body):08x}"
     hb = json.dumps(header, separators=(",", ":")).encode()
     hb += b" " * (-len(hb) % 8)  # align the data section to 8 bytes
-    return struct.pack("<Q", len(hb)) + hb + b"".join(blobs)
+    return struct.pack("<Q", len(hb)) + hb + body
 
 
 def save_arrays(arrays: dict, path, metadata: dict | None = None) -> None:
@@ -145,6 +147,9 @@ def load_arrays(path) -> tuple[OrderedDict, dict]:
     if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                              for k, v in meta.items()):
         raise FileFormatError(path, "__metadata__ must map strings to strings")
+    crc = meta.pop(_CRC_KEY, None)
+    if crc is not None and crc != f"{zlib.crc32(data):08x}":
+        raise FileFormatError(path, "corrupted: the data section does not match its checksum")
     entries = []
     for name, info in header.items():
         if not _NAME_RE.match(name):
