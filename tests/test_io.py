@@ -158,3 +158,23 @@ def test_fuzz_mutated_and_truncated_files(tmp_path):
             np.testing.assert_array_equal(sd[k], ref[k])
 
     run()
+
+
+def test_checkpoint_state_tree_roundtrip(tmp_path):
+    from shendu.io import load_checkpoint, save_checkpoint
+
+    state = {"model": _mlp().state_dict(), "epoch": 3, "step": 120,
+             "optimizer": {"state": {0: {"momentum_buffer": np.ones(3)}, 1: {"step": 4.0}},
+                           "param_groups": [{"lr": 0.1, "params": [0, 1], "betas": (0.9, 0.99)}]},
+             "rng": shendu.get_rng_state(), "history": {"loss": [1.5, float("nan")]}}
+    p = tmp_path / "c.ckpt"
+    save_checkpoint(p, **state)
+    back = load_checkpoint(p)
+    assert back["epoch"] == 3 and back["step"] == 120
+    assert back["rng"] == state["rng"]
+    assert back["optimizer"]["param_groups"][0]["betas"] == (0.9, 0.99)
+    assert list(back["optimizer"]["state"]) == [0, 1]
+    np.testing.assert_array_equal(back["optimizer"]["state"][0]["momentum_buffer"], np.ones(3))
+    assert np.isnan(back["history"]["loss"][1])
+    for k, v in state["model"].items():
+        np.testing.assert_array_equal(back["model"][k], v)

@@ -27,6 +27,7 @@ from collections import OrderedDict
 import numpy as np
 
 __all__ = ["FileFormatError", "save", "load", "save_arrays", "load_arrays", "atomic_write",
+           "save_checkpoint", "load_checkpoint", "pack_state", "unpack_state", "register",
            "encode_config", "decode_config"]
 
 FORMAT_VERSION = 1
@@ -43,7 +44,7 @@ _CRC_KEY = "shendu.crc32"  # checksum of the data section: a flipped byte is cau
 
 
 class FileFormatError(ValueError):
-    """A file that shendu cannot or will not read: truncated, corrupted, wrongly typed or hostile."""
+    """A file shendu cannot or will not read: truncated, corrupted, wrongly typed or hostile."""
 
     def __init__(self, path, problem: str) -> None:
         self.path, self.problem = str(path), problem
@@ -361,3 +362,92 @@ def load(path, *, model=None):
         except Exception as e:
             raise FileFormatError(path, f"cannot rebuild {name}: {e}") from None
     raise FileFormatError(path, f"unknown kind {str(kind)[:40]!r}")
+
+
+# ----------------------------------------------------------------- state trees
+def pack_state(tree, prefix: str = "s") -> tuple[OrderedDict, object]:
+    """Split a nested structure (dicts, lists, numbers, strings, arrays, tensors) into named arrays
+    and a JSON-able skeleton in which each array is replaced by ``{"__tensor__": name}``."""
+    arrays: OrderedDict = OrderedDict()
+
+    def walk(v, path):
+        if hasattr(v, "grad") and hasattr(v, "data") and isinstance(v.data, np.ndarray):
+            v = v.data
+        if isinstance(v, np.ndarray):
+            name = f"{prefix}.{len(arrays)}"
+            arrays[name] = v
+            return {"__tensor__": name}
+        if isinstance(v, dict):
+            return {"__dict__": [[walk(k, path), walk(x, f"{path}.{k}")] for k, x in v.items()]}
+        if isinstance(v, (list, tuple)):
+            items = [walk(x, f"{path}.{i}") for i, x in enumerate(v)]
+            return items if isinstance(v, list) else {"__tuple__": items}
+        if isinstance(v, (np.integer, np.floating, np.bool_)):
+            return v.item()
+        if isinstance(v, float) and not np.isfinite(v):
+            return {"__float__": repr(v)}
+        if v is None or isinstance(v, (bool, int, float, str)):
+            return v
+        raise TypeError(f"save: cannot store a {type(v).__name__} at {path}")
+
+    return arrays, walk(tree, prefix)
+
+
+def unpack_state(skeleton, arrays: dict, path="<state>"):
+    """Inverse of :func:`pack_state`."""
+
+    def walk(v):
+        if isinstance(v, list):
+            return [walk(x) for x in v]
+        if not isinstance(v, dict):
+            return v
+        if "__tensor__" in v:
+            name = v["__tensor__"]
+            if name not in arrays:
+                raise FileFormatError(path, f"state refers to a missing tensor {str(name)[:80]!r}")
+            return arrays[name]
+        if "__dict__" in v:
+            pairs = v["__dict__"]
+            if not isinstance(pairs, list) or not all(isinstance(p, list) and len(p) == 2
+                                                      for p in pairs):
+                raise FileFormatError(path, "malformed dict in stored state")
+            out = {}
+            for k, x in pairs:
+                k = walk(k)
+                if isinstance(k, list):
+                    k = tuple(k)
+                out[k] = walk(x)
+            return out
+        if "__tuple__" in v:
+            return tuple(walk(x) for x in v["__tuple__"])
+        if "__float__" in v:
+            return float(v["__float__"])
+        raise FileFormatError(path, "unrecognised entry in stored state")
+
+    return walk(skeleton)
+
+
+def save_checkpoint(path, **parts) -> None:
+    """Write a checkpoint atomically. ``parts`` are named state trees (a model's state_dict,
+    an optimizer's, a scheduler's, the epoch, the RNG state, the history, ...)."""
+    from shendu import __version__
+
+    arrays, skeleton = pack_state(parts, prefix="ckpt")
+    desc = {"format": "shendu", "format_version": FORMAT_VERSION, "version": __version__,
+            "kind": "checkpoint", "state": skeleton}
+    save_arrays(arrays, path, {"shendu": json.dumps(desc)})
+
+
+def load_checkpoint(path) -> dict:
+    """Read a checkpoint written by :func:`save_checkpoint` (a dict of its parts)."""
+    arrays, meta = load_arrays(path)
+    try:
+        desc = json.loads(meta.get("shendu", "null"))
+    except json.JSONDecodeError:
+        raise FileFormatError(path, "shendu metadata is not valid JSON") from None
+    if not isinstance(desc, dict) or desc.get("kind") != "checkpoint":
+        raise FileFormatError(path, "not a shendu checkpoint")
+    state = unpack_state(desc.get("state"), arrays, path)
+    if not isinstance(state, dict):
+        raise FileFormatError(path, "malformed checkpoint")
+    return state
