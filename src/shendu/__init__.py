@@ -8,7 +8,7 @@ last gradient.
 tensor([2., 4.])
 """
 
-from shendu.autograd import enable_grad, grad, gradcheck, is_grad_enabled, no_grad, set_grad_enabled
+from shendu.autograd import enable_grad, grad, gradcheck, is_grad_enabled, no_grad, set_grad_enabled  # noqa: I001
 from shendu.backend import (
     get_default_dtype,
     get_rng_state,
@@ -67,7 +67,7 @@ from shendu.functional import (  # noqa: E402
     where,
 )
 from shendu.functional import max, min  # noqa: E402
-from shendu import nn, optim  # noqa: E402
+from shendu import data, nn, optim  # noqa: E402
 
 float32 = "float32"
 float64 = "float64"
@@ -80,7 +80,7 @@ __all__ = [
     "arange", "linspace", "eye", "randn", "rand", "randint",
     "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "grad", "gradcheck",
     "manual_seed", "get_default_dtype", "set_default_dtype", "get_rng_state", "set_rng_state",
-    "functional", "nn", "optim",
+    "functional", "nn", "optim", "data",
     "abs", "cat", "concat", "chunk", "clamp", "clip", "exp", "flatten", "gather", "log",
     "logsumexp", "matmul", "maximum", "minimum", "mean", "pad", "permute", "reshape", "sigmoid",
     "split", "sqrt", "squeeze", "stack", "std", "sum", "tanh", "transpose", "unsqueeze", "var",

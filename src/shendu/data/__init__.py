@@ -1,0 +1,34 @@
+"""Data (``shendu.data``): data sets, samplers and the batching ``DataLoader``.
+
+``shendu.data.datasets`` (built-in data sets) is imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from shendu.data.dataloader import (
+    DataLoader,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+    default_collate,
+)
+from shendu.data.dataset import Dataset, Subset, TensorDataset, random_split
+
+__all__ = [
+    "Dataset", "TensorDataset", "Subset", "random_split",
+    "DataLoader", "default_collate", "Sampler", "SequentialSampler", "RandomSampler",
+]
+
+_LAZY = ("datasets",)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return importlib.import_module(f"shendu.data.{name}")
+    raise AttributeError(f"module 'shendu.data' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*__all__, *_LAZY])
