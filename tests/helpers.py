@@ -77,3 +77,60 @@ def check_op(fn, shapes, torch_fn=None, low=-2.0, high=2.0, positive=False, grad
         check_gradcheck(fn, arrays, **(gradcheck_kw or {}))
     compare_with_torch(fn, arrays, torch_fn, np.float64, tol64, grad)
     compare_with_torch(fn, arrays, torch_fn, np.float32, tol32, grad)
+
+
+def check_module(s_mod, t_mod, inputs, dtype=np.float32, tol=None, fn=None, torch_fn=None,
+                 seed=1):
+    """Layer parity: copy ``t_mod``'s state_dict into ``s_mod`` unchanged (torch's names and
+    shapes), run both on the same ``inputs`` (floating arrays get gradients; bool/int arrays
+    and None pass through), then compare every output, every input gradient and the
+    gradient of every parameter (matched by name). ``fn(mod, *inputs)`` defaults to
+    ``mod(*inputs)``; outputs may be tuples (None entries are skipped)."""
+    tol = tol or TOL[dtype]
+    t_dtype = torch.float32 if dtype == np.float32 else torch.float64
+    t_mod = t_mod.to(t_dtype)
+    s_mod.to(dtype)
+    s_mod.load_state_dict(t_mod.state_dict())
+    s_names = {k: tuple(v.shape) for k, v in s_mod.state_dict().items()}
+    t_names = {k: tuple(v.shape) for k, v in t_mod.state_dict().items()}
+    assert s_names == t_names, f"state_dict differs: {s_names} vs {t_names}"
+    s_in, t_in = [], []
+    for a in inputs:
+        if a is None:
+            s_in.append(None)
+            t_in.append(None)
+        elif np.asarray(a).dtype.kind == "f":
+            a = np.asarray(a, dtype)
+            s_in.append(shendu.tensor(a, dtype=dtype, requires_grad=True))
+            t_in.append(torch.tensor(a, requires_grad=True))
+        else:
+            s_in.append(shendu.tensor(np.asarray(a)))
+            t_in.append(torch.tensor(np.asarray(a)))
+    fn = fn or (lambda m, *xs: m(*xs))
+    torch_fn = torch_fn or fn
+    s_out = [o for o in _flat(fn(s_mod, *s_in)) if o is not None]
+    t_out = [o for o in _flat(torch_fn(t_mod, *t_in)) if o is not None]
+    assert len(s_out) == len(t_out), "different number of outputs"
+    for i, (so, to) in enumerate(zip(s_out, t_out)):
+        tv = to.detach().numpy()
+        assert so.shape == tuple(tv.shape), f"output {i}: shape {so.shape} vs {tuple(tv.shape)}"
+        assert so.dtype == tv.dtype, f"output {i}: dtype {so.dtype} vs torch {tv.dtype}"
+        np.testing.assert_allclose(so.data, tv, **tol, err_msg=f"output {i}")
+    rng = np.random.default_rng(seed)
+    projs = [rng.standard_normal(so.shape).astype(dtype) for so in s_out]
+    shendu.autograd.backward(s_out, projs)
+    torch.autograd.backward(t_out, [torch.tensor(p) for p in projs])
+    for i, (si, ti) in enumerate(zip(s_in, t_in)):
+        if ti is None or not ti.requires_grad:
+            continue
+        tg = np.zeros(ti.shape, dtype) if ti.grad is None else ti.grad.numpy()
+        sg = np.zeros(si.shape, dtype) if si.grad is None else si.grad.data
+        np.testing.assert_allclose(sg, tg, **tol, err_msg=f"gradient of input {i}")
+    t_params = dict(t_mod.named_parameters())
+    s_params = dict(s_mod.named_parameters())
+    assert set(s_params) == set(t_params), f"parameters {set(s_params) ^ set(t_params)}"
+    for name, tp in t_params.items():
+        sp = s_params[name]
+        tg = np.zeros(tp.shape, dtype) if tp.grad is None else tp.grad.numpy()
+        sg = np.zeros(sp.shape, dtype) if sp.grad is None else sp.grad.data
+        np.testing.assert_allclose(sg, tg, **tol, err_msg=f"gradient of parameter {name}")

@@ -12,9 +12,11 @@ from shendu.functional.loss import *  # noqa: F403
 from shendu.functional.loss import __all__ as _lo
 from shendu.functional.math import *  # noqa: F403
 from shendu.functional.math import __all__ as _m
+from shendu.functional.normalization import *  # noqa: F403
+from shendu.functional.normalization import __all__ as _norm
 from shendu.functional.reduction import *  # noqa: F403
 from shendu.functional.reduction import __all__ as _r
 from shendu.functional.shape import *  # noqa: F403
 from shendu.functional.shape import __all__ as _s
 
-__all__ = [*_a, *_att, *_d, *_l, *_lo, *_m, *_r, *_s]
+__all__ = [*_a, *_att, *_d, *_l, *_lo, *_m, *_norm, *_r, *_s]

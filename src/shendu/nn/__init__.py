@@ -12,5 +12,7 @@ from shendu.nn.linear import __all__ as _lin
 from shendu.nn.loss import *  # noqa: F403
 from shendu.nn.loss import __all__ as _loss
 from shendu.nn.module import Module, Parameter
+from shendu.nn.normalization import *  # noqa: F403
+from shendu.nn.normalization import __all__ as _norm
 
-__all__ = ["Module", "Parameter", "init", "utils", *_act, *_con, *_drop, *_lin, *_loss]
+__all__ = ["Module", "Parameter", "init", "utils", *_act, *_con, *_drop, *_lin, *_loss, *_norm]
