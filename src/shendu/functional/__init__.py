@@ -18,5 +18,7 @@ from shendu.functional.reduction import *  # noqa: F403
 from shendu.functional.reduction import __all__ as _r
 from shendu.functional.shape import *  # noqa: F403
 from shendu.functional.shape import __all__ as _s
+from shendu.functional.sparse import *  # noqa: F403
+from shendu.functional.sparse import __all__ as _sp
 
-__all__ = [*_a, *_att, *_d, *_l, *_lo, *_m, *_norm, *_r, *_s]
+__all__ = [*_a, *_att, *_d, *_l, *_lo, *_m, *_norm, *_r, *_s, *_sp]

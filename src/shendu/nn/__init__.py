@@ -14,5 +14,8 @@ from shendu.nn.loss import __all__ as _loss
 from shendu.nn.module import Module, Parameter
 from shendu.nn.normalization import *  # noqa: F403
 from shendu.nn.normalization import __all__ as _norm
+from shendu.nn.sparse import *  # noqa: F403
+from shendu.nn.sparse import __all__ as _sparse
 
-__all__ = ["Module", "Parameter", "init", "utils", *_act, *_con, *_drop, *_lin, *_loss, *_norm]
+__all__ = ["Module", "Parameter", "init", "utils", *_act, *_con, *_drop, *_lin, *_loss, *_norm,
+           *_sparse]
