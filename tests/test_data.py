@@ -53,6 +53,21 @@ def index_ds(n):
     return TensorDataset(np.zeros((n, 2), np.float32), np.arange(n))
 
 
+def per_sample_calls(loader, monkeypatch):
+    """How many times an epoch of ``loader`` calls ``TensorDataset.__getitem__``."""
+    calls = []
+    original = TensorDataset.__getitem__
+
+    def counting(self, i):
+        calls.append(i)
+        return original(self, i)
+
+    with monkeypatch.context() as m:
+        m.setattr(TensorDataset, "__getitem__", counting)
+        list(loader)
+    return len(calls)
+
+
 def assert_batches_equal(a, b):
     assert len(a) == len(b)
     for ba, bb in zip(a, b):
@@ -247,27 +262,28 @@ def test_two_iterators_over_one_loader_are_independent():
 @pytest.mark.parametrize("shuffle", [False, True])
 @pytest.mark.parametrize("xdtype,ydtype", [(np.float32, np.int64), (np.float64, np.int32),
                                            (np.float32, np.uint8), (np.float32, np.bool_)])
-def test_tensor_dataset_fast_path_equals_per_sample_collate(shuffle, xdtype, ydtype):
+def test_tensor_dataset_fast_path_equals_per_sample_collate(shuffle, xdtype, ydtype,
+                                                            monkeypatch):
     ds, x, y = make_ds(n=17, xdtype=xdtype, ydtype=ydtype)
     fast = DataLoader(ds, batch_size=4, shuffle=shuffle, generator=1)
-    assert fast._fast is not None
     slow_py = DataLoader(Rows(x, y), batch_size=4, shuffle=shuffle, generator=1)
     slow_fn = DataLoader(ds, batch_size=4, shuffle=shuffle, generator=1,
                          collate_fn=lambda b: default_collate(b))
-    assert slow_py._fast is None and slow_fn._fast is None
     f, p, s = list(fast), list(slow_py), list(slow_fn)
     assert_batches_equal(f, p)
     assert_batches_equal(f, s)
+    assert per_sample_calls(fast, monkeypatch) == 0
+    assert per_sample_calls(slow_fn, monkeypatch) == 17
     assert f[0][0].dtype == xdtype
     assert f[0][1].dtype == (np.bool_ if ydtype == np.bool_ else np.int64)
 
 
-def test_fast_path_through_nested_subsets():
+def test_fast_path_through_nested_subsets(monkeypatch):
     ds, x, y = make_ds(n=20)
     train, _ = random_split(ds, [0.75, 0.25], generator=2)
     inner = Subset(train, [4, 0, 9, 3, 3])
     fast = DataLoader(inner, batch_size=2)
-    assert fast._fast is not None
+    assert per_sample_calls(fast, monkeypatch) == 0
     expect = train.indices[[4, 0, 9, 3, 3]]
     got = np.concatenate([b[0].numpy() for b in fast])
     np.testing.assert_array_equal(got, x[expect])
@@ -283,7 +299,6 @@ def test_subclass_overriding_getitem_is_honoured():
 
     ds = Plus1(np.zeros((4, 2), np.float32), np.arange(4))
     loader = DataLoader(ds, batch_size=4)
-    assert loader._fast is None
     np.testing.assert_array_equal(next(iter(loader))[0].numpy(), np.ones((4, 2)))
 
 
@@ -459,3 +474,12 @@ def test_state_dict_at_epoch_boundary_and_errors():
         loader.load_state_dict({"epoch": 0})
     with pytest.raises(ValueError, match="no generator of its own"):
         loader.load_state_dict(DataLoader(ds, shuffle=True, generator=0).state_dict())
+
+
+def test_package_exports_and_lazy_datasets():
+    import shendu.data as sd
+
+    assert set(sd.__all__) <= set(dir(sd)) and "datasets" in dir(sd)
+    assert shendu.data is sd and "data" in shendu.__all__
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        getattr(sd, "nope")  # noqa: B009

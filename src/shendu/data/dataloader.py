@@ -31,7 +31,7 @@ import numpy as np
 from shendu import backend
 from shendu.backend import get_default_dtype
 from shendu.data.dataset import Subset, TensorDataset, as_generator
-from shendu.tensor import Tensor
+from shendu.tensor import Tensor, from_numpy
 
 __all__ = ["DataLoader", "default_collate", "Sampler", "SequentialSampler", "RandomSampler"]
 
@@ -114,7 +114,7 @@ def _batch_tensor(arr: np.ndarray) -> Tensor:
     ``cross_entropy`` and torch expect), every other dtype is kept."""
     if arr.dtype.kind in "iu" and arr.dtype != np.int64:
         arr = arr.astype(np.int64)
-    return Tensor._wrap(arr, None, 0)
+    return from_numpy(arr)
 
 
 def _path(path: str) -> str:
@@ -277,7 +277,7 @@ class DataLoader:
         self.drop_last = bool(drop_last)
         self.collate_fn = collate_fn if collate_fn is not None else default_collate
         self.sampler = sampler
-        self._fast = _fast_source(dataset) if self.collate_fn is default_collate else None
+        self._fast = _fast_source(dataset)  # used while collate_fn is default_collate
         # position: the epoch index, and the iterator of the epoch in progress (if any)
         self._epoch = 0
         self._current: _LoaderIterator | None = None
@@ -305,7 +305,7 @@ class DataLoader:
         return self._current
 
     def _fetch(self, idx: np.ndarray):
-        if self._fast is not None:
+        if self._fast is not None and self.collate_fn is default_collate:
             ds, index_map = self._fast
             return tuple(_batch_tensor(a) for a in ds._take(
                 idx if index_map is None else index_map[idx]))

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from shendu import backend
-from shendu.tensor import Tensor, _to_array
+from shendu.tensor import Tensor, _to_array, from_numpy
 
 __all__ = ["Dataset", "TensorDataset", "Subset", "random_split"]
 
@@ -114,14 +114,14 @@ class TensorDataset(Dataset):
     @property
     def tensors(self) -> tuple[Tensor, ...]:
         """The stored arrays as tensors (sharing memory), in argument order."""
-        return tuple(Tensor._wrap(a, None, 0) for a in self.arrays)
+        return tuple(from_numpy(a) for a in self.arrays)
 
     def __len__(self) -> int:
         return self.arrays[0].shape[0]
 
     def __getitem__(self, index: int) -> tuple[Tensor, ...]:
         i = _check_index(index, len(self), "TensorDataset")
-        return tuple(Tensor._wrap(np.asarray(a[i]), None, 0) for a in self.arrays)
+        return tuple(from_numpy(np.asarray(a[i])) for a in self.arrays)
 
     def _take(self, indices: np.ndarray) -> tuple[np.ndarray, ...]:
         """Rows ``indices`` of every array, as new arrays (one fancy index each)."""
