@@ -12,42 +12,11 @@ import pytest
 import shendu
 from shendu import nn
 from shendu.data import DataLoader, Subset, TensorDataset, random_split
-
-SGD = getattr(shendu.optim, "SGD", None)
-
-
-class ManualSGD:
-    """Stand-in for ``shendu.optim.SGD`` (heavy-ball momentum, torch's rule) while that
-    package is being written."""
-
-    def __init__(self, params, lr, momentum=0.0):
-        self.params, self.lr, self.momentum = list(params), lr, momentum
-        self.bufs = [None] * len(self.params)
-
-    def zero_grad(self):
-        for p in self.params:
-            p.grad = None
-
-    def step(self):
-        for k, p in enumerate(self.params):
-            g = p.grad.data
-            if self.momentum:
-                b = self.bufs[k]
-                self.bufs[k] = g.copy() if b is None else b * g.dtype.type(self.momentum) + g
-                g = self.bufs[k]
-            p.data -= p.data.dtype.type(self.lr) * g
-
-    def state_dict(self):
-        return {"bufs": [None if b is None else b.copy() for b in self.bufs]}
-
-    def load_state_dict(self, state):
-        self.bufs = [None if b is None else b.copy() for b in state["bufs"]]
+from shendu.optim import SGD
 
 
 def make_optimizer(params, lr=0.05, momentum=0.9):
-    if SGD is not None:
-        return SGD(params, lr=lr, momentum=momentum)
-    return ManualSGD(params, lr=lr, momentum=momentum)
+    return SGD(params, lr=lr, momentum=momentum)
 
 
 def data(dtype=np.float32):

@@ -71,7 +71,7 @@ class RandomSampler(Sampler):
     """
 
     def __init__(self, data_source, replacement: bool = False, num_samples: int | None = None,
-                 generator=None) -> None:
+                 generator: np.random.Generator | int | None = None) -> None:
         self.data_source = data_source
         self.replacement = bool(replacement)
         self.generator = as_generator(generator, "RandomSampler")
@@ -245,7 +245,7 @@ class DataLoader:
 
     def __init__(self, dataset, batch_size: int = 1, shuffle: bool = False,
                  drop_last: bool = False, collate_fn: Callable[[list], Any] | None = None,
-                 generator=None, sampler=None) -> None:
+                 generator: np.random.Generator | int | None = None, sampler=None) -> None:
         if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
             raise TypeError(f"DataLoader expected a map-style dataset (with __len__ and "
                             f"__getitem__), got {type(dataset).__name__}")

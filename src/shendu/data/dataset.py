@@ -186,7 +186,8 @@ def _split_lengths(lengths: Sequence, n: int) -> list[int]:
     return out
 
 
-def random_split(dataset, lengths: Sequence, generator=None) -> list[Subset]:
+def random_split(dataset, lengths: Sequence[int | float],
+                 generator: np.random.Generator | int | None = None) -> list[Subset]:
     """Split ``dataset`` into non-overlapping random :class:`Subset` s.
 
     ``lengths`` holds either sizes that sum to ``len(dataset)`` or fractions that sum to 1
