@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as TF
-from helpers import check_gradcheck, check_op, make_inputs
+from helpers import check_gradcheck, check_module, check_op, make_inputs
 
 import shendu
 import shendu.functional as F
+import shendu.nn as nn
 
 
 def _torch_weights(q, k, mask=None, is_causal=False, scale=None):
@@ -219,3 +220,229 @@ def test_additive_attention_mask_and_dead_row():
     check_op(lambda a, b, c, d: F.additive_attention(a, b, c, d, mask=m),
              [(3, 4), (3, 5, 4), (4,), (3, 5, 2)],
              torch_fn=lambda a, b, c, d: _torch_additive(a, b, c, d, tm))
+
+
+# --------------------------------------------------------------------- MultiheadAttention
+def _mha_pair(E=8, H=2, **kw):
+    torch.manual_seed(0)
+    t = torch.nn.MultiheadAttention(E, H, **kw)
+    with torch.no_grad():  # non-zero biases so their gradients are tested
+        for p in t.parameters():
+            if p.dim() == 1:
+                p.normal_()
+    return nn.MultiheadAttention(E, H, **kw), t
+
+
+def _mask_kinds(kind, n=2, h=2, L=4, S=5):
+    rng = np.random.default_rng(11)
+    am = kpm = None
+    if kind in ("bool", "both_bool", "mixed"):
+        am = rng.random((L, S)) < 0.3
+        am[:, 0] = False                      # True = may not attend; key 0 always open
+    if kind == "float":
+        am = rng.normal(size=(L, S))
+    if kind == "bool3d":
+        am = rng.random((n * h, L, S)) < 0.3
+        am[..., 0] = False
+    if kind in ("kpm", "both_bool"):
+        kpm = np.zeros((n, S), bool)
+        kpm[1, 3:] = True
+    if kind in ("kpm_float", "mixed"):
+        kpm = np.zeros((n, S))
+        kpm[0, 4] = -np.inf
+        kpm[1, 1] = -1.5
+    return am, kpm
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("mode", ["self", "cross", "kdim"])
+def test_mha_parity(dtype, batch_first, mode):
+    kw = dict(batch_first=batch_first)
+    if mode == "kdim":
+        kw.update(kdim=3, vdim=6)
+    s, t = _mha_pair(**kw)
+    N, L, S = 2, 4, 5
+
+    def shape(n, length, d):
+        return (n, length, d) if batch_first else (length, n, d)
+
+    if mode == "self":
+        fn = lambda m, x: m(x, x, x)  # noqa: E731
+        inputs = make_inputs([shape(N, L, 8)])
+    else:
+        fn = lambda m, q, k, v: m(q, k, v)  # noqa: E731
+        kd, vd = (3, 6) if mode == "kdim" else (8, 8)
+        inputs = make_inputs([shape(N, L, 8), shape(N, S, kd), shape(N, S, vd)])
+    check_module(s, t, inputs, dtype=dtype, fn=fn)
+    if mode == "kdim":
+        assert s.in_proj_weight is None and s.q_proj_weight.shape == (8, 8)
+
+
+@pytest.mark.parametrize("kind", ["bool", "float", "bool3d", "kpm", "kpm_float", "both_bool",
+                                  "mixed"])
+@pytest.mark.parametrize("need_weights,average", [(True, True), (True, False), (False, True)])
+def test_mha_masks(kind, need_weights, average):
+    s, t = _mha_pair(batch_first=True)
+    am, kpm = _mask_kinds(kind)
+
+    def fn(m, q, k, v):
+        def wrap(a):
+            if a is None or not torch.is_tensor(q):
+                return a
+            return torch.tensor(a if a.dtype == bool else a.astype(dtype))
+
+        dtype = np.float32 if q.dtype in (np.float32, torch.float32) else np.float64
+        return m(q, k, v, key_padding_mask=wrap(kpm), attn_mask=wrap(am),
+                 need_weights=need_weights, average_attn_weights=average)
+
+    check_module(s, t, make_inputs([(2, 4, 8), (2, 5, 8), (2, 5, 8)]), fn=fn,
+                 dtype=np.float64)
+    check_module(s, t, make_inputs([(2, 4, 8), (2, 5, 8), (2, 5, 8)]), fn=fn)
+
+
+def test_mha_causal_self_attention():
+    s, t = _mha_pair()
+    mask = torch.nn.Transformer.generate_square_subsequent_mask(5)  # float -inf above diag
+    fn = lambda m, x: m(x, x, x, attn_mask=(  # noqa: E731
+        mask if torch.is_tensor(x) else mask.numpy()), is_causal=True)
+    check_module(s, t, make_inputs([(5, 3, 8)]), fn=fn)
+    # is_causal alone (no mask given) builds the same causal mask
+    x = shendu.tensor(make_inputs([(5, 3, 8)], np.float32)[0])
+    a, _ = s(x, x, x, attn_mask=mask.numpy())
+    b, _ = s(x, x, x, is_causal=True)
+    np.testing.assert_allclose(a.data, b.data, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_mha_unbatched(batch_first):
+    s, t = _mha_pair(batch_first=batch_first)
+    kpm = np.array([False, False, True, False, False])
+    fn = lambda m, q, k: m(q, k, k, key_padding_mask=(  # noqa: E731
+        torch.tensor(kpm) if torch.is_tensor(q) else kpm), average_attn_weights=False)
+    check_module(s, t, make_inputs([(4, 8), (5, 8)]), fn=fn, dtype=np.float64)
+
+
+def test_mha_bias_false():
+    s, t = _mha_pair(bias=False)
+    assert s.in_proj_bias is None and s.out_proj.bias is None
+    check_module(s, t, make_inputs([(4, 2, 8), (5, 2, 8), (5, 2, 8)]))
+
+
+def test_mha_init_matches_torch_recipe():
+    shendu.manual_seed(0)
+    m = nn.MultiheadAttention(16, 4)
+    assert list(m.state_dict()) == ["in_proj_weight", "in_proj_bias", "out_proj.weight",
+                                    "out_proj.bias"]
+    bound = np.sqrt(6 / (16 + 48))  # xavier_uniform_ on the (48, 16) packed weight
+    w = m.in_proj_weight.data
+    assert np.abs(w).max() <= bound and np.abs(w).max() > 0.9 * bound
+    np.testing.assert_array_equal(m.in_proj_bias.data, 0)
+    np.testing.assert_array_equal(m.out_proj.bias.data, 0)
+    m2 = nn.MultiheadAttention(16, 4, kdim=5, vdim=7)
+    assert list(m2.state_dict()) == ["q_proj_weight", "k_proj_weight", "v_proj_weight",
+                                     "in_proj_bias", "out_proj.weight", "out_proj.bias"]
+
+
+def test_mha_fully_masked_query_gives_zero_not_nan():
+    s, t = _mha_pair(batch_first=True)
+    kpm = np.zeros((2, 5), bool)
+    kpm[1] = True                              # batch row 1: every key is padding
+    arrs = make_inputs([(2, 4, 8), (2, 5, 8)], np.float32)
+    q, k = (shendu.tensor(a, requires_grad=True) for a in arrs)
+    out, w = s(q, k, k, key_padding_mask=kpm)
+    assert np.isfinite(out.data).all()
+    np.testing.assert_array_equal(w.data[1], 0)
+    # the attention output is zero, so the layer's output there is out_proj's bias
+    np.testing.assert_allclose(out.data[1], np.broadcast_to(s.out_proj.bias.data, (4, 8)))
+    # torch's SDPA path (need_weights=False) agrees; its need_weights=True path gives NaN
+    s.load_state_dict(t.state_dict())
+    out, _ = s(q, k, k, key_padding_mask=kpm)
+    to, _ = t(torch.tensor(arrs[0]), torch.tensor(arrs[1]), torch.tensor(arrs[1]),
+              key_padding_mask=torch.tensor(kpm), need_weights=False)
+    np.testing.assert_allclose(out.data, to.detach().numpy(), rtol=1e-5, atol=1e-5)
+    out.sum().backward()
+    assert np.isfinite(q.grad.data).all() and np.isfinite(k.grad.data).all()
+
+
+def test_mha_dropout_only_in_training():
+    s = nn.MultiheadAttention(8, 2, dropout=0.5, batch_first=True)
+    x = shendu.tensor(make_inputs([(2, 6, 8)], np.float32)[0])
+    shendu.manual_seed(1)
+    _, w_train = s(x, x, x, average_attn_weights=False)
+    assert (w_train.data == 0).mean() > 0.3                  # weights were dropped
+    np.testing.assert_allclose(w_train.data.sum(-1).mean(), 1.0, atol=0.25)
+    s.eval()
+    o1, w1 = s(x, x, x)
+    o2, w2 = s(x, x, x)
+    np.testing.assert_array_equal(o1.data, o2.data)
+    np.testing.assert_allclose(w1.data.sum(-1), 1.0, rtol=1e-5)
+    s.train()
+    shendu.manual_seed(1)
+    o3, _ = s(x, x, x)
+    shendu.manual_seed(1)
+    o4, _ = s(x, x, x)
+    np.testing.assert_array_equal(o3.data, o4.data)          # same seed, same mask
+    assert not np.allclose(o3.data, o1.data)
+
+
+def test_mha_errors():
+    m = nn.MultiheadAttention(8, 2)
+    with pytest.raises(ValueError, match="divisible"):
+        nn.MultiheadAttention(8, 3)
+    with pytest.raises(ValueError, match=r"MultiheadAttention\(embed_dim=8, num_heads=2\) "
+                                         r"expected query \(L, N, 8\) or \(L, 8\), got "
+                                         r"\(4, 2, 7\)"):
+        m(shendu.randn(4, 2, 7), shendu.randn(4, 2, 8), shendu.randn(4, 2, 8))
+    x = shendu.randn(4, 2, 8)
+    with pytest.raises(ValueError, match=r"key_padding_mask of shape \(2, 4\)"):
+        m(x, x, x, key_padding_mask=np.zeros((4, 2), bool))
+    with pytest.raises(ValueError, match=r"attn_mask of shape \(4, 4\) or \(4, 4, 4\)"):
+        m(x, x, x, attn_mask=np.zeros((3, 4), bool))
+
+
+# ---------------------------------------------------------------------- AdditiveAttention
+class _TorchAdditive(torch.nn.Module):
+    """The same layer written with torch ops (no torch counterpart exists)."""
+
+    def __init__(self, dq, dk, h):
+        super().__init__()
+        self.query_proj = torch.nn.Linear(dq, h, bias=False)
+        self.key_proj = torch.nn.Linear(dk, h, bias=True)
+        self.v = torch.nn.Parameter(torch.randn(h))
+
+    def forward(self, q, k, vals=None, key_padding_mask=None):
+        vals = k if vals is None else vals
+        mask = None if key_padding_mask is None else ~key_padding_mask
+        if mask is not None and q.dim() == k.dim():
+            mask = mask.unsqueeze(-2)        # one (N, S) mask for every query
+        return _torch_additive(self.query_proj(q), self.key_proj(k), self.v, vals, mask)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("qshape", [(3, 6), (3, 2, 6)])
+def test_additive_attention_module(dtype, qshape):
+    torch.manual_seed(0)
+    t = _TorchAdditive(6, 4, 5)
+    s = nn.AdditiveAttention(6, 4, 5, bias=True)
+    kpm = np.zeros((3, 7), bool)
+    kpm[0, 5:] = True
+
+    def fn(m, q, k, vals):
+        mask = torch.tensor(kpm) if torch.is_tensor(q) else kpm
+        return m(q, k, vals, key_padding_mask=mask)
+
+    check_module(s, t, make_inputs([qshape, (3, 7, 4), (3, 7, 2)]), dtype=dtype, fn=fn)
+
+
+def test_additive_attention_projected_keys_reused():
+    s = nn.AdditiveAttention(6, 4, 5)
+    q = shendu.randn(3, 6)
+    k = shendu.randn(3, 7, 4)
+    a, wa = s(q, k)
+    b, wb = s(q, k, projected_keys=s.project_keys(k))
+    np.testing.assert_array_equal(a.data, b.data)
+    assert a.shape == (3, 4) and wa.shape == (3, 7)
+    np.testing.assert_allclose(wa.data.sum(-1), 1, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"AdditiveAttention\(query_dim=6\) expected query"):
+        s(shendu.randn(3, 5), k)

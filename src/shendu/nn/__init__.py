@@ -3,6 +3,8 @@
 from shendu.nn import init, utils
 from shendu.nn.activation import *  # noqa: F403
 from shendu.nn.activation import __all__ as _act
+from shendu.nn.attention import *  # noqa: F403
+from shendu.nn.attention import __all__ as _attn
 from shendu.nn.container import *  # noqa: F403
 from shendu.nn.container import __all__ as _con
 from shendu.nn.dropout import *  # noqa: F403
@@ -17,5 +19,5 @@ from shendu.nn.normalization import __all__ as _norm
 from shendu.nn.sparse import *  # noqa: F403
 from shendu.nn.sparse import __all__ as _sparse
 
-__all__ = ["Module", "Parameter", "init", "utils", *_act, *_con, *_drop, *_lin, *_loss, *_norm,
-           *_sparse]
+__all__ = ["Module", "Parameter", "init", "utils", *_act, *_attn, *_con, *_drop, *_lin, *_loss,
+           *_norm, *_sparse]

@@ -1,0 +1,282 @@
+"""Attention layers: ``MultiheadAttention`` (torch's names and shapes) and Bahdanau's
+``AdditiveAttention``."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from shendu import functional as F
+from shendu.backend import get_default_dtype
+from shendu.nn import init
+from shendu.nn.linear import Linear
+from shendu.nn.module import Module, Parameter
+from shendu.tensor import Tensor
+
+__all__ = ["MultiheadAttention", "AdditiveAttention"]
+
+
+def _arr(m):
+    return None if m is None else np.asarray(m.data if isinstance(m, Tensor) else m)
+
+
+def merge_masks(attn_mask, key_padding_mask, n: int, h: int, L: int, S: int, dtype,
+                op: str):
+    """torch-convention masks (bool True = *may not* attend; float = added) -> one mask for
+    :func:`~shendu.functional.scaled_dot_product_attention` (bool True = *may* attend, or
+    float added), broadcastable to (N, H, L, S). Either input may be None."""
+    am, kpm = _arr(attn_mask), _arr(key_padding_mask)
+    parts = []
+    if am is not None:
+        if am.shape == (L, S):
+            pass
+        elif am.shape == (n * h, L, S):
+            am = am.reshape(n, h, L, S)
+        else:
+            raise ValueError(f"{op} expected attn_mask of shape ({L}, {S}) or "
+                             f"({n * h}, {L}, {S}) (N*num_heads, L, S), got {am.shape}")
+        parts.append(am)
+    if kpm is not None:
+        if kpm.shape != (n, S):
+            raise ValueError(f"{op} expected key_padding_mask of shape ({n}, {S}) (N, S), got "
+                             f"{kpm.shape}")
+        parts.append(kpm.reshape(n, 1, 1, S))
+    for p in parts:
+        if p.dtype != np.bool_ and p.dtype.kind != "f":
+            raise TypeError(f"{op}: masks must be boolean (True = masked out) or floating "
+                            f"(added to the scores), got {p.dtype}")
+    if not parts:
+        return None
+    if all(p.dtype == np.bool_ for p in parts):
+        keep = ~parts[0]
+        for p in parts[1:]:
+            keep = keep & ~p
+        return keep
+    out = None
+    for p in parts:
+        f = np.where(p, -np.inf, 0.0).astype(dtype) if p.dtype == np.bool_ else \
+            p.astype(dtype, copy=False)
+        out = f if out is None else out + f
+    return out
+
+
+class MultiheadAttention(Module):
+    r"""Multi-head attention (Vaswani et al. 2017), parameter for parameter torch's layer.
+
+    ``head_i = Attention(Q W_q^i, K W_k^i, V W_v^i)``, ``out = concat(head_1..head_h) W_o``.
+
+    Parameters (torch's names): ``in_proj_weight`` (3E, E) and ``in_proj_bias`` (3E,), or
+    ``q_proj_weight`` (E, E), ``k_proj_weight`` (E, kdim), ``v_proj_weight`` (E, vdim) when
+    ``kdim``/``vdim`` differ from ``embed_dim``; ``out_proj`` (a Linear(E, E)).
+    Initialised as torch: Xavier-uniform projections, zero biases.
+
+    ``forward(query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
+    average_attn_weights=True, is_causal=False)`` takes (L, N, E) (or (N, L, E) with
+    ``batch_first``, or unbatched (L, E)) and returns ``(output, weights)``; weights are
+    (N, L, S) averaged over heads, (N, H, L, S) otherwise, None without ``need_weights``.
+    Masks follow torch: boolean True means "may not attend"; floats are added to the scores.
+    A query that may attend to no key at all gets zero weights and a zero attention output
+    (torch gives NaN there).
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
+                 add_bias_kv: bool = False, add_zero_attn: bool = False, kdim: int | None = None,
+                 vdim: int | None = None, batch_first: bool = False, dtype=None) -> None:
+        super().__init__()
+        if embed_dim <= 0 or num_heads <= 0:
+            raise ValueError(f"MultiheadAttention: embed_dim and num_heads must be positive, "
+                             f"got {embed_dim} and {num_heads}")
+        if embed_dim % num_heads:
+            raise ValueError(f"MultiheadAttention: embed_dim ({embed_dim}) must be divisible "
+                             f"by num_heads ({num_heads})")
+        if add_bias_kv or add_zero_attn:
+            raise NotImplementedError("MultiheadAttention: add_bias_kv and add_zero_attn are "
+                                      "not supported")
+        if not 0.0 <= dropout <= 1.0:
+            raise ValueError(f"MultiheadAttention: dropout must be in [0, 1], got {dropout}")
+        self.embed_dim, self.num_heads = int(embed_dim), int(num_heads)
+        self.kdim = int(kdim) if kdim is not None else self.embed_dim
+        self.vdim = int(vdim) if vdim is not None else self.embed_dim
+        self._qkv_same_embed_dim = self.kdim == self.embed_dim and self.vdim == self.embed_dim
+        self.head_dim = self.embed_dim // self.num_heads
+        self.dropout, self.batch_first = float(dropout), bool(batch_first)
+        dt = dtype or get_default_dtype()
+        E = self.embed_dim
+        if self._qkv_same_embed_dim:
+            self.in_proj_weight = Parameter(np.empty((3 * E, E), dt))
+            self.register_parameter("q_proj_weight", None)
+            self.register_parameter("k_proj_weight", None)
+            self.register_parameter("v_proj_weight", None)
+        else:
+            self.q_proj_weight = Parameter(np.empty((E, E), dt))
+            self.k_proj_weight = Parameter(np.empty((E, self.kdim), dt))
+            self.v_proj_weight = Parameter(np.empty((E, self.vdim), dt))
+            self.register_parameter("in_proj_weight", None)
+        if bias:
+            self.in_proj_bias = Parameter(np.empty((3 * E,), dt))
+        else:
+            self.register_parameter("in_proj_bias", None)
+        self.out_proj = Linear(E, E, bias=bias, dtype=dt)
+        self._reset_parameters()
+
+    def _reset_parameters(self) -> None:
+        if self._qkv_same_embed_dim:
+            init.xavier_uniform_(self.in_proj_weight)
+        else:
+            init.xavier_uniform_(self.q_proj_weight)
+            init.xavier_uniform_(self.k_proj_weight)
+            init.xavier_uniform_(self.v_proj_weight)
+        if self.in_proj_bias is not None:
+            self.in_proj_bias.data[...] = 0
+            self.out_proj.bias.data[...] = 0
+
+    def _name(self) -> str:
+        return f"MultiheadAttention(embed_dim={self.embed_dim}, num_heads={self.num_heads})"
+
+    def _project(self, query, key, value):
+        """q, k, v projections, each (..., E); one fused matmul for self-attention."""
+        E = self.embed_dim
+        b = self.in_proj_bias
+        if self._qkv_same_embed_dim and query is key and key is value:
+            qkv = F.linear(query, self.in_proj_weight, b)            # (..., 3E)
+            return qkv, None, None
+        if self._qkv_same_embed_dim:
+            wq, wk, wv = F.split(self.in_proj_weight, E, 0)
+        else:
+            wq, wk, wv = self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
+        bq, bk, bv = F.split(b, E, 0) if b is not None else (None, None, None)
+        return F.linear(query, wq, bq), F.linear(key, wk, bk), F.linear(value, wv, bv)
+
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask=None,
+                need_weights: bool = True, attn_mask=None, average_attn_weights: bool = True,
+                is_causal: bool = False):
+        name = self._name()
+        E, H, hd = self.embed_dim, self.num_heads, self.head_dim
+        qs, ks, vs = query.shape, key.shape, value.shape
+        if len(qs) not in (2, 3) or qs[-1] != E:
+            raise ValueError(f"{name} expected query (L, N, {E}) or (L, {E}), got {qs}")
+        if len(ks) != len(qs) or ks[-1] != self.kdim:
+            raise ValueError(f"{name} expected key of {len(qs)} dims ending in kdim="
+                             f"{self.kdim}, got {ks}")
+        if len(vs) != len(qs) or vs[-1] != self.vdim:
+            raise ValueError(f"{name} expected value of {len(qs)} dims ending in vdim="
+                             f"{self.vdim}, got {vs}")
+        batched = len(qs) == 3
+        if not batched:  # unbatched (L, E): a batch of one
+            bdim = 0 if self.batch_first else 1
+            same_kv, same_qk = key is value, query is key
+            query = F.unsqueeze(query, bdim)
+            key = query if same_qk else F.unsqueeze(key, bdim)
+            value = key if same_kv else F.unsqueeze(value, bdim)
+            if key_padding_mask is not None:
+                key_padding_mask = _arr(key_padding_mask)[None]
+            qs, ks, vs = query.shape, key.shape, value.shape
+        bf = self.batch_first
+        n, L = (qs[0], qs[1]) if bf else (qs[1], qs[0])
+        nk, S = (ks[0], ks[1]) if bf else (ks[1], ks[0])
+        nv, Sv = (vs[0], vs[1]) if bf else (vs[1], vs[0])
+        if nk != n or nv != n:
+            raise ValueError(f"{name}: query, key and value must share the batch size, got "
+                             f"{qs}, {ks}, {vs} (batch_first={bf})")
+        if Sv != S:
+            raise ValueError(f"{name}: key and value must share the sequence length, got "
+                             f"{ks} and {vs}")
+        if is_causal and attn_mask is None and key_padding_mask is None:
+            mask = F.causal_mask(L, S)
+        else:
+            mask = merge_masks(attn_mask, key_padding_mask, n, H, L, S, query.dtype, name)
+        q, k, v = self._project(query, key, value)
+        # to heads: batch_first (N, L, H, hd) -> (N, H, L, hd); else (L, N, H, hd) -> same
+        perm = (0, 2, 1, 3) if bf else (1, 2, 0, 3)
+        if k is None:
+            qkv = F.reshape(q, qs[:2] + (3, H, hd))
+            qkv = F.permute(qkv, (2,) + tuple(p + (p > 1) for p in perm))  # (3, N, H, L, hd)
+            q, k, v = (F.reshape(t, t.shape[1:]) for t in F.split(qkv, 1, 0))
+        else:
+            q = F.permute(F.reshape(q, qs[:2] + (H, hd)), perm)
+            k = F.permute(F.reshape(k, ks[:2] + (H, hd)), perm)
+            v = F.permute(F.reshape(v, vs[:2] + (H, hd)), perm)
+        p = self.dropout if self.training else 0.0
+        res = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p,
+                                             need_weights=need_weights)
+        o, w = res if need_weights else (res, None)                   # o: (N, H, L, hd)
+        o = F.permute(o, (0, 2, 1, 3) if bf else (2, 0, 1, 3))         # (N, L, H, hd)/(L, N..)
+        o = self.out_proj(F.reshape(o, o.shape[:2] + (E,)))
+        if w is not None and average_attn_weights:
+            w = F.mean(w, 1)                                          # (N, L, S)
+        if not batched:
+            o = F.squeeze(o, 0 if bf else 1)
+            if w is not None:
+                w = F.squeeze(w, 0)
+        return o, w
+
+    def extra_repr(self) -> str:
+        s = f"embed_dim={self.embed_dim}, num_heads={self.num_heads}"
+        if self.dropout:
+            s += f", dropout={self.dropout}"
+        if not self._qkv_same_embed_dim:
+            s += f", kdim={self.kdim}, vdim={self.vdim}"
+        if self.batch_first:
+            s += ", batch_first=True"
+        return s
+
+
+class AdditiveAttention(Module):
+    r"""Additive attention (Bahdanau, Cho & Bengio 2014, "Neural Machine Translation by
+    Jointly Learning to Align and Translate").
+
+    ``score(q, k_j) = v^T tanh(W_q q + W_k k_j)``, ``a = softmax_j(score)``,
+    ``context = sum_j a_j value_j``. Parameters: ``query_proj`` (Linear(query_dim, hidden),
+    no bias), ``key_proj`` (Linear(key_dim, hidden), bias if ``bias``) and ``v`` (hidden,).
+
+    ``forward(query, keys, values=None, key_padding_mask=None, projected_keys=None)``:
+    ``query`` (N, Dq) or (N, L, Dq), ``keys`` (N, S, Dk), ``values`` (N, S, Dv) (default
+    ``keys``), ``key_padding_mask`` (N, S) boolean, True = padding (ignored, as torch's
+    ``MultiheadAttention``). Returns ``(context, weights)``: (N, Dv) and (N, S) for one query,
+    (N, L, Dv) and (N, L, S) for L. A decoder that attends every step to the same keys passes
+    ``projected_keys = self.project_keys(keys)`` once to skip ``W_k k`` each step.
+    """
+
+    def __init__(self, query_dim: int, key_dim: int | None = None, hidden_dim: int | None = None,
+                 bias: bool = False, dtype=None) -> None:
+        super().__init__()
+        key_dim = query_dim if key_dim is None else key_dim
+        hidden_dim = query_dim if hidden_dim is None else hidden_dim
+        self.query_dim, self.key_dim, self.hidden_dim = query_dim, key_dim, hidden_dim
+        dt = dtype or get_default_dtype()
+        self.query_proj = Linear(query_dim, hidden_dim, bias=False, dtype=dt)
+        self.key_proj = Linear(key_dim, hidden_dim, bias=bias, dtype=dt)
+        self.v = Parameter(np.empty((hidden_dim,), dt))
+        bound = 1 / math.sqrt(hidden_dim)
+        init.uniform_(self.v, -bound, bound)
+
+    def project_keys(self, keys: Tensor) -> Tensor:
+        """``W_k keys`` (N, S, hidden), to reuse across decoder steps."""
+        if keys.shape[-1] != self.key_dim:
+            raise ValueError(f"AdditiveAttention(key_dim={self.key_dim}) expected keys "
+                             f"(N, S, {self.key_dim}), got {keys.shape}")
+        return self.key_proj(keys)
+
+    def forward(self, query: Tensor, keys: Tensor, values: Tensor | None = None,
+                key_padding_mask=None, projected_keys: Tensor | None = None):
+        if query.shape[-1] != self.query_dim:
+            raise ValueError(f"AdditiveAttention(query_dim={self.query_dim}) expected query "
+                             f"(N, {self.query_dim}) or (N, L, {self.query_dim}), got "
+                             f"{query.shape}")
+        kp = self.project_keys(keys) if projected_keys is None else projected_keys
+        values = keys if values is None else values
+        keep = None
+        if key_padding_mask is not None:
+            kpm = _arr(key_padding_mask)
+            if kpm.dtype != np.bool_ or kpm.shape != keys.shape[:-1]:
+                raise ValueError(f"AdditiveAttention expected a boolean key_padding_mask of "
+                                 f"shape {keys.shape[:-1]}, got {kpm.dtype} {kpm.shape}")
+            keep = ~kpm
+            if query.ndim == keys.ndim:
+                keep = keep[..., None, :]
+        return F.additive_attention(self.query_proj(query), kp, self.v, values, mask=keep)
+
+    def extra_repr(self) -> str:
+        return (f"query_dim={self.query_dim}, key_dim={self.key_dim}, "
+                f"hidden_dim={self.hidden_dim}")
