@@ -1,0 +1,513 @@
+"""The training loop: one :class:`Trainer` (and the :func:`fit` shortcut) that you can read
+top to bottom, with callbacks for everything users plug in.
+
+One epoch is::
+
+    model.train()
+    for batch in train_loader:                   # (inputs..., target)
+        optimizer.zero_grad()
+        loss = loss_fn(model(*inputs), target)
+        guard: the loss must be finite           # else stop, naming epoch and batch
+        loss.backward()                          # backpropagation (the autograd engine)
+        guard: every gradient must be finite
+        optimizer.step()
+    model.eval(); with no_grad(): the same over val_loader, no step
+    history += the epoch's mean loss and metrics; callbacks see them
+
+and a :class:`Callback` can act at each point: ``on_train_begin``, ``on_epoch_begin``,
+``on_batch_begin``, ``on_after_backward`` (e.g. to clip gradients), ``on_batch_end``,
+``on_epoch_end`` and ``on_train_end``; setting ``trainer.stop_training = True`` ends
+training after the current epoch. Built in: :class:`EarlyStopping` (patience, restore
+the best weights), :class:`LRSchedulerCallback` (any ``shendu.optim.lr_scheduler``,
+including ``ReduceLROnPlateau`` on a monitored metric) and :class:`LambdaCallback` (plain
+functions as hooks).
+
+Epochs are numbered from 0 in callbacks and in ``History.epochs`` (as in Keras) and from 1
+in messages and the progress bar. The trainer keeps its state in plain attributes
+(``epoch``, ``global_step``, ``history``, ``stop_training``), so a checkpoint callback can
+save them and ``fit(..., initial_epoch=k)`` resumes.
+
+>>> import numpy as np, shendu
+>>> from shendu import nn, optim
+>>> from shendu.data import DataLoader, TensorDataset
+>>> from shendu.train import fit
+>>> _ = shendu.manual_seed(0)
+>>> X = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+>>> y = (X.sum(1) > 0).astype(np.int64)
+>>> model = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 2))
+>>> h = fit(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.5),
+...         DataLoader(TensorDataset(X, y), batch_size=16), epochs=20,
+...         metrics=["accuracy"], verbose=0)
+>>> h["accuracy"][-1] > 0.9
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from shendu.autograd import no_grad
+from shendu.tensor import Tensor
+
+__all__ = ["fit", "Trainer", "History", "Callback", "EarlyStopping", "LRSchedulerCallback",
+           "LambdaCallback", "NonFiniteError", "accuracy", "mse", "mae"]
+
+
+class NonFiniteError(FloatingPointError):
+    """The loss or a gradient became NaN or infinite during training."""
+
+
+# ------------------------------------------------------------------------------ metrics
+# A metric maps (output, target) arrays of one batch to (sum over samples, number of
+# samples); the epoch's value is the total sum over the total count, so it is exact however
+# the data is cut into batches.
+
+def _as_np(t) -> np.ndarray:
+    return t.data if isinstance(t, Tensor) else np.asarray(t)
+
+
+def accuracy(output, target) -> tuple[float, int]:
+    """Correct predictions. ``output`` (N, C) scores -> argmax; (N,) or (N, 1) logits of a
+    binary model -> ``> 0`` (use with ``BCEWithLogitsLoss``). ``target`` holds class
+    indices, or one-hot/probabilities (N, C) -> argmax."""
+    out, tgt = _as_np(output), _as_np(target)
+    if out.ndim >= 2 and out.shape[-1] > 1:
+        pred = out.argmax(axis=-1)
+    else:
+        pred = (out.reshape(out.shape[0], -1)[:, 0] > 0).astype(np.int64)
+    if tgt.ndim == pred.ndim + 1 and tgt.shape[-1] > 1:
+        tgt = tgt.argmax(axis=-1)
+    tgt = tgt.reshape(pred.shape)
+    return float(np.count_nonzero(pred == tgt)), pred.size
+
+
+def mse(output, target) -> tuple[float, int]:
+    """Squared error summed over all elements (divided by their count at the epoch end)."""
+    out, tgt = _as_np(output), _as_np(target)
+    d = out.astype(np.float64) - np.asarray(tgt, np.float64).reshape(out.shape)
+    return float((d * d).sum()), d.size
+
+
+def mae(output, target) -> tuple[float, int]:
+    """Absolute error summed over all elements."""
+    out, tgt = _as_np(output), _as_np(target)
+    d = out.astype(np.float64) - np.asarray(tgt, np.float64).reshape(out.shape)
+    return float(np.abs(d).sum()), d.size
+
+
+_METRICS: dict[str, Callable] = {"accuracy": accuracy, "acc": accuracy, "mse": mse, "mae": mae}
+
+
+def _resolve_metrics(metrics) -> dict[str, Callable]:
+    """Names or callables -> {name: fn}. A user's callable ``fn(output, target)`` may
+    return a batch mean (weighted by batch size at the end) or a ``(sum, count)`` pair."""
+    out = {}
+    for m in metrics or ():
+        if isinstance(m, str):
+            if m not in _METRICS:
+                raise ValueError(f"fit: unknown metric {m!r}; choose from "
+                                 f"{sorted(_METRICS)} or pass a function(output, target)")
+            out["accuracy" if m == "acc" else m] = _METRICS[m]
+        elif callable(m):
+            out[getattr(m, "__name__", type(m).__name__)] = m
+        else:
+            raise TypeError(f"fit: a metric must be a name or a callable, got {m!r}")
+    return out
+
+
+# ------------------------------------------------------------------------------ history
+class History(dict):
+    """What ``fit`` returns: a dict from ``"loss"``, ``"val_loss"``, ``"accuracy"``,
+    ``"lr"``... to a list with one value per epoch, plus ``epochs`` (their numbers).
+    ``lr`` is the learning rate of the first parameter group during that epoch (before
+    the scheduler's end-of-epoch step)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epochs: list[int] = []
+
+    def append(self, epoch: int, logs: dict[str, float]) -> None:
+        self.epochs.append(epoch)
+        for k, v in logs.items():
+            self.setdefault(k, []).append(v)
+
+    def __repr__(self) -> str:
+        last = ", ".join(f"{k}={v[-1]:.4g}" for k, v in self.items() if v)
+        return f"History({len(self.epochs)} epochs; last: {last})"
+
+
+# ---------------------------------------------------------------------------- callbacks
+class Callback:
+    """Base class: override the hooks you need. ``self.trainer`` is set before training,
+    so a hook can read ``trainer.model``, ``trainer.optimizer``, ``trainer.history``, or set
+    ``trainer.stop_training``. ``logs`` holds the values so far (batch: ``loss``,
+    ``batch_size``; epoch end: the epoch's loss, metrics, ``val_*`` and ``lr``)."""
+
+    trainer: Trainer
+
+    def set_trainer(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, logs: dict) -> None:
+        pass
+
+    def on_epoch_begin(self, epoch: int, logs: dict) -> None:
+        pass
+
+    def on_batch_begin(self, batch: int, logs: dict) -> None:
+        pass
+
+    def on_after_backward(self, batch: int, logs: dict) -> None:
+        pass
+
+    def on_batch_end(self, batch: int, logs: dict) -> None:
+        pass
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        pass
+
+    def on_train_end(self, logs: dict) -> None:
+        pass
+
+
+class LambdaCallback(Callback):
+    """Plain functions as hooks: ``LambdaCallback(on_epoch_end=lambda epoch, logs: ...)``.
+    Each takes the arguments of the :class:`Callback` method of the same name."""
+
+    _HOOKS = ("on_train_begin", "on_epoch_begin", "on_batch_begin", "on_after_backward",
+              "on_batch_end", "on_epoch_end", "on_train_end")
+
+    def __init__(self, **hooks: Callable) -> None:
+        for name, fn in hooks.items():
+            if name not in self._HOOKS:
+                raise TypeError(f"LambdaCallback: unknown hook {name!r}; hooks are "
+                                f"{', '.join(self._HOOKS)}")
+            if not callable(fn):
+                raise TypeError(f"LambdaCallback: {name} must be callable, got {fn!r}")
+            setattr(self, name, fn)
+
+
+def _monitor_mode(monitor: str, mode: str, who: str) -> str:
+    if mode == "auto":
+        return "max" if ("acc" in monitor or "r2" in monitor) else "min"
+    if mode not in ("min", "max"):
+        raise ValueError(f"{who}: mode must be 'min', 'max' or 'auto', got {mode!r}")
+    return mode
+
+
+def _monitored(logs: dict, monitor: str, who: str) -> float:
+    if monitor not in logs:
+        raise KeyError(f"{who}: monitored value {monitor!r} is not among this epoch's logs "
+                       f"{sorted(logs)}" + ("; pass val_loader= to fit to get val_* values"
+                                            if monitor.startswith("val_") else ""))
+    return float(logs[monitor])
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience``
+    epochs in a row (Prechelt 1998, "Early stopping — but when?").
+
+    ``mode`` ``"min"`` (losses), ``"max"`` (accuracies) or ``"auto"`` (``max`` when the name
+    contains "acc"). With ``restore_best_weights`` the model ends training — stopped early
+    or not — with the parameters and buffers of its best epoch. ``best``, ``best_epoch``
+    and ``stopped_epoch`` (``None`` if it never fired) tell what happened.
+    """
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
+                 mode: str = "auto", restore_best_weights: bool = False,
+                 verbose: int = 0) -> None:
+        if patience < 0:
+            raise ValueError(f"EarlyStopping: patience must be >= 0, got {patience}")
+        if min_delta < 0:
+            raise ValueError(f"EarlyStopping: min_delta must be >= 0, got {min_delta}")
+        self.monitor, self.patience, self.min_delta = monitor, int(patience), float(min_delta)
+        self.mode = _monitor_mode(monitor, mode, "EarlyStopping")
+        self.restore_best_weights, self.verbose = restore_best_weights, verbose
+
+    def on_train_begin(self, logs: dict) -> None:
+        self.wait = 0
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.best_epoch: int | None = None
+        self.best_weights: dict | None = None
+        self.stopped_epoch: int | None = None
+
+    def _improved(self, value: float) -> bool:
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        value = _monitored(logs, self.monitor, "EarlyStopping")
+        if self._improved(value):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best_weights:
+                self.best_weights = {k: np.array(v, copy=True) for k, v in
+                                     self.trainer.model.state_dict().items()}
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.stopped_epoch = epoch
+            self.trainer.stop_training = True
+            if self.verbose:
+                print(f"EarlyStopping: {self.monitor} has not improved for {self.wait} "
+                      f"epochs; best {self.best:.6g} at epoch {self.best_epoch + 1}; "
+                      f"stopping after epoch {epoch + 1}")
+
+    def on_train_end(self, logs: dict) -> None:
+        if self.restore_best_weights and self.best_weights is not None:
+            self.trainer.model.load_state_dict(self.best_weights)
+
+
+class LRSchedulerCallback(Callback):
+    """Step a learning-rate scheduler once per epoch (``interval="epoch"``, after the
+    epoch's validation) or once per optimizer step (``interval="batch"``, e.g. for
+    ``OneCycleLR``). ``ReduceLROnPlateau`` is stepped with the epoch's ``monitor`` value
+    (default ``val_loss`` if there is a validation set, else ``loss``)."""
+
+    def __init__(self, scheduler, interval: str = "epoch", monitor: str | None = None) -> None:
+        if interval not in ("epoch", "batch"):
+            raise ValueError(f"LRSchedulerCallback: interval must be 'epoch' or 'batch', got "
+                             f"{interval!r}")
+        self.scheduler, self.interval, self.monitor = scheduler, interval, monitor
+        self.on_plateau = type(scheduler).__name__ == "ReduceLROnPlateau"
+        if self.on_plateau and interval == "batch":
+            raise ValueError("LRSchedulerCallback: ReduceLROnPlateau steps on an epoch's "
+                             "metric; use interval='epoch'")
+
+    def on_batch_end(self, batch: int, logs: dict) -> None:
+        if self.interval == "batch":
+            self.scheduler.step()
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        if self.interval != "epoch":
+            return
+        if self.on_plateau:
+            monitor = self.monitor or ("val_loss" if "val_loss" in logs else "loss")
+            self.scheduler.step(_monitored(logs, monitor, "ReduceLROnPlateau"))
+        else:
+            self.scheduler.step()
+
+
+# ------------------------------------------------------------------------------ trainer
+def _split_batch(batch, where: str) -> tuple[tuple, Any]:
+    """A batch is ``(inputs..., target)``."""
+    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+        return tuple(batch[:-1]), batch[-1]
+    raise TypeError(f"{where}: expected each batch to be (inputs..., target), a tuple of at "
+                    f"least 2, got {type(batch).__name__}"
+                    + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else ""))
+
+
+def _bar(desc: str, total: int | None, show: bool):
+    """A tqdm bar on stderr that we advance by hand (so it stays open for the epoch's
+    validation numbers), or ``None`` when silent."""
+    if not show:
+        return None
+    import sys
+
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, file=sys.stderr, dynamic_ncols=True, leave=True)
+
+
+class _Meter:
+    """Sums of the loss and metrics over an epoch (sample-weighted)."""
+
+    def __init__(self, metrics: dict[str, Callable]) -> None:
+        self.metrics = metrics
+        self.sums = {name: 0.0 for name in ["loss", *metrics]}
+        self.counts = {name: 0 for name in self.sums}
+
+    def add(self, loss: float, n: int, output, target) -> None:
+        self.sums["loss"] += loss * n
+        self.counts["loss"] += n
+        for name, fn in self.metrics.items():
+            r = fn(output, target)
+            s, c = r if isinstance(r, tuple) else (float(r) * n, n)
+            self.sums[name] += float(s)
+            self.counts[name] += int(c)
+
+    def means(self, prefix: str = "") -> dict[str, float]:
+        return {prefix + k: self.sums[k] / self.counts[k] for k in self.sums if self.counts[k]}
+
+
+class Trainer:
+    """Trains ``model`` on ``train_loader`` with ``loss_fn`` and ``optimizer``; see the
+    module docstring for the loop and :func:`fit` for the arguments."""
+
+    def __init__(self, model, loss_fn: Callable, optimizer, train_loader: Iterable,
+                 val_loader: Iterable | None = None, metrics: Sequence = (),
+                 callbacks: Sequence[Callback] = (), scheduler=None,
+                 scheduler_interval: str = "epoch", verbose: int = 1,
+                 check_finite: bool = True) -> None:
+        self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        self.train_loader, self.val_loader = train_loader, val_loader
+        self.metrics = _resolve_metrics(metrics)
+        self.callbacks = list(callbacks)
+        for cb in self.callbacks:
+            if not isinstance(cb, Callback):
+                raise TypeError(f"fit: callbacks must be Callback instances, got "
+                                f"{type(cb).__name__}")
+        if scheduler is not None:
+            self.callbacks.append(LRSchedulerCallback(scheduler, scheduler_interval))
+        self.verbose, self.check_finite = int(verbose), check_finite
+        self.history = History()
+        self.epoch = 0
+        self.global_step = 0
+        self.stop_training = False
+        for cb in self.callbacks:
+            cb.set_trainer(self)
+
+    def _call(self, hook: str, *args) -> None:
+        for cb in self.callbacks:
+            getattr(cb, hook)(*args)
+
+    def _lr(self) -> float | None:
+        groups = getattr(self.optimizer, "param_groups", None)
+        return float(groups[0]["lr"]) if groups else None
+
+    # ----------------------------------------------------------------------- guards
+    def _guard_loss(self, value: float, batch: int, n_batches, inputs) -> None:
+        if math.isfinite(value):
+            return
+        where = f"at epoch {self.epoch + 1}, batch {batch + 1}" + (
+            f"/{n_batches}" if n_batches else "")
+        bad_input = any(isinstance(x, (Tensor, np.ndarray)) and _as_np(x).dtype.kind == "f"
+                        and not np.isfinite(_as_np(x)).all() for x in inputs)
+        hint = ("the inputs of this batch contain NaN or inf" if bad_input else
+                "try a lower learning rate, gradient clipping, or a check of the data")
+        raise NonFiniteError(f"fit: the training loss is {value} {where}; stopped instead "
+                             f"of training on garbage ({hint})")
+
+    def _guard_grads(self, batch: int) -> None:
+        named = getattr(self.model, "named_parameters", None)
+        if named is None:
+            return
+        for name, p in named():
+            if p.grad is not None and not np.isfinite(p.grad.data).all():
+                raise NonFiniteError(
+                    f"fit: the gradient of parameter {name!r} is NaN or inf at epoch "
+                    f"{self.epoch + 1}, batch {batch + 1}; stopped before the optimizer "
+                    f"step (try a lower learning rate or gradient clipping)")
+
+    # ------------------------------------------------------------------ one epoch
+    def train_epoch(self) -> dict[str, float]:
+        """One pass over ``train_loader``, stepping the optimizer after every batch."""
+        self.model.train()
+        meter = _Meter(self.metrics)
+        n_batches = len(self.train_loader) if hasattr(self.train_loader, "__len__") else None
+        bar = _bar(f"epoch {self.epoch + 1}/{self.epochs}", n_batches, self.verbose == 1)
+        for b, batch in enumerate(self.train_loader):
+            inputs, target = _split_batch(batch, "fit")
+            self._call("on_batch_begin", b, {})
+            self.optimizer.zero_grad()
+            output = self.model(*inputs)
+            loss = self.loss_fn(output, target)
+            value = loss.item()
+            if self.check_finite:
+                self._guard_loss(value, b, n_batches, inputs)
+            loss.backward()
+            if self.check_finite:
+                self._guard_grads(b)
+            self._call("on_after_backward", b, {"loss": value})
+            self.optimizer.step()
+            self.global_step += 1
+            n = len(_as_np(target))
+            meter.add(value, n, output, target)
+            self._call("on_batch_end", b, {"loss": value, "batch_size": n})
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in meter.means().items()},
+                                refresh=False)
+        self._bar = bar
+        return meter.means()
+
+    def evaluate(self, loader: Iterable) -> dict[str, float]:
+        """Mean loss and metrics over ``loader`` in eval mode without recording a graph."""
+        was_training = getattr(self.model, "training", True)
+        self.model.eval()
+        meter = _Meter(self.metrics)
+        with no_grad():
+            for batch in loader:
+                inputs, target = _split_batch(batch, "evaluate")
+                output = self.model(*inputs)
+                value = self.loss_fn(output, target).item()
+                meter.add(value, len(_as_np(target)), output, target)
+        self.model.train(was_training)
+        return meter.means()
+
+    # ------------------------------------------------------------------- the loop
+    def fit(self, epochs: int, initial_epoch: int = 0) -> History:
+        """Train epochs ``initial_epoch .. epochs - 1`` (fewer if a callback stops it)."""
+        if not isinstance(epochs, (int, np.integer)) or epochs < 0:
+            raise ValueError(f"fit: epochs must be a non-negative int, got {epochs!r}")
+        self.epochs = int(epochs)
+        was_training = getattr(self.model, "training", True)
+        self.stop_training = False
+        self._call("on_train_begin", {})
+        try:
+            for epoch in range(initial_epoch, self.epochs):
+                self.epoch = epoch
+                self._call("on_epoch_begin", epoch, {})
+                logs = self.train_epoch()
+                if self.val_loader is not None:
+                    logs.update({f"val_{k}": v for k, v in self.evaluate(self.val_loader).items()})
+                    if self.check_finite and not math.isfinite(logs["val_loss"]):
+                        raise NonFiniteError(f"fit: the validation loss is {logs['val_loss']} "
+                                             f"after epoch {epoch + 1}")
+                lr = self._lr()
+                if lr is not None:
+                    logs["lr"] = lr
+                self._call("on_epoch_end", epoch, logs)
+                self.history.append(epoch, logs)
+                self._report(logs)
+                if self.stop_training:
+                    break
+        finally:
+            self._call("on_train_end", {})
+            self.model.train(was_training)
+        return self.history
+
+    def _report(self, logs: dict) -> None:
+        text = {k: f"{v:.4g}" for k, v in logs.items()}
+        if self._bar is not None:
+            self._bar.set_postfix(text, refresh=False)
+            self._bar.close()
+        elif self.verbose >= 2:
+            print(f"epoch {self.epoch + 1}/{self.epochs}: "
+                  + "  ".join(f"{k}={v}" for k, v in text.items()))
+
+
+def fit(model, loss_fn: Callable, optimizer, train_loader: Iterable, epochs: int,
+        val_loader: Iterable | None = None, metrics: Sequence = (),
+        callbacks: Sequence[Callback] = (), scheduler=None, scheduler_interval: str = "epoch",
+        verbose: int = 1, initial_epoch: int = 0, check_finite: bool = True) -> History:
+    """Train ``model`` and return its :class:`History`.
+
+    Parameters
+    ----------
+    model : an ``nn.Module`` (anything callable with ``train()``/``eval()``).
+    loss_fn : ``loss_fn(output, target)`` -> scalar tensor, e.g. ``nn.CrossEntropyLoss()``.
+    optimizer : a ``shendu.optim`` optimizer over the model's parameters.
+    train_loader, val_loader : iterables of ``(inputs..., target)`` batches
+        (e.g. ``shendu.data.DataLoader``); the validation loader is run after each epoch
+        in eval mode under ``no_grad`` and its values are logged as ``val_*``.
+    epochs : number of epochs (passes over ``train_loader``).
+    metrics : names (``"accuracy"``, ``"mse"``, ``"mae"``) or functions
+        ``fn(output, target)`` logged beside the loss each epoch.
+    callbacks : :class:`Callback` instances (early stopping, hooks...).
+    scheduler, scheduler_interval : a learning-rate scheduler stepped each ``"epoch"``
+        (default; ``ReduceLROnPlateau`` on ``val_loss`` or ``loss``) or each ``"batch"``.
+    verbose : 0 silent; 1 a progress bar per epoch with the running loss and metrics;
+        2 one printed line per epoch.
+    initial_epoch : the epoch to start from (resuming).
+    check_finite : raise :class:`NonFiniteError`, naming epoch and batch, as soon as the
+        loss or a gradient is NaN or infinite.
+    """
+    trainer = Trainer(model, loss_fn, optimizer, train_loader, val_loader, metrics, callbacks,
+                      scheduler, scheduler_interval, verbose, check_finite)
+    return trainer.fit(epochs, initial_epoch)
