@@ -1,0 +1,319 @@
+"""The transformer (Vaswani et al. 2017, "Attention Is All You Need"): encoder and decoder
+layers and stacks with torch's parameter names, plus the sinusoidal positional encoding.
+
+Each layer is a residual block around multi-head attention and a position-wise feed-forward
+network ``W_2 act(W_1 x + b_1) + b_2``. Post-norm (the paper, ``norm_first=False``):
+``x = LN(x + Sublayer(x))``; pre-norm (``norm_first=True``, Xiong et al. 2020):
+``x = x + Sublayer(LN(x))``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from shendu import functional as F
+from shendu.backend import get_default_dtype
+from shendu.nn import init
+from shendu.nn.attention import MultiheadAttention
+from shendu.nn.container import ModuleList
+from shendu.nn.dropout import Dropout
+from shendu.nn.linear import Linear
+from shendu.nn.module import Module
+from shendu.nn.normalization import LayerNorm
+from shendu.tensor import Tensor
+
+__all__ = ["TransformerEncoderLayer", "TransformerEncoder", "TransformerDecoderLayer",
+           "TransformerDecoder", "Transformer", "PositionalEncoding"]
+
+
+def _activation(activation) -> Callable:
+    if isinstance(activation, str):
+        if activation == "relu":
+            return F.relu
+        if activation == "gelu":
+            return F.gelu
+        raise ValueError(f"transformer: activation should be 'relu' or 'gelu' (or a callable), "
+                         f"got {activation!r}")
+    if not callable(activation):
+        raise TypeError(f"transformer: activation must be a string or a callable, got "
+                        f"{type(activation).__name__}")
+    return activation
+
+
+def _clones(module: Module, n: int) -> ModuleList:
+    """``n`` independent deep copies (same initial weights, as torch's stacks)."""
+    return ModuleList([copy.deepcopy(module) for _ in range(n)])
+
+
+class TransformerEncoderLayer(Module):
+    r"""Self-attention then a feed-forward network, each inside a residual connection.
+
+    Parameters (torch's names): ``self_attn`` (MultiheadAttention), ``linear1`` (d_model ->
+    dim_feedforward), ``linear2`` (back), ``norm1``, ``norm2`` (LayerNorm); dropouts
+    ``dropout`` (inside the feed-forward), ``dropout1``, ``dropout2`` (on each sublayer's
+    output). ``forward(src, src_mask=None, src_key_padding_mask=None, is_causal=False)``.
+    """
+
+    def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048,
+                 dropout: float = 0.1, activation="relu", layer_norm_eps: float = 1e-5,
+                 batch_first: bool = False, norm_first: bool = False, bias: bool = True,
+                 dtype=None) -> None:
+        super().__init__()
+        dt = dtype or get_default_dtype()
+        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
+                                            batch_first=batch_first, dtype=dt)
+        self.linear1 = Linear(d_model, dim_feedforward, bias=bias, dtype=dt)
+        self.dropout = Dropout(dropout)
+        self.linear2 = Linear(dim_feedforward, d_model, bias=bias, dtype=dt)
+        self.norm_first = bool(norm_first)
+        self.norm1 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dt)
+        self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dt)
+        self.dropout1 = Dropout(dropout)
+        self.dropout2 = Dropout(dropout)
+        self.activation = _activation(activation)
+        self.batch_first = bool(batch_first)
+
+    def _sa_block(self, x, attn_mask, key_padding_mask, is_causal):
+        x = self.self_attn(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
+                           need_weights=False, is_causal=is_causal)[0]
+        return self.dropout1(x)
+
+    def _ff_block(self, x):
+        x = self.linear2(self.dropout(self.activation(self.linear1(x))))
+        return self.dropout2(x)
+
+    def forward(self, src: Tensor, src_mask=None, src_key_padding_mask=None,
+                is_causal: bool = False) -> Tensor:
+        x = src
+        if self.norm_first:
+            x = x + self._sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal)
+            x = x + self._ff_block(self.norm2(x))
+        else:
+            x = self.norm1(x + self._sa_block(x, src_mask, src_key_padding_mask, is_causal))
+            x = self.norm2(x + self._ff_block(x))
+        return x
+
+
+class TransformerEncoder(Module):
+    """A stack of ``num_layers`` copies of ``encoder_layer`` (``layers.0``, ``layers.1``, ...),
+    then ``norm`` if given. ``forward(src, mask=None, src_key_padding_mask=None,
+    is_causal=None)``."""
+
+    def __init__(self, encoder_layer: TransformerEncoderLayer, num_layers: int,
+                 norm: Module | None = None, enable_nested_tensor: bool = True,
+                 mask_check: bool = True) -> None:
+        super().__init__()
+        if num_layers <= 0:
+            raise ValueError(f"TransformerEncoder: num_layers must be positive, got {num_layers}")
+        self.layers = _clones(encoder_layer, num_layers)
+        self.num_layers = int(num_layers)
+        self.norm = norm
+
+    def forward(self, src: Tensor, mask=None, src_key_padding_mask=None,
+                is_causal: bool | None = None) -> Tensor:
+        x = src
+        for layer in self.layers:
+            x = layer(x, src_mask=mask, src_key_padding_mask=src_key_padding_mask,
+                      is_causal=bool(is_causal))
+        if self.norm is not None:
+            x = self.norm(x)
+        return x
+
+
+class TransformerDecoderLayer(Module):
+    r"""Masked self-attention, attention over the encoder's output (``memory``), then a
+    feed-forward network, each inside a residual connection.
+
+    Parameters (torch's names): ``self_attn``, ``multihead_attn``, ``linear1``, ``linear2``,
+    ``norm1``, ``norm2``, ``norm3``; dropouts ``dropout``, ``dropout1..3``.
+    ``forward(tgt, memory, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
+    memory_key_padding_mask=None, tgt_is_causal=False, memory_is_causal=False)``.
+    """
+
+    def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048,
+                 dropout: float = 0.1, activation="relu", layer_norm_eps: float = 1e-5,
+                 batch_first: bool = False, norm_first: bool = False, bias: bool = True,
+                 dtype=None) -> None:
+        super().__init__()
+        dt = dtype or get_default_dtype()
+        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
+                                            batch_first=batch_first, dtype=dt)
+        self.multihead_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
+                                                 batch_first=batch_first, dtype=dt)
+        self.linear1 = Linear(d_model, dim_feedforward, bias=bias, dtype=dt)
+        self.dropout = Dropout(dropout)
+        self.linear2 = Linear(dim_feedforward, d_model, bias=bias, dtype=dt)
+        self.norm_first = bool(norm_first)
+        self.norm1 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dt)
+        self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dt)
+        self.norm3 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dt)
+        self.dropout1 = Dropout(dropout)
+        self.dropout2 = Dropout(dropout)
+        self.dropout3 = Dropout(dropout)
+        self.activation = _activation(activation)
+        self.batch_first = bool(batch_first)
+
+    def _sa_block(self, x, attn_mask, key_padding_mask, is_causal):
+        x = self.self_attn(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
+                           need_weights=False, is_causal=is_causal)[0]
+        return self.dropout1(x)
+
+    def _mha_block(self, x, mem, attn_mask, key_padding_mask, is_causal):
+        x = self.multihead_attn(x, mem, mem, attn_mask=attn_mask,
+                                key_padding_mask=key_padding_mask, need_weights=False,
+                                is_causal=is_causal)[0]
+        return self.dropout2(x)
+
+    def _ff_block(self, x):
+        x = self.linear2(self.dropout(self.activation(self.linear1(x))))
+        return self.dropout3(x)
+
+    def forward(self, tgt: Tensor, memory: Tensor, tgt_mask=None, memory_mask=None,
+                tgt_key_padding_mask=None, memory_key_padding_mask=None,
+                tgt_is_causal: bool = False, memory_is_causal: bool = False) -> Tensor:
+        x = tgt
+        if self.norm_first:
+            x = x + self._sa_block(self.norm1(x), tgt_mask, tgt_key_padding_mask, tgt_is_causal)
+            x = x + self._mha_block(self.norm2(x), memory, memory_mask,
+                                    memory_key_padding_mask, memory_is_causal)
+            x = x + self._ff_block(self.norm3(x))
+        else:
+            x = self.norm1(x + self._sa_block(x, tgt_mask, tgt_key_padding_mask, tgt_is_causal))
+            x = self.norm2(x + self._mha_block(x, memory, memory_mask, memory_key_padding_mask,
+                                               memory_is_causal))
+            x = self.norm3(x + self._ff_block(x))
+        return x
+
+
+class TransformerDecoder(Module):
+    """A stack of ``num_layers`` copies of ``decoder_layer``, then ``norm`` if given."""
+
+    def __init__(self, decoder_layer: TransformerDecoderLayer, num_layers: int,
+                 norm: Module | None = None) -> None:
+        super().__init__()
+        if num_layers <= 0:
+            raise ValueError(f"TransformerDecoder: num_layers must be positive, got {num_layers}")
+        self.layers = _clones(decoder_layer, num_layers)
+        self.num_layers = int(num_layers)
+        self.norm = norm
+
+    def forward(self, tgt: Tensor, memory: Tensor, tgt_mask=None, memory_mask=None,
+                tgt_key_padding_mask=None, memory_key_padding_mask=None,
+                tgt_is_causal: bool | None = None, memory_is_causal: bool = False) -> Tensor:
+        x = tgt
+        for layer in self.layers:
+            x = layer(x, memory, tgt_mask=tgt_mask, memory_mask=memory_mask,
+                      tgt_key_padding_mask=tgt_key_padding_mask,
+                      memory_key_padding_mask=memory_key_padding_mask,
+                      tgt_is_causal=bool(tgt_is_causal), memory_is_causal=memory_is_causal)
+        if self.norm is not None:
+            x = self.norm(x)
+        return x
+
+
+class Transformer(Module):
+    """The encoder-decoder transformer of Vaswani et al. (2017), as ``torch.nn.Transformer``:
+    ``encoder`` (``num_encoder_layers`` layers + a final LayerNorm) and ``decoder``
+    (likewise); every weight matrix Xavier-uniform initialised.
+
+    ``forward(src, tgt, src_mask=None, tgt_mask=None, memory_mask=None,
+    src_key_padding_mask=None, tgt_key_padding_mask=None, memory_key_padding_mask=None, ...)``
+    with src (S, N, E) and tgt (T, N, E) ((N, S, E), (N, T, E) if ``batch_first``) returns
+    (T, N, E).
+    """
+
+    def __init__(self, d_model: int = 512, nhead: int = 8, num_encoder_layers: int = 6,
+                 num_decoder_layers: int = 6, dim_feedforward: int = 2048,
+                 dropout: float = 0.1, activation="relu", custom_encoder: Module | None = None,
+                 custom_decoder: Module | None = None, layer_norm_eps: float = 1e-5,
+                 batch_first: bool = False, norm_first: bool = False, bias: bool = True,
+                 dtype=None) -> None:
+        super().__init__()
+        kw = dict(dim_feedforward=dim_feedforward, dropout=dropout, activation=activation,
+                  layer_norm_eps=layer_norm_eps, batch_first=batch_first,
+                  norm_first=norm_first, bias=bias, dtype=dtype)
+        if custom_encoder is not None:
+            self.encoder = custom_encoder
+        else:
+            layer = TransformerEncoderLayer(d_model, nhead, **kw)
+            norm = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dtype)
+            self.encoder = TransformerEncoder(layer, num_encoder_layers, norm)
+        if custom_decoder is not None:
+            self.decoder = custom_decoder
+        else:
+            layer = TransformerDecoderLayer(d_model, nhead, **kw)
+            norm = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dtype)
+            self.decoder = TransformerDecoder(layer, num_decoder_layers, norm)
+        self.d_model, self.nhead, self.batch_first = d_model, nhead, bool(batch_first)
+        self._reset_parameters()
+
+    def _reset_parameters(self) -> None:
+        for p in self.parameters():
+            if p.ndim > 1:
+                init.xavier_uniform_(p)
+
+    def forward(self, src: Tensor, tgt: Tensor, src_mask=None, tgt_mask=None, memory_mask=None,
+                src_key_padding_mask=None, tgt_key_padding_mask=None,
+                memory_key_padding_mask=None, src_is_causal: bool | None = None,
+                tgt_is_causal: bool | None = None, memory_is_causal: bool = False) -> Tensor:
+        bdim = 0 if self.batch_first else 1
+        if src.ndim == 3 and tgt.ndim == 3 and src.shape[bdim] != tgt.shape[bdim]:
+            raise ValueError(f"Transformer: the batch number of src and tgt must be equal, got "
+                             f"{src.shape} and {tgt.shape} (batch_first={self.batch_first})")
+        if src.shape[-1] != self.d_model or tgt.shape[-1] != self.d_model:
+            raise ValueError(f"Transformer(d_model={self.d_model}) expected src and tgt "
+                             f"(..., {self.d_model}), got {src.shape} and {tgt.shape}")
+        memory = self.encoder(src, mask=src_mask, src_key_padding_mask=src_key_padding_mask,
+                              is_causal=src_is_causal)
+        return self.decoder(tgt, memory, tgt_mask=tgt_mask, memory_mask=memory_mask,
+                            tgt_key_padding_mask=tgt_key_padding_mask,
+                            memory_key_padding_mask=memory_key_padding_mask,
+                            tgt_is_causal=tgt_is_causal, memory_is_causal=memory_is_causal)
+
+    @staticmethod
+    def generate_square_subsequent_mask(sz: int, dtype=None) -> Tensor:
+        """(sz, sz) float mask: 0 on and below the diagonal, -inf above (no peeking ahead)."""
+        dt = dtype or get_default_dtype()
+        m = np.triu(np.full((sz, sz), -np.inf, dtype=dt), k=1)
+        return Tensor(m)
+
+
+class PositionalEncoding(Module):
+    r"""Adds the sinusoidal position signal of Vaswani et al. (2017), then dropout:
+
+    ``PE[pos, 2i] = sin(pos / 10000^(2i/d))``, ``PE[pos, 2i+1] = cos(pos / 10000^(2i/d))``.
+
+    Input (T, N, d) or (N, T, d) with ``batch_first``. The table (``max_len``, d) is a
+    non-persistent buffer ``pe``: it is derived, so it stays out of the ``state_dict``.
+    """
+
+    def __init__(self, d_model: int, max_len: int = 5000, dropout: float = 0.0,
+                 batch_first: bool = False, dtype=None) -> None:
+        super().__init__()
+        self.d_model, self.max_len, self.batch_first = d_model, max_len, bool(batch_first)
+        pos = np.arange(max_len, dtype=np.float64)[:, None]
+        div = np.exp(np.arange(0, d_model, 2, dtype=np.float64) * (-math.log(10000.0) / d_model))
+        pe = np.zeros((max_len, d_model))
+        pe[:, 0::2] = np.sin(pos * div)
+        pe[:, 1::2] = np.cos(pos * div[: d_model // 2])
+        self.register_buffer("pe", Tensor(pe.astype(dtype or get_default_dtype())),
+                             persistent=False)
+        self.dropout = Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        t = x.shape[1] if self.batch_first else x.shape[0]
+        if x.ndim != 3 or x.shape[-1] != self.d_model or t > self.max_len:
+            raise ValueError(f"PositionalEncoding(d_model={self.d_model}, max_len="
+                             f"{self.max_len}) expected input "
+                             f"{'(N, T, ' if self.batch_first else '(T, N, '}{self.d_model}) "
+                             f"with T <= {self.max_len}, got {x.shape}")
+        pe = self.pe.data[:t]
+        pe = pe[None] if self.batch_first else pe[:, None]
+        return self.dropout(x + pe.astype(x.dtype, copy=False))
+
+    def extra_repr(self) -> str:
+        return f"d_model={self.d_model}, max_len={self.max_len}"
