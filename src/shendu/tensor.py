@@ -93,6 +93,12 @@ class Tensor:
             raise TypeError("len() of a 0-d tensor")
         return self.data.shape[0]
 
+    def __iter__(self):
+        if self.data.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        for i in range(self.data.shape[0]):
+            yield self[i]
+
     def __repr__(self) -> str:
         body = np.array2string(self.data, separator=", ", prefix="tensor(")
         extra = ""
@@ -105,9 +111,10 @@ class Tensor:
         return f"tensor({body}{extra})"
 
     def __array__(self, dtype=None, copy=None):
+        """``np.asarray(t)`` shares memory; ``np.array(t)`` (``copy=True``) copies."""
         if dtype is not None:
-            return self.data.astype(dtype, copy=False)
-        return self.data
+            return self.data.astype(dtype, copy=bool(copy))
+        return self.data.copy() if copy else self.data
 
     def numpy(self) -> np.ndarray:
         """The underlying array (shares memory). Fails if the tensor requires grad, as in torch."""
@@ -180,8 +187,27 @@ class Tensor:
         self._ctx.__dict__.setdefault("retained", {})[self._out_index] = self
 
     # --------------------------------------------------------- conversions
-    def to(self, dtype) -> Tensor:
+    def to(self, *args, dtype=None, device=None, **kwargs) -> Tensor:
+        """``t.to(dtype)``; a device (``"cpu"``) is accepted and ignored, as is
+        ``non_blocking``/``copy`` — NumPy arrays live in host memory."""
+        for a in args:
+            if isinstance(a, Tensor):
+                dtype = a.data.dtype
+            elif isinstance(a, str) and a.split(":")[0] in ("cpu", "cuda", "mps"):
+                device = a
+            else:
+                dtype = a
+        if device is not None and str(device).split(":")[0] != "cpu":
+            raise RuntimeError(f"to: shendu runs on the CPU (NumPy); got device {device!r}")
+        unknown = set(kwargs) - {"non_blocking", "copy"}
+        if unknown:
+            raise TypeError(f"to() got unexpected keyword arguments {sorted(unknown)}")
+        if dtype is None:
+            return self
         return F.cast(self, as_dtype(dtype))
+
+    def cpu(self) -> Tensor:
+        return self
 
     def float(self) -> Tensor:
         return self.to(np.float32)
@@ -328,7 +354,8 @@ class Tensor:
         if self.requires_grad and autograd.is_grad_enabled():
             raise RuntimeError(
                 "__setitem__: in-place assignment into a tensor that requires grad is not "
-                "differentiable in shendu; build a new tensor (e.g. with where/cat) or use no_grad()"
+                "differentiable in shendu; build a new tensor (e.g. with where/cat) or use "
+                "no_grad()"
             )
         self.data[_raw_index(idx)] = value.data if isinstance(value, Tensor) else value
 
@@ -391,6 +418,24 @@ class Tensor:
     def relu(self):
         return F.relu(self)
 
+    def square(self):
+        return F.square(self)
+
+    def log1p(self):
+        return F.log1p(self)
+
+    def sign(self):
+        return F.sign(self)
+
+    def prod(self, dim=None, keepdim=False, **kw):
+        return F.prod(self, dim, keepdim, **kw)
+
+    def norm(self, p=2, dim=None, keepdim=False):
+        return F.norm(self, p, dim, keepdim)
+
+    def index_select(self, dim, index):
+        return F.index_select(self, dim, index)
+
     def pow(self, e):
         return F.pow(self, e)
 
@@ -414,8 +459,8 @@ class Tensor:
     def log_softmax(self, dim=-1):
         return F.log_softmax(self, dim)
 
-    def logsumexp(self, dim=None, keepdim=False):
-        return F.logsumexp(self, dim, keepdim)
+    def logsumexp(self, dim=None, keepdim=False, **kw):
+        return F.logsumexp(self, dim, keepdim, **kw)
 
     def sum(self, dim=None, keepdim=False, **kw):
         return F.sum(self, dim, keepdim, **kw)
@@ -435,11 +480,11 @@ class Tensor:
     def min(self, dim=None, keepdim=False, **kw):
         return F.min(self, dim, keepdim, **kw)
 
-    def amax(self, dim=None, keepdim=False):
-        return F.amax(self, dim, keepdim)
+    def amax(self, dim=None, keepdim=False, **kw):
+        return F.amax(self, dim, keepdim, **kw)
 
-    def amin(self, dim=None, keepdim=False):
-        return F.amin(self, dim, keepdim)
+    def amin(self, dim=None, keepdim=False, **kw):
+        return F.amin(self, dim, keepdim, **kw)
 
     def argmax(self, dim=None, keepdim=False):
         return F.argmax(self, dim, keepdim)

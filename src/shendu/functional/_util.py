@@ -8,6 +8,8 @@ import numpy as np
 from shendu.backend import get_default_dtype
 from shendu.tensor import Tensor
 
+__all__ = ["unbroadcast", "as_tensor", "pair", "norm_axes", "norm_dim", "resolve_dim_kw"]
+
 
 def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
     """Sum ``grad`` over the axes that broadcasting added or stretched to reach ``shape``.
@@ -26,69 +28,96 @@ def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
 
 
 def as_tensor(x, like: Tensor | None = None) -> Tensor:
-    """``x`` as a Tensor; Python and NumPy scalars take the dtype of ``like``."""
+    """``x`` as a Tensor (a no-op for tensors).
+
+    Next to a float tensor ``like``, Python/NumPy scalars and integer or bool arrays take
+    ``like``'s dtype, so ``t * 0.5`` stays float32 (torch's rule: a scalar never decides
+    the precision). A bare Python float becomes the default dtype.
+    """
     if isinstance(x, Tensor):
         return x
+    arr = np.asarray(x)
     if like is not None:
         ld = like.data.dtype
         if ld.kind == "f":
-            arr = np.asarray(x)
-            if arr.dtype.kind in "biuf" and arr.dtype != ld:
-                if arr.ndim == 0 or arr.dtype.kind != "f":
-                    arr = arr.astype(ld)
-            return Tensor._wrap(arr, None, 0)
-        arr = np.asarray(x)
-        if arr.dtype.kind == "f" and arr.ndim == 0:
+            if arr.dtype != ld and arr.dtype.kind in "biuf" and (
+                arr.ndim == 0 or arr.dtype.kind != "f"
+            ):
+                arr = arr.astype(ld)
+        elif arr.dtype.kind == "f" and arr.ndim == 0:
             arr = arr.astype(get_default_dtype())
         return Tensor._wrap(arr, None, 0)
-    arr = np.asarray(x)
     if arr.dtype.kind == "f" and isinstance(x, float):
         arr = arr.astype(get_default_dtype())
     return Tensor._wrap(arr, None, 0)
 
 
 def pair(a, b) -> tuple[Tensor, Tensor]:
-    """Two operands as tensors of one dtype family (scalars follow the tensor)."""
+    """Two operands as tensors of one dtype family (scalars follow the tensor).
+
+    An integer/bool tensor meeting a float one is converted to the float one's dtype
+    first (torch's promotion: int64 + float32 is float32, where NumPy would say float64).
+    """
     if isinstance(a, Tensor):
         b = as_tensor(b, a)
     else:
         a = as_tensor(a, b)
+    ka, kb = a.data.dtype.kind, b.data.dtype.kind
+    if ka != kb:
+        if ka in "biu" and kb == "f":
+            a = Tensor._wrap(a.data.astype(b.data.dtype), None, 0)
+        elif kb in "biu" and ka == "f":
+            b = Tensor._wrap(b.data.astype(a.data.dtype), None, 0)
     return a, b
 
 
 def norm_axes(dim, ndim: int, op: str):
-    """``dim`` (None, int or sequence) as a sorted tuple of non-negative axes, or None."""
+    """``dim`` (None, int or sequence) as a sorted tuple of non-negative axes, or None.
+
+    A 0-d tensor accepts dims 0 and -1 (as torch) and has nothing to reduce: ``()``.
+    """
     if dim is None:
         return None
     dims = (dim,) if isinstance(dim, (int, np.integer)) else tuple(dim)
+    n = max(ndim, 1)
     out = []
     for d in dims:
-        if not -ndim <= d < max(ndim, 1):
+        if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or not -n <= d < n:
             raise IndexError(
                 f"{op}: dimension out of range (expected to be in range of "
-                f"[{-max(ndim, 1)}, {max(ndim, 1) - 1}], but got {d})"
+                f"[{-n}, {n - 1}], but got {d!r})"
             )
-        out.append(int(d) % max(ndim, 1))
-    return tuple(sorted(set(out)))
+        out.append(int(d) % n)
+    if len(set(out)) != len(out):
+        raise ValueError(f"{op}: dim {tuple(dims)} names a dimension more than once")
+    if ndim == 0:
+        return ()
+    return tuple(sorted(out))
 
 
 def norm_dim(dim: int, ndim: int, op: str) -> int:
-    if not -ndim <= dim < ndim:
+    """One ``dim`` as a non-negative axis; out of range raises torch's IndexError."""
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or not -ndim <= dim < ndim:
         raise IndexError(
             f"{op}: dimension out of range (expected to be in range of [{-ndim}, {ndim - 1}], "
-            f"but got {dim})"
+            f"but got {dim!r})"
         )
     return int(dim) % ndim
 
 
 def resolve_dim_kw(dim, keepdim, kw: dict, op: str):
-    """Accept NumPy's ``axis``/``keepdims`` beside torch's ``dim``/``keepdim``."""
+    """Accept NumPy's ``axis``/``keepdims`` beside torch's ``dim``/``keepdim``.
+
+    An empty ``dim`` means "all dims" (torch); an empty ``axis`` means "no dims" (NumPy).
+    """
     if kw:
         unknown = set(kw) - {"axis", "keepdims"}
         if unknown:
             raise TypeError(f"{op}() got unexpected keyword arguments {sorted(unknown)}")
-        if "axis" in kw:
-            dim = kw["axis"]
         if "keepdims" in kw:
             keepdim = kw["keepdims"]
+        if "axis" in kw:
+            return kw["axis"], keepdim
+    if isinstance(dim, (tuple, list)) and len(dim) == 0:
+        dim = None
     return dim, keepdim

@@ -1,7 +1,13 @@
 """Elementwise arithmetic, matmul and friends — each op's forward and backward together.
 
 Binary ops broadcast like NumPy; their backward sums the gradient back to each input's
-shape with :func:`~shendu.functional._util.unbroadcast`.
+shape with :func:`~shendu.functional._util.unbroadcast` (if ``a`` of shape (3, 1) met
+``b`` of shape (4,), the output is (3, 4) and ``da`` is ``dout`` summed over the last
+axis, ``db`` summed over the first).
+
+Where a derivative is undefined we follow torch, so that both give the same numbers:
+``d|x|/dx = 0`` at 0; clamp passes the gradient on the boundary (``min <= x <= max``);
+``maximum``/``minimum`` send half of the gradient to each side on a tie.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from shendu.autograd import Function
+from shendu.backend import get_default_dtype
 from shendu.functional._util import as_tensor, pair, unbroadcast
 from shendu.tensor import Tensor
 
@@ -17,21 +24,20 @@ __all__ = ["add", "sub", "mul", "div", "pow", "neg", "exp", "log", "sqrt", "abs"
            "sign", "square", "log1p", "sin", "cos"]
 
 
-def _bshape(op: str, a: np.ndarray, b: np.ndarray) -> None:
-    try:
-        np.broadcast_shapes(a.shape, b.shape)
-    except ValueError:
-        raise ValueError(
-            f"{op}: shapes {a.shape} and {b.shape} cannot be broadcast together"
-        ) from None
+def _broadcast_error(op: str, *arrays: np.ndarray) -> ValueError:
+    shapes = " and ".join(str(a.shape) for a in arrays)
+    return ValueError(f"{op}: shapes {shapes} cannot be broadcast together")
 
 
 class Add(Function):
+    """``a + b``; ``da = unbroadcast(g)``, ``db = unbroadcast(g)``."""
+
     def forward(self, a, b):
         self.shapes = a.shape, b.shape
-        if a.shape != b.shape:
-            _bshape("add", a, b)
-        return a + b
+        try:
+            return a + b
+        except ValueError:
+            raise _broadcast_error("add", a, b) from None
 
     def backward(self, g):
         sa, sb = self.shapes
@@ -39,11 +45,14 @@ class Add(Function):
 
 
 class Sub(Function):
+    """``a - b``; ``da = g``, ``db = -g`` (each unbroadcast)."""
+
     def forward(self, a, b):
         self.shapes = a.shape, b.shape
-        if a.shape != b.shape:
-            _bshape("sub", a, b)
-        return a - b
+        try:
+            return a - b
+        except ValueError:
+            raise _broadcast_error("sub", a, b) from None
 
     def backward(self, g):
         sa, sb = self.shapes
@@ -51,11 +60,14 @@ class Sub(Function):
 
 
 class Mul(Function):
+    """``a * b``; ``da = g b``, ``db = g a``."""
+
     def forward(self, a, b):
-        if a.shape != b.shape:
-            _bshape("mul", a, b)
         self.a, self.b = a, b
-        return a * b
+        try:
+            return a * b
+        except ValueError:
+            raise _broadcast_error("mul", a, b) from None
 
     def backward(self, g):
         a, b = self.a, self.b
@@ -65,11 +77,14 @@ class Mul(Function):
 
 
 class Div(Function):
+    """``a / b``; ``da = g / b``, ``db = -g a / b^2``."""
+
     def forward(self, a, b):
-        if a.shape != b.shape:
-            _bshape("div", a, b)
         self.a, self.b = a, b
-        return a / b
+        try:
+            return a / b
+        except ValueError:
+            raise _broadcast_error("div", a, b) from None
 
     def backward(self, g):
         a, b = self.a, self.b
@@ -80,6 +95,8 @@ class Div(Function):
 
 
 class PowScalar(Function):
+    """``a ** e`` for a Python number ``e``; ``da = g e a^(e-1)`` (0 when ``e == 0``)."""
+
     def forward(self, a, exponent):
         self.a, self.e = a, exponent
         return a ** exponent
@@ -87,31 +104,40 @@ class PowScalar(Function):
     def backward(self, g):
         a, e = self.a, self.e
         if e == 0:
-            return np.zeros_like(a)
+            return np.zeros_like(g)
+        if e == 1:
+            return g
         if e == 2:
             return g * (2 * a)
-        return g * (e * a ** (e - 1))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return g * (e * a ** (e - 1))
 
 
 class Pow(Function):
+    """``a ** b`` with a tensor exponent.
+
+    ``da = g b a^(b-1)`` (0 where ``b == 0``), ``db = g a^b log a`` (0 where ``a == 0`` and
+    ``b >= 0``) — torch's conventions at the points where the formulas are undefined.
+    """
+
     def forward(self, a, b):
-        if a.shape != b.shape:
-            _bshape("pow", a, b)
         self.a, self.b = a, b
-        self.out = a ** b
+        try:
+            self.out = a ** b
+        except ValueError:
+            raise _broadcast_error("pow", a, b) from None
         return self.out
 
     def backward(self, g):
         a, b, out = self.a, self.b, self.out
         ga = gb = None
-        if self.needs_input_grad[0]:
-            with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if self.needs_input_grad[0]:
                 d = np.where(b == 0, 0, b * a ** (b - 1))
-            ga = unbroadcast(g * d, a.shape)
-        if self.needs_input_grad[1]:
-            with np.errstate(divide="ignore", invalid="ignore"):
+                ga = unbroadcast(g * d, a.shape)
+            if self.needs_input_grad[1]:
                 d = np.where((a == 0) & (b >= 0), 0, out * np.log(a))
-            gb = unbroadcast(g * d, b.shape)
+                gb = unbroadcast(g * d, b.shape)
         return ga, gb
 
 
@@ -124,6 +150,8 @@ class Neg(Function):
 
 
 class Exp(Function):
+    """``e^a``; ``da = g e^a`` (the output is saved, not recomputed)."""
+
     def forward(self, a):
         self.out = np.exp(a)
         return self.out
@@ -133,6 +161,8 @@ class Exp(Function):
 
 
 class Log(Function):
+    """Natural log; ``da = g / a``."""
+
     def forward(self, a):
         self.a = a
         return np.log(a)
@@ -142,6 +172,8 @@ class Log(Function):
 
 
 class Log1p(Function):
+    """``log(1 + a)``, accurate for small ``a``; ``da = g / (1 + a)``."""
+
     def forward(self, a):
         self.a = a
         return np.log1p(a)
@@ -151,6 +183,8 @@ class Log1p(Function):
 
 
 class Sqrt(Function):
+    """``sqrt(a)``; ``da = g / (2 sqrt(a))`` (infinite at 0, as torch)."""
+
     def forward(self, a):
         self.out = np.sqrt(a)
         return self.out
@@ -160,12 +194,24 @@ class Sqrt(Function):
 
 
 class Abs(Function):
+    """``|a|``; ``da = g sign(a)``, which is 0 at ``a == 0`` (torch's choice)."""
+
     def forward(self, a):
         self.a = a
         return np.abs(a)
 
     def backward(self, g):
         return g * np.sign(self.a)
+
+
+class Sign(Function):
+    """``sign(a)``: piecewise constant, so its gradient is 0 everywhere (as torch)."""
+
+    def forward(self, a):
+        return np.sign(a)
+
+    def backward(self, g):
+        return np.zeros_like(g)
 
 
 class Sin(Function):
@@ -187,56 +233,96 @@ class Cos(Function):
 
 
 class Clamp(Function):
+    """``min(max(a, lo), hi)`` for numbers ``lo``/``hi``.
+
+    ``da = g`` where ``lo <= a <= hi`` (boundary included, as torch), else 0.
+    """
+
     def forward(self, a, lo=None, hi=None):
         self.a, self.lo, self.hi = a, lo, hi
         return np.clip(a, lo, hi)
 
     def backward(self, g):
         a, lo, hi = self.a, self.lo, self.hi
-        mask = np.ones(a.shape, bool)
-        if lo is not None:
-            mask &= a >= lo
-        if hi is not None:
-            mask &= a <= hi
-        return g * mask
+        if lo is not None and hi is not None:
+            mask = (a >= lo) & (a <= hi)
+        elif lo is not None:
+            mask = a >= lo
+        else:
+            mask = a <= hi
+        return np.where(mask, g, 0)
+
+
+class ClampTensor(Function):
+    """``clamp`` with tensor bounds (torch's rule: ``hi`` wins where ``lo > hi``).
+
+    ``da = g`` where ``lo <= a <= hi``; ``dlo = g`` where ``a < lo`` (and ``lo <= hi``);
+    ``dhi = g`` where ``a > hi`` or ``lo > hi``. Ties go to ``a``, as torch.
+    """
+
+    def forward(self, a, lo, hi):
+        self.a, self.lo, self.hi = a, lo, hi
+        try:
+            return np.minimum(np.maximum(a, lo), hi)
+        except ValueError:
+            raise _broadcast_error("clamp", a, lo, hi) from None
+
+    def backward(self, g):
+        a, lo, hi = self.a, self.lo, self.hi
+        hi_wins = (a > hi) | (lo > hi)
+        lo_wins = (a < lo) & ~hi_wins
+        ga = unbroadcast(np.where(lo_wins | hi_wins, 0, g), a.shape)
+        glo = unbroadcast(np.where(lo_wins, g, 0), lo.shape) if self.needs_input_grad[1] else None
+        ghi = unbroadcast(np.where(hi_wins, g, 0), hi.shape) if self.needs_input_grad[2] else None
+        return ga, glo, ghi
 
 
 class Maximum(Function):
-    """Ties send half the gradient to each side (as torch does)."""
+    """Elementwise max. Ties send half the gradient to each side (as torch)."""
 
     def forward(self, a, b):
-        if a.shape != b.shape:
-            _bshape("maximum", a, b)
         self.a, self.b = a, b
-        return np.maximum(a, b)
+        try:
+            return np.maximum(a, b)
+        except ValueError:
+            raise _broadcast_error("maximum", a, b) from None
 
     def backward(self, g):
-        a, b = self.a, self.b
-        wa = (a > b) + 0.5 * (a == b)
-        ga = unbroadcast(g * wa, a.shape) if self.needs_input_grad[0] else None
-        gb = unbroadcast(g * (1 - wa), b.shape) if self.needs_input_grad[1] else None
-        return ga, gb
+        return _tie_split(g, self.a, self.b, self.a > self.b, self.needs_input_grad)
 
 
 class Minimum(Function):
+    """Elementwise min. Ties send half the gradient to each side (as torch)."""
+
     def forward(self, a, b):
-        if a.shape != b.shape:
-            _bshape("minimum", a, b)
         self.a, self.b = a, b
-        return np.minimum(a, b)
+        try:
+            return np.minimum(a, b)
+        except ValueError:
+            raise _broadcast_error("minimum", a, b) from None
 
     def backward(self, g):
-        a, b = self.a, self.b
-        wa = (a < b) + 0.5 * (a == b)
-        ga = unbroadcast(g * wa, a.shape) if self.needs_input_grad[0] else None
-        gb = unbroadcast(g * (1 - wa), b.shape) if self.needs_input_grad[1] else None
-        return ga, gb
+        return _tie_split(g, self.a, self.b, self.a < self.b, self.needs_input_grad)
+
+
+def _tie_split(g, a, b, a_wins, needs):
+    """Gradients of max/min: all of ``g`` to the winner, half to each side on a tie."""
+    half = np.where(a == b, g * 0.5, 0)
+    ga = unbroadcast(np.where(a_wins, g, half), a.shape) if needs[0] else None
+    gb = unbroadcast(np.where(a_wins, 0, np.where(a == b, half, g)), b.shape) if needs[1] else None
+    return ga, gb
 
 
 class Where(Function):
+    """``cond ? a : b``; ``da = g`` where ``cond``, ``db = g`` elsewhere."""
+
     def forward(self, a, b, cond=None):
         self.cond, self.sa, self.sb = cond, a.shape, b.shape
-        return np.where(cond, a, b)
+        try:
+            return np.where(cond, a, b)
+        except ValueError:
+            raise ValueError(f"where: condition {cond.shape}, input {a.shape} and other "
+                             f"{b.shape} cannot be broadcast together") from None
 
     def backward(self, g):
         c = self.cond
@@ -246,7 +332,11 @@ class Where(Function):
 
 
 class MatMul(Function):
-    """``a @ b`` for tensors with >= 2 dims, batch dims broadcast."""
+    """``a @ b`` for operands with >= 2 dims, batch dims broadcast.
+
+    ``da = g b^T``, ``db = a^T g`` (over the last two axes), each summed back over the
+    batch dims that broadcasting stretched.
+    """
 
     def forward(self, a, b):
         self.a, self.b = a, b
@@ -266,6 +356,8 @@ class MatMul(Function):
 
 
 class Cast(Function):
+    """Change the float precision; the gradient is cast back."""
+
     def forward(self, a, dtype=None):
         self.dtype = a.dtype
         return a.astype(dtype)
@@ -284,24 +376,29 @@ class Clone(Function):
 
 # ------------------------------------------------------------------ wrappers
 def add(a, b) -> Tensor:
+    """``a + b`` with broadcasting."""
     a, b = pair(a, b)
     return Add.apply(a, b)
 
 
 def sub(a, b) -> Tensor:
+    """``a - b`` with broadcasting."""
     a, b = pair(a, b)
     return Sub.apply(a, b)
 
 
 def mul(a, b) -> Tensor:
+    """``a * b`` with broadcasting."""
     a, b = pair(a, b)
     return Mul.apply(a, b)
 
 
 def div(a, b) -> Tensor:
+    """True division ``a / b``; two integer operands give the default float dtype."""
     a, b = pair(a, b)
     if a.data.dtype.kind in "biu" and b.data.dtype.kind in "biu":
-        a = cast(a, np.dtype(np.float32))
+        a = cast(a, get_default_dtype())
+        b = cast(b, get_default_dtype())
     return Div.apply(a, b)
 
 
@@ -340,6 +437,7 @@ def sqrt(a: Tensor) -> Tensor:
 
 
 def abs(a: Tensor) -> Tensor:
+    """``|a|``; the gradient at 0 is 0 (as torch)."""
     return Abs.apply(as_tensor(a))
 
 
@@ -352,20 +450,23 @@ def cos(a: Tensor) -> Tensor:
 
 
 def sign(a: Tensor) -> Tensor:
-    return Tensor(np.sign(a.data))
+    """-1, 0 or 1; differentiable with gradient 0."""
+    return Sign.apply(as_tensor(a))
 
 
 def clamp(a: Tensor, min=None, max=None) -> Tensor:
-    """Limit values to ``[min, max]``; the gradient passes where ``min <= a <= max``."""
+    """Limit values to ``[min, max]``; the gradient passes where ``min <= a <= max``.
+
+    ``min``/``max`` are numbers or tensors (broadcast against ``a``). Where ``min > max``
+    every value becomes ``max`` (torch's rule).
+    """
     if min is None and max is None:
         raise ValueError("clamp: at least one of min and max must be given")
     if isinstance(min, Tensor) or isinstance(max, Tensor):
-        out = a
-        if min is not None:
-            out = maximum(out, min)
-        if max is not None:
-            out = minimum(out, max)
-        return out
+        inf = np.array(np.inf, a.data.dtype)
+        lo = as_tensor(-inf if min is None else min, a)
+        hi = as_tensor(inf if max is None else max, a)
+        return ClampTensor.apply(a, lo, hi)
     return Clamp.apply(a, lo=min, hi=max)
 
 
@@ -373,11 +474,13 @@ clip = clamp
 
 
 def maximum(a, b) -> Tensor:
+    """Elementwise maximum; on a tie each input gets half the gradient (torch)."""
     a, b = pair(a, b)
     return Maximum.apply(a, b)
 
 
 def minimum(a, b) -> Tensor:
+    """Elementwise minimum; on a tie each input gets half the gradient (torch)."""
     a, b = pair(a, b)
     return Minimum.apply(a, b)
 
@@ -392,12 +495,16 @@ def where(condition, a, b) -> Tensor:
 
 
 def masked_fill(a: Tensor, mask, value) -> Tensor:
-    """``a`` with ``value`` wherever ``mask`` is true."""
+    """``a`` with ``value`` wherever ``mask`` is true (no gradient flows there)."""
     return where(mask, as_tensor(value, a), a)
 
 
 def matmul(a, b) -> Tensor:
-    """Matrix product with NumPy's rules: 1-D operands are promoted, batch dims broadcast."""
+    """Matrix product with NumPy's (and torch's) rules.
+
+    1-D ``a`` is a row vector and 1-D ``b`` a column vector, the added dim removed from
+    the result; two 1-D operands give their dot product; batch dims broadcast.
+    """
     a, b = pair(a, b)
     ad, bd = a.data, b.data
     if ad.ndim == 0 or bd.ndim == 0:
@@ -430,12 +537,15 @@ def matmul(a, b) -> Tensor:
 
 
 def cast(a: Tensor, dtype) -> Tensor:
+    """``a`` as ``dtype``; float-to-float casts are differentiable, others are not."""
+    dtype = np.dtype(dtype)
     if a.data.dtype == dtype:
         return a
-    if np.dtype(dtype).kind not in "fc":
+    if dtype.kind not in "fc" or a.data.dtype.kind not in "fc":
         return Tensor(a.data.astype(dtype))
     return Cast.apply(a, dtype=dtype)
 
 
 def clone(a: Tensor) -> Tensor:
+    """A copy that stays in the graph (its gradient flows back to ``a``)."""
     return Clone.apply(a)

@@ -1,24 +1,33 @@
-"""Reductions: sum, mean, var/std, max/min (with indices), amax/amin, logsumexp, argmax."""
+"""Reductions: sum, mean, var/std, max/min (with indices), amax/amin, logsumexp, prod,
+norm, argmax/argmin.
+
+Every reduction takes torch's ``dim``/``keepdim`` or NumPy's ``axis``/``keepdims``.
+Its backward broadcasts the output gradient back over the reduced axes.
+
+Ties follow torch: ``max(x)``/``amax``/``amin`` (a value, no index) share the gradient
+evenly among all the elements equal to the extreme; ``max(x, dim)`` (values and
+indices) gives it all to the returned index, the first occurrence.
+"""
 
 from __future__ import annotations
 
+import builtins
 from collections import namedtuple
 
 import numpy as np
 
 from shendu.autograd import Function
-from shendu.functional._util import norm_axes, resolve_dim_kw
+from shendu.functional._util import norm_axes, norm_dim, resolve_dim_kw
 from shendu.tensor import Tensor
 
 __all__ = ["sum", "mean", "var", "std", "max", "min", "amax", "amin", "logsumexp", "argmax",
            "argmin", "prod", "norm"]
 
-_sum = sum
 MaxResult = namedtuple("MaxResult", ["values", "indices"])
 
 
 def _expand_back(g: np.ndarray, shape: tuple, axes, keepdim: bool) -> np.ndarray:
-    """Broadcast a reduced gradient back over the input's shape."""
+    """Broadcast a reduced gradient back over the input's shape (a read-only view)."""
     if axes is None:
         return np.broadcast_to(g.reshape((1,) * len(shape)), shape)
     if not keepdim:
@@ -26,7 +35,15 @@ def _expand_back(g: np.ndarray, shape: tuple, axes, keepdim: bool) -> np.ndarray
     return np.broadcast_to(g, shape)
 
 
+def _count(shape: tuple, axes) -> int:
+    if axes is None:
+        return int(np.prod(shape, dtype=np.int64))
+    return int(np.prod([shape[i] for i in axes], dtype=np.int64))
+
+
 class Sum(Function):
+    """``sum_i a_i``; every element gets the output's gradient."""
+
     def forward(self, a, axes=None, keepdim=False):
         self.shape, self.axes, self.keepdim = a.shape, axes, keepdim
         return np.asarray(a.sum(axis=axes, keepdims=keepdim))
@@ -36,21 +53,29 @@ class Sum(Function):
 
 
 class Mean(Function):
+    """``(1/n) sum_i a_i``; every element gets ``g / n``."""
+
     def forward(self, a, axes=None, keepdim=False):
         self.shape, self.axes, self.keepdim = a.shape, axes, keepdim
-        self.n = a.size if axes is None else int(np.prod([a.shape[i] for i in axes]))
+        self.n = _count(a.shape, axes)
         return np.asarray(a.mean(axis=axes, keepdims=keepdim))
 
     def backward(self, g):
-        return _expand_back(g / self.n, self.shape, self.axes, self.keepdim)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return _expand_back(g / g.dtype.type(self.n), self.shape, self.axes, self.keepdim)
 
 
 class Var(Function):
+    r"""``sum_i (a_i - mean)^2 / (n - correction)``; ``da_i = g 2 (a_i - mean) / (n - c)``.
+
+    ``n - correction <= 0`` gives ``nan`` (or ``inf``) values and gradients, as torch.
+    """
+
     def forward(self, a, axes=None, keepdim=False, correction=1):
-        n = a.size if axes is None else int(np.prod([a.shape[i] for i in axes]))
+        n = _count(a.shape, axes)
         self.axes, self.keepdim = axes, keepdim
         self.centered = a - a.mean(axis=axes, keepdims=True)
-        self.denom = n - correction
+        self.denom = a.dtype.type(builtins.max(n - correction, 0))
         with np.errstate(divide="ignore", invalid="ignore"):
             out = (self.centered * self.centered).sum(axis=axes, keepdims=keepdim) / self.denom
         return np.asarray(out, dtype=a.dtype)
@@ -58,38 +83,60 @@ class Var(Function):
     def backward(self, g):
         c = self.centered
         g = _expand_back(g, c.shape, self.axes, self.keepdim)
-        return g * c * (2.0 / self.denom)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return g * c * (2 / self.denom)
+
+
+class Std(Function):
+    r"""``sqrt(var)``; ``da_i = g (a_i - mean) / ((n - c) std)``, and 0 where ``std == 0``
+    (torch masks the 0/0 there, so a constant input gets a zero gradient, not ``nan``)."""
+
+    def forward(self, a, axes=None, keepdim=False, correction=1):
+        n = _count(a.shape, axes)
+        self.axes, self.keepdim = axes, keepdim
+        self.centered = a - a.mean(axis=axes, keepdims=True)
+        self.denom = a.dtype.type(builtins.max(n - correction, 0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self.out_k = np.sqrt((self.centered * self.centered).sum(axis=axes, keepdims=True)
+                                 / self.denom)
+        out = self.out_k if keepdim else np.squeeze(self.out_k, axis=axes)
+        return np.asarray(out, dtype=a.dtype)
+
+    def backward(self, g):
+        c, s = self.centered, self.out_k
+        g = g if self.keepdim else (g.reshape(s.shape) if self.axes is None
+                                    else np.expand_dims(g, self.axes))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scale = np.where(s == 0, 0, g / (self.denom * s))
+        return scale * c
 
 
 class AMax(Function):
-    """Max over axes; ties share the gradient evenly (torch's amax/max() rule)."""
+    """Max (or min) over axes, values only; ties share the gradient evenly (torch)."""
 
     def forward(self, a, axes=None, keepdim=False, is_min=False):
         self.a, self.axes, self.keepdim = a, axes, keepdim
-        if a.size == 0:
-            raise RuntimeError(f"{'min' if is_min else 'max'}: cannot reduce an empty tensor")
         f = np.min if is_min else np.max
         self.out_k = f(a, axis=axes, keepdims=True)
-        return np.asarray(self.out_k if keepdim else f(a, axis=axes, keepdims=False))
+        if keepdim:
+            return self.out_k
+        return np.asarray(self.out_k.reshape(()) if axes is None else np.squeeze(self.out_k, axes))
 
     def backward(self, g):
         mask = self.a == self.out_k
-        count = mask.sum(axis=self.axes, keepdims=True)
-        g = _expand_back(g, self.a.shape, self.axes, self.keepdim)
-        return g * mask / count.astype(self.a.dtype)
+        count = mask.sum(axis=self.axes, keepdims=True).astype(self.a.dtype)
+        g = g if self.keepdim else (g.reshape(count.shape) if self.axes is None
+                                    else np.expand_dims(g, self.axes))
+        return np.where(mask, g / count, 0)
 
 
 class MaxDim(Function):
-    """Max over one dim with indices; the gradient goes to the chosen index."""
+    """Max (or min) over one dim, given the arg-indices; the gradient goes to those."""
 
-    def forward(self, a, dim=0, keepdim=False, is_min=False):
-        self.shape, self.dim, self.keepdim = a.shape, dim, keepdim
-        idx = (np.argmin if is_min else np.argmax)(a, axis=dim, keepdims=True)
-        self.idx = idx
+    def forward(self, a, idx=None, dim=0, keepdim=False):
+        self.shape, self.dim, self.keepdim, self.idx = a.shape, dim, keepdim, idx
         vals = np.take_along_axis(a, idx, axis=dim)
-        if not keepdim:
-            vals = vals.squeeze(dim)
-        return vals
+        return vals if keepdim else vals.squeeze(dim)
 
     def backward(self, g):
         out = np.zeros(self.shape, g.dtype)
@@ -100,45 +147,76 @@ class MaxDim(Function):
 
 
 class LogSumExp(Function):
+    r"""``m + log sum_i exp(a_i - m)`` with ``m = max_i a_i`` (no overflow at ±1000).
+
+    ``da_i = g exp(a_i - lse) = g softmax(a)_i``.
+    """
+
     def forward(self, a, axes=None, keepdim=False):
         self.a, self.axes, self.keepdim = a, axes, keepdim
         m = np.max(a, axis=axes, keepdims=True)
         m = np.where(np.isfinite(m), m, 0)
-        self.out_k = np.log(np.exp(a - m).sum(axis=axes, keepdims=True)) + m
-        out = self.out_k
-        if not keepdim:
-            out = out.reshape([s for i, s in enumerate(a.shape)
-                               if not (axes is None or i in axes)])
-        return np.asarray(out)
+        with np.errstate(divide="ignore"):
+            self.out_k = np.log(np.exp(a - m).sum(axis=axes, keepdims=True)) + m
+        if keepdim:
+            return self.out_k
+        return np.asarray(self.out_k.reshape(()) if axes is None else np.squeeze(self.out_k, axes))
 
     def backward(self, g):
-        g = _expand_back(g, self.a.shape, self.axes, self.keepdim)
+        g = g if self.keepdim else (g.reshape(self.out_k.shape) if self.axes is None
+                                    else np.expand_dims(g, self.axes))
         return g * np.exp(self.a - self.out_k)
 
 
 class Prod(Function):
+    r"""``prod_i a_i``; ``da_i = g prod_{j != i} a_j``.
+
+    Without zeros that is ``g out / a_i``; with zeros the products of the others are
+    formed directly from prefix and suffix cumulative products (exact, no division).
+    """
+
     def forward(self, a, axes=None, keepdim=False):
         self.a, self.axes, self.keepdim = a, axes, keepdim
         self.out_k = np.prod(a, axis=axes, keepdims=True)
-        return np.asarray(np.prod(a, axis=axes, keepdims=keepdim))
+        if keepdim:
+            return self.out_k
+        return np.asarray(self.out_k.reshape(()) if axes is None else np.squeeze(self.out_k, axes))
 
     def backward(self, g):
         a = self.a
         g = _expand_back(g, a.shape, self.axes, self.keepdim)
         if np.all(a != 0):
             return g * self.out_k / a
-        # zeros present: product of all the others, computed directly
         axes = tuple(range(a.ndim)) if self.axes is None else self.axes
-        moved = np.moveaxis(a, axes, tuple(range(-len(axes), 0)))
-        flat = moved.reshape(moved.shape[: a.ndim - len(axes)] + (-1,))
-        n = flat.shape[-1]
-        left = np.concatenate([np.ones_like(flat[..., :1]), np.cumprod(flat, -1)[..., :-1]], -1)
-        right = np.concatenate([np.cumprod(flat[..., ::-1], -1)[..., :-1][..., ::-1],
-                                np.ones_like(flat[..., :1])], -1)
+        k = len(axes)
+        moved = np.moveaxis(a, axes, tuple(range(a.ndim - k, a.ndim)))
+        flat = moved.reshape(moved.shape[: a.ndim - k] + (-1,))  # (..., n)
+        ones = np.ones_like(flat[..., :1])
+        left = np.concatenate([ones, np.cumprod(flat, -1)[..., :-1]], -1)
+        right = np.concatenate([np.cumprod(flat[..., ::-1], -1)[..., :-1][..., ::-1], ones], -1)
         others = (left * right).reshape(moved.shape)
-        others = np.moveaxis(others, tuple(range(-len(axes), 0)), axes)
-        del n
+        others = np.moveaxis(others, tuple(range(a.ndim - k, a.ndim)), axes)
         return g * others
+
+
+class Norm2(Function):
+    r"""Euclidean norm ``sqrt(sum_i a_i^2)``; ``da = g a / norm``, 0 where the norm is 0
+    (torch's subgradient at the origin)."""
+
+    def forward(self, a, axes=None, keepdim=False):
+        self.a, self.axes, self.keepdim = a, axes, keepdim
+        self.out_k = np.sqrt((a * a).sum(axis=axes, keepdims=True))
+        if keepdim:
+            return self.out_k
+        return np.asarray(self.out_k.reshape(()) if axes is None else np.squeeze(self.out_k, axes))
+
+    def backward(self, g):
+        n = self.out_k
+        g = g if self.keepdim else (g.reshape(n.shape) if self.axes is None
+                                    else np.expand_dims(g, self.axes))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scale = np.where(n == 0, 0, g / n)
+        return scale * self.a
 
 
 def _reduce_args(x: Tensor, dim, keepdim, kw, op):
@@ -147,93 +225,145 @@ def _reduce_args(x: Tensor, dim, keepdim, kw, op):
 
 
 def sum(x: Tensor, dim=None, keepdim: bool = False, **kw) -> Tensor:
-    """Sum over ``dim`` (int, tuple or None for all)."""
+    """Sum over ``dim`` (int, tuple, or None for all)."""
     axes, keepdim = _reduce_args(x, dim, keepdim, kw, "sum")
     return Sum.apply(x, axes=axes, keepdim=keepdim)
 
 
 def mean(x: Tensor, dim=None, keepdim: bool = False, **kw) -> Tensor:
+    """Arithmetic mean over ``dim``; floating tensors only (as torch)."""
     axes, keepdim = _reduce_args(x, dim, keepdim, kw, "mean")
     if x.data.dtype.kind not in "fc":
         raise TypeError(f"mean: expected a floating point tensor, got {x.data.dtype}")
     return Mean.apply(x, axes=axes, keepdim=keepdim)
 
 
-def var(x: Tensor, dim=None, keepdim: bool = False, correction: int = 1, unbiased=None,
-        **kw) -> Tensor:
-    """Variance; ``correction=1`` (Bessel's, torch's default) or ``unbiased=False``."""
-    axes, keepdim = _reduce_args(x, dim, keepdim, kw, "var")
+def _correction(op, x, correction, unbiased, kw):
+    if "ddof" in kw:
+        correction = kw.pop("ddof")
     if unbiased is not None:
         correction = 1 if unbiased else 0
+    if x.data.dtype.kind not in "fc":
+        raise TypeError(f"{op}: expected a floating point tensor, got {x.data.dtype}")
+    return correction
+
+
+def var(x: Tensor, dim=None, keepdim: bool = False, correction: int = 1, unbiased=None,
+        **kw) -> Tensor:
+    """Variance with ``correction`` (Bessel's 1, torch's default; NumPy's ``ddof``);
+    ``unbiased=False`` is ``correction=0``."""
+    correction = _correction("var", x, correction, unbiased, kw)
+    axes, keepdim = _reduce_args(x, dim, keepdim, kw, "var")
     return Var.apply(x, axes=axes, keepdim=keepdim, correction=correction)
 
 
 def std(x: Tensor, dim=None, keepdim: bool = False, correction: int = 1, unbiased=None,
         **kw) -> Tensor:
-    from shendu.functional.math import sqrt
+    """Standard deviation, ``sqrt(var)``; the gradient is 0 where ``std == 0`` (torch)."""
+    correction = _correction("std", x, correction, unbiased, kw)
+    axes, keepdim = _reduce_args(x, dim, keepdim, kw, "std")
+    return Std.apply(x, axes=axes, keepdim=keepdim, correction=correction)
 
-    return sqrt(var(x, dim, keepdim, correction, unbiased, **kw))
 
-
-def _max_like(x: Tensor, dim, keepdim, kw, is_min: bool):
+def _max_like(x, dim, keepdim, kw, is_min: bool):
     op = "min" if is_min else "max"
+    if isinstance(dim, Tensor):  # torch.max(a, b) is the elementwise maximum
+        from shendu.functional.math import maximum, minimum
+
+        return (minimum if is_min else maximum)(x, dim)
     dim, keepdim = resolve_dim_kw(dim, keepdim, kw, op)
     if dim is None:
+        if x.data.size == 0:
+            raise RuntimeError(f"{op}: cannot reduce an empty tensor of shape {x.data.shape}")
         return AMax.apply(x, axes=None, keepdim=False, is_min=is_min)
-    if not isinstance(dim, (int, np.integer)):
+    if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool):
         raise TypeError(f"{op}: dim must be an int (use amax/amin for several dims), got {dim!r}")
-    (d,) = norm_axes(dim, x.data.ndim, op)
-    if x.data.shape and x.data.shape[d] == 0:
-        raise RuntimeError(f"{op}: cannot reduce over an empty dimension {d} of {x.data.shape}")
-    vals = MaxDim.apply(x, dim=d, keepdim=bool(keepdim), is_min=is_min)
-    idx = (np.argmin if is_min else np.argmax)(x.data, axis=d, keepdims=bool(keepdim))
-    return MaxResult(vals, Tensor(idx.astype(np.int64)))
+    if x.data.ndim == 0:
+        norm_dim(dim, 1, op)
+        return MaxResult(x, Tensor(np.zeros((), np.int64)))
+    d = norm_dim(dim, x.data.ndim, op)
+    if x.data.shape[d] == 0:
+        raise RuntimeError(f"{op}: cannot reduce over the empty dimension {d} of {x.data.shape}")
+    idx = (np.argmin if is_min else np.argmax)(x.data, axis=d, keepdims=True)
+    vals = MaxDim.apply(x, idx=idx, dim=d, keepdim=bool(keepdim))
+    return MaxResult(vals, Tensor(idx if keepdim else idx.squeeze(d)))
 
 
 def max(x: Tensor, dim=None, keepdim: bool = False, **kw):
-    """``max(x)`` is the largest element; ``max(x, dim)`` returns ``(values, indices)``."""
+    """``max(x)``: the largest element (ties share the gradient evenly);
+    ``max(x, dim)``: ``(values, indices)``, the first occurrence on ties, which gets the
+    whole gradient; ``max(x, other)`` with a tensor: the elementwise :func:`maximum`."""
     return _max_like(x, dim, keepdim, kw, False)
 
 
 def min(x: Tensor, dim=None, keepdim: bool = False, **kw):
+    """The mirror of :func:`max`."""
     return _max_like(x, dim, keepdim, kw, True)
 
 
-def amax(x: Tensor, dim=None, keepdim: bool = False) -> Tensor:
-    return AMax.apply(x, axes=norm_axes(dim, x.data.ndim, "amax"), keepdim=keepdim)
+def _amax_like(x, dim, keepdim, kw, is_min):
+    op = "amin" if is_min else "amax"
+    axes, keepdim = _reduce_args(x, dim, keepdim, kw, op)
+    if x.data.size == 0:
+        raise RuntimeError(f"{op}: cannot reduce an empty tensor of shape {x.data.shape}")
+    return AMax.apply(x, axes=axes, keepdim=keepdim, is_min=is_min)
 
 
-def amin(x: Tensor, dim=None, keepdim: bool = False) -> Tensor:
-    return AMax.apply(x, axes=norm_axes(dim, x.data.ndim, "amin"), keepdim=keepdim, is_min=True)
+def amax(x: Tensor, dim=None, keepdim: bool = False, **kw) -> Tensor:
+    """Max over ``dim`` (several dims allowed); ties share the gradient evenly (torch)."""
+    return _amax_like(x, dim, keepdim, kw, False)
 
 
-def logsumexp(x: Tensor, dim=None, keepdim: bool = False) -> Tensor:
+def amin(x: Tensor, dim=None, keepdim: bool = False, **kw) -> Tensor:
+    """Min over ``dim``; ties share the gradient evenly (torch)."""
+    return _amax_like(x, dim, keepdim, kw, True)
+
+
+def logsumexp(x: Tensor, dim=None, keepdim: bool = False, **kw) -> Tensor:
     """``log(sum(exp(x)))`` computed stably (the max is subtracted first)."""
-    return LogSumExp.apply(x, axes=norm_axes(dim, x.data.ndim, "logsumexp"), keepdim=keepdim)
+    axes, keepdim = _reduce_args(x, dim, keepdim, kw, "logsumexp")
+    return LogSumExp.apply(x, axes=axes, keepdim=keepdim)
 
 
-def prod(x: Tensor, dim=None, keepdim: bool = False) -> Tensor:
-    return Prod.apply(x, axes=norm_axes(dim, x.data.ndim, "prod"), keepdim=keepdim)
+def prod(x: Tensor, dim=None, keepdim: bool = False, **kw) -> Tensor:
+    """Product over ``dim``; exact gradients also where some elements are 0."""
+    axes, keepdim = _reduce_args(x, dim, keepdim, kw, "prod")
+    return Prod.apply(x, axes=axes, keepdim=keepdim)
 
 
 def norm(x: Tensor, p=2, dim=None, keepdim: bool = False) -> Tensor:
-    from shendu.functional.math import abs as _abs
-    from shendu.functional.math import sqrt
+    """Vector p-norm over ``dim`` (all elements by default): ``(sum |x|^p)^(1/p)``.
 
+    ``p=2`` is one fused op whose gradient is 0 at the origin (torch's choice); ``p=1``
+    is ``sum |x|``; ``p=inf`` is ``amax |x|``.
+    """
+    from shendu.functional.math import abs as _abs
+
+    dim, _ = resolve_dim_kw(dim, keepdim, {}, "norm")
+    axes = norm_axes(dim, x.data.ndim, "norm")
     if p == 2:
-        return sqrt(sum(x * x, dim, keepdim))
+        return Norm2.apply(x, axes=axes, keepdim=bool(keepdim))
     if p == 1:
-        return sum(_abs(x), dim, keepdim)
-    return sum(_abs(x) ** p, dim, keepdim) ** (1.0 / p)
+        return sum(_abs(x), axes, keepdim)
+    if p == np.inf:
+        return amax(_abs(x), axes, keepdim)
+    return sum(_abs(x) ** p, axes, keepdim) ** (1.0 / p)
+
+
+def _arg(x: Tensor, dim, keepdim, f, op):
+    if dim is None:
+        return Tensor(np.asarray(f(x.data), dtype=np.int64))
+    d = norm_dim(dim, builtins.max(x.data.ndim, 1), op)
+    if x.data.ndim == 0:
+        return Tensor(np.zeros((), np.int64))
+    return Tensor(f(x.data, axis=d, keepdims=keepdim).astype(np.int64))
 
 
 def argmax(x: Tensor, dim=None, keepdim: bool = False) -> Tensor:
-    if dim is None:
-        return Tensor(np.asarray(np.argmax(x.data), dtype=np.int64))
-    return Tensor(np.argmax(x.data, axis=dim, keepdims=keepdim).astype(np.int64))
+    """Index of the largest element (the first on ties, as torch)."""
+    return _arg(x, dim, keepdim, np.argmax, "argmax")
 
 
 def argmin(x: Tensor, dim=None, keepdim: bool = False) -> Tensor:
-    if dim is None:
-        return Tensor(np.asarray(np.argmin(x.data), dtype=np.int64))
-    return Tensor(np.argmin(x.data, axis=dim, keepdims=keepdim).astype(np.int64))
+    """Index of the smallest element (the first on ties, as torch)."""
+    return _arg(x, dim, keepdim, np.argmin, "argmin")

@@ -3,6 +3,8 @@ cat/stack/split, indexing, pad, gather, repeat."""
 
 from __future__ import annotations
 
+import builtins
+
 import numpy as np
 
 from shendu.autograd import Function
@@ -77,6 +79,8 @@ class Permute(Function):
 def permute(x: Tensor, *dims) -> Tensor:
     dims = _shape_arg(dims)
     nd = x.data.ndim
+    for d in dims:
+        norm_dim(d, max(nd, 1), "permute")
     if len(dims) != nd or sorted(d % max(nd, 1) for d in dims) != list(range(nd)):
         raise ValueError(f"permute: dims {dims} are not a permutation of the {nd} dims of "
                          f"a tensor of shape {x.data.shape}")
@@ -116,6 +120,12 @@ def expand(x: Tensor, *shape) -> Tensor:
     if lead < 0:
         raise ValueError(f"expand: the number of sizes ({len(shape)}) must be >= the number of "
                          f"dims of the tensor {xs}")
+    for i, s in enumerate(shape):
+        if s == -1 and i < lead:
+            raise ValueError(f"expand: the size -1 isn't allowed in a leading, new dimension "
+                             f"({shape} for a tensor of shape {xs})")
+        if s < -1:
+            raise ValueError(f"expand: invalid size {s} in {shape}")
     full = tuple(xs[i - lead] if (s == -1 and i >= lead) else s for i, s in enumerate(shape))
     for i, s in enumerate(xs):
         if s != 1 and s != full[i + lead]:
@@ -186,6 +196,10 @@ def stack(tensors, dim: int = 0) -> Tensor:
     tensors = list(tensors)
     if not tensors:
         raise ValueError("stack: expected a non-empty list of tensors")
+    from shendu.functional._util import as_tensor
+
+    like = next((t for t in tensors if isinstance(t, Tensor)), None)
+    tensors = [as_tensor(t, like) for t in tensors]
     ref = tensors[0].shape
     for i, t in enumerate(tensors):
         if t.shape != ref:
@@ -214,8 +228,8 @@ def split(x: Tensor, split_size_or_sections, dim: int = 0) -> tuple:
             raise ValueError(f"split: split_size must be positive, got {s}")
         sizes = [s] * (n // s) + ([n % s] if n % s else [])
     else:
-        sizes = list(split_size_or_sections)
-        if sum(sizes) != n:
+        sizes = [int(s) for s in split_size_or_sections]
+        if any(s < 0 for s in sizes) or sum(sizes) != n:
             raise ValueError(f"split: sizes {sizes} do not sum to dim {d}'s size {n}")
     bounds = tuple(np.cumsum(sizes)[:-1].tolist())
     out = Split.apply(x, bounds=bounds, axis=d)
@@ -224,6 +238,8 @@ def split(x: Tensor, split_size_or_sections, dim: int = 0) -> tuple:
 
 def chunk(x: Tensor, chunks: int, dim: int = 0) -> tuple:
     d = norm_dim(dim, x.data.ndim, "chunk")
+    if not isinstance(chunks, (int, np.integer)) or chunks <= 0:
+        raise ValueError(f"chunk: chunks must be a positive int, got {chunks!r}")
     n = x.data.shape[d]
     size = -(-n // chunks)
     return split(x, max(size, 1), d)
@@ -266,27 +282,47 @@ def getitem(x: Tensor, idx) -> Tensor:
 
 
 class Pad(Function):
+    """Constant padding; a negative width crops instead (as torch). The gradient is the
+    gradient's interior, placed back where the (cropped) input sat."""
+
     def forward(self, a, widths=(), value=0.0):
-        self.slices = tuple(slice(lo, lo + n) for (lo, _), n in zip(widths, a.shape))
-        return np.pad(a, widths, mode="constant", constant_values=value)
+        self.shape = a.shape
+        self.crop = tuple(slice(builtins.max(-lo, 0), n - builtins.max(-hi, 0))
+                          for (lo, hi), n in zip(widths, a.shape))
+        c = a[self.crop]
+        pos = [(builtins.max(lo, 0), builtins.max(hi, 0)) for lo, hi in widths]
+        self.inner = tuple(slice(lo, lo + m) for (lo, _), m in zip(pos, c.shape))
+        out = np.full(tuple(m + lo + hi for m, (lo, hi) in zip(c.shape, pos)), value, a.dtype)
+        out[self.inner] = c
+        return out
 
     def backward(self, g):
-        return g[self.slices]
+        gi = g[self.inner]
+        if gi.shape == self.shape:
+            return gi
+        out = np.zeros(self.shape, g.dtype)
+        out[self.crop] = gi
+        return out
 
 
 def pad(x: Tensor, pad: tuple, mode: str = "constant", value: float = 0.0) -> Tensor:
-    """Pad with a constant. ``pad`` is torch's order: (last_lo, last_hi, prev_lo, prev_hi, ...)."""
+    """Pad with a constant. ``pad`` is torch's order, last dim first:
+    ``(last_lo, last_hi, prev_lo, prev_hi, ...)``; negative sizes crop."""
     if mode != "constant":
         raise NotImplementedError(f"pad: mode {mode!r} is not supported (only 'constant')")
-    if len(pad) % 2 or len(pad) // 2 > x.data.ndim:
-        raise ValueError(f"pad: expected an even number of sizes for at most {x.data.ndim} dims, "
-                         f"got {pad}")
-    widths = [(0, 0)] * x.data.ndim
+    pad = tuple(pad)
+    nd = x.data.ndim
+    if len(pad) % 2 or len(pad) // 2 > nd:
+        raise ValueError(f"pad: expected an even number of sizes for at most {nd} dims of a "
+                         f"tensor of shape {x.data.shape}, got {pad}")
+    widths = [(0, 0)] * nd
     for i in range(len(pad) // 2):
-        lo, hi = pad[2 * i], pad[2 * i + 1]
-        if lo < 0 or hi < 0:
-            raise ValueError(f"pad: negative padding {pad} is not supported")
-        widths[x.data.ndim - 1 - i] = (int(lo), int(hi))
+        lo, hi = int(pad[2 * i]), int(pad[2 * i + 1])
+        d = nd - 1 - i
+        if x.data.shape[d] + lo + hi < 0:
+            raise ValueError(f"pad: padding {pad} gives a negative size in dim {d} of a tensor "
+                             f"of shape {x.data.shape}")
+        widths[d] = (lo, hi)
     return Pad.apply(x, widths=tuple(widths), value=value)
 
 
@@ -317,8 +353,10 @@ def gather(x: Tensor, dim: int, index) -> Tensor:
         if i != d and a > b:
             raise ValueError(f"gather: index shape {index.shape} is larger than input "
                              f"{x.data.shape} in dim {i}")
-    if index.size and (index.min() < -x.data.shape[d] or index.max() >= x.data.shape[d]):
-        raise IndexError(f"gather: index out of range for dim {d} of size {x.data.shape[d]}")
+    if index.size and (index.min() < 0 or index.max() >= x.data.shape[d]):
+        bad = index[(index < 0) | (index >= x.data.shape[d])].flat[0]
+        raise IndexError(f"gather: index {bad} is out of bounds for dim {d} with size "
+                         f"{x.data.shape[d]} (expected 0 <= index < {x.data.shape[d]})")
     return Gather.apply(x, index=index, dim=d)
 
 
@@ -329,7 +367,14 @@ def index_select(x: Tensor, dim: int, index) -> Tensor:
 
 
 class Repeat(Function):
+    """Tile ``a`` ``reps`` times per dim (torch's ``repeat``, NumPy's ``tile``).
+
+    Output dim ``i`` is ``reps[i]`` copies of the input's dim side by side, so its gradient
+    is the output gradient viewed as ``(reps[i], size[i])`` pairs and summed over the copies.
+    """
+
     def forward(self, a, reps=()):
+        self.in_shape = a.shape
         self.shape = (1,) * (len(reps) - a.ndim) + a.shape
         self.reps = reps
         return np.tile(a, reps)
@@ -339,7 +384,7 @@ class Repeat(Function):
         for r, s in zip(self.reps, self.shape):
             inter += [r, s]
         g = g.reshape(inter).sum(axis=tuple(range(0, len(inter), 2)))
-        return g
+        return g.reshape(self.in_shape)
 
 
 def repeat(x: Tensor, *sizes) -> Tensor:
