@@ -1,1 +1,32 @@
-"""Optimizers with torch's exact update rules (``shendu.optim``)."""
+"""Optimizers with torch's exact update rules (``shendu.optim``), learning-rate schedules
+(``shendu.optim.lr_scheduler``) and the functional form of each update rule.
+
+>>> from shendu import nn, optim
+>>> model = nn.Linear(3, 1)
+>>> opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+>>> sched = optim.lr_scheduler.StepLR(opt, step_size=10, gamma=0.5)
+"""
+
+from shendu.optim import lr_scheduler
+from shendu.optim.adagrad import Adagrad, adagrad_update
+from shendu.optim.adam import Adam, AdamW, adam_update
+from shendu.optim.lr_scheduler import (
+    CosineAnnealingLR,
+    ExponentialLR,
+    LinearLR,
+    LRScheduler,
+    MultiStepLR,
+    OneCycleLR,
+    ReduceLROnPlateau,
+    StepLR,
+)
+from shendu.optim.optimizer import Optimizer
+from shendu.optim.rmsprop import RMSprop, rmsprop_update
+from shendu.optim.sgd import SGD, sgd_update
+
+__all__ = [
+    "Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad",
+    "sgd_update", "adam_update", "rmsprop_update", "adagrad_update",
+    "lr_scheduler", "LRScheduler", "StepLR", "MultiStepLR", "ExponentialLR",
+    "CosineAnnealingLR", "LinearLR", "OneCycleLR", "ReduceLROnPlateau",
+]
