@@ -7,7 +7,7 @@ import numpy as np
 from shendu.autograd import Function
 from shendu.tensor import Tensor
 
-__all__ = ["layer_norm"]
+__all__ = ["layer_norm", "batch_norm"]
 
 
 class LayerNorm(Function):
@@ -86,3 +86,136 @@ def layer_norm(input: Tensor, normalized_shape, weight: Tensor | None = None,
     if bias is None:
         return LayerNorm.apply(input, weight, d=d, eps=eps)
     return LayerNorm.apply(input, weight, bias, d=d, eps=eps)
+
+
+def _channel_view(x: np.ndarray) -> tuple[np.ndarray, tuple, tuple]:
+    """``x`` (N, C, ...) as a 3-D array in memory order plus the axes to reduce and the
+    broadcast shape of a per-channel vector: (N, C, S) -> axes (0, 2), (1, C, 1), or, for a
+    channel-major array, (C, N, S) -> axes (1, 2), (C, 1, 1)."""
+    n, c = x.shape[:2]
+    t = np.swapaxes(x, 0, 1)
+    if x.ndim > 2 and not x.flags.c_contiguous and t.flags.c_contiguous:
+        return t.reshape(c, n, -1), (1, 2), (c, 1, 1)
+    return x.reshape(n, c, -1), (0, 2), (1, c, 1)
+
+
+class BatchNorm(Function):
+    r"""Batch normalisation (Ioffe & Szegedy 2015) of each channel ``c`` of (N, C, ...).
+
+    Training: ``mu_c`` and ``sigma_c^2`` (biased) over the ``m = N * prod(...)`` values of
+    channel ``c``; ``r = 1 / sqrt(sigma^2 + eps)``, ``xhat = (x - mu) r``,
+    ``y = w xhat + b``. The running estimates are updated in place with the *unbiased*
+    variance, as torch: ``rm <- (1 - a) rm + a mu``, ``rv <- (1 - a) rv + a sigma^2 m/(m-1)``.
+    Evaluation: the running estimates replace ``mu`` and ``sigma^2``.
+
+    Backward (training), with means over the ``m`` values of a channel:
+    ``dx = w r (dy - mean(dy) - xhat mean(dy xhat))``, ``dw = sum(dy xhat)``,
+    ``db = sum(dy)``. In evaluation the statistics are constants: ``dx = w r dy``.
+    """
+
+    def forward(self, x, w=None, b=None, rm=None, rv=None, training=True, momentum=0.1,
+                eps=1e-5):
+        v, axes, bshape = _channel_view(x)
+        m = v.size // x.shape[1]
+        dt = x.dtype
+        if training:
+            mean = v.mean(axis=axes)
+            xc = v - mean.reshape(bshape)
+            var = np.einsum("ijk,ijk->j" if axes == (0, 2) else "ijk,ijk->i", xc, xc) / m
+            if rm is not None:
+                rm *= 1 - momentum
+                rm += momentum * mean
+            if rv is not None:
+                rv *= 1 - momentum
+                rv += (momentum * m / max(m - 1, 1)) * var
+        else:
+            mean, var, xc = rm, rv, None
+        rstd = (1.0 / np.sqrt(var + eps)).astype(dt)
+        scale = rstd if w is None else w * rstd
+        shift = -mean * scale if b is None else b - mean * scale
+        y = v * scale.reshape(bshape)
+        y += shift.astype(dt).reshape(bshape)
+        self.x, self.mean, self.rstd, self.w = v, mean.astype(dt), rstd, w
+        self.axes, self.bshape, self.m, self.training = axes, bshape, m, training
+        self.shape = x.shape
+        if axes == (1, 2):  # channel-major in, channel-major out
+            return np.swapaxes(y.reshape((x.shape[1], x.shape[0]) + x.shape[2:]), 0, 1)
+        return y.reshape(x.shape)
+
+    def backward(self, g):
+        v, mean, rstd, w, axes, bshape, m = (self.x, self.mean, self.rstd, self.w, self.axes,
+                                             self.bshape, self.m)
+        n, c = self.shape[:2]
+        if axes == (1, 2):
+            g3 = np.swapaxes(g, 0, 1)
+            g3 = (g3 if g3.flags.c_contiguous else np.ascontiguousarray(g3)).reshape(c, n, -1)
+            spec = "ijk,ijk->i"
+        else:
+            g3 = g.reshape(n, c, -1)
+            spec = "ijk,ijk->j"
+        need = self.needs_input_grad
+        xc = v - mean.reshape(bshape)
+        sg = g3.sum(axis=axes)                                   # sum(dy)
+        dot = np.einsum(spec, g3, xc)                            # sum(dy (x - mu))
+        gw = dot * rstd                                          # sum(dy xhat)
+        gx = None
+        if need[0]:
+            a = rstd if w is None else w * rstd
+            if self.training:
+                k = (gw * rstd / m).reshape(bshape)              # mean(dy xhat) * r
+                t = g3 - (sg / m).reshape(bshape)
+                t -= xc * k
+                t *= a.reshape(bshape)
+            else:
+                t = g3 * a.reshape(bshape)
+            if axes == (1, 2):
+                gx = np.swapaxes(t.reshape((c, n) + self.shape[2:]), 0, 1)
+            else:
+                gx = t.reshape(self.shape)
+        if w is None:
+            return gx
+        gb = sg if len(need) > 2 and need[2] else None
+        return (gx, gw if need[1] else None) + ((gb,) if len(need) > 2 else ())
+
+
+def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
+               weight: Tensor | None = None, bias: Tensor | None = None, training: bool = False,
+               momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+    """Normalise each channel of ``input`` (N, C, ...) by batch or running statistics.
+
+    ``training=True`` uses the batch's statistics and, when given, updates ``running_mean``
+    and ``running_var`` in place (``momentum`` is the weight of the new batch);
+    ``training=False`` uses the running statistics. See :class:`BatchNorm`.
+    """
+    xs = input.data.shape
+    if input.data.ndim < 2:
+        raise ValueError(f"batch_norm: expected input (N, C, ...) with at least 2 dims, got {xs}")
+    c = xs[1]
+    dt = input.data.dtype
+    if dt.kind != "f":
+        raise TypeError(f"batch_norm: expected a floating input, got {dt}")
+    for name, t in (("running_mean", running_mean), ("running_var", running_var),
+                    ("weight", weight), ("bias", bias)):
+        if t is not None and t.data.shape != (c,):
+            raise ValueError(f"batch_norm: {name} must have shape ({c},) for input {xs}, "
+                             f"got {t.data.shape}")
+    if not training and (running_mean is None or running_var is None):
+        raise ValueError("batch_norm: running_mean and running_var must be given when "
+                         "training=False")
+    if training:
+        m = input.data.size // max(c, 1)
+        if m <= 1:
+            raise ValueError(f"batch_norm: expected more than 1 value per channel when "
+                             f"training, got input {xs}")
+    rm = None if running_mean is None else running_mean.data
+    rv = None if running_var is None else running_var.data
+    if not training:
+        rm, rv = rm.astype(dt, copy=False), rv.astype(dt, copy=False)
+    kw = dict(rm=rm, rv=rv, training=bool(training), momentum=float(momentum), eps=float(eps))
+    if weight is None and bias is not None:
+        weight = Tensor(np.ones(c, dt))
+    if weight is None:
+        return BatchNorm.apply(input, **kw)
+    if bias is None:
+        return BatchNorm.apply(input, weight, **kw)
+    return BatchNorm.apply(input, weight, bias, **kw)

@@ -9,7 +9,7 @@ from shendu.backend import get_default_dtype
 from shendu.nn.module import Module, Parameter
 from shendu.tensor import Tensor
 
-__all__ = ["LayerNorm"]
+__all__ = ["LayerNorm", "BatchNorm1d", "BatchNorm2d"]
 
 
 class LayerNorm(Module):
@@ -56,3 +56,98 @@ class LayerNorm(Module):
     def extra_repr(self) -> str:
         return (f"{self.normalized_shape}, eps={self.eps}, "
                 f"elementwise_affine={self.elementwise_affine}")
+
+
+class _BatchNorm(Module):
+    """Batch normalisation (Ioffe & Szegedy 2015) with torch's parameters and buffers.
+
+    ``weight`` (ones) and ``bias`` (zeros, unless ``bias=False``) of shape (C,) when
+    ``affine``; buffers
+    ``running_mean`` (zeros), ``running_var`` (ones) and ``num_batches_tracked`` (0) when
+    ``track_running_stats``. In ``train()`` mode the batch statistics normalise and update
+    the running ones with weight ``momentum``, or, with ``momentum=None``, as a cumulative
+    average (``1 / num_batches_tracked``); in ``eval()`` mode the running ones normalise.
+    """
+
+    _dims: tuple[int, ...] = (2, 3)
+    _shape = "(N, C) or (N, C, L)"
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True, track_running_stats: bool = True, dtype=None, *,
+                 bias: bool = True) -> None:
+        super().__init__()
+        if num_features <= 0:
+            raise ValueError(f"{type(self).__name__}: num_features must be positive, got "
+                             f"{num_features}")
+        self.num_features, self.eps, self.momentum = int(num_features), float(eps), momentum
+        self.affine, self.track_running_stats = bool(affine), bool(track_running_stats)
+        dt = dtype or get_default_dtype()
+        self.has_bias = bool(affine and bias)
+        if affine:
+            self.weight = Parameter(np.ones(num_features, dt))
+        else:
+            self.register_parameter("weight", None)
+        if self.has_bias:
+            self.bias = Parameter(np.zeros(num_features, dt))
+        else:
+            self.register_parameter("bias", None)
+        if track_running_stats:
+            self.register_buffer("running_mean", Tensor(np.zeros(num_features, dt)))
+            self.register_buffer("running_var", Tensor(np.ones(num_features, dt)))
+            self.register_buffer("num_batches_tracked", Tensor(np.array(0, np.int64)))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+
+    def reset_running_stats(self) -> None:
+        if self.track_running_stats:
+            self.running_mean.data[...] = 0
+            self.running_var.data[...] = 1
+            self.num_batches_tracked.data = np.array(0, np.int64)
+
+    def reset_parameters(self) -> None:
+        self.reset_running_stats()
+        if self.affine:
+            self.weight.data[...] = 1
+        if self.has_bias:
+            self.bias.data[...] = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        xs = tuple(x.shape)
+        name = type(self).__name__
+        if len(xs) not in self._dims:
+            raise ValueError(f"{name}: expected {' or '.join(f'{d}D' for d in self._dims)} "
+                             f"input {self._shape}, got {len(xs)}D input {xs}")
+        if xs[1] != self.num_features:
+            raise ValueError(f"{name}({self.num_features}) expected {self.num_features} "
+                             f"channels at dim 1, got input {xs}")
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.data = self.num_batches_tracked.data + 1
+            if self.momentum is None:
+                factor = 1.0 / float(self.num_batches_tracked.data)
+        use_batch = self.training or self.running_mean is None
+        track = not self.training or self.track_running_stats
+        return F.batch_norm(x, self.running_mean if track else None,
+                            self.running_var if track else None, self.weight, self.bias,
+                            use_batch, factor, self.eps)
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, bias={self.has_bias}, "
+                f"track_running_stats={self.track_running_stats}")
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalisation of (N, C) or (N, C, L) inputs over N (and L)."""
+
+    _dims = (2, 3)
+    _shape = "(N, C) or (N, C, L)"
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalisation of (N, C, H, W) inputs over N, H and W (per channel)."""
+
+    _dims = (4,)
+    _shape = "(N, C, H, W)"

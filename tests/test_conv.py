@@ -1,0 +1,226 @@
+"""conv2d / conv1d / dropout2d and the Conv layers: float64 gradcheck and torch parity of
+values and every gradient over a grid of configurations."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from helpers import check_module, check_op
+
+import shendu
+import shendu.functional as F
+import shendu.nn as nn
+
+TF = torch.nn.functional
+# torch warns that it copies the input for an asymmetric "same" padding
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")
+
+# stride 1/2 x padding 0/1/'same' x dilation 1/2 x groups 1/C ('same' needs stride 1)
+GRID = [(s, p, d, g) for s, p, d, g in itertools.product((1, 2), (0, 1, "same"), (1, 2), (1, 4))
+        if not (p == "same" and s != 1)]
+
+
+@pytest.mark.parametrize("stride,padding,dilation,groups", GRID)
+def test_conv2d_grid(stride, padding, dilation, groups):
+    # odd, non-square image and kernel; 4 input channels so that groups=C is depthwise
+    shapes = [(2, 4, 7, 6), (8, 4 // groups, 3, 2), (8,)]
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    check_op(lambda x, w, b: F.conv2d(x, w, b, **kw), shapes,
+             torch_fn=lambda x, w, b: TF.conv2d(x, w, b, **kw))
+
+
+@pytest.mark.parametrize("shapes,kw", [
+    ([(1, 3, 5, 5), (2, 3, 3, 3)], dict(padding=1)),                     # batch 1, no bias
+    ([(1, 1, 9, 8), (3, 1, 5, 5)], dict(padding=(2, 1), stride=(2, 3))),  # anisotropic
+    ([(2, 3, 6, 6), (4, 3, 4, 4)], dict(padding="same")),                # even kernel: pad 1/2
+    ([(2, 3, 6, 7), (4, 3, 2, 3)], dict(padding="same", dilation=(3, 2))),
+    ([(2, 6, 5, 5), (9, 2, 3, 3)], dict(groups=3, padding=2, stride=2)),  # 3 groups, Og=3
+    ([(2, 3, 4, 4), (2, 3, 4, 4)], dict(padding="valid")),               # kernel = image
+    ([(2, 2, 3, 3), (2, 2, 3, 3)], dict(padding=2, stride=3, dilation=2)),  # mostly padding
+    ([(3, 5, 5), (4, 3, 3, 3)], dict(padding=1)),                         # unbatched (C, H, W)
+])
+def test_conv2d_special(shapes, kw):
+    check_op(lambda x, w: F.conv2d(x, w, **kw), shapes,
+             torch_fn=lambda x, w: TF.conv2d(x, w, **kw))
+
+
+@pytest.mark.parametrize("stride,padding,dilation,groups", [
+    (1, 0, 1, 1), (2, 1, 1, 1), (1, "same", 2, 1), (1, "same", 1, 3), (2, 3, 2, 3), (3, 1, 1, 1),
+])
+def test_conv1d_grid(stride, padding, dilation, groups):
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    check_op(lambda x, w, b: F.conv1d(x, w, b, **kw), [(2, 3, 11), (6, 3 // groups, 4), (6,)],
+             torch_fn=lambda x, w, b: TF.conv1d(x, w, b, **kw))
+
+
+def test_conv1d_unbatched():
+    check_op(lambda x, w: F.conv1d(x, w, padding=1), [(3, 7), (2, 3, 3)],
+             torch_fn=lambda x, w: TF.conv1d(x, w, padding=1))
+
+
+def test_chained_channel_major_layout():
+    """The output of a conv is a channel-major view; the next conv, a transpose and a
+    reshape must read it correctly, and the gradients must flow back through it."""
+    def f(x, w1, w2):
+        h = F.conv2d(x, w1, padding=1).relu()
+        h = F.conv2d(h, w2, stride=2)
+        return h.transpose(1, 3).reshape(h.shape[0], -1)
+
+    def tf(x, w1, w2):
+        h = TF.conv2d(x, w1, padding=1).relu()
+        h = TF.conv2d(h, w2, stride=2)
+        return h.transpose(1, 3).reshape(h.shape[0], -1)
+    check_op(f, [(2, 3, 7, 7), (5, 3, 3, 3), (4, 5, 3, 3)], torch_fn=tf)
+
+
+def test_conv_output_is_channel_major_view():
+    x = shendu.randn(4, 3, 8, 8)
+    y = F.conv2d(x, shendu.randn(6, 3, 3, 3), padding=1)
+    assert y.shape == (4, 6, 8, 8)
+    assert np.swapaxes(y.data, 0, 1).flags.c_contiguous
+
+
+def test_conv_first_layer_skips_input_gradient():
+    x = shendu.randn(2, 1, 6, 6)                      # data: no gradient wanted
+    w = shendu.randn(3, 1, 3, 3, requires_grad=True)
+    F.conv2d(x, w).sum().backward()
+    assert x.grad is None and w.grad is not None
+
+
+def test_conv_large_float32_as_accurate_as_torch():
+    """A LeNet-sized float32 case (the benchmark's dtype). The weight gradient sums 3,136
+    products, so float32 rounding differs between any two summation orders by more than
+    1e-5: measure both float32 results against the float64 truth instead, and ask ours to
+    be at least as accurate as torch's (within 2x) for the output and every gradient."""
+    rng = np.random.default_rng(3)
+    arrays = [rng.standard_normal((16, 6, 14, 14)), rng.standard_normal((16, 6, 5, 5)) * 0.1,
+              rng.standard_normal(16)]
+    gy = rng.standard_normal((16, 16, 14, 14))
+    ref = [torch.tensor(a, requires_grad=True) for a in arrays]
+    TF.conv2d(*ref, padding=2).backward(torch.tensor(gy))
+    ref_y = TF.conv2d(*[r.detach() for r in ref], padding=2).numpy()
+    t32 = [torch.tensor(a, dtype=torch.float32, requires_grad=True) for a in arrays]
+    ty = TF.conv2d(*t32, padding=2)
+    ty.backward(torch.tensor(gy, dtype=torch.float32))
+    s32 = [shendu.tensor(a, dtype="float32", requires_grad=True) for a in arrays]
+    sy = F.conv2d(*s32, padding=2)
+    sy.backward(gy.astype(np.float32))
+    assert sy.dtype == np.float32 and all(t.grad.dtype == np.float32 for t in s32)
+    pairs = [(sy.data, ty.detach().numpy(), ref_y)] + [
+        (s.grad.data, t.grad.numpy(), r.grad.numpy()) for s, t, r in zip(s32, t32, ref)]
+    for i, (ours, theirs, exact) in enumerate(pairs):
+        e_ours = np.abs(ours - exact).max()
+        e_torch = np.abs(theirs - exact).max()
+        assert e_ours <= 2 * e_torch + 1e-6 * np.abs(exact).max(), (i, e_ours, e_torch)
+
+
+@pytest.mark.parametrize("kw,msg", [
+    (dict(x=(2, 3, 8, 8), w=(4, 2, 3, 3)), r"expected input \(N, 2, H, W\) for weight"),
+    (dict(x=(2, 4, 8, 8), w=(5, 2, 3, 3), groups=2), "divisible by groups"),
+    (dict(x=(3, 8, 8, 1, 1), w=(4, 3, 3, 3)), r"expected input \(N, C, H, W\)"),
+    (dict(x=(2, 3, 8, 8), w=(4, 3, 3)), "weight must be 4-D"),
+    (dict(x=(2, 3, 8, 8), w=(4, 3, 3, 3), stride=2, padding="same"), "strided"),
+    (dict(x=(2, 3, 2, 2), w=(4, 3, 3, 3)), "smaller than the"),
+    (dict(x=(2, 3, 8, 8), w=(4, 3, 3, 3), padding="full"), "'valid' or 'same'"),
+    (dict(x=(2, 3, 8, 8), w=(4, 3, 3, 3), stride=0), "positive"),
+    (dict(x=(2, 3, 8, 8), w=(4, 3, 3, 3), b=(3,)), r"bias must have shape \(4,\)"),
+])
+def test_conv2d_errors(kw, msg):
+    x = shendu.randn(*kw.pop("x"))
+    w = shendu.randn(*kw.pop("w"))
+    b = kw.pop("b", None)
+    b = shendu.randn(*b) if b else None
+    with pytest.raises(ValueError, match=msg):
+        F.conv2d(x, w, b, **kw)
+
+
+def test_conv2d_dtype_mismatch():
+    with pytest.raises(TypeError, match="conv2d: expected input, weight and bias of one"):
+        F.conv2d(shendu.randn(1, 1, 4, 4).double(), shendu.randn(1, 1, 3, 3))
+
+
+# ----------------------------------------------------------------------------- layers
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("args,kw", [
+    ((3, 8, 3), dict(padding=1)),
+    ((3, 6, (3, 5)), dict(stride=(2, 1), padding=(1, 2), bias=False)),
+    ((4, 8, 3), dict(groups=4, dilation=2, padding="same")),
+    ((4, 4, 2), dict(stride=2, padding="valid")),
+])
+def test_conv2d_layer_matches_torch(args, kw, dtype):
+    torch.manual_seed(0)
+    t = torch.nn.Conv2d(*args, **kw)
+    s = nn.Conv2d(*args, **kw)
+    x = np.random.default_rng(0).standard_normal((2, args[0], 9, 8))
+    check_module(s, t, [x], dtype=dtype)
+
+
+def test_conv1d_layer_matches_torch():
+    torch.manual_seed(0)
+    t = torch.nn.Conv1d(4, 6, 5, stride=2, padding=2, groups=2)
+    s = nn.Conv1d(4, 6, 5, stride=2, padding=2, groups=2)
+    check_module(s, t, [np.random.default_rng(1).standard_normal((3, 4, 17))], np.float64)
+    check_module(s, t, [np.random.default_rng(1).standard_normal((3, 4, 17))], np.float32)
+
+
+def test_conv_layer_state_dict_init_and_repr():
+    s, t = nn.Conv2d(3, 16, 5, groups=1), torch.nn.Conv2d(3, 16, 5)
+    assert {k: v.shape for k, v in s.state_dict().items()} == \
+        {k: tuple(v.shape) for k, v in t.state_dict().items()}
+    bound = 1 / np.sqrt(3 * 5 * 5)   # kaiming_uniform(a=sqrt(5)) = U(-1/sqrt(fan_in), ...)
+    w = s.weight.data
+    assert np.abs(w).max() <= bound and np.abs(w).max() > 0.9 * bound
+    assert abs(w.std() - bound / np.sqrt(3)) < 0.1 * bound
+    assert np.abs(s.bias.data).max() <= bound
+    assert repr(s) == repr(t)
+    assert repr(nn.Conv2d(4, 8, 3, padding="same", groups=2, bias=False)) == \
+        repr(torch.nn.Conv2d(4, 8, 3, padding="same", groups=2, bias=False))
+    shendu.manual_seed(5)
+    a = nn.Conv2d(3, 4, 3).weight.data.copy()
+    shendu.manual_seed(5)
+    assert np.array_equal(a, nn.Conv2d(3, 4, 3).weight.data)
+
+
+def test_conv_layer_errors():
+    with pytest.raises(ValueError, match="divisible by groups"):
+        nn.Conv2d(3, 6, 3, groups=2)
+    with pytest.raises(ValueError, match="strided"):
+        nn.Conv2d(3, 6, 3, stride=2, padding="same")
+    with pytest.raises(NotImplementedError, match="padding_mode 'reflect'"):
+        nn.Conv2d(3, 6, 3, padding_mode="reflect")
+    with pytest.raises(ValueError, match=r"Conv2d\(3→6, 3x3\) expected input \(N, 3, H, W\), "
+                                         r"got \(2, 1, 28, 28\)"):
+        nn.Conv2d(3, 6, 3)(shendu.randn(2, 1, 28, 28))
+
+
+# ---------------------------------------------------------------------------- dropout2d
+def test_dropout2d_drops_whole_channels():
+    x = shendu.ones(8, 16, 5, 5, requires_grad=True)
+    y = F.dropout2d(x, 0.25)
+    per = y.data.reshape(8, 16, -1)
+    assert np.all((per == 0).all(axis=2) | np.isclose(per, 1 / 0.75).all(axis=2))
+    frac = (per[:, :, 0] == 0).mean()
+    assert 0.1 < frac < 0.4
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad.data, y.data)   # d(x*mask)/dx = mask
+    assert F.dropout2d(x, 0.5, training=False) is x
+    np.testing.assert_array_equal(F.dropout2d(x, 1.0).data, 0)
+    shendu.manual_seed(3)
+    a = F.dropout2d(x, 0.5).data
+    shendu.manual_seed(3)
+    np.testing.assert_array_equal(a, F.dropout2d(x, 0.5).data)
+
+
+def test_dropout2d_module_and_errors():
+    m = nn.Dropout2d(0.5)
+    x = shendu.randn(2, 3, 4, 4)
+    assert not np.array_equal(m(x).data, x.data)
+    m.eval()
+    assert m(x) is x
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        nn.Dropout2d(1.5)
+    with pytest.raises(ValueError, match=r"dropout2d: expected input \(N, C, H, W\)"):
+        F.dropout2d(shendu.randn(2, 3), 0.5)
+    y = F.dropout1d(shendu.ones(4, 6, 9), 0.5).data
+    assert np.all((y == 0).all(axis=2) | (y == 2).all(axis=2))

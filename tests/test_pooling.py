@@ -1,0 +1,127 @@
+"""max_pool2d / avg_pool2d / adaptive_avg_pool2d and their layers: float64 gradcheck and torch
+parity of values and gradients, including ties, NaN, padding, ceil_mode and channel-major
+(conv output) inputs."""
+
+import numpy as np
+import pytest
+import torch
+from helpers import check_module, check_op, compare_with_torch
+
+import shendu
+import shendu.functional as F
+import shendu.nn as nn
+
+TF = torch.nn.functional
+
+POOL_GRID = [
+    dict(kernel_size=2),                                        # the LeNet case
+    dict(kernel_size=2, stride=1),                              # overlapping
+    dict(kernel_size=3, stride=2, padding=1),
+    dict(kernel_size=(3, 2), stride=(1, 2), padding=(1, 1)),
+    dict(kernel_size=3, stride=2, ceil_mode=True),
+    dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),
+    dict(kernel_size=3, stride=3),                              # 7x9 does not tile: edges unused
+]
+
+
+@pytest.mark.parametrize("kw", POOL_GRID + [dict(kernel_size=3, stride=1, padding=1, dilation=2),
+                                            dict(kernel_size=2, stride=3, dilation=2)])
+def test_max_pool2d_grid(kw):
+    # distinct values: the max is unique, so central differences are well defined
+    check_op(lambda x: F.max_pool2d(x, **kw), [(2, 3, 7, 9)],
+             torch_fn=lambda x: TF.max_pool2d(x, **kw))
+
+
+@pytest.mark.parametrize("kw", POOL_GRID + [
+    dict(kernel_size=3, stride=2, padding=1, count_include_pad=False),
+    dict(kernel_size=3, stride=2, padding=1, ceil_mode=True, count_include_pad=False),
+    dict(kernel_size=3, stride=2, padding=1, divisor_override=5),
+])
+def test_avg_pool2d_grid(kw):
+    check_op(lambda x: F.avg_pool2d(x, **kw), [(2, 3, 7, 9)],
+             torch_fn=lambda x: TF.avg_pool2d(x, **kw))
+
+
+@pytest.mark.parametrize("kw", POOL_GRID)
+def test_max_pool2d_ties_go_to_the_first_maximum(kw):
+    """Integers and a block of zeros (as after a ReLU) make many tied windows; torch gives
+    the gradient to the first maximum in row-major order, and so must we."""
+    x = np.round(np.random.default_rng(0).uniform(-2, 2, (2, 3, 7, 9)))
+    x[:, :, :4, :4] = 0
+    for dt in (np.float64, np.float32):
+        compare_with_torch(lambda t: F.max_pool2d(t, **kw), [x],
+                           lambda t: TF.max_pool2d(t, **kw), dt)
+
+
+def test_max_pool2d_nan_propagates_like_torch():
+    x = np.arange(32, dtype=np.float64).reshape(1, 2, 4, 4)
+    x[0, 0, 0, 1] = x[0, 0, 1, 0] = np.nan    # two NaNs in one window
+    x[0, 1, 3, 3] = np.nan
+    for kw in (dict(kernel_size=2), dict(kernel_size=3, stride=1, padding=1)):
+        s = shendu.tensor(x, dtype="float64", requires_grad=True)
+        t = torch.tensor(x, requires_grad=True)
+        ys, yt = F.max_pool2d(s, **kw), TF.max_pool2d(t, **kw)
+        np.testing.assert_array_equal(ys.data, yt.detach().numpy())
+        ys.sum().backward()
+        yt.sum().backward()
+        np.testing.assert_array_equal(s.grad.data, t.grad.numpy())
+
+
+@pytest.mark.parametrize("size", [1, (2, 3), (3, None), (4, 5), (7, 9), (5, 2)])
+def test_adaptive_avg_pool2d(size):
+    check_op(lambda x: F.adaptive_avg_pool2d(x, size), [(2, 3, 7, 9)],
+             torch_fn=lambda x: TF.adaptive_avg_pool2d(x, size))
+
+
+@pytest.mark.parametrize("op,top", [
+    (lambda x: F.max_pool2d(x, 2), lambda x: TF.max_pool2d(x, 2)),
+    (lambda x: F.avg_pool2d(x, 3, 1, 1), lambda x: TF.avg_pool2d(x, 3, 1, 1)),
+    (lambda x: F.adaptive_avg_pool2d(x, 3), lambda x: TF.adaptive_avg_pool2d(x, 3)),
+])
+def test_pooling_unbatched_and_batch_one(op, top):
+    check_op(op, [(3, 6, 6)], torch_fn=top)
+    check_op(op, [(1, 2, 5, 7)], torch_fn=top)
+
+
+def test_pooling_reads_and_writes_channel_major_layout():
+    """conv -> relu -> pool: the pool gets a channel-major view; its output and input
+    gradient stay channel-major (no copies) and are correct."""
+    def f(x, w):
+        return F.max_pool2d(F.conv2d(x, w, padding=1).relu(), 2).reshape(x.shape[0], -1)
+
+    def tf(x, w):
+        return TF.max_pool2d(TF.conv2d(x, w, padding=1).relu(), 2).reshape(x.shape[0], -1)
+    check_op(f, [(3, 2, 6, 6), (4, 2, 3, 3)], torch_fn=tf)
+    y = F.max_pool2d(F.conv2d(shendu.randn(3, 2, 6, 6), shendu.randn(4, 2, 3, 3)), 2)
+    assert np.swapaxes(y.data, 0, 1).flags.c_contiguous
+
+
+@pytest.mark.parametrize("fn,kw,msg", [
+    (F.max_pool2d, dict(kernel_size=2, padding=2), "at most half of kernel size"),
+    (F.max_pool2d, dict(kernel_size=9), "too small"),
+    (F.avg_pool2d, dict(kernel_size=0), "must be positive"),
+    (F.max_pool2d, dict(kernel_size=2, return_indices=True), "return_indices"),
+])
+def test_pool_errors(fn, kw, msg):
+    with pytest.raises((ValueError, NotImplementedError), match=msg):
+        fn(shendu.randn(1, 2, 6, 6), **kw)
+    with pytest.raises(ValueError, match=r"expected input \(N, C, H, W\) or \(C, H, W\)"):
+        F.max_pool2d(shendu.randn(6, 6), 2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pool_layers_match_torch(dtype):
+    x = np.random.default_rng(2).standard_normal((2, 3, 9, 8))
+    pairs = [
+        (nn.MaxPool2d(2), torch.nn.MaxPool2d(2)),
+        (nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True),
+         torch.nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True)),
+        (nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False),
+         torch.nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)),
+        (nn.AdaptiveAvgPool2d((4, 3)), torch.nn.AdaptiveAvgPool2d((4, 3))),
+        (nn.AdaptiveAvgPool2d(1), torch.nn.AdaptiveAvgPool2d(1)),
+    ]
+    for s, t in pairs:
+        check_module(s, t, [x], dtype=dtype)
+    assert repr(nn.MaxPool2d(2)) == repr(torch.nn.MaxPool2d(2))
+    assert repr(nn.AdaptiveAvgPool2d(1)) == repr(torch.nn.AdaptiveAvgPool2d(1))
