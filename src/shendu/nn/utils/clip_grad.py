@@ -79,8 +79,9 @@ def clip_grads_with_norm_(parameters: TensorOrTensors, max_norm: float,
     t = total.dtype.type if total.dtype.kind == "f" else np.float64
     coef = t(max_norm) / (t(total) + t(1e-6))
     if coef < 1 or np.isnan(coef):
-        for g in grads:
-            g *= g.dtype.type(coef)
+        with np.errstate(invalid="ignore"):       # inf·0 → NaN, as in torch
+            for g in grads:
+                g *= g.dtype.type(coef)
 
 
 def clip_grad_norm_(parameters: TensorOrTensors, max_norm: float, norm_type: float = 2.0,
