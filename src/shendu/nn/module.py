@@ -11,7 +11,7 @@ iterative.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 
@@ -353,7 +353,7 @@ class Module:
                     out[f"{mname}.{k}" if mname else k] = b if keep_vars else b.data
         return out
 
-    def load_state_dict(self, state_dict, strict: bool = True):
+    def load_state_dict(self, state_dict: Mapping, strict: bool = True) -> _IncompatibleKeys:
         """Copy arrays (NumPy, shendu or anything with ``.numpy()``, e.g. a torch
         ``state_dict()``) into this module's parameters and buffers, in place.
 
