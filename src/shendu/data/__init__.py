@@ -15,10 +15,12 @@ from shendu.data.dataloader import (
     default_collate,
 )
 from shendu.data.dataset import Dataset, Subset, TensorDataset, random_split
+from shendu.data.mnist import mnist, mnist_split, read_idx
 
 __all__ = [
     "Dataset", "TensorDataset", "Subset", "random_split",
     "DataLoader", "default_collate", "Sampler", "SequentialSampler", "RandomSampler",
+    "mnist", "mnist_split", "read_idx",
 ]
 
 _LAZY = ("datasets",)
