@@ -106,6 +106,16 @@ class set_grad_enabled:
         _grad_enabled = self.prev
 
 
+#: ``Tensor._wrap``, bound by :mod:`shendu.tensor` when it is imported (tensor.py imports
+#: this module, so the reference cannot be taken at import time here)
+_tensor_wrap: Callable = None  # type: ignore[assignment]
+
+
+def _bind_tensor(wrap: Callable) -> None:
+    global _tensor_wrap
+    _tensor_wrap = wrap
+
+
 class Function:
     """One differentiable operation: ``forward`` and ``backward`` side by side.
 
@@ -134,8 +144,7 @@ class Function:
     @classmethod
     def apply(cls, *inputs, **params):
         """Run the op on tensors ``inputs`` and record it in the graph if needed."""
-        from shendu.tensor import Tensor
-
+        wrap = _tensor_wrap
         fn = cls.__new__(cls)
         requires = False
         if _grad_enabled:
@@ -144,21 +153,21 @@ class Function:
                     requires = True
                     break
         if requires:
-            fn.needs_input_grad = tuple(t.requires_grad for t in inputs)
+            fn.needs_input_grad = tuple([t.requires_grad for t in inputs])
         else:
             fn.needs_input_grad = (False,) * len(inputs)
         out = fn.forward(*[t.data for t in inputs], **params)
-        if isinstance(out, tuple):
+        if type(out) is tuple:
             fn.n_out = len(out)
             if not requires:
-                return tuple(Tensor._wrap(o, None, 0) for o in out)
+                return tuple([wrap(o, None, 0) for o in out])
             fn.parents = inputs
-            fn.out_meta = tuple((o.shape, o.dtype) for o in out)
-            return tuple(Tensor._wrap(o, fn, i) for i, o in enumerate(out))
+            fn.out_meta = tuple([(o.shape, o.dtype) for o in out])
+            return tuple([wrap(o, fn, i) for i, o in enumerate(out)])
         if not requires:
-            return Tensor._wrap(out, None, 0)
+            return wrap(out, None, 0)
         fn.parents = inputs
-        return Tensor._wrap(out, fn, 0)
+        return wrap(out, fn, 0)
 
     def _free(self) -> None:
         """Drop everything saved for backward, and the edges to the inputs.

@@ -557,6 +557,9 @@ class Tensor:
         return F.repeat(self, *sizes)
 
 
+autograd._bind_tensor(Tensor._wrap)
+
+
 def _raw(o):
     return o.data if isinstance(o, Tensor) else o
 
