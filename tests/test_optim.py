@@ -400,6 +400,10 @@ def test_grad_none_skips_and_creates_no_state():
         opt.step()
         np.testing.assert_array_equal(b.data, before)
         assert b not in opt.state
+    plain = optim.SGD([a], lr=0.1)        # plain SGD keeps no state at all, as torch
+    a.grad = shendu.tensor([1.0, 1.0])
+    plain.step()
+    assert plain.state_dict()["state"] == {} and len(plain.state) == 0
 
 
 def test_zero_grad_modes_and_closure():

@@ -206,16 +206,19 @@ class Optimizer:
     def _update_group(self, group: dict[str, Any]) -> None:
         raise NotImplementedError(f"{self._name} does not implement _update_group()")
 
-    @staticmethod
-    def _with_grads(group: dict[str, Any]):
-        """``(param, grad array)`` for the group's parameters that have a gradient."""
+    def _with_grads(self, group: dict[str, Any]):
+        """``(param, grad array)`` for the group's parameters that have a gradient (the
+        gradient cast to the parameter's dtype if it differs)."""
         for p in group["params"]:
-            if p.grad is not None:
-                g = p.grad.data
-                if g.shape != p.data.shape:
-                    raise RuntimeError(f"optimizer: parameter of shape {p.data.shape} has a "
-                                       f"gradient of shape {g.shape}")
-                yield p, g
+            if p.grad is None:
+                continue
+            g = p.grad.data
+            if g.shape != p.data.shape:
+                raise RuntimeError(f"{self._name}: a parameter of shape {p.data.shape} has a "
+                                   f"gradient of shape {g.shape}")
+            if g.dtype != p.data.dtype:
+                g = g.astype(p.data.dtype)
+            yield p, g
 
     # --------------------------------------------------------------- state dict
     def state_dict(self) -> dict[str, Any]:

@@ -100,7 +100,7 @@ class SGD(Optimizer):
     def _update_group(self, group: dict[str, Any]) -> None:
         momentum = group["momentum"]
         for p, g in self._with_grads(group):
-            state = self.state[p]
+            state = self.state[p] if momentum != 0 else {}   # no state without momentum
             buf = sgd_update(p.data, g, state.get("momentum_buffer"), lr=group["lr"],
                              momentum=momentum, dampening=group["dampening"],
                              weight_decay=group["weight_decay"], nesterov=group["nesterov"],
