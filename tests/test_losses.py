@@ -212,7 +212,7 @@ def _ce_case(shape, probs, ignore_index, seed):
 
 
 CE_SHAPES = [(5, 3), (3, 4, 2, 3), (4,), (2, 3, 5)]
-CE_CASES = [(s, p, w, ii, ls) for s in CE_SHAPES for p in (False, True) for w in (False, True)
+CE_CASES = [(s, p, w, ii, ls) for s in CE_SHAPES[:3] for p in (False, True) for w in (False, True)
             for ii in ((None, 1, -100) if not p else (None,)) for ls in (0.0, 0.25)]
 
 
