@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from shendu.autograd import Function
 from shendu.tensor import Tensor
 
