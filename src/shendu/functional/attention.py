@@ -84,16 +84,13 @@ class ScaledDotProductAttention(Function):
         p = _masked_softmax_(s)                             # (..., L, S)
         self.p = p
         pd = p
-        self.drop = None
-        if dropout_p > 0.0:
+        self.dropped = dropout_p > 0.0
+        if self.dropped:                                    # Pd = P * keep / (1 - p)
             dt = p.dtype
             u = rng().random(p.shape, dtype=np.float32 if dt == np.float32 else np.float64)
-            if dropout_p >= 1.0:
-                self.drop = np.zeros(p.shape, dt)
-            else:
-                self.drop = (u >= dropout_p).astype(dt)
-                self.drop *= dt.type(1.0 / (1.0 - dropout_p))
-            pd = p * self.drop
+            keep_d = u >= dropout_p
+            pd = p * keep_d
+            pd *= dt.type(1.0 / (1.0 - dropout_p)) if dropout_p < 1.0 else 0
         self.pd = pd
         out = pd @ v                                        # (..., L, Ev)
         self.q, self.k, self.v, self.out = q, k, v, out
@@ -116,10 +113,12 @@ class ScaledDotProductAttention(Function):
         if g_w is not None and g_w.any():
             dp += g_w
             d = d + (g_w * pd).sum(axis=-1, keepdims=True)
-        if self.drop is not None:
-            dp *= self.drop                                 # dP = dPd * dropmask
-        dp -= d
-        dp *= p                                             # dS = P (dP - D)
+        if self.dropped:                                    # dS = P (dP - D), dP = dPd*keep/(1-p)
+            dp *= pd                                        #    = Pd dPd - P D
+            dp -= p * d
+        else:
+            dp -= d
+            dp *= p                                         # dS = P (dP - D)
         gb = unbroadcast(dp, self.bias_shape) if self.has_bias and need[3] else None
         if gb is not None and gb is dp:
             gb = dp.copy()

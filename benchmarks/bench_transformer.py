@@ -1,0 +1,200 @@
+"""The ``transformer`` workload of DESIGN.md: one encoder layer (d=128, 4 heads, ff 512,
+dropout 0.1, post-norm, batch_first), T=64, batch 32, mean-pool head to 10 classes,
+cross-entropy, SGD — train steps/s of shendu and torch in one run, their ratio, and peak
+memory; then the same for T = 64, 128, 256, 512 (attention's (T, T) matrices make time and
+memory grow quadratically in T once they dominate).
+
+    python benchmarks/bench_transformer.py [--threads 1] [--steps 20] [--repeats 5]
+                                           [--lengths 64 128 256 512] [--dropout 0.1]
+
+Both frameworks run on the same number of threads (BLAS and torch intra-op); timed runs are
+interleaved and the medians reported. Memory: peak RSS growth of a few steps, each framework
+alone in a fresh process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+import _harness as H  # noqa: E402
+
+B, D, HEADS, FF, CLASSES = 32, 128, 4, 512, 10
+
+
+def set_threads(n: int) -> None:
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(n)
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        pass
+    try:
+        import torch
+
+        torch.set_num_threads(n)
+    except ImportError:
+        pass
+
+
+def make_data(T: int, seed: int = 0, n_batches: int = 4):
+    rng = np.random.default_rng(seed)
+    xs = [rng.standard_normal((B, T, D)).astype(np.float32) for _ in range(n_batches)]
+    ys = [rng.integers(0, CLASSES, B) for _ in range(n_batches)]
+    return xs, ys
+
+
+def shendu_step_fn(xs, ys, dropout: float):
+    import shendu
+    from shendu import nn, optim
+
+    shendu.manual_seed(0)
+
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = nn.TransformerEncoderLayer(D, HEADS, FF, dropout=dropout,
+                                                      batch_first=True)
+            self.head = nn.Linear(D, CLASSES)
+
+        def forward(self, x):
+            return self.head(self.encoder(x).mean(1))          # mean-pool over time
+
+    model = Model()
+    opt = optim.SGD(model.parameters(), lr=0.01)
+    loss_fn = nn.CrossEntropyLoss()
+    batches = [(shendu.from_numpy(x), y) for x, y in zip(xs, ys)]
+    i = [0]
+
+    def step():
+        x, y = batches[i[0] % len(batches)]
+        i[0] += 1
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
+def torch_step_fn(xs, ys, dropout: float):
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = nn.TransformerEncoderLayer(D, HEADS, FF, dropout=dropout,
+                                                      batch_first=True)
+            self.head = nn.Linear(D, CLASSES)
+
+        def forward(self, x):
+            return self.head(self.encoder(x).mean(1))
+
+    model = Model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    loss_fn = nn.CrossEntropyLoss()
+    batches = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in zip(xs, ys)]
+    i = [0]
+
+    def step():
+        x, y = batches[i[0] % len(batches)]
+        i[0] += 1
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
+def _probe(args) -> None:
+    """Child process: peak RSS growth over a few steps of one framework at one length."""
+    T = int(args.workload.split("_T")[-1])
+    xs, ys = make_data(T)
+    make = shendu_step_fn if args.memory_probe == "shendu" else torch_step_fn
+    step = make(xs, ys, args.dropout)
+    step()
+    base = H.rss_mb()
+    for _ in range(args.steps):
+        step()
+    print(json.dumps({"peak_mb": max(0.0, H.peak_rss_mb() - base)}))
+
+
+def _memory(T: int, framework: str, dropout: float, steps: int = 3, probes: int = 2) -> float:
+    """Smallest of ``probes`` fresh-process measurements (allocator noise only adds)."""
+    import subprocess
+
+    peaks = []
+    for _ in range(probes):
+        out = subprocess.run(
+            [sys.executable, __file__, "--memory-probe", framework, "--workload",
+             f"transformer_T{T}", "--steps", str(steps), "--dropout", str(dropout)],
+            capture_output=True, text=True, check=True,
+        )
+        peaks.append(json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"])
+    return min(peaks)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=20, help="steps per timed run at T=64")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--lengths", type=int, nargs="*", default=[64, 128, 256, 512])
+    ap.add_argument("--dropout", type=float, default=0.1)
+    ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--memory-probe", choices=["shendu", "torch"], help=argparse.SUPPRESS)
+    ap.add_argument("--workload", default="transformer_T64", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    set_threads(args.threads)
+    if args.memory_probe:
+        _probe(args)
+        return
+    results = []
+    for T in args.lengths:
+        xs, ys = make_data(T)
+        torch_step = None
+        if not args.no_torch:
+            try:
+                torch_step = torch_step_fn(xs, ys, args.dropout)
+            except ImportError:
+                print("torch is not installed: timing shendu alone")
+        # fewer steps per run as T grows (a step costs ~T^2 in attention)
+        steps = max(2, args.steps * 64 // T)
+        name = "transformer" if T == 64 else f"  T={T}"
+        res = H.compare(name, shendu_step_fn(xs, ys, args.dropout), torch_step, steps,
+                        args.repeats, warmup=2)
+        if not args.no_memory:
+            res["shendu_peak_mb"] = _memory(T, "shendu", args.dropout)
+            if torch_step is not None:
+                res["torch_peak_mb"] = _memory(T, "torch", args.dropout)
+        res["T"] = T
+        results.append(res)
+        H.print_result(res)
+    print(f"threads {args.threads} (BLAS and torch), {H.threads_note()}, dropout "
+          f"{args.dropout}, batch {B}, d {D}, heads {HEADS}, ff {FF}")
+    if len(results) > 1:
+        print(f"{'T':>5} {'shendu ms/step':>15} {'torch ms/step':>14} {'ratio':>6} "
+              f"{'shendu MiB':>11} {'torch MiB':>10}")
+        for r in results:
+            tms = 1e3 / r["torch_steps_per_s"] if "torch_steps_per_s" in r else float("nan")
+            print(f"{r['T']:>5} {1e3 / r['shendu_steps_per_s']:>15.1f} {tms:>14.1f} "
+                  f"{r.get('ratio', float('nan')):>6.2f} "
+                  f"{r.get('shendu_peak_mb', float('nan')):>11.1f} "
+                  f"{r.get('torch_peak_mb', float('nan')):>10.1f}")
+
+
+if __name__ == "__main__":
+    main()
