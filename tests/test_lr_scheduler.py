@@ -75,6 +75,13 @@ CASES = [
     ("LinearLR", dict()),
     ("LinearLR", dict(start_factor=0.01, end_factor=1.0, total_iters=50)),
     ("LinearLR", dict(start_factor=1.0, end_factor=0.1, total_iters=90)),
+    ("LambdaLR", dict(lr_lambda=lambda e: 0.5 ** (e // 9) / (1 + 0.01 * e))),
+    ("LambdaLR", dict(lr_lambda=[lambda e: 0.99 ** e, lambda e: min(1.0, (e + 1) / 20)])),
+    ("ConstantLR", dict(factor=0.25, total_iters=30)),
+    ("PolynomialLR", dict(total_iters=80, power=2.0)),
+    ("PolynomialLR", dict(total_iters=100, power=0.5)),
+    ("CosineAnnealingWarmRestarts", dict(T_0=10, T_mult=2, eta_min=0.001)),
+    ("CosineAnnealingWarmRestarts", dict(T_0=7)),
 ]
 
 
@@ -187,13 +194,20 @@ def test_chained_schedulers_match_torch():
                                      ("MultiStepLR", dict(milestones=[3, 7, 7], gamma=0.5)),
                                      ("ExponentialLR", dict(gamma=0.9)),
                                      ("CosineAnnealingLR", dict(T_max=20, eta_min=0.01)),
-                                     ("LinearLR", dict(start_factor=0.2, total_iters=8))])
+                                     ("LinearLR", dict(start_factor=0.2, total_iters=8)),
+                                     ("ConstantLR", dict(factor=0.5, total_iters=4)),
+                                     ("PolynomialLR", dict(total_iters=12, power=3.0)),
+                                     ("CosineAnnealingWarmRestarts", dict(T_0=3, T_mult=2)),
+                                     ("CosineAnnealingWarmRestarts", dict(T_0=4))])
 def test_step_with_epoch_uses_closed_form_as_torch(name, kw):
     s_opt, t_opt = _pair("SGD")
     s_sched, t_sched = getattr(S, name)(s_opt, **kw), getattr(T, name)(t_opt, **kw)
+    epochs = (3, 4, 10, 2, 15)
+    if name == "CosineAnnealingWarmRestarts":       # fractional epochs, as its docs suggest
+        epochs = (0.5, 1.25, 3.0, 7.75, 2.5, 30.1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for epoch in (3, 4, 10, 2, 15):
+        for epoch in epochs:
             s_opt.step()
             t_opt.step()
             s_sched.step(epoch)
@@ -209,7 +223,10 @@ SD_CASES = [("StepLR", dict(step_size=7, gamma=0.5), "SGD"),
             ("LinearLR", dict(start_factor=0.1, total_iters=50), "SGD"),
             ("OneCycleLR", dict(max_lr=1.0, total_steps=100, three_phase=True), "SGD"),
             ("OneCycleLR", dict(max_lr=0.01, total_steps=100), "Adam"),
-            ("ReduceLROnPlateau", dict(patience=2, cooldown=1, factor=0.5), "SGD")]
+            ("ReduceLROnPlateau", dict(patience=2, cooldown=1, factor=0.5), "SGD"),
+            ("LambdaLR", dict(lr_lambda=lambda e: 0.97 ** e), "SGD"),
+            ("PolynomialLR", dict(total_iters=70, power=2.0), "SGD"),
+            ("CosineAnnealingWarmRestarts", dict(T_0=7, T_mult=2), "SGD")]
 
 
 @pytest.mark.parametrize("name,kw,opt_name", SD_CASES, ids=[c[0] for c in SD_CASES])
@@ -302,6 +319,13 @@ def test_warns_when_scheduler_steps_before_optimizer():
     (lambda o: S.ReduceLROnPlateau(o, threshold_mode="x"), ValueError, r"threshold_mode must be"),
     (lambda o: S.ReduceLROnPlateau(o, min_lr=[0.1]), ValueError, r"min_lr has 1 values"),
     (lambda o: S.ExponentialLR(o, gamma=0.9, last_epoch=5), KeyError, r"has no 'initial_lr'"),
+    (lambda o: S.LambdaLR(o, lr_lambda=[abs]), ValueError, r"lr_lambda has 1 values"),
+    (lambda o: S.LambdaLR(o, lr_lambda=0.5), TypeError, r"lr_lambda must be callable"),
+    (lambda o: S.ConstantLR(o, factor=2.0), ValueError, r"ConstantLR: factor must be in"),
+    (lambda o: S.PolynomialLR(o, total_iters=0), ValueError, r"total_iters must be a positive"),
+    (lambda o: S.CosineAnnealingWarmRestarts(o, T_0=0), ValueError, r"T_0 must be a positive"),
+    (lambda o: S.CosineAnnealingWarmRestarts(o, T_0=5, T_mult=0), ValueError,
+     r"T_mult must be an int >= 1, got 0"),
 ])
 def test_bad_input(make, err, match):
     opt, _ = _pair("SGD")

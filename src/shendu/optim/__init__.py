@@ -11,12 +11,16 @@ from shendu.optim import lr_scheduler
 from shendu.optim.adagrad import Adagrad, adagrad_update
 from shendu.optim.adam import Adam, AdamW, adam_update
 from shendu.optim.lr_scheduler import (
+    ConstantLR,
     CosineAnnealingLR,
+    CosineAnnealingWarmRestarts,
     ExponentialLR,
+    LambdaLR,
     LinearLR,
     LRScheduler,
     MultiStepLR,
     OneCycleLR,
+    PolynomialLR,
     ReduceLROnPlateau,
     StepLR,
 )
@@ -28,5 +32,6 @@ __all__ = [
     "Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad",
     "sgd_update", "adam_update", "rmsprop_update", "adagrad_update",
     "lr_scheduler", "LRScheduler", "StepLR", "MultiStepLR", "ExponentialLR",
-    "CosineAnnealingLR", "LinearLR", "OneCycleLR", "ReduceLROnPlateau",
+    "CosineAnnealingLR", "LinearLR", "OneCycleLR", "ReduceLROnPlateau", "LambdaLR",
+    "ConstantLR", "PolynomialLR", "CosineAnnealingWarmRestarts",
 ]

@@ -18,22 +18,27 @@ optimizer. ``state_dict()`` holds only numbers, strings and lists (JSON-safe).
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 from shendu.optim.optimizer import Optimizer
 
 __all__ = [
     "LRScheduler",
+    "LambdaLR",
     "StepLR",
     "MultiStepLR",
     "ExponentialLR",
     "CosineAnnealingLR",
     "LinearLR",
+    "ConstantLR",
+    "PolynomialLR",
+    "CosineAnnealingWarmRestarts",
     "OneCycleLR",
     "ReduceLROnPlateau",
 ]
@@ -134,12 +139,39 @@ class LRScheduler:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything the scheduler holds except the optimizer (JSON-safe)."""
-        return {k: (list(v) if isinstance(v, list) else v) for k, v in self.__dict__.items()
-                if k != "optimizer"}
+        return {k: copy.deepcopy(v) for k, v in self.__dict__.items() if k != "optimizer"}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore a state from :meth:`state_dict`."""
-        self.__dict__.update({k: v for k, v in state_dict.items() if k != "optimizer"})
+        """Restore a state from :meth:`state_dict` (copied, so the dict stays the caller's)."""
+        self.__dict__.update({k: copy.deepcopy(v) for k, v in state_dict.items()
+                              if k != "optimizer"})
+
+
+class LambdaLR(LRScheduler):
+    r"""The initial learning rate times ``lr_lambda(epoch)`` (one function, or one per
+    group): :math:`\eta_t = \eta_0\, \lambda(t)`. The functions are not part of the
+    state dict (they cannot be serialised); give them again when resuming."""
+
+    def __init__(self, optimizer: Optimizer,
+                 lr_lambda: Callable[[int], float] | list[Callable[[int], float]],
+                 last_epoch: int = -1) -> None:
+        _check_optimizer("LambdaLR", optimizer)
+        fns = _per_group("LambdaLR", "lr_lambda", optimizer, lr_lambda)
+        for f in fns:
+            if not callable(f):
+                raise TypeError(f"LambdaLR: lr_lambda must be callable, got {f!r}")
+        self.lr_lambdas = fns
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        return [base * f(self.last_epoch) for f, base in zip(self.lr_lambdas, self.base_lrs)]
+
+    def state_dict(self) -> dict[str, Any]:
+        sd = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "lr_lambdas")}
+        return copy.deepcopy(sd)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict({k: v for k, v in state_dict.items() if k != "lr_lambdas"})
 
 
 class StepLR(LRScheduler):
@@ -304,6 +336,115 @@ class LinearLR(LRScheduler):
         fs, fe = self.start_factor, self.end_factor
         return [base * (fs + (fe - fs) * min(self.total_iters, self.last_epoch)
                         / self.total_iters) for base in self.base_lrs]
+
+
+class ConstantLR(LRScheduler):
+    r"""Multiply the learning rate by ``factor`` for the first ``total_iters`` epochs,
+    then restore it."""
+
+    def __init__(self, optimizer: Optimizer, factor: float = 1.0 / 3, total_iters: int = 5,
+                 last_epoch: int = -1) -> None:
+        if not 0 <= factor <= 1:
+            raise ValueError(f"ConstantLR: factor must be in [0, 1], got {factor!r}")
+        self.factor = factor
+        self.total_iters = total_iters
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        groups = self.optimizer.param_groups
+        if self.last_epoch == 0:
+            return [group["lr"] * self.factor for group in groups]
+        if self.last_epoch != self.total_iters:
+            return self._current_lrs()
+        return [group["lr"] * (1.0 / self.factor) for group in groups]
+
+    def _get_closed_form_lr(self) -> list[float]:
+        return [base * (self.factor + (self.last_epoch >= self.total_iters) * (1 - self.factor))
+                for base in self.base_lrs]
+
+
+class PolynomialLR(LRScheduler):
+    r"""Decay the learning rate polynomially to zero over ``total_iters`` epochs:
+    :math:`\eta_t = \eta_0 (1 - \min(t, T)/T)^{p}`."""
+
+    def __init__(self, optimizer: Optimizer, total_iters: int = 5, power: float = 1.0,
+                 last_epoch: int = -1) -> None:
+        if isinstance(total_iters, bool) or not isinstance(total_iters, int) or total_iters <= 0:
+            raise ValueError(f"PolynomialLR: total_iters must be a positive int, got "
+                             f"{total_iters!r}")
+        self.total_iters = total_iters
+        self.power = power
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        if self._is_initial or self.last_epoch > self.total_iters:
+            return self._current_lrs()
+        t, T = self.last_epoch, self.total_iters
+        factor = ((1.0 - t / T) / (1.0 - (t - 1) / T)) ** self.power
+        return [group["lr"] * factor for group in self.optimizer.param_groups]
+
+    def _get_closed_form_lr(self) -> list[float]:
+        return [base * (1.0 - min(self.total_iters, self.last_epoch) / self.total_iters)
+                ** self.power for base in self.base_lrs]
+
+
+class CosineAnnealingWarmRestarts(LRScheduler):
+    r"""SGDR (Loshchilov & Hutter 2017): cosine annealing restarted every :math:`T_i`
+    epochs, the period growing by ``T_mult`` after each restart:
+
+    .. math::
+
+        \eta_t = \eta_{min} + \tfrac12(\eta_0 - \eta_{min})
+                 \left(1 + \cos\frac{\pi T_{cur}}{T_i}\right)
+
+    ``step(epoch)`` accepts fractional epochs (e.g. ``epoch + i / iters_per_epoch``)."""
+
+    def __init__(self, optimizer: Optimizer, T_0: int, T_mult: int = 1, eta_min: float = 0.0,
+                 last_epoch: int = -1) -> None:
+        if isinstance(T_0, bool) or not isinstance(T_0, int) or T_0 <= 0:
+            raise ValueError(f"CosineAnnealingWarmRestarts: T_0 must be a positive int, got "
+                             f"{T_0!r}")
+        if isinstance(T_mult, bool) or not isinstance(T_mult, int) or T_mult < 1:
+            raise ValueError(f"CosineAnnealingWarmRestarts: T_mult must be an int >= 1, got "
+                             f"{T_mult!r}")
+        self.T_0 = T_0
+        self.T_i = T_0
+        self.T_mult = T_mult
+        self.eta_min = eta_min
+        self.T_cur = last_epoch
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        return [self.eta_min + (base - self.eta_min)
+                * (1 + math.cos(math.pi * self.T_cur / self.T_i)) / 2 for base in self.base_lrs]
+
+    def step(self, epoch: float | None = None) -> None:
+        if epoch is None and self.last_epoch < 0:
+            epoch = 0
+        if epoch is None:
+            epoch = self.last_epoch + 1
+            self.T_cur = self.T_cur + 1
+            if self.T_cur >= self.T_i:          # restart, with a longer period
+                self.T_cur = self.T_cur % self.T_i
+                self.T_i = self.T_i * self.T_mult
+        else:
+            if epoch < 0:
+                raise ValueError(f"CosineAnnealingWarmRestarts: epoch must be >= 0, got "
+                                 f"{epoch!r}")
+            if epoch >= self.T_0:
+                if self.T_mult == 1:
+                    self.T_cur = epoch % self.T_0
+                else:                           # which period holds this epoch
+                    n = int(math.log(epoch / self.T_0 * (self.T_mult - 1) + 1, self.T_mult))
+                    self.T_cur = epoch - self.T_0 * (self.T_mult ** n - 1) / (self.T_mult - 1)
+                    self.T_i = self.T_0 * self.T_mult ** n
+            else:
+                self.T_i = self.T_0
+                self.T_cur = epoch
+        self.last_epoch = math.floor(epoch)
+        for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
+            group["lr"] = lr
+        self._last_lr = self._current_lrs()
 
 
 class OneCycleLR(LRScheduler):

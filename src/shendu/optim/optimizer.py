@@ -153,8 +153,6 @@ class Optimizer:
             if t.data.dtype.kind != "f":
                 raise TypeError(f"{self._name} can only optimize floating-point Tensors, but "
                                 f"parameter {i} is {t.data.dtype}")
-        if not tensors:
-            raise ValueError(f"{self._name}: got a parameter group with no parameters")
         group["params"] = tensors
         if names:
             group["param_names"] = names
