@@ -10,8 +10,7 @@ import torch
 
 import shendu
 from shendu import nn
-from shendu.nn.utils import clip_grad_norm_, clip_grad_value_
-from shendu.nn.utils.clip_grad import clip_grads_with_norm_, get_total_norm
+from shendu.nn.utils import clip_grad_norm_, clip_grad_value_, clip_grads_with_norm_, get_total_norm
 
 TOL = {np.float32: dict(rtol=1e-5, atol=1e-7), np.float64: dict(rtol=1e-10, atol=1e-14)}
 SHAPES = [(4, 3), (5,), (2, 2, 2), (1,)]
