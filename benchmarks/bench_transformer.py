@@ -125,9 +125,31 @@ def _probe(args) -> None:
     step = make(xs, ys, args.dropout)
     step()
     base = H.rss_mb()
+    _reset_peak()
     for _ in range(args.steps):
         step()
-    print(json.dumps({"peak_mb": max(0.0, H.peak_rss_mb() - base)}))
+    print(json.dumps({"peak_mb": max(0.0, _peak_mb() - base)}))
+
+
+def _reset_peak() -> None:
+    try:  # Linux: "5" resets this process's VmHWM to its current RSS
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def _peak_mb() -> float:
+    """This process's own peak RSS (VmHWM). Not ``ru_maxrss``: Linux carries that over
+    ``execve`` from the parent, so a child would report its parent's peak."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return H.peak_rss_mb()
 
 
 def _memory(T: int, framework: str, dropout: float, steps: int = 3, probes: int = 2) -> float:
