@@ -87,9 +87,9 @@ def main() -> None:
     xs, ys = make_data()
     if args.memory_probe:
         make = shendu_step_fn if args.memory_probe == "shendu" else torch_step_fn
+        __import__(args.memory_probe)
+        base = H.rss_mb()  # after the import, before the model: the model's + training's memory
         step = make(xs, ys)
-        step()
-        base = H.rss_mb()
         for _ in range(args.steps):
             step()
         print(json.dumps({"peak_mb": max(0.0, H.peak_rss_mb() - base)}))
