@@ -430,3 +430,27 @@ def test_mixed_precision_grads_take_each_inputs_dtype():
     assert y.dtype == np.float64
     y.sum().backward()
     assert a.grad.dtype == np.float32 and b.grad.dtype == np.float64
+
+
+# ----------------------------------------------------------------- edge shapes
+def test_zero_dim_and_empty_dim_reductions_follow_torch():
+    s, t = shendu.tensor(5.0, dtype="float64"), torch.tensor(5.0, dtype=torch.float64)
+    for f in (lambda x: x.sum(0), lambda x: x.sum(-1), lambda x: x.mean(0),
+              lambda x: x.max(0).values, lambda x: x.softmax(0), lambda x: x.logsumexp(0)):
+        np.testing.assert_allclose(f(s).data, f(t).numpy())
+    x = np.arange(6.0).reshape(2, 3)
+    # torch: an empty dim list means every dim; NumPy: an empty axis tuple means none
+    compare_with_torch(lambda a: a.sum(dim=()), [x], dtype=np.float64)
+    y = F.sum(shendu.tensor(x), axis=())
+    np.testing.assert_array_equal(y.data, np.sum(x, axis=()))
+
+
+def test_scalar_only_operands():
+    out = F.where(np.array([True, False]), 1.0, 2.0)
+    assert out.dtype == np.float32 and out.data.tolist() == [1.0, 2.0]
+    assert F.maximum(1.0, shendu.tensor([0.5, 2.0])).data.tolist() == [1.0, 2.0]
+
+
+def test_tensor_from_list_of_tensors():
+    t = shendu.tensor([shendu.tensor([1.0, 2.0]), shendu.tensor([3.0, 4.0])])
+    assert t.shape == (2, 2) and t.dtype == np.float32

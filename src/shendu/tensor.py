@@ -3,6 +3,8 @@ the :class:`~shendu.autograd.Function` that made it)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from shendu import autograd
@@ -74,7 +76,7 @@ class Tensor:
     def dim(self) -> int:
         return self.data.ndim
 
-    def size(self, dim: int | None = None):
+    def size(self, dim: int | None = None) -> Tensor:
         return self.data.shape if dim is None else self.data.shape[dim]
 
     def numel(self) -> int:
@@ -85,7 +87,7 @@ class Tensor:
         return self._ctx is None
 
     @property
-    def grad_fn(self):
+    def grad_fn(self) -> Tensor:
         return self._ctx
 
     def __len__(self) -> int:
@@ -93,7 +95,7 @@ class Tensor:
             raise TypeError("len() of a 0-d tensor")
         return self.data.shape[0]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Tensor]:
         if self.data.ndim == 0:
             raise TypeError("iteration over a 0-d tensor")
         for i in range(self.data.shape[0]):
@@ -110,7 +112,7 @@ class Tensor:
             extra += ", requires_grad=True"
         return f"tensor({body}{extra})"
 
-    def __array__(self, dtype=None, copy=None):
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
         """``np.asarray(t)`` shares memory; ``np.array(t)`` (``copy=True``) copies."""
         if dtype is not None:
             return self.data.astype(dtype, copy=bool(copy))
@@ -125,7 +127,7 @@ class Tensor:
             )
         return self.data
 
-    def item(self):
+    def item(self) -> Tensor:
         if self.data.size != 1:
             raise ValueError(
                 f"item: only a one-element tensor can be converted to a Python scalar, "
@@ -133,7 +135,7 @@ class Tensor:
             )
         return self.data.reshape(()).item()
 
-    def tolist(self):
+    def tolist(self) -> Tensor:
         return self.data.tolist()
 
     def __float__(self) -> float:
@@ -302,55 +304,55 @@ class Tensor:
         return init.uniform_(self, a, b)
 
     # ----------------------------------------------------------- operators
-    def __add__(self, o):
+    def __add__(self, o) -> Tensor:
         return F.add(self, o)
 
-    def __radd__(self, o):
+    def __radd__(self, o) -> Tensor:
         return F.add(o, self)
 
-    def __sub__(self, o):
+    def __sub__(self, o) -> Tensor:
         return F.sub(self, o)
 
-    def __rsub__(self, o):
+    def __rsub__(self, o) -> Tensor:
         return F.sub(o, self)
 
-    def __mul__(self, o):
+    def __mul__(self, o) -> Tensor:
         return F.mul(self, o)
 
-    def __rmul__(self, o):
+    def __rmul__(self, o) -> Tensor:
         return F.mul(o, self)
 
-    def __truediv__(self, o):
+    def __truediv__(self, o) -> Tensor:
         return F.div(self, o)
 
-    def __rtruediv__(self, o):
+    def __rtruediv__(self, o) -> Tensor:
         return F.div(o, self)
 
-    def __pow__(self, o):
+    def __pow__(self, o) -> Tensor:
         return F.pow(self, o)
 
-    def __rpow__(self, o):
+    def __rpow__(self, o) -> Tensor:
         return F.pow(o, self)
 
-    def __matmul__(self, o):
+    def __matmul__(self, o) -> Tensor:
         return F.matmul(self, o)
 
-    def __rmatmul__(self, o):
+    def __rmatmul__(self, o) -> Tensor:
         return F.matmul(o, self)
 
-    def __neg__(self):
+    def __neg__(self) -> Tensor:
         return F.neg(self)
 
-    def __pos__(self):
+    def __pos__(self) -> Tensor:
         return self
 
-    def __abs__(self):
+    def __abs__(self) -> Tensor:
         return F.abs(self)
 
-    def __getitem__(self, idx):
+    def __getitem__(self, idx) -> Tensor:
         return F.getitem(self, idx)
 
-    def __setitem__(self, idx, value):
+    def __setitem__(self, idx, value) -> None:
         if self.requires_grad and autograd.is_grad_enabled():
             raise RuntimeError(
                 "__setitem__: in-place assignment into a tensor that requires grad is not "
@@ -366,194 +368,194 @@ class Tensor:
     def __ne__(self, o):  # type: ignore[override]
         return Tensor(self.data != _raw(o))
 
-    def __lt__(self, o):
+    def __lt__(self, o) -> Tensor:
         return Tensor(self.data < _raw(o))
 
-    def __le__(self, o):
+    def __le__(self, o) -> Tensor:
         return Tensor(self.data <= _raw(o))
 
-    def __gt__(self, o):
+    def __gt__(self, o) -> Tensor:
         return Tensor(self.data > _raw(o))
 
-    def __ge__(self, o):
+    def __ge__(self, o) -> Tensor:
         return Tensor(self.data >= _raw(o))
 
-    def __invert__(self):
+    def __invert__(self) -> Tensor:
         return Tensor(~self.data)
 
-    def __and__(self, o):
+    def __and__(self, o) -> Tensor:
         return Tensor(self.data & _raw(o))
 
-    def __or__(self, o):
+    def __or__(self, o) -> Tensor:
         return Tensor(self.data | _raw(o))
 
-    def eq(self, o):
+    def eq(self, o) -> Tensor:
         return self == o
 
     def equal(self, o) -> bool:
         return bool(np.array_equal(self.data, _raw(o)))
 
     # ------------------------------------------------------------- methods
-    def exp(self):
+    def exp(self) -> Tensor:
         return F.exp(self)
 
-    def log(self):
+    def log(self) -> Tensor:
         return F.log(self)
 
-    def sqrt(self):
+    def sqrt(self) -> Tensor:
         return F.sqrt(self)
 
-    def abs(self):
+    def abs(self) -> Tensor:
         return F.abs(self)
 
-    def neg(self):
+    def neg(self) -> Tensor:
         return F.neg(self)
 
-    def tanh(self):
+    def tanh(self) -> Tensor:
         return F.tanh(self)
 
-    def sigmoid(self):
+    def sigmoid(self) -> Tensor:
         return F.sigmoid(self)
 
-    def relu(self):
+    def relu(self) -> Tensor:
         return F.relu(self)
 
-    def square(self):
+    def square(self) -> Tensor:
         return F.square(self)
 
-    def log1p(self):
+    def log1p(self) -> Tensor:
         return F.log1p(self)
 
-    def sign(self):
+    def sign(self) -> Tensor:
         return F.sign(self)
 
-    def prod(self, dim=None, keepdim=False, **kw):
+    def prod(self, dim=None, keepdim=False, **kw) -> Tensor:
         return F.prod(self, dim, keepdim, **kw)
 
-    def norm(self, p=2, dim=None, keepdim=False):
+    def norm(self, p=2, dim=None, keepdim=False) -> Tensor:
         return F.norm(self, p, dim, keepdim)
 
-    def index_select(self, dim, index):
+    def index_select(self, dim, index) -> Tensor:
         return F.index_select(self, dim, index)
 
-    def pow(self, e):
+    def pow(self, e) -> Tensor:
         return F.pow(self, e)
 
-    def clamp(self, min=None, max=None):
+    def clamp(self, min=None, max=None) -> Tensor:
         return F.clamp(self, min, max)
 
     clip = clamp
 
-    def maximum(self, o):
+    def maximum(self, o) -> Tensor:
         return F.maximum(self, o)
 
-    def minimum(self, o):
+    def minimum(self, o) -> Tensor:
         return F.minimum(self, o)
 
-    def matmul(self, o):
+    def matmul(self, o) -> Tensor:
         return F.matmul(self, o)
 
-    def softmax(self, dim=-1):
+    def softmax(self, dim=-1) -> Tensor:
         return F.softmax(self, dim)
 
-    def log_softmax(self, dim=-1):
+    def log_softmax(self, dim=-1) -> Tensor:
         return F.log_softmax(self, dim)
 
-    def logsumexp(self, dim=None, keepdim=False, **kw):
+    def logsumexp(self, dim=None, keepdim=False, **kw) -> Tensor:
         return F.logsumexp(self, dim, keepdim, **kw)
 
-    def sum(self, dim=None, keepdim=False, **kw):
+    def sum(self, dim=None, keepdim=False, **kw) -> Tensor:
         return F.sum(self, dim, keepdim, **kw)
 
-    def mean(self, dim=None, keepdim=False, **kw):
+    def mean(self, dim=None, keepdim=False, **kw) -> Tensor:
         return F.mean(self, dim, keepdim, **kw)
 
-    def var(self, dim=None, keepdim=False, correction=1, **kw):
+    def var(self, dim=None, keepdim=False, correction=1, **kw) -> Tensor:
         return F.var(self, dim, keepdim, correction=correction, **kw)
 
-    def std(self, dim=None, keepdim=False, correction=1, **kw):
+    def std(self, dim=None, keepdim=False, correction=1, **kw) -> Tensor:
         return F.std(self, dim, keepdim, correction=correction, **kw)
 
-    def max(self, dim=None, keepdim=False, **kw):
+    def max(self, dim=None, keepdim=False, **kw) -> Tensor | tuple[Tensor, Tensor]:
         return F.max(self, dim, keepdim, **kw)
 
-    def min(self, dim=None, keepdim=False, **kw):
+    def min(self, dim=None, keepdim=False, **kw) -> Tensor | tuple[Tensor, Tensor]:
         return F.min(self, dim, keepdim, **kw)
 
-    def amax(self, dim=None, keepdim=False, **kw):
+    def amax(self, dim=None, keepdim=False, **kw) -> Tensor:
         return F.amax(self, dim, keepdim, **kw)
 
-    def amin(self, dim=None, keepdim=False, **kw):
+    def amin(self, dim=None, keepdim=False, **kw) -> Tensor:
         return F.amin(self, dim, keepdim, **kw)
 
-    def argmax(self, dim=None, keepdim=False):
+    def argmax(self, dim=None, keepdim=False) -> Tensor:
         return F.argmax(self, dim, keepdim)
 
-    def argmin(self, dim=None, keepdim=False):
+    def argmin(self, dim=None, keepdim=False) -> Tensor:
         return F.argmin(self, dim, keepdim)
 
-    def reshape(self, *shape):
+    def reshape(self, *shape) -> Tensor:
         return F.reshape(self, *shape)
 
-    def view(self, *shape):
+    def view(self, *shape) -> Tensor:
         return F.reshape(self, *shape)
 
-    def view_as(self, other):
+    def view_as(self, other) -> Tensor:
         return F.reshape(self, other.shape)
 
-    def reshape_as(self, other):
+    def reshape_as(self, other) -> Tensor:
         return F.reshape(self, other.shape)
 
-    def flatten(self, start_dim=0, end_dim=-1):
+    def flatten(self, start_dim=0, end_dim=-1) -> Tensor:
         return F.flatten(self, start_dim, end_dim)
 
-    def transpose(self, dim0=-2, dim1=-1):
+    def transpose(self, dim0=-2, dim1=-1) -> Tensor:
         return F.transpose(self, dim0, dim1)
 
-    def t(self):
+    def t(self) -> Tensor:
         if self.data.ndim > 2:
             raise RuntimeError(f"t: expects a tensor with <= 2 dimensions, got {self.data.ndim}")
         return F.transpose(self, 0, -1) if self.data.ndim == 2 else self
 
     @property
-    def T(self):
+    def T(self) -> Tensor:
         return F.permute(self, *reversed(range(self.data.ndim)))
 
     @property
-    def mT(self):
+    def mT(self) -> Tensor:
         return F.transpose(self, -2, -1)
 
-    def permute(self, *dims):
+    def permute(self, *dims) -> Tensor:
         return F.permute(self, *dims)
 
-    def expand(self, *shape):
+    def expand(self, *shape) -> Tensor:
         return F.expand(self, *shape)
 
-    def expand_as(self, other):
+    def expand_as(self, other) -> Tensor:
         return F.expand(self, other.shape)
 
-    def squeeze(self, dim=None):
+    def squeeze(self, dim=None) -> Tensor:
         return F.squeeze(self, dim)
 
-    def unsqueeze(self, dim):
+    def unsqueeze(self, dim) -> Tensor:
         return F.unsqueeze(self, dim)
 
-    def split(self, split_size_or_sections, dim=0):
+    def split(self, split_size_or_sections, dim=0) -> tuple[Tensor, ...]:
         return F.split(self, split_size_or_sections, dim)
 
-    def chunk(self, chunks, dim=0):
+    def chunk(self, chunks, dim=0) -> tuple[Tensor, ...]:
         return F.chunk(self, chunks, dim)
 
-    def gather(self, dim, index):
+    def gather(self, dim, index) -> Tensor:
         return F.gather(self, dim, index)
 
-    def where(self, condition, other):
+    def where(self, condition, other) -> Tensor:
         return F.where(condition, self, other)
 
-    def masked_fill(self, mask, value):
+    def masked_fill(self, mask, value) -> Tensor:
         return F.masked_fill(self, mask, value)
 
-    def repeat(self, *sizes):
+    def repeat(self, *sizes) -> Tensor:
         return F.repeat(self, *sizes)
 
 

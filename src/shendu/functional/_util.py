@@ -64,8 +64,11 @@ def pair(a, b) -> tuple[Tensor, Tensor]:
     """
     if isinstance(a, Tensor):
         b = as_tensor(b, a)
-    else:
+    elif isinstance(b, Tensor):
         a = as_tensor(a, b)
+    else:
+        a = as_tensor(a)
+        b = as_tensor(b, a)
     ka, kb = a.data.dtype.kind, b.data.dtype.kind
     if ka != kb:
         if ka in "biu" and kb == "f":

@@ -61,8 +61,7 @@ class Mean(Function):
         return np.asarray(a.mean(axis=axes, keepdims=keepdim))
 
     def backward(self, g):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return _expand_back(g / g.dtype.type(self.n), self.shape, self.axes, self.keepdim)
+        return _expand_back(g / g.dtype.type(self.n), self.shape, self.axes, self.keepdim)
 
 
 class Var(Function):
