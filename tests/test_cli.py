@@ -1,0 +1,203 @@
+"""The ``shendu`` command, run as a subprocess the way a user runs it: outputs, files
+written, and one-line errors with a non-zero exit status on bad input."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+
+def shendu(*args, cwd=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "shendu", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(r, *words, code=1):
+    assert r.returncode == code, (r.returncode, r.stdout, r.stderr)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+def test_version_and_help():
+    r = shendu("--version")
+    assert r.returncode == 0 and r.stdout.startswith("shendu ")
+    for cmd in ("tour", "train", "eval", "predict", "gradcheck", "bench"):
+        r = shendu(cmd, "--help")
+        assert r.returncode == 0, r.stderr
+        assert "examples:" in r.stdout and f"shendu {cmd}" in r.stdout
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    r = shendu("train", "mlp", "--data", "digits", "--epochs", "3", "--hidden", "32",
+               "--lr", "0.01", "--out", out / "mlp")
+    assert r.returncode == 0, r.stderr
+    return out, r
+
+
+def test_train_writes_checkpoints_and_reports(trained):
+    out, r = trained
+    assert (out / "mlp" / "last.ckpt").exists() and (out / "mlp" / "best.ckpt").exists()
+    assert "MLPClassifier on digits: 1438 train / 359 test" in r.stdout
+    acc = float(r.stdout.split("test:  accuracy ")[1].split()[0])
+    assert acc > 0.8
+
+
+def test_eval_matches_train_report(trained):
+    out, r = trained
+    e = shendu("eval", out / "mlp" / "last.ckpt")
+    assert e.returncode == 0, e.stderr
+    assert r.stdout.split("test:  ")[1].splitlines()[0] in e.stdout
+
+
+def test_resume_is_bit_identical(trained, tmp_path):
+    out, _ = trained
+    # 3 epochs + 2 resumed == 5 in one go
+    a = shendu("train", "mlp", "--data", "digits", "--epochs", "5", "--hidden", "32", "--lr",
+               "0.01", "--out", tmp_path / "a", "--resume", out / "mlp" / "last.ckpt")
+    b = shendu("train", "mlp", "--data", "digits", "--epochs", "5", "--hidden", "32", "--lr",
+               "0.01", "--out", tmp_path / "b")
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    assert "epochs 4-5" in a.stdout
+    from shendu.cli import load_model_checkpoint
+
+    ma, ia = load_model_checkpoint(str(tmp_path / "a" / "last.ckpt"))
+    mb, ib = load_model_checkpoint(str(tmp_path / "b" / "last.ckpt"))
+    assert ia["epoch"] == ib["epoch"] == 5
+    for (n, p), (_, q) in zip(ma.model_.named_parameters(), mb.model_.named_parameters()):
+        assert np.array_equal(p.data, q.data), n
+
+
+def test_predict_to_stdout_and_file(trained, tmp_path):
+    out, _ = trained
+    from shendu.data.datasets import digits
+
+    X = digits().X_test[:7]
+    np.save(tmp_path / "x.npy", X)
+    np.savetxt(tmp_path / "x.csv", X, delimiter=",")
+    r = shendu("predict", out / "mlp" / "best.ckpt", tmp_path / "x.npy")
+    assert r.returncode == 0, r.stderr
+    labels = [int(v) for v in r.stdout.split()]
+    assert len(labels) == 7 and all(0 <= v <= 9 for v in labels)
+    r = shendu("predict", out / "mlp" / "best.ckpt", tmp_path / "x.csv", "--proba",
+               "--output", tmp_path / "p.npy")
+    assert r.returncode == 0, r.stderr
+    p = np.load(tmp_path / "p.npy")
+    assert p.shape == (7, 10) and np.allclose(p.sum(1), 1, atol=1e-5)
+    assert list(p.argmax(1)) == labels
+
+
+def test_train_on_user_files(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 3))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    with open(tmp_path / "d.csv", "w") as f:
+        f.write("a,b,c,label\n")
+        for row, t in zip(X, y):
+            f.write(",".join(f"{v:.5f}" for v in row) + f",{t}\n")
+    r = shendu("train", "Perceptron", "--data", tmp_path / "d.csv", "--target", "label",
+               "--epochs", "5", "--out", tmp_path / "p")
+    assert r.returncode == 0, r.stderr
+    assert "96 train / 24 test" in r.stdout
+    np.savez(tmp_path / "r.npz", X=X, y=X @ [1.0, -2.0, 0.5])
+    r = shendu("train", "MLPRegressor", "--data", tmp_path / "r.npz", "--epochs", "3",
+               "--out", tmp_path / "r")
+    assert r.returncode == 0, r.stderr
+    assert "MSE" in r.stdout and (tmp_path / "r" / "best.ckpt").exists()
+    # IDX images + labels, found beside each other by the MNIST naming
+    imgs = rng.integers(0, 255, (40, 4, 4)).astype(np.uint8)
+    labs = (imgs.mean((1, 2)) > 127).astype(np.uint8)
+    with gzip.open(tmp_path / "t-images-idx3-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">BBBB3I", 0, 0, 8, 3, 40, 4, 4) + imgs.tobytes())
+    with gzip.open(tmp_path / "t-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">BBBBI", 0, 0, 8, 1, 40) + labs.tobytes())
+    r = shendu("train", "Perceptron", "--data", tmp_path / "t-images-idx3-ubyte.gz",
+               "--epochs", "2", "--out", tmp_path / "i")
+    assert r.returncode == 0, r.stderr
+    assert "32 train / 8 test" in r.stdout
+
+
+def test_bad_input_gives_one_line_and_nonzero_exit(tmp_path, trained):
+    out, _ = trained
+    (tmp_path / "bad.csv").write_text("a,b,y\n1,2,0\n3,oops,1\n")
+    (tmp_path / "ragged.csv").write_text("1,2,0\n3,1\n")
+    (tmp_path / "garbage.ckpt").write_bytes(b"\x00" * 5)
+    (tmp_path / "x.npz").write_bytes(b"PK\x03\x04 broken")
+    (tmp_path / "trunc-images-idx3-ubyte").write_bytes(struct.pack(">BBBB3I", 0, 0, 8, 3, 9,
+                                                                   4, 4) + b"\x01" * 10)
+    np.save(tmp_path / "wrong.npy", np.zeros((3, 5)))
+    cases = [
+        (("train", "mlp", "--data", "nosuch"), ["unknown data set 'nosuch'"]),
+        (("train", "mlp", "--data", tmp_path / "missing.csv"), ["does not exist"]),
+        (("train", "mlp", "--data", tmp_path / "bad.csv"), ["line 3, column 2", "oops"]),
+        (("train", "mlp", "--data", tmp_path / "ragged.csv"), ["line 2 has 2 columns"]),
+        (("train", "mlp", "--data", tmp_path / "x.npz"), ["not a valid .npz"]),
+        (("train", "mlp", "--data", tmp_path / "trunc-images-idx3-ubyte"),
+         ["IDX header says 9x4x4"]),
+        (("train", "nosuchmodel", "--data", "digits"), ["unknown model 'nosuchmodel'"]),
+        (("train", "mlp", "--data", "digits", "--lr", "-1"), ["--lr must be > 0"]),
+        (("train", "mlp", "--data", "adding"), ["needs whole-number class labels"]),
+        (("eval", tmp_path / "garbage.ckpt"), ["garbage.ckpt"]),
+        (("eval", tmp_path / "nothere.ckpt"), ["does not exist"]),
+        (("predict", out / "mlp" / "best.ckpt", tmp_path / "wrong.npy"),
+         ["takes inputs of shape (N, 64), got (3, 5)"]),
+        (("gradcheck", "perceptron"), ["nothing to gradcheck"]),
+    ]
+    for args, words in cases:
+        assert_one_line_error(shendu(*args), *words)
+    # argparse errors: one line too, exit status 2
+    assert_one_line_error(shendu("train", "mlp"), "--data", code=2)
+    assert_one_line_error(shendu("tour", "--only", "nope"), "invalid choice", code=2)
+    assert_one_line_error(shendu("frobnicate"), "invalid choice", code=2)
+    # --debug shows the traceback
+    r = shendu("--debug", "eval", tmp_path / "garbage.ckpt")
+    assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_gradcheck_prints_each_parameter():
+    r = shendu("gradcheck", "mlp")
+    assert r.returncode == 0, r.stderr
+    for name in ("0.weight", "0.bias", "2.weight", "2.bias"):
+        assert name in r.stdout
+    assert "PASS: worst relative error" in r.stdout
+    errs = [float(ln.split()[-1]) for ln in r.stdout.splitlines() if ln.startswith(("0.", "2."))]
+    assert len(errs) == 4 and max(errs) < 1e-5
+
+
+def test_gradcheck_catches_a_wrong_gradient(monkeypatch):
+    """The check must be able to fail: break tanh's backward and it reports FAIL."""
+    import shendu
+    from shendu import nn
+    from shendu.cli import gradcheck_model
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    x = np.random.default_rng(0).normal(size=(5, 3))
+    y = np.array([0, 1, 0, 1, 1])
+    good = gradcheck_model(model, x, y)
+    assert max(r[2] for r in good) < 1e-6
+
+    class BadTanh(nn.Module):
+        def forward(self, t):
+            return shendu.tanh(t.detach()) + 0.0 * t + (t - t.detach()) * 0.5
+
+    model[1] = BadTanh()
+    bad = gradcheck_model(model, x, y)
+    assert bad[0][2] > 1e-2  # the first layer's weight gets a wrong gradient
+
+
+def test_bench_runs_a_workload():
+    r = shendu("bench", "--list")
+    assert r.returncode == 0 and "mlp" in r.stdout
+    r = shendu("bench", "--only", "mlp", "--steps", "3", "--repeats", "1", "--no-torch")
+    assert r.returncode == 0, r.stderr
+    assert "mlp" in r.stdout and "steps/s" in r.stdout
+    assert_one_line_error(shendu("bench", "--only", "nope"), "unknown benchmark 'nope'")

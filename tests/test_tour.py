@@ -1,0 +1,99 @@
+"""``shendu tour``: the quick tour as a user runs it, its table, pictures and report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from shendu.report.plots import have_matplotlib
+from shendu.tour import CHAPTERS, HEADER, format_table
+
+
+@pytest.fixture(scope="module")
+def quick_tour(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tour") / "t"
+    r = subprocess.run([sys.executable, "-m", "shendu", "tour", "--quick", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out, r
+
+
+def test_quick_tour_prints_the_table(quick_tour):
+    out, r = quick_tour
+    for h in HEADER:
+        assert h in r.stdout
+    for who in ("Rosenblatt 1958", "Minsky & Seymour Papert 1969", "Rumelhart",
+                "Vaswani et al. 2017"):
+        assert who in r.stdout
+    assert "it/s" in r.stderr or "s/it" in r.stderr  # the progress bars
+
+
+def test_quick_tour_results(quick_tour):
+    out, _ = quick_tour
+    res = json.loads((out / "results.json").read_text())
+    assert res["header"] == list(HEADER)
+    rows = {(row[0], row[2].split(",")[0]): row for row in res["rows"]}
+    blobs = next(r for k, r in rows.items() if k[0].startswith("Perceptron (Rosenblatt"))
+    assert blobs[3].startswith("100.0% train") and "converged" in blobs[3]
+    xor = next(r for k, r in rows.items() if k[0] == "Perceptron on XOR")
+    assert "never converges" in xor[3] and not xor[3].startswith("100")
+    mlp_xor = next(r for r in res["rows"] if r[0].startswith("Multi-layer")
+                   and r[2].startswith("XOR"))
+    assert mlp_xor[3].startswith("100.0%")
+    digits = [r for r in res["rows"] if "digits" in r[2] and "%" in r[3]]
+    for r in digits:  # every digits run learns (chance is 10%)
+        assert float(r[3].split("%")[0]) > 85, r
+    for r in res["rows"]:
+        assert r[3].startswith("not available yet") or float(r[5]) >= 0
+
+
+def test_quick_tour_writes_the_report(quick_tour):
+    out, r = quick_tour
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "<table" in page and "Rosenblatt" in page
+    pics = json.loads((out / "results.json").read_text())["pictures"]
+    if have_matplotlib():
+        assert "learning_curves.png" in pics and "confusion_matrix.png" in pics
+        assert "attention.png" in pics
+        for p in pics:
+            assert (out / p).stat().st_size > 1000
+        assert page.count("data:image/png;base64,") == len(pics)
+    else:
+        assert "pip install 'shendu[plot]'" in r.stdout
+
+
+def test_only_one_chapter(tmp_path):
+    from io import StringIO
+
+    from shendu.tour import run_tour
+
+    buf = StringIO()
+    res = run_tour(quick=True, only="perceptron", out=None, stream=buf)
+    assert len(res.rows) == 2 and res.report is None
+    assert "Perceptron on XOR" in buf.getvalue()
+    with pytest.raises(ValueError, match="unknown chapter 'nope'"):
+        run_tour(only="nope", out=None, stream=buf)
+
+
+def test_chapters_report_missing_pieces():
+    ch = CHAPTERS["attention"]
+    fake = type(ch)(ch.name, ch.algorithm, ch.who, ch.task, ("nn.NoSuchLayer",), ch.run)
+    assert fake.missing() == ["shendu.nn.NoSuchLayer"]
+
+
+def test_history_is_right():
+    """Who and when, as docs/history.md has it."""
+    assert CHAPTERS["perceptron"].who.startswith("Frank Rosenblatt 1958")
+    assert "1986" in CHAPTERS["mlp"].who and "1989" in CHAPTERS["cnn"].who
+    assert "1997" in CHAPTERS["lstm"].who and "Elman 1990" in CHAPTERS["lstm"].who
+    assert "Bahdanau" in CHAPTERS["attention"].who and "2014" in CHAPTERS["attention"].who
+    assert "2017" in CHAPTERS["transformer"].who
+
+
+def test_format_table_wraps():
+    t = format_table([("a" * 70, "b", "c", "d", "e", "1.0")], max_width=30)
+    lines = t.splitlines()
+    assert len(lines) == 5 and all(len(ln) < 120 for ln in lines)
