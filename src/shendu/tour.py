@@ -226,7 +226,7 @@ def _perceptron(ctx: _Context) -> None:
             "separable blobs (2 classes, 160 train / 40 test)",
             f"{_pct(p.score(Xtr, ytr))} train, {_pct(p.score(Xte, yte))} test; "
             f"{'converged' if p.converged_ else 'did NOT converge'} in {p.n_iter_} epochs "
-            f"({int(np.sum(p.mistakes_))} mistakes)",
+            f"({int(np.sum(p.mistakes_))} mistake{'' if int(np.sum(p.mistakes_)) == 1 else 's'})",
             "chance: 50%", time.perf_counter() - t0)
     ctx.measured["perceptron_blobs"] = p.score(Xte, yte)
 
