@@ -90,6 +90,13 @@ def test_leaf_grads_never_share_memory():
     assert not np.shares_memory(a.grad.data, b.grad.data)
     a.grad.data *= 0.5  # what clip_grad_norm_ does in place
     np.testing.assert_array_equal(b.grad.data, [1.0, 1.0])
+    from shendu.nn.utils import clip_grad_value_
+
+    p, q = leaf([1.0, 2.0]), leaf([3.0, 4.0])
+    (p + q).backward(np.array([2.0, 3.0]))  # Add hands one writeable array to both leaves
+    clip_grad_value_([q], 0.25)
+    np.testing.assert_array_equal(p.grad.data, [2.0, 3.0])
+    np.testing.assert_array_equal(q.grad.data, [0.25, 0.25])
     # same for a seed handed straight through by several nodes
     c, d = leaf([1.0]), leaf([1.0])
     y = (c + d).reshape(1)

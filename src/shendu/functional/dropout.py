@@ -1,5 +1,10 @@
-"""Dropout (Srivastava et al. 2014): zero each element with probability p, scale the rest
-by 1/(1-p) so the expectation is unchanged."""
+"""Dropout (Srivastava, Hinton, Krizhevsky, Sutskever & Salakhutdinov 2014): zero each
+element with probability ``p`` and scale the rest by ``1/(1-p)`` ("inverted" dropout), so
+``E[dropout(x)] = x`` and evaluation needs no rescaling.
+
+The mask comes from shendu's one seeded generator: the same ``manual_seed`` gives the
+same mask, bit for bit. Backward multiplies by the same mask: ``dx = g m / (1-p)``.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ class Dropout(Function):
 
 
 def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
+    """Inverted dropout; the identity when ``training`` is False or ``p == 0``."""
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout: probability has to be between 0 and 1, got {p}")
     if not training or p == 0.0:

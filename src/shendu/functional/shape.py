@@ -1,5 +1,11 @@
 """Ops that move data without arithmetic: reshape, transpose/permute, expand, squeeze,
-cat/stack/split, indexing, pad, gather, repeat."""
+cat/stack/split, indexing, pad, gather, repeat.
+
+Each backward is the inverse move: reshape the gradient back, permute it by the inverse
+permutation, sum it over broadcast (``expand``) or tiled (``repeat``) copies, split it
+where ``cat`` joined, join it where ``split`` cut. Indexing and ``gather`` scatter the
+gradient back with ``np.add.at``, so an element picked twice gets both contributions.
+"""
 
 from __future__ import annotations
 
@@ -252,6 +258,10 @@ def _is_basic(idx) -> bool:
 
 
 class GetItem(Function):
+    """``a[idx]``. Basic indexing (ints, slices, None, ...) picks each element at most once,
+    so the gradient is assigned; advanced (integer-array or boolean) indexing may pick an
+    element several times, so the gradient is accumulated with ``np.add.at``."""
+
     def forward(self, a, idx=None, basic=True):
         self.shape, self.dtype, self.idx, self.basic = a.shape, a.dtype, idx, basic
         out = a[idx]
@@ -327,6 +337,8 @@ def pad(x: Tensor, pad: tuple, mode: str = "constant", value: float = 0.0) -> Te
 
 
 class Gather(Function):
+    """``out[i][j][k] = a[i][index[i][j][k]][k]`` (dim 1); backward scatter-adds."""
+
     def forward(self, a, index=None, dim=0):
         self.shape, self.dtype = a.shape, a.dtype
         idx = list(np.indices(index.shape, sparse=True))
