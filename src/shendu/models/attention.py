@@ -1,0 +1,201 @@
+r"""Ready attention models: :class:`TransformerClassifier` (a scikit-learn estimator for
+token or feature sequences) and :class:`CharTransformerLM` (a small causal transformer
+language model with ``generate``).
+
+Both are a transformer encoder (Vaswani et al. 2017) in pre-norm form (``norm_first``,
+Xiong et al. 2020, which trains without warm-up at these sizes) over token embeddings or a
+linear projection of feature vectors, plus the sinusoidal positional encoding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shendu import functional as F
+from shendu import nn, optim
+from shendu.autograd import no_grad
+from shendu.backend import rng
+from shendu.data import DataLoader, TensorDataset
+from shendu.models._base import BaseEstimator, ClassifierMixin, seeded
+from shendu.tensor import Tensor
+from shendu.train import Trainer
+
+__all__ = ["TransformerClassifier", "SequenceEncoderNet", "CharTransformerLM"]
+
+
+class SequenceEncoderNet(nn.Module):
+    """Embed (tokens) or project (features), add positions, encode, mean-pool, classify.
+
+    ``forward(x)``: x (N, T) int tokens or (N, T, F) floats -> logits (N, n_classes). With
+    ``pad_id`` set, padded tokens are masked out of attention and of the pooling.
+    """
+
+    def __init__(self, n_classes: int, d_model: int = 64, nhead: int = 4, num_layers: int = 2,
+                 dim_feedforward: int = 128, dropout: float = 0.1, n_features: int | None = None,
+                 vocab_size: int | None = None, max_len: int = 512,
+                 pad_id: int | None = None) -> None:
+        super().__init__()
+        if (n_features is None) == (vocab_size is None):
+            raise ValueError("SequenceEncoderNet: give exactly one of n_features (feature "
+                             "sequences) and vocab_size (token sequences)")
+        self.pad_id = pad_id
+        if vocab_size is not None:
+            self.embed = nn.Embedding(vocab_size, d_model, padding_idx=pad_id)
+        else:
+            self.embed = nn.Linear(n_features, d_model)
+        self.pos = nn.PositionalEncoding(d_model, max_len=max_len, dropout=dropout,
+                                         batch_first=True)
+        layer = nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout,
+                                           activation="gelu", batch_first=True,
+                                           norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, num_layers, norm=nn.LayerNorm(d_model))
+        self.head = nn.Linear(d_model, n_classes)
+
+    def forward(self, x) -> Tensor:
+        tokens = not isinstance(self.embed, nn.Linear)
+        xd = x.data if isinstance(x, Tensor) else np.asarray(x)
+        pad = (xd == self.pad_id) if (tokens and self.pad_id is not None) else None
+        h = self.encoder(self.pos(self.embed(x)), src_key_padding_mask=pad)   # (N, T, d)
+        if pad is None:
+            return self.head(h.mean(1))
+        keep = (~pad).astype(h.dtype)[..., None]                             # (N, T, 1)
+        denom = np.maximum(keep.sum(1), 1)
+        return self.head((h * keep).sum(1) / denom)
+
+
+class TransformerClassifier(ClassifierMixin, BaseEstimator):
+    """Sequence classification with a transformer encoder, as a scikit-learn estimator.
+
+    ``fit(X, y)``: ``X`` (n, T, F) float feature sequences (e.g. the rows of an image as
+    tokens) or (n, T) integer token sequences (``vocab_size`` defaults to ``max + 1``;
+    tokens equal to ``pad_id`` are padding). Adam on the cross-entropy, mini-batches
+    reshuffled each epoch from shendu's generator (``random_state`` seeds it for the fit).
+    """
+
+    def __init__(self, d_model: int = 64, nhead: int = 4, num_layers: int = 2,
+                 dim_feedforward: int = 128, dropout: float = 0.1, vocab_size=None,
+                 pad_id=None, epochs: int = 30, batch_size: int = 64,
+                 learning_rate: float = 1e-3, weight_decay: float = 0.0, random_state=None,
+                 verbose: int = 0) -> None:
+        self.d_model, self.nhead, self.num_layers = d_model, nhead, num_layers
+        self.dim_feedforward, self.dropout = dim_feedforward, dropout
+        self.vocab_size, self.pad_id = vocab_size, pad_id
+        self.epochs, self.batch_size = epochs, batch_size
+        self.learning_rate, self.weight_decay = learning_rate, weight_decay
+        self.random_state, self.verbose = random_state, verbose
+
+    def _check_seq(self, X, where: str, reset: bool) -> np.ndarray:
+        name = type(self).__name__
+        X = np.asarray(X.data if isinstance(X, Tensor) else X)
+        if X.ndim == 2 and X.dtype.kind in "iu":
+            tokens = True
+        elif X.ndim == 3 and X.dtype.kind in "fiu":
+            tokens = False
+            X = X.astype(np.float32)
+            if not np.isfinite(X).all():
+                raise ValueError(f"{name}.{where}: X contains NaN or infinity")
+        else:
+            raise ValueError(f"{name}.{where}: expected X of shape (n, T, F) (float feature "
+                             f"sequences) or (n, T) (integer tokens), got {X.dtype} {X.shape}")
+        if reset:
+            self.tokens_ = tokens
+            self.seq_shape_ = X.shape[1:]
+            self.n_features_in_ = int(np.prod(X.shape[1:]))
+        else:
+            self._check_fitted(where)
+            if tokens != self.tokens_ or (not tokens and X.shape[2] != self.seq_shape_[1]):
+                raise ValueError(f"{name}.{where}: X has shape {X.shape}, but the model was "
+                                 f"fitted on {'tokens' if self.tokens_ else 'features'} of "
+                                 f"shape (n, {', '.join(map(str, self.seq_shape_))})")
+        return X
+
+    def fit(self, X, y) -> TransformerClassifier:
+        X = self._check_seq(X, "fit", reset=True)
+        t = self._encode_y(y, X, "fit")
+        with seeded(self.random_state):
+            vocab = None
+            if self.tokens_:
+                vocab = self.vocab_size or int(X.max()) + 1
+            self.model_ = SequenceEncoderNet(
+                len(self.classes_), self.d_model, self.nhead, self.num_layers,
+                self.dim_feedforward, self.dropout,
+                n_features=None if self.tokens_ else X.shape[2], vocab_size=vocab,
+                max_len=max(X.shape[1], 1), pad_id=self.pad_id)
+            opt = optim.AdamW(self.model_.parameters(), lr=self.learning_rate,
+                              weight_decay=self.weight_decay)
+            loader = DataLoader(TensorDataset(X, t), batch_size=self.batch_size, shuffle=True)
+            trainer = Trainer(self.model_, nn.CrossEntropyLoss(), opt, loader,
+                              verbose=self.verbose)
+            self.history_ = trainer.fit(self.epochs)
+        self.model_.eval()
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        X = self._check_seq(X, "predict_proba", reset=False)
+        self.model_.eval()
+        out = []
+        with no_grad():
+            for i in range(0, len(X), 512):
+                out.append(F.softmax(self.model_(Tensor(X[i:i + 512])), -1).data)
+        return np.concatenate(out).astype(np.float64)
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(1)]
+
+
+class CharTransformerLM(nn.Module):
+    """A causal (GPT-style, Radford et al. 2018) character transformer language model.
+
+    ``forward(idx)``: (N, T) int token ids -> (N, T, vocab) next-token logits; position
+    ``t`` sees only positions ``<= t`` (a causal mask). ``generate(idx, n)`` samples ``n``
+    more tokens from shendu's generator (``temperature``, ``top_k``).
+    """
+
+    def __init__(self, vocab_size: int, d_model: int = 64, nhead: int = 4,
+                 num_layers: int = 2, dim_feedforward: int = 256, dropout: float = 0.1,
+                 block_size: int = 64) -> None:
+        super().__init__()
+        self.vocab_size, self.block_size = int(vocab_size), int(block_size)
+        self.embed = nn.Embedding(vocab_size, d_model)
+        self.pos = nn.PositionalEncoding(d_model, max_len=block_size, dropout=dropout,
+                                         batch_first=True)
+        layer = nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout,
+                                           activation="gelu", batch_first=True,
+                                           norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, num_layers, norm=nn.LayerNorm(d_model))
+        self.head = nn.Linear(d_model, vocab_size)
+
+    def forward(self, idx) -> Tensor:
+        idx = np.asarray(idx.data if isinstance(idx, Tensor) else idx)
+        if idx.ndim != 2 or idx.shape[1] > self.block_size:
+            raise ValueError(f"CharTransformerLM(block_size={self.block_size}) expected token "
+                             f"ids (N, T) with T <= {self.block_size}, got {idx.shape}")
+        h = self.blocks(self.pos(self.embed(idx)), is_causal=True)
+        return self.head(h)
+
+    def generate(self, idx, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None) -> np.ndarray:
+        """Extend ``idx`` (N, T) by ``max_new_tokens`` sampled tokens (greedy if
+        ``temperature == 0``), attending to at most the last ``block_size`` tokens."""
+        idx = np.array(idx.data if isinstance(idx, Tensor) else idx, dtype=np.int64)
+        if idx.ndim == 1:
+            idx = idx[None]
+        was = self.training
+        self.eval()
+        with no_grad():
+            for _ in range(max_new_tokens):
+                logits = self(idx[:, -self.block_size:]).data[:, -1].astype(np.float64)
+                if temperature == 0:
+                    nxt = logits.argmax(1)
+                else:
+                    logits = logits / temperature
+                    if top_k is not None and top_k < logits.shape[1]:
+                        kth = np.sort(logits, 1)[:, -top_k][:, None]
+                        logits = np.where(logits < kth, -np.inf, logits)
+                    p = np.exp(logits - logits.max(1, keepdims=True))
+                    p /= p.sum(1, keepdims=True)
+                    u = rng().random((len(p), 1))
+                    nxt = np.minimum((p.cumsum(1) < u).sum(1), p.shape[1] - 1)
+                idx = np.concatenate([idx, nxt[:, None].astype(np.int64)], 1)
+        self.train(was)
+        return idx
