@@ -159,7 +159,7 @@ def test_seed_xor_warns():
 # ---------------------------------------------------------------------- errors
 def test_clear_errors():
     X, _, y, _ = iris()
-    p = Perceptron()
+    p = Perceptron(max_epochs=5)
     with pytest.raises(NotFittedError, match="not fitted yet.*predict"):
         p.predict(X)
     Xn = X.copy()

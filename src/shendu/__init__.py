@@ -68,6 +68,7 @@ from shendu.functional import (  # noqa: E402
 )
 from shendu.functional import max, min  # noqa: E402
 from shendu import data, nn, optim  # noqa: E402
+from shendu import models, train  # noqa: E402
 
 float32 = "float32"
 float64 = "float64"
@@ -80,7 +81,7 @@ __all__ = [
     "arange", "linspace", "eye", "randn", "rand", "randint",
     "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "grad", "gradcheck",
     "manual_seed", "get_default_dtype", "set_default_dtype", "get_rng_state", "set_rng_state",
-    "functional", "nn", "optim", "data",
+    "functional", "nn", "optim", "data", "models", "train",
     "abs", "cat", "concat", "chunk", "clamp", "clip", "exp", "flatten", "gather", "log",
     "logsumexp", "matmul", "maximum", "minimum", "mean", "pad", "permute", "reshape", "sigmoid",
     "split", "sqrt", "squeeze", "stack", "std", "sum", "tanh", "transpose", "unsqueeze", "var",
