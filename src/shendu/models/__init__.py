@@ -3,9 +3,11 @@ estimator API (``fit``/``predict``/``score``...) and the seed's own API (``forwa
 ``backward(y, learning_rate)``, ``train(X, y, epochs, learning_rate)``)."""
 
 from shendu.models._base import ConvergenceWarning, NotFittedError
+from shendu.models.attention import CharTransformerLM, TransformerClassifier
 from shendu.models.mlp import MLPClassifier, MLPRegressor
 from shendu.models.perceptron import Perceptron
 from shendu.models.seed import MultiLayerPerceptron, NeuralNetwork
 
 __all__ = ["Perceptron", "MLPClassifier", "MLPRegressor", "NeuralNetwork",
-           "MultiLayerPerceptron", "ConvergenceWarning", "NotFittedError"]
+           "MultiLayerPerceptron", "ConvergenceWarning", "NotFittedError",
+           "TransformerClassifier", "CharTransformerLM"]
