@@ -165,6 +165,15 @@ def test_sdpa_dropout_gradcheck_and_rows():
     np.testing.assert_allclose(out.data, w.data @ v.data, rtol=1e-6)
 
 
+def test_sdpa_dropout_without_weights_gradcheck():
+    # without the weights output, Pd is rebuilt in backward from P and the kept mask
+    def fn(q, k, v):
+        shendu.manual_seed(8)
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=0.4, is_causal=True)
+
+    check_gradcheck(fn, make_inputs([(2, 5, 3), (2, 5, 3), (2, 5, 2)]))
+
+
 def test_sdpa_float32_stays_float32():
     arrs = make_inputs([(2, 4, 3)] * 3, np.float32)
     q, k, v = (shendu.tensor(a, requires_grad=True) for a in arrs)

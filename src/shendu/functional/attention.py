@@ -88,10 +88,12 @@ class ScaledDotProductAttention(Function):
         if self.dropped:                                    # Pd = P * keep / (1 - p)
             dt = p.dtype
             u = rng().random(p.shape, dtype=np.float32 if dt == np.float32 else np.float64)
-            keep_d = u >= dropout_p
-            pd = p * keep_d
-            pd *= dt.type(1.0 / (1.0 - dropout_p)) if dropout_p < 1.0 else 0
-        self.pd = pd
+            self.keep_d = u >= dropout_p                    # kept as bool: 1 byte, not 4
+            self.inv = dt.type(1.0 / (1.0 - dropout_p)) if dropout_p < 1.0 else dt.type(0)
+            pd = p * self.keep_d
+            pd *= self.inv
+        # keep Pd only if it is returned anyway (else rebuilt from P and keep in backward)
+        self.pd = pd if (need_weights or not self.dropped) else None
         out = pd @ v                                        # (..., L, Ev)
         self.q, self.k, self.v, self.out = q, k, v, out
         self.scale, self.has_bias = scale, bias is not None
@@ -103,6 +105,9 @@ class ScaledDotProductAttention(Function):
 
     def backward(self, g_out, g_w=None):
         q, k, v, p, pd = self.q, self.k, self.v, self.p, self.pd
+        if pd is None:
+            pd = p * self.keep_d
+            pd *= self.inv
         need = self.needs_input_grad
         gv = unbroadcast(_swap(pd) @ g_out, v.shape) if need[2] else None
         if not (need[0] or need[1] or (self.has_bias and need[3])):
