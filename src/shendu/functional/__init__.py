@@ -18,6 +18,8 @@ from shendu.functional.normalization import *  # noqa: F403
 from shendu.functional.normalization import __all__ as _norm
 from shendu.functional.pooling import *  # noqa: F403
 from shendu.functional.pooling import __all__ as _pool
+from shendu.functional.recurrent import *  # noqa: F403
+from shendu.functional.recurrent import __all__ as _rec
 from shendu.functional.reduction import *  # noqa: F403
 from shendu.functional.reduction import __all__ as _r
 from shendu.functional.shape import *  # noqa: F403
@@ -25,4 +27,4 @@ from shendu.functional.shape import __all__ as _s
 from shendu.functional.sparse import *  # noqa: F403
 from shendu.functional.sparse import __all__ as _sp
 
-__all__ = [*_a, *_att, *_conv, *_pool, *_d, *_l, *_lo, *_m, *_norm, *_r, *_s, *_sp]
+__all__ = [*_a, *_att, *_conv, *_pool, *_d, *_l, *_lo, *_m, *_norm, *_r, *_rec, *_s, *_sp]

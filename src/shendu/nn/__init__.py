@@ -20,10 +20,12 @@ from shendu.nn.normalization import *  # noqa: F403
 from shendu.nn.normalization import __all__ as _norm
 from shendu.nn.pooling import *  # noqa: F403
 from shendu.nn.pooling import __all__ as _pool
+from shendu.nn.recurrent import *  # noqa: F403
+from shendu.nn.recurrent import __all__ as _rec
 from shendu.nn.sparse import *  # noqa: F403
 from shendu.nn.sparse import __all__ as _sparse
 from shendu.nn.transformer import *  # noqa: F403
 from shendu.nn.transformer import __all__ as _tf
 
 __all__ = ["Module", "Parameter", "init", "utils", *_act, *_attn, *_con, *_conv, *_drop, *_lin,
-           *_loss, *_norm, *_pool, *_sparse, *_tf]
+           *_loss, *_norm, *_pool, *_rec, *_sparse, *_tf]

@@ -1,0 +1,684 @@
+r"""Recurrent sequence scans — Elman RNN, LSTM, GRU — each one fused op with a hand-derived
+backpropagation through time (BPTT).
+
+Each function runs **one layer in one direction** over a whole, time-major sequence
+``x`` of shape ``(T, B, I)`` and is a single :class:`~shendu.autograd.Function`. The work is
+organised the way a fast CPU implementation must be:
+
+* the input projection ``x_t W_ih^T + b`` of *all* steps is one matrix product
+  ``(T·B, I) @ (I, G·H)`` done before the loop (``G`` gates per unit);
+* inside the loop only the recurrent product ``h_{t-1} W_hh^T`` is computed per step,
+  written into preallocated buffers, with one activation call per gate block and
+  in-place updates;
+* the backward pass walks the steps in reverse, carrying ``dL/dh`` (and ``dL/dc``)
+  through the recurrent product only; all gradients of the weights are then *one* matrix
+  product over every step at once, e.g. ``dW_hh = Σ_t dA_t^T h_{t-1}``, which is exactly
+  the accumulation across steps that BPTT prescribes (Werbos 1990, "Backpropagation
+  through time: what it does and how to do it").
+
+Equations (torch's conventions, so weights move between the two unchanged; ``σ`` is the
+logistic sigmoid, ``⊙`` the elementwise product):
+
+Elman (1990) RNN::
+
+    h_t = φ(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh),      φ = tanh or relu
+
+LSTM (Hochreiter & Schmidhuber 1997, with the forget gate of Gers, Schmidhuber & Cummins
+2000), gate order ``i, f, g, o`` in the rows of ``W_ih`` / ``W_hh``::
+
+    [a_i, a_f, a_g, a_o] = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh
+    i = σ(a_i)   f = σ(a_f)   g = tanh(a_g)   o = σ(a_o)
+    c_t = f ⊙ c_{t-1} + i ⊙ g
+    h_t = o ⊙ tanh(c_t)
+
+GRU (Cho et al. 2014), gate order ``r, z, n``::
+
+    r = σ(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)
+    z = σ(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)
+    n = tanh(W_in x_t + b_in + r ⊙ (W_hn h_{t-1} + b_hn))
+    h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}
+
+BPTT for the LSTM, with ``δh_t = ∂L/∂out_t + δh^{rec}_t`` the total gradient reaching
+``h_t``::
+
+    δc_t  = δc_{t+1} ⊙ f_{t+1} + δh_t ⊙ o ⊙ (1 - tanh²c_t)
+    δa_o  = δh_t ⊙ tanh(c_t) ⊙ o(1-o)         δa_i = δc_t ⊙ g ⊙ i(1-i)
+    δa_f  = δc_t ⊙ c_{t-1} ⊙ f(1-f)            δa_g = δc_t ⊙ i ⊙ (1-g²)
+    δh^{rec}_{t-1} = δa_t W_hh
+
+(and likewise for the others: ``δa = δh ⊙ φ'(a)`` for the RNN; for the GRU
+``δa_n = δh ⊙ (1-z)(1-n²)``, ``δa_z = δh ⊙ (h_{t-1}-n) z(1-z)``,
+``δa_r = δa_n ⊙ (W_hn h + b_hn) ⊙ r(1-r)``, ``δ(W_hn h + b_hn) = δa_n ⊙ r`` and
+``δh_{t-1} = δh ⊙ z + [δa_r, δa_z, δ(W_hn h + b_hn)] W_hh``). Every factor that does not
+depend on the carried gradient is computed for all steps at once before the backward
+loop, so the loop itself is a handful of in-place products and one matrix product.
+
+Sigmoid gates are evaluated as ``σ(a) = (1 + tanh(a/2)) / 2``: the ``1/2`` is folded into a
+copy of the weights (an exact scaling by a power of two), so one ``tanh`` call covers all
+gate blocks of a step.
+
+**Variable lengths.** ``lengths`` (one integer per sequence, ``0 ≤ len ≤ T``) marks steps
+``t ≥ len_b`` of sequence ``b`` as padding: there the state is carried unchanged, the
+output is zero, and the padded inputs receive zero gradient. ``h_n`` (and ``c_n``) is
+therefore each sequence's state after its last real step — for ``reverse=True`` the scan
+starts at each sequence's own last real step, as torch's packed sequences do.
+
+**Truncated BPTT.** Run a long sequence in chunks and pass the final state of one chunk,
+*detached*, as the initial state of the next (``h = h.detach()``): the gradient then stops
+at the chunk boundary, while the forward computation still carries the full history.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import numpy as np
+
+from shendu.autograd import Function
+from shendu.tensor import Tensor
+
+__all__ = ["rnn", "lstm", "gru", "rnn_cell", "lstm_cell", "gru_cell"]
+
+
+class _Workspace:
+    """Big scratch arrays kept for reuse between training steps.
+
+    A scan allocates several ``(T, G·H, B)`` buffers per step. Fresh multi-megabyte arrays
+    come from the operating system as untouched pages, and faulting them in costs about as
+    much as the arithmetic done on them; handing the same arrays back to the next step
+    avoids that. Only arrays private to a scan are ever put back: its backward scratch,
+    and the internals of its forward once the graph is freed (never anything an output or
+    a gradient refers to). At most ``max_bytes`` are held.
+    """
+
+    def __init__(self, max_bytes: int = 256 << 20) -> None:
+        self.max_bytes = max_bytes
+        self._free: OrderedDict = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, shape: tuple, dtype) -> np.ndarray:
+        key = (tuple(shape), np.dtype(dtype).str)
+        with self._lock:
+            stack = self._free.get(key)
+            if stack:
+                arr = stack.pop()
+                self._bytes -= arr.nbytes
+                return arr
+        return np.empty(shape, dtype)
+
+    def put(self, *arrays) -> None:
+        with self._lock:
+            for a in arrays:
+                if a is None or a.base is not None or a.nbytes > self.max_bytes:
+                    continue
+                while self._bytes + a.nbytes > self.max_bytes and self._free:
+                    _, stack = self._free.popitem(last=False)   # drop the oldest shapes
+                    self._bytes -= sum(x.nbytes for x in stack)
+                key = (a.shape, a.dtype.str)
+                self._free.setdefault(key, []).append(a)
+                self._free.move_to_end(key)
+                self._bytes += a.nbytes
+
+
+_workspace = _Workspace()
+
+
+# --------------------------------------------------------------------------- helpers
+def _lengths_mask(lengths, T: int, B: int, op: str):
+    """``lengths`` as an int array and the first step at which some sequence is padding."""
+    if lengths is None:
+        return None
+    lens = np.asarray(lengths.data if isinstance(lengths, Tensor) else lengths)
+    if lens.ndim != 1 or lens.shape[0] != B:
+        raise ValueError(f"{op}: expected lengths of shape ({B},) (one per sequence), "
+                         f"got {lens.shape}")
+    if lens.dtype.kind not in "iu":
+        if lens.dtype.kind != "f" or not np.all(lens == np.round(lens)):
+            raise ValueError(f"{op}: lengths must be integers, got {lens}")
+    lens = lens.astype(np.int64)
+    if lens.size and (lens.min() < 0 or lens.max() > T):
+        raise ValueError(f"{op}: lengths must lie in [0, {T}] (the sequence length), got "
+                         f"min {lens.min()} and max {lens.max()}")
+    first = int(lens.min()) if lens.size else T
+    if first >= T:
+        return None
+    return lens, first
+
+
+def _order(T: int, reverse: bool):
+    """``(t, p, n)`` per step in processing order: time ``t`` reads the state in column
+    ``p`` of the state buffer and writes the new state into column ``n``.
+
+    The forward scan reads column ``t`` and writes ``t + 1`` (outputs are columns ``1..T``);
+    the reverse scan reads ``t + 1`` and writes ``t`` (outputs ``0..T-1``). Both keep the
+    outputs in time order.
+    """
+    if reverse:
+        return [(t, t + 1, t) for t in range(T - 1, -1, -1)]
+    return [(t, t, t + 1) for t in range(T)]
+
+
+def _padded(mask, t: int):
+    """Indices of the sequences for which step ``t`` is padding (None if none)."""
+    if mask is None or t < mask[1]:
+        return None
+    idx = np.flatnonzero(mask[0] <= t)
+    return idx if idx.size else None
+
+
+def _columns(x: np.ndarray, H: int, bias: bool, reverse: bool):
+    """The column buffer ``Z`` of shape ``(K, T+1, B)``, ``K = [1] + I + H``.
+
+    Column ``p`` of step ``t`` holds ``[1; x_t; h_prev]`` (the 1 only with biases), so one
+    product ``[b | W_ih | W_hh] @ Z[:, p]`` is the whole pre-activation of a step, and after
+    the scan one product ``dA @ Z^T`` gives the gradients of the bias, ``W_ih`` and ``W_hh``
+    together. Features come first and the batch last, so every gate block of a step is a
+    contiguous ``(H, B)`` slab.
+    """
+    T, B, I = x.shape
+    o = 1 if bias else 0
+    Z = np.empty((o + I + H, T + 1, B), x.dtype)
+    if o:
+        Z[0] = 1
+    cols, spare = (slice(1, T + 1), 0) if reverse else (slice(0, T), T)
+    Z[o:o + I, cols] = x.transpose(2, 0, 1)
+    Z[o:o + I, spare] = 0
+    return Z, o, cols
+
+
+def _time_view(Zh: np.ndarray, T: int, reverse: bool) -> np.ndarray:
+    """The hidden states at times ``0..T-1`` as an ``(H, T, B)`` view of ``Z``'s h rows."""
+    return Zh[:, :T] if reverse else Zh[:, 1:]
+
+
+def _outputs(Zh: np.ndarray, T: int, reverse: bool, mask) -> np.ndarray:
+    out = _time_view(Zh, T, reverse).transpose(1, 2, 0)  # (T, B, H)
+    if mask is None:
+        return out
+    keep = (np.arange(T)[:, None] < mask[0][None, :]).astype(Zh.dtype)
+    return out * keep[:, :, None]
+
+
+def _rows(blocks, H: int) -> np.ndarray:
+    """Row indices that put torch's gate blocks into our internal order."""
+    return np.concatenate([np.arange(k * H, (k + 1) * H) for k in blocks])
+
+
+def _fused_weights(w_ih, w_hh, bias, rows, scale):
+    """``[b_ih + b_hh | W_ih | W_hh]`` with rows reordered and scaled (shape (G·H, K))."""
+    o = 1 if bias else 0
+    GH, I = w_ih.shape
+    W = np.empty((GH, o + I + w_hh.shape[1]), w_ih.dtype)
+    if o:
+        b = bias[0] + bias[1]
+        W[:, 0] = b if rows is None else b[rows]
+    W[:, o:o + I] = w_ih if rows is None else w_ih[rows]
+    W[:, o + I:] = w_hh if rows is None else w_hh[rows]
+    if scale is not None:
+        W *= scale[:, None]
+    return W
+
+
+def _carried(g_out: np.ndarray) -> np.ndarray:
+    """Which steps received a gradient through the output (often only the last)."""
+    return np.any(g_out, axis=(1, 2))
+
+
+def _weight_grads(fn: Function, dA: np.ndarray, Z: np.ndarray, cols, o: int, w_ih, rows,
+                  shape):
+    """Bias, ``W_ih``, ``W_hh`` and input gradients from ``dA`` (G·H, T, B) in one product.
+
+    ``dA @ Z^T`` sums ``dA_t [1; x_t; h_prev]^T`` over every step and sequence: the
+    accumulation of the weight gradients across time that BPTT prescribes.
+    """
+    GH, T, B = dA.shape
+    I = shape[2]
+    dA2 = dA.reshape(GH, T * B)
+    Zin = Z[:, cols].reshape(Z.shape[0], T * B)
+    dW = dA2 @ Zin.T                                   # (G·H, K) in internal row order
+    if rows is not None:
+        out = np.empty_like(dW)
+        out[rows] = dW
+        dW = out
+    dw_ih = np.ascontiguousarray(dW[:, o:o + I])
+    dw_hh = np.ascontiguousarray(dW[:, o + I:])
+    dx = None
+    if fn.needs_input_grad[0]:
+        wi = w_ih if rows is None else w_ih[rows]
+        dx = (wi.T @ dA2).reshape(I, T, B).transpose(1, 2, 0)
+    db = () if not o else (dW[:, 0].copy(), dW[:, 0].copy())
+    return dx, dw_ih, dw_hh, db
+
+
+# ------------------------------------------------------------------------- Elman RNN
+class RNNScan(Function):
+    """One direction of an Elman RNN over a whole sequence (see the module docstring)."""
+
+    def forward(self, x, h0, w_ih, w_hh, *bias, relu=False, mask=None, reverse=False):
+        T, B, _ = x.shape
+        H = w_hh.shape[1]
+        Z, o, cols = _columns(x, H, bool(bias), reverse)
+        Zh = Z[Z.shape[0] - H:]
+        W = _fused_weights(w_ih, w_hh, bias, None, None)
+        a = np.empty((H, B), x.dtype)
+        Zh[:, T if reverse else 0] = h0.T
+        for t, p, n in _order(T, reverse):
+            np.matmul(W, Z[:, p], out=a)              # W_ih x_t + W_hh h_{t-1} + b: one product
+            hn = Zh[:, n]
+            if relu:
+                np.maximum(a, 0, out=hn)
+            else:
+                np.tanh(a, out=hn)
+            idx = _padded(mask, t)
+            if idx is not None:
+                hn[:, idx] = Zh[:, p][:, idx]
+        if any(self.needs_input_grad):
+            self.saved = (Z, o, cols, w_ih, w_hh, relu, mask, reverse)
+        last = 0 if reverse else T
+        return _outputs(Zh, T, reverse, mask), Zh[:, last].T
+
+    def backward(self, g_out, g_hn):
+        Z, o, cols, w_ih, w_hh, relu, mask, reverse = self.saved
+        H = w_hh.shape[1]
+        _, T1, B = Z.shape
+        T = T1 - 1
+        dt = Z.dtype
+        hs = _time_view(Z[Z.shape[0] - H:], T, reverse)   # (H, T, B)
+        # dA_t = δh_t ⊙ φ'(a_t): the factor φ' for every step at once, then δh in place
+        dA = _workspace.get((H, T, B), dt)
+        if relu:
+            np.greater(hs, 0, out=dA)
+        else:
+            np.multiply(hs, hs, out=dA)
+            np.subtract(1, dA, out=dA)
+        whhT = np.ascontiguousarray(w_hh.T)
+        nz = _carried(g_out)
+        dh_rec = np.array(g_hn.T, dtype=dt)                # (H, B), carried into the state
+        dh = np.empty((H, B), dt)
+        for t, _p, _n in reversed(_order(T, reverse)):
+            idx = _padded(mask, t)
+            if idx is not None:
+                carry = dh_rec[:, idx]
+            if nz[t]:
+                np.add(dh_rec, g_out[t].T, out=dh)
+            else:
+                dh, dh_rec = dh_rec, dh
+            if idx is not None:
+                dh[:, idx] = 0
+            da = dA[:, t]
+            np.multiply(da, dh, out=da)
+            np.matmul(whhT, da, out=dh_rec)
+            if idx is not None:
+                dh_rec[:, idx] = carry
+        grads = _weight_grads(self, dA, Z, cols, o, w_ih, None, (T, B, w_ih.shape[1]))
+        _workspace.put(dA)
+        dx, dw_ih, dw_hh, db = grads
+        return (dx, dh_rec.T, dw_ih, dw_hh, *db)
+
+
+# ------------------------------------------------------------------------------ LSTM
+#: internal LSTM gate order o, i, f, g (torch's blocks 3, 0, 1, 2): the three sigmoid gates
+#: are adjacent (one fix-up of the tanh trick) and so are the three gates scaled by δc.
+_LSTM_BLOCKS = (3, 0, 1, 2)
+
+
+class LSTMScan(Function):
+    """One direction of an LSTM over a whole sequence (see the module docstring)."""
+
+    def forward(self, x, h0, c0, w_ih, w_hh, *bias, mask=None, reverse=False):
+        T, B, _ = x.shape
+        H = w_hh.shape[1]
+        dt = x.dtype
+        train = any(self.needs_input_grad)
+        Z, o, cols = _columns(x, H, bool(bias), reverse)
+        Zh = Z[Z.shape[0] - H:]
+        rows = _rows(_LSTM_BLOCKS, H)
+        scale = np.ones(4 * H, dt)
+        scale[:3 * H] = 0.5                            # σ(a) = (1 + tanh(a/2)) / 2
+        W = _fused_weights(w_ih, w_hh, bias, rows, scale)
+        # Saved for backward when training; otherwise one step's worth, reused.
+        Ts = T if train else 1
+        Gt = _workspace.get((Ts, 4 * H, B), dt)        # gate values o, i, f, g per step
+        TC = _workspace.get((Ts, H, B), dt)            # tanh(c_t)
+        C = _workspace.get((T + 1 if train else 2, H, B), dt)   # cell states, Z's columns
+        ig = np.empty((H, B), dt)
+        s0 = T if reverse else 0
+        Zh[:, s0] = h0.T
+        C[s0 if train else s0 & 1] = c0.T
+        for t, p, n in _order(T, reverse):
+            if train:
+                gt, tc, cp, cn = Gt[t], TC[t], C[p], C[n]
+            else:
+                gt, tc, cp, cn = Gt[0], TC[0], C[p & 1], C[n & 1]
+            np.matmul(W, Z[:, p], out=gt)              # all four gates of the step: one product
+            np.tanh(gt, out=gt)                        # one activation call for every gate
+            sg = gt[:3 * H]
+            sg *= 0.5
+            sg += 0.5                                  # o, i, f are now sigmoids; g stays tanh
+            np.multiply(gt[2 * H:3 * H], cp, out=cn)   # f ⊙ c_{t-1}
+            np.multiply(gt[H:2 * H], gt[3 * H:], out=ig)   # i ⊙ g
+            cn += ig
+            np.tanh(cn, out=tc)
+            hn = Zh[:, n]
+            np.multiply(gt[:H], tc, out=hn)            # o ⊙ tanh(c_t)
+            idx = _padded(mask, t)
+            if idx is not None:
+                hn[:, idx] = Zh[:, p][:, idx]
+                cn[:, idx] = cp[:, idx]
+        last = 0 if reverse else T
+        c_n = np.ascontiguousarray(C[last if train else last & 1].T)
+        if train:
+            self.saved = (Z, o, cols, w_ih, w_hh, Gt, C, TC, mask, reverse)
+        else:
+            _workspace.put(Gt, TC, C)
+        return _outputs(Zh, T, reverse, mask), Zh[:, last].T, c_n
+
+    def backward(self, g_out, g_hn, g_cn):
+        Z, o, cols, w_ih, w_hh, Gt, C, TC, mask, reverse = self.saved
+        T, G, B = Gt.shape
+        H = G // 4
+        dt = Gt.dtype
+        og, ig_, fg, gg = (Gt[:, k * H:(k + 1) * H] for k in range(4))
+        Cprev = C[1:] if reverse else C[:T]
+        # Factors that do not depend on the carried gradient, for all steps at once:
+        # dA = [δh ⊙ tanh(c) o(1-o), δc ⊙ g i(1-i), δc ⊙ c_{t-1} f(1-f), δc ⊙ i(1-g²)]
+        Fa = _workspace.get((T, G, B), dt)
+        np.subtract(1, Gt[:, :3 * H], out=Fa[:, :3 * H])
+        Fa[:, :3 * H] *= Gt[:, :3 * H]                 # s(1-s) for o, i, f at once
+        fo, fi, ff, fgg = (Fa[:, k * H:(k + 1) * H] for k in range(4))
+        fo *= TC
+        fi *= gg
+        ff *= Cprev
+        np.multiply(gg, gg, out=fgg)
+        np.subtract(1, fgg, out=fgg)
+        fgg *= ig_
+        ohc = _workspace.get((T, H, B), dt)            # o (1 - tanh² c)
+        np.multiply(TC, TC, out=ohc)
+        np.subtract(1, ohc, out=ohc)
+        ohc *= og
+        rows = _rows(_LSTM_BLOCKS, H)
+        whhT = np.ascontiguousarray(w_hh[rows].T)     # (H, 4H), internal order
+        nz = _carried(g_out)
+        dh_rec = np.array(g_hn.T, dtype=dt)
+        dc = np.array(g_cn.T, dtype=dt)
+        dh = np.empty((H, B), dt)
+        tmp = np.empty((H, B), dt)
+        for t, _p, _n in reversed(_order(T, reverse)):
+            idx = _padded(mask, t)
+            if idx is not None:
+                carry_h, carry_c = dh_rec[:, idx], dc[:, idx]
+            if nz[t]:
+                np.add(dh_rec, g_out[t].T, out=dh)
+            else:
+                dh, dh_rec = dh_rec, dh
+            if idx is not None:
+                dh[:, idx] = 0
+                dc[:, idx] = 0
+            np.multiply(dh, ohc[t], out=tmp)
+            dc += tmp                                  # δc_t
+            da = Fa[t]                                 # δa_t, in place of its factors
+            np.multiply(da[:H], dh, out=da[:H])        # δa_o
+            d3 = da[H:].reshape(3, H, B)
+            np.multiply(d3, dc, out=d3)                # δa_i, δa_f, δa_g
+            dc *= fg[t]                                # carried to c_{t-1}
+            np.matmul(whhT, da, out=dh_rec)            # carried to h_{t-1}
+            if idx is not None:
+                dh_rec[:, idx] = carry_h
+                dc[:, idx] = carry_c
+        dA = _workspace.get((G, T, B), dt)             # gate-major for the weight product
+        np.copyto(dA, Fa.transpose(1, 0, 2))
+        grads = _weight_grads(self, dA, Z, cols, o, w_ih, rows, (T, B, w_ih.shape[1]))
+        _workspace.put(Fa, ohc, dA)
+        dx, dw_ih, dw_hh, db = grads
+        return (dx, dh_rec.T, dc.T, dw_ih, dw_hh, *db)
+
+    def _free(self) -> None:
+        saved = self.__dict__.get("saved")
+        if saved is not None:
+            _workspace.put(saved[5], saved[6], saved[7])   # Gt, C, TC: private to the scan
+        super()._free()
+
+
+# ------------------------------------------------------------------------------- GRU
+class GRUScan(Function):
+    """One direction of a GRU over a whole sequence (see the module docstring)."""
+
+    def forward(self, x, h0, w_ih, w_hh, *bias, mask=None, reverse=False):
+        T, B, I = x.shape
+        H = w_hh.shape[1]
+        dt = x.dtype
+        train = any(self.needs_input_grad)
+        Z, o, cols = _columns(x, H, bool(bias), reverse)
+        Zh = Z[Z.shape[0] - H:]
+        scale = np.ones(3 * H, dt)
+        scale[:2 * H] = 0.5
+        # input side for all steps at once: [b_ih + (b_hr, b_hz, 0) | W_ih], r and z halved
+        Wx = np.empty((3 * H, o + I), dt)
+        if o:
+            Wx[:, 0] = bias[0]
+            Wx[:2 * H, 0] += bias[1][:2 * H]   # b_hr, b_hz fold in; b_hn cannot (r ⊙ ...)
+            b_hn = bias[1][2 * H:, None]
+        Wx[:, o:] = w_ih
+        Wx *= scale[:, None]
+        X = _workspace.get((T, 3 * H, B), dt)
+        np.matmul(Wx, Z[:o + I, cols].transpose(1, 0, 2), out=X)   # (T, 3H, B)
+        whh = w_hh * scale[:, None]
+        Ts = T if train else 1
+        RZ = _workspace.get((Ts, 2 * H, B), dt)   # r, z
+        N = _workspace.get((Ts, H, B), dt)        # n
+        HN = _workspace.get((Ts, H, B), dt)       # W_hn h_{t-1} + b_hn
+        hp = np.empty((3 * H, B), dt)
+        d = np.empty((H, B), dt)
+        Zh[:, T if reverse else 0] = h0.T
+        for t, p, n_ in _order(T, reverse):
+            s = t if train else 0
+            xt, rz, nt, hn = X[t], RZ[s], N[s], HN[s]
+            hprev = Zh[:, p]
+            np.matmul(whh, hprev, out=hp)
+            np.add(xt[:2 * H], hp[:2 * H], out=rz)
+            np.tanh(rz, out=rz)
+            rz *= 0.5
+            rz += 0.5
+            if o:
+                np.add(hp[2 * H:], b_hn, out=hn)
+            else:
+                hn[...] = hp[2 * H:]
+            np.multiply(rz[:H], hn, out=nt)
+            nt += xt[2 * H:]
+            np.tanh(nt, out=nt)
+            np.subtract(hprev, nt, out=d)          # h' = n + z ⊙ (h - n)
+            d *= rz[H:]
+            np.add(nt, d, out=Zh[:, n_])
+            idx = _padded(mask, t)
+            if idx is not None:
+                Zh[:, n_][:, idx] = hprev[:, idx]
+        _workspace.put(X)
+        if train:
+            self.saved = (Z, o, cols, w_ih, w_hh, RZ, N, HN, mask, reverse)
+        else:
+            _workspace.put(RZ, N, HN)
+        last = 0 if reverse else T
+        return _outputs(Zh, T, reverse, mask), Zh[:, last].T
+
+    def backward(self, g_out, g_hn):
+        Z, o, cols, w_ih, w_hh, RZ, N, HN, mask, reverse = self.saved
+        T, H, B = N.shape
+        I = w_ih.shape[1]
+        dt = N.dtype
+        K = Z.shape[0]
+        r, z = RZ[:, :H], RZ[:, H:]
+        Hprev = Z[K - H:, cols].transpose(1, 0, 2)       # (T, H, B)
+        # Factors for all steps: Pn = (1-z)(1-n²);  Fh = [Pn hn r(1-r), (h-n) z(1-z), Pn r]
+        Pn = _workspace.get((T, H, B), dt)
+        omz = _workspace.get((T, H, B), dt)
+        np.multiply(N, N, out=Pn)
+        np.subtract(1, Pn, out=Pn)
+        np.subtract(1, z, out=omz)
+        Pn *= omz
+        Fh = _workspace.get((T, 3 * H, B), dt)
+        fr, fz, fn = Fh[:, :H], Fh[:, H:2 * H], Fh[:, 2 * H:]
+        np.subtract(1, r, out=fr)
+        fr *= r
+        fr *= HN
+        fr *= Pn
+        np.subtract(Hprev, N, out=fz)
+        fz *= z
+        fz *= omz
+        np.multiply(Pn, r, out=fn)
+        whhT = np.ascontiguousarray(w_hh.T)
+        dAh = _workspace.get((3 * H, T, B), dt)   # [δa_r, δa_z, δ(W_hn h + b_hn)] per step
+        dAn = omz.reshape(H, T, B)                # δa_n (the input side's third block)
+        nz = _carried(g_out)
+        dh_rec = np.array(g_hn.T, dtype=dt)
+        dh = np.empty((H, B), dt)
+        tmp = np.empty((H, B), dt)
+        for t, _p, _n in reversed(_order(T, reverse)):
+            idx = _padded(mask, t)
+            if idx is not None:
+                carry = dh_rec[:, idx]
+            if nz[t]:
+                np.add(dh_rec, g_out[t].T, out=dh)
+            else:
+                dh, dh_rec = dh_rec, dh
+            if idx is not None:
+                dh[:, idx] = 0
+            da = dAh[:, t]
+            np.multiply(Fh[t].reshape(3, H, B), dh, out=da.reshape(3, H, B))
+            np.multiply(Pn[t], dh, out=dAn[:, t])
+            np.multiply(dh, z[t], out=tmp)
+            np.matmul(whhT, da, out=dh_rec)
+            dh_rec += tmp
+            if idx is not None:
+                dh_rec[:, idx] = carry
+        dAh2 = dAh.reshape(3 * H, T * B)
+        dw_hh = dAh2 @ Z[K - H:, cols].reshape(H, T * B).T
+        db_hh = dAh2.sum(axis=1) if o else None
+        dAh[2 * H:] = dAn                                # the input side has δa_n there
+        dWx = dAh2 @ Z[:o + I, cols].reshape(o + I, T * B).T   # [db_ih | dW_ih]
+        dx = None
+        if self.needs_input_grad[0]:
+            dx = (w_ih.T @ dAh2).reshape(I, T, B).transpose(1, 2, 0)
+        _workspace.put(Pn, omz, Fh, dAh)
+        dw_ih = np.ascontiguousarray(dWx[:, o:])
+        if o:
+            return dx, dh_rec.T, dw_ih, dw_hh, dWx[:, 0].copy(), db_hh
+        return dx, dh_rec.T, dw_ih, dw_hh
+
+    def _free(self) -> None:
+        saved = self.__dict__.get("saved")
+        if saved is not None:
+            _workspace.put(saved[5], saved[6], saved[7])   # RZ, N, HN: private to the scan
+        super()._free()
+
+
+# ----------------------------------------------------------------------- public API
+def _check(op: str, x: Tensor, states, w_ih: Tensor, w_hh: Tensor, b_ih, b_hh, gates: int):
+    if x.ndim != 3:
+        raise ValueError(f"{op}: expected a time-major input (T, B, input_size), got shape "
+                         f"{tuple(x.shape)}")
+    T, B, I = x.shape
+    GH, H = w_hh.shape if w_hh.ndim == 2 else (None, None)
+    if GH is None or GH != gates * H:
+        raise ValueError(f"{op}: expected weight_hh of shape ({gates}*hidden, hidden), got "
+                         f"{tuple(w_hh.shape)}")
+    if tuple(w_ih.shape) != (gates * H, I):
+        raise ValueError(f"{op}: expected weight_ih of shape ({gates * H}, {I}) for input size "
+                         f"{I}, got {tuple(w_ih.shape)}")
+    if (b_ih is None) != (b_hh is None):
+        raise ValueError(f"{op}: give both biases or neither")
+    if b_ih is not None:
+        for name, b in (("bias_ih", b_ih), ("bias_hh", b_hh)):
+            if tuple(b.shape) != (gates * H,):
+                raise ValueError(f"{op}: expected {name} of shape ({gates * H},), got "
+                                 f"{tuple(b.shape)}")
+    for name, s in states:
+        if tuple(s.shape) != (B, H):
+            raise ValueError(f"{op}: expected {name} of shape ({B}, {H}), got {tuple(s.shape)}")
+    dt = w_hh.dtype
+    for name, t in (("input", x), *states, ("weight_ih", w_ih), ("bias_ih", b_ih),
+                    ("bias_hh", b_hh)):
+        if t is not None and t.dtype != dt:
+            raise TypeError(f"{op}: expected {name} of dtype {dt} (the weights' dtype), got "
+                            f"{t.dtype}")
+    return T, B
+
+
+def _biases(b_ih, b_hh) -> tuple:
+    return () if b_ih is None else (b_ih, b_hh)
+
+
+def rnn(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None = None,
+        b_hh: Tensor | None = None, nonlinearity: str = "tanh", lengths=None,
+        reverse: bool = False) -> tuple[Tensor, Tensor]:
+    """One direction of an Elman RNN over a time-major sequence, as one fused op.
+
+    ``x`` (T, B, I), ``h0`` (B, H), ``w_ih`` (H, I), ``w_hh`` (H, H), biases (H,).
+    Returns ``(out, h_n)``: all hidden states (T, B, H) and the final one (B, H).
+    ``h_t = φ(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)`` with φ = ``tanh`` or ``relu``.
+    """
+    if nonlinearity not in ("tanh", "relu"):
+        raise ValueError(f"rnn: unknown nonlinearity {nonlinearity!r} (expected 'tanh' or "
+                         "'relu')")
+    T, B = _check("rnn", x, (("h0", h0),), w_ih, w_hh, b_ih, b_hh, 1)
+    mask = _lengths_mask(lengths, T, B, "rnn")
+    return RNNScan.apply(x, h0, w_ih, w_hh, *_biases(b_ih, b_hh),
+                         relu=nonlinearity == "relu", mask=mask, reverse=bool(reverse))
+
+
+def lstm(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
+         b_ih: Tensor | None = None, b_hh: Tensor | None = None, lengths=None,
+         reverse: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    """One direction of an LSTM over a time-major sequence, as one fused op.
+
+    ``x`` (T, B, I), ``h0``/``c0`` (B, H), ``w_ih`` (4H, I), ``w_hh`` (4H, H), biases (4H,),
+    gate order ``i, f, g, o`` (torch's). Returns ``(out, h_n, c_n)``.
+    """
+    T, B = _check("lstm", x, (("h0", h0), ("c0", c0)), w_ih, w_hh, b_ih, b_hh, 4)
+    mask = _lengths_mask(lengths, T, B, "lstm")
+    return LSTMScan.apply(x, h0, c0, w_ih, w_hh, *_biases(b_ih, b_hh), mask=mask,
+                          reverse=bool(reverse))
+
+
+def gru(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None = None,
+        b_hh: Tensor | None = None, lengths=None, reverse: bool = False
+        ) -> tuple[Tensor, Tensor]:
+    """One direction of a GRU over a time-major sequence, as one fused op.
+
+    ``x`` (T, B, I), ``h0`` (B, H), ``w_ih`` (3H, I), ``w_hh`` (3H, H), biases (3H,), gate
+    order ``r, z, n`` with torch's ``n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))``.
+    Returns ``(out, h_n)``.
+    """
+    T, B = _check("gru", x, (("h0", h0),), w_ih, w_hh, b_ih, b_hh, 3)
+    mask = _lengths_mask(lengths, T, B, "gru")
+    return GRUScan.apply(x, h0, w_ih, w_hh, *_biases(b_ih, b_hh), mask=mask,
+                         reverse=bool(reverse))
+
+
+def _step_input(op: str, x: Tensor) -> Tensor:
+    if x.ndim != 2:
+        raise ValueError(f"{op}: expected input (B, input_size), got shape {tuple(x.shape)}")
+    return x.reshape(1, *x.shape)
+
+
+def rnn_cell(x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None = None,
+             b_hh: Tensor | None = None, nonlinearity: str = "tanh") -> Tensor:
+    """One step of an Elman RNN: ``h' = φ(W_ih x + b_ih + W_hh h + b_hh)``; x (B, I), h (B, H)."""
+    _, h_n = rnn(_step_input("rnn_cell", x), h, w_ih, w_hh, b_ih, b_hh, nonlinearity)
+    return h_n
+
+
+def lstm_cell(x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor,
+              b_ih: Tensor | None = None, b_hh: Tensor | None = None
+              ) -> tuple[Tensor, Tensor]:
+    """One LSTM step: returns ``(h', c')``; x (B, I), h and c (B, H)."""
+    _, h_n, c_n = lstm(_step_input("lstm_cell", x), h, c, w_ih, w_hh, b_ih, b_hh)
+    return h_n, c_n
+
+
+def gru_cell(x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None = None,
+             b_hh: Tensor | None = None) -> Tensor:
+    """One GRU step: returns ``h'``; x (B, I), h (B, H)."""
+    _, h_n = gru(_step_input("gru_cell", x), h, w_ih, w_hh, b_ih, b_hh)
+    return h_n
