@@ -64,7 +64,7 @@ def test_batch_norm_running_stats_update_in_place():
 
 
 def test_batch_norm_channel_major_input():
-    """After a conv the input is a channel-major view; output and gradient follow it."""
+    """After a conv the input is a batch-innermost view; output and gradient follow it."""
     def f(x, w, g, b):
         h = F.conv2d(x, w, padding=1)
         return F.batch_norm(h, None, None, g, b, training=True)
@@ -73,7 +73,7 @@ def test_batch_norm_channel_major_input():
         return TF.batch_norm(TF.conv2d(x, w, padding=1), None, None, g, b, training=True)
     check_op(f, [(3, 2, 5, 5), (4, 2, 3, 3), (4,), (4,)], torch_fn=tf)
     y = f(shendu.randn(3, 2, 5, 5), shendu.randn(4, 2, 3, 3), None, None)
-    assert np.swapaxes(y.data, 0, 1).flags.c_contiguous
+    assert y.data.transpose(1, 2, 3, 0).flags.c_contiguous
 
 
 def test_batch_norm_errors():

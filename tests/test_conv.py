@@ -60,7 +60,7 @@ def test_conv1d_unbatched():
 
 
 def test_chained_channel_major_layout():
-    """The output of a conv is a channel-major view; the next conv, a transpose and a
+    """The output of a conv is a batch-innermost view; the next conv, a transpose and a
     reshape must read it correctly, and the gradients must flow back through it."""
     def f(x, w1, w2):
         h = F.conv2d(x, w1, padding=1).relu()
@@ -74,11 +74,11 @@ def test_chained_channel_major_layout():
     check_op(f, [(2, 3, 7, 7), (5, 3, 3, 3), (4, 5, 3, 3)], torch_fn=tf)
 
 
-def test_conv_output_is_channel_major_view():
+def test_conv_output_is_batch_innermost_view():
     x = shendu.randn(4, 3, 8, 8)
     y = F.conv2d(x, shendu.randn(6, 3, 3, 3), padding=1)
     assert y.shape == (4, 6, 8, 8)
-    assert np.swapaxes(y.data, 0, 1).flags.c_contiguous
+    assert y.data.transpose(1, 2, 3, 0).flags.c_contiguous
 
 
 def test_conv_first_layer_skips_input_gradient():

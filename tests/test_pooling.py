@@ -1,5 +1,5 @@
 """max_pool2d / avg_pool2d / adaptive_avg_pool2d and their layers: float64 gradcheck and torch
-parity of values and gradients, including ties, NaN, padding, ceil_mode and channel-major
+parity of values and gradients, including ties, NaN, padding, ceil_mode and batch-innermost
 (conv output) inputs."""
 
 import numpy as np
@@ -84,8 +84,8 @@ def test_pooling_unbatched_and_batch_one(op, top):
 
 
 def test_pooling_reads_and_writes_channel_major_layout():
-    """conv -> relu -> pool: the pool gets a channel-major view; its output and input
-    gradient stay channel-major (no copies) and are correct."""
+    """conv -> relu -> pool: the pool gets a batch-innermost view; its output and input
+    gradient stay batch-innermost (no copies) and are correct."""
     def f(x, w):
         return F.max_pool2d(F.conv2d(x, w, padding=1).relu(), 2).reshape(x.shape[0], -1)
 
@@ -93,7 +93,7 @@ def test_pooling_reads_and_writes_channel_major_layout():
         return TF.max_pool2d(TF.conv2d(x, w, padding=1).relu(), 2).reshape(x.shape[0], -1)
     check_op(f, [(3, 2, 6, 6), (4, 2, 3, 3)], torch_fn=tf)
     y = F.max_pool2d(F.conv2d(shendu.randn(3, 2, 6, 6), shendu.randn(4, 2, 3, 3)), 2)
-    assert np.swapaxes(y.data, 0, 1).flags.c_contiguous
+    assert y.data.transpose(1, 2, 3, 0).flags.c_contiguous
 
 
 @pytest.mark.parametrize("fn,kw,msg", [

@@ -2,25 +2,30 @@
 with a hand-derived backward, and channel-wise dropout for convolutional feature maps.
 
 The API is NCHW, as in torch: input ``(N, C, H, W)``, weight ``(O, C/groups, kh, kw)``.
-Inside, the kernel works channel-major ("CNHW"): every activation is stored as a
-contiguous ``(C, N, H, W)`` block and handed to the user as the transposed *view*
-``(N, C, H, W)``. Shapes and values are NCHW; only the strides differ (like torch's
-``channels_last``, but with the channel outermost). This layout makes
+Inside, the kernel keeps activations *batch-innermost* ("CHWN", the layout of
+Krizhevsky's cuda-convnet): a contiguous ``(C, H, W, N)`` block handed to the user as the
+transposed *view* ``(N, C, H, W)``. Shapes and values are NCHW; only the strides differ.
+With the batch innermost, every spatial window of a feature map is a block of
+``Wo * N`` contiguous numbers per row (not ``Wo``), so the memory-bound parts run at full
+speed:
 
-* the patch matrix ("im2col", Chellapilla, Puri & Simard 2006) a set of ``kh * kw``
-  block copies whose inner runs are whole image rows,
-* the forward pass one matrix product ``Y (O, N*Ho*Wo) = W (O, C*kh*kw) @ X_col``
-  whose result already *is* the next activation (no transpose, no copy),
-* groups a batched product over ``G`` contiguous channel blocks,
-* and the input gradient a transposed convolution evaluated as one product
-  ``dX_col = W^T @ dY`` followed by ``kh * kw`` strided slice-adds ("col2im").
+* the patch matrix ("im2col", Chellapilla, Puri & Simard 2006) is ``kh * kw`` block copies,
+* the forward pass is one matrix product ``Y (O, Ho*Wo*N) = W (O, C*kh*kw) @ X_col``
+  whose result already *is* the next activation in the same layout (no transpose),
+* groups are a batched product over ``G`` contiguous channel blocks,
+* the input gradient is a transposed convolution evaluated as one product
+  ``dX_col = W^T @ dY`` followed by ``kh * kw`` slice-adds ("col2im"),
+* pooling compares and selects whole rows of a batch at once.
 
-Every pooling, batch-norm and element-wise op accepts any strides, so the layout flows
-through a network without copies; ``reshape``/``flatten`` before a ``Linear`` copies once
-into NCHW order, as it must.
+Pooling, batch norm and element-wise ops accept any strides, so the layout flows through a
+network without copies; ``reshape``/``flatten`` before a ``Linear`` copies once into NCHW
+order, as it must. The patch matrices live in a small reusable workspace (returned to it
+when the graph is freed), so a training step does not ask the OS for fresh pages each time.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -58,69 +63,131 @@ def out_range(offset: int, stride: int, size: int, n_out: int) -> tuple[int, int
     return o0, o1, o0 * stride + offset
 
 
-def _im2col(xc: np.ndarray, kh: int, kw: int, stride, pads, dilation, ho: int, wo: int
-            ) -> np.ndarray:
-    """Patch matrix ``(C, kh, kw, N, Ho, Wo)`` of the channel-major input ``(C, N, H, W)``.
+@functools.lru_cache(maxsize=256)
+def windows(h: int, w: int, ho: int, wo: int, kh: int, kw: int, stride: tuple, pads: tuple,
+            dilation: tuple) -> tuple:
+    """For each kernel offset ``(i, j)`` (row-major): ``(out_index, in_index, full, strips)``
+    for arrays laid out ``(A, H, W, B)``.
 
-    ``cols[c, i, j, n, y, x] = x[c, n, y*sh + i*dh - pt, x*sw + j*dw - pl]`` (zero outside).
+    ``out_index`` selects the outputs whose window element ``(i, j)`` lies inside the
+    input, ``in_index`` the input elements they read (a strided slice), ``full`` says whether
+    that is every output, ``strips`` index the outputs that read padding instead (at most
+    four border strips). ``out_index`` is None when no output reads the input.
     """
-    c, n, h, w = xc.shape
     sh, sw = stride
     dh, dw = dilation
     pt, pl = pads
-    cols = np.empty((c, kh, kw, n, ho, wo), xc.dtype)
+    res = []
     for i in range(kh):
         y0, y1, iy = out_range(i * dh - pt, sh, h, ho)
         for j in range(kw):
             x0, x1, ix = out_range(j * dw - pl, sw, w, wo)
-            dst = cols[:, i, j]
             if y0 >= y1 or x0 >= x1:
-                dst[...] = 0
+                res.append((None, None, False, ((slice(None),),)))
                 continue
-            dst[:, :, y0:y1, x0:x1] = xc[:, :, iy:iy + (y1 - y0 - 1) * sh + 1:sh,
-                                         ix:ix + (x1 - x0 - 1) * sw + 1:sw]
+            out_idx = (slice(None), slice(y0, y1), slice(x0, x1))
+            in_idx = (slice(None), slice(iy, iy + (y1 - y0 - 1) * sh + 1, sh),
+                      slice(ix, ix + (x1 - x0 - 1) * sw + 1, sw))
+            strips = []
             if y0 > 0:
-                dst[:, :, :y0] = 0
+                strips.append((slice(None), slice(0, y0)))
             if y1 < ho:
-                dst[:, :, y1:] = 0
+                strips.append((slice(None), slice(y1, ho)))
             if x0 > 0:
-                dst[:, :, y0:y1, :x0] = 0
+                strips.append((slice(None), slice(y0, y1), slice(0, x0)))
             if x1 < wo:
-                dst[:, :, y0:y1, x1:] = 0
-    return cols
+                strips.append((slice(None), slice(y0, y1), slice(x1, wo)))
+            full = y1 - y0 == ho and x1 - x0 == wo
+            res.append((out_idx, in_idx, full, tuple(strips)))
+    return tuple(res)
 
 
-def _col2im(dcols: np.ndarray, h: int, w: int, stride, pads, dilation) -> np.ndarray:
-    """Adjoint of :func:`_im2col`: scatter-add ``(C, kh, kw, N, Ho, Wo)`` into ``(C, N, H, W)``."""
-    c, kh, kw, n, ho, wo = dcols.shape
-    sh, sw = stride
-    dh, dw = dilation
-    pt, pl = pads
-    dx = None
-    for i in range(kh):
-        y0, y1, iy = out_range(i * dh - pt, sh, h, ho)
-        for j in range(kw):
-            x0, x1, ix = out_range(j * dw - pl, sw, w, wo)
-            if y0 >= y1 or x0 >= x1:
-                continue
-            src = dcols[:, i, j, :, y0:y1, x0:x1]
-            ys = slice(iy, iy + (y1 - y0 - 1) * sh + 1, sh)
-            xs = slice(ix, ix + (x1 - x0 - 1) * sw + 1, sw)
-            if dx is None and src.shape[2:] == (h, w):
-                dx = np.array(src)  # the first window that covers the whole input: no zeros
-                continue
-            if dx is None:
-                dx = np.zeros((c, n, h, w), dcols.dtype)
-            dx[:, :, ys, xs] += src
-    if dx is None:
-        dx = np.zeros((c, n, h, w), dcols.dtype)
-    return dx
+class _Workspace:
+    """A small pool of scratch arrays, reused by shape and dtype.
+
+    Patch matrices are large (``C*kh*kw`` times the output) and short-lived; handing them
+    back here instead of to the allocator saves the page faults of fresh memory on every
+    step. Only arrays that no one else can see are returned, and at most ``max_bytes``
+    are kept (:func:`empty_workspace` drops them).
+    """
+
+    def __init__(self, max_bytes: int = 256 << 20) -> None:
+        self.max_bytes = max_bytes
+        self.free: dict[tuple, list[np.ndarray]] = {}
+        self.bytes = 0
+
+    def get(self, shape: tuple, dtype) -> np.ndarray:
+        lst = self.free.get((shape, np.dtype(dtype).str))
+        if lst:
+            a = lst.pop()
+            self.bytes -= a.nbytes
+            return a
+        return np.empty(shape, dtype)
+
+    def put(self, a: np.ndarray | None) -> None:
+        if a is None or a.base is not None or self.bytes + a.nbytes > self.max_bytes:
+            return
+        self.free.setdefault((a.shape, a.dtype.str), []).append(a)
+        self.bytes += a.nbytes
+
+    def clear(self) -> None:
+        self.free.clear()
+        self.bytes = 0
 
 
-def _cn(a: np.ndarray) -> np.ndarray:
-    """The channel-major view ``(C, N, ...)`` of an ``(N, C, ...)`` array, made contiguous."""
-    t = np.swapaxes(a, 0, 1)
+workspace = _Workspace()
+
+
+def empty_workspace() -> None:
+    """Release the scratch arrays the conv kernels keep for reuse."""
+    workspace.clear()
+
+
+def to_chwn(a: np.ndarray) -> np.ndarray:
+    """The batch-innermost array ``(C, H, W, N)`` of an ``(N, C, H, W)`` one: a view when
+    ``a`` already is a view of such memory, else a copy."""
+    t = a.transpose(1, 2, 3, 0)
     return t if t.flags.c_contiguous else np.ascontiguousarray(t)
+
+
+def from_chwn(t: np.ndarray) -> np.ndarray:
+    """The ``(N, C, H, W)`` view of a ``(C, H, W, N)`` array."""
+    return t.transpose(3, 0, 1, 2)
+
+
+def _im2col(xc: np.ndarray, kh: int, kw: int, geo: tuple, out: np.ndarray) -> np.ndarray:
+    """Patch matrix ``(C, kh, kw, Ho, Wo, N)`` of the batch-innermost input ``(C, H, W, N)``,
+    written into ``out``:
+    ``cols[c, i, j, y, x, n] = x[c, y*sh + i*dh - pt, x*sw + j*dw - pl, n]`` (zero outside)."""
+    k = 0
+    for i in range(kh):
+        for j in range(kw):
+            out_idx, in_idx, full, strips = geo[k]
+            dst = out[:, i, j]
+            if out_idx is not None:
+                dst[out_idx] = xc[in_idx]
+            for s in strips:
+                dst[s] = 0
+            k += 1
+    return out
+
+
+def _col2im(dcols: np.ndarray, geo: tuple, h: int, w: int) -> np.ndarray:
+    """Adjoint of :func:`_im2col`: add ``(C, kh, kw, Ho, Wo, N)`` back into ``(C, H, W, N)``."""
+    c, kh, kw, ho, wo, n = dcols.shape
+    order = list(range(kh * kw))
+    first = next((k for k in order if geo[k][2] and geo[k][1][1].step == 1
+                  and geo[k][1][2].step == 1 and ho == h and wo == w), None)
+    if first is not None:  # a window offset that reads every input once: start from it
+        dx = np.array(dcols[:, first // kw, first % kw])
+        order.remove(first)
+    else:
+        dx = np.zeros((c, h, w, n), dcols.dtype)
+    for k in order:
+        out_idx, in_idx, _, _ = geo[k]
+        if out_idx is not None:
+            dx[in_idx] += dcols[:, k // kw, k % kw][out_idx]
+    return dx
 
 
 # --------------------------------------------------------------------------- conv
@@ -135,7 +202,7 @@ class Conv2d(Function):
         y_{n,o,u,v} = b_o + \sum_{c,i,j} w_{o,c,i,j}\,
                       x_{n,\,gC/G + c,\; u s_h + i d_h - p_t,\; v s_w + j d_w - p_l}
 
-    With the patch matrix :math:`X_{col}[(c,i,j), (n,u,v)]` this is one product per group,
+    With the patch matrix :math:`X_{col}[(c,i,j), (u,v,n)]` this is one product per group,
     :math:`Y = W X_{col}`, and backward is
 
     * :math:`\partial W = \partial Y X_{col}^\top` (the patches saved in forward),
@@ -156,44 +223,38 @@ class Conv2d(Function):
         dh, dw = dilation
         ho = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
         wo = (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
-        cols = _im2col(_cn(x), kh, kw, stride, (pt, pl), dilation, ho, wo)
-        m = n * ho * wo
+        geo = windows(h, wd, ho, wo, kh, kw, stride, (pt, pl), dilation)
+        cols = workspace.get((c, kh, kw, ho, wo, n), x.dtype)
+        _im2col(to_chwn(x), kh, kw, geo, cols)
+        m = ho * wo * n
         kg = cg * kh * kw
         if groups == 1:
-            y = w.reshape(o, kg) @ cols.reshape(kg, m)                 # (O, M)
+            y = w.reshape(o, kg) @ cols.reshape(kg, m)                 # (O, Ho*Wo*N)
         else:
             y = np.matmul(w.reshape(groups, o // groups, kg),
                           cols.reshape(groups, kg, m)).reshape(o, m)   # (G, O/G, M)
         if b is not None:
             y += b[:, None]
-        need = self.needs_input_grad
-        self.cols = cols if need[1] else None
+        if self.needs_input_grad[1]:
+            self.cols = cols
+        else:
+            workspace.put(cols)
         self.w = w
-        self.geom = (n, c, h, wd, ho, wo, stride, (pt, pl), dilation, groups, flat1d)
-        y = y.reshape(o, n, ho, wo).transpose(1, 0, 2, 3)             # NCHW view of CNHW
+        self.geom = (n, c, h, wd, ho, wo, geo, groups, flat1d)
+        y = from_chwn(y.reshape(o, ho, wo, n))                        # NCHW view of CHWN
         return y[:, :, 0, :] if flat1d else y
 
     def backward(self, g):
-        n, c, h, wd, ho, wo, stride, pads, dilation, groups, flat1d = self.geom
+        n, c, h, wd, ho, wo, geo, groups, flat1d = self.geom
         w = self.w
         o, cg, kh, kw = w.shape
         if flat1d:
             g = g[:, :, None, :]
-        m = n * ho * wo
+        m = ho * wo * n
         kg = cg * kh * kw
-        g2 = _cn(g).reshape(o, m)                                      # (O, M)
+        g2 = to_chwn(g).reshape(o, m)                                  # (O, Ho*Wo*N)
         need = self.needs_input_grad
         gx = gw = gb = None
-        if need[0]:
-            if groups == 1:
-                dcols = w.reshape(o, kg).T @ g2                        # (C*kh*kw, M)
-            else:
-                wg = w.reshape(groups, o // groups, kg)
-                dcols = np.matmul(wg.transpose(0, 2, 1), g2.reshape(groups, o // groups, m))
-            dx = _col2im(dcols.reshape(c, kh, kw, n, ho, wo), h, wd, stride, pads, dilation)
-            gx = dx.transpose(1, 0, 2, 3)
-            if flat1d:
-                gx = gx[:, :, 0, :]
         if need[1]:
             cols = self.cols
             if groups == 1:
@@ -202,9 +263,25 @@ class Conv2d(Function):
                 gw = np.matmul(g2.reshape(groups, o // groups, m),
                                cols.reshape(groups, kg, m).transpose(0, 2, 1))
             gw = gw.reshape(o, cg, kw) if flat1d else gw.reshape(w.shape)
+        if need[0]:
+            dcols = workspace.get((c, kh, kw, ho, wo, n), g2.dtype)
+            if groups == 1:
+                np.matmul(w.reshape(o, kg).T, g2, out=dcols.reshape(kg, m))
+            else:
+                wg = w.reshape(groups, o // groups, kg)
+                np.matmul(wg.transpose(0, 2, 1), g2.reshape(groups, o // groups, m),
+                          out=dcols.reshape(groups, kg, m))
+            gx = from_chwn(_col2im(dcols, geo, h, wd))
+            workspace.put(dcols)
+            if flat1d:
+                gx = gx[:, :, 0, :]
         if len(need) > 2 and need[2]:
             gb = g2.sum(axis=1)
         return gx, gw, gb
+
+    def _free(self) -> None:
+        workspace.put(self.__dict__.get("cols"))   # the graph is done with the patches
+        super()._free()
 
 
 def _conv_pads(padding, k, dilation, stride, nd: int, op: str) -> tuple[int, int, int, int]:

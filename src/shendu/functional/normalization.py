@@ -88,15 +88,28 @@ def layer_norm(input: Tensor, normalized_shape, weight: Tensor | None = None,
     return LayerNorm.apply(input, weight, bias, d=d, eps=eps)
 
 
-def _channel_view(x: np.ndarray) -> tuple[np.ndarray, tuple, tuple]:
-    """``x`` (N, C, ...) as a 3-D array in memory order plus the axes to reduce and the
-    broadcast shape of a per-channel vector: (N, C, S) -> axes (0, 2), (1, C, 1), or, for a
-    channel-major array, (C, N, S) -> axes (1, 2), (C, 1, 1)."""
-    n, c = x.shape[:2]
-    t = np.swapaxes(x, 0, 1)
-    if x.ndim > 2 and not x.flags.c_contiguous and t.flags.c_contiguous:
-        return t.reshape(c, n, -1), (1, 2), (c, 1, 1)
-    return x.reshape(n, c, -1), (0, 2), (1, c, 1)
+def _channel_view(x: np.ndarray) -> tuple[np.ndarray, tuple | None]:
+    """``x`` (N, C, ...) as a 3-D array in memory order, and the permutation that made it.
+
+    Channel-major memory (the batch-innermost activations of conv, or (C, N, ...)) gives
+    ``(C, 1, S)`` and the permutation bringing C first; anything else ``(N, C, S)`` (a
+    copy if ``x`` is not contiguous) and None.
+    """
+    c = x.shape[1]
+    if x.ndim > 2 and not x.flags.c_contiguous:
+        rest = tuple(range(2, x.ndim))
+        for perm in ((1, 0) + rest, (1,) + rest + (0,)):
+            t = x.transpose(perm)
+            if t.flags.c_contiguous:
+                return t.reshape(c, 1, -1), perm
+    return x.reshape(x.shape[0], c, -1), None
+
+
+def _restore(v: np.ndarray, shape: tuple, perm: tuple | None) -> np.ndarray:
+    """Inverse of :func:`_channel_view` for an array shaped like its result."""
+    if perm is None:
+        return v.reshape(shape)
+    return v.reshape(tuple(shape[p] for p in perm)).transpose(np.argsort(perm))
 
 
 class BatchNorm(Function):
@@ -115,13 +128,16 @@ class BatchNorm(Function):
 
     def forward(self, x, w=None, b=None, rm=None, rv=None, training=True, momentum=0.1,
                 eps=1e-5):
-        v, axes, bshape = _channel_view(x)
+        v, perm = _channel_view(x)
+        cm = perm is not None                     # channel-major: (C, 1, S)
+        axes, bshape = ((1, 2), (-1, 1, 1)) if cm else ((0, 2), (1, -1, 1))
+        spec = "ijk,ijk->i" if cm else "ijk,ijk->j"
         m = v.size // x.shape[1]
         dt = x.dtype
         if training:
             mean = v.mean(axis=axes)
             xc = v - mean.reshape(bshape)
-            var = np.einsum("ijk,ijk->j" if axes == (0, 2) else "ijk,ijk->i", xc, xc) / m
+            var = np.einsum(spec, xc, xc) / m
             if rm is not None:
                 rm *= 1 - momentum
                 rm += momentum * mean
@@ -129,30 +145,25 @@ class BatchNorm(Function):
                 rv *= 1 - momentum
                 rv += (momentum * m / max(m - 1, 1)) * var
         else:
-            mean, var, xc = rm, rv, None
+            mean, var = rm, rv
         rstd = (1.0 / np.sqrt(var + eps)).astype(dt)
         scale = rstd if w is None else w * rstd
         shift = -mean * scale if b is None else b - mean * scale
         y = v * scale.reshape(bshape)
         y += shift.astype(dt).reshape(bshape)
         self.x, self.mean, self.rstd, self.w = v, mean.astype(dt), rstd, w
-        self.axes, self.bshape, self.m, self.training = axes, bshape, m, training
-        self.shape = x.shape
-        if axes == (1, 2):  # channel-major in, channel-major out
-            return np.swapaxes(y.reshape((x.shape[1], x.shape[0]) + x.shape[2:]), 0, 1)
-        return y.reshape(x.shape)
+        self.perm, self.m, self.training, self.shape = perm, m, training, x.shape
+        return _restore(y, x.shape, perm)
 
     def backward(self, g):
-        v, mean, rstd, w, axes, bshape, m = (self.x, self.mean, self.rstd, self.w, self.axes,
-                                             self.bshape, self.m)
-        n, c = self.shape[:2]
-        if axes == (1, 2):
-            g3 = np.swapaxes(g, 0, 1)
-            g3 = (g3 if g3.flags.c_contiguous else np.ascontiguousarray(g3)).reshape(c, n, -1)
-            spec = "ijk,ijk->i"
+        v, mean, rstd, w, perm, m = self.x, self.mean, self.rstd, self.w, self.perm, self.m
+        if perm is not None:
+            t = g.transpose(perm)
+            g3 = (t if t.flags.c_contiguous else np.ascontiguousarray(t)).reshape(v.shape)
+            axes, bshape, spec = (1, 2), (-1, 1, 1), "ijk,ijk->i"
         else:
-            g3 = g.reshape(n, c, -1)
-            spec = "ijk,ijk->j"
+            g3 = g.reshape(v.shape)
+            axes, bshape, spec = (0, 2), (1, -1, 1), "ijk,ijk->j"
         need = self.needs_input_grad
         xc = v - mean.reshape(bshape)
         sg = g3.sum(axis=axes)                                   # sum(dy)
@@ -168,10 +179,7 @@ class BatchNorm(Function):
                 t *= a.reshape(bshape)
             else:
                 t = g3 * a.reshape(bshape)
-            if axes == (1, 2):
-                gx = np.swapaxes(t.reshape((c, n) + self.shape[2:]), 0, 1)
-            else:
-                gx = t.reshape(self.shape)
+            gx = _restore(t, self.shape, perm)
         if w is None:
             return gx
         gb = sg if len(need) > 2 and need[2] else None

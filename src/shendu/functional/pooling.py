@@ -3,14 +3,17 @@
 Max pooling (Zhou & Chellappa 1988; Ranzato et al. 2007) and average pooling (LeCun et al.
 1989, "subsampling") as fused ops with hand-derived backward.
 
-Both are computed without a padded copy and without an index mask in memory: the output is
-reduced over the ``kH * kW`` kernel offsets, each one a strided view of the input, and
+Both are computed without a padded copy and without an index array in memory: the output
+is reduced over the ``kH * kW`` kernel offsets, each one a strided view of the input, and
 padding is handled by restricting each offset to the outputs whose window element lies
-inside the input. Max pooling's backward recomputes "which element was the maximum" from
-the saved input and output (an equality test per offset), giving the gradient to the
-*first* maximal element of each window in row-major order, exactly as torch does. Any
-memory layout is accepted (channel-major activations of :mod:`shendu.functional.conv`
-stay channel-major).
+inside the input. Max pooling's backward gives the gradient to the *first* maximal element
+of each window in row-major order, exactly as torch does: for non-overlapping windows
+(the usual ``kernel = stride``) the forward pass records which offset won as one byte per
+output; otherwise backward recomputes it from the saved input and output.
+
+Any memory layout is accepted. The batch-innermost activations of
+:mod:`shendu.functional.conv` are pooled in place of layout (each window row is a
+contiguous run over the batch) and the output keeps that layout.
 """
 
 from __future__ import annotations
@@ -18,27 +21,35 @@ from __future__ import annotations
 import numpy as np
 
 from shendu.autograd import Function
-from shendu.functional.conv import _tuple, out_range
+from shendu.functional.conv import _tuple, from_chwn, windows
 from shendu.tensor import Tensor
 
 __all__ = ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"]
 
 
 def _arrange(a: np.ndarray) -> tuple[np.ndarray, bool]:
-    """A C-contiguous (A, B, H, W) arrangement of the 4-D ``a``: ``a`` itself or its
-    (C, N, H, W) transpose, whichever is already contiguous (else a copy of ``a``)."""
-    if a.flags.c_contiguous:
-        return a, False
-    t = np.swapaxes(a, 0, 1)
+    """The 4-D ``a`` (N, C, H, W) as a C-contiguous (A, H, W, B) array: (C, H, W, N) when
+    ``a`` is a view of batch-innermost memory (or of no contiguous memory at all), else the
+    free reshape (N*C, H, W, 1). Returns it and whether it is batch-innermost."""
+    t = a.transpose(1, 2, 3, 0)
     if t.flags.c_contiguous:
         return t, True
-    return np.ascontiguousarray(a), False
+    if a.flags.c_contiguous:
+        return a.reshape((-1,) + a.shape[2:] + (1,)), False
+    return np.ascontiguousarray(t), True
 
 
-def _like(g: np.ndarray, swapped: bool) -> np.ndarray:
-    """``g`` (N, C, ...) in the arrangement chosen by :func:`_arrange`, contiguous."""
-    t = np.swapaxes(g, 0, 1) if swapped else g
-    return t if t.flags.c_contiguous else np.ascontiguousarray(t)
+def _back(z: np.ndarray, chwn: bool, n: int, c: int) -> np.ndarray:
+    """Inverse of :func:`_arrange` for an (A, Ho, Wo, B) result."""
+    return from_chwn(z) if chwn else z.reshape((n, c) + z.shape[1:3])
+
+
+def _like(g: np.ndarray, chwn: bool) -> np.ndarray:
+    """``g`` (N, C, Ho, Wo) in the arrangement chosen by :func:`_arrange`."""
+    if chwn:
+        t = g.transpose(1, 2, 3, 0)
+        return t if t.flags.c_contiguous else np.ascontiguousarray(t)
+    return np.ascontiguousarray(g).reshape((-1,) + g.shape[2:] + (1,))
 
 
 def _pool_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
@@ -51,29 +62,18 @@ def _pool_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> in
     return num // s + 1
 
 
-def _offsets(geom):
-    """Per kernel offset (row-major): (output region, input slices) of the valid part."""
-    h, w, ho, wo, (kh, kw), (sh, sw), (ph, pw), (dh, dw) = geom
-    res = []
-    for i in range(kh):
-        y0, y1, iy = out_range(i * dh - ph, sh, h, ho)
-        for j in range(kw):
-            x0, x1, ix = out_range(j * dw - pw, sw, w, wo)
-            if y0 >= y1 or x0 >= x1:
-                continue
-            reg = (Ellipsis, slice(y0, y1), slice(x0, x1))
-            src = (Ellipsis, slice(iy, iy + (y1 - y0 - 1) * sh + 1, sh),
-                   slice(ix, ix + (x1 - x0 - 1) * sw + 1, sw))
-            res.append((reg, src, (y1 - y0 == ho and x1 - x0 == wo)))
-    return res
+def _geo(geom):
+    h, w, ho, wo, k, s, p, d = geom
+    return windows(h, w, ho, wo, k[0], k[1], s, p, d)
 
 
 def _disjoint(geom) -> tuple[bool, bool]:
-    """(windows never overlap, and they tile the input exactly without padding)."""
+    """(windows never overlap, and they are plain k x k tiles: stride = kernel, no padding,
+    no dilation, no partial window)."""
     h, w, ho, wo, (kh, kw), (sh, sw), (ph, pw), (dh, dw) = geom
     disjoint = sh >= dh * (kh - 1) + 1 and sw >= dw * (kw - 1) + 1
-    tile = (disjoint and ph == 0 and pw == 0 and dh == 1 and dw == 1
-            and ho * sh == h and wo * sw == w and sh == kh and sw == kw)
+    tile = (ph == 0 and pw == 0 and dh == 1 and dw == 1 and sh == kh and sw == kw
+            and ho * kh <= h and wo * kw <= w)
     return disjoint, tile
 
 
@@ -89,56 +89,87 @@ class MaxPool2d(Function):
     def forward(self, x, geom=None, unbatched=False):
         if unbatched:
             x = x[None]
-        z, swapped = _arrange(x)
-        offs = _offsets(geom)
-        full = next((k for k, o in enumerate(offs) if o[2]), None)
-        if full is None:
-            out = np.full(z.shape[:2] + geom[2:4], -np.inf, z.dtype)
+        n, c = x.shape[:2]
+        z, chwn = _arrange(x)
+        geo = _geo(geom)
+        _, tile = _disjoint(geom)
+        self.code = None
+        if tile:
+            # offsets in row-major order; the winner so far changes only on a strictly
+            # greater value, so the first maximum wins, as in torch
+            best = np.array(z[geo[0][1]])
+            code = np.zeros(best.shape, np.uint8)
+            for k in range(1, len(geo)):
+                q = z[geo[k][1]]
+                gt = np.greater(q, best)
+                np.maximum(best, q, out=best)
+                np.maximum(code, gt.view(np.uint8) * np.uint8(k), out=code)
+            out = best
+            if not np.isnan(out).any():
+                self.code = code
         else:
-            out = np.array(z[offs[full][1]])
-        for k, (reg, src, _) in enumerate(offs):
-            if k != full:
-                r = out[reg]
-                np.maximum(r, z[src], out=r)
-        self.z, self.out, self.swapped, self.geom = z, out, swapped, geom
+            full = next((k for k, o in enumerate(geo) if o[2]), None)
+            if full is None:
+                out = np.full((z.shape[0],) + geom[2:4] + (z.shape[3],), -np.inf, z.dtype)
+            else:
+                out = np.array(z[geo[full][1]])
+            for k, (oi, ii, _, _) in enumerate(geo):
+                if k != full and oi is not None:
+                    r = out[oi]
+                    np.maximum(r, z[ii], out=r)
+        if self.code is None:
+            self.z, self.out = z, out
+        self.shape, self.chwn, self.geom, self.nc = z.shape, chwn, geom, (n, c)
         self.unbatched = unbatched
-        y = np.swapaxes(out, 0, 1) if swapped else out
+        y = _back(out, chwn, n, c)
         return y[0] if unbatched else y
 
     def backward(self, g):
-        z, out, geom = self.z, self.out, self.geom
         if self.unbatched:
             g = g[None]
-        rem = np.array(_like(g, self.swapped))   # gradient not yet handed to an element
-        offs = _offsets(geom)
-        disjoint, tile = _disjoint(geom)
-        dz = np.empty_like(z) if tile else np.zeros_like(z)
+        gz = _like(g, self.chwn)
+        geo = _geo(self.geom)
+        disjoint, tile = _disjoint(self.geom)
+        h, w, ho, wo = self.geom[:4]
+        k_h, k_w = self.geom[4]
+        exact = tile and ho * k_h == h and wo * k_w == w
+        if self.code is not None:
+            code = self.code
+            dz = np.empty(self.shape, gz.dtype) if exact else np.zeros(self.shape, gz.dtype)
+            for k in range(len(geo)):
+                np.multiply(gz, code == k, out=dz[geo[k][1]])
+        else:
+            dz = self._general_backward(gz, geo, disjoint)
+        gx = _back(dz, self.chwn, *self.nc)
+        return gx[0] if self.unbatched else gx
+
+    def _general_backward(self, gz, geo, disjoint):
+        """First-maximum routing by equality tests against the saved input and output."""
+        z, out = self.z, self.out
+        rem = np.array(gz)                        # gradient not yet handed to an element
+        dz = np.zeros_like(z)
         nanwin = np.isnan(out)
         nrem = None
         if nanwin.any():  # windows holding a NaN: torch gives the gradient to the last NaN
             nrem = np.where(nanwin, rem, 0)
             rem[nanwin] = 0
-        last = len(offs) - 1
-        for k, (reg, src, _) in enumerate(offs):
-            r = rem[reg]
-            if k == last and tile:
-                np.copyto(dz[src], r)         # whatever no earlier element took
-                break
-            hit = z[src] == out[reg]
+        valid = [(oi, ii) for oi, ii, _, _ in geo if oi is not None]
+        for k, (oi, ii) in enumerate(valid):
+            r = rem[oi]
+            hit = z[ii] == out[oi]
             if disjoint:
-                np.multiply(r, hit, out=dz[src])
+                np.multiply(r, hit, out=dz[ii])
             else:
-                dz[src] += r * hit
-            if k != last:
+                dz[ii] += r * hit
+            if k != len(valid) - 1:
                 np.copyto(r, 0, where=hit)
         if nrem is not None:
-            for reg, src, _ in reversed(offs):
-                hit = np.isnan(z[src])
-                r = nrem[reg]
-                dz[src] += r * hit
+            for oi, ii in reversed(valid):
+                hit = np.isnan(z[ii])
+                r = nrem[oi]
+                dz[ii] += r * hit
                 np.copyto(r, 0, where=hit)
-        gx = np.swapaxes(dz, 0, 1) if self.swapped else dz
-        return gx[0] if self.unbatched else gx
+        return dz
 
 
 class AvgPool2d(Function):
@@ -153,34 +184,40 @@ class AvgPool2d(Function):
     def forward(self, x, geom=None, div=None, unbatched=False):
         if unbatched:
             x = x[None]
-        z, swapped = _arrange(x)
-        offs = _offsets(geom)
-        full = next((k for k, o in enumerate(offs) if o[2]), None)
+        n, c = x.shape[:2]
+        z, chwn = _arrange(x)
+        geo = _geo(geom)
+        full = next((k for k, o in enumerate(geo) if o[2]), None)
         if full is None:
-            acc = np.zeros(z.shape[:2] + geom[2:4], z.dtype)
+            acc = np.zeros((z.shape[0],) + geom[2:4] + (z.shape[3],), z.dtype)
         else:
-            acc = np.array(z[offs[full][1]])
-        for k, (reg, src, _) in enumerate(offs):
-            if k != full:
-                acc[reg] += z[src]
+            acc = np.array(z[geo[full][1]])
+        for k, (oi, ii, _, _) in enumerate(geo):
+            if k != full and oi is not None:
+                acc[oi] += z[ii]
+        div = div if np.ndim(div) == 0 else div[:, :, None]   # (Ho, Wo, 1)
         acc /= div
-        self.shape, self.swapped, self.geom, self.div = z.shape, swapped, geom, div
+        self.shape, self.chwn, self.geom, self.div, self.nc = z.shape, chwn, geom, div, (n, c)
         self.unbatched = unbatched
-        y = np.swapaxes(acc, 0, 1) if swapped else acc
+        y = _back(acc, chwn, n, c)
         return y[0] if unbatched else y
 
     def backward(self, g):
         if self.unbatched:
             g = g[None]
-        gd = _like(g, self.swapped) / self.div
+        gd = _like(g, self.chwn) / self.div
         disjoint, tile = _disjoint(self.geom)
-        dz = np.empty(self.shape, gd.dtype) if tile else np.zeros(self.shape, gd.dtype)
-        for reg, src, _ in _offsets(self.geom):
+        h, w, ho, wo, k = self.geom[:5]
+        exact = tile and ho * k[0] == h and wo * k[1] == w
+        dz = np.empty(self.shape, gd.dtype) if exact else np.zeros(self.shape, gd.dtype)
+        for oi, ii, _, _ in _geo(self.geom):
+            if oi is None:
+                continue
             if disjoint:
-                np.copyto(dz[src], gd[reg])
+                np.copyto(dz[ii], gd[oi])
             else:
-                dz[src] += gd[reg]
-        gx = np.swapaxes(dz, 0, 1) if self.swapped else dz
+                dz[ii] += gd[oi]
+        gx = _back(dz, self.chwn, *self.nc)
         return gx[0] if self.unbatched else gx
 
 
@@ -281,23 +318,13 @@ class AdaptiveAvgPool2d(Function):
     """
 
     def forward(self, x, out_size=(1, 1), unbatched=False):
-        if unbatched:
-            x = x[None]
-        z, swapped = _arrange(x)
-        h, w = z.shape[2:]
-        self.ph = _adaptive_matrix(h, out_size[0], z.dtype)
-        self.pw = _adaptive_matrix(w, out_size[1], z.dtype)
-        out = np.matmul(self.ph, np.matmul(z, self.pw.T))             # (A, B, Ho, Wo)
-        self.swapped, self.unbatched = swapped, unbatched
-        y = np.swapaxes(out, 0, 1) if swapped else out
-        return y[0] if unbatched else y
+        h, w = x.shape[-2:]
+        self.ph = _adaptive_matrix(h, out_size[0], x.dtype)
+        self.pw = _adaptive_matrix(w, out_size[1], x.dtype)
+        return np.matmul(self.ph, np.matmul(x, self.pw.T))         # (..., Ho, Wo)
 
     def backward(self, g):
-        if self.unbatched:
-            g = g[None]
-        gz = np.matmul(np.matmul(self.ph.T, _like(g, self.swapped)), self.pw)
-        gx = np.swapaxes(gz, 0, 1) if self.swapped else gz
-        return gx[0] if self.unbatched else gx
+        return np.matmul(np.matmul(self.ph.T, g), self.pw)
 
 
 def adaptive_avg_pool2d(input: Tensor, output_size) -> Tensor:

@@ -1,0 +1,139 @@
+"""The ``lenet`` and ``cnn32`` workloads of DESIGN.md — train steps/s of shendu and torch in
+one run (interleaved), their ratio, and the peak memory of each (measured alone in a fresh
+process).
+
+* ``lenet``: LeNet-5 (LeCun et al. 1998) on 1x28x28 — conv 6@5x5 pad 2, ReLU, max-pool 2,
+  conv 16@5x5, ReLU, max-pool 2, Linear 400-120-84-10 with ReLU — batch 64.
+* ``cnn32``: 3x32x32 — conv 32@3x3 pad 1, ReLU, max-pool 2, conv 64@3x3 pad 1, ReLU,
+  max-pool 2, Linear 4096-10 — batch 64.
+
+Both: float32, SGD (lr 0.01, momentum 0.9), cross-entropy, the same threads for both
+libraries (torch's default; NumPy's BLAS uses as many).
+
+    python benchmarks/bench_cnn.py [--workload lenet|cnn32|all] [--steps 30] [--repeats 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+import _harness as H  # noqa: E402
+
+BATCH = 64
+SHAPES = {"lenet": (1, 28, 28), "cnn32": (3, 32, 32)}
+
+
+def build(nn, workload: str):
+    """The same architecture from ``nn`` = ``shendu.nn`` or ``torch.nn``."""
+    if workload == "lenet":
+        return nn.Sequential(
+            nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+            nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10))
+    return nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(64 * 8 * 8, 10))
+
+
+def make_data(workload: str, seed: int = 0, n_batches: int = 4):
+    rng = np.random.default_rng(seed)
+    xs = [rng.standard_normal((BATCH,) + SHAPES[workload]).astype(np.float32)
+          for _ in range(n_batches)]
+    ys = [rng.integers(0, 10, BATCH) for _ in range(n_batches)]
+    return xs, ys
+
+
+def shendu_step_fn(workload, xs, ys):
+    import shendu
+    from shendu import nn, optim
+
+    shendu.manual_seed(0)
+    model = build(nn, workload)
+    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+    batches = [(shendu.from_numpy(x), y) for x, y in zip(xs, ys)]
+    i = [0]
+
+    def step():
+        x, y = batches[i[0] % len(batches)]
+        i[0] += 1
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
+def torch_step_fn(workload, xs, ys):
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = build(nn, workload)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+    batches = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in zip(xs, ys)]
+    i = [0]
+
+    def step():
+        x, y = batches[i[0] % len(batches)]
+        i[0] += 1
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workload", default="all", choices=["lenet", "cnn32", "all"])
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--memory-probe", choices=["shendu", "torch"], help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    workloads = ["lenet", "cnn32"] if args.workload == "all" else [args.workload]
+    if args.memory_probe:
+        xs, ys = make_data(workloads[0])
+        make = shendu_step_fn if args.memory_probe == "shendu" else torch_step_fn
+        step = make(workloads[0], xs, ys)
+        step()
+        base = H.rss_mb()
+        for _ in range(args.steps):
+            step()
+        print(json.dumps({"peak_mb": max(0.0, H.peak_rss_mb() - base)}))
+        return
+    print(H.threads_note())
+    for w in workloads:
+        xs, ys = make_data(w)
+        torch_step = None
+        if not args.no_torch:
+            try:
+                torch_step = torch_step_fn(w, xs, ys)
+            except ImportError:
+                print("torch is not installed: timing shendu alone")
+        steps = args.steps if w == "cnn32" else 3 * args.steps
+        res = H.compare(w, shendu_step_fn(w, xs, ys), torch_step, steps, args.repeats)
+        if not args.no_memory:
+            res["shendu_peak_mb"] = H.memory_in_subprocess(__file__, "shendu", w)
+            if torch_step is not None:
+                res["torch_peak_mb"] = H.memory_in_subprocess(__file__, "torch", w)
+        H.print_result(res)
+
+
+if __name__ == "__main__":
+    main()
