@@ -6,6 +6,19 @@ import pytest
 
 import shendu
 
+try:  # one BLAS thread: the suite's matrices are small, and extra threads only contend
+    from threadpoolctl import threadpool_limits
+
+    _blas_limits = threadpool_limits(1)
+except ImportError:  # pragma: no cover
+    pass
+try:
+    import torch
+
+    torch.set_num_threads(1)
+except ImportError:  # pragma: no cover
+    pass
+
 
 @pytest.fixture(autouse=True)
 def _reset_state():

@@ -16,24 +16,26 @@ class Linear(Function):
     """
 
     def forward(self, x, w, b=None):
-        self.x, self.w = x, w
-        y = x @ w.T
+        self.shape = x.shape
+        x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])  # (M, in): one big GEMM
+        self.x, self.w = x2, w
+        y = x2 @ w.T  # (M, out)
         if b is not None:
             y += b
-        return y
+        return y if x.ndim == 2 else y.reshape(x.shape[:-1] + (w.shape[0],))
 
     def backward(self, g):
-        x, w = self.x, self.w
-        gx = g @ w if self.needs_input_grad[0] else None
-        gw = gb = None
+        x2, w = self.x, self.w
+        g2 = g if g.ndim == 2 else g.reshape(-1, g.shape[-1])  # (M, out)
+        gx = gw = gb = None
+        if self.needs_input_grad[0]:
+            gx = g2 @ w  # (M, in)
+            if g.ndim != 2:
+                gx = gx.reshape(self.shape)
         if self.needs_input_grad[1]:
-            if x.ndim == 2:
-                gw = g.T @ x
-            else:
-                g2 = g.reshape(-1, g.shape[-1])
-                gw = g2.T @ x.reshape(-1, x.shape[-1])
+            gw = g2.T @ x2  # (out, in)
         if len(self.needs_input_grad) > 2 and self.needs_input_grad[2]:
-            gb = g.sum(axis=tuple(range(g.ndim - 1))) if g.ndim > 1 else g
+            gb = g2.sum(axis=0)
         return gx, gw, gb
 
 
