@@ -88,3 +88,21 @@ def threads_note() -> str:
         return f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}"
     except ImportError:
         return f"torch absent, cpus {os.cpu_count()}"
+
+
+def set_threads(n: int | None) -> None:
+    """The same number of threads for NumPy's BLAS and torch's intra-op pool (None: defaults)."""
+    if not n:
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(n)
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        pass
+    try:
+        import torch
+
+        torch.set_num_threads(n)
+    except ImportError:
+        pass

@@ -1,7 +1,7 @@
 """The ``mlp`` workload of DESIGN.md: Linear 784-256-256-10 with ReLU, batch 128, SGD,
 cross-entropy — train steps/s of shendu and torch in one run, and their ratio.
 
-    python benchmarks/bench_mlp.py [--steps 50] [--repeats 5]
+    python benchmarks/bench_mlp.py [--steps 50] [--repeats 5] [--threads N]
 """
 
 from __future__ import annotations
@@ -79,11 +79,14 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads for both NumPy's BLAS and torch (default: each library's own)")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--memory-probe", choices=["shendu", "torch"], help=argparse.SUPPRESS)
     ap.add_argument("--workload", default="mlp", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    H.set_threads(args.threads)
     xs, ys = make_data()
     if args.memory_probe:
         make = shendu_step_fn if args.memory_probe == "shendu" else torch_step_fn
