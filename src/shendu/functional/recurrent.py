@@ -169,32 +169,32 @@ def _padded(mask, t: int):
 
 
 def _columns(x: np.ndarray, H: int, bias: bool, reverse: bool):
-    """The column buffer ``Z`` of shape ``(K, T+1, B)``, ``K = [1] + I + H``.
+    """The column buffer ``Z`` of shape ``(T+1, K, B)``, ``K = [1] + I + H``.
 
-    Column ``p`` of step ``t`` holds ``[1; x_t; h_prev]`` (the 1 only with biases), so one
-    product ``[b | W_ih | W_hh] @ Z[:, p]`` is the whole pre-activation of a step, and after
+    Column ``Z[p]`` of step ``t`` holds ``[1; x_t; h_prev]`` (the 1 only with biases), so one
+    product ``[b | W_ih | W_hh] @ Z[p]`` is the whole pre-activation of a step, and after
     the scan one product ``dA @ Z^T`` gives the gradients of the bias, ``W_ih`` and ``W_hh``
-    together. Features come first and the batch last, so every gate block of a step is a
-    contiguous ``(H, B)`` slab.
+    together. Features come first and the batch last, so every gate block of a step, and
+    every state, is a contiguous ``(H, B)`` slab.
     """
     T, B, I = x.shape
     o = 1 if bias else 0
-    Z = np.empty((o + I + H, T + 1, B), x.dtype)
+    Z = np.empty((T + 1, o + I + H, B), x.dtype)
     if o:
-        Z[0] = 1
+        Z[:, 0] = 1
     cols, spare = (slice(1, T + 1), 0) if reverse else (slice(0, T), T)
-    Z[o:o + I, cols] = x.transpose(2, 0, 1)
-    Z[o:o + I, spare] = 0
+    Z[cols, o:o + I] = x.transpose(0, 2, 1)
+    Z[spare, o:o + I] = 0
     return Z, o, cols
 
 
 def _time_view(Zh: np.ndarray, T: int, reverse: bool) -> np.ndarray:
-    """The hidden states at times ``0..T-1`` as an ``(H, T, B)`` view of ``Z``'s h rows."""
-    return Zh[:, :T] if reverse else Zh[:, 1:]
+    """The hidden states at times ``0..T-1`` as a ``(T, H, B)`` view of ``Z``'s h rows."""
+    return Zh[:T] if reverse else Zh[1:]
 
 
 def _outputs(Zh: np.ndarray, T: int, reverse: bool, mask) -> np.ndarray:
-    out = _time_view(Zh, T, reverse).transpose(1, 2, 0)  # (T, B, H)
+    out = _time_view(Zh, T, reverse).transpose(0, 2, 1)  # (T, B, H)
     if mask is None:
         return out
     keep = (np.arange(T)[:, None] < mask[0][None, :]).astype(Zh.dtype)
@@ -235,9 +235,12 @@ def _weight_grads(fn: Function, dA: np.ndarray, Z: np.ndarray, cols, o: int, w_i
     """
     GH, T, B = dA.shape
     I = shape[2]
+    K = Z.shape[1]
     dA2 = dA.reshape(GH, T * B)
-    Zin = Z[:, cols].reshape(Z.shape[0], T * B)
-    dW = dA2 @ Zin.T                                   # (G·H, K) in internal row order
+    Zin = _workspace.get((K, T, B), Z.dtype)         # the step columns, side by side
+    np.copyto(Zin, Z[cols].transpose(1, 0, 2))
+    dW = dA2 @ Zin.reshape(K, T * B).T               # (G·H, K) in internal row order
+    _workspace.put(Zin)
     if rows is not None:
         out = np.empty_like(dW)
         out[rows] = dW
@@ -260,39 +263,39 @@ class RNNScan(Function):
         T, B, _ = x.shape
         H = w_hh.shape[1]
         Z, o, cols = _columns(x, H, bool(bias), reverse)
-        Zh = Z[Z.shape[0] - H:]
+        Zh = Z[:, Z.shape[1] - H:]                    # (T+1, H, B) states
         W = _fused_weights(w_ih, w_hh, bias, None, None)
         a = np.empty((H, B), x.dtype)
-        Zh[:, T if reverse else 0] = h0.T
+        Zh[T if reverse else 0] = h0.T
         for t, p, n in _order(T, reverse):
-            np.matmul(W, Z[:, p], out=a)              # W_ih x_t + W_hh h_{t-1} + b: one product
-            hn = Zh[:, n]
+            np.matmul(W, Z[p], out=a)                 # W_ih x_t + W_hh h_{t-1} + b: one product
+            hn = Zh[n]
             if relu:
                 np.maximum(a, 0, out=hn)
             else:
                 np.tanh(a, out=hn)
             idx = _padded(mask, t)
             if idx is not None:
-                hn[:, idx] = Zh[:, p][:, idx]
+                hn[:, idx] = Zh[p][:, idx]
         if any(self.needs_input_grad):
             self.saved = (Z, o, cols, w_ih, w_hh, relu, mask, reverse)
         last = 0 if reverse else T
-        return _outputs(Zh, T, reverse, mask), Zh[:, last].T
+        return _outputs(Zh, T, reverse, mask), Zh[last].T
 
     def backward(self, g_out, g_hn):
         Z, o, cols, w_ih, w_hh, relu, mask, reverse = self.saved
         H = w_hh.shape[1]
-        _, T1, B = Z.shape
+        T1, _, B = Z.shape
         T = T1 - 1
         dt = Z.dtype
-        hs = _time_view(Z[Z.shape[0] - H:], T, reverse)   # (H, T, B)
+        hs = _time_view(Z[:, Z.shape[1] - H:], T, reverse)   # (T, H, B)
         # dA_t = δh_t ⊙ φ'(a_t): the factor φ' for every step at once, then δh in place
-        dA = _workspace.get((H, T, B), dt)
+        Fa = _workspace.get((T, H, B), dt)
         if relu:
-            np.greater(hs, 0, out=dA)
+            np.greater(hs, 0, out=Fa)
         else:
-            np.multiply(hs, hs, out=dA)
-            np.subtract(1, dA, out=dA)
+            np.multiply(hs, hs, out=Fa)
+            np.subtract(1, Fa, out=Fa)
         whhT = np.ascontiguousarray(w_hh.T)
         nz = _carried(g_out)
         dh_rec = np.array(g_hn.T, dtype=dt)                # (H, B), carried into the state
@@ -307,13 +310,15 @@ class RNNScan(Function):
                 dh, dh_rec = dh_rec, dh
             if idx is not None:
                 dh[:, idx] = 0
-            da = dA[:, t]
+            da = Fa[t]
             np.multiply(da, dh, out=da)
             np.matmul(whhT, da, out=dh_rec)
             if idx is not None:
                 dh_rec[:, idx] = carry
+        dA = _workspace.get((H, T, B), dt)              # unit-major for the weight product
+        np.copyto(dA, Fa.transpose(1, 0, 2))
         grads = _weight_grads(self, dA, Z, cols, o, w_ih, None, (T, B, w_ih.shape[1]))
-        _workspace.put(dA)
+        _workspace.put(dA, Fa)
         dx, dw_ih, dw_hh, db = grads
         return (dx, dh_rec.T, dw_ih, dw_hh, *db)
 
@@ -333,7 +338,7 @@ class LSTMScan(Function):
         dt = x.dtype
         train = any(self.needs_input_grad)
         Z, o, cols = _columns(x, H, bool(bias), reverse)
-        Zh = Z[Z.shape[0] - H:]
+        Zh = Z[:, Z.shape[1] - H:]
         rows = _rows(_LSTM_BLOCKS, H)
         scale = np.ones(4 * H, dt)
         scale[:3 * H] = 0.5                            # σ(a) = (1 + tanh(a/2)) / 2
@@ -345,14 +350,14 @@ class LSTMScan(Function):
         C = _workspace.get((T + 1 if train else 2, H, B), dt)   # cell states, Z's columns
         ig = np.empty((H, B), dt)
         s0 = T if reverse else 0
-        Zh[:, s0] = h0.T
+        Zh[s0] = h0.T
         C[s0 if train else s0 & 1] = c0.T
         for t, p, n in _order(T, reverse):
             if train:
                 gt, tc, cp, cn = Gt[t], TC[t], C[p], C[n]
             else:
                 gt, tc, cp, cn = Gt[0], TC[0], C[p & 1], C[n & 1]
-            np.matmul(W, Z[:, p], out=gt)              # all four gates of the step: one product
+            np.matmul(W, Z[p], out=gt)                 # all four gates of the step: one product
             np.tanh(gt, out=gt)                        # one activation call for every gate
             sg = gt[:3 * H]
             sg *= 0.5
@@ -361,11 +366,11 @@ class LSTMScan(Function):
             np.multiply(gt[H:2 * H], gt[3 * H:], out=ig)   # i ⊙ g
             cn += ig
             np.tanh(cn, out=tc)
-            hn = Zh[:, n]
+            hn = Zh[n]
             np.multiply(gt[:H], tc, out=hn)            # o ⊙ tanh(c_t)
             idx = _padded(mask, t)
             if idx is not None:
-                hn[:, idx] = Zh[:, p][:, idx]
+                hn[:, idx] = Zh[p][:, idx]
                 cn[:, idx] = cp[:, idx]
         last = 0 if reverse else T
         c_n = np.ascontiguousarray(C[last if train else last & 1].T)
@@ -373,7 +378,7 @@ class LSTMScan(Function):
             self.saved = (Z, o, cols, w_ih, w_hh, Gt, C, TC, mask, reverse)
         else:
             _workspace.put(Gt, TC, C)
-        return _outputs(Zh, T, reverse, mask), Zh[:, last].T, c_n
+        return _outputs(Zh, T, reverse, mask), Zh[last].T, c_n
 
     def backward(self, g_out, g_hn, g_cn):
         Z, o, cols, w_ih, w_hh, Gt, C, TC, mask, reverse = self.saved
@@ -451,7 +456,7 @@ class GRUScan(Function):
         dt = x.dtype
         train = any(self.needs_input_grad)
         Z, o, cols = _columns(x, H, bool(bias), reverse)
-        Zh = Z[Z.shape[0] - H:]
+        Zh = Z[:, Z.shape[1] - H:]
         scale = np.ones(3 * H, dt)
         scale[:2 * H] = 0.5
         # input side for all steps at once: [b_ih + (b_hr, b_hz, 0) | W_ih], r and z halved
@@ -463,7 +468,7 @@ class GRUScan(Function):
         Wx[:, o:] = w_ih
         Wx *= scale[:, None]
         X = _workspace.get((T, 3 * H, B), dt)
-        np.matmul(Wx, Z[:o + I, cols].transpose(1, 0, 2), out=X)   # (T, 3H, B)
+        np.matmul(Wx, Z[cols, :o + I], out=X)     # (T, 3H, B)
         whh = w_hh * scale[:, None]
         Ts = T if train else 1
         RZ = _workspace.get((Ts, 2 * H, B), dt)   # r, z
@@ -471,11 +476,11 @@ class GRUScan(Function):
         HN = _workspace.get((Ts, H, B), dt)       # W_hn h_{t-1} + b_hn
         hp = np.empty((3 * H, B), dt)
         d = np.empty((H, B), dt)
-        Zh[:, T if reverse else 0] = h0.T
+        Zh[T if reverse else 0] = h0.T
         for t, p, n_ in _order(T, reverse):
             s = t if train else 0
             xt, rz, nt, hn = X[t], RZ[s], N[s], HN[s]
-            hprev = Zh[:, p]
+            hprev = Zh[p]
             np.matmul(whh, hprev, out=hp)
             np.add(xt[:2 * H], hp[:2 * H], out=rz)
             np.tanh(rz, out=rz)
@@ -490,26 +495,26 @@ class GRUScan(Function):
             np.tanh(nt, out=nt)
             np.subtract(hprev, nt, out=d)          # h' = n + z ⊙ (h - n)
             d *= rz[H:]
-            np.add(nt, d, out=Zh[:, n_])
+            np.add(nt, d, out=Zh[n_])
             idx = _padded(mask, t)
             if idx is not None:
-                Zh[:, n_][:, idx] = hprev[:, idx]
+                Zh[n_][:, idx] = hprev[:, idx]
         _workspace.put(X)
         if train:
             self.saved = (Z, o, cols, w_ih, w_hh, RZ, N, HN, mask, reverse)
         else:
             _workspace.put(RZ, N, HN)
         last = 0 if reverse else T
-        return _outputs(Zh, T, reverse, mask), Zh[:, last].T
+        return _outputs(Zh, T, reverse, mask), Zh[last].T
 
     def backward(self, g_out, g_hn):
         Z, o, cols, w_ih, w_hh, RZ, N, HN, mask, reverse = self.saved
         T, H, B = N.shape
         I = w_ih.shape[1]
         dt = N.dtype
-        K = Z.shape[0]
+        K = Z.shape[1]
         r, z = RZ[:, :H], RZ[:, H:]
-        Hprev = Z[K - H:, cols].transpose(1, 0, 2)       # (T, H, B)
+        Hprev = Z[cols, K - H:]                          # (T, H, B)
         # Factors for all steps: Pn = (1-z)(1-n²);  Fh = [Pn hn r(1-r), (h-n) z(1-z), Pn r]
         Pn = _workspace.get((T, H, B), dt)
         omz = _workspace.get((T, H, B), dt)
@@ -553,10 +558,14 @@ class GRUScan(Function):
             if idx is not None:
                 dh_rec[:, idx] = carry
         dAh2 = dAh.reshape(3 * H, T * B)
-        dw_hh = dAh2 @ Z[K - H:, cols].reshape(H, T * B).T
+        Zin = _workspace.get((K, T, B), dt)              # the step columns, side by side
+        np.copyto(Zin, Z[cols].transpose(1, 0, 2))
+        Zin2 = Zin.reshape(K, T * B)
+        dw_hh = dAh2 @ Zin2[K - H:].T
         db_hh = dAh2.sum(axis=1) if o else None
         dAh[2 * H:] = dAn                                # the input side has δa_n there
-        dWx = dAh2 @ Z[:o + I, cols].reshape(o + I, T * B).T   # [db_ih | dW_ih]
+        dWx = dAh2 @ Zin2[:o + I].T                      # [db_ih | dW_ih]
+        _workspace.put(Zin)
         dx = None
         if self.needs_input_grad[0]:
             dx = (w_ih.T @ dAh2).reshape(I, T, B).transpose(1, 2, 0)
