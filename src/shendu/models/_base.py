@@ -133,6 +133,21 @@ class BaseEstimator:
             raise NotFittedError(f"{type(self).__name__} is not fitted yet: call fit(X, y) "
                                  f"before {where}()")
 
+    # ------------------------------------------------------------------ saving
+    def _shendu_state(self):
+        """For ``shendu.save``: ``get_params()`` and every fitted attribute (network,
+        optimizer, ``classes_``...) as ``(arrays, JSON)``; see :mod:`shendu.io`."""
+        from shendu.io import estimator_state
+
+        return estimator_state(self)
+
+    @classmethod
+    def _shendu_restore(cls, arrays, state, path="<state>"):
+        """For ``shendu.load``: ``cls(**params)``, then the fitted attributes."""
+        from shendu.io import estimator_restore
+
+        return estimator_restore(cls, arrays, state, path)
+
 
 class ClassifierMixin:
     """Classifier conventions: ``classes_`` maps label indices back to the user's labels;
