@@ -68,6 +68,7 @@ from shendu.functional import (  # noqa: E402
 )
 from shendu.functional import max, min  # noqa: E402
 from shendu import data, nn, optim  # noqa: E402
+from shendu.io import load, save  # noqa: E402
 from shendu import models, train  # noqa: E402
 
 float32 = "float32"
@@ -86,4 +87,5 @@ __all__ = [
     "logsumexp", "matmul", "maximum", "minimum", "mean", "pad", "permute", "reshape", "sigmoid",
     "split", "sqrt", "squeeze", "stack", "std", "sum", "tanh", "transpose", "unsqueeze", "var",
     "where", "max", "min", "float32", "float64", "int64", "__version__",
+    "save", "load",
 ]
