@@ -8,9 +8,15 @@ process).
   max-pool 2, Linear 4096-10 — batch 64.
 
 Both: float32, SGD (lr 0.01, momentum 0.9), cross-entropy, the same threads for both
-libraries (torch's default; NumPy's BLAS uses as many).
+libraries (torch's default, or ``--threads N`` for torch and NumPy's BLAS alike).
+
+``--malloc-cache`` asks glibc, for the whole process (both libraries), to keep freed memory
+instead of returning it to the OS after every step (``mallopt`` trim/mmap thresholds, what
+``MALLOC_TRIM_THRESHOLD_`` does): NumPy allocates every activation afresh, so without it
+each step pays page faults for memory it just gave back.
 
     python benchmarks/bench_cnn.py [--workload lenet|cnn32|all] [--steps 30] [--repeats 7]
+                                   [--threads N] [--malloc-cache]
 """
 
 from __future__ import annotations
@@ -96,6 +102,31 @@ def torch_step_fn(workload, xs, ys):
     return step
 
 
+def keep_freed_memory() -> bool:
+    """glibc only: keep up to 1 GiB of freed heap, serve blocks up to 32 MiB from it."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    libc = ctypes.CDLL(name)
+    if not hasattr(libc, "mallopt"):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(libc.mallopt(m_trim_threshold, 1 << 30)
+                and libc.mallopt(m_mmap_threshold, 1 << 25))
+
+
+def set_threads(n: int) -> None:
+    """The same number of threads for torch and for NumPy's BLAS."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(n)
+    threadpool_limits(n)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -104,9 +135,15 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--malloc-cache", action="store_true")
     ap.add_argument("--memory-probe", choices=["shendu", "torch"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     workloads = ["lenet", "cnn32"] if args.workload == "all" else [args.workload]
+    if args.malloc_cache and not keep_freed_memory():
+        print("--malloc-cache: not a glibc system, ignored")
+    if args.threads:
+        set_threads(args.threads)
     if args.memory_probe:
         xs, ys = make_data(workloads[0])
         make = shendu_step_fn if args.memory_probe == "shendu" else torch_step_fn
@@ -117,7 +154,7 @@ def main() -> None:
             step()
         print(json.dumps({"peak_mb": max(0.0, H.peak_rss_mb() - base)}))
         return
-    print(H.threads_note())
+    print(H.threads_note() + (", glibc keeps freed memory" if args.malloc_cache else ""))
     for w in workloads:
         xs, ys = make_data(w)
         torch_step = None

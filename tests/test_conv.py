@@ -224,3 +224,48 @@ def test_dropout2d_module_and_errors():
         F.dropout2d(shendu.randn(2, 3), 0.5)
     y = F.dropout1d(shendu.ones(4, 6, 9), 0.5).data
     assert np.all((y == 0).all(axis=2) | (y == 2).all(axis=2))
+
+
+def test_workspace_reuse_is_safe():
+    """Patch matrices go back to the workspace only when the graph is freed: a retained
+    graph back-propagates twice correctly, and a reused buffer never leaks old values."""
+    x = shendu.randn(2, 3, 6, 6, requires_grad=True)
+    w = shendu.randn(4, 3, 3, 3, requires_grad=True)
+    y = F.conv2d(x, w, padding=1)
+    y.sum().backward(retain_graph=True)
+    gx, gw = x.grad.data.copy(), w.grad.data.copy()
+    F.conv2d(shendu.randn(2, 3, 6, 6), shendu.randn(4, 3, 3, 3), padding=1)  # no grad path
+    y.sum().backward()                                    # same patches, now freed after
+    np.testing.assert_allclose(x.grad.data, 2 * gx, rtol=1e-6)
+    np.testing.assert_allclose(w.grad.data, 2 * gw, rtol=1e-6)
+    for _ in range(3):   # buffers recycled between layers of one shape: values stay right
+        a, b = shendu.randn(2, 3, 6, 6), shendu.randn(4, 3, 3, 3)
+        ref = TF.conv2d(torch.tensor(a.data), torch.tensor(b.data), padding=1).numpy()
+        np.testing.assert_allclose(F.conv2d(a, b, padding=1).data, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_threaded_kernels_match_serial_bit_for_bit(monkeypatch):
+    """Large layers split their copies/adds over threads: the split must not change one
+    bit, and must still agree with torch (forced here on small shapes)."""
+    import shendu.functional.conv as conv_mod
+
+    def run():
+        shendu.manual_seed(1)
+        x = shendu.randn(3, 4, 9, 8, requires_grad=True)
+        w = shendu.randn(6, 4, 3, 3, requires_grad=True)
+        b = shendu.randn(6, requires_grad=True)
+        y = F.max_pool2d(F.conv2d(x, w, b, padding=1).relu(), 2)
+        y.backward(np.random.default_rng(0).standard_normal(y.shape).astype(np.float32))
+        return [t.data.copy() for t in (y, x.grad, w.grad, b.grad)]
+    serial = run()
+    monkeypatch.setattr(conv_mod, "PARALLEL_MIN", 1)
+    threaded = run()
+    for a, b in zip(serial, threaded):
+        np.testing.assert_array_equal(a, b)
+
+    def f(x, w, b):
+        return F.max_pool2d(F.conv2d(x, w, b, padding=1).relu(), 2)
+
+    def tf(x, w, b):
+        return TF.max_pool2d(TF.conv2d(x, w, b, padding=1).relu(), 2)
+    check_op(f, [(2, 3, 6, 7), (4, 3, 3, 3), (4,)], torch_fn=tf)

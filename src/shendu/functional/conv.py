@@ -26,6 +26,8 @@ when the graph is freed), so a training step does not ask the OS for fresh pages
 from __future__ import annotations
 
 import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -143,6 +145,34 @@ def empty_workspace() -> None:
     workspace.clear()
 
 
+_executor: ThreadPoolExecutor | None = None
+_N_THREADS = max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                        else (os.cpu_count() or 1), 4))
+PARALLEL_MIN = 1 << 18  # elements below which a memory-bound loop stays on one thread
+
+
+def parallel(fn, n: int, size: int) -> None:
+    """Run ``fn(lo, hi)`` over ``range(n)`` split into contiguous chunks, one per CPU (up to
+    4), when the work touches at least ``PARALLEL_MIN`` elements (``size``).
+
+    For the memory-bound loops of the kernels (copies, adds, compares of disjoint blocks):
+    NumPy releases the GIL inside them, so they scale like the BLAS calls around them.
+    Chunks write disjoint memory, so the result does not depend on the split.
+    """
+    global _executor
+    t = min(_N_THREADS, n)
+    if t <= 1 or size < PARALLEL_MIN:
+        fn(0, n)
+        return
+    if _executor is None:
+        _executor = ThreadPoolExecutor(_N_THREADS - 1, thread_name_prefix="shendu-kernel")
+    bounds = [n * i // t for i in range(t + 1)]
+    futs = [_executor.submit(fn, bounds[i], bounds[i + 1]) for i in range(1, t)]
+    fn(bounds[0], bounds[1])
+    for f in futs:
+        f.result()
+
+
 def to_chwn(a: np.ndarray) -> np.ndarray:
     """The batch-innermost array ``(C, H, W, N)`` of an ``(N, C, H, W)`` one: a view when
     ``a`` already is a view of such memory, else a copy."""
@@ -159,16 +189,16 @@ def _im2col(xc: np.ndarray, kh: int, kw: int, geo: tuple, out: np.ndarray) -> np
     """Patch matrix ``(C, kh, kw, Ho, Wo, N)`` of the batch-innermost input ``(C, H, W, N)``,
     written into ``out``:
     ``cols[c, i, j, y, x, n] = x[c, y*sh + i*dh - pt, x*sw + j*dw - pl, n]`` (zero outside)."""
-    k = 0
-    for i in range(kh):
-        for j in range(kw):
-            out_idx, in_idx, full, strips = geo[k]
-            dst = out[:, i, j]
+    def run(lo: int, hi: int) -> None:     # kernel offsets lo..hi-1: disjoint blocks
+        for k in range(lo, hi):
+            out_idx, in_idx, _, strips = geo[k]
+            dst = out[:, k // kw, k % kw]
             if out_idx is not None:
                 dst[out_idx] = xc[in_idx]
             for s in strips:
                 dst[s] = 0
-            k += 1
+
+    parallel(run, kh * kw, out.size)
     return out
 
 
@@ -179,14 +209,21 @@ def _col2im(dcols: np.ndarray, geo: tuple, h: int, w: int) -> np.ndarray:
     first = next((k for k in order if geo[k][2] and geo[k][1][1].step == 1
                   and geo[k][1][2].step == 1 and ho == h and wo == w), None)
     if first is not None:  # a window offset that reads every input once: start from it
-        dx = np.array(dcols[:, first // kw, first % kw])
         order.remove(first)
-    else:
-        dx = np.zeros((c, h, w, n), dcols.dtype)
-    for k in order:
-        out_idx, in_idx, _, _ = geo[k]
-        if out_idx is not None:
-            dx[in_idx] += dcols[:, k // kw, k % kw][out_idx]
+    dx = np.empty((c, h, w, n), dcols.dtype)
+
+    def run(lo: int, hi: int) -> None:     # channels lo..hi-1: disjoint blocks of dx
+        d = dx[lo:hi]
+        if first is None:
+            d[...] = 0
+        else:
+            d[...] = dcols[lo:hi, first // kw, first % kw]
+        for k in order:
+            out_idx, in_idx, _, _ = geo[k]
+            if out_idx is not None:
+                d[in_idx] += dcols[lo:hi, k // kw, k % kw][out_idx]
+
+    parallel(run, c, dcols.size)
     return dx
 
 
@@ -234,7 +271,9 @@ class Conv2d(Function):
             y = np.matmul(w.reshape(groups, o // groups, kg),
                           cols.reshape(groups, kg, m)).reshape(o, m)   # (G, O/G, M)
         if b is not None:
-            y += b[:, None]
+            def add_bias(lo: int, hi: int) -> None:
+                y[lo:hi] += b[lo:hi, None]
+            parallel(add_bias, o, y.size)
         if self.needs_input_grad[1]:
             self.cols = cols
         else:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from shendu.autograd import Function
-from shendu.functional.conv import _tuple, from_chwn, windows
+from shendu.functional.conv import _tuple, from_chwn, parallel, windows
 from shendu.tensor import Tensor
 
 __all__ = ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"]
@@ -97,13 +97,21 @@ class MaxPool2d(Function):
         if tile:
             # offsets in row-major order; the winner so far changes only on a strictly
             # greater value, so the first maximum wins, as in torch
-            best = np.array(z[geo[0][1]])
-            code = np.zeros(best.shape, np.uint8)
-            for k in range(1, len(geo)):
-                q = z[geo[k][1]]
-                gt = np.greater(q, best)
-                np.maximum(best, q, out=best)
-                np.maximum(code, gt.view(np.uint8) * np.uint8(k), out=code)
+            first = z[geo[0][1]]
+            best = np.empty(first.shape, z.dtype)
+            code = np.empty(best.shape, np.uint8)
+
+            def run(lo: int, hi: int) -> None:      # rows lo..hi-1 of (A, ...): disjoint
+                b, cd = best[lo:hi], code[lo:hi]
+                b[...] = first[lo:hi]
+                cd[...] = 0
+                for k in range(1, len(geo)):
+                    q = z[geo[k][1]][lo:hi]
+                    gt = np.greater(q, b)
+                    np.maximum(b, q, out=b)
+                    np.maximum(cd, gt.view(np.uint8) * np.uint8(k), out=cd)
+
+            parallel(run, best.shape[0], z.size)
             out = best
             if not np.isnan(out).any():
                 self.code = code
@@ -136,8 +144,12 @@ class MaxPool2d(Function):
         if self.code is not None:
             code = self.code
             dz = np.empty(self.shape, gz.dtype) if exact else np.zeros(self.shape, gz.dtype)
-            for k in range(len(geo)):
-                np.multiply(gz, code == k, out=dz[geo[k][1]])
+
+            def run(lo: int, hi: int) -> None:      # kernel offsets lo..hi-1: disjoint
+                for k in range(lo, hi):
+                    np.multiply(gz, code == k, out=dz[geo[k][1]])
+
+            parallel(run, len(geo), dz.size)
         else:
             dz = self._general_backward(gz, geo, disjoint)
         gx = _back(dz, self.chwn, *self.nc)
