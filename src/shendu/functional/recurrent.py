@@ -5,16 +5,18 @@ Each function runs **one layer in one direction** over a whole, time-major seque
 ``x`` of shape ``(T, B, I)`` and is a single :class:`~shendu.autograd.Function`. The work is
 organised the way a fast CPU implementation must be:
 
-* the input projection ``x_t W_ih^T + b`` of *all* steps is one matrix product
-  ``(T·B, I) @ (I, G·H)`` done before the loop (``G`` gates per unit);
-* inside the loop only the recurrent product ``h_{t-1} W_hh^T`` is computed per step,
-  written into preallocated buffers, with one activation call per gate block and
-  in-place updates;
+* a step's whole pre-activation is *one* matrix product ``[b | W_ih | W_hh] @ [1; x_t;
+  h_{t-1}]`` (``G·H × (1+I+H)`` times ``(1+I+H) × B``, ``G`` gates per unit): the input
+  projection, the recurrent product and both biases at once, reading a column buffer
+  into which each step writes its new state;
+* buffers are preallocated (and reused between training steps), every array is laid out
+  features-first and batch-last so each gate block of a step is one contiguous slab, and
+  each step makes one activation call for all its gates and updates in place;
 * the backward pass walks the steps in reverse, carrying ``dL/dh`` (and ``dL/dc``)
-  through the recurrent product only; all gradients of the weights are then *one* matrix
-  product over every step at once, e.g. ``dW_hh = Σ_t dA_t^T h_{t-1}``, which is exactly
-  the accumulation across steps that BPTT prescribes (Werbos 1990, "Backpropagation
-  through time: what it does and how to do it").
+  through the recurrent product only; the gradients of the weights and biases are then
+  *one* matrix product over every step at once, ``[db | dW_ih | dW_hh] = Σ_t dA_t [1; x_t;
+  h_{t-1}]^T``, which is exactly the accumulation across steps that BPTT prescribes
+  (Werbos 1990, "Backpropagation through time: what it does and how to do it").
 
 Equations (torch's conventions, so weights move between the two unchanged; ``σ`` is the
 logistic sigmoid, ``⊙`` the elementwise product):
@@ -50,8 +52,9 @@ BPTT for the LSTM, with ``δh_t = ∂L/∂out_t + δh^{rec}_t`` the total gradie
 ``δa_n = δh ⊙ (1-z)(1-n²)``, ``δa_z = δh ⊙ (h_{t-1}-n) z(1-z)``,
 ``δa_r = δa_n ⊙ (W_hn h + b_hn) ⊙ r(1-r)``, ``δ(W_hn h + b_hn) = δa_n ⊙ r`` and
 ``δh_{t-1} = δh ⊙ z + [δa_r, δa_z, δ(W_hn h + b_hn)] W_hh``). Every factor that does not
-depend on the carried gradient is computed for all steps at once before the backward
-loop, so the loop itself is a handful of in-place products and one matrix product.
+depend on the carried gradient is computed outside the backward loop (the LSTM's during
+its forward pass, while the gates are still in cache; the others' in one pass over all
+steps), so the loop itself is a handful of in-place products and one matrix product.
 
 Sigmoid gates are evaluated as ``σ(a) = (1 + tanh(a/2)) / 2``: the ``1/2`` is folded into a
 copy of the weights (an exact scaling by a power of two), so one ``tanh`` call covers all
@@ -330,7 +333,13 @@ _LSTM_BLOCKS = (3, 0, 1, 2)
 
 
 class LSTMScan(Function):
-    """One direction of an LSTM over a whole sequence (see the module docstring)."""
+    """One direction of an LSTM over a whole sequence (see the module docstring).
+
+    When a gradient is needed, each step also turns its gate values, while they are still
+    in cache, into the factors of the backward pass (``tanh(c) o(1-o)``, ``g i(1-i)``,
+    ``c_{t-1} f(1-f)``, ``i(1-g²)``, ``o(1-tanh² c)`` and ``f``): these, not the gates, are
+    what is saved.
+    """
 
     def forward(self, x, h0, c0, w_ih, w_hh, *bias, mask=None, reverse=False):
         T, B, _ = x.shape
@@ -343,66 +352,69 @@ class LSTMScan(Function):
         scale = np.ones(4 * H, dt)
         scale[:3 * H] = 0.5                            # σ(a) = (1 + tanh(a/2)) / 2
         W = _fused_weights(w_ih, w_hh, bias, rows, scale)
-        # Saved for backward when training; otherwise one step's worth, reused.
         Ts = T if train else 1
-        Gt = _workspace.get((Ts, 4 * H, B), dt)        # gate values o, i, f, g per step
-        TC = _workspace.get((Ts, H, B), dt)            # tanh(c_t)
-        C = _workspace.get((T + 1 if train else 2, H, B), dt)   # cell states, Z's columns
+        Gt = _workspace.get((Ts, 4 * H, B), dt)        # gates o, i, f, g; then their factors
+        if train:
+            OHC = _workspace.get((T, H, B), dt)        # o (1 - tanh² c_t)
+            Fg = _workspace.get((T, H, B), dt)         # f
+            s3 = np.empty((3 * H, B), dt)
+            fgt = np.empty((H, B), dt)
+        C = np.empty((2, H, B), dt)                    # c_{t-1}, c_t (alternating)
+        tc = np.empty((H, B), dt)
         ig = np.empty((H, B), dt)
         s0 = T if reverse else 0
         Zh[s0] = h0.T
-        C[s0 if train else s0 & 1] = c0.T
+        C[s0 & 1] = c0.T
         for t, p, n in _order(T, reverse):
-            if train:
-                gt, tc, cp, cn = Gt[t], TC[t], C[p], C[n]
-            else:
-                gt, tc, cp, cn = Gt[0], TC[0], C[p & 1], C[n & 1]
+            gt = Gt[t] if train else Gt[0]
+            cp, cn = C[p & 1], C[n & 1]
             np.matmul(W, Z[p], out=gt)                 # all four gates of the step: one product
             np.tanh(gt, out=gt)                        # one activation call for every gate
             sg = gt[:3 * H]
             sg *= 0.5
             sg += 0.5                                  # o, i, f are now sigmoids; g stays tanh
-            np.multiply(gt[2 * H:3 * H], cp, out=cn)   # f ⊙ c_{t-1}
-            np.multiply(gt[H:2 * H], gt[3 * H:], out=ig)   # i ⊙ g
+            og, ig_, fg, gg = gt[:H], gt[H:2 * H], gt[2 * H:3 * H], gt[3 * H:]
+            np.multiply(fg, cp, out=cn)                # f ⊙ c_{t-1}
+            np.multiply(ig_, gg, out=ig)               # i ⊙ g
             cn += ig
             np.tanh(cn, out=tc)
             hn = Zh[n]
-            np.multiply(gt[:H], tc, out=hn)            # o ⊙ tanh(c_t)
+            np.multiply(og, tc, out=hn)                # o ⊙ tanh(c_t)
             idx = _padded(mask, t)
             if idx is not None:
                 hn[:, idx] = Zh[p][:, idx]
                 cn[:, idx] = cp[:, idx]
+            if train:
+                # backward factors, in place of the gates:
+                # [tanh(c) o(1-o), g i(1-i), c_{t-1} f(1-f), i(1-g²)], o(1-tanh² c), f
+                np.copyto(Fg[t], fg)
+                oh = OHC[t]
+                np.multiply(tc, tc, out=oh)
+                np.subtract(1, oh, out=oh)
+                oh *= og
+                np.multiply(gg, gg, out=fgt)
+                np.subtract(1, fgt, out=fgt)
+                fgt *= ig_
+                np.subtract(1, sg, out=s3)
+                sg *= s3
+                og *= tc
+                ig_ *= gg
+                fg *= cp
+                np.copyto(gg, fgt)
         last = 0 if reverse else T
-        c_n = np.ascontiguousarray(C[last if train else last & 1].T)
+        c_n = np.ascontiguousarray(C[last & 1].T)
         if train:
-            self.saved = (Z, o, cols, w_ih, w_hh, Gt, C, TC, mask, reverse)
+            self.saved = (Z, o, cols, w_ih, w_hh, Gt, OHC, Fg, mask, reverse)
         else:
-            _workspace.put(Gt, TC, C)
+            _workspace.put(Gt)
         return _outputs(Zh, T, reverse, mask), Zh[last].T, c_n
 
     def backward(self, g_out, g_hn, g_cn):
-        Z, o, cols, w_ih, w_hh, Gt, C, TC, mask, reverse = self.saved
-        T, G, B = Gt.shape
-        H = G // 4
-        dt = Gt.dtype
-        og, ig_, fg, gg = (Gt[:, k * H:(k + 1) * H] for k in range(4))
-        Cprev = C[1:] if reverse else C[:T]
-        # Factors that do not depend on the carried gradient, for all steps at once:
         # dA = [δh ⊙ tanh(c) o(1-o), δc ⊙ g i(1-i), δc ⊙ c_{t-1} f(1-f), δc ⊙ i(1-g²)]
-        Fa = _workspace.get((T, G, B), dt)
-        np.subtract(1, Gt[:, :3 * H], out=Fa[:, :3 * H])
-        Fa[:, :3 * H] *= Gt[:, :3 * H]                 # s(1-s) for o, i, f at once
-        fo, fi, ff, fgg = (Fa[:, k * H:(k + 1) * H] for k in range(4))
-        fo *= TC
-        fi *= gg
-        ff *= Cprev
-        np.multiply(gg, gg, out=fgg)
-        np.subtract(1, fgg, out=fgg)
-        fgg *= ig_
-        ohc = _workspace.get((T, H, B), dt)            # o (1 - tanh² c)
-        np.multiply(TC, TC, out=ohc)
-        np.subtract(1, ohc, out=ohc)
-        ohc *= og
+        Z, o, cols, w_ih, w_hh, Fa, OHC, Fg, mask, reverse = self.saved
+        T, G, B = Fa.shape
+        H = G // 4
+        dt = Fa.dtype
         rows = _rows(_LSTM_BLOCKS, H)
         whhT = np.ascontiguousarray(w_hh[rows].T)     # (H, 4H), internal order
         nz = _carried(g_out)
@@ -410,6 +422,7 @@ class LSTMScan(Function):
         dc = np.array(g_cn.T, dtype=dt)
         dh = np.empty((H, B), dt)
         tmp = np.empty((H, B), dt)
+        Dt = _workspace.get((T, G, B), dt)             # δa of each step
         for t, _p, _n in reversed(_order(T, reverse)):
             idx = _padded(mask, t)
             if idx is not None:
@@ -421,28 +434,28 @@ class LSTMScan(Function):
             if idx is not None:
                 dh[:, idx] = 0
                 dc[:, idx] = 0
-            np.multiply(dh, ohc[t], out=tmp)
+            np.multiply(dh, OHC[t], out=tmp)
             dc += tmp                                  # δc_t
-            da = Fa[t]                                 # δa_t, in place of its factors
-            np.multiply(da[:H], dh, out=da[:H])        # δa_o
-            d3 = da[H:].reshape(3, H, B)
-            np.multiply(d3, dc, out=d3)                # δa_i, δa_f, δa_g
-            dc *= fg[t]                                # carried to c_{t-1}
+            fa, da = Fa[t], Dt[t]
+            np.multiply(fa[:H], dh, out=da[:H])        # δa_o
+            np.multiply(fa[H:].reshape(3, H, B), dc,   # δa_i, δa_f, δa_g
+                        out=da[H:].reshape(3, H, B))
+            dc *= Fg[t]                                # carried to c_{t-1}
             np.matmul(whhT, da, out=dh_rec)            # carried to h_{t-1}
             if idx is not None:
                 dh_rec[:, idx] = carry_h
                 dc[:, idx] = carry_c
         dA = _workspace.get((G, T, B), dt)             # gate-major for the weight product
-        np.copyto(dA, Fa.transpose(1, 0, 2))
+        np.copyto(dA, Dt.transpose(1, 0, 2))
         grads = _weight_grads(self, dA, Z, cols, o, w_ih, rows, (T, B, w_ih.shape[1]))
-        _workspace.put(Fa, ohc, dA)
+        _workspace.put(dA, Dt)
         dx, dw_ih, dw_hh, db = grads
         return (dx, dh_rec.T, dc.T, dw_ih, dw_hh, *db)
 
     def _free(self) -> None:
         saved = self.__dict__.get("saved")
         if saved is not None:
-            _workspace.put(saved[5], saved[6], saved[7])   # Gt, C, TC: private to the scan
+            _workspace.put(saved[5], saved[6], saved[7])   # private to the scan
         super()._free()
 
 
