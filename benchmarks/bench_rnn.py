@@ -16,27 +16,15 @@ On a shared machine the numbers move from run to run: quote medians of several r
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import statistics
+import subprocess
 import sys
+import time
 
-
-def _threads_from_argv() -> None:
-    # BLAS reads its thread count when NumPy is imported: set it before that.
-    if "--threads" in sys.argv:
-        n = sys.argv[sys.argv.index("--threads") + 1]
-        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[var] = n
-
-
-_threads_from_argv()
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 import _harness as Hn  # noqa: E402
@@ -85,8 +73,6 @@ def torch_step_fn(workload: str, xs, ys):
     import torch
     from torch import nn
 
-    if "--threads" in sys.argv:
-        torch.set_num_threads(int(sys.argv[sys.argv.index("--threads") + 1]))
     torch.manual_seed(0)
     rnn, head = _layer(nn, workload), nn.Linear(HIDDEN, CLASSES)
     opt = torch.optim.SGD(list(rnn.parameters()) + list(head.parameters()), lr=0.01,
@@ -146,11 +132,11 @@ def main() -> None:
     ap.add_argument("--T", type=int, default=50, help=argparse.SUPPRESS)
     args = ap.parse_args()
     workloads = ["rnn", "lstm", "gru"] if args.workload == "all" else [args.workload]
+    Hn.set_threads(args.threads)
     if args.probe:
         print(json.dumps(probe(args.probe, workloads[0], args.T, args.steps)))
         return
-    print(Hn.threads_note() + f", numpy BLAS threads "
-          f"{os.environ.get('OPENBLAS_NUM_THREADS', 'default')}")
+    print(Hn.threads_note() + (f", {args.threads} for both" if args.threads else ""))
     frameworks = ["shendu"] if args.no_torch else ["shendu", "torch"]
     for w in workloads:
         xs, ys = make_data(50)
