@@ -24,8 +24,11 @@ functions as hooks).
 
 Epochs are numbered from 0 in callbacks and in ``History.epochs`` (as in Keras) and from 1
 in messages and the progress bar. The trainer keeps its state in plain attributes
-(``epoch``, ``global_step``, ``history``, ``stop_training``), so a checkpoint callback can
-save them and ``fit(..., initial_epoch=k)`` resumes.
+(``epoch``, ``global_step``, ``history``, ``stop_training``, and ``in_epoch``/``batch``
+for the epoch in progress). :class:`shendu.checkpoint.ModelCheckpoint` saves them with the
+model, optimizer, callbacks, data-loader positions and random state, and
+``fit(..., resume=path)`` continues bit for bit; the first Ctrl-C finishes the current batch,
+checkpoints and returns the history so far (see :mod:`shendu.checkpoint`).
 
 >>> import numpy as np, shendu
 >>> from shendu import nn, optim
@@ -44,6 +47,7 @@ True
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -173,13 +177,19 @@ class Callback:
     def on_train_end(self, logs: dict) -> None:
         pass
 
+    def on_checkpoint(self, event: str) -> None:
+        """The training state is complete and consistent: after a batch (``"batch"``, once
+        every ``on_batch_end`` has run), after an epoch (``"epoch"``, its history entry
+        added) or when Ctrl-C stops training (``"interrupt"``). Checkpoints are written
+        here."""
+
 
 class LambdaCallback(Callback):
     """Plain functions as hooks: ``LambdaCallback(on_epoch_end=lambda epoch, logs: ...)``.
     Each takes the arguments of the :class:`Callback` method of the same name."""
 
     _HOOKS = ("on_train_begin", "on_epoch_begin", "on_batch_begin", "on_after_backward",
-              "on_batch_end", "on_epoch_end", "on_train_end")
+              "on_batch_end", "on_epoch_end", "on_train_end", "on_checkpoint")
 
     def __init__(self, **hooks: Callable) -> None:
         for name, fn in hooks.items():
@@ -359,12 +369,21 @@ class Trainer:
         self.epoch = 0
         self.global_step = 0
         self.stop_training = False
+        self.interrupted = False    # Ctrl-C: stop after the current batch
+        self.in_epoch = False       # an epoch is in progress: ``batch`` of its batches done
+        self.batch = 0
+        self._meter: _Meter | None = None
         for cb in self.callbacks:
             cb.set_trainer(self)
 
     def _call(self, hook: str, *args) -> None:
         for cb in self.callbacks:
-            getattr(cb, hook)(*args)
+            try:
+                getattr(cb, hook)(*args)
+            except KeyboardInterrupt:
+                if self.interrupted:   # a second one aborts
+                    raise
+                self.interrupted = True  # a callback asks to stop, as Ctrl-C does
 
     def _lr(self) -> float | None:
         groups = getattr(self.optimizer, "param_groups", None)
@@ -395,13 +414,18 @@ class Trainer:
                     f"step (try a lower learning rate or gradient clipping)")
 
     # ------------------------------------------------------------------ one epoch
-    def train_epoch(self) -> dict[str, float]:
-        """One pass over ``train_loader``, stepping the optimizer after every batch."""
+    def train_epoch(self, start_batch: int = 0) -> dict[str, float]:
+        """One pass over ``train_loader``, stepping the optimizer after every batch
+        (``start_batch`` > 0: the rest of an epoch resumed from a checkpoint)."""
         self.model.train()
-        meter = _Meter(self.metrics)
+        meter = self._meter if start_batch and self._meter is not None else _Meter(self.metrics)
+        self._meter, self.batch, self.in_epoch = meter, start_batch, True
         n_batches = len(self.train_loader) if hasattr(self.train_loader, "__len__") else None
         bar = _bar(f"epoch {self.epoch + 1}/{self.epochs}", n_batches, self.verbose == 1)
-        for b, batch in enumerate(self.train_loader):
+        batches = iter(self.train_loader)
+        if start_batch and not hasattr(self.train_loader, "load_state_dict"):
+            batches = itertools.islice(batches, start_batch, None)  # e.g. a list of batches
+        for b, batch in enumerate(batches, start=start_batch):
             inputs, target = _split_batch(batch, "fit")
             self._call("on_batch_begin", b, {})
             self.optimizer.zero_grad()
@@ -418,11 +442,15 @@ class Trainer:
             self.global_step += 1
             n = len(_as_np(target))
             meter.add(value, n, output, target)
+            self.batch = b + 1
             self._call("on_batch_end", b, {"loss": value, "batch_size": n})
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in meter.means().items()},
                                 refresh=False)
+            self._call("on_checkpoint", "batch")
+            if self.interrupted and (n_batches is None or b + 1 < n_batches):
+                break  # (after the last batch the loader is run out, ending its epoch)
         self._bar = bar
         return meter.means()
 
@@ -441,36 +469,62 @@ class Trainer:
         return meter.means()
 
     # ------------------------------------------------------------------- the loop
-    def fit(self, epochs: int, initial_epoch: int = 0) -> History:
-        """Train epochs ``initial_epoch .. epochs - 1`` (fewer if a callback stops it)."""
+    def fit(self, epochs: int, initial_epoch: int = 0, resume=None) -> History:
+        """Train epochs ``initial_epoch .. epochs - 1`` (fewer if a callback stops it);
+        ``resume``: a checkpoint file or folder to continue from (see :func:`fit`)."""
+        from shendu.checkpoint import deferred_interrupt, restore_trainer
+
         if not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"fit: epochs must be a non-negative int, got {epochs!r}")
         self.epochs = int(epochs)
         was_training = getattr(self.model, "training", True)
-        self.stop_training = False
+        self.stop_training = self.interrupted = self.in_epoch = False
         self._call("on_train_begin", {})
+        start_batch = 0
         try:
-            for epoch in range(initial_epoch, self.epochs):
-                self.epoch = epoch
-                self._call("on_epoch_begin", epoch, {})
-                logs = self.train_epoch()
-                if self.val_loader is not None:
-                    logs.update({f"val_{k}": v for k, v in self.evaluate(self.val_loader).items()})
-                    if self.check_finite and not math.isfinite(logs["val_loss"]):
-                        raise NonFiniteError(f"fit: the validation loss is {logs['val_loss']} "
-                                             f"after epoch {epoch + 1}")
-                lr = self._lr()
-                if lr is not None:
-                    logs["lr"] = lr
-                self._call("on_epoch_end", epoch, logs)
-                self.history.append(epoch, logs)
-                self._report(logs)
-                if self.stop_training:
-                    break
+            if resume is not None:
+                start = restore_trainer(self, resume)
+                if start is not None:
+                    initial_epoch, start_batch = start
+            with deferred_interrupt(self):
+                self._loop(initial_epoch, start_batch)
+            if self.interrupted:
+                self._call("on_checkpoint", "interrupt")
         finally:
-            self._call("on_train_end", {})
+            self._call("on_train_end", {"interrupted": True} if self.interrupted else {})
             self.model.train(was_training)
         return self.history
+
+    def _loop(self, initial_epoch: int, start_batch: int) -> None:
+        """The epochs, from batch ``start_batch`` of ``initial_epoch`` on."""
+        for epoch in range(initial_epoch, self.epochs):
+            self.epoch = epoch
+            self._call("on_epoch_begin", epoch, {})
+            logs = self.train_epoch(start_batch)
+            start_batch = 0
+            if self.interrupted and self.batch < self._n_batches():
+                if self._bar is not None:
+                    self._bar.close()
+                break  # stopped inside the epoch: a resumed run continues it
+            if self.val_loader is not None:
+                logs.update({f"val_{k}": v for k, v in self.evaluate(self.val_loader).items()})
+                if self.check_finite and not math.isfinite(logs["val_loss"]):
+                    raise NonFiniteError(f"fit: the validation loss is {logs['val_loss']} "
+                                         f"after epoch {epoch + 1}")
+            lr = self._lr()
+            if lr is not None:
+                logs["lr"] = lr
+            self._call("on_epoch_end", epoch, logs)
+            self.history.append(epoch, logs)
+            self.in_epoch = False
+            self._report(logs)
+            self._call("on_checkpoint", "epoch")
+            if self.stop_training or self.interrupted:
+                break
+
+    def _n_batches(self) -> float:
+        n = getattr(self.train_loader, "__len__", None)
+        return n() if n is not None else math.inf
 
     def _report(self, logs: dict) -> None:
         text = {k: f"{v:.4g}" for k, v in logs.items()}
@@ -485,7 +539,8 @@ class Trainer:
 def fit(model, loss_fn: Callable, optimizer, train_loader: Iterable, epochs: int,
         val_loader: Iterable | None = None, metrics: Sequence = (),
         callbacks: Sequence[Callback] = (), scheduler=None, scheduler_interval: str = "epoch",
-        verbose: int = 1, initial_epoch: int = 0, check_finite: bool = True) -> History:
+        verbose: int = 1, initial_epoch: int = 0, check_finite: bool = True,
+        resume=None) -> History:
     """Train ``model`` and return its :class:`History`.
 
     Parameters
@@ -504,10 +559,17 @@ def fit(model, loss_fn: Callable, optimizer, train_loader: Iterable, epochs: int
         (default; ``ReduceLROnPlateau`` on ``val_loss`` or ``loss``) or each ``"batch"``.
     verbose : 0 silent; 1 a progress bar per epoch with the running loss and metrics;
         2 one printed line per epoch.
-    initial_epoch : the epoch to start from (resuming).
+    initial_epoch : the epoch to start from.
     check_finite : raise :class:`NonFiniteError`, naming epoch and batch, as soon as the
         loss or a gradient is NaN or infinite.
+    resume : a checkpoint file written by :class:`shendu.checkpoint.ModelCheckpoint`, or its
+        folder (the newest checkpoint in it; a fresh start if there is none). Build and seed
+        everything as for the first run; training continues where the checkpoint left it
+        (mid-epoch too) and ends bit-identical to an uninterrupted run.
+
+    The first Ctrl-C finishes the current batch, lets each ``ModelCheckpoint`` write a
+    checkpoint and returns the history of the completed epochs; a second one aborts.
     """
     trainer = Trainer(model, loss_fn, optimizer, train_loader, val_loader, metrics, callbacks,
                       scheduler, scheduler_interval, verbose, check_finite)
-    return trainer.fit(epochs, initial_epoch)
+    return trainer.fit(epochs, initial_epoch, resume)
