@@ -6,8 +6,15 @@ from shendu.models._base import ConvergenceWarning, NotFittedError
 from shendu.models.attention import CharTransformerLM, TransformerClassifier
 from shendu.models.mlp import MLPClassifier, MLPRegressor
 from shendu.models.perceptron import Perceptron
+from shendu.models.recurrent import (
+    CharLM,
+    GatedRecurrentUnit,
+    LongShortTermMemory,
+    RecurrentNeuralNetwork,
+)
 from shendu.models.seed import MultiLayerPerceptron, NeuralNetwork
 
 __all__ = ["Perceptron", "MLPClassifier", "MLPRegressor", "NeuralNetwork",
            "MultiLayerPerceptron", "ConvergenceWarning", "NotFittedError",
-           "TransformerClassifier", "CharTransformerLM"]
+           "TransformerClassifier", "CharTransformerLM",
+           "RecurrentNeuralNetwork", "LongShortTermMemory", "GatedRecurrentUnit", "CharLM"]

@@ -1,0 +1,378 @@
+r"""Ready recurrent models: scikit-learn estimators on ``(N, T, F)`` sequence arrays —
+:class:`RecurrentNeuralNetwork` (Elman 1990), :class:`LongShortTermMemory` (Hochreiter &
+Schmidhuber 1997) and :class:`GatedRecurrentUnit` (Cho et al. 2014) — and
+:class:`CharLM`, a character language model with ``generate``.
+
+The estimators put a linear head on the recurrent stack, either on the last state
+(``output="last"``: one prediction per sequence, e.g. the adding problem or digits read row
+by row) or on every step (``output="sequence"``: ``y`` of shape ``(N, T)`` or
+``(N, T, d)``). ``task="classification"`` trains on the cross-entropy and predicts labels;
+``task="regression"`` on the mean squared error. Training is Adam with the gradient norm
+clipped (``clip_grad_norm``; Pascanu, Mikolov & Bengio 2013) through
+:class:`shendu.train.Trainer`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shendu import functional as F
+from shendu import nn, optim
+from shendu.autograd import no_grad
+from shendu.backend import rng
+from shendu.data import DataLoader, TensorDataset
+from shendu.models._base import BaseEstimator, ClassifierMixin, RegressorMixin, seeded
+from shendu.nn.utils import clip_grad_norm_
+from shendu.tensor import Tensor
+from shendu.train import LambdaCallback, Trainer
+
+__all__ = ["RecurrentNeuralNetwork", "LongShortTermMemory", "GatedRecurrentUnit",
+           "RecurrentHeadNet", "CharLM"]
+
+_TASKS = ("classification", "regression")
+
+
+class RecurrentHeadNet(nn.Module):
+    """A recurrent stack (``batch_first``) and a linear head on its last state or on every
+    step. ``forward(x, lengths=None)``: x (N, T, F) -> (N, n_out) or (N, T, n_out)."""
+
+    def __init__(self, cell: str, n_features: int, hidden_size: int, num_layers: int,
+                 n_outputs: int, bidirectional: bool = False, dropout: float = 0.0,
+                 output: str = "last", nonlinearity: str = "tanh") -> None:
+        super().__init__()
+        kw = dict(num_layers=num_layers, batch_first=True, bidirectional=bidirectional,
+                  dropout=dropout if num_layers > 1 else 0.0)
+        if cell == "rnn":
+            self.rnn = nn.RNN(n_features, hidden_size, nonlinearity=nonlinearity, **kw)
+        elif cell == "lstm":
+            self.rnn = nn.LSTM(n_features, hidden_size, **kw)
+        elif cell == "gru":
+            self.rnn = nn.GRU(n_features, hidden_size, **kw)
+        else:
+            raise ValueError(f"RecurrentHeadNet: unknown cell {cell!r} (rnn, lstm or gru)")
+        if output not in ("last", "sequence"):
+            raise ValueError(f"RecurrentHeadNet: output must be 'last' or 'sequence', got "
+                             f"{output!r}")
+        self.output = output
+        self.directions = 2 if bidirectional else 1
+        self.head = nn.Linear(self.directions * hidden_size, n_outputs)
+
+    def forward(self, x, lengths=None) -> Tensor:
+        out, state = self.rnn(x, lengths=lengths)
+        if self.output == "sequence":
+            return self.head(out)                                   # (N, T, n_out)
+        h = state[0] if isinstance(state, tuple) else state         # (L·D, N, H)
+        D = self.directions
+        last = h[-1] if D == 1 else F.cat([h[-2], h[-1]], dim=1)    # (N, D·H)
+        return self.head(last)
+
+
+class _RecurrentEstimator(BaseEstimator):
+    """Shared fit/predict of the recurrent estimators (see the module docstring)."""
+
+    _cell = "rnn"
+
+    def __init__(self, hidden_size: int = 64, num_layers: int = 1,
+                 task: str = "classification", output: str = "last",
+                 bidirectional: bool = False, dropout: float = 0.0, epochs: int = 30,
+                 batch_size: int = 64, learning_rate: float = 1e-2,
+                 clip_grad_norm: float | None = 1.0, random_state=None,
+                 verbose: int = 0) -> None:
+        self.hidden_size, self.num_layers = hidden_size, num_layers
+        self.task, self.output = task, output
+        self.bidirectional, self.dropout = bidirectional, dropout
+        self.epochs, self.batch_size = epochs, batch_size
+        self.learning_rate, self.clip_grad_norm = learning_rate, clip_grad_norm
+        self.random_state, self.verbose = random_state, verbose
+
+    # ------------------------------------------------------------ scikit-learn
+    @property
+    def _estimator_type(self) -> str:
+        return "classifier" if self.task == "classification" else "regressor"
+
+    def __sklearn_tags__(self):
+        mixin = ClassifierMixin if self.task == "classification" else RegressorMixin
+        return mixin.__sklearn_tags__(self)
+
+    # ------------------------------------------------------------------ checks
+    def _check_seq(self, X, where: str, reset: bool) -> np.ndarray:
+        name = type(self).__name__
+        X = np.asarray(X.data if isinstance(X, Tensor) else X)
+        if X.ndim == 2 and reset is False and getattr(self, "n_features_in_", None) == 1:
+            X = X[..., None]
+        if X.ndim != 3 or X.dtype.kind not in "fiub":
+            raise ValueError(f"{name}.{where}: expected X of shape (n_samples, T, n_features) "
+                             f"(numeric sequences), got {X.dtype} {X.shape}")
+        X = X.astype(np.float32)
+        if not np.isfinite(X).all():
+            raise ValueError(f"{name}.{where}: X contains NaN or infinity")
+        if X.shape[0] == 0 or X.shape[1] == 0:
+            raise ValueError(f"{name}.{where}: X has shape {X.shape}; at least one sequence "
+                             "of at least one step is required")
+        if reset:
+            self.n_features_in_ = X.shape[2]
+        else:
+            self._check_fitted(where)
+            if X.shape[2] != self.n_features_in_:
+                raise ValueError(f"{name}.{where}: X has {X.shape[2]} features per step, but "
+                                 f"{name} was fitted with {self.n_features_in_}")
+        return X
+
+    def _targets(self, X: np.ndarray, y) -> tuple[np.ndarray, int]:
+        name = type(self).__name__
+        y = np.asarray(y)
+        self._check_y_length(X, y, "fit")
+        seq = self.output == "sequence"
+        if seq and (y.ndim < 2 or y.shape[1] != X.shape[1]):
+            raise ValueError(f"{name}.fit: output='sequence' needs y of shape (n, T"
+                             f"{'' if self.task == 'classification' else '[, d]'}) with "
+                             f"T = {X.shape[1]}, got {y.shape}")
+        if self.task == "classification":
+            flat = y.reshape(-1)
+            self.classes_ = np.unique(flat)
+            if len(self.classes_) < 2:
+                raise ValueError(f"{name}.fit: y has a single class ({self.classes_[0]!r}); a "
+                                 "classifier needs at least 2 classes")
+            if not seq and y.ndim != 1:
+                raise ValueError(f"{name}.fit: expected 1-D y of class labels, got shape "
+                                 f"{y.shape}")
+            t = np.searchsorted(self.classes_, flat).reshape(y.shape).astype(np.int64)
+            return t, len(self.classes_)
+        y = y.astype(np.float32)
+        if not np.isfinite(y).all():
+            raise ValueError(f"{name}.fit: y contains NaN or infinity")
+        self._y_trailing_ = y.shape[2 if seq else 1:]
+        t = y.reshape(len(y), X.shape[1], -1) if seq else y.reshape(len(y), -1)
+        return t, t.shape[-1]
+
+    # --------------------------------------------------------------------- fit
+    def _net_kwargs(self) -> dict:
+        return {}
+
+    def fit(self, X, y) -> _RecurrentEstimator:
+        name = type(self).__name__
+        if self.task not in _TASKS:
+            raise ValueError(f"{name}: task must be 'classification' or 'regression', got "
+                             f"{self.task!r}")
+        X = self._check_seq(X, "fit", reset=True)
+        t, n_out = self._targets(X, y)
+        classify = self.task == "classification"
+        with seeded(self.random_state):
+            self.model_ = RecurrentHeadNet(self._cell, X.shape[2], self.hidden_size,
+                                           self.num_layers, n_out, self.bidirectional,
+                                           self.dropout, self.output, **self._net_kwargs())
+            params = list(self.model_.parameters())
+            opt = optim.Adam(params, lr=self.learning_rate)
+
+            def loss_fn(out, target):
+                if classify:
+                    return F.cross_entropy(out.reshape(-1, out.shape[-1]), target.reshape(-1))
+                return F.mse_loss(out, target)
+
+            callbacks = []
+            if self.clip_grad_norm:
+                callbacks.append(LambdaCallback(
+                    on_after_backward=lambda batch, logs: clip_grad_norm_(params,
+                                                                         self.clip_grad_norm)))
+            loader = DataLoader(TensorDataset(X, t), batch_size=self.batch_size, shuffle=True)
+            trainer = Trainer(self.model_, loss_fn, opt, loader, callbacks=callbacks,
+                              verbose=self.verbose)
+            self.history_ = trainer.fit(self.epochs)
+        self.model_.eval()
+        return self
+
+    def _raw(self, X, where: str) -> np.ndarray:
+        X = self._check_seq(X, where, reset=False)
+        self.model_.eval()
+        out = []
+        with no_grad():
+            for i in range(0, len(X), 1024):
+                out.append(self.model_(Tensor(X[i:i + 1024])).data)
+        return np.concatenate(out).astype(np.float64)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities: (n, n_classes), or (n, T, n_classes) per step."""
+        if self.task != "classification":
+            raise AttributeError(f"{type(self).__name__}.predict_proba: only for "
+                                 "task='classification'")
+        z = self._raw(X, "predict_proba")
+        z = np.exp(z - z.max(-1, keepdims=True))
+        return z / z.sum(-1, keepdims=True)
+
+    def predict(self, X) -> np.ndarray:
+        """Labels (classification) or values (regression), shaped like the fitted ``y``."""
+        if self.task == "classification":
+            return self.classes_[self.predict_proba(X).argmax(-1)]
+        z = self._raw(X, "predict")
+        return z.reshape(z.shape[:-1] + tuple(self._y_trailing_))
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """Accuracy (per step for sequences) or R²."""
+        if self.task == "classification":
+            pred = self.predict(X)
+            return float(np.average(pred.reshape(-1) == np.asarray(y).reshape(-1)))
+        y = np.asarray(y, dtype=np.float64)
+        flat = y.reshape(len(y), -1)
+        pred = np.asarray(self.predict(X), dtype=np.float64).reshape(flat.shape)
+        ss_res = ((flat - pred) ** 2).sum(0)
+        ss_tot = ((flat - flat.mean(0)) ** 2).sum(0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r2 = np.where(ss_tot > 0, 1 - ss_res / ss_tot, np.where(ss_res > 0, 0.0, 1.0))
+        return float(np.mean(r2))
+
+
+class RecurrentNeuralNetwork(_RecurrentEstimator):
+    """An Elman (1990) recurrent network (``nonlinearity`` ``"tanh"`` or ``"relu"``) as a
+    scikit-learn estimator on (N, T, F) sequences; see the module docstring."""
+
+    _cell = "rnn"
+
+    def __init__(self, hidden_size: int = 64, num_layers: int = 1, nonlinearity: str = "tanh",
+                 task: str = "classification", output: str = "last",
+                 bidirectional: bool = False, dropout: float = 0.0, epochs: int = 30,
+                 batch_size: int = 64, learning_rate: float = 1e-2,
+                 clip_grad_norm: float | None = 1.0, random_state=None,
+                 verbose: int = 0) -> None:
+        super().__init__(hidden_size, num_layers, task, output, bidirectional, dropout,
+                         epochs, batch_size, learning_rate, clip_grad_norm, random_state,
+                         verbose)
+        self.nonlinearity = nonlinearity
+
+    def _net_kwargs(self) -> dict:
+        return {"nonlinearity": self.nonlinearity}
+
+
+class LongShortTermMemory(_RecurrentEstimator):
+    """An LSTM (Hochreiter & Schmidhuber 1997; forget gate: Gers et al. 2000) as a
+    scikit-learn estimator on (N, T, F) sequences; see the module docstring."""
+
+    _cell = "lstm"
+
+
+class GatedRecurrentUnit(_RecurrentEstimator):
+    """A GRU (Cho et al. 2014) as a scikit-learn estimator on (N, T, F) sequences; see the
+    module docstring."""
+
+    _cell = "gru"
+
+
+# ----------------------------------------------------------------------- CharLM
+class CharLM(nn.Module):
+    """A character-level language model: embedding, an LSTM (or GRU) stack, a linear
+    readout to next-character logits (the char-rnn of Karpathy 2015, after Graves 2013).
+
+    ``CharLM(vocab)`` — ``vocab`` a string of the characters (e.g. ``CharCorpus.vocab``).
+    :meth:`fit` trains on random windows of a :class:`~shendu.data.sequences.CharCorpus`;
+    :meth:`evaluate` gives nats per character on a whole split, streaming it with the state
+    carried across windows; :meth:`generate` samples text.
+    """
+
+    def __init__(self, vocab: str, hidden_size: int = 256, num_layers: int = 2,
+                 cell: str = "lstm", embedding_dim: int = 64, dropout: float = 0.0) -> None:
+        super().__init__()
+        if not isinstance(vocab, str) or len(vocab) < 2 or len(set(vocab)) != len(vocab):
+            raise ValueError("CharLM: vocab must be a string of at least 2 distinct characters")
+        if cell not in ("lstm", "gru"):
+            raise ValueError(f"CharLM: cell must be 'lstm' or 'gru', got {cell!r}")
+        self.vocab, self.cell = vocab, cell
+        self._index = {c: i for i, c in enumerate(vocab)}
+        self.embed = nn.Embedding(len(vocab), embedding_dim)
+        rnn = nn.LSTM if cell == "lstm" else nn.GRU
+        self.rnn = rnn(embedding_dim, hidden_size, num_layers, batch_first=True,
+                       dropout=dropout if num_layers > 1 else 0.0)
+        self.head = nn.Linear(hidden_size, len(vocab))
+
+    def forward(self, idx, state=None):
+        """``idx`` (N, T) ids -> (logits (N, T, V), state)."""
+        out, state = self.rnn(self.embed(idx), state)
+        return self.head(out), state
+
+    def fit(self, corpus, steps: int = 1000, batch_size: int = 32, seq_len: int = 100,
+            learning_rate: float = 2e-3, clip_grad_norm: float = 1.0, eval_every: int = 0,
+            eval_chars: int | None = None, verbose: int = 0) -> list[dict]:
+        """``steps`` Adam steps on random training windows; returns the log (every
+        ``eval_every`` steps: training loss and validation nats/char)."""
+        if corpus.vocab != self.vocab:
+            raise ValueError("CharLM.fit: the corpus has a different vocabulary")
+        params = list(self.parameters())
+        opt = optim.Adam(params, lr=learning_rate)
+        log, running = [], []
+        for step in range(1, steps + 1):
+            self.train()
+            x, y = corpus.windows(batch_size, seq_len)
+            logits, _ = self(x)
+            loss = F.cross_entropy(logits.reshape(-1, len(self.vocab)), y.reshape(-1))
+            opt.zero_grad()
+            loss.backward()
+            clip_grad_norm_(params, clip_grad_norm)
+            opt.step()
+            running.append(float(loss.item()))
+            if eval_every and (step % eval_every == 0 or step == steps):
+                entry = {"step": step, "train_loss": float(np.mean(running)),
+                         "val_nats": self.evaluate(corpus, "val", max_chars=eval_chars)}
+                running = []
+                log.append(entry)
+                if verbose:
+                    print(f"step {step}: train {entry['train_loss']:.3f}  "
+                          f"val {entry['val_nats']:.3f} nats/char", flush=True)
+        self.eval()
+        return log
+
+    def evaluate(self, corpus, split: str = "val", max_chars: int | None = None,
+                 streams: int = 32, window: int = 256) -> float:
+        """Mean negative log-likelihood (nats per character) of a split: the text is cut
+        into ``streams`` contiguous pieces read side by side, the state carried from window
+        to window (so every prediction sees its full history)."""
+        data = corpus.val if split == "val" else corpus.train
+        if max_chars is not None:
+            data = data[:max_chars]
+        n = (len(data) - 1) // streams
+        if n < 1:
+            raise ValueError(f"CharLM.evaluate: the {split} split is too short")
+        src = data[:streams * n].reshape(streams, n)
+        tgt = data[1:streams * n + 1].reshape(streams, n)
+        was = self.training
+        self.eval()
+        total, state = 0.0, None
+        with no_grad():
+            for s in range(0, n, window):
+                logits, state = self(src[:, s:s + window], state)
+                V = len(self.vocab)
+                total += float(F.cross_entropy(logits.reshape(-1, V),
+                                               tgt[:, s:s + window].reshape(-1),
+                                               reduction="sum").item())
+        self.train(was)
+        return total / (streams * n)
+
+    def generate(self, prompt: str, length: int, temperature: float = 1.0,
+                 top_k: int | None = None) -> str:
+        """``prompt`` followed by ``length`` sampled characters (shendu's generator; greedy
+        when ``temperature == 0``; only the ``top_k`` likeliest when given)."""
+        if not prompt:
+            raise ValueError("CharLM.generate: the prompt needs at least one character")
+        try:
+            ids = [self._index[c] for c in prompt]
+        except KeyError as e:
+            raise ValueError(f"CharLM.generate: character {e.args[0]!r} is not in the "
+                             "vocabulary") from None
+        was = self.training
+        self.eval()
+        out = list(prompt)
+        with no_grad():
+            logits, state = self(np.array([ids]))
+            z = logits.data[0, -1].astype(np.float64)
+            for _ in range(length):
+                if temperature == 0:
+                    nxt = int(z.argmax())
+                else:
+                    z = z / temperature
+                    if top_k is not None and top_k < len(z):
+                        z = np.where(z < np.sort(z)[-top_k], -np.inf, z)
+                    p = np.exp(z - z.max())
+                    p /= p.sum()
+                    nxt = int(min(np.searchsorted(p.cumsum(), rng().random()), len(p) - 1))
+                out.append(self.vocab[nxt])
+                logits, state = self(np.array([[nxt]]), state)
+                z = logits.data[0, -1].astype(np.float64)
+        self.train(was)
+        return "".join(out)
