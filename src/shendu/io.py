@@ -114,6 +114,8 @@ def atomic_write(path, data: bytes) -> None:
     os.makedirs(d, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=d)
     try:
+        if hasattr(os, "fchmod"):  # mkstemp makes 0600; a saved file gets the usual mode
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -131,6 +133,18 @@ def atomic_write(path, data: bytes) -> None:
             os.close(dfd)
     except OSError:  # pragma: no cover - some filesystems refuse directory fsync
         pass
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where the system says it."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
 
 
 def _as_saveable(name: str, arr) -> np.ndarray:
