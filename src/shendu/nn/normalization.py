@@ -124,7 +124,7 @@ class _BatchNorm(Module):
                              f"channels at dim 1, got input {xs}")
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
-            self.num_batches_tracked.data = self.num_batches_tracked.data + 1
+            self.num_batches_tracked.data = np.asarray(self.num_batches_tracked.data + 1)
             if self.momentum is None:
                 factor = 1.0 / float(self.num_batches_tracked.data)
         use_batch = self.training or self.running_mean is None
