@@ -1126,6 +1126,7 @@ def _rebuild(path, kind, arrays, desc, into, params, optimizer):
             raise TypeError(f"load: {path} holds a LambdaLR, whose functions cannot be stored; "
                             "create it again and load with into=scheduler")
         sched = cls.__new__(cls)
+        sched.__dict__.update(state)  # so a load_state_dict that reads attributes finds them
         sched.optimizer = optimizer
         sched.load_state_dict(state)
         return sched
