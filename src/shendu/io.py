@@ -102,6 +102,10 @@ class FileFormatError(ValueError):
         super().__init__(f"{path}: {problem}")
 
 
+class _UsageError(TypeError):
+    """``load`` was called without what the file's kind needs (not a problem of the file)."""
+
+
 # --------------------------------------------------------------------- raw I/O
 def atomic_write(path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: temporary file, flush, fsync, rename.
@@ -471,6 +475,8 @@ def decode_config(value, path="<config>", _depth: int = 0):
         kwargs = {k: decode_config(v, path, _depth + 1) for k, v in kwargs.items()}
         try:
             return cls(*args, **kwargs)
+        except MemoryError:
+            raise
         except Exception as e:
             raise FileFormatError(path, f"cannot rebuild {value['__module__']}: "
                                         f"{type(e).__name__}: {str(e)[:300]}") from None
@@ -909,6 +915,8 @@ def estimator_restore(cls, arrays: dict, state, path="<state>"):
         raise FileFormatError(path, "malformed estimator parameters")
     try:
         est = cls(**params)
+    except MemoryError:
+        raise
     except Exception as e:
         raise FileFormatError(path, f"cannot rebuild {cls.__name__}: {type(e).__name__}: "
                                     f"{str(e)[:300]}") from None
@@ -1037,7 +1045,7 @@ def load(path, *, into=None, params=None, optimizer=None, model=None):
 
     if model is not None:
         if into is not None:
-            raise TypeError("load: give into= or model=, not both")
+            raise _UsageError("load: give into= or model=, not both")
         into = model
     arrays, desc = _read_desc(path)
     kind = "arrays" if desc is None else desc.get("kind")
@@ -1045,22 +1053,33 @@ def load(path, *, into=None, params=None, optimizer=None, model=None):
         if into is None:
             return arrays
         if not isinstance(into, Module):
-            raise TypeError(f"load: {path} holds named arrays, which load into a Module, not a "
+            raise _UsageError(f"load: {path} holds named arrays, which load into a Module, not a "
                             f"{type(into).__name__}")
         return _load_module_state(path, into, arrays)
     if kind == "checkpoint":
         return _checkpoint_parts(path, arrays, desc)
     if into is not None and kind not in ("module", "optimizer", "scheduler"):
-        raise TypeError(f"load: into= takes a module, an optimizer or a scheduler; {path} "
+        raise _UsageError(f"load: into= takes a module, an optimizer or a scheduler; {path} "
                         f"holds a{'n' if str(kind)[:1] in 'aeiou' else ''} {kind}")
+    return _guarded(path, kind, _rebuild, path, kind, arrays, desc, into, params, optimizer)
+
+
+def _guarded(path, kind, fn, *args):
+    """``fn(*args)`` under the memory ceiling; whatever goes wrong rebuilding from the file
+    becomes one :class:`FileFormatError` (usage errors stay ``TypeError``)."""
     with _memory_ceiling(_rebuild_budget(path)):
         try:
-            return _rebuild(path, kind, arrays, desc, into, params, optimizer)
+            return fn(*args)
+        except (FileFormatError, _UsageError):
+            raise
         except MemoryError:
             raise FileFormatError(path, "rebuilding it would need far more memory than the "
                                         "file's size justifies (corrupted or hostile)") from None
         except RecursionError:
             raise FileFormatError(path, "stored state is nested too deeply") from None
+        except Exception as e:
+            raise FileFormatError(path, f"cannot rebuild the {str(kind)[:20]}: "
+                                        f"{type(e).__name__}: {str(e)[:300]}") from None
 
 
 def _load_module_state(path, m, arrays):
@@ -1078,7 +1097,7 @@ def _rebuild(path, kind, arrays, desc, into, params, optimizer):
 
     if kind == "module":
         if into is not None and not isinstance(into, Module):
-            raise TypeError(f"load: {path} holds a module; into= must be a Module, got "
+            raise _UsageError(f"load: {path} holds a module; into= must be a Module, got "
                             f"{type(into).__name__}")
         m = into if into is not None else decode_config(desc.get("config"), path)
         if not isinstance(m, Module):
@@ -1095,7 +1114,7 @@ def _rebuild(path, kind, arrays, desc, into, params, optimizer):
             raise FileFormatError(path, "malformed optimizer state")
         if into is not None:
             if type(into) is not cls:
-                raise TypeError(f"load: {path} holds a {cls.__name__} optimizer; into= is a "
+                raise _UsageError(f"load: {path} holds a {cls.__name__} optimizer; into= is a "
                                 f"{type(into).__name__}")
             try:
                 into.load_state_dict(tree.get("state"))
@@ -1104,7 +1123,7 @@ def _rebuild(path, kind, arrays, desc, into, params, optimizer):
                                             f"{str(e)[:300]}") from None
             return into
         if params is None:
-            raise TypeError(f"load: {path} holds a {cls.__name__} optimizer; pass "
+            raise _UsageError(f"load: {path} holds a {cls.__name__} optimizer; pass "
                             "params=model.parameters() to rebuild it, or into=optimizer")
         return _optimizer_over(path, cls, desc, tree, params)
     if kind == "scheduler":
@@ -1115,15 +1134,15 @@ def _rebuild(path, kind, arrays, desc, into, params, optimizer):
             raise FileFormatError(path, "malformed scheduler state")
         if into is not None:
             if type(into) is not cls:
-                raise TypeError(f"load: {path} holds a {cls.__name__}; into= is a "
+                raise _UsageError(f"load: {path} holds a {cls.__name__}; into= is a "
                                 f"{type(into).__name__}")
             into.load_state_dict(state)
             return into
         if optimizer is None:
-            raise TypeError(f"load: {path} holds a {cls.__name__} scheduler; pass optimizer= "
+            raise _UsageError(f"load: {path} holds a {cls.__name__} scheduler; pass optimizer= "
                             "to rebuild it on that optimizer, or into=scheduler")
         if cls.__name__ == "LambdaLR":
-            raise TypeError(f"load: {path} holds a LambdaLR, whose functions cannot be stored; "
+            raise _UsageError(f"load: {path} holds a LambdaLR, whose functions cannot be stored; "
                             "create it again and load with into=scheduler")
         sched = cls.__new__(cls)
         sched.__dict__.update(state)  # so a load_state_dict that reads attributes finds them
@@ -1156,7 +1175,7 @@ def _optimizer_over(path, cls, desc, tree, params):
     if isinstance(params, Module):
         params = params.parameters()
     if not isinstance(params, Iterable):
-        raise TypeError(f"load: params= must be an iterable of parameters, got "
+        raise _UsageError(f"load: params= must be an iterable of parameters, got "
                         f"{type(params).__name__}")
     flat = list(params)
     sizes, shapes = desc.get("groups"), desc.get("shapes")
@@ -1195,12 +1214,7 @@ def save_checkpoint(path, **parts) -> None:
 
 
 def _checkpoint_parts(path, arrays, desc) -> dict:
-    with _memory_ceiling(_rebuild_budget(path)):
-        try:
-            state = unpack_state(desc.get("state"), arrays, path)
-        except MemoryError:
-            raise FileFormatError(path, "rebuilding it would need far more memory than the "
-                                        "file's size justifies (corrupted or hostile)") from None
+    state = _guarded(path, "checkpoint", unpack_state, desc.get("state"), arrays, path)
     if not isinstance(state, dict):
         raise FileFormatError(path, "malformed checkpoint")
     return state
