@@ -4,6 +4,7 @@ estimator API (``fit``/``predict``/``score``...) and the seed's own API (``forwa
 
 from shendu.models._base import ConvergenceWarning, NotFittedError
 from shendu.models.attention import CharTransformerLM, TransformerClassifier
+from shendu.models.cnn import ConvolutionalNeuralNetwork
 from shendu.models.mlp import MLPClassifier, MLPRegressor
 from shendu.models.perceptron import Perceptron
 from shendu.models.recurrent import (
@@ -15,6 +16,7 @@ from shendu.models.recurrent import (
 from shendu.models.seed import MultiLayerPerceptron, NeuralNetwork
 
 __all__ = ["Perceptron", "MLPClassifier", "MLPRegressor", "NeuralNetwork",
-           "MultiLayerPerceptron", "ConvergenceWarning", "NotFittedError",
+           "MultiLayerPerceptron", "ConvolutionalNeuralNetwork", "ConvergenceWarning",
+           "NotFittedError",
            "TransformerClassifier", "CharTransformerLM",
            "RecurrentNeuralNetwork", "LongShortTermMemory", "GatedRecurrentUnit", "CharLM"]
