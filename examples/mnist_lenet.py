@@ -5,9 +5,9 @@ last 2,000 for testing.
     python examples/mnist_lenet.py [--root ../shared/data/mnist] [--epochs 12]
 
 Prints the test accuracy after every epoch and the CPU time spent (all threads), and exits
-non-zero when the final accuracy is below 98.0%. The default budget (12 epochs, batch 64,
-Adam 1e-3 decayed by cosine annealing, no augmentation) takes about a minute of CPU on two
-cores.
+non-zero when the final accuracy is below 98.0%. The default budget: 12 epochs, batch 64,
+Adam from 1e-3 on a cosine to 0, no augmentation. Measured: 98.55% test accuracy, 173 CPU
+seconds (on a shared, heavily loaded 2-core machine; a quiet one needs far less).
 """
 
 from __future__ import annotations
