@@ -2,6 +2,7 @@
 values and every gradient over a grid of configurations."""
 
 import itertools
+import os
 
 import numpy as np
 import pytest
@@ -269,3 +270,31 @@ def test_threaded_kernels_match_serial_bit_for_bit(monkeypatch):
     def tf(x, w, b):
         return TF.max_pool2d(TF.conv2d(x, w, b, padding=1).relu(), 2)
     check_op(f, [(2, 3, 6, 7), (4, 3, 3, 3), (4,)], torch_fn=tf)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_threaded_kernels_work_in_a_forked_child(monkeypatch):
+    """A data-loading worker forked after the kernel threads started must not wait on
+    threads that do not exist in it."""
+    import select
+
+    import shendu.functional.conv as conv_mod
+    monkeypatch.setattr(conv_mod, "PARALLEL_MIN", 1)
+    x, w = shendu.randn(2, 3, 6, 6), shendu.randn(4, 3, 3, 3)
+    ref = F.conv2d(x, w, padding=1).data.copy()      # the thread pool exists from here on
+    r, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            ok = np.array_equal(F.conv2d(x, w, padding=1).data, ref)
+            os.write(wfd, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(wfd)
+    ready, _, _ = select.select([r], [], [], 60)
+    if not ready:
+        os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    answer = os.read(r, 1) if ready else b""
+    os.close(r)
+    assert answer == b"1", "the forked child hung or computed a different result"

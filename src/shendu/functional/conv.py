@@ -146,6 +146,7 @@ def empty_workspace() -> None:
 
 
 _executor: ThreadPoolExecutor | None = None
+_executor_pid = 0
 _N_THREADS = max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                         else (os.cpu_count() or 1), 4))
 PARALLEL_MIN = 1 << 18  # elements below which a memory-bound loop stays on one thread
@@ -159,13 +160,14 @@ def parallel(fn, n: int, size: int) -> None:
     NumPy releases the GIL inside them, so they scale like the BLAS calls around them.
     Chunks write disjoint memory, so the result does not depend on the split.
     """
-    global _executor
+    global _executor, _executor_pid
     t = min(_N_THREADS, n)
     if t <= 1 or size < PARALLEL_MIN:
         fn(0, n)
         return
-    if _executor is None:
+    if _executor is None or _executor_pid != os.getpid():   # a forked child needs its own
         _executor = ThreadPoolExecutor(_N_THREADS - 1, thread_name_prefix="shendu-kernel")
+        _executor_pid = os.getpid()
     bounds = [n * i // t for i in range(t + 1)]
     futs = [_executor.submit(fn, bounds[i], bounds[i + 1]) for i in range(1, t)]
     fn(bounds[0], bounds[1])
