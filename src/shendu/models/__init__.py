@@ -14,9 +14,10 @@ from shendu.models.recurrent import (
     RecurrentNeuralNetwork,
 )
 from shendu.models.seed import MultiLayerPerceptron, NeuralNetwork
+from shendu.models.seq2seq import AttentionMechanism
 
 __all__ = ["Perceptron", "MLPClassifier", "MLPRegressor", "NeuralNetwork",
            "MultiLayerPerceptron", "ConvolutionalNeuralNetwork", "ConvergenceWarning",
            "NotFittedError",
-           "TransformerClassifier", "CharTransformerLM",
+           "TransformerClassifier", "CharTransformerLM", "AttentionMechanism",
            "RecurrentNeuralNetwork", "LongShortTermMemory", "GatedRecurrentUnit", "CharLM"]
