@@ -41,7 +41,7 @@ def main() -> None:
         t0 = time.process_time()
         model = cls(**kw).fit(Xtr, ytr)
         mse = float(np.mean((model.predict(Xte) - yte) ** 2))
-        print(f"{cls.__name__:<24} test MSE {mse:.4f}   CPU {time.process_time() - t0:6.0f} s",
+        print(f"{cls.__name__:<24} test MSE {mse:.2e}   CPU {time.process_time() - t0:6.0f} s",
               flush=True)
         untrained = cls(**{**kw, "epochs": 0}).fit(Xtr[:64], ytr[:64])
         steps = [0, args.T // 4, args.T // 2, 3 * args.T // 4, args.T - 1]
