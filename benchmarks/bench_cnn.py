@@ -119,12 +119,15 @@ def keep_freed_memory() -> bool:
 
 
 def set_threads(n: int) -> None:
-    """The same number of threads for torch and for NumPy's BLAS."""
+    """The same number of threads for torch, NumPy's BLAS and shendu's kernel loops."""
     import torch
     from threadpoolctl import threadpool_limits
 
+    from shendu.functional.conv import set_kernel_threads
+
     torch.set_num_threads(n)
     threadpool_limits(n)
+    set_kernel_threads(n)
 
 
 def main() -> None:

@@ -298,3 +298,18 @@ def test_threaded_kernels_work_in_a_forked_child(monkeypatch):
     answer = os.read(r, 1) if ready else b""
     os.close(r)
     assert answer == b"1", "the forked child hung or computed a different result"
+
+
+def test_set_kernel_threads():
+    import shendu.functional.conv as conv_mod
+    before = conv_mod._N_THREADS
+    try:
+        conv_mod.set_kernel_threads(1)
+        x, w = shendu.randn(2, 3, 6, 6), shendu.randn(4, 3, 3, 3)
+        np.testing.assert_allclose(F.conv2d(x, w).data,
+                                   TF.conv2d(torch.tensor(x.data), torch.tensor(w.data)).numpy(),
+                                   rtol=1e-5, atol=1e-5)
+        with pytest.raises(ValueError, match="positive int"):
+            conv_mod.set_kernel_threads(0)
+    finally:
+        conv_mod.set_kernel_threads(before)

@@ -152,6 +152,19 @@ _N_THREADS = max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaf
 PARALLEL_MIN = 1 << 18  # elements below which a memory-bound loop stays on one thread
 
 
+def set_kernel_threads(n: int) -> None:
+    """How many threads the memory-bound loops of the conv and pooling kernels may use
+    (default: the CPUs this process may run on, at most 4). ``1`` keeps them on the calling
+    thread, e.g. to compare with a library restricted to one thread."""
+    global _N_THREADS, _executor
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"set_kernel_threads: expected a positive int, got {n!r}")
+    if _executor is not None:
+        _executor.shutdown(wait=True)
+        _executor = None
+    _N_THREADS = int(n)
+
+
 def parallel(fn, n: int, size: int) -> None:
     """Run ``fn(lo, hi)`` over ``range(n)`` split into contiguous chunks, one per CPU (up to
     4), when the work touches at least ``PARALLEL_MIN`` elements (``size``).
