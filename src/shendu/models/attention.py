@@ -148,7 +148,9 @@ class CharTransformerLM(nn.Module):
 
     ``forward(idx)``: (N, T) int token ids -> (N, T, vocab) next-token logits; position
     ``t`` sees only positions ``<= t`` (a causal mask). ``generate(idx, n)`` samples ``n``
-    more tokens from shendu's generator (``temperature``, ``top_k``).
+    more tokens from shendu's generator (``temperature``, ``top_k``); ``fit(corpus, steps)``
+    trains on a :class:`~shendu.data.sequences.CharCorpus` and ``evaluate(corpus)`` gives
+    the validation nats per character.
     """
 
     def __init__(self, vocab_size: int, d_model: int = 64, nhead: int = 4,
@@ -172,6 +174,97 @@ class CharTransformerLM(nn.Module):
                              f"ids (N, T) with T <= {self.block_size}, got {idx.shape}")
         h = self.blocks(self.pos(self.embed(idx)), is_causal=True)
         return self.head(h)
+
+    def fit(self, corpus, steps: int = 1000, batch_size: int = 32,
+            learning_rate: float = 3e-3, weight_decay: float = 0.0,
+            clip_grad_norm: float | None = 1.0, lr_schedule: str = "cosine",
+            eval_every: int = 0, eval_chars: int | None = None, verbose: int = 0
+            ) -> list[dict]:
+        """Train on a :class:`~shendu.data.sequences.CharCorpus` (or anything with its
+        ``windows(batch, L, split)`` and ``train``/``val`` id arrays) for ``steps`` AdamW
+        steps, each on ``batch_size`` random training windows of ``block_size`` characters
+        drawn from shendu's generator, with next-character cross-entropy at every position.
+        ``lr_schedule="cosine"`` anneals the learning rate to 0 over the steps (Loshchilov &
+        Hutter 2017). Returns the log: every ``eval_every`` steps (and at the end) the mean
+        training loss since the last entry and the validation nats/char
+        (:meth:`evaluate`, on the first ``eval_chars`` validation characters)."""
+        name = type(self).__name__
+        if lr_schedule not in ("cosine", "constant"):
+            raise ValueError(f"{name}.fit: lr_schedule must be 'cosine' or 'constant', got "
+                             f"{lr_schedule!r}")
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+            raise ValueError(f"{name}.fit: steps must be a positive int, got {steps!r}")
+        top = int(max(corpus.train.max(), corpus.val.max()))
+        if top >= self.vocab_size:
+            raise ValueError(f"{name}(vocab_size={self.vocab_size}).fit: the corpus has "
+                             f"token id {top}")
+        params = list(self.parameters())
+        opt = optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
+        sched = (optim.lr_scheduler.CosineAnnealingLR(opt, int(steps))
+                 if lr_schedule == "cosine" else None)
+        log, running = [], []
+        for step in range(1, steps + 1):
+            self.train()
+            x, y = corpus.windows(batch_size, self.block_size)          # (B, T), (B, T)
+            logits = self(x)                                             # (B, T, V)
+            loss = F.cross_entropy(logits.reshape(-1, self.vocab_size), y.reshape(-1))
+            opt.zero_grad()
+            loss.backward()
+            if clip_grad_norm is not None:
+                nn.utils.clip_grad_norm_(params, clip_grad_norm)
+            opt.step()
+            if sched is not None:
+                sched.step()
+            running.append(float(loss.item()))
+            if (eval_every and step % eval_every == 0) or step == steps:
+                entry = {"step": step, "train_loss": float(np.mean(running)),
+                         "val_nats": self.evaluate(corpus, "val", max_chars=eval_chars)}
+                running = []
+                log.append(entry)
+                if verbose:
+                    print(f"step {step}: train {entry['train_loss']:.3f}  "
+                          f"val {entry['val_nats']:.3f} nats/char", flush=True)
+        self.eval()
+        return log
+
+    def evaluate(self, corpus_or_ids, split: str = "val", max_chars: int | None = None,
+                 batch_size: int = 64) -> float:
+        """Mean negative log-likelihood (nats per character) of a split of a corpus (or of
+        an id array): every character after the first is predicted once, from windows of
+        ``block_size`` that advance by half a block, so each prediction but the first
+        block's sees at least ``block_size / 2`` characters of context."""
+        if isinstance(corpus_or_ids, np.ndarray):
+            data = corpus_or_ids
+        else:
+            data = corpus_or_ids.val if split == "val" else corpus_or_ids.train
+        data = np.asarray(data, np.int64)[:max_chars]
+        n = len(data)
+        if n < 2:
+            raise ValueError(f"{type(self).__name__}.evaluate: need at least 2 characters, "
+                             f"got {n}")
+        T = min(self.block_size, n - 1)
+        hop = max(T // 2, 1)
+        starts = list(range(0, n - T, hop))                  # window a: inputs a..a+T-1
+        if starts[-1] != n - T - 1:
+            starts.append(n - T - 1)
+        windows = data[np.array(starts)[:, None] + np.arange(T + 1)]    # (m, T + 1)
+        score = np.zeros((len(starts), T), bool)             # first-time targets only
+        done = 0                                             # targets 1..done are scored
+        for r, a in enumerate(starts):
+            first = max(done + 1, a + 1)                     # target index range
+            score[r, first - a - 1:] = True
+            done = a + T
+        was = self.training
+        self.eval()
+        total = 0.0
+        with no_grad():
+            for i in range(0, len(windows), batch_size):
+                w = windows[i:i + batch_size]
+                logp = F.log_softmax(self(w[:, :-1]), -1).data          # (b, T, V)
+                picked = np.take_along_axis(logp, w[:, 1:, None], -1)[..., 0]
+                total -= float(picked[score[i:i + batch_size]].astype(np.float64).sum())
+        self.train(was)
+        return total / (n - 1)
 
     def generate(self, idx, max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None) -> np.ndarray:

@@ -448,6 +448,7 @@ class AttentionMechanism(BaseEstimator):
             raise ValueError(f"{type(self).__name__}.{where}: max_len must be >= 0, got "
                              f"{max_len}")
         model = self.model_
+        was_training = model.training     # (a callback may score during training)
         model.eval()
         S = src.shape[1]
         tokens = np.full((len(src), steps), V, np.int64)
@@ -457,6 +458,7 @@ class AttentionMechanism(BaseEstimator):
             tokens[i:i + 512, :tk.shape[1]] = tk
             if w is not None:
                 weights[i:i + 512, :w.shape[1], :w.shape[2]] = w
+        model.train(was_training)
         ended = tokens == V
         out_len = np.where(ended.any(1), ended.argmax(1), steps)
         if weights is not None:   # the weights of the output tokens only (not of the end)
