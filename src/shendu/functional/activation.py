@@ -154,7 +154,7 @@ class GELU(Function):
         self.a, self.approx = a, approximate
         if approximate == "tanh":
             k = math.sqrt(2 / math.pi)
-            self.t = np.tanh(k * (a + 0.044715 * a ** 3))
+            self.t = np.tanh(k * (a + 0.044715 * (a * a * a)))  # a ** 3 is ~30x slower
             return 0.5 * a * (1 + self.t)
         self.cdf = 0.5 * erfc(-a * (1 / math.sqrt(2)))  # Phi(a), accurate in both tails
         return a * self.cdf
