@@ -3,8 +3,9 @@ token or feature sequences) and :class:`CharTransformerLM` (a small causal trans
 language model with ``generate``).
 
 Both are a transformer encoder (Vaswani et al. 2017) in pre-norm form (``norm_first``,
-Xiong et al. 2020, which trains without warm-up at these sizes) over token embeddings or a
-linear projection of feature vectors, plus the sinusoidal positional encoding.
+Xiong et al. 2020, which trains without warm-up at these sizes) with GELU feed-forward
+layers (tanh form) over token embeddings or a linear projection of feature vectors, plus
+the sinusoidal positional encoding.
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ from shendu.tensor import Tensor
 from shendu.train import Trainer
 
 __all__ = ["TransformerClassifier", "SequenceEncoderNet", "CharTransformerLM"]
+
+
+def _gelu_tanh(x: Tensor) -> Tensor:
+    """GELU (Hendrycks & Gimpel 2016) in its tanh form, as GPT-2 uses it: in NumPy several
+    times cheaper than the exact ``x Φ(x)``, whose erf has no vectorised library call."""
+    return F.gelu(x, approximate="tanh")
 
 
 class SequenceEncoderNet(nn.Module):
@@ -46,7 +53,7 @@ class SequenceEncoderNet(nn.Module):
         self.pos = nn.PositionalEncoding(d_model, max_len=max_len, dropout=dropout,
                                          batch_first=True)
         layer = nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout,
-                                           activation="gelu", batch_first=True,
+                                           activation=_gelu_tanh, batch_first=True,
                                            norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, num_layers, norm=nn.LayerNorm(d_model))
         self.head = nn.Linear(d_model, n_classes)
@@ -162,7 +169,7 @@ class CharTransformerLM(nn.Module):
         self.pos = nn.PositionalEncoding(d_model, max_len=block_size, dropout=dropout,
                                          batch_first=True)
         layer = nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout,
-                                           activation="gelu", batch_first=True,
+                                           activation=_gelu_tanh, batch_first=True,
                                            norm_first=True)
         self.blocks = nn.TransformerEncoder(layer, num_layers, norm=nn.LayerNorm(d_model))
         self.head = nn.Linear(d_model, vocab_size)
