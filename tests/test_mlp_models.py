@@ -171,3 +171,24 @@ def test_clear_errors():
         MLPRegressor(activation="swish").fit(X, y)
     with pytest.raises(ValueError, match="MLPRegressor.fit: y contains NaN"):
         MLPRegressor().fit(X, np.full(len(X), np.nan))
+
+
+def test_partial_fit_draws_a_fresh_shuffle_each_call():
+    """An int random_state seeds the first call; later calls continue the same stream
+    instead of replaying the first call's shuffle and dropout."""
+    X = np.random.default_rng(0).normal(size=(64, 4))
+    y = (X[:, 0] > 0).astype(int)
+
+    def run(replay: bool):
+        m = MLPClassifier(hidden_layer_sizes=(8,), random_state=0, batch_size=8)
+        m.partial_fit(X, y, classes=[0, 1])
+        first_state = m.rng_state_
+        if replay:
+            del m.rng_state_  # what re-seeding on every call would do
+        m.partial_fit(X, y)
+        assert m.rng_state_ != first_state
+        return [p.data.copy() for p in m.model_.parameters()]
+
+    a, b, again = run(False), run(True), run(False)
+    assert all(np.array_equal(p, q) for p, q in zip(a, again))  # still repeatable
+    assert not all(np.array_equal(p, q) for p, q in zip(a, b))

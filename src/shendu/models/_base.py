@@ -225,18 +225,23 @@ class RegressorMixin:
 
 
 @contextlib.contextmanager
-def seeded(random_state):
+def seeded(random_state, state=None):
     """Run a block with shendu's generator seeded by ``random_state`` and put the
     generator's previous state back afterwards, so a model's ``random_state`` makes its
     fit repeatable without disturbing the user's own stream. ``None`` draws from the
-    global generator as it stands (seed it with ``shendu.manual_seed``)."""
+    global generator as it stands (seed it with ``shendu.manual_seed``). ``state`` (a
+    generator state saved at the end of an earlier block) continues that stream instead of
+    restarting it — successive ``partial_fit`` calls then draw fresh shuffles and masks."""
     if random_state is None:
         yield
         return
     if isinstance(random_state, bool) or not isinstance(random_state, (int, np.integer)):
         raise TypeError(f"random_state must be an int or None, got {random_state!r}")
     saved = backend.get_rng_state()
-    backend.manual_seed(int(random_state))
+    if state is not None:
+        backend.set_rng_state(state)
+    else:
+        backend.manual_seed(int(random_state))
     try:
         yield
     finally:

@@ -24,7 +24,7 @@ import warnings
 
 import numpy as np
 
-from shendu import nn, optim
+from shendu import backend, nn, optim
 from shendu.autograd import no_grad
 from shendu.backend import as_dtype, rng
 from shendu.data import DataLoader, TensorDataset
@@ -210,13 +210,18 @@ class _BaseMLP(BaseEstimator):
             self._set_scaler(X)
         X = self._scale(X)
         n_out = self._n_outputs(t)
-        with seeded(self.random_state):
+        # partial_fit continues the model's own random stream (a fresh shuffle each call);
+        # fit starts it again from random_state
+        resume = None if where == "fit" else getattr(self, "rng_state_", None)
+        with seeded(self.random_state, resume):
             keep = (not first) or (self.warm_start and hasattr(self, "model_") and
                                    self._shape_ok(X.shape[1], n_out))
             if not keep:
                 self._build(X.shape[1], n_out)
             self._train(X, t, int(self.epochs) if where == "fit" else 1,
                         incremental=where == "partial_fit")
+            if self.random_state is not None:
+                self.rng_state_ = backend.get_rng_state()
         return self
 
     def _shape_ok(self, n_in: int, n_out: int) -> bool:
