@@ -148,17 +148,24 @@ def main() -> None:
         Hn.print_result(res)
     if args.no_scaling:
         return
-    print("\nscaling in T (each run alone in a fresh process; ms per train step, peak MiB "
-          "above the model's baseline)")
+    print("\nscaling in T: ms per train step (median of interleaved runs in this process) and "
+          "peak MiB above the model's baseline (each alone in a fresh process)")
     for w in workloads:
+        rows = {f: [] for f in frameworks}
+        for T in SCALING_T:
+            xs, ys = make_data(T)
+            steps = 2 if T > 200 else 5
+            res = Hn.compare(f"{w} T={T}", shendu_step_fn(w, xs, ys),
+                             None if args.no_torch else torch_step_fn(w, xs, ys),
+                             steps, 3, warmup=1)
+            for f in frameworks:
+                mem = probe_in_subprocess(f, w, T, 3)["peak_mb"] if not args.no_memory else 0
+                rows[f].append((1e3 / res[f"{f}_steps_per_s"], mem))
         for f in frameworks:
-            row = [probe_in_subprocess(f, w, T, 4 if T > 200 else 8) for T in SCALING_T]
-            cells = "  ".join(f"T={T}: {r['s_per_step'] * 1e3:7.1f} ms {r['peak_mb']:6.1f} MiB"
-                              for T, r in zip(SCALING_T, row))
-            per_t = [r["s_per_step"] * 1e3 / T for T, r in zip(SCALING_T, row)]
-            print(f"{w:<5} {f:<7} {cells}   ms/step/T: "
-                  + " ".join(f"{v:.3f}" for v in per_t), flush=True)
-
+            cells = "  ".join(f"T={T}: {ms:7.1f} ms {mb:6.1f} MiB"
+                              for T, (ms, mb) in zip(SCALING_T, rows[f]))
+            per_t = " ".join(f"{ms / T:.3f}" for T, (ms, _) in zip(SCALING_T, rows[f]))
+            print(f"{w:<5} {f:<7} {cells}   ms/step/T: {per_t}", flush=True)
 
 if __name__ == "__main__":
     main()
