@@ -102,3 +102,12 @@ def test_stratified_split_largest_remainder():
 def test_bad_arguments(call, msg):
     with pytest.raises(ValueError, match=msg):
         call()
+
+
+def test_sequence_data_sets_reachable_from_datasets():
+    from shendu.data import datasets, sequences
+
+    assert datasets.adding_problem is sequences.adding_problem
+    assert datasets.sequential_digits is sequences.sequential_digits
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        datasets.nope  # noqa: B018

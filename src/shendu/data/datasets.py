@@ -197,3 +197,15 @@ def iris(test_size: float = 0.2, random_state: int = 0, dtype=None) -> Split:
     _check_test_size("iris", test_size)
     d = _sklearn_datasets("iris").load_iris()
     return _finish(d.data, d.target, test_size, random_state, dtype)
+
+
+def __getattr__(name: str):
+    """The sequence data sets live in their own modules; they are reachable from here too
+    (``datasets.adding_problem``, ``datasets.sequential_digits``, ``datasets.CharCorpus``;
+    ``shendu.data.tasks.sequence_task`` for copy/reverse/sort) without importing them until
+    they are asked for."""
+    if name in ("adding_problem", "sequential_digits", "CharCorpus"):
+        from shendu.data import sequences
+
+        return getattr(sequences, name)
+    raise AttributeError(f"module 'shendu.data.datasets' has no attribute {name!r}")
