@@ -135,9 +135,27 @@ def erf(x: np.ndarray) -> np.ndarray:
     return out.astype(x.dtype if x.dtype.kind == "f" else np.float64, copy=False)
 
 
+_SCIPY_ERFC: list = []  # [function or None], looked up on first use
+
+
+def _scipy_erfc():
+    """SciPy's compiled erfc when SciPy is installed (about 30x faster than the NumPy
+    rational approximation below, and as accurate); never imported at ``import shendu``."""
+    if not _SCIPY_ERFC:
+        try:
+            from scipy.special import erfc as f
+        except ImportError:  # pragma: no cover - SciPy is optional
+            f = None
+        _SCIPY_ERFC.append(f)
+    return _SCIPY_ERFC[0]
+
+
 def erfc(x: np.ndarray) -> np.ndarray:
     """``1 - erf(x)``, without the cancellation for large ``x``."""
     x = np.asarray(x)
+    fast = _scipy_erfc()
+    if fast is not None and x.dtype.kind == "f":
+        return fast(x)
     small_val, tail, small = _erf_parts(x)
     out = np.where(small, 1.0 - small_val, np.where(x < 0, 2.0 - tail, tail))
     return out.astype(x.dtype if x.dtype.kind == "f" else np.float64, copy=False)
