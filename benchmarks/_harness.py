@@ -106,3 +106,36 @@ def set_threads(n: int | None) -> None:
         torch.set_num_threads(n)
     except ImportError:
         pass
+
+
+def train_step_fn(lib: str, build, xs, ys, lr: float = 0.01, momentum: float = 0.9):
+    """One SGD + cross-entropy train step of ``build(nn)`` on the next of the fixed batches
+    ``(xs, ys)``, as a closure — in shendu or in torch with the same code, since shendu's API
+    is torch's."""
+    if lib == "shendu":
+        import shendu as lib_mod
+        from shendu import nn, optim
+
+        as_x, as_y = lib_mod.from_numpy, (lambda y: y)
+    else:
+        import torch as lib_mod
+        from torch import nn, optim
+
+        as_x, as_y = lib_mod.from_numpy, lib_mod.from_numpy
+    lib_mod.manual_seed(0)
+    model = build(nn)
+    opt = optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    loss_fn = nn.CrossEntropyLoss()
+    batches = [(as_x(x), as_y(y)) for x, y in zip(xs, ys)]
+    i = [0]
+
+    def step():
+        x, y = batches[i[0] % len(batches)]
+        i[0] += 1
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step

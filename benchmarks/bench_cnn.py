@@ -57,49 +57,11 @@ def make_data(workload: str, seed: int = 0, n_batches: int = 4):
 
 
 def shendu_step_fn(workload, xs, ys):
-    import shendu
-    from shendu import nn, optim
-
-    shendu.manual_seed(0)
-    model = build(nn, workload)
-    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    loss_fn = nn.CrossEntropyLoss()
-    batches = [(shendu.from_numpy(x), y) for x, y in zip(xs, ys)]
-    i = [0]
-
-    def step():
-        x, y = batches[i[0] % len(batches)]
-        i[0] += 1
-        opt.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
-    return step
+    return H.train_step_fn("shendu", lambda nn: build(nn, workload), xs, ys)
 
 
 def torch_step_fn(workload, xs, ys):
-    import torch
-    from torch import nn
-
-    torch.manual_seed(0)
-    model = build(nn, workload)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    loss_fn = nn.CrossEntropyLoss()
-    batches = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in zip(xs, ys)]
-    i = [0]
-
-    def step():
-        x, y = batches[i[0] % len(batches)]
-        i[0] += 1
-        opt.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
-    return step
+    return H.train_step_fn("torch", lambda nn: build(nn, workload), xs, ys)
 
 
 def keep_freed_memory() -> bool:

@@ -26,52 +26,17 @@ def make_data(seed: int = 0, n_batches: int = 8):
     return xs, ys
 
 
+def build(nn):
+    return nn.Sequential(nn.Linear(D_IN, H1), nn.ReLU(), nn.Linear(H1, H2), nn.ReLU(),
+                         nn.Linear(H2, D_OUT))
+
+
 def shendu_step_fn(xs, ys):
-    import shendu
-    from shendu import nn, optim
-
-    shendu.manual_seed(0)
-    model = nn.Sequential(nn.Linear(D_IN, H1), nn.ReLU(), nn.Linear(H1, H2), nn.ReLU(),
-                          nn.Linear(H2, D_OUT))
-    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    loss_fn = nn.CrossEntropyLoss()
-    batches = [(shendu.from_numpy(x), y) for x, y in zip(xs, ys)]
-    i = [0]
-
-    def step():
-        x, y = batches[i[0] % len(batches)]
-        i[0] += 1
-        opt.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
-    return step
+    return H.train_step_fn("shendu", build, xs, ys)
 
 
 def torch_step_fn(xs, ys):
-    import torch
-    from torch import nn
-
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(D_IN, H1), nn.ReLU(), nn.Linear(H1, H2), nn.ReLU(),
-                          nn.Linear(H2, D_OUT))
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    loss_fn = nn.CrossEntropyLoss()
-    batches = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in zip(xs, ys)]
-    i = [0]
-
-    def step():
-        x, y = batches[i[0] % len(batches)]
-        i[0] += 1
-        opt.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
-    return step
+    return H.train_step_fn("torch", build, xs, ys)
 
 
 def main() -> None:

@@ -27,21 +27,6 @@ import _harness as H  # noqa: E402
 B, D, HEADS, FF, CLASSES = 32, 128, 4, 512, 10
 
 
-def set_threads(n: int) -> None:
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(n)
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        pass
-    try:
-        import torch
-
-        torch.set_num_threads(n)
-    except ImportError:
-        pass
-
-
 def make_data(T: int, seed: int = 0, n_batches: int = 4):
     rng = np.random.default_rng(seed)
     xs = [rng.standard_normal((B, T, D)).astype(np.float32) for _ in range(n_batches)]
@@ -49,12 +34,7 @@ def make_data(T: int, seed: int = 0, n_batches: int = 4):
     return xs, ys
 
 
-def shendu_step_fn(xs, ys, dropout: float):
-    import shendu
-    from shendu import nn, optim
-
-    shendu.manual_seed(0)
-
+def build(nn, dropout: float):
     class Model(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -63,58 +43,17 @@ def shendu_step_fn(xs, ys, dropout: float):
             self.head = nn.Linear(D, CLASSES)
 
         def forward(self, x):
-            return self.head(self.encoder(x).mean(1))          # mean-pool over time
+            return self.head(self.encoder(x).mean(1))  # mean-pool over time
 
-    model = Model()
-    opt = optim.SGD(model.parameters(), lr=0.01)
-    loss_fn = nn.CrossEntropyLoss()
-    batches = [(shendu.from_numpy(x), y) for x, y in zip(xs, ys)]
-    i = [0]
+    return Model()
 
-    def step():
-        x, y = batches[i[0] % len(batches)]
-        i[0] += 1
-        opt.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
 
-    return step
+def shendu_step_fn(xs, ys, dropout: float):
+    return H.train_step_fn("shendu", lambda nn: build(nn, dropout), xs, ys, momentum=0.0)
 
 
 def torch_step_fn(xs, ys, dropout: float):
-    import torch
-    from torch import nn
-
-    torch.manual_seed(0)
-
-    class Model(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.encoder = nn.TransformerEncoderLayer(D, HEADS, FF, dropout=dropout,
-                                                      batch_first=True)
-            self.head = nn.Linear(D, CLASSES)
-
-        def forward(self, x):
-            return self.head(self.encoder(x).mean(1))
-
-    model = Model()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    loss_fn = nn.CrossEntropyLoss()
-    batches = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in zip(xs, ys)]
-    i = [0]
-
-    def step():
-        x, y = batches[i[0] % len(batches)]
-        i[0] += 1
-        opt.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
-    return step
+    return H.train_step_fn("torch", lambda nn: build(nn, dropout), xs, ys, momentum=0.0)
 
 
 def _probe(args) -> None:
@@ -180,7 +119,7 @@ def main() -> None:
     ap.add_argument("--memory-probe", choices=["shendu", "torch"], help=argparse.SUPPRESS)
     ap.add_argument("--workload", default="transformer_T64", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    set_threads(args.threads)
+    H.set_threads(args.threads)
     if args.memory_probe:
         _probe(args)
         return
