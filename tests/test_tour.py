@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from shendu.report.plots import have_matplotlib
@@ -48,7 +49,22 @@ def test_quick_tour_results(quick_tour):
     for r in digits:  # every digits run learns (chance is 10%)
         assert float(r[3].split("%")[0]) > 85, r
     for r in res["rows"]:
-        assert r[3].startswith("not available yet") or float(r[5]) >= 0
+        assert not r[3].startswith(("not available yet", "failed")), r
+        assert float(r[5]) >= 0
+    # the famous contrasts, measured: the LSTM solves the adding problem, the tanh RNN not
+    lstm = next(r for r in res["rows"] if r[0].startswith("Long short-term"))
+    rnn = next(r for r in res["rows"] if r[0].startswith("Simple recurrent"))
+    mse = {k: float(r[3].split("test MSE ")[1].split()[0]) for k, r in (("lstm", lstm),
+                                                                          ("rnn", rnn))}
+    assert mse["lstm"] < 0.05 < 0.12 < mse["rnn"], mse
+    assert "(solved)" in lstm[3] and "(not solved)" in rnn[3]
+    # attention beats the fixed-vector bottleneck, and its alignment is the anti-diagonal
+    att = next(r for r in res["rows"] if r[0].startswith("Encoder-decoder"))
+    with_att = float(att[3].split("%")[0])
+    without = float(att[4].split("same budget: ")[1].split("%")[0])
+    mirrored = float(att[3].split("mirrored position at ")[1].split("%")[0])
+    assert with_att > 90 and with_att > without + 30 and mirrored > 90, att
+    assert res["cpu_seconds"] > 0
 
 
 def test_quick_tour_writes_the_report(quick_tour):
@@ -58,7 +74,8 @@ def test_quick_tour_writes_the_report(quick_tour):
     pics = json.loads((out / "results.json").read_text())["pictures"]
     if have_matplotlib():
         assert "learning_curves.png" in pics and "confusion_matrix.png" in pics
-        assert "attention.png" in pics
+        assert "attention.png" in pics and "rnn_vs_lstm_gradients.png" in pics
+        assert "conv_filters.png" in pics
         for p in pics:
             assert (out / p).stat().st_size > 1000
         assert page.count("data:image/png;base64,") == len(pics)
@@ -92,6 +109,24 @@ def test_history_is_right():
     assert "1997" in CHAPTERS["lstm"].who and "Elman 1990" in CHAPTERS["lstm"].who
     assert "Bahdanau" in CHAPTERS["attention"].who and "2014" in CHAPTERS["attention"].who
     assert "2017" in CHAPTERS["transformer"].who
+
+
+def test_mirrored_fraction():
+    from shendu.tour import mirrored_fraction
+
+    L = 5
+    assert mirrored_fraction([np.eye(L)[::-1]]) == 1.0
+    assert mirrored_fraction([np.eye(L)]) == 1 / L    # only the middle step is mirrored
+
+
+def test_one_thread_restores_the_kernel_threads():
+    from shendu.functional import conv
+    from shendu.tour import one_thread
+
+    before = conv._N_THREADS
+    with one_thread():
+        assert conv._N_THREADS == 1
+    assert conv._N_THREADS == before
 
 
 def test_format_table_wraps():

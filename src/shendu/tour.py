@@ -33,6 +33,7 @@ listed as "not available yet" instead of failing the tour.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -46,7 +47,8 @@ import numpy as np
 
 from shendu.train import Callback
 
-__all__ = ["Chapter", "Row", "TourResult", "CHAPTERS", "run_tour", "HEADER"]
+__all__ = ["Chapter", "Row", "TourResult", "CHAPTERS", "run_tour", "HEADER", "one_thread",
+           "mirrored_fraction", "format_table"]
 
 HEADER = ("algorithm", "who and when", "task", "result", "baseline or contrast", "seconds")
 
@@ -125,6 +127,7 @@ class TourResult:
     report: str | None
     seconds: float
     failed: list[str] = field(default_factory=list)
+    cpu_seconds: float = 0.0
 
 
 # ---------------------------------------------------------------------- helpers
@@ -206,6 +209,30 @@ def _plots():
     from shendu.report import plots
 
     return plots
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run the small models of the tour on one thread: one BLAS thread (with threadpoolctl,
+    when installed) and one thread for shendu's conv/pool kernels. On matrices this small,
+    extra threads only add synchronisation — and on a busy machine they wait for each
+    other — so one thread is both faster and fairer to whatever else runs."""
+    from shendu.functional import conv
+
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        blas = contextlib.nullcontext()
+    else:
+        blas = threadpool_limits(1)
+    before = getattr(conv, "_N_THREADS", None)
+    conv.set_kernel_threads(1)
+    try:
+        with blas:
+            yield
+    finally:
+        if isinstance(before, int) and before >= 1:
+            conv.set_kernel_threads(before)
 
 
 # ------------------------------------------------------------------- chapters
@@ -303,27 +330,28 @@ def _mlp(ctx: _Context) -> None:
 def _cnn(ctx: _Context) -> None:
     """LeCun et al. (1989): convolutions share weights across the image and learn their
     own local feature detectors; trained by backpropagation they beat a fully connected
-    network of the same size class on handwritten digits."""
+    network of the same size class on handwritten digits. The network is the one
+    :class:`shendu.models.ConvolutionalNeuralNetwork` builds (``make_cnn``)."""
     import shendu
-    from shendu import nn
     from shendu.data.datasets import digits
+    from shendu.models.cnn import make_cnn
 
     t0 = time.perf_counter()
     shendu.manual_seed(0)
     Xtr, Xte, ytr, yte = digits()
     Xtr, Xte = Xtr.reshape(-1, 1, 8, 8), Xte.reshape(-1, 1, 8, 8)
-    model = nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),   # (B, 16, 4, 4)
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (B, 32, 2, 2)
-        nn.Flatten(), nn.Linear(32 * 2 * 2, 10))
-    epochs = 4 if ctx.quick else 15
+    # conv 32@3x3, BN, ReLU, pool -> conv 64@3x3, BN, ReLU, pool -> (B, 64, 2, 2)
+    # -> dropout -> 128 -> 10
+    model = make_cnn((1, 8, 8), 10, conv_channels=(32, 64), kernel_size=3,
+                     hidden_layer_sizes=(128,), batch_norm=True, dropout=0.3)
+    epochs = 8 if ctx.quick else 30
     h = _train(model, Xtr, ytr, Xte, yte, epochs=epochs, lr=3e-3, batch_size=32,
                desc="CNN on digits")
     pred = _predict(model, Xte).argmax(1)
     acc = float((pred == yte).mean())
     mlp = ctx.measured.get("mlp_digits")
     ctx.row("Convolutional network", "Yann LeCun et al. 1989 (LeNet-5: 1998)",
-            "8x8 digits, conv 16@3x3, pool, conv 32@3x3, pool, linear",
+            "8x8 digits, conv 32@3x3, pool, conv 64@3x3, pool, 128, 10 (batch norm, dropout)",
             f"{_pct(acc)} test accuracy ({epochs} epochs, {_n_params(model):,} weights)",
             f"MLP: {_pct(mlp)} ({ctx.measured['mlp_digits_params']:,} weights)"
             if mlp is not None else "MLP: run `shendu tour --only mlp`",
@@ -337,85 +365,10 @@ def _cnn(ctx: _Context) -> None:
                 p.confusion_matrix, _confusion(yte, pred, 10), None,
                 "CNN on digits: confusion matrix")
     ctx.picture("conv_filters.png", "First-layer convolution filters",
-                "The 16 learned 3x3 kernels of the first convolution (each scaled to its own "
+                "The 32 learned 3x3 kernels of the first convolution (each scaled to its own "
                 "range): edge and stroke detectors.",
                 p.conv_filters, model[0].weight.data.copy(),
                 "CNN on digits: first-layer 3x3 filters")
-
-
-def _adding_problem(n: int, T: int, seed: int):
-    """Hochreiter & Schmidhuber (1997): channel 0 random in [0, 1], channel 1 marks two
-    positions (one in each half); the target is the sum of the two marked values."""
-    try:
-        from shendu.data.datasets import adding_problem
-
-        out = adding_problem(n=n, T=T, seed=seed)
-        X, y = out[0], out[1]
-        return np.asarray(X, np.float32), np.asarray(y, np.float32).reshape(-1, 1)
-    except (ImportError, AttributeError, TypeError):
-        rng = np.random.Generator(np.random.PCG64(seed))
-        X = np.zeros((n, T, 2), np.float32)
-        X[:, :, 0] = rng.uniform(size=(n, T))
-        a = rng.integers(0, T // 2, n)
-        b = rng.integers(T // 2, T, n)
-        X[np.arange(n), a, 1] = 1.0
-        X[np.arange(n), b, 1] = 1.0
-        y = (X[np.arange(n), a, 0] + X[np.arange(n), b, 0]).reshape(-1, 1)
-        return X, y.astype(np.float32)
-
-
-class _LastStep:
-    """A recurrent layer followed by a linear head on the last time step."""
-
-    def __new__(cls, rnn, hidden: int):
-        from shendu import nn
-
-        class LastStep(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.rnn = rnn
-                self.head = nn.Linear(hidden, 1)
-
-            def forward(self, x):
-                out, _ = self.rnn(x)          # (B, T, H)
-                return self.head(out[:, -1])  # (B, 1)
-
-        return LastStep()
-
-
-def _bptt_norms(kind: str, rnn, head, X: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """||dL/dh_t|| for t = 1..T of one batch, the loss taken at the last step only.
-
-    The recurrence is unrolled step by step from the trained layer's weights (torch's
-    names: ``weight_ih_l0``, ``weight_hh_l0``, ``bias_ih_l0``, ``bias_hh_l0``; LSTM gates
-    i, f, g, o), and a zero tensor ``z_t`` is added to each ``h_t``: ``dL/dz_t = dL/dh_t``.
-    """
-    import shendu
-    import shendu.functional as F
-
-    W_ih, W_hh = rnn.weight_ih_l0.detach(), rnn.weight_hh_l0.detach()
-    b = (rnn.bias_ih_l0 + rnn.bias_hh_l0).detach()
-    B, T, _ = X.shape
-    H = W_hh.shape[1]
-    x = shendu.from_numpy(X)
-    h = shendu.zeros(B, H)
-    c = shendu.zeros(B, H)
-    zs = []
-    for t in range(T):
-        pre = shendu.matmul(x[:, t], W_ih.T) + shendu.matmul(h, W_hh.T) + b
-        if kind == "lstm":
-            i, f, g, o = shendu.chunk(pre, 4, dim=1)
-            c = F.sigmoid(f) * c + F.sigmoid(i) * shendu.tanh(g)
-            h = F.sigmoid(o) * shendu.tanh(c)
-        else:
-            h = shendu.tanh(pre)
-        z = shendu.zeros(B, H, requires_grad=True)
-        zs.append(z)
-        h = h + z
-    out = shendu.matmul(h, head.weight.detach().T) + head.bias.detach()
-    loss = ((out - shendu.from_numpy(y)) ** 2).mean()
-    loss.backward()
-    return np.array([float(np.linalg.norm(z.grad.data)) for z in zs])
 
 
 def _lstm(ctx: _Context) -> None:
@@ -423,145 +376,183 @@ def _lstm(ctx: _Context) -> None:
     (Elman 1990) shrinks geometrically as it flows back through time (Hochreiter 1991;
     Bengio, Simard & Frasconi 1994); the LSTM's additive cell state carries it across
     long lags, so an LSTM learns the adding problem and a tanh RNN of the same size does
-    not."""
+    not.
+
+    Both networks are the one :class:`shendu.models.LongShortTermMemory` /
+    :class:`~shendu.models.RecurrentNeuralNetwork` build (``RecurrentHeadNet``: the
+    recurrent layer and a linear head on the last step), trained the same way (Adam,
+    gradient norm clipped at 1). The gradient norms over time come from
+    :func:`shendu.nn.bptt_gradient_norms` on one test batch of the trained models."""
     import shendu
     from shendu import nn
+    from shendu.data.sequences import adding_problem
+    from shendu.models.recurrent import RecurrentHeadNet
 
-    T = 30 if ctx.quick else 50
-    n_train, n_test = (1000, 500) if ctx.quick else (3000, 1000)
-    epochs = 6 if ctx.quick else 16
+    T = 30 if ctx.quick else 100
+    n_train, n_test = (2000, 500) if ctx.quick else (5000, 1000)
+    epochs = 12 if ctx.quick else 20
     hidden = 32
-    Xtr, ytr = _adding_problem(n_train, T, seed=0)
-    Xte, yte = _adding_problem(n_test, T, seed=1)
+    Xtr, ytr = adding_problem(n_train, T, seed=0)
+    Xte, yte = adding_problem(n_test, T, seed=1)
+    ytr, yte = ytr.reshape(-1, 1), yte.reshape(-1, 1)
     base = float(((yte - ytr.mean()) ** 2).mean())
     results = {}
     for kind in ("rnn", "lstm"):
         t0 = time.perf_counter()
         shendu.manual_seed(0)
-        layer = (nn.LSTM(2, hidden, batch_first=True) if kind == "lstm"
-                 else nn.RNN(2, hidden, batch_first=True))
-        model = _LastStep(layer, hidden)
+        model = RecurrentHeadNet(kind, 2, hidden, 1, 1)
         h = _train(model, Xtr, ytr, Xte, yte, epochs=epochs, lr=1e-2, batch_size=32,
                    loss="mse", clip=1.0, desc=f"{kind.upper()} on adding T={T}")
         mse = float(((_predict(model, Xte) - yte) ** 2).mean())
-        norms = _bptt_norms(kind, layer, model.head, Xte[:128], yte[:128])
+        model.eval()
+        y_b = shendu.from_numpy(yte[:128])
+
+        def last_step_mse(out, head=model.head, y=y_b):   # out (B, T, H): loss at step T
+            return ((head(out[:, -1]) - y) ** 2).mean()
+
+        norms = nn.bptt_gradient_norms(model.rnn, shendu.from_numpy(Xte[:128]),
+                                       last_step_mse)
         results[kind] = (mse, h, norms, time.perf_counter() - t0)
     r_mse, l_mse = results["rnn"][0], results["lstm"][0]
+    ctx.measured["lstm_mse"], ctx.measured["rnn_mse"] = l_mse, r_mse
+    ratio = {k: f"{results[k][2][0] / results[k][2][-1]:.1e}" if results[k][2][0] > 0
+             else "0 (below float32's range)" for k in results}
     ctx.row("Long short-term memory (LSTM)",
             "Sepp Hochreiter & Jürgen Schmidhuber 1997",
-            f"adding problem, T={T}, {hidden} units ({n_train} train sequences)",
-            f"test MSE {l_mse:.4f}",
+            f"adding problem, T={T}, {hidden} units ({n_train:,} train sequences)",
+            f"test MSE {l_mse:.4f} ({'solved' if l_mse < 0.05 else 'not solved'})",
             f"tanh RNN (Elman 1990), same size and budget: {r_mse:.4f}; "
             f"predicting the mean: {base:.3f}", results["lstm"][3])
     ctx.row("Simple recurrent network (tanh RNN)", "Jeffrey Elman 1990",
-            f"adding problem, T={T}, {hidden} units", f"test MSE {r_mse:.4f}",
-            f"vanishing gradient: ||dL/dh_1|| / ||dL/dh_T|| = "
-            f"{results['rnn'][2][0] / results['rnn'][2][-1]:.1e} "
-            f"(LSTM {results['lstm'][2][0] / results['lstm'][2][-1]:.1e})",
-            results["rnn"][3])
+            f"adding problem, T={T}, {hidden} units",
+            f"test MSE {r_mse:.4f} ({'solved' if r_mse < 0.05 else 'not solved'})",
+            f"vanishing gradient: ||dL/dh_1|| / ||dL/dh_T|| = {ratio['rnn']} "
+            f"(LSTM {ratio['lstm']})", results["rnn"][3])
     ctx.curves.append((f"Adding problem (T={T})", "test MSE",
                        {"RNN": results["rnn"][1]["val_mse"],
                         "LSTM": results["lstm"][1]["val_mse"]}))
     ctx.picture("rnn_vs_lstm_gradients.png", "Gradient norm over time: RNN vs LSTM",
-                f"||dL/dh_t|| for one batch of the trained models, loss at the last step "
-                f"t={T}. The tanh RNN's gradient dies out going back in time (Hochreiter "
-                f"1991; Bengio, Simard & Frasconi 1994); the LSTM's reaches the first steps.",
+                f"||dL/dh_t|| (shendu.nn.bptt_gradient_norms) for 128 test sequences of the "
+                f"trained models, loss at the last step t={T}. The tanh RNN's gradient dies "
+                f"out going back in time (Hochreiter 1991; Bengio, Simard & Frasconi 1994); "
+                f"the LSTM's reaches the first steps.",
                 _plots().gradient_norms, {"tanh RNN": results["rnn"][2],
                                           "LSTM": results["lstm"][2]},
                 f"Backpropagation through time on the adding problem (T={T})")
 
 
-def _reversal_data(n: int, lo: int, hi: int, vocab: int, seed: int):
-    """Digit sequences of length lo..hi (tokens 0..vocab-1) and their reversals."""
-    try:
-        from shendu.data.datasets import sequence_task
+class _HeldOutExact(Callback):
+    """Exact-sequence accuracy of an :class:`~shendu.models.AttentionMechanism` on held-out
+    data after every epoch (for the learning curves)."""
 
-        return sequence_task("reverse", n, (lo, hi), vocab, seed)
-    except (ImportError, AttributeError):
-        rng = np.random.Generator(np.random.PCG64(seed))
-        xs = [rng.integers(0, vocab, rng.integers(lo, hi + 1)) for _ in range(n)]
-        return xs, [x[::-1].copy() for x in xs]
+    def __init__(self, est, X, y) -> None:
+        self.est, self.X, self.y, self.values = est, X, y, []
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        self.values.append(self.est.score(self.X, self.y))
+        logs["val_exact"] = self.values[-1]
+
+
+def mirrored_fraction(weights: list[np.ndarray]) -> float:
+    """The fraction of output steps ``i`` of reversals whose most-attended source position is
+    the mirrored one, ``L - 1 - i`` (1.0: an exact anti-diagonal)."""
+    hits = total = 0
+    for w in weights:                                   # (len(output), L)
+        n = min(w.shape[0], w.shape[1])
+        L = w.shape[1]
+        hits += int((w[:n].argmax(1) == L - 1 - np.arange(n)).sum())
+        total += n
+    return hits / max(total, 1)
 
 
 def _attention(ctx: _Context) -> None:
     """Bahdanau, Cho & Bengio (2014): an encoder-decoder that squeezes the whole input
     into one vector (Cho et al. 2014) forgets long inputs; letting the decoder look back at
     every encoder state, weighted by a learned alignment, removes that bottleneck — and the
-    alignment learned for reversal is the anti-diagonal."""
-    import shendu
+    alignment learned for reversal is the anti-diagonal. Both runs are
+    :class:`shendu.models.AttentionMechanism`, with ``attention=True`` and ``False``."""
+    from shendu.data.tasks import sequence_task
     from shendu.models import AttentionMechanism
 
-    lo, hi = (4, 6) if ctx.quick else (6, 10)
-    n_train = 1500 if ctx.quick else 4000
-    epochs = 6 if ctx.quick else 20
+    lo, hi = (5, 8) if ctx.quick else (10, 20)
+    n_train = 2000 if ctx.quick else 6000
+    epochs = 6 if ctx.quick else 10
     vocab = 10
-    src_tr, tgt_tr = _reversal_data(n_train, lo, hi, vocab, seed=0)
-    src_te, tgt_te = _reversal_data(300, lo, hi, vocab, seed=1)
+    tr = sequence_task("reverse", n_train, (lo, hi), vocab, seed=0)
+    te = sequence_task("reverse", 300, (lo, hi), vocab, seed=1)
     out = {}
     for use in (False, True):
         t0 = time.perf_counter()
-        shendu.manual_seed(0)
-        m = AttentionMechanism(vocab_size=vocab, attention=use, epochs=epochs,
-                               random_state=0, verbose=0)
-        m.fit(src_tr, tgt_tr)
-        pred = m.predict(src_te)
-        exact = float(np.mean([np.array_equal(p, t) for p, t in zip(pred, tgt_te)]))
-        out[use] = (exact, m, time.perf_counter() - t0)
+        m = AttentionMechanism(vocab_size=vocab, pad_id=tr.pad_id, attention=use,
+                               epochs=epochs, random_state=0, verbose=0)
+        held = _HeldOutExact(m, te.src, te.tgt)
+        m.callbacks = [held, _ProgressBar(f"seq2seq {'with' if use else 'without'} "
+                                          f"attention", epochs)]
+        m.fit(tr.src, tr.tgt)
+        m.callbacks = None
+        out[use] = (m.score(te.src, te.tgt), m, held.values, time.perf_counter() - t0)
+    m = out[True][1]
+    srcs = [te.src[i, :te.lengths[i]] for i in range(len(te))]
+    mirrored = mirrored_fraction(m.attention_weights(srcs))
+    ctx.measured["attention_exact"], ctx.measured["bottleneck_exact"] = out[True][0], \
+        out[False][0]
     ctx.row("Encoder-decoder with additive attention",
             "Dzmitry Bahdanau, Kyunghyun Cho & Yoshua Bengio 2014",
-            f"reverse digit sequences, length {lo}-{hi}",
-            f"{_pct(out[True][0])} exact sequences (held out)",
+            f"reverse digit sequences, length {lo}-{hi} ({n_train:,} train)",
+            f"{_pct(out[True][0])} exact sequences (300 held out); attention peaks on the "
+            f"mirrored position at {_pct(mirrored)} of steps",
             f"without attention (Cho et al. 2014), same budget: {_pct(out[False][0])}",
-            out[True][2] + out[False][2])
-    weights = out[True][1].attention_weights(src_te[0])
+            out[True][3] + out[False][3])
+    ctx.curves.append((f"Reversal, length {lo}-{hi}", "held-out exact sequences",
+                       {"with attention": out[True][2], "without": out[False][2]}))
+    k = int(np.argmax(te.lengths))                     # the longest held-out sequence
+    src, tgt = srcs[k], te.tgt[k, :te.lengths[k]]
+    pred, weights = m.predict(src, return_attention=True)
     ctx.picture("attention.png", "Attention weights (reversal)",
-                "Which input position each output step attends to: the anti-diagonal is "
-                "the reversal the model learned, without being told.",
-                _plots().attention_heatmap, weights, list(src_te[0]), list(tgt_te[0]),
-                "Seq2seq with attention: reversing a sequence")
+                "Which source position each output step attends to, for a held-out sequence "
+                "the model has never seen: the anti-diagonal is the reversal it learned, "
+                "without being told.",
+                _plots().attention_heatmap, weights, [int(v) for v in src],
+                [int(v) for v in pred],
+                f"Seq2seq with attention: reversing {''.join(map(str, src))}"
+                + ("" if np.array_equal(pred, tgt) else " (wrong)"))
 
 
 def _transformer(ctx: _Context) -> None:
     """Vaswani et al. (2017): self-attention lets every token look at every other one in
-    one step; here each digit image is read as a sequence of its 8 pixel rows."""
+    one step; here each digit image is read as a sequence of its 8 pixel rows. The network
+    is the one :class:`shendu.models.TransformerClassifier` builds
+    (``SequenceEncoderNet``: a pre-norm encoder over projected rows, mean-pooled)."""
     import shendu
-    from shendu import nn
+    from shendu.models.attention import SequenceEncoderNet
 
     t0 = time.perf_counter()
     shendu.manual_seed(0)
     Xtr, Xte, ytr, yte = digits_rows()
-    d = 32
-
-    class RowTransformer(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.embed = nn.Linear(8, d)
-            self.pos = nn.Parameter(shendu.randn(1, 8, d) * 0.1)
-            self.encoder = nn.TransformerEncoderLayer(d, 4, 64, dropout=0.0, batch_first=True)
-            self.head = nn.Linear(d, 10)
-
-        def forward(self, x):                        # (B, 8 rows, 8 pixels)
-            h = self.encoder(self.embed(x) + self.pos)  # (B, 8, d)
-            return self.head(h.mean(dim=1))         # (B, 10)
-
-    model = RowTransformer()
-    epochs = 5 if ctx.quick else 25
-    h = _train(model, Xtr, ytr, Xte, yte, epochs=epochs, lr=3e-3, batch_size=32,
+    d, layers = (32, 1) if ctx.quick else (64, 2)
+    model = SequenceEncoderNet(10, d_model=d, nhead=4, num_layers=layers,
+                               dim_feedforward=2 * d, dropout=0.0 if ctx.quick else 0.1,
+                               n_features=8, max_len=8)
+    epochs = 8 if ctx.quick else 20
+    h = _train(model, Xtr, ytr, Xte, yte, epochs=epochs, lr=3e-3 if ctx.quick else 2e-3,
+               batch_size=32,
                desc="Transformer on digits")
     acc = float((_predict(model, Xte).argmax(1) == yte).mean())
     mlp = ctx.measured.get("mlp_digits")
     ctx.row("Transformer encoder (self-attention)", "Ashish Vaswani et al. 2017",
-            "8x8 digits read as 8 row tokens, 1 layer, d=32, 4 heads",
+            f"8x8 digits read as 8 row tokens, {layers} layer{'s' if layers > 1 else ''}, d={d}, "
+            f"4 heads",
             f"{_pct(acc)} test accuracy ({epochs} epochs)",
             f"MLP on the flat pixels: {_pct(mlp)}" if mlp is not None
             else "MLP: run `shendu tour --only mlp`", time.perf_counter() - t0)
     ctx.curves.append(("Transformer on digits", "loss / accuracy",
                        {"train loss": h["loss"], "test accuracy": h["val_accuracy"]}))
     if not any(p[0] == "attention.png" for p in ctx.pictures):
+        layer = model.encoder.layers[0]
         with shendu.no_grad():
             model.eval()
-            x = model.embed(shendu.from_numpy(Xte[:1])) + model.pos
-            _, w = model.encoder.self_attn(x, x, x, need_weights=True)
+            x = layer.norm1(model.pos(model.embed(shendu.from_numpy(Xte[:1]))))
+            _, w = layer.self_attn(x, x, x, need_weights=True)
         ctx.picture("attention.png", "Self-attention weights (transformer, one digit)",
                     "How much each pixel row (output) attends to every other row (input), "
                     "averaged over the 4 heads.", _plots().attention_heatmap,
@@ -631,36 +622,39 @@ def run_tour(quick: bool = False, only: str | None = None, out: str | os.PathLik
         names = [only]
     ctx = _Context(quick=quick)
     failed: list[str] = []
-    start = time.perf_counter()
-    for name in names:
-        ch = CHAPTERS[name]
-        missing = ch.missing()
-        if missing:
-            ctx.row(ch.algorithm, ch.who, ch.task,
-                    f"not available yet (needs {', '.join(missing)})", "", None)
-            continue
-        try:
-            ch.run(ctx)
-        except Exception as e:  # one broken chapter must not hide the others' results
-            if debug:
-                raise
-            ctx.row(ch.algorithm, ch.who, ch.task,
-                    f"failed: {type(e).__name__}: {' '.join(str(e).split())[:200]}", "", None)
-            failed.append(name)
-    total = time.perf_counter() - start
+    start, cpu0 = time.perf_counter(), time.process_time()
+    with one_thread():
+        for name in names:
+            ch = CHAPTERS[name]
+            missing = ch.missing()
+            if missing:
+                ctx.row(ch.algorithm, ch.who, ch.task,
+                        f"not available yet (needs {', '.join(missing)})", "", None)
+                continue
+            try:
+                ch.run(ctx)
+            except Exception as e:  # one broken chapter must not hide the others' results
+                if debug:
+                    raise
+                ctx.row(ch.algorithm, ch.who, ch.task,
+                        f"failed: {type(e).__name__}: {' '.join(str(e).split())[:200]}", "",
+                        None)
+                failed.append(name)
+    total, cpu = time.perf_counter() - start, time.process_time() - cpu0
     table = format_table([r.cells() for r in ctx.rows])
     print(file=stream)
     print(table, file=stream)
-    print(f"\n{len(names)} chapter(s) in {total:.1f} s"
+    print(f"\n{len(names)} chapter(s) in {total:.1f} s ({cpu:.1f} s CPU)"
           f"{' (--quick budgets)' if quick else ''}", file=stream)
     written: list[str] = []
     report = None
     if out is not None:
-        written, report = _write_outputs(ctx, os.fspath(out), quick, total, stream)
-    return TourResult(ctx.rows, written, report, total, failed)
+        written, report = _write_outputs(ctx, os.fspath(out), quick, total, cpu, stream)
+    return TourResult(ctx.rows, written, report, total, failed, cpu)
 
 
-def _write_outputs(ctx: _Context, out: str, quick: bool, total: float, stream):
+def _write_outputs(ctx: _Context, out: str, quick: bool, total: float, cpu: float,
+                   stream):
     from shendu import __version__
     from shendu.report import MATPLOTLIB_HINT, Picture, have_matplotlib, write_html
 
@@ -680,14 +674,16 @@ def _write_outputs(ctx: _Context, out: str, quick: bool, total: float, stream):
     else:
         print(f"hint: {MATPLOTLIB_HINT}", file=stream)
     with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
-        json.dump({"quick": quick, "seconds": round(total, 2), "shendu": __version__,
+        json.dump({"quick": quick, "seconds": round(total, 2),
+                   "cpu_seconds": round(cpu, 2), "shendu": __version__,
                    "header": list(HEADER), "rows": [list(r.cells()) for r in ctx.rows],
                    "pictures": [os.path.basename(p.path) for p in pictures]}, f, indent=1)
     report = write_html(
         os.path.join(out, "report.html"), "shendu tour: the classic algorithms of deep learning",
         HEADER, [r.cells() for r in ctx.rows], pictures,
         subtitle=f"shendu {__version__}; {'quick budgets; ' if quick else ''}"
-                 f"{total:.0f} s in all; built-in data only, every run seeded.",
+                 f"{total:.0f} s in all ({cpu:.0f} s CPU, one thread); built-in data only, "
+                 f"every run seeded.",
         notes=["History as in docs/history.md: backpropagation (reverse-mode differentiation) "
                "goes back to Linnainmaa 1970 and Werbos 1974; Rumelhart, Hinton & Williams "
                "1986 showed it learns useful hidden representations."],
