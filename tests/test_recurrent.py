@@ -104,6 +104,42 @@ def test_scan_matches_torch(kind, reverse, lengths, dtype):
             assert not np.any(s_out[0].data[n:, b])
 
 
+@pytest.mark.parametrize("chunk", [1, 2, 3])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("lengths", [None, LENGTHS])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lstm_chunked_backward_matches_torch(monkeypatch, chunk, reverse, lengths, dtype):
+    """The LSTM's backward adds the weight gradients of a few steps at a time; with T=5,
+    chunks of 1, 2, 3 steps (the last one partial) must give torch's gradients."""
+    monkeypatch.setattr(F.recurrent, "_CHUNK_BYTES",
+                        chunk * 4 * H * B * np.dtype(dtype).itemsize)
+    test_scan_matches_torch("lstm", reverse, lengths, dtype)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_tanh"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_scan_weight_grads_without_state_grads(monkeypatch, kind, reverse):
+    """Initial states (and input) that need no gradient: the scan may skip the last step's
+    recurrent product; the weight gradients must still be torch's."""
+    monkeypatch.setattr(F.recurrent, "_CHUNK_BYTES", 2 * 4 * H * B * 4)
+    a = _arrays(kind, np.float32, seed=3)
+    if kind != "lstm":
+        a.pop("c0")
+    s = {k: shendu.tensor(v, requires_grad=k.startswith(("w_", "b_"))) for k, v in a.items()}
+    s_out = list(_scan(kind, s, LENGTHS, reverse))
+    t_out, t = _torch_scan(kind, a, np.float32, LENGTHS, reverse)
+    rng = np.random.default_rng(8)
+    projs = [rng.standard_normal(o.shape).astype(np.float32) for o in s_out]
+    shendu.autograd.backward(s_out, projs)
+    torch.autograd.backward(t_out, [torch.tensor(p) for p in projs])
+    for k in a:
+        if k.startswith(("w_", "b_")):
+            np.testing.assert_allclose(s[k].grad.data, t[k].grad.numpy(), **TOL[np.float32],
+                                       err_msg=f"gradient of {k}")
+        else:
+            assert s[k].grad is None, k
+
+
 @pytest.mark.parametrize("kind", list(GATES))
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("bias", [True, False])

@@ -14,9 +14,11 @@ organised the way a fast CPU implementation must be:
   each step makes one activation call for all its gates and updates in place;
 * the backward pass walks the steps in reverse, carrying ``dL/dh`` (and ``dL/dc``)
   through the recurrent product only; the gradients of the weights and biases are then
-  *one* matrix product over every step at once, ``[db | dW_ih | dW_hh] = Σ_t dA_t [1; x_t;
+  one matrix product over many steps at once, ``[db | dW_ih | dW_hh] = Σ_t dA_t [1; x_t;
   h_{t-1}]^T``, which is exactly the accumulation across steps that BPTT prescribes
-  (Werbos 1990, "Backpropagation through time: what it does and how to do it").
+  (Werbos 1990, "Backpropagation through time: what it does and how to do it"). The RNN
+  and GRU make it over all steps after the loop; the LSTM, whose ``dA`` is the largest,
+  adds it every few steps inside the loop, while that chunk of ``dA`` is still in cache.
 
 Equations (torch's conventions, so weights move between the two unchanged; ``σ`` is the
 logistic sigmoid, ``⊙`` the elementwise product):
@@ -301,7 +303,7 @@ class RNNScan(Function):
             np.subtract(1, Fa, out=Fa)
         whhT = np.ascontiguousarray(w_hh.T)
         nz = _carried(g_out)
-        dh_rec = np.array(g_hn.T, dtype=dt)                # (H, B), carried into the state
+        dh_rec = np.array(g_hn.T, dtype=dt, order="C")    # (H, B), carried into the state
         dh = np.empty((H, B), dt)
         for t, _p, _n in reversed(_order(T, reverse)):
             idx = _padded(mask, t)
@@ -327,18 +329,29 @@ class RNNScan(Function):
 
 
 # ------------------------------------------------------------------------------ LSTM
-#: internal LSTM gate order o, i, f, g (torch's blocks 3, 0, 1, 2): the three sigmoid gates
-#: are adjacent (one fix-up of the tanh trick) and so are the three gates scaled by δc.
-_LSTM_BLOCKS = (3, 0, 1, 2)
+#: internal LSTM gate order i, o, f, g (torch's blocks 0, 3, 1, 2): with a step's gates in
+#: a buffer ``S = [i, o, f, g, tanh c_t, c_{t-1}]`` the three sigmoid gates are adjacent (one
+#: fix-up of the tanh trick), each lines up with the value its derivative is multiplied by
+#: (``i``–``g``, ``o``–``tanh c_t``, ``f``–``c_{t-1}``), and ``i, o`` line up with ``g,
+#: tanh c_t`` for the two ``1 - tanh²`` factors: each family of factors is one call.
+_LSTM_BLOCKS = (0, 3, 1, 2)
+
+#: steps of ``δa`` kept between two products of the weight gradient (about 0.5 MiB at the
+#: benchmark's sizes, so the block is still in cache when the product reads it)
+_CHUNK_BYTES = 1 << 19
 
 
 class LSTMScan(Function):
     """One direction of an LSTM over a whole sequence (see the module docstring).
 
     When a gradient is needed, each step also turns its gate values, while they are still
-    in cache, into the factors of the backward pass (``tanh(c) o(1-o)``, ``g i(1-i)``,
-    ``c_{t-1} f(1-f)``, ``i(1-g²)``, ``o(1-tanh² c)`` and ``f``): these, not the gates, are
-    what is saved.
+    in cache, into the factors of the backward pass, saved per step as one slab
+    ``[g i(1-i), tanh(c) o(1-o), c_{t-1} f(1-f), i(1-g²), o(1-tanh² c), f]``: these, not
+    the gates, are what is saved.
+
+    The backward pass walks the steps in reverse in chunks of a few steps; after each
+    chunk one product adds its ``δa [1; x; h_prev]^T`` to the weight gradients, while the
+    chunk's ``δa`` is still in cache (nothing of size ``T`` is written in the backward).
     """
 
     def forward(self, x, h0, c0, w_ih, w_hh, *bias, mask=None, reverse=False):
@@ -352,78 +365,77 @@ class LSTMScan(Function):
         scale = np.ones(4 * H, dt)
         scale[:3 * H] = 0.5                            # σ(a) = (1 + tanh(a/2)) / 2
         W = _fused_weights(w_ih, w_hh, bias, rows, scale)
-        Ts = T if train else 1
-        Gt = _workspace.get((Ts, 4 * H, B), dt)        # gates o, i, f, g; then their factors
-        if train:
-            OHC = _workspace.get((T, H, B), dt)        # o (1 - tanh² c_t)
-            Fg = _workspace.get((T, H, B), dt)         # f
-            s3 = np.empty((3 * H, B), dt)
-            fgt = np.empty((H, B), dt)
-        C = np.empty((2, H, B), dt)                    # c_{t-1}, c_t (alternating)
-        tc = np.empty((H, B), dt)
+        S = np.empty((2, 6 * H, B), dt)                # [i, o, f, g, tanh c_t, c_{t-1}], x2
         ig = np.empty((H, B), dt)
+        if train:
+            F = _workspace.get((T, 6 * H, B), dt)      # backward factors of every step
         s0 = T if reverse else 0
         Zh[s0] = h0.T
-        C[s0 & 1] = c0.T
-        for t, p, n in _order(T, reverse):
-            gt = Gt[t] if train else Gt[0]
-            cp, cn = C[p & 1], C[n & 1]
+        S[0, 5 * H:] = c0.T
+        for k, (t, p, n) in enumerate(_order(T, reverse)):
+            s, sn = S[k & 1], S[(k + 1) & 1]
+            gt = s[:4 * H]
             np.matmul(W, Z[p], out=gt)                 # all four gates of the step: one product
             np.tanh(gt, out=gt)                        # one activation call for every gate
-            sg = gt[:3 * H]
+            sg = s[:3 * H]
             sg *= 0.5
-            sg += 0.5                                  # o, i, f are now sigmoids; g stays tanh
-            og, ig_, fg, gg = gt[:H], gt[H:2 * H], gt[2 * H:3 * H], gt[3 * H:]
-            np.multiply(fg, cp, out=cn)                # f ⊙ c_{t-1}
-            np.multiply(ig_, gg, out=ig)               # i ⊙ g
+            sg += 0.5                                  # i, o, f are now sigmoids; g stays tanh
+            i_, o_, f_, g_ = s[:H], s[H:2 * H], s[2 * H:3 * H], s[3 * H:4 * H]
+            tc, cp, cn = s[4 * H:5 * H], s[5 * H:], sn[5 * H:]
+            np.multiply(f_, cp, out=cn)                # f ⊙ c_{t-1}
+            np.multiply(i_, g_, out=ig)                # i ⊙ g
             cn += ig
             np.tanh(cn, out=tc)
             hn = Zh[n]
-            np.multiply(og, tc, out=hn)                # o ⊙ tanh(c_t)
+            np.multiply(o_, tc, out=hn)                # o ⊙ tanh(c_t)
             idx = _padded(mask, t)
             if idx is not None:
                 hn[:, idx] = Zh[p][:, idx]
                 cn[:, idx] = cp[:, idx]
             if train:
-                # backward factors, in place of the gates:
-                # [tanh(c) o(1-o), g i(1-i), c_{t-1} f(1-f), i(1-g²)], o(1-tanh² c), f
-                np.copyto(Fg[t], fg)
-                oh = OHC[t]
-                np.multiply(tc, tc, out=oh)
-                np.subtract(1, oh, out=oh)
-                oh *= og
-                np.multiply(gg, gg, out=fgt)
-                np.subtract(1, fgt, out=fgt)
-                fgt *= ig_
-                np.subtract(1, sg, out=s3)
-                sg *= s3
-                og *= tc
-                ig_ *= gg
-                fg *= cp
-                np.copyto(gg, fgt)
+                ft = F[t]
+                d3 = ft[:3 * H]                        # σ'(a) ⊙ [g, tanh c_t, c_{t-1}]
+                np.subtract(1, sg, out=d3)
+                d3 *= sg
+                d3 *= s[3 * H:]
+                d2 = ft[3 * H:5 * H]                   # [i, o] ⊙ (1 - [g, tanh c_t]²)
+                np.multiply(s[3 * H:5 * H], s[3 * H:5 * H], out=d2)
+                np.subtract(1, d2, out=d2)
+                d2 *= s[:2 * H]
+                np.copyto(ft[5 * H:], f_)
         last = 0 if reverse else T
-        c_n = np.ascontiguousarray(C[last & 1].T)
+        c_n = np.ascontiguousarray(S[T & 1, 5 * H:].T)
         if train:
-            self.saved = (Z, o, cols, w_ih, w_hh, Gt, OHC, Fg, mask, reverse)
-        else:
-            _workspace.put(Gt)
+            self.saved = (Z, o, cols, w_ih, w_hh, F, mask, reverse)
         return _outputs(Zh, T, reverse, mask), Zh[last].T, c_n
 
     def backward(self, g_out, g_hn, g_cn):
-        # dA = [δh ⊙ tanh(c) o(1-o), δc ⊙ g i(1-i), δc ⊙ c_{t-1} f(1-f), δc ⊙ i(1-g²)]
-        Z, o, cols, w_ih, w_hh, Fa, OHC, Fg, mask, reverse = self.saved
-        T, G, B = Fa.shape
-        H = G // 4
-        dt = Fa.dtype
+        # δa = [δc ⊙ g i(1-i), δh ⊙ tanh(c) o(1-o), δc ⊙ c_{t-1} f(1-f), δc ⊙ i(1-g²)]
+        Z, o, cols, w_ih, w_hh, F, mask, reverse = self.saved
+        T, H6, B = F.shape
+        H = H6 // 6
+        G = 4 * H
+        K = Z.shape[1]
+        I = w_ih.shape[1]
+        dt = F.dtype
         rows = _rows(_LSTM_BLOCKS, H)
         whhT = np.ascontiguousarray(w_hh[rows].T)     # (H, 4H), internal order
         nz = _carried(g_out)
-        dh_rec = np.array(g_hn.T, dtype=dt)
-        dc = np.array(g_cn.T, dtype=dt)
+        dh_rec = np.array(g_hn.T, dtype=dt, order="C")
+        dc = np.array(g_cn.T, dtype=dt, order="C")
         dh = np.empty((H, B), dt)
         tmp = np.empty((H, B), dt)
-        Dt = _workspace.get((T, G, B), dt)             # δa of each step
-        for t, _p, _n in reversed(_order(T, reverse)):
+        C = max(1, min(T, _CHUNK_BYTES // (G * B * dt.itemsize)))
+        D = _workspace.get((G, C, B), dt)              # δa of a chunk of steps, gate-major
+        Zc = _workspace.get((K, C, B), dt)             # their columns [1; x_t; h_prev]
+        Zs = Z[cols]                                   # (T, K, B): step t's column
+        dW = np.zeros((G, K), dt)
+        dWc = np.empty((G, K), dt)
+        dx = np.empty((T, B, I), dt) if self.needs_input_grad[0] else None
+        wi = w_ih[rows] if dx is not None else None
+        need_h0, need_c0 = self.needs_input_grad[1], self.needs_input_grad[2]
+        order = [t for t, _p, _n in reversed(_order(T, reverse))]
+        for k, t in enumerate(order):
             idx = _padded(mask, t)
             if idx is not None:
                 carry_h, carry_c = dh_rec[:, idx], dc[:, idx]
@@ -434,28 +446,49 @@ class LSTMScan(Function):
             if idx is not None:
                 dh[:, idx] = 0
                 dc[:, idx] = 0
-            np.multiply(dh, OHC[t], out=tmp)
+            ft = F[t]
+            np.multiply(dh, ft[4 * H:5 * H], out=tmp)
             dc += tmp                                  # δc_t
-            fa, da = Fa[t], Dt[t]
-            np.multiply(fa[:H], dh, out=da[:H])        # δa_o
-            np.multiply(fa[H:].reshape(3, H, B), dc,   # δa_i, δa_f, δa_g
-                        out=da[H:].reshape(3, H, B))
-            dc *= Fg[t]                                # carried to c_{t-1}
-            np.matmul(whhT, da, out=dh_rec)            # carried to h_{t-1}
+            j = t % C
+            da = D[:, j]
+            np.multiply(ft[:H], dc, out=da[:H])                       # δa_i
+            np.multiply(ft[H:2 * H], dh, out=da[H:2 * H])             # δa_o
+            np.multiply(ft[2 * H:4 * H].reshape(2, H, B), dc,         # δa_f, δa_g
+                        out=da[2 * H:].reshape(2, H, B))
+            final = k == T - 1
+            if not final or need_c0:
+                dc *= ft[5 * H:]                       # carried to c_{t-1}
+            if not final or need_h0:
+                np.matmul(whhT, da, out=dh_rec)        # carried to h_{t-1}
             if idx is not None:
                 dh_rec[:, idx] = carry_h
                 dc[:, idx] = carry_c
-        dA = _workspace.get((G, T, B), dt)             # gate-major for the weight product
-        np.copyto(dA, Dt.transpose(1, 0, 2))
-        grads = _weight_grads(self, dA, Z, cols, o, w_ih, rows, (T, B, w_ih.shape[1]))
-        _workspace.put(dA, Dt)
-        dx, dw_ih, dw_hh, db = grads
-        return (dx, dh_rec.T, dc.T, dw_ih, dw_hh, *db)
+            # after the chunk's last step: its share of the weight (and input) gradients
+            if (not reverse and j == 0) or (reverse and (j == C - 1 or t == T - 1)):
+                t0, t1 = (t, min(t + C, T)) if not reverse else (t - j, t + 1)
+                m = t1 - t0
+                np.copyto(Zc[:, :m], Zs[t0:t1].transpose(1, 0, 2))
+                Dm = D[:, :m].reshape(G, m * B) if m == C else \
+                    np.ascontiguousarray(D[:, :m]).reshape(G, m * B)
+                Zm = Zc.reshape(K, C * B)[:, :m * B] if m == C else \
+                    np.ascontiguousarray(Zc[:, :m]).reshape(K, m * B)
+                np.matmul(Dm, Zm.T, out=dWc)
+                dW += dWc
+                if dx is not None:
+                    dx[t0:t1] = (Dm.T @ wi).reshape(m, B, I)
+        _workspace.put(D, Zc)
+        out = np.empty_like(dW)
+        out[rows] = dW
+        dw_ih = np.ascontiguousarray(out[:, o:o + I])
+        dw_hh = np.ascontiguousarray(out[:, o + I:])
+        db = () if not o else (out[:, 0].copy(), out[:, 0].copy())
+        return (dx, dh_rec.T if need_h0 else None, dc.T if need_c0 else None,
+                dw_ih, dw_hh, *db)
 
     def _free(self) -> None:
         saved = self.__dict__.get("saved")
         if saved is not None:
-            _workspace.put(saved[5], saved[6], saved[7])   # private to the scan
+            _workspace.put(saved[5])                   # the factors: private to the scan
         super()._free()
 
 
@@ -549,7 +582,7 @@ class GRUScan(Function):
         dAh = _workspace.get((3 * H, T, B), dt)   # [δa_r, δa_z, δ(W_hn h + b_hn)] per step
         dAn = omz.reshape(H, T, B)                # δa_n (the input side's third block)
         nz = _carried(g_out)
-        dh_rec = np.array(g_hn.T, dtype=dt)
+        dh_rec = np.array(g_hn.T, dtype=dt, order="C")
         dh = np.empty((H, B), dt)
         tmp = np.empty((H, B), dt)
         for t, _p, _n in reversed(_order(T, reverse)):
