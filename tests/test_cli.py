@@ -201,3 +201,83 @@ def test_bench_runs_a_workload():
     assert r.returncode == 0, r.stderr
     assert "mlp" in r.stdout and "steps/s" in r.stdout
     assert_one_line_error(shendu("bench", "--only", "nope"), "unknown benchmark 'nope'")
+
+
+def test_train_eval_predict_sequence_models(tmp_path):
+    """Every family from the command line: recurrent, transformer, seq2seq with attention,
+    the seed's network; checkpoints hold the whole model."""
+    r = shendu("train", "lstm", "--data", "sequential-digits", "--epochs", "2",
+               "--hidden", "16", "--out", tmp_path / "lstm")
+    assert r.returncode == 0, r.stderr
+    assert "LongShortTermMemory on sequential-digits: 1438 train / 359 test" in r.stdout
+    e = shendu("eval", tmp_path / "lstm" / "last.ckpt")
+    assert e.returncode == 0 and r.stdout.split("test:  ")[1].splitlines()[0] in e.stdout
+    r = shendu("train", "gru", "--data", "adding", "--epochs", "1", "--hidden", "8",
+               "--out", tmp_path / "gru")
+    assert r.returncode == 0 and "MSE" in r.stdout, r.stderr
+    r = shendu("train", "transformer", "--data", "digits", "--epochs", "1", "--hidden", "16",
+               "--out", tmp_path / "tr")
+    assert r.returncode == 0 and "TransformerClassifier on digits" in r.stdout, r.stderr
+    r = shendu("train", "attention", "--data", "reverse", "--epochs", "3",
+               "--out", tmp_path / "rev")
+    assert r.returncode == 0, r.stderr
+    exact = float(r.stdout.split("test:  exact sequences ")[1].split()[0])
+    assert exact > 0.9, r.stdout
+    p = shendu("predict", tmp_path / "rev" / "best.ckpt", "3 1 4 1 5 9; 2 7 1 8")
+    assert p.returncode == 0 and p.stdout.split("\n")[:2] == ["9 5 1 4 1 3", "8 1 7 2"]
+    r = shendu("train", "NeuralNetwork", "--data", "xor", "--epochs", "2000", "--lr", "0.5",
+               "--hidden", "4", "--out", tmp_path / "nn")
+    assert r.returncode == 0, r.stderr
+    assert float(r.stdout.split("test:  MSE ")[1].split()[0]) < 0.01
+
+
+@pytest.mark.parametrize("model", ["char-lm", "char-transformer"])
+def test_char_language_models_train_and_generate(tmp_path, model):
+    text = "the quick brown fox jumps over the lazy dog. " * 60
+    (tmp_path / "t.txt").write_text(text)
+    r = shendu("train", model, "--data", tmp_path / "t.txt", "--steps", "40", "--hidden",
+               "32", "--out", tmp_path / "m")
+    assert r.returncode == 0, r.stderr
+    val = float(r.stdout.split("validation: ")[1].split()[0])
+    unigram = float(r.stdout.split("unigram baseline ")[1].split()[0])
+    assert val < unigram, r.stdout            # it learned more than character frequencies
+    g = shendu("predict", tmp_path / "m" / "last.ckpt", "the qu", "--length", "30")
+    assert g.returncode == 0, g.stderr
+    out = g.stdout.rstrip("\n")
+    assert out.startswith("the qu") and len(out) == 36 and set(out) <= set(text)
+    again = shendu("predict", tmp_path / "m" / "last.ckpt", "the qu", "--length", "30")
+    assert again.stdout == g.stdout            # seeded sampling
+    e = shendu("eval", tmp_path / "m" / "last.ckpt")
+    assert e.returncode == 0 and "nats/char" in e.stdout, e.stderr
+    assert_one_line_error(shendu("predict", tmp_path / "m" / "last.ckpt", "QQ"),
+                          "never saw")
+
+
+def test_model_and_data_mismatches_are_one_line(tmp_path, trained):
+    out, _ = trained
+    np.savetxt(tmp_path / "five.csv", np.random.default_rng(0).normal(size=(20, 6)),
+               delimiter=",")
+    cases = [
+        (("train", "cnn", "--data", tmp_path / "five.csv"), ["expects images", "(16, 5)"]),
+        (("train", "char-lm", "--data", "digits"), ["trains on text"]),
+        (("train", "attention", "--data", "digits"), ["--data reverse"]),
+        (("train", "mlp", "--data", "reverse"), ["sequence-to-sequence"]),
+        (("train", "lstm", "--data", "digits", "--epochs", "1", "--resume",
+          out / "mlp" / "last.ckpt"), ["cannot resume"]),
+        (("train", "mlp", "--data", "mnist", "--data-root", tmp_path),
+         ["mnist", "not found"]),
+        (("train", "char-lm", "--data", "shakespeare", "--data-root", tmp_path),
+         ["tinyshakespeare.txt not found"]),
+    ]
+    for args, words in cases:
+        assert_one_line_error(shendu(*args), *words)
+
+
+@pytest.mark.parametrize("model", ["cnn", "lstm", "gru", "transformer", "attention",
+                                   "self-attention", "char-lm", "char-transformer",
+                                   "NeuralNetwork"])
+def test_gradcheck_every_model(model):
+    from shendu.cli import _cmd_gradcheck, build_parser
+
+    args = build_parser().parse_args(["gradcheck", model, "--max-elements", "12"])
+    assert _cmd_gradcheck(args) == 0

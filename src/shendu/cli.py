@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
-import importlib
 import inspect
 import math
 import os
@@ -39,13 +38,18 @@ class CLIError(Exception):
 # ============================================================================ data
 @dataclass
 class Data:
-    """Features and targets, split into train and test halves."""
+    """Training data, split into train and test halves. ``kind`` says what it is:
+    ``arrays`` (features and targets), ``seq2seq`` (token sequences, padded with
+    ``pad_id``, and their target sequences) or ``text`` (a :class:`CharCorpus`)."""
 
     name: str
-    X_train: np.ndarray
+    X_train: np.ndarray | None
     y_train: np.ndarray | None
-    X_test: np.ndarray
+    X_test: np.ndarray | None
     y_test: np.ndarray | None
+    kind: str = "arrays"
+    pad_id: int | None = None
+    corpus: object = None
 
 
 BUILTIN_DATA = {
@@ -53,28 +57,107 @@ BUILTIN_DATA = {
     "blobs": "linearly separable 2-D blobs, 2 classes, 160/40",
     "digits": "scikit-learn's 8x8 handwritten digits, 1,438/359",
     "iris": "Fisher's iris, 3 classes, 120/30",
-    "adding": "the adding problem of Hochreiter & Schmidhuber (1997), T=30, 2,000/500",
+    "mnist": "MNIST IDX files from --data-root or $SHENDU_DATA (train/t10k, or 8,000/2,000 "
+             "of t10k)",
+    "adding": "the adding problem of Hochreiter & Schmidhuber (1997), T=50, 4,000/1,000",
+    "sequential-digits": "the 8x8 digits read row by row: 8 steps of 8 pixels",
+    "reverse": "reverse digit sequences of length 5-10, 4,000/500",
+    "copy": "copy digit sequences of length 5-10, 4,000/500",
+    "sort": "sort digit sequences of length 5-10, 4,000/500",
+    "shakespeare": "tiny-shakespeare (tinyshakespeare.txt under --data-root or "
+                   "$SHENDU_DATA), for the character language models",
 }
 
 
-def _builtin(name: str) -> Data:
+def _data_root(given: str | None) -> Path | None:
+    """``--data-root``, else ``$SHENDU_DATA``, else ``../shared/data`` beside a clone."""
+    if given:
+        return Path(given)
+    if os.environ.get("SHENDU_DATA"):
+        return Path(os.environ["SHENDU_DATA"])
+    import shendu
+
+    cand = Path(shendu.__file__).resolve().parents[3] / "shared" / "data"
+    return cand if cand.is_dir() else None
+
+
+def _find_file(root: Path | None, names: tuple[str, ...]) -> Path | None:
+    if root is None:
+        return None
+    for sub in ("", "text", "mnist", "MNIST/raw"):
+        for n in names:
+            p = root / sub / n if sub else root / n
+            if p.is_file():
+                return p
+    return None
+
+
+def _builtin(name: str, root: str | None = None) -> Data:
     from shendu.data import datasets as ds
 
     if name == "xor":
         X, _, y, _ = ds.xor()
         return Data(name, X, y, X, y)
     if name == "adding":
-        from shendu.tour import _adding_problem
+        from shendu.data.sequences import adding_problem
 
-        Xtr, ytr = _adding_problem(2000, 30, seed=0)
-        Xte, yte = _adding_problem(500, 30, seed=1)
+        Xtr, ytr = adding_problem(4000, 50, seed=0)
+        Xte, yte = adding_problem(1000, 50, seed=1)
         return Data(name, Xtr, ytr, Xte, yte)
-    loader = getattr(ds, name)
+    if name in ("reverse", "copy", "sort"):
+        from shendu.data.tasks import sequence_task
+
+        tr = sequence_task(name, 4000, (5, 10), 10, seed=0)
+        te = sequence_task(name, 500, (5, 10), 10, seed=1)
+        return Data(name, tr.src, tr.tgt, te.src, te.tgt, kind="seq2seq", pad_id=tr.pad_id)
+    if name == "shakespeare":
+        path = _find_file(_data_root(root), ("tinyshakespeare.txt", "input.txt"))
+        if path is None:
+            raise CLIError("shakespeare: tinyshakespeare.txt not found; pass --data-root DIR "
+                           "(or set SHENDU_DATA), or give the text file's path to --data")
+        return _text_data(str(path))
+    if name == "mnist":
+        from shendu.data import mnist, mnist_split
+
+        base = _data_root(root)
+        if base is None:
+            raise CLIError("mnist: no data folder; pass --data-root DIR (or set SHENDU_DATA) "
+                           "holding the MNIST IDX files")
+        try:
+            try:
+                Xtr, ytr = mnist(base, train=True)
+                Xte, yte = mnist(base, train=False)
+            except FileNotFoundError:
+                Xtr, Xte, ytr, yte = mnist_split(base)
+        except (FileNotFoundError, ValueError) as e:
+            raise CLIError(f"mnist: {e}") from None
+        return Data(name, Xtr, ytr, Xte, yte)
     try:
-        s = loader()
+        if name == "sequential-digits":
+            from shendu.data.sequences import sequential_digits
+
+            s = sequential_digits()
+        else:
+            s = getattr(ds, name)()
     except ImportError as e:
         raise CLIError(str(e)) from None
     return Data(name, s.X_train, s.y_train, s.X_test, s.y_test)
+
+
+def _text_data(path: str) -> Data:
+    from shendu.data.sequences import CharCorpus
+
+    try:
+        corpus = CharCorpus(Path(path))
+    except UnicodeDecodeError as e:
+        raise CLIError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") \
+            from None
+    except ValueError as e:
+        raise CLIError(f"{path}: {e}") from None
+    if len(corpus.val) < 2 or len(corpus.train) < 2:
+        raise CLIError(f"{path}: the text is too short to train a language model "
+                       f"({len(corpus.train) + len(corpus.val)} characters)")
+    return Data(os.path.basename(path), None, None, None, None, kind="text", corpus=corpus)
 
 
 def _split(name: str, X: np.ndarray, y: np.ndarray, test_size: float, seed: int) -> Data:
@@ -253,7 +336,7 @@ def _file_kind(path: str) -> str:
         return "npy"
     if re.search(r"idx\d(-ubyte)?(\.gz)?$", low) or low.endswith((".idx", ".idx.gz")):
         return "idx"
-    if low.endswith((".txt", ".text")):
+    if low.endswith((".txt", ".text", ".md")):
         return "text"
     return "unknown"
 
@@ -266,13 +349,14 @@ def _must_exist(path: str, what: str) -> None:
 
 
 def load_data(spec: str, target: str | None = None, labels: str | None = None,
-              test_size: float = 0.2, seed: int = 0) -> Data:
-    """A built-in data set by name, or a user's file (CSV, NPZ, IDX images + labels)."""
+              test_size: float = 0.2, seed: int = 0, root: str | None = None) -> Data:
+    """A built-in data set by name, or a user's file (CSV, NPZ, IDX images + labels, or a
+    text file for the character language models)."""
     if spec in BUILTIN_DATA:
-        return _builtin(spec)
+        return _builtin(spec, root)
     if not any(sep in spec for sep in "/\\.") and not os.path.exists(spec):
         raise CLIError(f"unknown data set {spec!r}: use one of {', '.join(BUILTIN_DATA)} "
-                       "or a path to a .csv, .npz or IDX file")
+                       "or a path to a .csv, .npz, IDX or .txt file")
     _must_exist(spec, "data file")
     kind = _file_kind(spec)
     name = os.path.basename(spec)
@@ -301,36 +385,52 @@ def load_data(spec: str, target: str | None = None, labels: str | None = None,
         X = X.astype(np.float32) / (255.0 if X.dtype == np.uint8 else 1.0)
         return _split(name, X, y, test_size, seed)
     if kind == "text":
-        raise CLIError(f"{spec}: a text file is training data for a character language "
-                       "model (CharLM), which this build of shendu does not have yet")
-    raise CLIError(f"{spec}: unknown data format (use .csv, .npz or an IDX file)")
+        return _text_data(spec)
+    raise CLIError(f"{spec}: unknown data format (use .csv, .npz, an IDX file or a .txt "
+                   "file)")
 
 
 # ========================================================================== models
 @dataclass(frozen=True)
 class ModelSpec:
     """How the CLI drives a ready model: its class in ``shendu.models``, the input it
-    takes (``flat`` (N, F), ``image`` (N, C, H, W), ``sequence`` (N, T, F)) and its task."""
+    takes (``flat`` (N, F), ``image`` (N, C, H, W), ``sequence`` (N, T, F), ``seq2seq``
+    token sequences, ``text`` a character corpus), its task and how it trains
+    (``epochs``: one ``partial_fit`` per epoch, resumable; ``fit``: one ``fit`` of all the
+    epochs; ``steps``: a language model's ``fit(corpus, steps)``; ``seed``: the seed's
+    ``train(X, y, epochs, learning_rate)``)."""
 
     cls: str
     input: str
     task: str
     doc: str
+    how: str = "epochs"
 
 
 MODELS: dict[str, ModelSpec] = {s.cls.lower(): s for s in [
     ModelSpec("Perceptron", "flat", "classify", "Rosenblatt's perceptron (1958), one-vs-rest"),
     ModelSpec("MLPClassifier", "flat", "classify", "multi-layer perceptron, backpropagation"),
     ModelSpec("MLPRegressor", "flat", "regress", "multi-layer perceptron for regression"),
+    ModelSpec("NeuralNetwork", "flat", "regress", "the seed's one-hidden-layer network "
+              "(sigmoid, squared error, plain gradient descent)", "seed"),
     ModelSpec("ConvolutionalNeuralNetwork", "image", "classify", "LeNet-style CNN"),
-    ModelSpec("RecurrentNeuralNetwork", "sequence", "auto", "Elman RNN (1990)"),
-    ModelSpec("LongShortTermMemory", "sequence", "auto", "LSTM (1997)"),
-    ModelSpec("GatedRecurrentUnit", "sequence", "auto", "GRU (2014)"),
-    ModelSpec("TransformerClassifier", "sequence", "classify", "transformer encoder (2017)"),
+    ModelSpec("RecurrentNeuralNetwork", "sequence", "auto", "Elman RNN (1990)", "fit"),
+    ModelSpec("LongShortTermMemory", "sequence", "auto", "LSTM (1997)", "fit"),
+    ModelSpec("GatedRecurrentUnit", "sequence", "auto", "GRU (2014)", "fit"),
+    ModelSpec("TransformerClassifier", "sequence", "classify", "transformer encoder (2017)",
+              "fit"),
+    ModelSpec("AttentionMechanism", "seq2seq", "seq2seq", "RNN encoder-decoder with "
+              "additive attention (2014)", "fit"),
+    ModelSpec("CharLM", "text", "lm", "character LSTM language model", "steps"),
+    ModelSpec("CharTransformerLM", "text", "lm", "character transformer language model",
+              "steps"),
 ]}
 _ALIASES = {"mlp": "mlpclassifier", "cnn": "convolutionalneuralnetwork",
             "rnn": "recurrentneuralnetwork", "lstm": "longshorttermmemory",
-            "gru": "gatedrecurrentunit", "transformer": "transformerclassifier"}
+            "gru": "gatedrecurrentunit", "transformer": "transformerclassifier",
+            "attention": "attentionmechanism", "seq2seq": "attentionmechanism",
+            "char-lm": "charlm", "char-transformer": "chartransformerlm",
+            "seed": "neuralnetwork"}
 
 _HYPER = {"epochs": ("epochs", "max_epochs", "max_iter", "n_epochs"),
           "lr": ("learning_rate", "lr", "learning_rate_init", "eta0"),
@@ -342,7 +442,8 @@ def _model_spec(name: str) -> tuple[ModelSpec, type]:
     key = _ALIASES.get(name.lower(), name.lower())
     if key not in MODELS:
         known = ", ".join(s.cls for s in MODELS.values())
-        raise CLIError(f"unknown model {name!r}; models: {known}")
+        raise CLIError(f"unknown model {name!r}; models: {known} (aliases: "
+                       f"{', '.join(_ALIASES)})")
     spec = MODELS[key]
     import shendu.models as sm
 
@@ -354,7 +455,7 @@ def _model_spec(name: str) -> tuple[ModelSpec, type]:
     return spec, cls
 
 
-def _construct(cls: type, args) -> object:
+def _construct(cls: type, args, extra: dict | None = None) -> object:
     """The model with the command line's hyper-parameters mapped onto its own names."""
     params = inspect.signature(cls.__init__).parameters
     kw: dict = {}
@@ -370,12 +471,35 @@ def _construct(cls: type, args) -> object:
         kw["verbose"] = 0
     if "random_state" in params and "random_state" not in kw:
         kw["random_state"] = 0
-    if getattr(args, "hidden", None) and "hidden_layer_sizes" in params:
-        kw["hidden_layer_sizes"] = tuple(args.hidden)
+    hidden = getattr(args, "hidden", None)
+    if hidden and "hidden_layer_sizes" in params:
+        kw["hidden_layer_sizes"] = tuple(hidden)
+    elif hidden and "hidden_size" in params:
+        kw["hidden_size"] = int(hidden[0])
+    elif hidden and "d_model" in params:
+        kw["d_model"] = int(hidden[0])
+    kw.update({k: v for k, v in (extra or {}).items() if k in params})
     try:
         return cls(**kw)
     except (TypeError, ValueError) as e:
         raise CLIError(f"{cls.__name__}: {e}") from None
+
+
+def _check_fits(spec: ModelSpec, data: Data, where: str) -> None:
+    """One clear line when the model and the data do not go together."""
+    if spec.input == "text" and data.kind != "text":
+        raise CLIError(f"{where}: {spec.cls} is a character language model and trains on "
+                       f"text (--data shakespeare or a .txt file), not on "
+                       f"{'token sequence pairs' if data.kind == 'seq2seq' else 'features'}")
+    if spec.input == "seq2seq" and data.kind != "seq2seq":
+        raise CLIError(f"{where}: {spec.cls} maps token sequences to token sequences "
+                       f"(--data reverse, copy or sort), not "
+                       f"{'text' if data.kind == 'text' else 'features and labels'}")
+    if spec.input not in ("text", "seq2seq") and data.kind != "arrays":
+        raise CLIError(f"{where}: {spec.cls} needs features and labels, but this is "
+                       + ("text (train char-lm or char-transformer on it)"
+                          if data.kind == "text" else
+                          "a sequence-to-sequence task (train attention on it)"))
 
 
 def _shape_for(spec: ModelSpec, X: np.ndarray, where: str) -> np.ndarray:
@@ -442,6 +566,8 @@ def _metrics(model, X: np.ndarray, y: np.ndarray) -> dict[str, float]:
 
 
 def _format_metrics(m: dict) -> str:
+    if "exact" in m:
+        return f"exact sequences {m['exact']:.4f} ({int(round(m['exact'] * m['n']))}/{m['n']})"
     if "accuracy" in m:
         s = f"accuracy {m['accuracy']:.4f} ({m['correct']}/{m['n']})"
         if "log_loss" in m:
@@ -451,98 +577,13 @@ def _format_metrics(m: dict) -> str:
 
 
 # ---------------------------------------------------------------- checkpoints
-def _class_path(obj) -> str:
-    return f"{type(obj).__module__}.{type(obj).__qualname__}"
-
-
-def _resolve(path: str, file: str) -> type:
-    if not isinstance(path, str) or not re.fullmatch(r"shendu(\.[A-Za-z_]\w*)+", path):
-        raise CLIError(f"{file}: checkpoint names an unknown class {str(path)[:80]!r}")
-    mod, _, name = path.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(mod), name)
-    except (ImportError, AttributeError):
-        raise CLIError(f"{file}: checkpoint names a class this shendu does not have: "
-                       f"{path}") from None
-    if not isinstance(cls, type):
-        raise CLIError(f"{file}: {path} is not a class")
-    return cls
-
-
-def pack_model(model) -> dict:
-    """A fitted model as a state tree for ``shendu.io.save_checkpoint``: through the model's
-    own ``_shendu_state`` when it has one, else its constructor parameters and fitted
-    attributes (arrays, numbers, strings, lists, dicts, modules and optimizers)."""
-    from shendu.io import encode_config
-    from shendu.nn.module import Module
-    from shendu.optim import Optimizer
-
-    if hasattr(model, "_shendu_state"):
-        tensors, extra = model._shendu_state()
-        return {"via": "shendu_state", "class": _class_path(model), "tensors": dict(tensors),
-                "extra": extra}
-    attrs, modules, optimizers = {}, {}, {}
-    for k, v in vars(model).items():
-        if isinstance(v, Module):
-            modules[k] = {"config": encode_config(v), "state": dict(v.state_dict())}
-        elif isinstance(v, Optimizer):
-            optimizers[k] = {"class": _class_path(v), "defaults": dict(v.defaults),
-                             "state": v.state_dict()}
-        elif isinstance(v, dict) and type(v) is not dict:
-            attrs[k] = {"__mapping__": _class_path(v), "items": dict(v),
-                        "epochs": list(getattr(v, "epochs", []))}
-        else:
-            attrs[k] = v
-    if len(optimizers) and len(modules) != 1:
-        raise CLIError(f"cannot checkpoint {type(model).__name__}: it has optimizers but "
-                       f"{len(modules)} modules")
-    return {"via": "vars", "class": _class_path(model), "attrs": attrs, "modules": modules,
-            "optimizers": optimizers}
-
-
-def unpack_model(tree: dict, file: str):
-    """Inverse of :func:`pack_model`."""
-    from shendu.io import decode_config
-    from shendu.nn.module import Module
-    from shendu.optim import Optimizer
-
-    if not isinstance(tree, dict) or "class" not in tree:
-        raise CLIError(f"{file}: the checkpoint holds no model")
-    cls = _resolve(tree["class"], file)
-    if tree.get("via") == "shendu_state":
-        return cls._shendu_restore(tree["tensors"], tree["extra"])
-    obj = cls.__new__(cls)
-    for k, v in tree.get("attrs", {}).items():
-        if isinstance(v, dict) and "__mapping__" in v:
-            m = _resolve(v["__mapping__"], file)()
-            m.update(v["items"])
-            if hasattr(m, "epochs"):
-                m.epochs = list(v.get("epochs", []))
-            v = m
-        elif isinstance(v, list) and k == "hidden_layer_sizes":
-            v = tuple(v)
-        setattr(obj, k, v)
-    module = None
-    for k, m in tree.get("modules", {}).items():
-        module = decode_config(m["config"], file)
-        if not isinstance(module, Module):
-            raise CLIError(f"{file}: {k} is not a module")
-        module.load_state_dict({n: np.asarray(a) for n, a in m["state"].items()})
-        setattr(obj, k, module)
-    for k, o in tree.get("optimizers", {}).items():
-        ocls = _resolve(o["class"], file)
-        if not issubclass(ocls, Optimizer) or module is None:
-            raise CLIError(f"{file}: cannot rebuild the optimizer {k}")
-        opt = ocls(module.parameters(), **o["defaults"])
-        opt.load_state_dict(o["state"])
-        setattr(obj, k, opt)
-    return obj
-
-
 def save_model_checkpoint(path: str, model, info: dict) -> None:
+    """A checkpoint of ``shendu train``: the whole model (ready models save their weights,
+    optimizer state and fitted attributes through ``_shendu_state``; modules their
+    configuration and ``state_dict``) and ``info`` (data, epoch, history, RNG state)."""
     from shendu.io import save_checkpoint
 
-    save_checkpoint(path, cli=info, model=pack_model(model))
+    save_checkpoint(path, cli=info, model=model)
 
 
 def load_model_checkpoint(path: str):
@@ -554,15 +595,13 @@ def load_model_checkpoint(path: str):
         state = load_checkpoint(path)
     except FileFormatError as e:
         raise CLIError(str(e)) from None
-    if "cli" not in state or "model" not in state:
+    if "cli" not in state or "model" not in state or not isinstance(state["cli"], dict):
         raise CLIError(f"{path}: not a checkpoint written by `shendu train`")
-    try:
-        model = unpack_model(state["model"], path)
-    except CLIError:
-        raise
-    except Exception as e:
-        raise CLIError(f"{path}: cannot rebuild the model ({type(e).__name__}: {e})") from None
-    return model, state["cli"]
+    info = state["cli"]
+    if str(info.get("model", "")).lower() not in MODELS:
+        raise CLIError(f"{path}: the checkpoint names an unknown model "
+                       f"{str(info.get('model'))[:60]!r}")
+    return state["model"], info
 
 
 # ======================================================================= commands
@@ -578,120 +617,254 @@ def _cmd_tour(args) -> int:
 
 
 def _cmd_train(args) -> int:
+    import shendu
+
+    spec, cls = _model_spec(args.model)
+    for name in ("epochs", "batch_size", "steps"):
+        v = getattr(args, name, None)
+        if v is not None and v < 1:
+            raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+    if args.lr is not None and not args.lr > 0:
+        raise CLIError(f"--lr must be > 0, got {args.lr}")
+    data = load_data(args.data, args.target, args.labels, args.test_size, args.seed or 0,
+                     args.data_root)
+    _check_fits(spec, data, args.data)
+    shendu.manual_seed(args.seed or 0)
+    os.makedirs(args.out, exist_ok=True)
+    info = {"model": spec.cls, "data": args.data, "data_root": args.data_root,
+            "input": spec.input, "seed": args.seed or 0, "target": args.target,
+            "labels": args.labels, "test_size": args.test_size}
+    if spec.how == "steps":
+        return _train_lm(args, spec, cls, data, info)
+    if spec.how == "fit" and args.resume:
+        raise CLIError(f"{spec.cls} trains all its epochs in one fit and cannot resume; "
+                       "resuming works for Perceptron, MLPClassifier, MLPRegressor and "
+                       "ConvolutionalNeuralNetwork")
+    if spec.input == "seq2seq":
+        Xtr, Xte, ytr, yte = data.X_train, data.X_test, data.y_train, data.y_test
+        info.update(pad_id=data.pad_id, n_features=[])
+        key = "exact"
+    else:
+        if data.y_train is None:
+            raise CLIError(f"{args.data}: no labels to train on")
+        Xtr = _shape_for(spec, data.X_train, args.data)
+        Xte = _shape_for(spec, data.X_test, args.data)
+        ytr, yte = data.y_train, data.y_test
+        integer = np.issubdtype(np.asarray(ytr).dtype, np.integer)
+        if spec.task == "classify" and not integer:
+            raise CLIError(f"{args.data}: {spec.cls} is a classifier and needs whole-number "
+                           f"class labels, got {np.asarray(ytr).dtype} targets (use "
+                           "MLPRegressor)")
+        info["n_features"] = list(Xtr.shape[1:])
+        key = "accuracy" if spec.task == "classify" or (spec.task == "auto" and integer) \
+            else "mse"
+    last, best = os.path.join(args.out, "last.ckpt"), os.path.join(args.out, "best.ckpt")
+    t0 = time.perf_counter()
+    if spec.how in ("epochs", "seed"):
+        model, start_epoch, history, best_val = _train_epochs(args, spec, cls, Xtr, ytr, Xte,
+                                                              yte, key, info, last, best)
+    else:
+        start_epoch = 0
+        model = _train_once(args, spec, cls, Xtr, ytr, key, data)
+        te = _scores(model, spec, Xte, yte)
+        history = [{"epoch": args.epochs or 20, key: _scores(model, spec, Xtr, ytr)[key],
+                    f"val_{key}": te[key]}]
+        best_val = te[key]
+        info.update(epoch=history[-1]["epoch"], history=history, rng=shendu.get_rng_state())
+        save_model_checkpoint(last, model, info)
+        save_model_checkpoint(best, model, info)
+    seconds = time.perf_counter() - t0
+    print(f"{spec.cls} on {data.name}: {len(Xtr)} train / {len(Xte)} test, "
+          f"epochs {start_epoch + 1}-{history[-1]['epoch']}, {seconds:.1f} s")
+    print(f"train: {_format_metrics(_scores(model, spec, Xtr, ytr))}")
+    print(f"test:  {_format_metrics(_scores(model, spec, Xte, yte))}")
+    print(f"checkpoints: {last} (last), {best} (best {key} {best_val:.4g})")
+    return 0
+
+
+def _train_epochs(args, spec, cls, Xtr, ytr, Xte, yte, key, info, last, best):
+    """One ``partial_fit`` (or the seed's ``train``) per epoch; a checkpoint after each."""
     import warnings
 
     import shendu
     from shendu.utils import progress
 
-    spec, cls = _model_spec(args.model)
-    for name in ("epochs", "batch_size"):
-        v = getattr(args, name)
-        if v is not None and v < 1:
-            raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
-    if args.lr is not None and not args.lr > 0:
-        raise CLIError(f"--lr must be > 0, got {args.lr}")
-    data = load_data(args.data, args.target, args.labels, args.test_size, args.seed or 0)
-    if data.y_train is None:
-        raise CLIError(f"{args.data}: no labels to train on")
-    Xtr = _shape_for(spec, data.X_train, args.data)
-    Xte = _shape_for(spec, data.X_test, args.data)
-    ytr, yte = data.y_train, data.y_test
-    if spec.task == "classify" and not np.issubdtype(np.asarray(ytr).dtype, np.integer):
-        raise CLIError(f"{args.data}: {spec.cls} is a classifier and needs whole-number class "
-                       f"labels, got {np.asarray(ytr).dtype} targets (use MLPRegressor)")
-    shendu.manual_seed(args.seed or 0)
     epochs = args.epochs
     start_epoch, history = 0, []
     if args.resume:
-        model, info = load_model_checkpoint(args.resume)
-        if info.get("model") != spec.cls:
-            raise CLIError(f"{args.resume}: the checkpoint holds a {info.get('model')}, not a "
+        model, old = load_model_checkpoint(args.resume)
+        if old.get("model") != spec.cls:
+            raise CLIError(f"{args.resume}: the checkpoint holds a {old.get('model')}, not a "
                            f"{spec.cls}")
-        start_epoch, history = int(info.get("epoch", 0)), list(info.get("history", []))
-        if isinstance(info.get("rng"), dict):
-            shendu.set_rng_state(info["rng"])
+        start_epoch, history = int(old.get("epoch", 0)), list(old.get("history", []))
+        if isinstance(old.get("rng"), dict):
+            shendu.set_rng_state(old["rng"])
         if epochs is None:
             epochs = start_epoch + 1
         if epochs <= start_epoch:
             raise CLIError(f"{args.resume} is at epoch {start_epoch}; ask for --epochs > "
                            f"{start_epoch} to train further")
-        if not hasattr(model, "partial_fit"):
-            raise CLIError(f"{spec.cls} cannot resume training (it has no partial_fit)")
+    elif spec.how == "seed":
+        if args.hidden and len(args.hidden) > 1:
+            raise CLIError("NeuralNetwork has one hidden layer: give one --hidden size")
+        ycols = 1 if np.ndim(ytr) == 1 else int(np.shape(ytr)[1])
+        model = cls(Xtr.shape[1], (args.hidden or [16])[0], ycols)
+        epochs = epochs or 20
     else:
         model = _construct(cls, args)
-        if epochs is None:
-            epochs = 20
-    os.makedirs(args.out, exist_ok=True)
-    info = {"model": spec.cls, "data": args.data, "input": spec.input,
-            "n_features": list(Xtr.shape[1:]), "seed": args.seed or 0,
-            "target": args.target, "labels": args.labels, "test_size": args.test_size}
-    last, best = os.path.join(args.out, "last.ckpt"), os.path.join(args.out, "best.ckpt")
-    key = "accuracy" if spec.task == "classify" else "mse"
+        epochs = epochs or 20
+    better = (lambda a, b: a > b) if key == "accuracy" else (lambda a, b: a < b)
     best_val = None
     for h in history:
         v = h.get(f"val_{key}")
-        if v is not None and (best_val is None or (v > best_val if key == "accuracy"
-                                                   else v < best_val)):
+        if v is not None and (best_val is None or better(v, best_val)):
             best_val = v
-    t0 = time.perf_counter()
     classes = np.unique(ytr) if spec.task == "classify" else None
-    bar = progress(range(start_epoch, epochs), desc=f"{spec.cls} on {data.name}",
+    every = max(1, (epochs - start_epoch) // 50)     # at most ~50 checkpoints per run
+    bar = progress(range(start_epoch, epochs), desc=f"{spec.cls} on {info['data']}",
                    total=epochs - start_epoch)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for epoch in bar:
             try:
-                if hasattr(model, "partial_fit"):
-                    if classes is not None and epoch == 0:
-                        model.partial_fit(Xtr, ytr, classes=classes)
-                    else:
-                        model.partial_fit(Xtr, ytr)
+                if spec.how == "seed":
+                    model.train(Xtr, np.asarray(ytr, np.float64).reshape(len(ytr), -1), 1,
+                                args.lr or 0.1)
+                elif classes is not None and epoch == 0:
+                    model.partial_fit(Xtr, ytr, classes=classes)
                 else:
-                    model.fit(Xtr, ytr)
-            except (ValueError, TypeError) as e:
-                raise CLIError(f"{spec.cls} on {args.data}: {e}") from None
-            tr, te = _metrics(model, Xtr, ytr), _metrics(model, Xte, yte)
+                    model.partial_fit(Xtr, ytr)
+            except (ValueError, TypeError, FloatingPointError) as e:
+                raise CLIError(f"{spec.cls} on {info['data']}: {e}") from None
+            if (epoch + 1) % every and epoch + 1 != epochs:
+                continue
+            tr, te = _scores(model, spec, Xtr, ytr), _scores(model, spec, Xte, yte)
             row = {"epoch": epoch + 1, key: tr[key], f"val_{key}": te[key]}
             history.append(row)
             bar.set_postfix({key: f"{tr[key]:.4g}", f"val_{key}": f"{te[key]:.4g}"})
             info.update(epoch=epoch + 1, history=history, rng=shendu.get_rng_state())
             save_model_checkpoint(last, model, info)
-            better = best_val is None or (te[key] > best_val if key == "accuracy"
-                                          else te[key] < best_val)
-            if better:
+            if best_val is None or better(te[key], best_val):
                 best_val = te[key]
                 save_model_checkpoint(best, model, info)
-            if not hasattr(model, "partial_fit"):
-                break
-    seconds = time.perf_counter() - t0
-    print(f"{spec.cls} on {data.name}: {len(Xtr)} train / {len(Xte)} test, "
-          f"epochs {start_epoch + 1}-{history[-1]['epoch']}, {seconds:.1f} s")
-    print(f"train: {_format_metrics(_metrics(model, Xtr, ytr))}")
-    print(f"test:  {_format_metrics(_metrics(model, Xte, yte))}")
-    print(f"checkpoints: {last} (last), {best} (best {key} {best_val:.4g})")
+    return model, start_epoch, history, best_val
+
+
+def _train_once(args, spec, cls, Xtr, ytr, key, data):
+    """Recurrent, transformer and seq2seq estimators: one ``fit`` of all the epochs (one
+    line per epoch)."""
+    extra = {"verbose": 2, "epochs": args.epochs or 20}
+    if spec.task == "auto":
+        extra["task"] = "classification" if key == "accuracy" else "regression"
+    if spec.input == "seq2seq":
+        extra.update(pad_id=data.pad_id, vocab_size=int(data.pad_id))
+    model = _construct(cls, args)
+    for k, v in extra.items():
+        if hasattr(model, k):
+            setattr(model, k, v)
+    try:
+        model.fit(Xtr, ytr)
+    except (ValueError, TypeError) as e:
+        raise CLIError(f"{spec.cls} on {data.name}: {e}") from None
+    model.verbose = 0
+    return model
+
+
+def _scores(model, spec: ModelSpec, X, y) -> dict:
+    if spec.input == "seq2seq":
+        return {"exact": float(model.score(X, y)), "n": len(X)}
+    if spec.how == "seed":
+        pred = np.asarray(model.predict(X), np.float64).reshape(len(X), -1)
+        err = pred - np.asarray(y, np.float64).reshape(pred.shape)
+        var = float(np.var(y))
+        return {"mse": float(np.mean(err ** 2)), "mae": float(np.mean(np.abs(err))),
+                "r2": 1.0 - float(np.mean(err ** 2)) / var if var > 0 else float("nan"),
+                "n": len(y)}
+    return _metrics(model, X, y)
+
+
+def _train_lm(args, spec, cls, data, info) -> int:
+    """A character language model: ``--steps`` Adam steps on random windows of the text."""
+    if args.resume:
+        raise CLIError(f"{spec.cls} cannot resume (each fit starts a fresh optimizer); "
+                       "train again with more --steps")
+    corpus = data.corpus
+    steps = args.steps or 300
+    hidden = (args.hidden or [128])[0]
+    kw = {"learning_rate": args.lr or (2e-3 if spec.cls == "CharLM" else 3e-3),
+          "batch_size": args.batch_size or 32, "eval_every": max(steps // 5, 1),
+          "eval_chars": 20000, "verbose": 1}
+    if spec.cls == "CharLM":
+        model = cls(corpus.vocab, hidden_size=hidden, num_layers=1)
+    else:
+        model = cls(corpus.vocab_size, d_model=hidden if args.hidden else 64, nhead=4,
+                    num_layers=2, dim_feedforward=4 * (hidden if args.hidden else 64),
+                    dropout=0.0, block_size=64)
+    t0 = time.perf_counter()
+    log = model.fit(corpus, steps=steps, **kw)
+    val = model.evaluate(corpus, "val")
+    info.update(epoch=0, steps=steps, vocab=corpus.vocab, history=log,
+                rng=__import__("shendu").get_rng_state())
+    last, best = os.path.join(args.out, "last.ckpt"), os.path.join(args.out, "best.ckpt")
+    save_model_checkpoint(last, model, info)
+    save_model_checkpoint(best, model, info)
+    print(f"{spec.cls} on {data.name}: {len(corpus.train):,} train / {len(corpus.val):,} "
+          f"validation characters, vocabulary {corpus.vocab_size}, {steps} steps, "
+          f"{time.perf_counter() - t0:.1f} s")
+    print(f"validation: {val:.4f} nats/char ({val / math.log(2):.3f} bits/char); unigram "
+          f"baseline {corpus.unigram_nats():.4f} nats/char")
+    print(f"checkpoints: {last} (last), {best} (best = last)")
     return 0
 
 
-def _cmd_eval(args) -> int:
+def _load_for(args):
+    """Model, info, spec and (unless ``--data`` is not needed) the data of a checkpoint."""
     model, info = load_model_checkpoint(args.checkpoint)
-    spec = MODELS[info["model"].lower()]
+    return model, info, MODELS[info["model"].lower()]
+
+
+def _cmd_eval(args) -> int:
+    model, info, spec = _load_for(args)
     data_spec = args.data or info.get("data")
     if not data_spec:
         raise CLIError("no data: pass --data NAME|PATH")
     data = load_data(data_spec, args.target if args.target is not None else info.get("target"),
                      args.labels or info.get("labels"), info.get("test_size", 0.2),
-                     info.get("seed", 0))
+                     info.get("seed", 0), args.data_root or info.get("data_root"))
+    _check_fits(spec, data, data_spec)
     split = args.split
+    if spec.input == "text":
+        if data.corpus.vocab != info.get("vocab"):
+            missing = sorted(set(data.corpus.vocab) - set(info.get("vocab", "")))
+            if missing:
+                raise CLIError(f"{data_spec}: the text has characters the model never saw: "
+                               f"{''.join(missing[:20])!r}")
+            from shendu.data.sequences import CharCorpus
+
+            corpus = CharCorpus.__new__(CharCorpus)
+            corpus.vocab = info["vocab"]
+            corpus._index = {c: i for i, c in enumerate(corpus.vocab)}
+            corpus.train = corpus.encode(data.corpus.decode(data.corpus.train))
+            corpus.val = corpus.encode(data.corpus.decode(data.corpus.val))
+        else:
+            corpus = data.corpus
+        nats = model.evaluate(corpus, "val" if split == "test" else "train")
+        print(f"{info['model']} ({info.get('steps')} steps) on {data.name} "
+              f"[{'validation' if split == 'test' else 'train'}]")
+        print(f"{nats:.4f} nats/char ({nats / math.log(2):.3f} bits/char); unigram baseline "
+              f"{corpus.unigram_nats():.4f} nats/char")
+        return 0
     X, y = (data.X_test, data.y_test) if split == "test" else (data.X_train, data.y_train)
     if y is None:
         raise CLIError(f"{data_spec}: no labels to evaluate against")
-    X = _shape_for(spec, X, data_spec)
-    want = tuple(info.get("n_features", X.shape[1:]))
-    if tuple(X.shape[1:]) != want:
-        raise CLIError(f"{data_spec}: the model was trained on inputs of shape (N, "
-                       f"{', '.join(map(str, want))}), got {X.shape}")
+    if spec.input != "seq2seq":
+        X = _shape_for(spec, X, data_spec)
+        want = tuple(info.get("n_features", X.shape[1:]))
+        if tuple(X.shape[1:]) != want:
+            raise CLIError(f"{data_spec}: the model was trained on inputs of shape (N, "
+                           f"{', '.join(map(str, want))}), got {X.shape}")
     try:
-        m = _metrics(model, X, y)
+        m = _scores(model, spec, X, y)
     except ValueError as e:
         raise CLIError(f"{data_spec}: {e}") from None
     print(f"{info['model']} (epoch {info.get('epoch')}) on {data.name} [{split}, "
@@ -701,8 +874,11 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    model, info = load_model_checkpoint(args.checkpoint)
-    spec = MODELS[info["model"].lower()]
+    model, info, spec = _load_for(args)
+    if spec.input == "text":
+        return _generate(args, model, info)
+    if spec.input == "seq2seq":
+        return _predict_sequences(args, model, info)
     X = _shape_for(spec, read_features(args.input), args.input)
     want = tuple(info.get("n_features", X.shape[1:]))
     if tuple(X.shape[1:]) != want:
@@ -715,6 +891,11 @@ def _cmd_predict(args) -> int:
         out = np.asarray(model.predict_proba(X) if args.proba else model.predict(X))
     except (ValueError, AttributeError) as e:
         raise CLIError(f"{args.input}: {e}") from None
+    _write_predictions(args, out)
+    return 0
+
+
+def _write_predictions(args, out: np.ndarray) -> None:
     if args.output:
         if args.output.endswith(".npy"):
             np.save(args.output, out, allow_pickle=False)
@@ -726,36 +907,91 @@ def _cmd_predict(args) -> int:
         for row in out.reshape(len(out), -1):
             print(",".join(str(int(v)) if np.issubdtype(out.dtype, np.integer) else f"{v:.6g}"
                            for v in row))
+
+
+def _generate(args, model, info) -> int:
+    """``shendu predict CKPT "prompt" --length N``: text from a character language model."""
+    import shendu
+
+    vocab = info.get("vocab") or getattr(model, "vocab", None)
+    if not vocab:
+        raise CLIError(f"{args.checkpoint}: the checkpoint has no vocabulary")
+    prompt = args.input
+    bad = sorted(set(prompt) - set(vocab))
+    if not prompt or bad:
+        raise CLIError("the prompt needs at least one character" if not prompt else
+                       f"the prompt has characters the model never saw: {''.join(bad)!r}")
+    if args.length < 0 or args.temperature < 0:
+        raise CLIError("--length and --temperature must be >= 0")
+    shendu.manual_seed(args.seed)
+    if hasattr(model, "vocab"):                                  # CharLM
+        text = model.generate(prompt, args.length, temperature=args.temperature,
+                              top_k=args.top_k)
+    else:                                                        # CharTransformerLM
+        index = {c: i for i, c in enumerate(vocab)}
+        ids = model.generate(np.array([[index[c] for c in prompt]]), args.length,
+                             temperature=args.temperature, top_k=args.top_k)
+        text = "".join(vocab[int(i)] for i in ids[0])
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote {len(text)} characters to {args.output}")
+    else:
+        print(text)
+    return 0
+
+
+def _predict_sequences(args, model, info) -> int:
+    """Token sequences from a file (rows padded with the pad id) or the command line
+    (``"3 1 4 1 5"``, one sequence; ``;`` separates several)."""
+    if os.path.exists(args.input):
+        X = np.asarray(read_features(args.input))
+        if X.ndim == 1:
+            X = X[None]
+        if X.ndim != 2 or not np.all(X == np.round(X)):
+            raise CLIError(f"{args.input}: expected rows of integer tokens, got shape "
+                           f"{X.shape}")
+        seqs = X.astype(np.int64)
+    else:
+        try:
+            seqs = [np.array([int(t) for t in re.split(r"[\s,]+", part.strip()) if t],
+                             np.int64) for part in args.input.split(";") if part.strip()]
+        except ValueError:
+            raise CLIError(f"{args.input!r} is neither a file nor integer tokens such as "
+                           "'3 1 4 1 5'") from None
+        if not seqs:
+            raise CLIError("no tokens to predict from")
+    try:
+        out = model.predict(seqs)
+    except ValueError as e:
+        raise CLIError(f"{args.input}: {e}") from None
+    rows = [np.asarray(r) for r in out]
+    pad = info.get("pad_id")
+    lines = [" ".join(str(int(v)) for v in r if pad is None or v != pad) for r in rows]
+    if args.output:
+        Path(args.output).write_text("\n".join(lines) + "\n", encoding="utf-8")
+        print(f"wrote {len(lines)} predictions to {args.output}")
+    else:
+        print("\n".join(lines))
     return 0
 
 
 # -------------------------------------------------------------------- gradcheck
 def _gc_models():
-    """Small float64 networks, one per family: ``name -> (build, input, target, loss)``."""
+    """Small float64 versions of the networks the ready models build, one per family:
+    ``name -> (what it is, build, input, target)``. Each network's forward returns
+    class scores (N, K) (sequence models: one row per output position)."""
     import shendu
     from shendu import nn
+    from shendu.models.attention import CharTransformerLM, SequenceEncoderNet
+    from shendu.models.cnn import make_cnn
+    from shendu.models.mlp import make_mlp
+    from shendu.models.recurrent import CharLM, RecurrentHeadNet
+    from shendu.models.seq2seq import Seq2SeqNet
 
     rng = np.random.Generator(np.random.PCG64(0))
 
-    def seq(x, T=5, F=3):
-        return rng.standard_normal((x, T, F))
-
-    class LastStep(nn.Module):
-        def __init__(self, rnn, h, k):
-            super().__init__()
-            self.rnn, self.head = rnn, nn.Linear(h, k)
-
-        def forward(self, x):
-            out, _ = self.rnn(x)
-            return self.head(out[:, -1])
-
-    class MeanHead(nn.Module):
-        def __init__(self, body, d, k):
-            super().__init__()
-            self.body, self.head = body, nn.Linear(d, k)
-
-        def forward(self, x):
-            return self.head(self.body(x).mean(dim=1))
+    def seq(n, T=5, F=3):
+        return rng.standard_normal((n, T, F))
 
     class SelfAttn(nn.Module):
         def __init__(self, d, k):
@@ -766,40 +1002,102 @@ def _gc_models():
             out, _ = self.attn(x, x, x, need_weights=False)
             return self.head(out.mean(dim=1))
 
+    class Flat(nn.Module):
+        """Token-sequence models: (N, T) ids -> (N*T, V) scores for a cross-entropy."""
+
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            out = self.net(x.data.astype(np.int64))
+            out = out[0] if isinstance(out, tuple) else out
+            return out.reshape(-1, out.shape[-1])
+
+    class Seq2Seq(nn.Module):
+        """Seq2SeqNet under teacher forcing on fixed sources and decoder inputs."""
+
+        def __init__(self, net, lengths, dec_in):
+            super().__init__()
+            self.net, self.lengths, self.dec_in = net, lengths, dec_in
+
+        def forward(self, x):
+            out = self.net(x.data.astype(np.int64), self.lengths, self.dec_in)
+            return out.reshape(-1, out.shape[-1])
+
     y3 = rng.integers(0, 3, 4)
+    V = 5
+    ids = rng.integers(0, V, (3, 6)).astype(np.float64)
+    src = rng.integers(0, 4, (3, 4)).astype(np.float64)
+    lengths = np.array([4, 3, 2])
+    src[1, 3:] = 4                                            # padding (end id)
+    src[2, 2:] = 4
+    dec_in = np.concatenate([np.full((3, 1), 5), src[:, ::-1][:, :3]], 1).astype(np.int64)
+    dec_in[dec_in == 4] = 0
     return {
-        "mlp": ("nn.Linear", lambda: nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)),
-                rng.standard_normal((4, 4)), y3),
-        "cnn": ("nn.Conv2d", lambda: nn.Sequential(
-            nn.Conv2d(1, 3, 3, padding=1), nn.Tanh(), nn.MaxPool2d(2), nn.Flatten(),
-            nn.Linear(3 * 3 * 3, 3)), rng.standard_normal((4, 1, 6, 6)), y3),
-        "rnn": ("nn.RNN", lambda: LastStep(nn.RNN(3, 4, batch_first=True), 4, 3), seq(4), y3),
-        "lstm": ("nn.LSTM", lambda: LastStep(nn.LSTM(3, 4, batch_first=True), 4, 3), seq(4),
-                 y3),
-        "gru": ("nn.GRU", lambda: LastStep(nn.GRU(3, 4, batch_first=True), 4, 3), seq(4), y3),
-        "attention": ("nn.MultiheadAttention", lambda: SelfAttn(4, 3), seq(4, 5, 4), y3),
-        "transformer": ("nn.TransformerEncoderLayer", lambda: MeanHead(
-            nn.TransformerEncoderLayer(4, 2, 8, dropout=0.0, activation="gelu",
-                                       batch_first=True), 4, 3), seq(4, 5, 4), y3),
+        "mlp": ("MLPClassifier's make_mlp 4-6-3, tanh",
+                lambda: make_mlp([4, 6, 3], "tanh"), rng.standard_normal((4, 4)), y3),
+        "cnn": ("ConvolutionalNeuralNetwork's make_cnn: conv 3@3x3, pool, 3",
+                lambda: make_cnn((1, 6, 6), 3, conv_channels=(3,), kernel_size=3,
+                                 hidden_layer_sizes=(), activation="tanh"),
+                rng.standard_normal((4, 1, 6, 6)), y3),
+        "rnn": ("RecurrentNeuralNetwork's RecurrentHeadNet (tanh RNN, head on the last step)",
+                lambda: RecurrentHeadNet("rnn", 3, 4, 1, 3), seq(4), y3),
+        "lstm": ("LongShortTermMemory's RecurrentHeadNet (2 layers)",
+                 lambda: RecurrentHeadNet("lstm", 3, 4, 2, 3), seq(4), y3),
+        "gru": ("GatedRecurrentUnit's RecurrentHeadNet (bidirectional)",
+                lambda: RecurrentHeadNet("gru", 3, 4, 1, 3, bidirectional=True), seq(4), y3),
+        "transformer": ("TransformerClassifier's SequenceEncoderNet (pre-norm, GELU)",
+                        lambda: SequenceEncoderNet(3, d_model=4, nhead=2, num_layers=1,
+                                                   dim_feedforward=8, dropout=0.0,
+                                                   n_features=4, max_len=5),
+                        seq(4, 5, 4), y3),
+        # location_aware=False: the location term reads the previous step's weights as a
+        # constant input (no gradient flows back through it, by design), which central
+        # differences would see
+        "attention": ("AttentionMechanism's Seq2SeqNet (GRU encoder-decoder, additive "
+                      "attention; without the location term, whose input is detached)",
+                      lambda: Seq2Seq(Seq2SeqNet(4, embed_dim=3, hidden_size=4,
+                                                 location_aware=False), lengths, dec_in),
+                      src, rng.integers(0, 5, 12)),
+        "self-attention": ("nn.MultiheadAttention, 2 heads, mean-pooled",
+                           lambda: SelfAttn(4, 3), seq(4, 5, 4), y3),
+        "char-lm": ("CharLM (embedding, LSTM, readout)",
+                    lambda: Flat(CharLM("abcde", hidden_size=4, num_layers=1,
+                                        embedding_dim=3)), ids, rng.integers(0, V, 18)),
+        "char-transformer": ("CharTransformerLM (causal, pre-norm)",
+                             lambda: Flat(CharTransformerLM(V, d_model=4, nhead=2,
+                                                            num_layers=1, dim_feedforward=8,
+                                                            dropout=0.0, block_size=6)),
+                             ids, rng.integers(0, V, 18)),
     }, shendu
 
 
-GRADCHECK_MODELS = ("mlp", "cnn", "rnn", "lstm", "gru", "attention", "transformer")
+GRADCHECK_MODELS = ("mlp", "cnn", "rnn", "lstm", "gru", "transformer", "attention",
+                    "self-attention", "char-lm", "char-transformer")
 _GC_ALIASES = {"mlpclassifier": "mlp", "mlpregressor": "mlp", "neuralnetwork": "mlp",
-               "multilayerperceptron": "mlp", "convolutionalneuralnetwork": "cnn",
-               "recurrentneuralnetwork": "rnn", "longshorttermmemory": "lstm",
-               "gatedrecurrentunit": "gru", "attentionmechanism": "attention",
-               "transformerclassifier": "transformer"}
+               "multilayerperceptron": "mlp", "seed": "mlp",
+               "convolutionalneuralnetwork": "cnn", "recurrentneuralnetwork": "rnn",
+               "longshorttermmemory": "lstm", "gatedrecurrentunit": "gru",
+               "attentionmechanism": "attention", "seq2seq": "attention",
+               "transformerclassifier": "transformer", "charlm": "char-lm",
+               "chartransformerlm": "char-transformer"}
 
 
 def gradcheck_model(model, x: np.ndarray, y: np.ndarray, eps: float = 1e-6,
-                    max_elements: int | None = None, seed: int = 0) -> list[tuple]:
+                    max_elements: int | None = None, seed: int = 0,
+                    floor: float = 1e-4) -> list[tuple]:
     """Central differences against backpropagation for every parameter of ``model``
     (float64): ``[(name, shape, worst relative error, elements checked)]``.
 
-    The relative error of one element is ``|a - n| / max(|a|, |n|, 1e-8)`` where ``a`` is
-    the analytic and ``n`` the numerical derivative of the cross-entropy loss (the floor
-    keeps derivatives that are zero up to rounding from counting as large relative errors).
+    The relative error of one element is ``|a - n| / max(|a|, |n|, floor)`` where ``a`` is
+    the analytic and ``n = (L(p + eps) - L(p - eps)) / (2 eps)`` the numerical derivative
+    of the cross-entropy loss ``L``. The numerical one is only good to about
+    ``u |L| / eps`` (rounding, ``u = 2.2e-16``: about 2e-10 for ``L ~ 1``, ``eps = 1e-6``)
+    plus ``eps^2 / 6`` times the third derivative (truncation); the floor keeps a
+    derivative that small (deep in a recurrent stack, say) from counting as a large
+    relative error: below ``floor`` the error is measured against ``floor``, i.e.
+    absolutely.
     """
     import shendu
     from shendu import nn
@@ -833,7 +1131,7 @@ def gradcheck_model(model, x: np.ndarray, y: np.ndarray, eps: float = 1e-6,
             lm = loss()
             flat[i] = old
             n = (lp - lm) / (2 * eps)
-            worst = max(worst, abs(g[i] - n) / max(abs(g[i]), abs(n), 1e-8))
+            worst = max(worst, abs(g[i] - n) / max(abs(g[i]), abs(n), floor))
         out.append((name, p.data.shape, worst, len(idx)))
     return out
 
@@ -848,21 +1146,18 @@ def _cmd_gradcheck(args) -> int:
     if name not in models:
         raise CLIError(f"unknown model {args.model!r} for gradcheck; choose one of "
                        f"{', '.join(GRADCHECK_MODELS)}")
-    need, build, x, y = models[name]
-    from shendu import nn
-
-    if not hasattr(nn, need.split(".")[1]):
-        raise CLIError(f"gradcheck {name}: this build of shendu has no shendu.{need} yet")
+    what, build, x, y = models[name]
     shendu.manual_seed(args.seed)
     model = build().double()
     model.eval()
     t0 = time.perf_counter()
     rows = gradcheck_model(model, x, y, eps=args.eps, max_elements=args.max_elements,
-                           seed=args.seed)
+                           seed=args.seed, floor=args.floor)
     worst = max((r[2] for r in rows if not math.isnan(r[2])), default=0.0)
     width = max(len(r[0]) for r in rows)
-    print(f"gradcheck {name}: float64, central differences (eps={args.eps:g}) vs "
-          f"backpropagation, cross-entropy loss on a batch of {len(x)}")
+    print(f"gradcheck {name}: {what}")
+    print(f"float64, central differences (eps={args.eps:g}) vs backpropagation, "
+          f"cross-entropy loss on a batch of {len(x)}")
     print(f"{'parameter'.ljust(width)}  {'shape':<14} {'checked':>7}  worst rel. error")
     for pname, shape, err, n in rows:
         flag = "" if err <= args.tol else "   <-- FAIL" if not math.isnan(err) else "  (no grad)"
@@ -913,8 +1208,12 @@ def _cmd_bench(args) -> int:
     failed = 0
     summary = []
     for s in scripts:
-        cmd = [sys.executable, str(s), "--steps", str(steps), "--repeats", str(repeats),
-               "--no-memory"] + ([] if have_torch else ["--no-torch"])
+        text = s.read_text(encoding="utf-8", errors="replace")
+        wanted = [("--steps", str(steps)), ("--repeats", str(repeats)), ("--no-memory",),
+                  ("--no-scaling",)] + ([] if have_torch else [("--no-torch",)])
+        # pass each script only the options it declares
+        cmd = [sys.executable, str(s)] + [w for opt in wanted if f'"{opt[0]}"' in text
+                                          for w in opt]
         print(f"== {s.stem[len('bench_'):]}: {' '.join(['python', s.name, *cmd[2:]])}",
               flush=True)
         r = subprocess.run(cmd, capture_output=True, text=True, cwd=str(d))
@@ -954,8 +1253,8 @@ class _Parser(argparse.ArgumentParser):
 
 _EPILOGS = {
     "tour": """examples:
-  shendu tour                       # every chapter (about 3 minutes on 2 cores)
-  shendu tour --quick               # small budgets (under a minute)
+  shendu tour                       # every chapter (about 1.5 CPU minutes)
+  shendu tour --quick               # small budgets (about 15 CPU seconds)
   shendu tour --only lstm --out tour-lstm
 chapters: {chapters}""",
     "train": """examples:
@@ -964,10 +1263,18 @@ chapters: {chapters}""",
   shendu train MLPRegressor --data my.csv --target price --lr 1e-3 --out runs/price
   shendu train mlp --data digits --epochs 30 --resume runs/mlp/last.ckpt --out runs/mlp
   shendu train mlp --data train-images-idx3-ubyte.gz --labels train-labels-idx1-ubyte.gz
+  shendu train cnn --data mnist --data-root /path/to/data --epochs 3
+  shendu train lstm --data adding --epochs 10
+  shendu train gru --data sequential-digits
+  shendu train attention --data reverse --epochs 8
+  shendu train char-lm --data shakespeare --steps 500
+  shendu train char-transformer --data my_text.txt --steps 300
+  shendu train NeuralNetwork --data xor --epochs 2000 --lr 2 --hidden 4
 models: {models}
 built-in data: {data}
 files: .csv (numeric; target = last column or --target), .npz (X, y or
-X_train/y_train/X_test/y_test), IDX images (+ labels file)""",
+X_train/y_train/X_test/y_test), IDX images (+ labels file), .txt (text for the
+character language models)""",
     "eval": """examples:
   shendu eval runs/mlp/best.ckpt                  # the data it was trained on, test split
   shendu eval runs/mlp/best.ckpt --data digits --split train
@@ -975,11 +1282,14 @@ X_train/y_train/X_test/y_test), IDX images (+ labels file)""",
     "predict": """examples:
   shendu predict runs/mlp/best.ckpt new.csv                # one prediction per line
   shendu predict runs/mlp/best.ckpt new.npy --output pred.csv
-  shendu predict runs/mlp/best.ckpt new.npz --proba --output proba.npy""",
+  shendu predict runs/mlp/best.ckpt new.npz --proba --output proba.npy
+  shendu predict runs/charlm/last.ckpt "ROMEO:" --length 300
+  shendu predict runs/reverse/last.ckpt "3 1 4 1 5 9"      # -> 9 5 1 4 1 3""",
     "gradcheck": """examples:
   shendu gradcheck mlp
   shendu gradcheck lstm --max-elements 50
   shendu gradcheck transformer --tol 1e-6
+  shendu gradcheck attention --max-elements 20
 models: {gc}""",
     "bench": """examples:
   shendu bench                 # every workload in benchmarks/
@@ -1044,6 +1354,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--hidden", type=int, nargs="+", metavar="N",
                     help="hidden layer sizes of an MLP, e.g. --hidden 128 64")
     tr.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    tr.add_argument("--steps", type=int, help="training steps of a character language "
+                    "model (default 300)")
+    tr.add_argument("--data-root", metavar="DIR", help="folder of mnist / tinyshakespeare "
+                    "files (default: $SHENDU_DATA)")
     tr.add_argument("--out", metavar="DIR", default="shendu-run",
                     help="folder for checkpoints (default: %(default)s)")
     tr.add_argument("--resume", metavar="CKPT", help="continue from a checkpoint")
@@ -1058,14 +1372,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which half of the data (default: test)")
     e.add_argument("--target", metavar="COL", help="CSV target column")
     e.add_argument("--labels", metavar="PATH", help="IDX labels file")
+    e.add_argument("--data-root", metavar="DIR", help="folder of mnist / tinyshakespeare "
+                   "files (default: as when trained, else $SHENDU_DATA)")
     e.set_defaults(func=_cmd_eval)
 
     pr = add("predict", "predict with a checkpoint", "Predict for every row of INPUT "
-             "(.csv, .npz, .npy or IDX features) with a checkpoint written by `shendu train`.")
+             "(.csv, .npz, .npy or IDX features) with a checkpoint written by `shendu train`; "
+             "for a character language model INPUT is the prompt to continue, for a "
+             "sequence-to-sequence model token sequences ('3 1 4 1 5') or a file of them.")
     pr.add_argument("checkpoint", metavar="CKPT")
     pr.add_argument("input", metavar="INPUT")
     pr.add_argument("--output", metavar="FILE", help=".csv/.txt or .npy (default: stdout)")
     pr.add_argument("--proba", action="store_true", help="class probabilities")
+    pr.add_argument("--length", type=int, default=200,
+                    help="characters to generate (language models; default 200)")
+    pr.add_argument("--temperature", type=float, default=0.8,
+                    help="sampling temperature (language models; 0 = greedy; default 0.8)")
+    pr.add_argument("--top-k", type=int, help="sample among the k likeliest characters")
+    pr.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     pr.set_defaults(func=_cmd_predict)
 
     g = add("gradcheck", "gradcheck a whole model in float64",
@@ -1075,6 +1399,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("model", metavar="MODEL", help=", ".join(GRADCHECK_MODELS))
     g.add_argument("--eps", type=float, default=1e-6, help="finite-difference step")
     g.add_argument("--tol", type=float, default=1e-5, help="largest relative error allowed")
+    g.add_argument("--floor", type=float, default=1e-4,
+                   help="derivatives smaller than this are compared absolutely (default "
+                        "1e-4: an absolute error of at most tol * floor)")
     g.add_argument("--max-elements", type=int, metavar="N",
                    help="check at most N elements of each parameter (default: all)")
     g.add_argument("--seed", type=int, default=0)
