@@ -333,3 +333,37 @@ def test_bptt_norms_vanish_faster_for_rnn_than_lstm():
     r = nn.bptt_gradient_norms(rnn, x, loss)
     m = nn.bptt_gradient_norms(lstm, x, loss)
     assert r[0] / r[-1] < 1e-3 * (m[0] / m[-1])
+
+
+def test_lent_buffers_come_back_only_when_every_view_is_gone():
+    ws = F.recurrent._Workspace()
+    a = ws.lend((4, 3), np.float32)
+    assert a.dtype == np.float32 and a.shape == (4, 3) and a.ctypes.data % 64 == 0
+    view = a[1:].T
+    addr = view.__array_interface__["data"][0] - 3 * 4
+    del a
+    b = ws.lend((4, 3), np.float32)             # `view` still holds the first buffer
+    assert not np.shares_memory(b, view)
+    del view
+    c = ws.lend((4, 3), np.float32)             # now it is free again: reused
+    assert c.ctypes.data == addr
+    del b, c
+
+
+def test_scan_outputs_survive_later_scans():
+    """A scan's outputs are views of its state buffer; later scans of the same shape must
+    not write into a buffer that an earlier output still refers to."""
+    for kind in ("lstm", "gru", "rnn_tanh"):
+        a = _arrays(kind, np.float32)
+        if kind != "lstm":
+            a.pop("c0")
+        s = {k: shendu.tensor(v, requires_grad=True) for k, v in a.items()}
+        first = _scan(kind, s)
+        kept = [o.data.copy() for o in first]
+        del s["x"]
+        for seed in range(3):
+            s["x"] = shendu.tensor(_arrays(kind, np.float32, seed=seed + 10)["x"])
+            outs = _scan(kind, s)
+            shendu.autograd.backward(list(outs), [np.ones(o.shape, np.float32) for o in outs])
+        for o, k in zip(first, kept):
+            np.testing.assert_array_equal(o.data, k)

@@ -76,6 +76,7 @@ at the chunk boundary, while the forward computation still carries the full hist
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
 
 import numpy as np
@@ -118,13 +119,53 @@ class _Workspace:
             for a in arrays:
                 if a is None or a.base is not None or a.nbytes > self.max_bytes:
                     continue
-                while self._bytes + a.nbytes > self.max_bytes and self._free:
-                    _, stack = self._free.popitem(last=False)   # drop the oldest shapes
-                    self._bytes -= sum(x.nbytes for x in stack)
-                key = (a.shape, a.dtype.str)
-                self._free.setdefault(key, []).append(a)
-                self._free.move_to_end(key)
-                self._bytes += a.nbytes
+                self._keep((a.shape, a.dtype.str), a, a.nbytes)
+
+    def _keep(self, key, item, nbytes: int) -> None:
+        """File ``item`` under ``key`` (the lock is held), dropping the oldest shapes first
+        while the pool would exceed ``max_bytes``."""
+        while self._bytes + nbytes > self.max_bytes and self._free:
+            _, stack = self._free.popitem(last=False)
+            self._bytes -= sum(_size(x) for x in stack)
+        self._free.setdefault(key, []).append(item)
+        self._free.move_to_end(key)
+        self._bytes += nbytes
+
+    def lend(self, shape: tuple, dtype) -> np.ndarray:
+        """A fresh-looking array whose memory comes from the pool and goes back to it by
+        itself once the array *and every view of it* are gone — for buffers that outputs
+        are views of (a scan's states), which no one can hand back explicitly.
+
+        The memory is a ``bytearray``; the array is ``np.frombuffer`` of it, and NumPy
+        makes every view of that array point to it as their base, so a finalizer on it
+        runs exactly when the last view dies. Until then the memory is not reused.
+        """
+        dtype = np.dtype(dtype)
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        key = ("lent", nbytes)
+        mem = None
+        with self._lock:
+            stack = self._free.get(key)
+            if stack:
+                mem = stack.pop()
+                self._bytes -= len(mem)
+        if mem is None:
+            mem = bytearray(nbytes + 64)
+        pad = -np.frombuffer(mem, np.uint8, 1).ctypes.data % 64    # 64-byte aligned
+        base = np.frombuffer(mem, dtype, nbytes // dtype.itemsize, pad)
+        done = weakref.finalize(base, self._give_back, key, mem)
+        done.atexit = False
+        return base.reshape(shape)
+
+    def _give_back(self, key, mem: bytearray) -> None:
+        if len(mem) > self.max_bytes:
+            return
+        with self._lock:
+            self._keep(key, mem, len(mem))
+
+
+def _size(x) -> int:
+    return x.nbytes if isinstance(x, np.ndarray) else len(x)
 
 
 _workspace = _Workspace()
@@ -184,7 +225,7 @@ def _columns(x: np.ndarray, H: int, bias: bool, reverse: bool):
     """
     T, B, I = x.shape
     o = 1 if bias else 0
-    Z = np.empty((T + 1, o + I + H, B), x.dtype)
+    Z = _workspace.lend((T + 1, o + I + H, B), x.dtype)
     if o:
         Z[:, 0] = 1
     cols, spare = (slice(1, T + 1), 0) if reverse else (slice(0, T), T)
@@ -206,24 +247,29 @@ def _outputs(Zh: np.ndarray, T: int, reverse: bool, mask) -> np.ndarray:
     return out * keep[:, :, None]
 
 
-def _rows(blocks, H: int) -> np.ndarray:
-    """Row indices that put torch's gate blocks into our internal order."""
-    return np.concatenate([np.arange(k * H, (k + 1) * H) for k in blocks])
-
-
-def _fused_weights(w_ih, w_hh, bias, rows, scale):
-    """``[b_ih + b_hh | W_ih | W_hh]`` with rows reordered and scaled (shape (G·H, K))."""
+def _fused_weights(w_ih, w_hh, bias, blocks, scale):
+    """``[b_ih + b_hh | W_ih | W_hh]`` with torch's gate blocks put in the order ``blocks``
+    and rows scaled (shape (G·H, K)); a workspace array, to be put back after the scan."""
     o = 1 if bias else 0
     GH, I = w_ih.shape
-    W = np.empty((GH, o + I + w_hh.shape[1]), w_ih.dtype)
-    if o:
-        b = bias[0] + bias[1]
-        W[:, 0] = b if rows is None else b[rows]
-    W[:, o:o + I] = w_ih if rows is None else w_ih[rows]
-    W[:, o + I:] = w_hh if rows is None else w_hh[rows]
+    H = w_hh.shape[1]
+    W = _workspace.get((GH, o + I + H), w_ih.dtype)
+    for k, j in enumerate(blocks or range(GH // H)):
+        dst, src = slice(k * H, (k + 1) * H), slice(j * H, (j + 1) * H)
+        if o:
+            np.add(bias[0][src], bias[1][src], out=W[dst, 0])
+        W[dst, o:o + I] = w_ih[src]
+        W[dst, o + I:] = w_hh[src]
     if scale is not None:
         W *= scale[:, None]
     return W
+
+
+def _unblock(dst: np.ndarray, src: np.ndarray, blocks, H: int) -> np.ndarray:
+    """Rows of ``src`` (internal gate order ``blocks``) into torch's order in ``dst``."""
+    for k, j in enumerate(blocks):
+        dst[j * H:(j + 1) * H] = src[k * H:(k + 1) * H]
+    return dst
 
 
 def _carried(g_out: np.ndarray) -> np.ndarray:
@@ -231,8 +277,7 @@ def _carried(g_out: np.ndarray) -> np.ndarray:
     return np.any(g_out, axis=(1, 2))
 
 
-def _weight_grads(fn: Function, dA: np.ndarray, Z: np.ndarray, cols, o: int, w_ih, rows,
-                  shape):
+def _weight_grads(fn: Function, dA: np.ndarray, Z: np.ndarray, cols, o: int, w_ih, shape):
     """Bias, ``W_ih``, ``W_hh`` and input gradients from ``dA`` (G·H, T, B) in one product.
 
     ``dA @ Z^T`` sums ``dA_t [1; x_t; h_prev]^T`` over every step and sequence: the
@@ -244,18 +289,13 @@ def _weight_grads(fn: Function, dA: np.ndarray, Z: np.ndarray, cols, o: int, w_i
     dA2 = dA.reshape(GH, T * B)
     Zin = _workspace.get((K, T, B), Z.dtype)         # the step columns, side by side
     np.copyto(Zin, Z[cols].transpose(1, 0, 2))
-    dW = dA2 @ Zin.reshape(K, T * B).T               # (G·H, K) in internal row order
+    dW = dA2 @ Zin.reshape(K, T * B).T               # (G·H, K)
     _workspace.put(Zin)
-    if rows is not None:
-        out = np.empty_like(dW)
-        out[rows] = dW
-        dW = out
     dw_ih = np.ascontiguousarray(dW[:, o:o + I])
     dw_hh = np.ascontiguousarray(dW[:, o + I:])
     dx = None
     if fn.needs_input_grad[0]:
-        wi = w_ih if rows is None else w_ih[rows]
-        dx = (wi.T @ dA2).reshape(I, T, B).transpose(1, 2, 0)
+        dx = (w_ih.T @ dA2).reshape(I, T, B).transpose(1, 2, 0)
     db = () if not o else (dW[:, 0].copy(), dW[:, 0].copy())
     return dx, dw_ih, dw_hh, db
 
@@ -282,10 +322,11 @@ class RNNScan(Function):
             idx = _padded(mask, t)
             if idx is not None:
                 hn[:, idx] = Zh[p][:, idx]
+        _workspace.put(W)
         if any(self.needs_input_grad):
             self.saved = (Z, o, cols, w_ih, w_hh, relu, mask, reverse)
         last = 0 if reverse else T
-        return _outputs(Zh, T, reverse, mask), Zh[last].T
+        return _outputs(Zh, T, reverse, mask), Zh[last].T.copy()
 
     def backward(self, g_out, g_hn):
         Z, o, cols, w_ih, w_hh, relu, mask, reverse = self.saved
@@ -322,7 +363,7 @@ class RNNScan(Function):
                 dh_rec[:, idx] = carry
         dA = _workspace.get((H, T, B), dt)              # unit-major for the weight product
         np.copyto(dA, Fa.transpose(1, 0, 2))
-        grads = _weight_grads(self, dA, Z, cols, o, w_ih, None, (T, B, w_ih.shape[1]))
+        grads = _weight_grads(self, dA, Z, cols, o, w_ih, (T, B, w_ih.shape[1]))
         _workspace.put(dA, Fa)
         dx, dw_ih, dw_hh, db = grads
         return (dx, dh_rec.T, dw_ih, dw_hh, *db)
@@ -361,11 +402,10 @@ class LSTMScan(Function):
         train = any(self.needs_input_grad)
         Z, o, cols = _columns(x, H, bool(bias), reverse)
         Zh = Z[:, Z.shape[1] - H:]
-        rows = _rows(_LSTM_BLOCKS, H)
         scale = np.ones(4 * H, dt)
         scale[:3 * H] = 0.5                            # σ(a) = (1 + tanh(a/2)) / 2
-        W = _fused_weights(w_ih, w_hh, bias, rows, scale)
-        S = np.empty((2, 6 * H, B), dt)                # [i, o, f, g, tanh c_t, c_{t-1}], x2
+        W = _fused_weights(w_ih, w_hh, bias, _LSTM_BLOCKS, scale)
+        S = _workspace.get((2, 6 * H, B), dt)          # [i, o, f, g, tanh c_t, c_{t-1}], x2
         ig = np.empty((H, B), dt)
         if train:
             F = _workspace.get((T, 6 * H, B), dt)      # backward factors of every step
@@ -404,10 +444,11 @@ class LSTMScan(Function):
                 d2 *= s[:2 * H]
                 np.copyto(ft[5 * H:], f_)
         last = 0 if reverse else T
-        c_n = np.ascontiguousarray(S[T & 1, 5 * H:].T)
+        c_n = S[T & 1, 5 * H:].T.copy()                # (a copy even when B = 1)
+        _workspace.put(W, S)
         if train:
             self.saved = (Z, o, cols, w_ih, w_hh, F, mask, reverse)
-        return _outputs(Zh, T, reverse, mask), Zh[last].T, c_n
+        return _outputs(Zh, T, reverse, mask), Zh[last].T.copy(), c_n
 
     def backward(self, g_out, g_hn, g_cn):
         # δa = [δc ⊙ g i(1-i), δh ⊙ tanh(c) o(1-o), δc ⊙ c_{t-1} f(1-f), δc ⊙ i(1-g²)]
@@ -418,8 +459,9 @@ class LSTMScan(Function):
         K = Z.shape[1]
         I = w_ih.shape[1]
         dt = F.dtype
-        rows = _rows(_LSTM_BLOCKS, H)
-        whhT = np.ascontiguousarray(w_hh[rows].T)     # (H, 4H), internal order
+        whhT = _workspace.get((H, G), dt)              # W_hh^T, gate blocks in internal order
+        for k, j in enumerate(_LSTM_BLOCKS):
+            whhT[:, k * H:(k + 1) * H] = w_hh[j * H:(j + 1) * H].T
         nz = _carried(g_out)
         dh_rec = np.array(g_hn.T, dtype=dt, order="C")
         dc = np.array(g_cn.T, dtype=dt, order="C")
@@ -429,10 +471,15 @@ class LSTMScan(Function):
         D = _workspace.get((G, C, B), dt)              # δa of a chunk of steps, gate-major
         Zc = _workspace.get((K, C, B), dt)             # their columns [1; x_t; h_prev]
         Zs = Z[cols]                                   # (T, K, B): step t's column
-        dW = np.zeros((G, K), dt)
-        dWc = np.empty((G, K), dt)
+        dW = _workspace.get((G, K), dt)                # Σ δa [1; x; h_prev]^T, internal order
+        dWc = _workspace.get((G, K), dt)               # one chunk's share
         dx = np.empty((T, B, I), dt) if self.needs_input_grad[0] else None
-        wi = w_ih[rows] if dx is not None else None
+        wi = None
+        if dx is not None:                             # W_ih, gate blocks in internal order
+            wi = np.empty_like(w_ih)
+            for k, j in enumerate(_LSTM_BLOCKS):
+                wi[k * H:(k + 1) * H] = w_ih[j * H:(j + 1) * H]
+        first = True
         need_h0, need_c0 = self.needs_input_grad[1], self.needs_input_grad[2]
         order = [t for t, _p, _n in reversed(_order(T, reverse))]
         for k, t in enumerate(order):
@@ -472,16 +519,21 @@ class LSTMScan(Function):
                     np.ascontiguousarray(D[:, :m]).reshape(G, m * B)
                 Zm = Zc.reshape(K, C * B)[:, :m * B] if m == C else \
                     np.ascontiguousarray(Zc[:, :m]).reshape(K, m * B)
-                np.matmul(Dm, Zm.T, out=dWc)
-                dW += dWc
+                if first:
+                    np.matmul(Dm, Zm.T, out=dW)
+                    first = False
+                else:
+                    np.matmul(Dm, Zm.T, out=dWc)
+                    dW += dWc
                 if dx is not None:
                     dx[t0:t1] = (Dm.T @ wi).reshape(m, B, I)
-        _workspace.put(D, Zc)
-        out = np.empty_like(dW)
-        out[rows] = dW
-        dw_ih = np.ascontiguousarray(out[:, o:o + I])
-        dw_hh = np.ascontiguousarray(out[:, o + I:])
-        db = () if not o else (out[:, 0].copy(), out[:, 0].copy())
+        dw_ih = _unblock(np.empty((G, I), dt), dW[:, o:o + I], _LSTM_BLOCKS, H)
+        dw_hh = _unblock(np.empty((G, H), dt), dW[:, o + I:], _LSTM_BLOCKS, H)
+        db = ()
+        if o:
+            b = _unblock(np.empty(G, dt), dW[:, 0], _LSTM_BLOCKS, H)
+            db = (b, b.copy())
+        _workspace.put(D, Zc, dW, dWc, whhT)
         return (dx, dh_rec.T if need_h0 else None, dc.T if need_c0 else None,
                 dw_ih, dw_hh, *db)
 
@@ -551,7 +603,7 @@ class GRUScan(Function):
         else:
             _workspace.put(RZ, N, HN)
         last = 0 if reverse else T
-        return _outputs(Zh, T, reverse, mask), Zh[last].T
+        return _outputs(Zh, T, reverse, mask), Zh[last].T.copy()
 
     def backward(self, g_out, g_hn):
         Z, o, cols, w_ih, w_hh, RZ, N, HN, mask, reverse = self.saved
