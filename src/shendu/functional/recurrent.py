@@ -247,9 +247,10 @@ def _outputs(Zh: np.ndarray, T: int, reverse: bool, mask) -> np.ndarray:
     return out * keep[:, :, None]
 
 
-def _fused_weights(w_ih, w_hh, bias, blocks, scale):
-    """``[b_ih + b_hh | W_ih | W_hh]`` with torch's gate blocks put in the order ``blocks``
-    and rows scaled (shape (G·H, K)); a workspace array, to be put back after the scan."""
+def _fused_weights(w_ih, w_hh, bias, blocks=None, halved: int = 0):
+    """``[b_ih + b_hh | W_ih | W_hh]`` (shape (G·H, K)) with torch's gate blocks put in the
+    order ``blocks`` and the first ``halved`` of them multiplied by 1/2 (exact: a power of
+    two); a workspace array, to be put back after the scan."""
     o = 1 if bias else 0
     GH, I = w_ih.shape
     H = w_hh.shape[1]
@@ -258,10 +259,14 @@ def _fused_weights(w_ih, w_hh, bias, blocks, scale):
         dst, src = slice(k * H, (k + 1) * H), slice(j * H, (j + 1) * H)
         if o:
             np.add(bias[0][src], bias[1][src], out=W[dst, 0])
-        W[dst, o:o + I] = w_ih[src]
-        W[dst, o + I:] = w_hh[src]
-    if scale is not None:
-        W *= scale[:, None]
+        if k < halved:
+            if o:
+                W[dst, 0] *= 0.5
+            np.multiply(w_ih[src], 0.5, out=W[dst, o:o + I])
+            np.multiply(w_hh[src], 0.5, out=W[dst, o + I:])
+        else:
+            W[dst, o:o + I] = w_ih[src]
+            W[dst, o + I:] = w_hh[src]
     return W
 
 
@@ -309,7 +314,7 @@ class RNNScan(Function):
         H = w_hh.shape[1]
         Z, o, cols = _columns(x, H, bool(bias), reverse)
         Zh = Z[:, Z.shape[1] - H:]                    # (T+1, H, B) states
-        W = _fused_weights(w_ih, w_hh, bias, None, None)
+        W = _fused_weights(w_ih, w_hh, bias)
         a = np.empty((H, B), x.dtype)
         Zh[T if reverse else 0] = h0.T
         for t, p, n in _order(T, reverse):
@@ -402,46 +407,51 @@ class LSTMScan(Function):
         train = any(self.needs_input_grad)
         Z, o, cols = _columns(x, H, bool(bias), reverse)
         Zh = Z[:, Z.shape[1] - H:]
-        scale = np.ones(4 * H, dt)
-        scale[:3 * H] = 0.5                            # σ(a) = (1 + tanh(a/2)) / 2
-        W = _fused_weights(w_ih, w_hh, bias, _LSTM_BLOCKS, scale)
+        W = _fused_weights(w_ih, w_hh, bias, _LSTM_BLOCKS, 3)   # σ(a) = (1 + tanh(a/2)) / 2
+        Wx = W[:, :Z.shape[1] - H] if not h0.any() else None   # h_0 = 0: [b | W_ih] suffices
         S = _workspace.get((2, 6 * H, B), dt)          # [i, o, f, g, tanh c_t, c_{t-1}], x2
-        ig = np.empty((H, B), dt)
+        P2 = np.empty((2, H, B), dt)
         if train:
             F = _workspace.get((T, 6 * H, B), dt)      # backward factors of every step
         s0 = T if reverse else 0
         Zh[s0] = h0.T
         S[0, 5 * H:] = c0.T
+        views = []                                     # the two slots' blocks, made once
+        for q in range(2):
+            s, sn = S[q], S[1 - q]
+            s3 = s.reshape(6, H, B)
+            views.append((s[:4 * H], s[:3 * H], s[H:2 * H], s[2 * H:3 * H], s3[0:3:2],
+                          s3[3:6:2], s[4 * H:5 * H], s[5 * H:], sn[5 * H:], s[3 * H:],
+                          s[3 * H:5 * H], s[:2 * H]))
         for k, (t, p, n) in enumerate(_order(T, reverse)):
-            s, sn = S[k & 1], S[(k + 1) & 1]
-            gt = s[:4 * H]
-            np.matmul(W, Z[p], out=gt)                 # all four gates of the step: one product
+            gt, sg, o_, f_, i_f, g_cp, tc, cp, cn, q3, q2, io = views[k & 1]
+            if k == 0 and Wx is not None:
+                np.matmul(Wx, Z[p][:Wx.shape[1]], out=gt)
+            else:
+                np.matmul(W, Z[p], out=gt)             # all four gates of the step: one product
             np.tanh(gt, out=gt)                        # one activation call for every gate
-            sg = s[:3 * H]
             sg *= 0.5
             sg += 0.5                                  # i, o, f are now sigmoids; g stays tanh
-            i_, o_, f_, g_ = s[:H], s[H:2 * H], s[2 * H:3 * H], s[3 * H:4 * H]
-            tc, cp, cn = s[4 * H:5 * H], s[5 * H:], sn[5 * H:]
-            np.multiply(f_, cp, out=cn)                # f ⊙ c_{t-1}
-            np.multiply(i_, g_, out=ig)                # i ⊙ g
-            cn += ig
+            np.multiply(i_f, g_cp, out=P2)             # [i ⊙ g, f ⊙ c_{t-1}]
+            np.add(P2[0], P2[1], out=cn)               # c_t
             np.tanh(cn, out=tc)
             hn = Zh[n]
             np.multiply(o_, tc, out=hn)                # o ⊙ tanh(c_t)
-            idx = _padded(mask, t)
-            if idx is not None:
-                hn[:, idx] = Zh[p][:, idx]
-                cn[:, idx] = cp[:, idx]
+            if mask is not None:
+                idx = _padded(mask, t)
+                if idx is not None:
+                    hn[:, idx] = Zh[p][:, idx]
+                    cn[:, idx] = cp[:, idx]
             if train:
                 ft = F[t]
                 d3 = ft[:3 * H]                        # σ'(a) ⊙ [g, tanh c_t, c_{t-1}]
                 np.subtract(1, sg, out=d3)
                 d3 *= sg
-                d3 *= s[3 * H:]
+                d3 *= q3
                 d2 = ft[3 * H:5 * H]                   # [i, o] ⊙ (1 - [g, tanh c_t]²)
-                np.multiply(s[3 * H:5 * H], s[3 * H:5 * H], out=d2)
+                np.multiply(q2, q2, out=d2)
                 np.subtract(1, d2, out=d2)
-                d2 *= s[:2 * H]
+                d2 *= io
                 np.copyto(ft[5 * H:], f_)
         last = 0 if reverse else T
         c_n = S[T & 1, 5 * H:].T.copy()                # (a copy even when B = 1)
@@ -451,7 +461,7 @@ class LSTMScan(Function):
         return _outputs(Zh, T, reverse, mask), Zh[last].T.copy(), c_n
 
     def backward(self, g_out, g_hn, g_cn):
-        # δa = [δc ⊙ g i(1-i), δh ⊙ tanh(c) o(1-o), δc ⊙ c_{t-1} f(1-f), δc ⊙ i(1-g²)]
+        # δa = [δc, δh, δc, δc] ⊙ [g i(1-i), tanh(c) o(1-o), c_{t-1} f(1-f), i(1-g²)]
         Z, o, cols, w_ih, w_hh, F, mask, reverse = self.saved
         T, H6, B = F.shape
         H = H6 // 6
@@ -462,10 +472,11 @@ class LSTMScan(Function):
         whhT = _workspace.get((H, G), dt)              # W_hh^T, gate blocks in internal order
         for k, j in enumerate(_LSTM_BLOCKS):
             whhT[:, k * H:(k + 1) * H] = w_hh[j * H:(j + 1) * H].T
-        nz = _carried(g_out)
-        dh_rec = np.array(g_hn.T, dtype=dt, order="C")
-        dc = np.array(g_cn.T, dtype=dt, order="C")
-        dh = np.empty((H, B), dt)
+        nz = _carried(g_out).tolist()
+        E = np.empty((2, H, B), dt)                    # [δc, δh], carried from step to step
+        dc, dh = E[0], E[1]
+        dc[...] = g_cn.T
+        dh[...] = g_hn.T
         tmp = np.empty((H, B), dt)
         C = max(1, min(T, _CHUNK_BYTES // (G * B * dt.itemsize)))
         D = _workspace.get((G, C, B), dt)              # δa of a chunk of steps, gate-major
@@ -485,11 +496,9 @@ class LSTMScan(Function):
         for k, t in enumerate(order):
             idx = _padded(mask, t)
             if idx is not None:
-                carry_h, carry_c = dh_rec[:, idx], dc[:, idx]
+                carry_h, carry_c = dh[:, idx], dc[:, idx]
             if nz[t]:
-                np.add(dh_rec, g_out[t].T, out=dh)
-            else:
-                dh, dh_rec = dh_rec, dh
+                dh += g_out[t].T                       # δh_t: the output's share joins
             if idx is not None:
                 dh[:, idx] = 0
                 dc[:, idx] = 0
@@ -498,17 +507,17 @@ class LSTMScan(Function):
             dc += tmp                                  # δc_t
             j = t % C
             da = D[:, j]
-            np.multiply(ft[:H], dc, out=da[:H])                       # δa_i
-            np.multiply(ft[H:2 * H], dh, out=da[H:2 * H])             # δa_o
+            np.multiply(ft[:2 * H].reshape(2, H, B), E,               # δa_i, δa_o
+                        out=da[:2 * H].reshape(2, H, B))
             np.multiply(ft[2 * H:4 * H].reshape(2, H, B), dc,         # δa_f, δa_g
                         out=da[2 * H:].reshape(2, H, B))
             final = k == T - 1
             if not final or need_c0:
                 dc *= ft[5 * H:]                       # carried to c_{t-1}
             if not final or need_h0:
-                np.matmul(whhT, da, out=dh_rec)        # carried to h_{t-1}
+                np.matmul(whhT, da, out=dh)            # carried to h_{t-1}
             if idx is not None:
-                dh_rec[:, idx] = carry_h
+                dh[:, idx] = carry_h
                 dc[:, idx] = carry_c
             # after the chunk's last step: its share of the weight (and input) gradients
             if (not reverse and j == 0) or (reverse and (j == C - 1 or t == T - 1)):
@@ -534,7 +543,7 @@ class LSTMScan(Function):
             b = _unblock(np.empty(G, dt), dW[:, 0], _LSTM_BLOCKS, H)
             db = (b, b.copy())
         _workspace.put(D, Zc, dW, dWc, whhT)
-        return (dx, dh_rec.T if need_h0 else None, dc.T if need_c0 else None,
+        return (dx, dh.T if need_h0 else None, dc.T if need_c0 else None,
                 dw_ih, dw_hh, *db)
 
     def _free(self) -> None:
