@@ -109,8 +109,9 @@ def test_scan_matches_torch(kind, reverse, lengths, dtype):
 @pytest.mark.parametrize("lengths", [None, LENGTHS])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_lstm_chunked_backward_matches_torch(monkeypatch, chunk, reverse, lengths, dtype):
-    """The LSTM's backward adds the weight gradients of a few steps at a time; with T=5,
-    chunks of 1, 2, 3 steps (the last one partial) must give torch's gradients."""
+    """The LSTM makes its backward factors (forward pass) and adds its weight gradients
+    (backward pass) a few steps at a time; with T=5, chunks of 1 to 4 steps (the last one
+    partial) must give torch's values and gradients."""
     monkeypatch.setattr(F.recurrent, "_CHUNK_BYTES",
                         chunk * 4 * H * B * np.dtype(dtype).itemsize)
     test_scan_matches_torch("lstm", reverse, lengths, dtype)

@@ -387,13 +387,29 @@ _LSTM_BLOCKS = (0, 3, 1, 2)
 _CHUNK_BYTES = 1 << 19
 
 
+def _lstm_factors(X: np.ndarray, F: np.ndarray, H: int) -> None:
+    """The factors of the backward pass ``F`` (m, 6H, B) = ``[g i(1-i), tanh(c_t) o(1-o),
+    c_{t-1} f(1-f), i(1-g²), o(1-tanh² c_t), f]`` of m steps from their slabs ``X`` (m, 6H,
+    B) = ``[i, o, f, g, tanh c_t, c_{t-1}]``: seven calls for all m steps."""
+    sig, d3, d2 = X[:, :3 * H], F[:, :3 * H], F[:, 3 * H:5 * H]
+    np.subtract(1, sig, out=d3)
+    d3 *= sig
+    d3 *= X[:, 3 * H:]                                 # σ'(a) ⊙ [g, tanh c_t, c_{t-1}]
+    np.multiply(X[:, 3 * H:5 * H], X[:, 3 * H:5 * H], out=d2)
+    np.subtract(1, d2, out=d2)
+    d2 *= X[:, :2 * H]                                 # [i, o] ⊙ (1 - [g, tanh c_t]²)
+    F[:, 5 * H:] = X[:, 2 * H:3 * H]                   # f
+
+
 class LSTMScan(Function):
     """One direction of an LSTM over a whole sequence (see the module docstring).
 
-    When a gradient is needed, each step also turns its gate values, while they are still
-    in cache, into the factors of the backward pass, saved per step as one slab
-    ``[g i(1-i), tanh(c) o(1-o), c_{t-1} f(1-f), i(1-g²), o(1-tanh² c), f]``: these, not
-    the gates, are what is saved.
+    Each step works in one slab ``[i, o, f, g, tanh c_t, c_{t-1}]`` (the product writes the
+    gates, the step its own ``tanh c_t`` and the next slab's ``c``). When a gradient is
+    needed, every step has a slab of its own, and every few steps the slabs just written,
+    still in cache, are turned in place — a handful of calls for several steps at once —
+    into the factors of the backward pass ``[g i(1-i), tanh(c) o(1-o), c_{t-1} f(1-f),
+    i(1-g²), o(1-tanh² c), f]``: these, not the gates, are what is saved.
 
     The backward pass walks the steps in reverse in chunks of a few steps; after each
     chunk one product adds its ``δa [1; x; h_prev]^T`` to the weight gradients, while the
@@ -409,55 +425,48 @@ class LSTMScan(Function):
         Zh = Z[:, Z.shape[1] - H:]
         W = _fused_weights(w_ih, w_hh, bias, _LSTM_BLOCKS, 3)   # σ(a) = (1 + tanh(a/2)) / 2
         Wx = W[:, :Z.shape[1] - H] if not h0.any() else None   # h_0 = 0: [b | W_ih] suffices
-        S = _workspace.get((2, 6 * H, B), dt)          # [i, o, f, g, tanh c_t, c_{t-1}], x2
+        # the slabs of the steps, in turn: C of them and the next one when training, so
+        # that every C steps the factors of the backward pass are made for C steps at once
+        C = max(1, min(T, _CHUNK_BYTES // (3 * H * B * dt.itemsize)))
+        S = _workspace.get((C + 1, 6 * H, B), dt)
+        F = _workspace.get((T, 6 * H, B), dt) if train else None
         P2 = np.empty((2, H, B), dt)
-        if train:
-            F = _workspace.get((T, 6 * H, B), dt)      # backward factors of every step
-        s0 = T if reverse else 0
-        Zh[s0] = h0.T
+        Zh[T if reverse else 0] = h0.T
         S[0, 5 * H:] = c0.T
-        views = []                                     # the two slots' blocks, made once
-        for q in range(2):
-            s, sn = S[q], S[1 - q]
-            s3 = s.reshape(6, H, B)
-            views.append((s[:4 * H], s[:3 * H], s[H:2 * H], s[2 * H:3 * H], s3[0:3:2],
-                          s3[3:6:2], s[4 * H:5 * H], s[5 * H:], sn[5 * H:], s[3 * H:],
-                          s[3 * H:5 * H], s[:2 * H]))
         for k, (t, p, n) in enumerate(_order(T, reverse)):
-            gt, sg, o_, f_, i_f, g_cp, tc, cp, cn, q3, q2, io = views[k & 1]
+            j = k % C
+            s, sn = S[j], S[j + 1]
+            gt = s[:4 * H]
             if k == 0 and Wx is not None:
                 np.matmul(Wx, Z[p][:Wx.shape[1]], out=gt)
             else:
                 np.matmul(W, Z[p], out=gt)             # all four gates of the step: one product
             np.tanh(gt, out=gt)                        # one activation call for every gate
+            sg = s[:3 * H]
             sg *= 0.5
             sg += 0.5                                  # i, o, f are now sigmoids; g stays tanh
-            np.multiply(i_f, g_cp, out=P2)             # [i ⊙ g, f ⊙ c_{t-1}]
+            s3 = s.reshape(6, H, B)
+            np.multiply(s3[0:3:2], s3[3:6:2], out=P2)  # [i ⊙ g, f ⊙ c_{t-1}]
+            cp, cn, tc = s[5 * H:], sn[5 * H:], s[4 * H:5 * H]
             np.add(P2[0], P2[1], out=cn)               # c_t
             np.tanh(cn, out=tc)
             hn = Zh[n]
-            np.multiply(o_, tc, out=hn)                # o ⊙ tanh(c_t)
+            np.multiply(s[H:2 * H], tc, out=hn)        # o ⊙ tanh(c_t)
             if mask is not None:
                 idx = _padded(mask, t)
                 if idx is not None:
                     hn[:, idx] = Zh[p][:, idx]
                     cn[:, idx] = cp[:, idx]
-            if train:
-                ft = F[t]
-                d3 = ft[:3 * H]                        # σ'(a) ⊙ [g, tanh c_t, c_{t-1}]
-                np.subtract(1, sg, out=d3)
-                d3 *= sg
-                d3 *= q3
-                d2 = ft[3 * H:5 * H]                   # [i, o] ⊙ (1 - [g, tanh c_t]²)
-                np.multiply(q2, q2, out=d2)
-                np.subtract(1, d2, out=d2)
-                d2 *= io
-                np.copyto(ft[5 * H:], f_)
-        last = 0 if reverse else T
-        c_n = S[T & 1, 5 * H:].T.copy()                # (a copy even when B = 1)
+            if j == C - 1 or k == T - 1:
+                if train:                              # the last j+1 steps: their factors
+                    _lstm_factors(S[:j + 1], F[t:t + j + 1][::-1] if reverse else
+                                  F[t - j:t + 1], H)
+                S[0, 5 * H:] = cn                      # c_t, for the next step
+        c_n = S[0, 5 * H:].T.copy()
         _workspace.put(W, S)
         if train:
             self.saved = (Z, o, cols, w_ih, w_hh, F, mask, reverse)
+        last = 0 if reverse else T
         return _outputs(Zh, T, reverse, mask), Zh[last].T.copy(), c_n
 
     def backward(self, g_out, g_hn, g_cn):
