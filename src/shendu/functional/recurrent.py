@@ -502,27 +502,30 @@ class LSTMScan(Function):
         first = True
         need_h0, need_c0 = self.needs_input_grad[1], self.needs_input_grad[2]
         order = [t for t, _p, _n in reversed(_order(T, reverse))]
+        F6 = F.reshape(T, 6, H, B)
+        D4 = D.reshape(4, H, C, B)
+        cols_ = [(D[:, j], D4[0:2, :, j], D4[2:4, :, j]) for j in range(C)]
+        idx = None
         for k, t in enumerate(order):
-            idx = _padded(mask, t)
-            if idx is not None:
-                carry_h, carry_c = dh[:, idx], dc[:, idx]
+            if mask is not None:
+                idx = _padded(mask, t)
+                if idx is not None:
+                    carry_h, carry_c = dh[:, idx], dc[:, idx]
             if nz[t]:
                 dh += g_out[t].T                       # δh_t: the output's share joins
             if idx is not None:
                 dh[:, idx] = 0
                 dc[:, idx] = 0
-            ft = F[t]
-            np.multiply(dh, ft[4 * H:5 * H], out=tmp)
+            ft = F6[t]
+            np.multiply(dh, ft[4], out=tmp)
             dc += tmp                                  # δc_t
             j = t % C
-            da = D[:, j]
-            np.multiply(ft[:2 * H].reshape(2, H, B), E,               # δa_i, δa_o
-                        out=da[:2 * H].reshape(2, H, B))
-            np.multiply(ft[2 * H:4 * H].reshape(2, H, B), dc,         # δa_f, δa_g
-                        out=da[2 * H:].reshape(2, H, B))
+            da, da_io, da_fg = cols_[j]
+            np.multiply(ft[0:2], E, out=da_io)         # δa_i, δa_o
+            np.multiply(ft[2:4], dc, out=da_fg)        # δa_f, δa_g
             final = k == T - 1
             if not final or need_c0:
-                dc *= ft[5 * H:]                       # carried to c_{t-1}
+                dc *= ft[5]                            # carried to c_{t-1}
             if not final or need_h0:
                 np.matmul(whhT, da, out=dh)            # carried to h_{t-1}
             if idx is not None:
