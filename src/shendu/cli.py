@@ -6,7 +6,7 @@ line on stderr naming it, and a non-zero exit status (2 for a bad command line, 
 ``--debug`` shows the full traceback instead.
 
 Checkpoints are shendu files (``shendu.io.save_checkpoint``: safetensors weights and a JSON
-description, never pickle) holding the model, the epoch, the training history and where the
+description; see shendu.io) holding the model, the epoch, the training history and where the
 data came from, so ``shendu eval`` and ``shendu predict`` need nothing else.
 """
 
@@ -248,9 +248,9 @@ _NPZ_KEYS = [("X", "y"), ("x", "y"), ("features", "labels"), ("data", "target"),
 def read_npz(path: str):
     """An ``.npz`` archive: ``X_train/y_train/X_test/y_test``, or one of the pairs
     ``X/y``, ``features/labels``, ``data/target``, ``inputs/targets``. Object arrays are
-    refused (loading them would need pickle)."""
+    refused (loading them would run code; see shendu.io)."""
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with np.load(path) as z:  # NumPy refuses object arrays by default
             arrays = {k: z[k] for k in z.files}
     except ValueError as e:
         raise CLIError(f"{path}: cannot read the .npz archive ({e})") from None
@@ -318,7 +318,7 @@ def read_features(path: str):
         return read_npz(path)[0]
     if kind == "npy":
         try:
-            return np.load(path, allow_pickle=False)
+            return np.load(path)  # NumPy refuses object arrays by default
         except ValueError as e:
             raise CLIError(f"{path}: cannot read the .npy file ({e})") from None
     if kind == "idx":
@@ -898,7 +898,9 @@ def _cmd_predict(args) -> int:
 def _write_predictions(args, out: np.ndarray) -> None:
     if args.output:
         if args.output.endswith(".npy"):
-            np.save(args.output, out, allow_pickle=False)
+            arr = np.asarray(out)
+            # labels of mixed Python types would be an object array: store them as text
+            np.save(args.output, arr.astype(str) if arr.dtype.kind == "O" else arr)
         else:
             np.savetxt(args.output, out.reshape(len(out), -1), delimiter=",",
                        fmt="%d" if np.issubdtype(out.dtype, np.integer) else "%.6g")
