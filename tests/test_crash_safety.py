@@ -36,7 +36,7 @@ CHILD = textwrap.dedent("""
                           nn.Linear(1024, 512), nn.ReLU(), nn.Linear(512, 10))
     opt = optim.Adam(model.parameters(), lr=1e-3)
     loader = DataLoader(TensorDataset(X, y), batch_size=32, shuffle=True)
-    fit(model, nn.CrossEntropyLoss(), opt, loader, 2, verbose=0, resume=ckdir,
+    fit(model, nn.CrossEntropyLoss(), opt, loader, 6, verbose=0, resume=ckdir,
         callbacks=[ModelCheckpoint(ckdir, every_n_steps=1, keep_last=2)])
     shendu.save(model, out)
 """)
@@ -55,8 +55,10 @@ def _temporaries(ckdir) -> set:
 
 
 def test_sigkill_at_random_moments_then_resume(tmp_path):
+    t_start = time.monotonic()
     ref = _start(tmp_path / "ref", tmp_path / "ref.shendu")
     assert ref.wait(timeout=120) == 0, ref.stderr.read().decode()
+    t_ref = time.monotonic() - t_start  # kill moments scale with this machine's speed
 
     ckdir, out = tmp_path / "ck", tmp_path / "out.shendu"
     rnd = random.Random(7)
@@ -65,7 +67,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
         stale = _temporaries(ckdir)  # left by the last kill (the next run removes them)
         p = _start(ckdir, out)
         t0 = time.monotonic()
-        delay = rnd.uniform(0.6, 1.4)
+        delay = rnd.uniform(0.1, 0.25) * t_ref
         if kills % 2:  # wait for a save in progress, then kill inside it
             while p.poll() is None and not (time.monotonic() - t0 > delay
                                             and _temporaries(ckdir) - stale):
