@@ -40,58 +40,29 @@ def make_data(T: int, seed: int = 0, n_batches: int = 2):
     return xs, ys
 
 
-def _layer(nn, workload: str):
+def build(nn, workload: str):
+    """The recurrent layer and a linear head on the last step (time-major input)."""
     cls = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[workload]
-    return cls(INPUT, HIDDEN)
+
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = cls(INPUT, HIDDEN)
+            self.head = nn.Linear(HIDDEN, CLASSES)
+
+        def forward(self, x):
+            out, _ = self.rnn(x)  # (T, B, H)
+            return self.head(out[-1])
+
+    return Model()
 
 
 def shendu_step_fn(workload: str, xs, ys):
-    import shendu
-    from shendu import nn, optim
-
-    shendu.manual_seed(0)
-    rnn, head = _layer(nn, workload), nn.Linear(HIDDEN, CLASSES)
-    opt = optim.SGD(list(rnn.parameters()) + list(head.parameters()), lr=0.01, momentum=0.9)
-    loss_fn = nn.CrossEntropyLoss()
-    batches = [(shendu.from_numpy(x), y) for x, y in zip(xs, ys)]
-    i = [0]
-
-    def step():
-        x, y = batches[i[0] % len(batches)]
-        i[0] += 1
-        opt.zero_grad()
-        out, _ = rnn(x)
-        loss = loss_fn(head(out[-1]), y)
-        loss.backward()
-        opt.step()
-        return loss
-
-    return step
+    return Hn.train_step_fn("shendu", lambda nn: build(nn, workload), xs, ys)
 
 
 def torch_step_fn(workload: str, xs, ys):
-    import torch
-    from torch import nn
-
-    torch.manual_seed(0)
-    rnn, head = _layer(nn, workload), nn.Linear(HIDDEN, CLASSES)
-    opt = torch.optim.SGD(list(rnn.parameters()) + list(head.parameters()), lr=0.01,
-                          momentum=0.9)
-    loss_fn = nn.CrossEntropyLoss()
-    batches = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in zip(xs, ys)]
-    i = [0]
-
-    def step():
-        x, y = batches[i[0] % len(batches)]
-        i[0] += 1
-        opt.zero_grad()
-        out, _ = rnn(x)
-        loss = loss_fn(head(out[-1]), y)
-        loss.backward()
-        opt.step()
-        return loss
-
-    return step
+    return Hn.train_step_fn("torch", lambda nn: build(nn, workload), xs, ys)
 
 
 def probe(framework: str, workload: str, T: int, steps: int) -> dict:
