@@ -80,7 +80,7 @@ def test_errors():
     net = NeuralNetwork(2, 4, 1)
     with pytest.raises(RuntimeError, match="call forward"):
         net.backward([1.0], 0.1)
-    with pytest.raises(ValueError, match=r"expected input \(n, 2\), got \(3, 3\)"):
+    with pytest.raises(ValueError, match=r"expected input \(N, 2\), got \(3, 3\)"):
         net.forward(np.zeros((3, 3)))
     net.forward(np.zeros((3, 2)))
     with pytest.raises(ValueError, match=r"expected y of shape \(3, 1\)"):

@@ -16,6 +16,15 @@ image (scikit-learn's digits) are reshaped to (N, 1, H, W). Training, stopping r
 the estimator API are those of :class:`~shendu.models.MLPClassifier` (``fit``,
 ``partial_fit``, ``predict``, ``predict_proba``, ``score``, early stopping, warm start,
 ``random_state``).
+
+The same class speaks the seed's API: ``ConvolutionalNeuralNetwork(input_dim, hidden_dim,
+output_dim)`` builds at once the seed's network ``net`` (``make_seed_cnn``: two 3x3
+convolutions of ``hidden_dim`` feature maps, pooling, a linear read-out) for
+``forward(x)``: x (N, input_dim, H, W) — input_dim is the number of channels; (N, H, W)
+when it is 1 — -> (N, output_dim), ``backward(y, learning_rate)`` (one step of gradient
+descent on the squared error; y (N, output_dim)) and ``train(X, y, epochs,
+learning_rate)``. The estimator settings are keywords and configure ``fit``, which builds
+its own network ``model_``.
 """
 
 from __future__ import annotations
@@ -27,7 +36,9 @@ import numpy as np
 from shendu import nn, optim
 from shendu.autograd import no_grad
 from shendu.backend import as_dtype
+from shendu.models._base import seeded
 from shendu.models.mlp import MLPClassifier
+from shendu.models.seed import SeedAPI, check_seed_dims, make_seed_cnn
 from shendu.tensor import Tensor
 
 __all__ = ["ConvolutionalNeuralNetwork", "make_cnn"]
@@ -89,11 +100,20 @@ def make_cnn(input_shape, n_classes: int, conv_channels=(6, 16), kernel_size: in
     return nn.Sequential(*layers)
 
 
-class ConvolutionalNeuralNetwork(MLPClassifier):
+class ConvolutionalNeuralNetwork(SeedAPI, MLPClassifier):
     """A convolutional network classifier for images, LeNet-5 by default.
+
+    Seed API: ``ConvolutionalNeuralNetwork(input_dim, hidden_dim, output_dim)`` (input_dim =
+    channels, hidden_dim = feature maps per conv layer); ``forward(x)``: x (N, input_dim, H,
+    W), or (N, H, W) when input_dim is 1, -> (N, output_dim); ``backward(y,
+    learning_rate)``: y (N, output_dim); ``train(X, y, epochs, learning_rate)`` -> the loss
+    of each epoch. The network (``net``) is in ``dtype``. Estimator API: the keywords
+    below, then ``fit(X, y)``.
 
     Parameters
     ----------
+    input_dim, hidden_dim, output_dim : the seed's constructor (see above); leave them
+        ``None`` for the estimator.
     conv_channels : output channels of each conv block, ``(6, 16)`` as LeNet-5.
     kernel_size : side of every convolution kernel (5).
     hidden_layer_sizes : widths of the fully connected layers after the convolutions,
@@ -115,7 +135,8 @@ class ConvolutionalNeuralNetwork(MLPClassifier):
     ``model_``, ``optimizer_``, ``history_``, ``loss_curve_``, ``n_iter_``, ``best_loss_``.
     """
 
-    def __init__(self, conv_channels=(6, 16), kernel_size: int = 5,
+    def __init__(self, input_dim: int | None = None, hidden_dim: int | None = None,
+                 output_dim: int | None = None, *, conv_channels=(6, 16), kernel_size: int = 5,
                  hidden_layer_sizes=(120, 84), activation: str = "relu",
                  pooling: str = "max", batch_norm: bool = False, dropout: float = 0.0,
                  optimizer: str = "adam", learning_rate: float = 1e-3,
@@ -149,6 +170,22 @@ class ConvolutionalNeuralNetwork(MLPClassifier):
         self.warm_start = warm_start
         self.dtype = dtype
         self.verbose = verbose
+        self.input_dim, self.hidden_dim, self.output_dim = input_dim, hidden_dim, output_dim
+        if check_seed_dims(type(self).__name__, input_dim, hidden_dim, output_dim):
+            dt = as_dtype(dtype)
+            with seeded(random_state):
+                net = make_seed_cnn(int(input_dim), int(hidden_dim), int(output_dim), dt)
+            self._seed_build(net, dt)
+
+    def _seed_check(self, x: np.ndarray, where: str) -> tuple[np.ndarray, bool]:
+        C = self.input_dim
+        if C == 1 and x.ndim == 3:
+            x = x[:, None]                                   # (N, H, W) -> (N, 1, H, W)
+        if x.ndim != 4 or x.shape[1] != C or min(x.shape[2:]) < 2 or x.shape[0] == 0:
+            raise ValueError(f"{type(self).__name__}.{where}: expected images (N, {C}, H, W)"
+                             f"{' or (N, H, W)' if C == 1 else ''} with H, W >= 2, got "
+                             f"{x.shape}")
+        return x, False
 
     # --------------------------------------------------------------- inputs
     def _check_X(self, X, where: str, reset: bool, dtype=np.float64) -> np.ndarray:
@@ -180,6 +217,9 @@ class ConvolutionalNeuralNetwork(MLPClassifier):
         if not np.isfinite(X).all():
             raise ValueError(f"{name}.{where}: X contains NaN or infinity")
         if reset:
+            if self.input_dim is not None and X.shape[1] != self.input_dim:
+                raise ValueError(f"{name}.{where}: X has {X.shape[1]} channels but the model "
+                                 f"was built with input_dim={self.input_dim}")
             self.input_shape_ = tuple(int(s) for s in X.shape[1:])
             self.n_features_in_ = int(np.prod(self.input_shape_))
         else:

@@ -10,6 +10,17 @@ by row) or on every step (``output="sequence"``: ``y`` of shape ``(N, T)`` or
 ``task="regression"`` on the mean squared error. Training is Adam with the gradient norm
 clipped (``clip_grad_norm``; Pascanu, Mikolov & Bengio 2013) through
 :class:`shendu.train.Trainer`.
+
+The same classes speak the seed's API: ``RecurrentNeuralNetwork(input_dim, hidden_dim,
+output_dim)`` (likewise ``LongShortTermMemory``, ``GatedRecurrentUnit``) builds at once the
+seed's network ``net`` — one recurrent layer of ``hidden_dim`` units (the fused scan of
+``nn.RNN``/``nn.LSTM``/``nn.GRU``) and a linear read-out at every step — for ``forward(x)``:
+x (N, T, input_dim) -> (N, T, output_dim), ``backward(y, learning_rate)`` (one step of
+gradient descent on the squared error, through time; y (N, T, output_dim), or
+(N, output_dim) for the last step) and ``train(X, y, epochs, learning_rate)`` (the loss of
+each epoch). The estimator settings are keywords (``hidden_size=``, ``epochs=``...) and
+configure ``fit``, which builds its own network ``model_`` from them and the data; the two
+networks are separate (``fit`` only checks ``input_dim`` against ``X`` when it is given).
 """
 
 from __future__ import annotations
@@ -19,9 +30,10 @@ import numpy as np
 from shendu import functional as F
 from shendu import nn, optim
 from shendu.autograd import no_grad
-from shendu.backend import rng
+from shendu.backend import as_dtype, rng
 from shendu.data import DataLoader, TensorDataset
 from shendu.models._base import BaseEstimator, ClassifierMixin, RegressorMixin, seeded
+from shendu.models.seed import SeedAPI, check_seed_dims
 from shendu.nn.utils import clip_grad_norm_
 from shendu.tensor import Tensor
 from shendu.train import LambdaCallback, Trainer
@@ -38,10 +50,10 @@ class RecurrentHeadNet(nn.Module):
 
     def __init__(self, cell: str, n_features: int, hidden_size: int, num_layers: int,
                  n_outputs: int, bidirectional: bool = False, dropout: float = 0.0,
-                 output: str = "last", nonlinearity: str = "tanh") -> None:
+                 output: str = "last", nonlinearity: str = "tanh", dtype=None) -> None:
         super().__init__()
         kw = dict(num_layers=num_layers, batch_first=True, bidirectional=bidirectional,
-                  dropout=dropout if num_layers > 1 else 0.0)
+                  dropout=dropout if num_layers > 1 else 0.0, dtype=dtype)
         if cell == "rnn":
             self.rnn = nn.RNN(n_features, hidden_size, nonlinearity=nonlinearity, **kw)
         elif cell == "lstm":
@@ -55,7 +67,7 @@ class RecurrentHeadNet(nn.Module):
                              f"{output!r}")
         self.output = output
         self.directions = 2 if bidirectional else 1
-        self.head = nn.Linear(self.directions * hidden_size, n_outputs)
+        self.head = nn.Linear(self.directions * hidden_size, n_outputs, dtype=dtype)
 
     def forward(self, x, lengths=None) -> Tensor:
         out, state = self.rnn(x, lengths=lengths)
@@ -67,23 +79,48 @@ class RecurrentHeadNet(nn.Module):
         return self.head(last)
 
 
-class _RecurrentEstimator(BaseEstimator):
-    """Shared fit/predict of the recurrent estimators (see the module docstring)."""
+class _RecurrentEstimator(SeedAPI, BaseEstimator):
+    """Shared fit/predict of the recurrent estimators and their seed API (see the module
+    docstring)."""
 
     _cell = "rnn"
+    _seed_sequence = True
 
-    def __init__(self, hidden_size: int = 64, num_layers: int = 1,
-                 task: str = "classification", output: str = "last",
+    def __init__(self, input_dim: int | None = None, hidden_dim: int | None = None,
+                 output_dim: int | None = None, *, hidden_size: int = 64,
+                 num_layers: int = 1, task: str = "classification", output: str = "last",
                  bidirectional: bool = False, dropout: float = 0.0, epochs: int = 30,
                  batch_size: int = 64, learning_rate: float = 1e-2,
-                 clip_grad_norm: float | None = 1.0, random_state=None,
+                 clip_grad_norm: float | None = 1.0, random_state=None, dtype=None,
                  verbose: int = 0) -> None:
+        self.input_dim, self.hidden_dim, self.output_dim = input_dim, hidden_dim, output_dim
         self.hidden_size, self.num_layers = hidden_size, num_layers
         self.task, self.output = task, output
         self.bidirectional, self.dropout = bidirectional, dropout
         self.epochs, self.batch_size = epochs, batch_size
         self.learning_rate, self.clip_grad_norm = learning_rate, clip_grad_norm
-        self.random_state, self.verbose = random_state, verbose
+        self.random_state, self.dtype, self.verbose = random_state, dtype, verbose
+        self._seed_init()
+
+    # ---------------------------------------------------------------- seed API
+    def _seed_init(self) -> None:
+        """Build the seed's network when the three sizes are given."""
+        if not check_seed_dims(type(self).__name__, self.input_dim, self.hidden_dim,
+                               self.output_dim):
+            return
+        dt = as_dtype(self.dtype)
+        with seeded(self.random_state):
+            net = RecurrentHeadNet(self._cell, int(self.input_dim), int(self.hidden_dim), 1,
+                                   int(self.output_dim), output="sequence", dtype=dt,
+                                   **self._net_kwargs())
+        self._seed_build(net, dt)
+
+    def _seed_check(self, x: np.ndarray, where: str) -> tuple[np.ndarray, bool]:
+        if x.ndim != 3 or x.shape[2] != self.input_dim or 0 in x.shape[:2]:
+            raise ValueError(f"{type(self).__name__}.{where}: expected input (N, T, "
+                             f"{self.input_dim}) (N sequences of T steps of {self.input_dim} "
+                             f"features), got {x.shape}")
+        return x, False
 
     # ------------------------------------------------------------ scikit-learn
     @property
@@ -103,13 +140,16 @@ class _RecurrentEstimator(BaseEstimator):
         if X.ndim != 3 or X.dtype.kind not in "fiub":
             raise ValueError(f"{name}.{where}: expected X of shape (n_samples, T, n_features) "
                              f"(numeric sequences), got {X.dtype} {X.shape}")
-        X = X.astype(np.float32)
+        X = X.astype(as_dtype(self.dtype))
         if not np.isfinite(X).all():
             raise ValueError(f"{name}.{where}: X contains NaN or infinity")
         if X.shape[0] == 0 or X.shape[1] == 0:
             raise ValueError(f"{name}.{where}: X has shape {X.shape}; at least one sequence "
                              "of at least one step is required")
         if reset:
+            if self.input_dim is not None and X.shape[2] != self.input_dim:
+                raise ValueError(f"{name}.{where}: X has {X.shape[2]} features per step but "
+                                 f"the model was built with input_dim={self.input_dim}")
             self.n_features_in_ = X.shape[2]
         else:
             self._check_fitted(where)
@@ -138,7 +178,7 @@ class _RecurrentEstimator(BaseEstimator):
                                  f"{y.shape}")
             t = np.searchsorted(self.classes_, flat).reshape(y.shape).astype(np.int64)
             return t, len(self.classes_)
-        y = y.astype(np.float32)
+        y = y.astype(as_dtype(self.dtype))
         if not np.isfinite(y).all():
             raise ValueError(f"{name}.fit: y contains NaN or infinity")
         self._y_trailing_ = y.shape[2 if seq else 1:]
@@ -160,7 +200,8 @@ class _RecurrentEstimator(BaseEstimator):
         with seeded(self.random_state):
             self.model_ = RecurrentHeadNet(self._cell, X.shape[2], self.hidden_size,
                                            self.num_layers, n_out, self.bidirectional,
-                                           self.dropout, self.output, **self._net_kwargs())
+                                           self.dropout, self.output,
+                                           dtype=as_dtype(self.dtype), **self._net_kwargs())
             params = list(self.model_.parameters())
             opt = optim.Adam(params, lr=self.learning_rate)
 
@@ -221,22 +262,38 @@ class _RecurrentEstimator(BaseEstimator):
         return float(np.mean(r2))
 
 
+_SHAPES = """
+
+    Seed API: ``{name}(input_dim, hidden_dim, output_dim)``; ``forward(x)``: x (N, T,
+    input_dim) -> (N, T, output_dim); ``backward(y, learning_rate)``: y (N, T, output_dim),
+    or (N, output_dim) for the last step; ``train(X, y, epochs, learning_rate)`` -> the
+    loss of each epoch. Estimator API: keywords (``hidden_size``, ``num_layers``, ``task``,
+    ``output``, ``epochs``...), ``fit(X, y)`` with X (N, T, F); ``dtype`` (default float32)
+    is the dtype of both networks."""
+
+
 class RecurrentNeuralNetwork(_RecurrentEstimator):
     """An Elman (1990) recurrent network (``nonlinearity`` ``"tanh"`` or ``"relu"``) as a
     scikit-learn estimator on (N, T, F) sequences; see the module docstring."""
 
+    __doc__ += _SHAPES.format(name="RecurrentNeuralNetwork")
     _cell = "rnn"
 
-    def __init__(self, hidden_size: int = 64, num_layers: int = 1, nonlinearity: str = "tanh",
+    def __init__(self, input_dim: int | None = None, hidden_dim: int | None = None,
+                 output_dim: int | None = None, *, hidden_size: int = 64,
+                 num_layers: int = 1, nonlinearity: str = "tanh",
                  task: str = "classification", output: str = "last",
                  bidirectional: bool = False, dropout: float = 0.0, epochs: int = 30,
                  batch_size: int = 64, learning_rate: float = 1e-2,
-                 clip_grad_norm: float | None = 1.0, random_state=None,
+                 clip_grad_norm: float | None = 1.0, random_state=None, dtype=None,
                  verbose: int = 0) -> None:
-        super().__init__(hidden_size, num_layers, task, output, bidirectional, dropout,
-                         epochs, batch_size, learning_rate, clip_grad_norm, random_state,
-                         verbose)
-        self.nonlinearity = nonlinearity
+        self.nonlinearity = nonlinearity      # the seed network (built by super) needs it
+        super().__init__(input_dim, hidden_dim, output_dim, hidden_size=hidden_size,
+                         num_layers=num_layers, task=task, output=output,
+                         bidirectional=bidirectional, dropout=dropout, epochs=epochs,
+                         batch_size=batch_size, learning_rate=learning_rate,
+                         clip_grad_norm=clip_grad_norm, random_state=random_state,
+                         dtype=dtype, verbose=verbose)
 
     def _net_kwargs(self) -> dict:
         return {"nonlinearity": self.nonlinearity}
@@ -246,6 +303,7 @@ class LongShortTermMemory(_RecurrentEstimator):
     """An LSTM (Hochreiter & Schmidhuber 1997; forget gate: Gers et al. 2000) as a
     scikit-learn estimator on (N, T, F) sequences; see the module docstring."""
 
+    __doc__ += _SHAPES.format(name="LongShortTermMemory")
     _cell = "lstm"
 
 
@@ -253,6 +311,7 @@ class GatedRecurrentUnit(_RecurrentEstimator):
     """A GRU (Cho et al. 2014) as a scikit-learn estimator on (N, T, F) sequences; see the
     module docstring."""
 
+    __doc__ += _SHAPES.format(name="GatedRecurrentUnit")
     _cell = "gru"
 
 

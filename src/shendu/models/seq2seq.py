@@ -51,6 +51,16 @@ step feeds back the arg-max token until every sequence has ended.
 Speed: the keys' projection ``W_k h_j`` is computed once per batch (not once per decoder
 step), and every step runs on the whole batch; with full teacher forcing the output layer
 runs once over all steps.
+
+The seed's API on the same class: ``AttentionMechanism(input_dim, hidden_dim, output_dim)``
+builds at once the seed's network ``net`` — self-attention over the sequence, scaled
+dot-product (Vaswani et al. 2017) with a learned query, key and value of width
+``hidden_dim`` and a linear read-out at every step (:class:`~shendu.models.seed.
+SelfAttentionNet`) — for ``forward(x)``: x (N, T, input_dim) -> (N, T, output_dim),
+``backward(y, learning_rate)`` (one step of gradient descent on the squared error; y (N, T,
+output_dim), or (N, output_dim) for the last step) and ``train(X, y, epochs,
+learning_rate)``. The estimator settings are keywords and configure ``fit``, which trains
+the encoder-decoder above on token sequences; the two networks are separate.
 """
 
 from __future__ import annotations
@@ -62,9 +72,10 @@ import numpy as np
 from shendu import functional as F
 from shendu import nn, optim
 from shendu.autograd import no_grad
-from shendu.backend import rng
+from shendu.backend import as_dtype, rng
 from shendu.data import DataLoader, TensorDataset
 from shendu.models._base import BaseEstimator, NotFittedError, seeded
+from shendu.models.seed import SeedAPI, SelfAttentionNet, check_seed_dims
 from shendu.tensor import Tensor
 from shendu.train import Callback, Trainer
 
@@ -241,8 +252,19 @@ def _sequence_loss(logits: Tensor, target) -> Tensor:
                            ignore_index=_IGNORE)
 
 
-class AttentionMechanism(BaseEstimator):
-    r"""An RNN encoder-decoder with Bahdanau additive attention, as an estimator.
+class AttentionMechanism(SeedAPI, BaseEstimator):
+    r"""An RNN encoder-decoder with Bahdanau additive attention, as an estimator; and, built
+    the seed's way, self-attention over a sequence.
+
+    Seed API: ``AttentionMechanism(input_dim, hidden_dim, output_dim)``; ``forward(x)``: x
+    (N, T, input_dim) -> (N, T, output_dim), each step a read-out of
+    ``softmax(Q K^T / sqrt(hidden_dim)) V`` (query, key, value: learned linear maps of x of
+    width ``hidden_dim``); ``backward(y, learning_rate)``: y (N, T, output_dim), or
+    (N, output_dim) for the last step; ``train(X, y, epochs, learning_rate)`` -> the loss of
+    each epoch; ``net.attention_weights(x)`` (N, T, T). The network is in ``dtype``
+    (default float32).
+
+    Estimator API (the keywords below):
 
     ``fit(X, y)`` learns to map each source sequence ``X[i]`` to its target ``y[i]``;
     ``predict(X)`` decodes greedily; ``score(X, y)`` is the exact-sequence accuracy (a
@@ -259,6 +281,8 @@ class AttentionMechanism(BaseEstimator):
 
     Parameters
     ----------
+    input_dim, hidden_dim, output_dim : the seed's constructor (see above); leave them
+        ``None`` for the estimator.
     vocab_size : number of symbols; default ``max token + 1`` of the training data.
     pad_id : the padding id in 2-D arrays (e.g. ``sequence_task(...).pad_id``).
     cell : ``"gru"`` (Cho et al. 2014) or ``"lstm"`` (Hochreiter & Schmidhuber 1997), for
@@ -279,6 +303,7 @@ class AttentionMechanism(BaseEstimator):
     callbacks : :class:`shendu.train.Callback` objects passed to the training loop (e.g.
         one that scores held-out data after each epoch and stops at a target).
     random_state : int seeding initial weights, shuffling and teacher-forcing coins.
+    dtype : the networks' dtype (default float32), for ``fit`` and the seed API alike.
     verbose : 0 silent, 1 progress bars, 2 one line per epoch.
 
     Attributes
@@ -287,7 +312,11 @@ class AttentionMechanism(BaseEstimator):
     ``vocab_size_``, ``max_target_len_``.
     """
 
-    def __init__(self, vocab_size: int | None = None, pad_id: int | None = None,
+    _seed_sequence = True
+
+    def __init__(self, input_dim: int | None = None, hidden_dim: int | None = None,
+                 output_dim: int | None = None, *, vocab_size: int | None = None,
+                 pad_id: int | None = None,
                  cell: str = "gru", embed_dim: int = 32, hidden_size: int = 64,
                  bidirectional: bool = True, attention: bool = True,
                  attention_dim: int | None = None, values: str = "embeddings",
@@ -295,7 +324,8 @@ class AttentionMechanism(BaseEstimator):
                  epochs: int = 20, batch_size: int = 64, learning_rate: float = 3e-3,
                  weight_decay: float = 0.0, clip_norm: float | None = 1.0,
                  lr_schedule: str = "cosine", callbacks: Sequence[Callback] | None = None,
-                 random_state: int | None = None, verbose: int = 0) -> None:
+                 random_state: int | None = None, dtype=None, verbose: int = 0) -> None:
+        self.input_dim, self.hidden_dim, self.output_dim = input_dim, hidden_dim, output_dim
         self.vocab_size, self.pad_id, self.cell = vocab_size, pad_id, cell
         self.embed_dim, self.hidden_size = embed_dim, hidden_size
         self.bidirectional, self.attention, self.attention_dim = (bidirectional, attention,
@@ -307,6 +337,19 @@ class AttentionMechanism(BaseEstimator):
                                                                  clip_norm)
         self.lr_schedule = lr_schedule
         self.callbacks, self.random_state, self.verbose = callbacks, random_state, verbose
+        self.dtype = dtype
+        if check_seed_dims(type(self).__name__, input_dim, hidden_dim, output_dim):
+            dt = as_dtype(dtype)
+            with seeded(random_state):
+                net = SelfAttentionNet(int(input_dim), int(hidden_dim), int(output_dim), dt)
+            self._seed_build(net, dt)
+
+    def _seed_check(self, x: np.ndarray, where: str) -> tuple[np.ndarray, bool]:
+        if x.ndim != 3 or x.shape[2] != self.input_dim or 0 in x.shape[:2]:
+            raise ValueError(f"{type(self).__name__}.{where}: expected input (N, T, "
+                             f"{self.input_dim}) (N sequences of T steps of {self.input_dim} "
+                             f"features), got {x.shape}")
+        return x, False
 
     # ------------------------------------------------------------------ inputs
     def _parse(self, X, where: str, what: str, single_ok: bool):
@@ -416,7 +459,7 @@ class AttentionMechanism(BaseEstimator):
             self.model_ = Seq2SeqNet(V, self.embed_dim, self.hidden_size, self.cell,
                                      self.bidirectional, self.attention, self.attention_dim,
                                      self.values, self.location_aware,
-                                     self.teacher_forcing_ratio)
+                                     self.teacher_forcing_ratio, dtype=as_dtype(self.dtype))
             opt = optim.AdamW(self.model_.parameters(), lr=self.learning_rate,
                               weight_decay=self.weight_decay)
             callbacks = list(self.callbacks or [])
