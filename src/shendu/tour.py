@@ -16,6 +16,8 @@ attention      encoder-decoder with additive attention  reversing digit sequence
                (Bahdanau, Cho & Bengio 2014)            same model without attention
 transformer    transformer encoder (Vaswani et al.      digits read as 8 row tokens
                2017)
+seed           the seed's seven classes, called as the  each on its classic task (sin, blobs,
+               seed calls them (docs/seed.md)           running sum, 8x8 images, copy-first)
 =============  =======================================  ==================================
 
 Each run shows a progress bar; at the end the tour prints a table (algorithm, who and when,
@@ -570,6 +572,78 @@ def _transformer(ctx: _Context) -> None:
                     [f"r{i}" for i in range(8)], f"Transformer: rows of a '{yte[0]}'")
 
 
+def _seed_tasks(quick: bool):
+    """The seed's classes built and called the seed's way, each on its classic task (the
+    same calls as docs/seed.md): ``(class name, who, task, model, X, y, epochs, lr)``."""
+    from shendu.data.datasets import blobs, digits
+    from shendu.models import (
+        AttentionMechanism,
+        ConvolutionalNeuralNetwork,
+        LongShortTermMemory,
+        MultiLayerPerceptron,
+        NeuralNetwork,
+        Perceptron,
+        RecurrentNeuralNetwork,
+    )
+
+    rng = np.random.default_rng(0)
+    Xs = np.linspace(-np.pi, np.pi, 64)[:, None]
+    Xb, _, yb, _ = blobs(n_samples=60, dtype="float64")
+    S = rng.uniform(0, 1, (64, 8, 1))                                   # (N, T, 1)
+    running = np.cumsum(S, 1) / 8
+    Xtr, _, ytr, _ = digits()
+    images = Xtr[:100].reshape(-1, 8, 8)
+    images = (images - images.mean()) / images.std()
+    tok = rng.integers(0, 4, (64, 6))
+    Xa = np.zeros((64, 6, 5))
+    Xa[np.arange(64)[:, None], np.arange(6), tok] = 1.0
+    Xa[:, 0, 4] = 1.0                                                   # flags step 0
+    ya = np.repeat(np.eye(4)[tok[:, 0]][:, None], 6, 1)
+    return [
+        ("NeuralNetwork(1, 16, 1)", "McCulloch & Pitts 1943 (the neuron)", "fit sin(x)",
+         NeuralNetwork(1, 16, 1, random_state=0), Xs, np.sin(Xs), 300, 0.1),
+        ("Perceptron(2, 1)", "Frank Rosenblatt 1958", "separable blobs (mistakes)",
+         Perceptron(2, 1), Xb, np.where(yb == 1, 1, -1), 100, 1.0),
+        ("MultiLayerPerceptron(1, 16, 1)", "Rumelhart, Hinton & Williams 1986", "fit sin(x)",
+         MultiLayerPerceptron(1, 16, 1, random_state=0), Xs, np.sin(Xs), 300, 0.1),
+        ("RecurrentNeuralNetwork(1, 16, 1)", "Jeffrey Elman 1990", "running sum, T=8",
+         RecurrentNeuralNetwork(1, 16, 1, random_state=0), S, running, 300, 0.1),
+        ("ConvolutionalNeuralNetwork(1, 16, 10)", "Yann LeCun et al. 1989/1998",
+         "100 handwritten 8x8 images, one-hot",
+         ConvolutionalNeuralNetwork(1, 16, 10, random_state=0), images, np.eye(10)[ytr[:100]],
+         500 if quick else 600, 2.0),
+        ("LongShortTermMemory(1, 16, 1)", "Hochreiter & Schmidhuber 1997",
+         "sum of 8 steps, at the last step", LongShortTermMemory(1, 16, 1, random_state=0), S,
+         running[:, -1], 300, 0.5),
+        ("AttentionMechanism(5, 16, 4)", "Bahdanau 2014; Vaswani et al. 2017",
+         "copy the first token (T=6)", AttentionMechanism(5, 16, 4, random_state=0), Xa, ya,
+         300, 1.0),
+    ]
+
+
+def _seed(ctx: _Context) -> None:
+    """The seed's own calls — ``Model(input_dim, hidden_dim, output_dim)``, ``forward``,
+    ``backward(y, learning_rate)``, ``train(X, y, epochs, learning_rate)`` — on each of its
+    classes, each on its classic task (docs/seed.md, section 4): how far ``train`` brings
+    the loss (the perceptron: its mistakes) down."""
+    from shendu.models import ConvergenceWarning
+    from shendu.utils import progress
+
+    for name, who, task, model, X, y, epochs, lr in _seed_tasks(ctx.quick):
+        t0 = time.perf_counter()
+        for _ in progress(range(1), desc=f"seed: {name.split('(')[0]}"):
+            out = model.forward(X)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                history = model.train(X, y, epochs, lr)
+        fall = 1 - history[-1] / history[0] if history[0] else 0.0
+        what = "mistakes" if name.startswith("Perceptron") else "loss"
+        ctx.row(f"seed: {name}", who, task,
+                f"{what} {history[0]:.3g} -> {history[-1]:.3g} (-{100 * fall:.0f}%) in "
+                f"{len(history)} epochs", f"forward: {tuple(out.shape)}",
+                time.perf_counter() - t0)
+
+
 def digits_rows():
     """The digits split of ``shendu.data.datasets.digits`` as (N, 8 rows, 8 pixels)."""
     from shendu.data.datasets import digits
@@ -595,6 +669,10 @@ CHAPTERS: dict[str, Chapter] = {c.name: c for c in [
     Chapter("transformer", "Transformer encoder (self-attention)",
             "Ashish Vaswani et al. 2017", "8x8 digits as 8 row tokens",
             ("train.fit", "nn.TransformerEncoderLayer"), _transformer),
+    Chapter("seed", "The seed's classes, as the seed calls them",
+            "McCulloch & Pitts 1943 ... Vaswani et al. 2017",
+            "sin; blobs; running sum; 8x8 images; copy-first-token",
+            ("models.AttentionMechanism", "models.NeuralNetwork"), _seed),
 ]}
 
 

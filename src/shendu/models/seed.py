@@ -100,10 +100,12 @@ class SelfAttentionNet(nn.Module):
 
     def attention_weights(self, x) -> np.ndarray:
         """softmax(Q K^T / sqrt(H)): (N, T, T), row t = where step t looked."""
+        if not isinstance(x, Tensor):
+            x = Tensor(np.asarray(x, dtype=self.query.weight.dtype))
         with no_grad():
             _, w = F.scaled_dot_product_attention(self.query(x), self.key(x), self.value(x),
                                                   need_weights=True)
-        return w.data
+        return w.data if isinstance(w, Tensor) else np.asarray(w)
 
 
 class SeedAPI:
