@@ -619,6 +619,10 @@ def _cmd_tour(args) -> int:
 def _cmd_train(args) -> int:
     import shendu
 
+    if args.model.lower() in ("audio", "audioclassifier"):   # speech: shendu.audio.cli
+        from shendu.audio.cli import train_audio
+
+        return train_audio(args)
     spec, cls = _model_spec(args.model)
     for name in ("epochs", "batch_size", "steps"):
         v = getattr(args, name, None)
@@ -874,6 +878,10 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_predict(args) -> int:
+    from shendu.audio.cli import is_audio_predict, predict_audio
+
+    if is_audio_predict(args):                                # speech: shendu.audio.cli
+        return predict_audio(args)
     model, info, spec = _load_for(args)
     if spec.input == "text":
         return _generate(args, model, info)
@@ -1384,6 +1392,8 @@ def build_parser() -> argparse.ArgumentParser:
              "sequence-to-sequence model token sequences ('3 1 4 1 5') or a file of them.")
     pr.add_argument("checkpoint", metavar="CKPT")
     pr.add_argument("input", metavar="INPUT")
+    pr.add_argument("more_inputs", nargs="*", metavar="FILE",
+                    help="more audio files (an AudioClassifier answers each .wav)")
     pr.add_argument("--output", metavar="FILE", help=".csv/.txt or .npy (default: stdout)")
     pr.add_argument("--proba", action="store_true", help="class probabilities")
     pr.add_argument("--length", type=int, default=200,

@@ -200,6 +200,10 @@ def iris(test_size: float = 0.2, random_state: int = 0, dtype=None) -> Split:
 
 
 def __getattr__(name: str):
+    if name in ("fsdd", "fsdd_recordings", "leave_one_speaker_out"):   # spoken digits
+        import importlib
+
+        return getattr(importlib.import_module("shendu.data.fsdd"), name)
     """The sequence data sets live in their own modules; they are reachable from here too
     (``datasets.adding_problem``, ``datasets.sequential_digits``, ``datasets.CharCorpus``;
     ``shendu.data.tasks.sequence_task`` for copy/reverse/sort) without importing them until

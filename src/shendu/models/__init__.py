@@ -4,6 +4,7 @@ estimator API (``fit``/``predict``/``score``...) and the seed's own API (``forwa
 
 from shendu.models._base import ConvergenceWarning, NotFittedError
 from shendu.models.attention import CharTransformerLM, TransformerClassifier
+from shendu.models.audio import AudioClassifier
 from shendu.models.cnn import ConvolutionalNeuralNetwork
 from shendu.models.mlp import MLPClassifier, MLPRegressor
 from shendu.models.perceptron import Perceptron
@@ -20,4 +21,5 @@ __all__ = ["Perceptron", "MLPClassifier", "MLPRegressor", "NeuralNetwork",
            "MultiLayerPerceptron", "ConvolutionalNeuralNetwork", "ConvergenceWarning",
            "NotFittedError",
            "TransformerClassifier", "CharTransformerLM", "AttentionMechanism",
-           "RecurrentNeuralNetwork", "LongShortTermMemory", "GatedRecurrentUnit", "CharLM"]
+           "RecurrentNeuralNetwork", "LongShortTermMemory", "GatedRecurrentUnit", "CharLM",
+           "AudioClassifier"]

@@ -1,0 +1,330 @@
+r"""Speech features as layers: :class:`Spectrogram`, :class:`MelSpectrogram`,
+:class:`AmplitudeToDB`, :class:`MFCC` and the per-utterance normalisation
+:class:`UtteranceNorm` — torchaudio's names and arguments, shendu modules, differentiable.
+
+A model that starts with one of these goes from the raw waveform to its answer, so the
+features a saved model sees when it serves are computed by the very code it was trained
+with (no train/serve skew).
+
+The short-time Fourier transform (one fused :class:`PowerSTFT` op, forward and backward side
+by side) of a waveform ``x`` with window ``w`` (periodic Hann of ``win_length``, centred in
+``n_fft``), hop ``H`` and, with ``center=True``, ``n_fft // 2`` samples of reflection padding
+on each side, is
+
+.. math::  X_{k,t} = \sum_{n=0}^{N-1} w_n\, x_{tH+n}\, e^{-2\pi i k n / N},\qquad
+           S_{k,t} = |X_{k,t}|^{p}
+
+for ``k = 0 .. N/2`` (``N = n_fft``, ``p = power``). The mel spectrogram is ``M = F S`` with
+the triangular filterbank ``F`` of ``librosa.filters.mel`` (HTK mel scale and no area
+normalisation by default, as torchaudio). :class:`AmplitudeToDB` is
+``10 log10(max(M, amin))``, floored at ``top_db`` below each utterance's peak; the MFCCs are
+the orthonormal DCT-II of the log-mels (``scipy.fft.dct``), keeping ``n_mfcc`` coefficients
+— the definition of ``librosa.feature.mfcc``, which the tests check against.
+
+Inputs are ``(..., time)`` waveforms; outputs ``(..., n_mels or n_mfcc or n_freqs, frames)``
+with ``frames = 1 + time // hop_length`` when centred.
+
+Deliberate difference from torchaudio: :class:`AmplitudeToDB`'s ``top_db`` floor is taken
+per utterance (over frequency and time of each item of the batch); torchaudio takes the
+peak over the whole batch when the input has no channel axis, so an utterance's features
+would depend on the other items of its batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from shendu import functional as F
+from shendu.autograd import Function
+from shendu.nn.module import Module
+from shendu.tensor import Tensor
+
+__all__ = ["PowerSTFT", "power_stft", "hann_window", "mel_filterbank", "dct_matrix",
+           "Spectrogram", "MelSpectrogram", "AmplitudeToDB", "MFCC", "UtteranceNorm"]
+
+
+def hann_window(win_length: int, n_fft: int, dtype=np.float64) -> np.ndarray:
+    """The periodic Hann window of ``win_length`` (torch.hann_window, scipy's
+    ``get_window('hann', fftbins=True)``), zero-padded on both sides to ``n_fft``."""
+    n = np.arange(win_length)
+    w = 0.5 - 0.5 * np.cos(2 * math.pi * n / win_length)
+    left = (n_fft - win_length) // 2
+    out = np.zeros(n_fft)
+    out[left:left + win_length] = w
+    return out.astype(dtype)
+
+
+class PowerSTFT(Function):
+    """``S = |STFT(x)|^power`` of waveforms ``x`` (B, N) -> (B, n_fft // 2 + 1, frames).
+
+    Forward: reflection-pad (``center``), cut frames with a strided view, window, ``rfft``.
+    Backward: with ``Z = g p |X|^(p-2) X``, the gradient of a windowed frame is
+    ``w * sum_k Re(Z_k e^{+2 pi i k n / N})`` — ``N * irfft`` of ``Z`` with the bins that
+    ``rfft`` folds (all but DC and Nyquist) halved — then the frames are overlap-added
+    and the reflected padding is folded back onto the samples it copied.
+    """
+
+    def forward(self, x, window=None, n_fft=400, hop=200, center=True, power=2.0):
+        b, n = x.shape
+        pad = n_fft // 2 if center else 0
+        if center:
+            if n <= pad:
+                raise ValueError(f"PowerSTFT: reflection padding of {pad} samples needs a "
+                                 f"waveform longer than {pad} samples, got {n}")
+            xp = np.pad(x, ((0, 0), (pad, pad)), mode="reflect")
+        else:
+            if n < n_fft:
+                raise ValueError(f"PowerSTFT: a waveform of {n} samples is shorter than "
+                                 f"n_fft={n_fft} (center=False)")
+            xp = x
+        n_frames = 1 + (xp.shape[1] - n_fft) // hop
+        st = xp.strides
+        frames = np.lib.stride_tricks.as_strided(
+            xp, (b, n_frames, n_fft), (st[0], st[1] * hop, st[1]), writeable=False)
+        X = np.fft.rfft(frames * window, axis=-1)          # (B, T, F) complex
+        if power == 2.0:
+            S = X.real * X.real + X.imag * X.imag
+        elif power == 1.0:
+            S = np.abs(X)
+        else:
+            S = np.abs(X) ** power
+        if any(self.needs_input_grad):
+            self.X, self.window, self.geo = X, window, (b, n, pad, n_frames, n_fft, hop)
+            self.power, self.S = power, S
+        return np.ascontiguousarray(S.transpose(0, 2, 1)).astype(x.dtype, copy=False)
+
+    def backward(self, g):
+        b, n, pad, n_frames, n_fft, hop = self.geo
+        gt = g.transpose(0, 2, 1)                           # (B, T, F)
+        p, X = self.power, self.X
+        if p == 2.0:
+            Z = 2.0 * gt * X
+        else:
+            mag = np.abs(X)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                scale = np.where(mag > 0, p * mag ** (p - 2.0), 0.0)
+            Z = gt * scale * X
+        Z = Z.copy()
+        last = Z.shape[-1] - 1 if n_fft % 2 == 0 else Z.shape[-1]
+        Z[..., 1:last] *= 0.5
+        dframes = n_fft * np.fft.irfft(Z, n=n_fft, axis=-1) * self.window   # (B, T, N)
+        gp = np.zeros((b, n + 2 * pad), dtype=np.float64)
+        idx = (np.arange(n_frames)[:, None] * hop + np.arange(n_fft)[None, :]).ravel()
+        for i in range(b):
+            np.add.at(gp[i], idx, dframes[i].ravel())
+        gx = gp[:, pad:pad + n].copy()
+        if pad:
+            gx[:, 1:pad + 1] += gp[:, :pad][:, ::-1]
+            gx[:, n - 1 - pad:n - 1] += gp[:, pad + n:][:, ::-1]
+        return gx.astype(g.dtype, copy=False)
+
+
+def power_stft(x: Tensor, n_fft: int, hop_length: int, window: np.ndarray,
+               center: bool = True, power: float = 2.0, where: str = "power_stft") -> Tensor:
+    """``|STFT(x)|^power`` of ``x`` (..., time) -> (..., n_fft // 2 + 1, frames)."""
+    if not isinstance(x, Tensor):
+        x = Tensor(np.asarray(x))
+    if x.ndim < 1:
+        raise ValueError(f"{where} expected a waveform (..., time), got a scalar")
+    if x.data.dtype.kind != "f":
+        raise TypeError(f"{where} expected a floating waveform, got dtype {x.data.dtype}")
+    lead = tuple(x.shape[:-1])
+    flat = F.reshape(x, (-1, x.shape[-1]))
+    out = PowerSTFT.apply(flat, window=window.astype(x.data.dtype), n_fft=int(n_fft),
+                          hop=int(hop_length), center=bool(center), power=float(power))
+    return F.reshape(out, lead + tuple(out.shape[1:]))
+
+
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0,
+                   f_max: float | None = None, norm: str | None = None,
+                   mel_scale: str = "htk") -> np.ndarray:
+    """The (n_mels, n_fft // 2 + 1) triangular mel filterbank of ``librosa.filters.mel``
+    (float64). ``mel_scale`` is ``"htk"`` (torchaudio's default) or ``"slaney"``
+    (librosa's); ``norm`` is ``None`` or ``"slaney"`` (each filter's area 1)."""
+    if mel_scale not in ("htk", "slaney"):
+        raise ValueError(f"mel_filterbank: mel_scale must be 'htk' or 'slaney', got "
+                         f"{mel_scale!r}")
+    if norm not in (None, "slaney"):
+        raise ValueError(f"mel_filterbank: norm must be None or 'slaney', got {norm!r}")
+    try:
+        import librosa
+    except ImportError as e:  # pragma: no cover
+        raise ImportError("mel_filterbank needs librosa (pip install 'shendu[audio]')") from e
+    return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=f_min,
+                               fmax=f_max, htk=mel_scale == "htk", norm=norm,
+                               dtype=np.float64)
+
+
+def dct_matrix(n_mfcc: int, n_mels: int, norm: str | None = "ortho") -> np.ndarray:
+    """The (n_mfcc, n_mels) DCT-II matrix ``D`` with ``D @ v == scipy.fft.dct(v)[:n_mfcc]``."""
+    from scipy.fft import dct
+
+    return dct(np.eye(n_mels), type=2, norm=norm, axis=0)[:n_mfcc]
+
+
+def _check_positive(where: str, **kw) -> None:
+    for k, v in kw.items():
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{where}: {k} must be a positive int, got {v!r}")
+
+
+class Spectrogram(Module):
+    """``|STFT(waveform)|^power``: (..., time) -> (..., n_fft // 2 + 1, frames).
+
+    torchaudio's arguments: ``n_fft`` (400), ``win_length`` (``n_fft``), ``hop_length``
+    (``win_length // 2``), ``power`` (2.0: power; 1.0: magnitude), ``center`` (reflection
+    padding of ``n_fft // 2``). The window is the periodic Hann window.
+    """
+
+    def __init__(self, n_fft: int = 400, win_length: int | None = None,
+                 hop_length: int | None = None, power: float = 2.0,
+                 center: bool = True) -> None:
+        super().__init__()
+        win_length = n_fft if win_length is None else win_length
+        hop_length = win_length // 2 if hop_length is None else hop_length
+        _check_positive("Spectrogram", n_fft=n_fft, win_length=win_length,
+                        hop_length=hop_length)
+        if win_length > n_fft:
+            raise ValueError(f"Spectrogram: win_length must be <= n_fft={n_fft}, got "
+                             f"{win_length}")
+        if power is None or not float(power) > 0:
+            raise ValueError(f"Spectrogram: power must be a positive number (complex output "
+                             f"is not supported), got {power!r}")
+        self.n_fft, self.win_length, self.hop_length = int(n_fft), int(win_length), \
+            int(hop_length)
+        self.power, self.center = float(power), bool(center)
+        self.window = hann_window(self.win_length, self.n_fft)   # a constant, float64
+
+    def forward(self, waveform: Tensor) -> Tensor:
+        return power_stft(waveform, self.n_fft, self.hop_length, self.window,
+                          self.center, self.power, where=type(self).__name__)
+
+    def extra_repr(self) -> str:
+        return (f"n_fft={self.n_fft}, win_length={self.win_length}, "
+                f"hop_length={self.hop_length}, power={self.power}, center={self.center}")
+
+
+class MelSpectrogram(Module):
+    """Mel spectrogram: (..., time) -> (..., n_mels, frames), torchaudio's arguments
+    (``sample_rate`` 16000, ``n_fft`` 400, ``win_length``, ``hop_length``, ``f_min`` 0,
+    ``f_max`` (Nyquist), ``n_mels`` 128, ``power`` 2, ``center``, ``norm`` None,
+    ``mel_scale`` "htk")."""
+
+    def __init__(self, sample_rate: int = 16000, n_fft: int = 400,
+                 win_length: int | None = None, hop_length: int | None = None,
+                 f_min: float = 0.0, f_max: float | None = None, n_mels: int = 128,
+                 power: float = 2.0, center: bool = True, norm: str | None = None,
+                 mel_scale: str = "htk") -> None:
+        super().__init__()
+        _check_positive("MelSpectrogram", sample_rate=sample_rate, n_mels=n_mels)
+        nyquist = sample_rate / 2
+        top = nyquist if f_max is None else f_max
+        if not 0 <= f_min < top <= nyquist:
+            raise ValueError(f"MelSpectrogram: expected 0 <= f_min < f_max <= {nyquist:g} Hz "
+                             f"(sample_rate / 2), got f_min={f_min}, f_max={f_max}")
+        self.sample_rate, self.n_mels = int(sample_rate), int(n_mels)
+        self.f_min, self.f_max, self.norm, self.mel_scale = float(f_min), f_max, norm, mel_scale
+        self.spectrogram = Spectrogram(n_fft, win_length, hop_length, power, center)
+        fb = mel_filterbank(self.sample_rate, self.spectrogram.n_fft, self.n_mels,
+                            self.f_min, f_max, norm, mel_scale)
+        self.fb = fb                                              # a constant, float64
+
+    @property
+    def hop_length(self) -> int:
+        return self.spectrogram.hop_length
+
+    def forward(self, waveform: Tensor) -> Tensor:
+        spec = self.spectrogram(waveform)                     # (..., F, T)
+        return F.matmul(Tensor(self.fb.astype(spec.data.dtype)), spec)   # (..., n_mels, T)
+
+    def extra_repr(self) -> str:
+        return (f"sample_rate={self.sample_rate}, n_mels={self.n_mels}, f_min={self.f_min}, "
+                f"f_max={self.f_max}")
+
+
+class AmplitudeToDB(Module):
+    """``10 log10(max(x, amin))`` (``stype="power"``; ``20 log10`` for ``"magnitude"``),
+    floored at ``top_db`` below the peak of each utterance (the last two axes)."""
+
+    def __init__(self, stype: str = "power", top_db: float | None = None,
+                 amin: float = 1e-10) -> None:
+        super().__init__()
+        if stype not in ("power", "magnitude"):
+            raise ValueError(f"AmplitudeToDB: stype must be 'power' or 'magnitude', got "
+                             f"{stype!r}")
+        if top_db is not None and not top_db >= 0:
+            raise ValueError(f"AmplitudeToDB: top_db must be None or >= 0, got {top_db}")
+        self.stype, self.top_db, self.amin = stype, top_db, float(amin)
+
+    def forward(self, x: Tensor) -> Tensor:
+        mult = 10.0 if self.stype == "power" else 20.0
+        db = F.log(F.clamp(x, min=self.amin)) * (mult / math.log(10.0))
+        if self.top_db is not None:
+            if db.ndim < 2:
+                raise ValueError(f"AmplitudeToDB expected (..., freq, time) with top_db, got "
+                                 f"shape {tuple(db.shape)}")
+            peak = F.amax(db, dim=(-2, -1), keepdim=True)
+            db = F.maximum(db, peak - self.top_db)
+        return db
+
+    def extra_repr(self) -> str:
+        return f"stype={self.stype!r}, top_db={self.top_db}"
+
+
+class MFCC(Module):
+    """Mel-frequency cepstral coefficients: (..., time) -> (..., n_mfcc, frames).
+
+    torchaudio's arguments: ``sample_rate``, ``n_mfcc`` (40), ``dct_type`` (2), ``norm``
+    ("ortho"), ``log_mels`` (False: decibels with ``top_db=80`` as librosa; True:
+    ``log(mel + 1e-6)``) and ``melkwargs`` (a dict for :class:`MelSpectrogram`)."""
+
+    def __init__(self, sample_rate: int = 16000, n_mfcc: int = 40, dct_type: int = 2,
+                 norm: str | None = "ortho", log_mels: bool = False,
+                 melkwargs: dict | None = None) -> None:
+        super().__init__()
+        if dct_type != 2:
+            raise ValueError(f"MFCC: only dct_type=2 is supported, got {dct_type}")
+        melkwargs = dict(melkwargs or {})
+        self.melkwargs = melkwargs
+        self.mel = MelSpectrogram(sample_rate=sample_rate, **melkwargs)
+        if not 1 <= n_mfcc <= self.mel.n_mels:
+            raise ValueError(f"MFCC: n_mfcc must be in [1, n_mels={self.mel.n_mels}], got "
+                             f"{n_mfcc}")
+        self.sample_rate, self.n_mfcc, self.dct_type = int(sample_rate), int(n_mfcc), 2
+        self.norm, self.log_mels = norm, bool(log_mels)
+        self.to_db = AmplitudeToDB("power", top_db=80.0)
+        self.dct_mat = dct_matrix(self.n_mfcc, self.mel.n_mels, norm)   # a constant, float64
+
+    @property
+    def hop_length(self) -> int:
+        return self.mel.hop_length
+
+    def forward(self, waveform: Tensor) -> Tensor:
+        m = self.mel(waveform)
+        m = F.log(m + 1e-6) if self.log_mels else self.to_db(m)
+        return F.matmul(Tensor(self.dct_mat.astype(m.data.dtype)), m)
+
+    def extra_repr(self) -> str:
+        return f"sample_rate={self.sample_rate}, n_mfcc={self.n_mfcc}, log_mels={self.log_mels}"
+
+
+class UtteranceNorm(Module):
+    """Per-utterance normalisation of features (..., channels, frames): each channel shifted
+    to mean 0 over the frames (cepstral mean normalisation) and, with ``variance=True``,
+    scaled to standard deviation 1 (``eps`` added to the variance). It removes what a
+    speaker or a microphone adds to every frame alike — a fixed spectral tilt, a gain."""
+
+    def __init__(self, variance: bool = True, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.variance, self.eps = bool(variance), float(eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x - F.mean(x, dim=-1, keepdim=True)
+        if self.variance:
+            x = x / F.sqrt(F.mean(x * x, dim=-1, keepdim=True) + self.eps)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"variance={self.variance}"

@@ -1,0 +1,323 @@
+r"""Speech recognition as a scikit-learn estimator: :class:`AudioClassifier` names what is
+said in a short recording (a spoken digit, a command word) from the raw waveform.
+
+The network (:class:`AudioNet`) holds its own front end, so the saved model goes from a
+waveform to its answer with the code it was trained with::
+
+    waveform (B, L) -> MelSpectrogram (log, dB) -> per-utterance normalisation
+      -> [SpecAugment masks, training only]
+      -> conv blocks: Conv1d k5 -> BatchNorm1d -> ReLU -> max-pool 2, over time, with the
+         mel channels as the input channels (a time-delay network, Waibel et al. 1989)
+      -> global average and max over time -> dropout -> Linear n_classes
+
+Training (``fit``) draws, every epoch and for every recording, a speed factor
+(``speed_perturb``: tempo and pitch together, Ko et al. 2015) and a place in the
+fixed-length window (``max_seconds``); the masks of SpecAugment (Park et al. 2019) are drawn
+per batch. Those are the levers that carry a model to voices it never heard. The optimizer
+is AdamW with a cosine learning-rate schedule and label smoothing.
+
+``X`` is a list of 1-D waveforms (at ``sample_rate``) or of audio file paths (read with
+:func:`shendu.audio.load`, resampled to ``sample_rate``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+from shendu import functional as F
+from shendu import nn, optim
+from shendu.autograd import no_grad
+from shendu.backend import as_dtype, rng
+from shendu.models._base import BaseEstimator, ClassifierMixin, seeded
+from shendu.tensor import Tensor
+
+__all__ = ["AudioClassifier", "AudioNet"]
+
+
+class AudioNet(nn.Module):
+    """Log-mel front end + 1-D convolutions over time + global pooling + linear head.
+
+    ``channels``: output channels of each conv block; ``n_mels`` mel bands from an
+    ``n_fft``-point STFT with hop ``hop_length`` at ``sample_rate``; ``freq_mask`` /
+    ``time_mask``: widest SpecAugment bands (0: none); ``front="mel"`` or ``"linear"`` (the
+    plain power spectrogram in dB, for contrast).
+    """
+
+    def __init__(self, n_classes: int, sample_rate: int = 8000, n_fft: int = 256,
+                 hop_length: int = 80, n_mels: int = 40, channels=(64, 96, 128),
+                 kernel_size: int = 5, dropout: float = 0.2, freq_mask: int = 6,
+                 time_mask: int = 10, front: str = "mel", dtype=None) -> None:
+        super().__init__()
+        from shendu.audio.augment import FrequencyMasking, TimeMasking
+        from shendu.audio.features import AmplitudeToDB, MelSpectrogram, Spectrogram, UtteranceNorm
+
+        if front not in ("mel", "linear"):
+            raise ValueError(f"AudioNet: front must be 'mel' or 'linear', got {front!r}")
+        if front == "mel":
+            self.features = MelSpectrogram(sample_rate, n_fft=n_fft, hop_length=hop_length,
+                                           n_mels=n_mels)
+            n_in = n_mels
+        else:
+            self.features = Spectrogram(n_fft=n_fft, hop_length=hop_length)
+            n_in = n_fft // 2 + 1
+        self.to_db = AmplitudeToDB("power", top_db=80.0)
+        self.norm = UtteranceNorm()
+        self.freq_masking = FrequencyMasking(freq_mask)
+        self.time_masking = TimeMasking(time_mask)
+        layers: list[nn.Module] = []
+        for c in channels:
+            layers += [nn.Conv1d(n_in, int(c), kernel_size, padding=kernel_size // 2,
+                                 dtype=dtype),
+                       nn.BatchNorm1d(int(c), dtype=dtype), nn.ReLU()]
+            layers.append(_MaxPoolTime(2))
+            n_in = int(c)
+        self.body = nn.Sequential(*layers)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(2 * n_in, n_classes, dtype=dtype)
+
+    def features_of(self, waveform: Tensor) -> Tensor:
+        """Normalised log-mel features (B, n_mels, frames) of waveforms (B, L)."""
+        return self.norm(self.to_db(self.features(waveform)))
+
+    def forward(self, waveform: Tensor) -> Tensor:
+        with no_grad() if not waveform.requires_grad else _nullcontext():
+            f = self.features_of(waveform)
+        f = self.time_masking(self.freq_masking(f))
+        h = self.body(f)                                      # (B, C, T')
+        pooled = F.cat([F.mean(h, dim=-1), F.amax(h, dim=-1)], dim=1)   # (B, 2C)
+        return self.head(self.dropout(pooled))
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _MaxPoolTime(nn.Module):
+    """Max-pool (B, C, T) over time by ``k`` (a (1, k) 2-D max-pool; the last frames that
+    do not fill a window are dropped, as torch's ``MaxPool1d``)."""
+
+    def __init__(self, k: int = 2) -> None:
+        super().__init__()
+        self.k = int(k)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1] < self.k:
+            return x
+        y = F.max_pool2d(F.unsqueeze(x, 2), (1, self.k))
+        return F.squeeze(y, 2)
+
+
+def _is_path(x) -> bool:
+    return isinstance(x, (str, os.PathLike))
+
+
+class AudioClassifier(ClassifierMixin, BaseEstimator):
+    """Names what is said in short recordings (e.g. spoken digits), from the waveform.
+
+    Parameters
+    ----------
+    sample_rate : rate (Hz) of the waveforms; files are resampled to it (8000).
+    max_seconds : length of the window each recording is placed in (zero-padded; a longer
+        recording is cut to its loudest stretch) (1.0).
+    n_mels, n_fft, hop_length : the log-mel front end (40 bands, 32 ms windows, 10 ms hop
+        at 8 kHz).
+    channels, kernel_size, dropout : the convolutional blocks and the head's dropout.
+    front : ``"mel"`` or ``"linear"`` (power spectrogram without the mel filterbank).
+    speed_range : training speed factors are drawn from ``[1 - r, 1 + r]`` (0: none).
+    freq_mask, time_mask : widest SpecAugment bands (mel channels, frames); 0: none.
+    shift : place each training recording at a random offset in the window (else centred).
+    epochs, batch_size, learning_rate, weight_decay, label_smoothing : AdamW, cosine
+        schedule from ``learning_rate`` to 0 over ``epochs``.
+    random_state : seed (the same seed gives the same model, bit for bit).
+    dtype, verbose : float32 by default; ``verbose=1`` prints a line per epoch.
+
+    Attributes: ``classes_``, ``model_`` (:class:`AudioNet`), ``loss_curve_``, ``n_iter_``.
+    """
+
+    def __init__(self, sample_rate: int = 8000, max_seconds: float = 1.0, n_mels: int = 40,
+                 n_fft: int = 256, hop_length: int = 80, channels=(64, 96, 128),
+                 kernel_size: int = 5, dropout: float = 0.2, front: str = "mel",
+                 speed_range: float = 0.15, freq_mask: int = 6, time_mask: int = 10,
+                 shift: bool = True, epochs: int = 30, batch_size: int = 64,
+                 learning_rate: float = 3e-3, weight_decay: float = 1e-3,
+                 label_smoothing: float = 0.1, random_state: int | None = 0,
+                 dtype: str = "float32", verbose: int = 0) -> None:
+        self.sample_rate = sample_rate
+        self.max_seconds = max_seconds
+        self.n_mels = n_mels
+        self.n_fft = n_fft
+        self.hop_length = hop_length
+        self.channels = channels
+        self.kernel_size = kernel_size
+        self.dropout = dropout
+        self.front = front
+        self.speed_range = speed_range
+        self.freq_mask = freq_mask
+        self.time_mask = time_mask
+        self.shift = shift
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.label_smoothing = label_smoothing
+        self.random_state = random_state
+        self.dtype = dtype
+        self.verbose = verbose
+
+    # --------------------------------------------------------------- inputs
+    @property
+    def _length(self) -> int:
+        return int(round(self.max_seconds * self.sample_rate))
+
+    def _waveforms(self, X, where: str) -> list:
+        """X as a list of finite 1-D float32 waveforms (paths are read)."""
+        from shendu.audio.io import load
+
+        name = type(self).__name__
+        if isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype.kind == "f":
+            X = list(X)
+        if _is_path(X) or (isinstance(X, np.ndarray) and X.ndim == 1 and
+                           X.dtype.kind == "f"):
+            raise ValueError(f"{name}.{where}: expected a list of waveforms or file paths, "
+                             f"got a single {'path' if _is_path(X) else 'waveform'}; wrap it "
+                             f"in a list")
+        out = []
+        for i, x in enumerate(X):
+            if _is_path(x):
+                x, _ = load(x, self.sample_rate)
+            else:
+                if isinstance(x, Tensor):
+                    x = x.data
+                try:
+                    x = np.asarray(x, dtype=np.float32)
+                except (TypeError, ValueError) as e:
+                    raise ValueError(f"{name}.{where}: X[{i}] is neither a waveform nor a "
+                                     f"file path ({e})") from None
+                if x.ndim != 1 or len(x) == 0:
+                    raise ValueError(f"{name}.{where}: X[{i}] must be a non-empty 1-D "
+                                     f"waveform, got shape {x.shape}")
+                if not np.isfinite(x).all():
+                    raise ValueError(f"{name}.{where}: X[{i}] contains NaN or infinity")
+            out.append(x)
+        if not out:
+            raise ValueError(f"{name}.{where}: X has 0 samples; at least 1 is required")
+        return out
+
+    def _check_hyper(self) -> None:
+        name = type(self).__name__
+        if not 0 <= self.speed_range < 0.5:
+            raise ValueError(f"{name}: speed_range must be in [0, 0.5), got "
+                             f"{self.speed_range}")
+        if not self.max_seconds > 0 or int(round(self.max_seconds * self.sample_rate)) <= \
+                self.n_fft:
+            raise ValueError(f"{name}: max_seconds must hold more than n_fft={self.n_fft} "
+                             f"samples, got {self.max_seconds}")
+        for k in ("epochs", "batch_size"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name}: {k} must be a positive int, got {v!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"{name}: learning_rate must be > 0, got {self.learning_rate}")
+
+    def _batch(self, waves: list, train: bool) -> np.ndarray:
+        """(B, L) window of each waveform (perturbed and shifted when training)."""
+        from shendu.audio.augment import fit_length, speed_perturb
+
+        L = self._length
+        out = np.zeros((len(waves), L), dtype=as_dtype(self.dtype))
+        g = rng()
+        for i, x in enumerate(waves):
+            off = None
+            if train:
+                if self.speed_range:
+                    x = speed_perturb(x, 1.0 + self.speed_range * (2 * g.random() - 1))
+                if self.shift and len(x) < L:
+                    off = int(g.integers(0, L - len(x) + 1))
+            fit_length(x, L, off, out=out[i])
+        return out
+
+    # ------------------------------------------------------------- training
+    def fit(self, X, y) -> AudioClassifier:
+        """Train a fresh network on waveforms or paths ``X`` and labels ``y``."""
+        self._check_hyper()
+        waves = self._waveforms(X, "fit")
+        t = self._encode_y(y, np.empty(len(waves)), "fit")
+        self.n_features_in_ = 1
+        with seeded(self.random_state):
+            self.model_ = AudioNet(len(self.classes_), self.sample_rate, self.n_fft,
+                                   self.hop_length, self.n_mels, tuple(self.channels),
+                                   self.kernel_size, self.dropout, self.freq_mask,
+                                   self.time_mask, self.front, as_dtype(self.dtype))
+            params = list(self.model_.parameters())
+            self.optimizer_ = optim.AdamW(params, lr=self.learning_rate,
+                                          weight_decay=self.weight_decay)
+            self._train(waves, t)
+        return self
+
+    def _train(self, waves: list, t: np.ndarray) -> None:
+        g = rng()
+        n, bs = len(waves), min(int(self.batch_size), len(waves))
+        steps_per_epoch = math.ceil(n / bs)
+        total = steps_per_epoch * int(self.epochs)
+        self.loss_curve_ = []
+        step = 0
+        self.model_.train()
+        for epoch in range(int(self.epochs)):
+            order = g.permutation(n)
+            running = 0.0
+            for s in range(0, n, bs):
+                idx = order[s:s + bs]
+                xb = self._batch([waves[i] for i in idx], train=True)
+                lr = 0.5 * self.learning_rate * (1 + math.cos(math.pi * step / total))
+                for group in self.optimizer_.param_groups:
+                    group["lr"] = lr
+                self.optimizer_.zero_grad()
+                loss = F.cross_entropy(self.model_(Tensor(xb)), t[idx],
+                                       label_smoothing=self.label_smoothing)
+                loss.backward()
+                self.optimizer_.step()
+                running += float(loss.data) * len(idx)
+                step += 1
+            self.loss_curve_.append(running / n)
+            if self.verbose:
+                print(f"{type(self).__name__}: epoch {epoch + 1}/{self.epochs} "
+                      f"loss {running / n:.4f}", flush=True)
+        self.n_iter_ = int(self.epochs)
+        self.model_.eval()
+
+    # ------------------------------------------------------------ prediction
+    def _check_fitted(self, where: str) -> None:
+        super()._check_fitted(where)
+
+    def _logits(self, waves: list) -> np.ndarray:
+        self.model_.eval()
+        outs = []
+        with no_grad():
+            for s in range(0, len(waves), 256):
+                xb = self._batch(waves[s:s + 256], train=False)
+                outs.append(self.model_(Tensor(xb)).data.astype(np.float64))
+        return np.concatenate(outs)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities (n_samples, n_classes), columns in ``classes_`` order."""
+        self._check_fitted("predict_proba")
+        z = self._logits(self._waveforms(X, "predict_proba"))
+        z = z - z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        return p / p.sum(axis=1, keepdims=True)
+
+    def predict_log_proba(self, X) -> np.ndarray:
+        return np.log(self.predict_proba(X))
+
+    def predict(self, X) -> np.ndarray:
+        """The most probable class of each recording."""
+        self._check_fitted("predict")
+        z = self._logits(self._waveforms(X, "predict"))
+        return self.classes_[np.argmax(z, axis=1)]
