@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -30,12 +31,19 @@ __all__ = [
     "GradcheckError",
 ]
 
-_grad_enabled = True
+class _GradState(threading.local):
+    """Grad mode, one per thread (as torch's): ``no_grad()`` in one thread leaves a training
+    loop in another recording its graph."""
+
+    enabled = True
+
+
+_state = _GradState()
 
 
 def is_grad_enabled() -> bool:
-    """Whether operations are being recorded for backpropagation."""
-    return _grad_enabled
+    """Whether operations are being recorded for backpropagation (in this thread)."""
+    return _state.enabled
 
 
 class _GradMode(contextlib.ContextDecorator):
@@ -51,13 +59,11 @@ class _GradMode(contextlib.ContextDecorator):
         self._prev: list[bool] = []
 
     def __enter__(self) -> None:
-        global _grad_enabled
-        self._prev.append(_grad_enabled)
-        _grad_enabled = self.mode
+        self._prev.append(_state.enabled)
+        _state.enabled = self.mode
 
     def __exit__(self, *exc) -> None:
-        global _grad_enabled
-        _grad_enabled = self._prev.pop()
+        _state.enabled = self._prev.pop()
 
 
 class no_grad(_GradMode):
@@ -81,14 +87,12 @@ class set_grad_enabled:
     """
 
     def __init__(self, mode: bool) -> None:
-        global _grad_enabled
-        self.prev = _grad_enabled
+        self.prev = _state.enabled
         self.mode = bool(mode)
-        _grad_enabled = self.mode
+        _state.enabled = self.mode
 
     def __call__(self, func: Callable) -> Callable:
-        global _grad_enabled
-        _grad_enabled = self.prev  # decorating must not change the mode
+        _state.enabled = self.prev  # decorating must not change the mode
         mode = self.mode
 
         @functools.wraps(func)
@@ -102,8 +106,7 @@ class set_grad_enabled:
         pass
 
     def __exit__(self, *exc) -> None:
-        global _grad_enabled
-        _grad_enabled = self.prev
+        _state.enabled = self.prev
 
 
 #: ``Tensor._wrap``, bound by :mod:`shendu.tensor` when it is imported (tensor.py imports
@@ -127,13 +130,44 @@ class Function:
     ``backward`` must not modify its incoming gradients in place, and each gradient it
     returns must have exactly its input's shape (the engine checks; a float gradient of
     another precision is cast to the input's dtype).
+
+    **Saved tensors and versions.** A subclass declares which of its inputs and outputs
+    ``backward`` reads (``saved_inputs``, ``saved_outputs``). When the graph is recorded,
+    the engine notes their versions; an in-place change to one of them before backward
+    (``b.mul_(10)``, ``b[0] = 1``, an optimizer step) bumps its version, and backward
+    raises instead of using the changed values — torch's rule. The declaration follows
+    torch's (``mul`` saves ``a`` only when ``b`` needs a gradient), and it must cover
+    every array ``backward`` reads that shares memory with an input or output.
     """
 
     freed = False
     #: set by :meth:`apply`: the input tensors and which of them need gradients
     parents: tuple
     needs_input_grad: tuple
+    #: set by :meth:`apply`: for each input, the node that made it and which of its
+    #: outputs it was, taken when this op ran (a later in-place op may move the tensor on)
+    edges: tuple
     n_out: int = 1
+    #: inputs that backward reads: ``None`` (all of them, the safe default), or a tuple
+    #: whose entries are an index ``i`` (always saved) or a pair ``(i, j)`` (saved when
+    #: input ``j`` needs a gradient)
+    saved_inputs: tuple | None = None
+    #: indices of the outputs that backward reads
+    saved_outputs: tuple = ()
+    #: the outputs are views of input 0 (they share its memory, its version counter, and
+    #: an in-place change to one of them changes the input)
+    is_view: bool = False
+    #: the views can't be changed in place while a graph is recorded (an op that returns
+    #: several views, or one whose view overlaps itself)
+    n_out_views: bool = False
+    #: (version counter, version when saved, input index or -1 - output index)
+    _sv: tuple | list = ()
+
+    def __init_subclass__(cls, **kw) -> None:
+        super().__init_subclass__(**kw)
+        si = cls.__dict__.get("saved_inputs", cls.saved_inputs)
+        if si is not None:
+            cls.saved_inputs = tuple(e if isinstance(e, tuple) else (e, None) for e in si)
 
     def forward(self, *arrays, **params):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -145,29 +179,81 @@ class Function:
     def apply(cls, *inputs, **params):
         """Run the op on tensors ``inputs`` and record it in the graph if needed."""
         wrap = _tensor_wrap
+        for t in inputs:
+            b = t._base
+            if b is not None and b._ctx is not t._base_ctx:
+                _refresh_view(t)
         fn = cls.__new__(cls)
         requires = False
-        if _grad_enabled:
+        if _state.enabled:
             for t in inputs:
                 if t.requires_grad:
                     requires = True
                     break
         if requires:
-            fn.needs_input_grad = tuple([t.requires_grad for t in inputs])
+            need = fn.needs_input_grad = tuple([t.requires_grad for t in inputs])
         else:
             fn.needs_input_grad = (False,) * len(inputs)
         out = fn.forward(*[t.data for t in inputs], **params)
-        if type(out) is tuple:
+        multi = type(out) is tuple
+        if multi:
             fn.n_out = len(out)
-            if not requires:
-                return tuple([wrap(o, None, 0) for o in out])
-            fn.parents = inputs
-            fn.out_meta = tuple([(o.shape, o.dtype) for o in out])
-            return tuple([wrap(o, fn, i) for i, o in enumerate(out)])
         if not requires:
-            return wrap(out, None, 0)
+            res = tuple([wrap(o, None, 0) for o in out]) if multi else wrap(out, None, 0)
+            if cls.is_view:
+                _mark_views(inputs[0], res, cls, params)
+            return res
         fn.parents = inputs
-        return wrap(out, fn, 0)
+        fn.edges = tuple([(t._ctx, t._out_index) for t in inputs])
+        si = cls.saved_inputs
+        sv = None
+        if si is None:
+            sv = [(t._version, t._version[0], i) for i, t in enumerate(inputs)]
+        elif si:
+            sv = []
+            n = len(inputs)
+            for i, j in si:
+                if i < n and (j is None or need[j]):
+                    v = inputs[i]._version
+                    sv.append((v, v[0], i))
+        if multi:
+            fn.out_meta = tuple([(o.shape, o.dtype) for o in out])
+            res = tuple([wrap(o, fn, i) for i, o in enumerate(out)])
+            for k in cls.saved_outputs:
+                if sv is None:
+                    sv = []
+                sv.append((res[k]._version, 0, -1 - k))
+        else:
+            res = wrap(out, fn, 0)
+            if cls.saved_outputs:
+                if sv is None:
+                    sv = []
+                sv.append((res._version, 0, -1))
+        if sv:
+            fn._sv = sv
+        if cls.is_view:
+            _mark_views(inputs[0], res, cls, params)
+        return res
+
+    def _check_saved(self) -> None:
+        """Raise if a tensor this node saved was changed in place after it was saved."""
+        for ver, saved, i in self._sv:
+            if ver[0] != saved:
+                if i >= 0:
+                    t = self.parents[i]
+                    what = f"input {i} of {self!r} ({_describe(t.data.shape, t.data.dtype)})"
+                else:
+                    k = -1 - i
+                    meta = self.out_meta[k] if self.n_out > 1 else None
+                    what = f"output {k} of {self!r}" + (
+                        f" ({_describe(*meta)})" if meta else "")
+                raise RuntimeError(
+                    "backward: one of the variables needed for gradient computation has been "
+                    f"modified by an inplace operation: {what} is at version {ver[0]}; "
+                    f"expected version {saved} instead. Hint: the tensor was changed in place "
+                    "(an in-place method, an assignment into it, or an optimizer step) after "
+                    "it was used; clone() it before changing it, or change it after backward."
+                )
 
     def _free(self) -> None:
         """Drop everything saved for backward, and the edges to the inputs.
@@ -183,6 +269,76 @@ class Function:
         return f"<{type(self).__name__}Backward>"
 
 
+def _describe(shape, dtype) -> str:
+    return f"a {np.dtype(dtype).name} tensor of shape {tuple(shape)}"
+
+
+def _mark_views(src, res, cls, params) -> None:
+    """Make the outputs of a view op views of ``src``'s base: they share its version
+    counter, and remember how to re-derive themselves from the base (the chain of view
+    ops), so that an in-place change through a view can update the base's graph."""
+    root = src._base
+    chain = src._view_chain if root is not None else ()
+    if root is None:
+        root = src
+    sd = src.data
+    outs = res if type(res) is tuple else (res,)
+    multi = type(res) is tuple
+    for k, o in enumerate(outs):
+        if not np.may_share_memory(o.data, sd):
+            continue  # e.g. a reshape that had to copy
+        o._version = src._version
+        o._base = root
+        o._view_chain = (*chain, (cls, params, k if multi else -1))
+        o._base_ctx = root._ctx
+
+
+def _replay_view(base, chain):
+    """The view that ``chain`` (view ops, in order) takes of tensor ``base``."""
+    x = base
+    for cls, params, k in chain:
+        x = cls.apply(x, **params)
+        if k >= 0:
+            x = x[k]
+    return x
+
+
+def _refresh_view(t) -> None:
+    """Re-derive view ``t``'s place in the graph from its base, whose graph was changed by
+    an in-place op since ``t`` was made (torch regenerates a view's ``grad_fn`` the same
+    way)."""
+    base = t._base
+    r = _replay_view(base, t._view_chain)
+    t._ctx, t._out_index = r._ctx, r._out_index
+    t.requires_grad = r.requires_grad
+    t._base_ctx = base._ctx
+
+
+class CopySlices(Function):
+    """The base of a view after an in-place change through the view: the base's old value
+    everywhere but in the view, ``value`` inside it.
+
+    ``dbase = g`` with the view's part zeroed; ``dvalue = g`` in the view's part. The
+    forward has nothing to compute: the change was already written through the view into
+    the base's memory.
+    """
+
+    saved_inputs = ()
+
+    def forward(self, base, value, chain=()):
+        self.chain = chain
+        return base
+
+    def backward(self, g):
+        gb = gv = None
+        if self.needs_input_grad[0]:
+            gb = g.copy()
+            _replay_view(_tensor_wrap(gb, None, 0), self.chain).data[...] = 0
+        if self.needs_input_grad[1]:
+            gv = np.array(_replay_view(_tensor_wrap(g, None, 0), self.chain).data)
+        return gb, gv
+
+
 def _count_consumers(roots: list[Function]) -> dict[int, int]:
     """For every node reachable from ``roots``, how many edges lead into it.
 
@@ -193,11 +349,8 @@ def _count_consumers(roots: list[Function]) -> dict[int, int]:
     stack = list(roots)
     while stack:
         fn = stack.pop()
-        for t, need in zip(fn.parents, fn.needs_input_grad):
-            if not need:
-                continue
-            p = t._ctx
-            if p is None:
+        for (p, _), need in zip(fn.edges, fn.needs_input_grad):
+            if not need or p is None:
                 continue
             key = id(p)
             if key in consumers:
@@ -264,6 +417,9 @@ def _run_backward(tensors, grad_tensors, retain_graph, inputs):
     # sit in another node's pending gradient, so they are never added to in place.
     borrowed: set[int] = set()
     for k, (t, g) in enumerate(zip(tensors, grad_tensors)):
+        b = t._base
+        if b is not None and b._ctx is not t._base_ctx:
+            _refresh_view(t)
         if not t.requires_grad:
             raise RuntimeError(
                 f"backward: element {k} of tensors does not require grad and does not have "
@@ -319,17 +475,18 @@ def _run_backward(tensors, grad_tensors, retain_graph, inputs):
             for i, (shape, dtype) in enumerate(fn.out_meta):
                 if grads[i] is None:
                     grads[i] = np.zeros(shape, dtype)
+        if fn._sv:
+            fn._check_saved()
         in_grads = fn.backward(*grads)
         if type(in_grads) is not tuple:
             in_grads = (in_grads,)
-        for t, need, g in zip(fn.parents, fn.needs_input_grad, in_grads):
+        for t, (p, i), need, g in zip(fn.parents, fn.edges, fn.needs_input_grad, in_grads):
             if not need:
                 continue
             if g is None:
                 g = np.zeros_like(t.data)
             else:
                 g = _check_grad(fn, t, g)
-            p = t._ctx
             if p is None:
                 _deliver_leaf(t, g, capture_ids, captured, borrowed)
             else:
@@ -337,7 +494,6 @@ def _run_backward(tensors, grad_tensors, retain_graph, inputs):
                 slot = out_grads.get(key)
                 if slot is None:
                     slot = out_grads[key] = [None] * p.n_out
-                i = t._out_index
                 slot[i] = g if slot[i] is None else slot[i] + g
                 consumers[key] -= 1
                 if consumers[key] == 0:

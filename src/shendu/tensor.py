@@ -34,7 +34,8 @@ class Tensor:
     dtype (float32) unless ``dtype`` says otherwise; integer and bool data keep their kind.
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_out_index", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_out_index", "_version", "_base",
+                 "_view_chain", "_base_ctx", "__weakref__")
     __array_ufunc__ = None  # make numpy defer to our reflected operators (a * t)
     __array_priority__ = 1000
 
@@ -44,6 +45,10 @@ class Tensor:
         self.grad: Tensor | None = None
         self._ctx = None
         self._out_index = 0
+        #: the version counter, shared by every tensor on this memory (views, detach());
+        #: each in-place change bumps it (see :class:`~shendu.autograd.Function`)
+        self._version = [0]
+        self._base = None
         if requires_grad and arr.dtype.kind not in "fc":
             raise RuntimeError(
                 f"Tensor: only floating point tensors can require gradients, got {arr.dtype}"
@@ -57,6 +62,8 @@ class Tensor:
         t.grad = None
         t._ctx = ctx
         t._out_index = index
+        t._version = [0]
+        t._base = None
         t.requires_grad = ctx is not None
         return t
 
@@ -84,11 +91,24 @@ class Tensor:
 
     @property
     def is_leaf(self) -> bool:
+        self._fresh()
         return self._ctx is None
 
     @property
-    def grad_fn(self) -> Tensor:
+    def grad_fn(self):
+        self._fresh()
         return self._ctx
+
+    @property
+    def _version_value(self) -> int:
+        """How many in-place changes this tensor's memory has seen (torch's ``_version``)."""
+        return self._version[0]
+
+    def _fresh(self) -> None:
+        """A view whose base's graph changed in place takes its place in the new graph."""
+        b = self._base
+        if b is not None and b._ctx is not self._base_ctx:
+            autograd._refresh_view(self)
 
     def __len__(self) -> int:
         if self.data.ndim == 0:
@@ -160,10 +180,17 @@ class Tensor:
         autograd.backward(self, gradient, retain_graph=retain_graph)
 
     def detach(self) -> Tensor:
-        """The same data, cut from the graph (shares memory)."""
-        return Tensor._wrap(self.data, None, 0)
+        """The same data, cut from the graph (shares memory and the version counter, so an
+        in-place change through it is still seen by the graph that saved this tensor)."""
+        t = Tensor._wrap(self.data, None, 0)
+        t._version = self._version
+        return t
 
     def detach_(self) -> Tensor:
+        """Cut this tensor from the graph in place. Nodes already built on it keep their
+        gradient path (they recorded where their inputs came from when they ran)."""
+        if self._base is not None:
+            raise RuntimeError("detach_: can't detach views in-place; use detach() instead")
         self._ctx = None
         self.requires_grad = False
         return self
@@ -237,61 +264,173 @@ class Tensor:
     def contiguous(self) -> Tensor:
         return self
 
-    # --------------------------------------------------- in-place (no graph)
-    def _check_inplace(self, op: str) -> None:
-        if autograd.is_grad_enabled() and self.requires_grad:
+    # ------------------------------------------------------------- in-place
+    # An in-place op writes into this tensor's memory (so views and detach()ed aliases see
+    # the change) and bumps its version (so a graph that saved the old values refuses to
+    # back-propagate through them). When a graph is being recorded and this tensor or the
+    # operand requires grad, the op is also differentiable, as in torch: the tensor joins
+    # the graph as the op's output, and a view passes the change on to its base.
+    def _inplace(self, op: str, compute, write, operands=(), saves_self: bool = True):
+        """Run in-place op ``op``.
+
+        ``write(array)`` changes the memory when no graph is recorded; ``compute(t)`` is
+        the same op out of place on tensors (used when one is), with ``t`` standing for
+        this tensor's current value. ``saves_self``: the out-of-place op reads ``t`` in
+        its backward, so it gets a copy of the old value.
+        """
+        self._fresh()
+        record = autograd.is_grad_enabled() and (
+            self.requires_grad or any(isinstance(o, Tensor) and o.requires_grad
+                                      for o in operands))
+        if not record:
+            try:
+                write(self.data)
+            except ValueError as e:  # read-only memory (expand) or bad shapes
+                raise RuntimeError(f"{op}: {e}") from None
+            self._version[0] += 1
+            return self
+        base = self._base
+        if self._ctx is None and self.requires_grad:
             raise RuntimeError(
-                f"{op}: a leaf tensor that requires grad is being used in an in-place "
-                "operation; wrap it in shendu.no_grad()"
-            )
+                f"{op}: a leaf Variable that requires grad is being used in an in-place "
+                "operation; wrap it in shendu.no_grad() or work on a clone()")
+        if base is not None:
+            if base._ctx is None and base.requires_grad:
+                raise RuntimeError(
+                    f"{op}: a view of a leaf Variable that requires grad is being used in an "
+                    "in-place operation; wrap it in shendu.no_grad() or work on a clone()")
+            if any(cls.n_out_views for cls, _, _ in self._view_chain):
+                raise RuntimeError(
+                    f"{op}: this tensor is a view made by an op that returns several views "
+                    "(split, chunk, unbind) or one that overlaps itself (expand); such views "
+                    "can't be modified in place while a graph is recorded; clone() it first")
+        old = Tensor._wrap(self.data.copy() if saves_self else self.data, self._ctx,
+                           self._out_index)
+        old.requires_grad = self.requires_grad
+        new = compute(old)
+        self._commit(op, new)
+        return self
+
+    def _commit(self, op: str, new: Tensor) -> None:
+        """Make this tensor (in place) the value and the graph position of ``new``."""
+        if new.data is not self.data:
+            if new.data.shape != self.data.shape:
+                raise RuntimeError(f"{op}: the result's shape {new.data.shape} doesn't match "
+                                   f"the tensor's shape {self.data.shape} (in-place ops "
+                                   "can't change shapes)")
+            np.copyto(self.data, new.data, casting="same_kind")
+        ver = self._version
+        ver[0] += 1
+        fn = new._ctx
+        if fn is not None and fn._sv:
+            # an output the node saved now lives in this tensor's memory: watch that
+            fn._sv = [(ver, ver[0], i) if v is new._version else (v, n, i)
+                      for v, n, i in fn._sv]
+        base = self._base
+        if base is None:
+            self._ctx, self._out_index = new._ctx, new._out_index
+            self.requires_grad = new.requires_grad
+            return
+        r = autograd.CopySlices.apply(base, new, chain=self._view_chain)
+        base._ctx, base._out_index = r._ctx, r._out_index
+        base.requires_grad = r.requires_grad
+        autograd._refresh_view(self)
 
     def zero_(self) -> Tensor:
-        self._check_inplace("zero_")
-        self.data[...] = 0
-        return self
+        return self._inplace("zero_", lambda t: F.fill(t, 0), _writer(0), saves_self=False)
 
     def fill_(self, value) -> Tensor:
-        self._check_inplace("fill_")
-        self.data[...] = value
-        return self
+        v = value
+        return self._inplace("fill_", lambda t: F.fill(t, v), _writer(v), (v,),
+                             saves_self=False)
 
-    def copy_(self, src) -> Tensor:
-        self._check_inplace("copy_")
-        src = np.asarray(src.data if isinstance(src, Tensor) else src)
+    def copy_(self, src, non_blocking: bool = False) -> Tensor:
+        if not isinstance(src, Tensor):
+            src = Tensor(np.asarray(src))
         try:
-            np.copyto(self.data, np.broadcast_to(src, self.data.shape), casting="unsafe")
-        except ValueError as e:
+            np.broadcast_shapes(src.data.shape, self.data.shape)
+            if np.broadcast_shapes(src.data.shape, self.data.shape) != self.data.shape:
+                raise ValueError
+        except ValueError:
             raise RuntimeError(
-                f"copy_: cannot copy a tensor of shape {src.shape} into shape {self.data.shape}"
-            ) from e
-        return self
+                f"copy_: cannot copy a tensor of shape {src.data.shape} into shape "
+                f"{self.data.shape}") from None
+
+        def write(a):
+            np.copyto(a, np.broadcast_to(src.data, a.shape), casting="unsafe")
+
+        return self._inplace("copy_", lambda t: F.fill(t, src), write, (src,),
+                             saves_self=False)
 
     def add_(self, other, alpha=1) -> Tensor:
-        self._check_inplace("add_")
-        o = other.data if isinstance(other, Tensor) else other
-        self.data += o if alpha == 1 else alpha * o
-        return self
+        o = other if alpha == 1 else other * alpha
+        return self._inplace("add_", lambda t: F.add(t, o), _ufunc_writer(np.add, o), (o,),
+                             saves_self=False)
 
     def sub_(self, other, alpha=1) -> Tensor:
-        self._check_inplace("sub_")
-        o = other.data if isinstance(other, Tensor) else other
-        self.data -= o if alpha == 1 else alpha * o
-        return self
+        o = other if alpha == 1 else other * alpha
+        return self._inplace("sub_", lambda t: F.sub(t, o), _ufunc_writer(np.subtract, o),
+                             (o,), saves_self=False)
 
     def mul_(self, other) -> Tensor:
-        self._check_inplace("mul_")
-        self.data *= other.data if isinstance(other, Tensor) else other
-        return self
+        need = isinstance(other, Tensor) and other.requires_grad
+        return self._inplace("mul_", lambda t: F.mul(t, other),
+                             _ufunc_writer(np.multiply, other), (other,), saves_self=need)
 
     def div_(self, other) -> Tensor:
-        self._check_inplace("div_")
-        self.data /= other.data if isinstance(other, Tensor) else other
-        return self
+        need = isinstance(other, Tensor) and other.requires_grad
+        return self._inplace("div_", lambda t: F.div(t, other),
+                             _ufunc_writer(np.true_divide, other), (other,), saves_self=need)
+
+    def pow_(self, exponent) -> Tensor:
+        return self._inplace("pow_", lambda t: F.pow(t, exponent),
+                             _ufunc_writer(np.power, exponent), (exponent,))
+
+    def neg_(self) -> Tensor:
+        return self._inplace("neg_", F.neg, lambda a: np.negative(a, out=a), saves_self=False)
 
     def clamp_(self, min=None, max=None) -> Tensor:
-        self._check_inplace("clamp_")
-        np.clip(self.data, min, max, out=self.data)
-        return self
+        if min is None and max is None:
+            raise ValueError("clamp_: at least one of min and max must be given")
+        lo, hi = _raw(min), _raw(max)
+
+        def write(a):
+            np.clip(a, lo, hi, out=a)
+
+        return self._inplace("clamp_", lambda t: F.clamp(t, min, max), write, (min, max))
+
+    clip_ = clamp_
+
+    def masked_fill_(self, mask, value) -> Tensor:
+        m = np.asarray(_raw(mask)).astype(bool, copy=False)
+
+        def write(a):
+            np.copyto(a, _raw(value), where=np.broadcast_to(m, a.shape), casting="unsafe")
+
+        return self._inplace("masked_fill_", lambda t: F.masked_fill(t, m, value), write,
+                             (value,), saves_self=False)
+
+    def exp_(self) -> Tensor:
+        return self._inplace("exp_", F.exp, lambda a: np.exp(a, out=a), saves_self=False)
+
+    def sigmoid_(self) -> Tensor:
+        def write(a):
+            a[...] = F.sigmoid(Tensor(a)).data
+
+        return self._inplace("sigmoid_", F.sigmoid, write, saves_self=False)
+
+    def tanh_(self) -> Tensor:
+        return self._inplace("tanh_", F.tanh, lambda a: np.tanh(a, out=a), saves_self=False)
+
+    def relu_(self) -> Tensor:
+        return self._inplace("relu_", F.relu, lambda a: np.maximum(a, 0, out=a),
+                             saves_self=False)
+
+    def abs_(self) -> Tensor:
+        return self._inplace("abs_", F.abs, lambda a: np.abs(a, out=a))
+
+    def sqrt_(self) -> Tensor:
+        return self._inplace("sqrt_", F.sqrt, lambda a: np.sqrt(a, out=a), saves_self=False)
 
     def normal_(self, mean=0.0, std=1.0) -> Tensor:
         from shendu.nn import init
@@ -353,13 +492,16 @@ class Tensor:
         return F.getitem(self, idx)
 
     def __setitem__(self, idx, value) -> None:
-        if self.requires_grad and autograd.is_grad_enabled():
-            raise RuntimeError(
-                "__setitem__: in-place assignment into a tensor that requires grad is not "
-                "differentiable in shendu; build a new tensor (e.g. with where/cat) or use "
-                "no_grad()"
-            )
-        self.data[_raw_index(idx)] = value.data if isinstance(value, Tensor) else value
+        """``t[idx] = value``: in place, and differentiable as torch's (``value``'s gradient
+        is the gradient of the positions it was written to; ``t``'s old values there get
+        none)."""
+        idx = _raw_index(idx)
+
+        def write(a):
+            a[idx] = value.data if isinstance(value, Tensor) else value
+
+        self._inplace("__setitem__", lambda t: F.setitem(t, idx, value), write, (value,),
+                      saves_self=False)
 
     # comparisons give bool tensors (no gradient)
     def __eq__(self, o):  # type: ignore[override]
@@ -564,6 +706,22 @@ autograd._bind_tensor(Tensor._wrap)
 
 def _raw(o):
     return o.data if isinstance(o, Tensor) else o
+
+
+def _writer(value):
+    def write(a):
+        a[...] = _raw(value)
+
+    return write
+
+
+def _ufunc_writer(ufunc, other):
+    o = _raw(other)
+
+    def write(a):
+        ufunc(a, o, out=a, casting="same_kind")
+
+    return write
 
 
 def _raw_index(idx):

@@ -22,6 +22,9 @@ __all__ = ["relu", "leaky_relu", "sigmoid", "tanh", "gelu", "softplus", "softmax
 class ReLU(Function):
     """``max(a, 0)``; ``da = g [a > 0]``."""
 
+    saved_inputs = ()
+    saved_outputs = (0,)
+
     def forward(self, a):
         self.out = np.maximum(a, 0)
         return self.out
@@ -32,6 +35,8 @@ class ReLU(Function):
 
 class LeakyReLU(Function):
     """``a`` for ``a > 0``, else ``slope * a`` (Maas, Hannun & Ng 2013)."""
+
+    saved_inputs = (0,)
 
     def forward(self, a, slope=0.01):
         self.pos, self.slope = a > 0, slope
@@ -50,6 +55,9 @@ def _sigmoid(a: np.ndarray) -> np.ndarray:
 class Sigmoid(Function):
     """``s = 1 / (1 + e^-a)``; ``da = g s (1 - s)``."""
 
+    saved_inputs = ()
+    saved_outputs = (0,)
+
     def forward(self, a):
         self.out = _sigmoid(a)
         return self.out
@@ -61,6 +69,9 @@ class Sigmoid(Function):
 
 class Tanh(Function):
     """``t = tanh(a)``; ``da = g (1 - t^2)``."""
+
+    saved_inputs = ()
+    saved_outputs = (0,)
 
     def forward(self, a):
         self.out = np.tanh(a)
@@ -168,6 +179,8 @@ class GELU(Function):
     ``approximate="tanh"``: ``x (1 + tanh(k (x + 0.044715 x^3))) / 2``, ``k = sqrt(2/pi)``.
     """
 
+    saved_inputs = (0,)
+
     def forward(self, a, approximate="none"):
         self.a, self.approx = a, approximate
         if approximate == "tanh":
@@ -191,6 +204,8 @@ class Softplus(Function):
     """``log(1 + e^(beta a)) / beta``, linear where ``beta a > threshold`` (as torch);
     ``da = g sigmoid(beta a)``."""
 
+    saved_inputs = (0,)
+
     def forward(self, a, beta=1.0, threshold=20.0):
         self.lin = a * beta > threshold
         self.ba = a * beta
@@ -202,6 +217,8 @@ class Softplus(Function):
 
 class ELU(Function):
     """``a`` for ``a > 0``, else ``alpha (e^a - 1)`` (Clevert, Unterthiner & Hochreiter 2016)."""
+
+    saved_inputs = (0,)
 
     def forward(self, a, alpha=1.0):
         self.pos, self.alpha = a > 0, alpha
@@ -215,6 +232,8 @@ class ELU(Function):
 class SiLU(Function):
     """``a sigmoid(a)`` (Elfwing, Uchibe & Doya 2018; "swish");
     ``da = g s (1 + a (1 - s))``."""
+
+    saved_inputs = (0,)
 
     def forward(self, a):
         self.a, self.s = a, _sigmoid(a)
@@ -231,6 +250,9 @@ class Softmax(Function):
     ``da = s (g - sum_j g_j s_j)`` (the Jacobian ``diag(s) - s s^T`` applied to ``g``).
     """
 
+    saved_inputs = ()
+    saved_outputs = (0,)
+
     def forward(self, a, dim=-1):
         e = np.exp(a - a.max(axis=dim, keepdims=True))
         self.out = e / e.sum(axis=dim, keepdims=True)
@@ -244,6 +266,9 @@ class Softmax(Function):
 
 class LogSoftmax(Function):
     r"""``l_i = a_i - logsumexp(a)``, shifted by the max; ``da = g - softmax(a) sum_j g_j``."""
+
+    saved_inputs = ()
+    saved_outputs = (0,)
 
     def forward(self, a, dim=-1):
         shifted = a - a.max(axis=dim, keepdims=True)

@@ -68,6 +68,8 @@ class ScaledDotProductAttention(Function):
     weights actually used, after dropout, as torch's ``MultiheadAttention`` returns them).
     """
 
+    saved_inputs = None  # q, k, v (and a tensor mask)
+
     def forward(self, q, k, v, bias=None, keep=None, scale=1.0, dropout_p=0.0,
                 need_weights=False):
         s = q @ _swap(k)                                    # (..., L, S)
@@ -233,6 +235,8 @@ class AdditiveAttention(Function):
     ``dU = de w (1 - T^2)`` (..., L, S, H), ``dqp = sum_j dU``, ``dkp = sum_i dU``,
     ``dw = sum de T``.
     """
+
+    saved_inputs = None
 
     def forward(self, qp, kp, w, values, keep=None):
         t = qp[..., :, None, :] + kp[..., None, :, :]        # (..., L, S, H)

@@ -263,6 +263,8 @@ class Conv2d(Function):
       back where it was read, i.e. a transposed convolution of ``dy`` with ``w``.
     """
 
+    saved_inputs = (0, 1)
+
     def forward(self, x, w, b=None, stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1),
                 groups=1, flat1d=False):
         if flat1d:  # conv1d: (N, C, L) as (N, C, 1, L)
@@ -439,6 +441,8 @@ def conv1d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, 
 
 # --------------------------------------------------------------------------- dropout
 class _ChannelDropout(Function):
+    saved_inputs = ()
+
     def forward(self, a, mask=None):
         self.mask = mask
         return a * mask

@@ -15,6 +15,8 @@ class Linear(Function):
     ``dx = dy W``, ``dW = dy^T x`` (summed over every leading dim), ``db = sum dy``.
     """
 
+    saved_inputs = ((0, 1), (1, 0))  # x for dW, W for dx (as torch's addmm)
+
     def forward(self, x, w, b=None):
         self.shape = x.shape
         x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])  # (M, in): one big GEMM

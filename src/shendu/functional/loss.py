@@ -112,6 +112,8 @@ class _Elementwise(Function):
 
 
 class MSE(_Elementwise):
+    saved_inputs = (0, 1)
+
     def forward(self, x, y, reduction="mean"):
         d = x - y
         self.slope, self.reduction = 2 * d, reduction
@@ -196,6 +198,8 @@ class BCE(Function):
     ``dl/dp = w (p - y) / max(p (1 - p), 1e-12)`` and ``dl/dy = -w logit(p)``.
     """
 
+    saved_inputs = None
+
     def forward(self, p, y, weight=None, reduction="mean"):
         with np.errstate(divide="ignore"):
             logp = np.maximum(np.log(p), -100)
@@ -261,6 +265,8 @@ class BCEWithLogits(Function):
     ``dl/dx = w [(q y + 1 - y) sigma(x) - q y]`` (``w (sigma(x) - y)`` when ``q = 1``) and
     ``dl/dy = w [log sigma(-x) - q log sigma(x)]`` (``-w x`` when ``q = 1``).
     """
+
+    saved_inputs = None
 
     def forward(self, x, y, weight=None, pos_weight=None, reduction="mean"):
         ls = _log_sigmoid(x)
@@ -373,6 +379,8 @@ class CrossEntropy(Function):
     times the same scale.
     """
 
+    saved_inputs = ((1, 0),)  # probability targets
+
     def forward(self, x, t=None, index=None, weight=None, ignore_index=-100, smoothing=0.0,
                 reduction="mean"):
         self.shape = x.shape
@@ -473,6 +481,8 @@ class NLL(Function):
     ``mean`` divides by ``sum_n w[y_n]`` over non-ignored targets; backward scatters
     ``-w[y_n]`` times the scale into the target entries.
     """
+
+    saved_inputs = ()
 
     def forward(self, x, target=None, weight=None, ignore_index=-100, reduction="mean"):
         self.shape = x.shape

@@ -32,6 +32,8 @@ def _broadcast_error(op: str, *arrays: np.ndarray) -> ValueError:
 class Add(Function):
     """``a + b``; ``da = unbroadcast(g)``, ``db = unbroadcast(g)``."""
 
+    saved_inputs = ()
+
     def forward(self, a, b):
         self.shapes = a.shape, b.shape
         try:
@@ -47,6 +49,8 @@ class Add(Function):
 class Sub(Function):
     """``a - b``; ``da = g``, ``db = -g`` (each unbroadcast)."""
 
+    saved_inputs = ()
+
     def forward(self, a, b):
         self.shapes = a.shape, b.shape
         try:
@@ -61,6 +65,8 @@ class Sub(Function):
 
 class Mul(Function):
     """``a * b``; ``da = g b``, ``db = g a``."""
+
+    saved_inputs = ((0, 1), (1, 0))  # a for db, b for da
 
     def forward(self, a, b):
         self.a, self.b = a, b
@@ -79,6 +85,8 @@ class Mul(Function):
 class Div(Function):
     """``a / b``; ``da = g / b``, ``db = -g a / b^2``."""
 
+    saved_inputs = ((0, 1), 1)
+
     def forward(self, a, b):
         self.a, self.b = a, b
         try:
@@ -96,6 +104,8 @@ class Div(Function):
 
 class PowScalar(Function):
     """``a ** e`` for a Python number ``e``; ``da = g e a^(e-1)`` (0 when ``e == 0``)."""
+
+    saved_inputs = (0,)
 
     def forward(self, a, exponent):
         self.a, self.e = a, exponent
@@ -120,6 +130,9 @@ class Pow(Function):
     ``b >= 0``) — torch's conventions at the points where the formulas are undefined.
     """
 
+    saved_inputs = (0, 1)
+    saved_outputs = (0,)
+
     def forward(self, a, b):
         self.a, self.b = a, b
         try:
@@ -142,6 +155,8 @@ class Pow(Function):
 
 
 class Neg(Function):
+    saved_inputs = ()
+
     def forward(self, a):
         return -a
 
@@ -151,6 +166,9 @@ class Neg(Function):
 
 class Exp(Function):
     """``e^a``; ``da = g e^a`` (the output is saved, not recomputed)."""
+
+    saved_inputs = ()
+    saved_outputs = (0,)
 
     def forward(self, a):
         self.out = np.exp(a)
@@ -163,6 +181,8 @@ class Exp(Function):
 class Log(Function):
     """Natural log; ``da = g / a``."""
 
+    saved_inputs = (0,)
+
     def forward(self, a):
         self.a = a
         return np.log(a)
@@ -173,6 +193,8 @@ class Log(Function):
 
 class Log1p(Function):
     """``log(1 + a)``, accurate for small ``a``; ``da = g / (1 + a)``."""
+
+    saved_inputs = (0,)
 
     def forward(self, a):
         self.a = a
@@ -185,6 +207,9 @@ class Log1p(Function):
 class Sqrt(Function):
     """``sqrt(a)``; ``da = g / (2 sqrt(a))`` (infinite at 0, as torch)."""
 
+    saved_inputs = ()
+    saved_outputs = (0,)
+
     def forward(self, a):
         self.out = np.sqrt(a)
         return self.out
@@ -195,6 +220,8 @@ class Sqrt(Function):
 
 class Abs(Function):
     """``|a|``; ``da = g sign(a)``, which is 0 at ``a == 0`` (torch's choice)."""
+
+    saved_inputs = (0,)
 
     def forward(self, a):
         self.a = a
@@ -207,6 +234,8 @@ class Abs(Function):
 class Sign(Function):
     """``sign(a)``: piecewise constant, so its gradient is 0 everywhere (as torch)."""
 
+    saved_inputs = ()
+
     def forward(self, a):
         return np.sign(a)
 
@@ -215,6 +244,8 @@ class Sign(Function):
 
 
 class Sin(Function):
+    saved_inputs = (0,)
+
     def forward(self, a):
         self.a = a
         return np.sin(a)
@@ -224,6 +255,8 @@ class Sin(Function):
 
 
 class Cos(Function):
+    saved_inputs = (0,)
+
     def forward(self, a):
         self.a = a
         return np.cos(a)
@@ -237,6 +270,8 @@ class Clamp(Function):
 
     ``da = g`` where ``lo <= a <= hi`` (boundary included, as torch), else 0.
     """
+
+    saved_inputs = (0,)
 
     def forward(self, a, lo=None, hi=None):
         self.a, self.lo, self.hi = a, lo, hi
@@ -260,6 +295,8 @@ class ClampTensor(Function):
     ``dhi = g`` where ``a > hi`` or ``lo > hi``. Ties go to ``a``, as torch.
     """
 
+    saved_inputs = (0, 1, 2)
+
     def forward(self, a, lo, hi):
         self.a, self.lo, self.hi = a, lo, hi
         try:
@@ -280,6 +317,8 @@ class ClampTensor(Function):
 class Maximum(Function):
     """Elementwise max. Ties send half the gradient to each side (as torch)."""
 
+    saved_inputs = (0, 1)
+
     def forward(self, a, b):
         self.a, self.b = a, b
         try:
@@ -293,6 +332,8 @@ class Maximum(Function):
 
 class Minimum(Function):
     """Elementwise min. Ties send half the gradient to each side (as torch)."""
+
+    saved_inputs = (0, 1)
 
     def forward(self, a, b):
         self.a, self.b = a, b
@@ -316,6 +357,8 @@ def _tie_split(g, a, b, a_wins, needs):
 class Where(Function):
     """``cond ? a : b``; ``da = g`` where ``cond``, ``db = g`` elsewhere."""
 
+    saved_inputs = ()
+
     def forward(self, a, b, cond=None):
         self.cond, self.sa, self.sb = cond, a.shape, b.shape
         try:
@@ -338,6 +381,8 @@ class MatMul(Function):
     batch dims that broadcasting stretched.
     """
 
+    saved_inputs = ((0, 1), (1, 0))  # a for db, b for da
+
     def forward(self, a, b):
         self.a, self.b = a, b
         return np.matmul(a, b)
@@ -358,6 +403,8 @@ class MatMul(Function):
 class Cast(Function):
     """Change the float precision; the gradient is cast back."""
 
+    saved_inputs = ()
+
     def forward(self, a, dtype=None):
         self.dtype = a.dtype
         return a.astype(dtype)
@@ -367,6 +414,8 @@ class Cast(Function):
 
 
 class Clone(Function):
+    saved_inputs = ()
+
     def forward(self, a):
         return a.copy()
 
@@ -487,9 +536,8 @@ def minimum(a, b) -> Tensor:
 
 def where(condition, a, b) -> Tensor:
     """``a`` where ``condition`` is true, else ``b`` (all three broadcast)."""
-    cond = condition.data if isinstance(condition, Tensor) else np.asarray(condition)
-    if cond.dtype != np.bool_:
-        cond = cond.astype(bool)
+    # a copy: backward reads it, and the caller may change its mask in place afterwards
+    cond = np.array(condition.data if isinstance(condition, Tensor) else condition, dtype=bool)
     a, b = pair(a, b)
     return Where.apply(a, b, cond=cond)
 

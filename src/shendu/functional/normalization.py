@@ -21,6 +21,8 @@ class LayerNorm(Function):
     ``dw = sum_rows(dy * xhat)``, ``db = sum_rows(dy)``.
     """
 
+    saved_inputs = None  # input, weight, bias (as torch)
+
     def forward(self, x, w=None, b=None, d=1, eps=1e-5):
         shape = x.shape
         x2 = x.reshape(-1, d)                                  # (M, D)
@@ -125,6 +127,8 @@ class BatchNorm(Function):
     ``dx = w r (dy - mean(dy) - xhat mean(dy xhat))``, ``dw = sum(dy xhat)``,
     ``db = sum(dy)``. In evaluation the statistics are constants: ``dx = w r dy``.
     """
+
+    saved_inputs = None
 
     def forward(self, x, w=None, b=None, rm=None, rv=None, training=True, momentum=0.1,
                 eps=1e-5):

@@ -86,6 +86,8 @@ class MaxPool2d(Function):
     gradient then goes to its last NaN.
     """
 
+    saved_inputs = (0,)
+
     def forward(self, x, geom=None, unbatched=False):
         if unbatched:
             x = x[None]
@@ -192,6 +194,8 @@ class AvgPool2d(Function):
     of real elements in the window (otherwise), or ``divisor_override``.
     Backward: ``dx`` receives ``dy[u,v] / D_{uv}`` at every element of window ``(u, v)``.
     """
+
+    saved_inputs = (0,)
 
     def forward(self, x, geom=None, div=None, unbatched=False):
         if unbatched:
@@ -328,6 +332,8 @@ class AdaptiveAvgPool2d(Function):
 
     Backward: ``dx = P_h^T dy P_w``.
     """
+
+    saved_inputs = (0,)
 
     def forward(self, x, out_size=(1, 1), unbatched=False):
         h, w = x.shape[-2:]

@@ -309,6 +309,8 @@ def _weight_grads(fn: Function, dA: np.ndarray, Z: np.ndarray, cols, o: int, w_i
 class RNNScan(Function):
     """One direction of an Elman RNN over a whole sequence (see the module docstring)."""
 
+    saved_inputs = None
+
     def forward(self, x, h0, w_ih, w_hh, *bias, relu=False, mask=None, reverse=False):
         T, B, _ = x.shape
         H = w_hh.shape[1]
@@ -415,6 +417,8 @@ class LSTMScan(Function):
     chunk one product adds its ``δa [1; x; h_prev]^T`` to the weight gradients, while the
     chunk's ``δa`` is still in cache (nothing of size ``T`` is written in the backward).
     """
+
+    saved_inputs = None
 
     def forward(self, x, h0, c0, w_ih, w_hh, *bias, mask=None, reverse=False):
         T, B, _ = x.shape
@@ -568,6 +572,8 @@ class LSTMScan(Function):
 # ------------------------------------------------------------------------------- GRU
 class GRUScan(Function):
     """One direction of a GRU over a whole sequence (see the module docstring)."""
+
+    saved_inputs = None
 
     def forward(self, x, h0, w_ih, w_hh, *bias, mask=None, reverse=False):
         T, B, I = x.shape

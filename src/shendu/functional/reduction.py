@@ -44,6 +44,8 @@ def _count(shape: tuple, axes) -> int:
 class Sum(Function):
     """``sum_i a_i``; every element gets the output's gradient."""
 
+    saved_inputs = ()
+
     def forward(self, a, axes=None, keepdim=False):
         self.shape, self.axes, self.keepdim = a.shape, axes, keepdim
         return np.asarray(a.sum(axis=axes, keepdims=keepdim))
@@ -54,6 +56,8 @@ class Sum(Function):
 
 class Mean(Function):
     """``(1/n) sum_i a_i``; every element gets ``g / n``."""
+
+    saved_inputs = ()
 
     def forward(self, a, axes=None, keepdim=False):
         self.shape, self.axes, self.keepdim = a.shape, axes, keepdim
@@ -69,6 +73,8 @@ class Var(Function):
 
     ``n - correction <= 0`` gives ``nan`` (or ``inf``) values and gradients, as torch.
     """
+
+    saved_inputs = (0,)
 
     def forward(self, a, axes=None, keepdim=False, correction=1):
         n = _count(a.shape, axes)
@@ -89,6 +95,9 @@ class Var(Function):
 class Std(Function):
     r"""``sqrt(var)``; ``da_i = g (a_i - mean) / ((n - c) std)``, and 0 where ``std == 0``
     (torch masks the 0/0 there, so a constant input gets a zero gradient, not ``nan``)."""
+
+    saved_inputs = (0,)
+    saved_outputs = (0,)
 
     def forward(self, a, axes=None, keepdim=False, correction=1):
         n = _count(a.shape, axes)
@@ -113,6 +122,9 @@ class Std(Function):
 class AMax(Function):
     """Max (or min) over axes, values only; ties share the gradient evenly (torch)."""
 
+    saved_inputs = (0,)
+    saved_outputs = (0,)
+
     def forward(self, a, axes=None, keepdim=False, is_min=False):
         self.a, self.axes, self.keepdim = a, axes, keepdim
         f = np.min if is_min else np.max
@@ -132,6 +144,8 @@ class AMax(Function):
 class MaxDim(Function):
     """Max (or min) over one dim, given the arg-indices; the gradient goes to those."""
 
+    saved_inputs = ()
+
     def forward(self, a, idx=None, dim=0, keepdim=False):
         self.shape, self.dim, self.keepdim, self.idx = a.shape, dim, keepdim, idx
         vals = np.take_along_axis(a, idx, axis=dim)
@@ -150,6 +164,9 @@ class LogSumExp(Function):
 
     ``da_i = g exp(a_i - lse) = g softmax(a)_i``.
     """
+
+    saved_inputs = (0,)
+    saved_outputs = (0,)
 
     def forward(self, a, axes=None, keepdim=False):
         self.a, self.axes, self.keepdim = a, axes, keepdim
@@ -173,6 +190,9 @@ class Prod(Function):
     Without zeros that is ``g out / a_i``; with zeros the products of the others are
     formed directly from prefix and suffix cumulative products (exact, no division).
     """
+
+    saved_inputs = (0,)
+    saved_outputs = (0,)
 
     def forward(self, a, axes=None, keepdim=False):
         self.a, self.axes, self.keepdim = a, axes, keepdim
@@ -201,6 +221,9 @@ class Prod(Function):
 class Norm2(Function):
     r"""Euclidean norm ``sqrt(sum_i a_i^2)``; ``da = g a / norm``, 0 where the norm is 0
     (torch's subgradient at the origin)."""
+
+    saved_inputs = (0,)
+    saved_outputs = (0,)
 
     def forward(self, a, axes=None, keepdim=False):
         self.a, self.axes, self.keepdim = a, axes, keepdim

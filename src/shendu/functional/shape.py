@@ -19,7 +19,7 @@ from shendu.tensor import Tensor
 
 __all__ = ["reshape", "view", "flatten", "transpose", "permute", "expand", "squeeze",
            "unsqueeze", "cat", "concat", "concatenate", "stack", "split", "chunk", "getitem",
-           "pad", "gather", "repeat", "index_select", "movedim"]
+           "pad", "gather", "repeat", "index_select", "movedim", "fill", "setitem"]
 
 
 def _shape_arg(shape) -> tuple:
@@ -29,6 +29,9 @@ def _shape_arg(shape) -> tuple:
 
 
 class Reshape(Function):
+    saved_inputs = ()
+    is_view = True
+
     def forward(self, a, shape=()):
         self.shape = a.shape
         return a.reshape(shape)
@@ -74,6 +77,9 @@ def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
 
 
 class Permute(Function):
+    saved_inputs = ()
+    is_view = True
+
     def forward(self, a, dims=()):
         self.inv = tuple(np.argsort(dims))
         return a.transpose(dims)
@@ -110,6 +116,10 @@ def movedim(x: Tensor, source: int, destination: int) -> Tensor:
 
 
 class Expand(Function):
+    saved_inputs = ()
+    is_view = True
+    n_out_views = True  # overlapping memory: no in-place
+
     def forward(self, a, shape=()):
         self.shape = a.shape
         return np.broadcast_to(a, shape)
@@ -156,6 +166,8 @@ def unsqueeze(x: Tensor, dim: int) -> Tensor:
 
 
 class Cat(Function):
+    saved_inputs = ()
+
     def forward(self, *arrays, axis=0):
         self.axis = axis
         self.bounds = np.cumsum([a.shape[axis] for a in arrays])[:-1]
@@ -189,6 +201,8 @@ concat = concatenate = cat
 
 
 class Stack(Function):
+    saved_inputs = ()
+
     def forward(self, *arrays, axis=0):
         self.axis = axis
         return np.stack(arrays, axis=axis)
@@ -216,6 +230,10 @@ def stack(tensors, dim: int = 0) -> Tensor:
 
 
 class Split(Function):
+    saved_inputs = ()
+    is_view = True
+    n_out_views = True
+
     def forward(self, a, bounds=(), axis=0):
         self.axis = axis
         return tuple(np.split(a, bounds, axis=axis))
@@ -262,6 +280,9 @@ class GetItem(Function):
     so the gradient is assigned; advanced (integer-array or boolean) indexing may pick an
     element several times, so the gradient is accumulated with ``np.add.at``."""
 
+    saved_inputs = ()
+    is_view = True  # basic indexing only (advanced indexing copies)
+
     def forward(self, a, idx=None, basic=True):
         self.shape, self.dtype, self.idx, self.basic = a.shape, a.dtype, idx, basic
         out = a[idx]
@@ -276,6 +297,76 @@ class GetItem(Function):
         return out
 
 
+class Fill(Function):
+    """Every element set to ``value`` (a number, or a tensor broadcast to the shape and cast
+    to the dtype: ``copy_``). ``da = 0``; ``dvalue = g`` summed back to its shape."""
+
+    saved_inputs = ()
+
+    def forward(self, a, value=None):
+        out = np.empty_like(a)
+        out[...] = value
+        return out
+
+    def backward(self, g):
+        gv = None
+        if len(self.needs_input_grad) > 1 and self.needs_input_grad[1]:
+            gv = unbroadcast(g, self.parents[1].data.shape)
+        return np.zeros_like(g), gv
+
+
+def fill(x: Tensor, value) -> Tensor:
+    """A tensor of ``x``'s shape and dtype filled with ``value`` (the out-of-place ``fill_``
+    and ``copy_``); a tensor ``value`` gets the gradient."""
+    if isinstance(value, Tensor):
+        if value.data.dtype.kind in "fc" and value.data.dtype != x.data.dtype and \
+                x.data.dtype.kind in "fc":
+            from shendu.functional.math import cast
+
+            value = cast(value, x.data.dtype)
+        return Fill.apply(x, value)
+    return Fill.apply(x, value=value)
+
+
+class SetItem(Function):
+    """``a[idx] = value``, written into ``a``'s memory (only the in-place
+    ``Tensor.__setitem__`` uses it). ``da = g`` with the written positions zeroed;
+    ``dvalue = g[idx]`` summed back to ``value``'s shape."""
+
+    saved_inputs = ()
+
+    def forward(self, a, value, idx=None):
+        self.idx = idx
+        a[idx] = value
+        return a
+
+    def backward(self, g):
+        ga = gv = None
+        if self.needs_input_grad[0]:
+            ga = g.copy()
+            ga[self.idx] = 0
+        if self.needs_input_grad[1]:
+            gv = unbroadcast(np.asarray(g[self.idx]), self.parents[1].data.shape)
+        return ga, gv
+
+
+def setitem(x: Tensor, idx, value) -> Tensor:
+    """``x[idx] = value`` in ``x``'s memory, recorded as an op; use ``x[idx] = value``."""
+    from shendu.functional._util import as_tensor
+
+    value = as_tensor(value, x)
+    if value.data.dtype != x.data.dtype and x.data.dtype.kind in "fc" and \
+            value.data.dtype.kind in "fc":
+        from shendu.functional.math import cast
+
+        value = cast(value, x.data.dtype)
+    try:
+        return SetItem.apply(x, value, idx=idx)
+    except (IndexError, ValueError) as e:
+        raise RuntimeError(f"__setitem__: can't assign a value of shape {value.data.shape} "
+                           f"to index {idx!r} of a tensor of shape {x.data.shape}: {e}") from None
+
+
 def getitem(x: Tensor, idx) -> Tensor:
     """``x[idx]``: basic and integer-array/boolean indexing; repeated indices add gradients."""
     if isinstance(idx, Tensor):
@@ -284,8 +375,13 @@ def getitem(x: Tensor, idx) -> Tensor:
         idx = tuple(i.data if isinstance(i, Tensor) else i for i in idx)
     elif isinstance(idx, list):
         idx = np.asarray(idx)
+    basic = _is_basic(idx)
+    if not basic:  # the index is kept for backward: a copy, safe from in-place changes
+        idx = tuple(np.array(i) if isinstance(i, np.ndarray) else i for i in idx) \
+            if isinstance(idx, tuple) else (np.array(idx) if isinstance(idx, np.ndarray)
+                                            else idx)
     try:
-        return GetItem.apply(x, idx=idx, basic=_is_basic(idx))
+        return GetItem.apply(x, idx=idx, basic=basic)
     except IndexError as e:
         raise IndexError(f"getitem: index {idx!r} is invalid for a tensor of shape "
                          f"{x.data.shape}: {e}") from None
@@ -294,6 +390,8 @@ def getitem(x: Tensor, idx) -> Tensor:
 class Pad(Function):
     """Constant padding; a negative width crops instead (as torch). The gradient is the
     gradient's interior, placed back where the (cropped) input sat."""
+
+    saved_inputs = ()
 
     def forward(self, a, widths=(), value=0.0):
         self.shape = a.shape
@@ -339,6 +437,8 @@ def pad(x: Tensor, pad: tuple, mode: str = "constant", value: float = 0.0) -> Te
 class Gather(Function):
     """``out[i][j][k] = a[i][index[i][j][k]][k]`` (dim 1); backward scatter-adds."""
 
+    saved_inputs = ()
+
     def forward(self, a, index=None, dim=0):
         self.shape, self.dtype = a.shape, a.dtype
         idx = list(np.indices(index.shape, sparse=True))
@@ -354,7 +454,7 @@ class Gather(Function):
 
 def gather(x: Tensor, dim: int, index) -> Tensor:
     """``out[i][j][k] = x[i][index[i][j][k]][k]`` (for dim=1), as torch.gather."""
-    index = np.asarray(index.data if isinstance(index, Tensor) else index)
+    index = np.array(index.data if isinstance(index, Tensor) else index)  # a copy, kept
     if index.dtype.kind not in "iu":
         raise TypeError(f"gather: index must be an integer tensor, got {index.dtype}")
     d = norm_dim(dim, x.data.ndim, "gather")
@@ -384,6 +484,8 @@ class Repeat(Function):
     Output dim ``i`` is ``reps[i]`` copies of the input's dim side by side, so its gradient
     is the output gradient viewed as ``(reps[i], size[i])`` pairs and summed over the copies.
     """
+
+    saved_inputs = ()
 
     def forward(self, a, reps=()):
         self.in_shape = a.shape

@@ -18,8 +18,11 @@ class Embedding(Function):
     ``scale_grad_by_freq`` divides each row's gradient by how often the batch used it.
     """
 
+    saved_inputs = ()
+
     def forward(self, w, idx=None, padding_idx=None, scale_grad_by_freq=False):
-        self.idx, self.wshape = idx, w.shape
+        # a copy when kept for backward: the caller may change the index tensor in place
+        self.idx, self.wshape = (idx.copy() if self.needs_input_grad[0] else idx), w.shape
         self.padding_idx, self.scale = padding_idx, scale_grad_by_freq
         return w[idx]                                         # (..., D)
 

@@ -86,6 +86,7 @@ def _fill(t: Tensor, arr) -> Tensor:
     if t.data.dtype.kind != "f":
         raise TypeError(f"nn.init: expected a floating tensor, got {t.data.dtype}")
     t.data[...] = np.asarray(arr).astype(t.data.dtype, copy=False)
+    t._version[0] += 1
     return t
 
 
@@ -160,6 +161,7 @@ def trunc_normal_(t: Tensor, mean: float = 0.0, std: float = 1.0, a: float = -2.
 def constant_(t: Tensor, val: float) -> Tensor:
     """Fill ``t`` with ``val``."""
     t.data[...] = val
+    t._version[0] += 1
     return t
 
 

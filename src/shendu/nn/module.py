@@ -43,6 +43,8 @@ class Parameter(Tensor):
         else:  # Python numbers and lists: floats get the default dtype, as in tensor()
             arr = tensor(data).data
         super().__init__(arr, requires_grad=requires_grad)
+        if isinstance(data, Tensor):
+            self._version = data._version  # one memory, one version counter
 
     def __repr__(self) -> str:
         return "Parameter containing:\n" + super().__repr__()
@@ -393,6 +395,7 @@ class Module:
                 if t.data.flags.writeable and (t.data.dtype.kind == "f"
                                                or arr.dtype.kind == t.data.dtype.kind):
                     np.copyto(t.data, arr, casting="unsafe")
+                    t._version[0] += 1
                 elif t.data.dtype.kind == "f":
                     t.data = np.array(arr, dtype=t.data.dtype)
                 else:

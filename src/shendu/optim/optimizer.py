@@ -210,6 +210,7 @@ class Optimizer:
         for p in group["params"]:
             if p.grad is None:
                 continue
+            p._version[0] += 1  # the step changes p in place (a graph that saved p sees it)
             g = p.grad.data
             if g.shape != p.data.shape:
                 raise RuntimeError(f"{self._name}: a parameter of shape {p.data.shape} has a "
