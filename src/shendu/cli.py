@@ -1311,6 +1311,7 @@ models: {gc}""",
 
 def build_parser() -> argparse.ArgumentParser:
     from shendu import __version__
+    from shendu.rl import cli as rl_cli
     from shendu.tour import CHAPTERS
 
     fmt = argparse.RawDescriptionHelpFormatter
@@ -1372,6 +1373,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="folder for checkpoints (default: %(default)s)")
     tr.add_argument("--resume", metavar="CKPT", help="continue from a checkpoint")
     tr.set_defaults(func=_cmd_train)
+    rl_cli.add_train_options(tr)  # train cartpole | rl --env ID | tictactoe
 
     e = add("eval", "print a checkpoint's metrics on data",
             "Evaluate a checkpoint written by `shendu train`: accuracy (and log-loss) for "
@@ -1385,6 +1387,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-root", metavar="DIR", help="folder of mnist / tinyshakespeare "
                    "files (default: as when trained, else $SHENDU_DATA)")
     e.set_defaults(func=_cmd_eval)
+    rl_cli.add_eval_dispatch(e)  # eval of a saved game-AI agent
+    rl_cli.add_play(sub, [common])  # play tictactoe
 
     pr = add("predict", "predict with a checkpoint", "Predict for every row of INPUT "
              "(.csv, .npz, .npy or IDX features) with a checkpoint written by `shendu train`; "
