@@ -1,0 +1,93 @@
+"""Tic-tac-toe: the environment, perfect play, and a value network that learns by TD
+self-play only — trained here, then checked against perfect and random play."""
+
+import numpy as np
+import pytest
+
+import shendu
+from shendu.rl.tictactoe import (
+    MinimaxPlayer,
+    RandomPlayer,
+    TDSelfPlay,
+    TicTacToeEnv,
+    count_losses,
+    minimax_moves,
+    play_match,
+    winner,
+)
+
+
+def test_env_rules():
+    env = TicTacToeEnv()
+    board, info = env.reset()
+    assert board.tolist() == [0] * 9 and info["to_move"] == 1
+    for a in (0, 3, 1, 4):
+        _, r, done, trunc, info = env.step(a)
+        assert r == 0 and not done and not trunc
+    with pytest.raises(ValueError, match="square 4 is already taken"):
+        env.step(4)
+    with pytest.raises(ValueError, match="squares are 0-8"):
+        env.step(9)
+    board, r, done, _, info = env.step(2)          # X completes the top row
+    assert r == 1 and done and info["winner"] == 1 and winner(board) == 1
+    with pytest.raises(ValueError, match="the game is over"):
+        env.step(5)
+
+
+def test_minimax_knows_the_classic_positions():
+    b = np.zeros(9, dtype=np.int8)
+    assert sorted(minimax_moves(b).tolist()) == list(range(9))    # every opening draws
+    b[0] = 1                                                       # X in a corner:
+    assert minimax_moves(b).tolist() == [4]                        # only the centre holds
+    b = np.array([1, 0, 0, 0, -1, 0, 0, 0, 1], dtype=np.int8)      # X opposite corners
+    assert sorted(minimax_moves(b).tolist()) == [1, 3, 5, 7]       # O must take an edge
+
+
+def test_minimax_never_loses_and_random_loses():
+    assert count_losses(MinimaxPlayer(0), True)[0] == 0
+    assert count_losses(MinimaxPlayer(0), False)[0] == 0
+    assert count_losses(RandomPlayer(0), True, "minimax")[0] > 0   # the check can fail
+
+
+@pytest.fixture(scope="module")
+def trained():
+    # TD(0) self-play only: 30,000 games, a fixed seed (about half a minute)
+    return TDSelfPlay(seed=0).learn(30_000)
+
+
+def test_never_loses_to_perfect_play_from_every_opening(trained):
+    # every opening (all nine first moves when it plays second) and every perfect reply
+    for as_first in (True, False):
+        losses, games = count_losses(trained, as_first, opponent="minimax")
+        assert games > 0 and losses == 0, (as_first, losses, games)
+
+
+def test_never_loses_to_any_opponent(trained):
+    # stronger still: every legal reply of the opponent at every turn
+    for as_first in (True, False):
+        losses, games = count_losses(trained, as_first, opponent="any")
+        assert losses == 0, (as_first, losses, games)
+
+
+def test_against_random_play(trained):
+    first = play_match(trained, RandomPlayer(1), 1000)
+    second = play_match(RandomPlayer(2), trained, 1000)
+    assert first["second"] == 0 and first["first"] >= 900, first
+    assert second["first"] == 0 and second["second"] >= 700, second
+
+
+def test_untrained_network_is_beaten():
+    fresh = TDSelfPlay(seed=0)
+    lost = count_losses(fresh, True, "minimax")[0] + count_losses(fresh, False, "minimax")[0]
+    assert lost > 0
+
+
+def test_self_play_is_reproducible_and_saves(tmp_path):
+    a = TDSelfPlay(seed=3).learn(200)
+    b = TDSelfPlay(seed=3).learn(200)
+    assert a.history["losses"] == b.history["losses"]
+    a.save(tmp_path / "t.shendu")
+    c = shendu.load(tmp_path / "t.shendu")
+    assert isinstance(c, TDSelfPlay) and c.games_played == 200
+    board = np.array([1, 0, 0, 0, -1, 0, 0, 0, 0], dtype=np.int8)
+    assert c.move_values(board) == a.move_values(board)
