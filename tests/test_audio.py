@@ -390,7 +390,7 @@ def _cli(*args, cwd=None):
                           capture_output=True, text=True, env=env, timeout=300)
 
 
-def test_cli_train_audio_and_predict_wavs(tmp_path, bad_files):
+def test_cli_train_audio_eval_and_predict_wavs(tmp_path, bad_files):
     root = fsdd_root()
     data = tmp_path / "mini"
     data.mkdir()
@@ -400,7 +400,7 @@ def test_cli_train_audio_and_predict_wavs(tmp_path, bad_files):
                 name = f"{d}_{spk}_{take}.wav"
                 (data / name).symlink_to(root / name)
     out = tmp_path / "run"
-    r = _cli("train", "audio", "--data", data, "--epochs", "1", "--out", out)
+    r = r_train = _cli("train", "audio", "--data", data, "--epochs", "1", "--out", out)
     assert r.returncode == 0, r.stderr
     assert "AudioClassifier on FSDD" in r.stdout and "test:  accuracy" in r.stdout
     ckpt = out / "best.ckpt"
@@ -419,6 +419,16 @@ def test_cli_train_audio_and_predict_wavs(tmp_path, bad_files):
     assert len(errs) == len(bad) + 1
     for p, ln in zip([*bad, missing], errs):
         assert ln.startswith(f"{p}: error: ")
+    # eval: the same test split as train reported (FSDD's takes 0-4: 10 digits x 2 speakers)
+    test_acc = float(next(ln for ln in r_train.stdout.splitlines()
+                          if ln.startswith("test:")).split()[-1])
+    r = _cli("eval", ckpt)
+    assert r.returncode == 0, r.stderr
+    assert "AudioClassifier (epoch 1)" in r.stdout and "[test, 20 samples]" in r.stdout
+    assert f"accuracy {test_acc:.4f} ({int(round(test_acc * 20))}/20)" in r.stdout
+    assert "log-loss" in r.stdout
+    r = _cli("eval", ckpt, "--split", "train")
+    assert r.returncode == 0 and "[train, 60 samples]" in r.stdout, r.stderr
 
 
 def test_cli_predict_audio_with_a_non_audio_checkpoint(tmp_path):

@@ -162,6 +162,20 @@ def _seq2seq():
                                      batch_size=8, random_state=0), X, X[:, ::-1].copy()
 
 
+@case("AudioClassifier")
+def _audio():
+    pytest.importorskip("librosa")
+    g = np.random.default_rng(5)
+    t = np.arange(1600) / 8000.0
+    y = np.arange(12) % 2
+    # two "words": a low and a high tone in noise, 0.2 s at 8 kHz
+    X = [(np.sin(2 * np.pi * (300 + 900 * k) * t) + 0.1 * g.normal(size=t.size))
+         .astype(np.float32) for k in y]
+    return models.AudioClassifier(max_seconds=0.25, n_mels=8, n_fft=128, hop_length=64,
+                                  channels=(4,), kernel_size=3, freq_mask=2, time_mask=2,
+                                  epochs=1, batch_size=6, random_state=0), X, y
+
+
 @case("NeuralNetwork")
 def _nn():
     return models.NeuralNetwork(4, 6, 2, random_state=0), None, None

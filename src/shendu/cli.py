@@ -828,6 +828,10 @@ def _load_for(args):
 
 
 def _cmd_eval(args) -> int:
+    from shendu.audio.cli import eval_audio, is_audio_checkpoint
+
+    if is_audio_checkpoint(args.checkpoint):                  # speech: shendu.audio.cli
+        return eval_audio(args)
     model, info, spec = _load_for(args)
     data_spec = args.data or info.get("data")
     if not data_spec:

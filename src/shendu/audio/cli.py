@@ -5,6 +5,9 @@ FSDD's split, takes 0-4 for testing) or a folder with one sub-folder of recordin
 (the sub-folder's name is the label; a stratified ``--test-size`` share is held out).
 ``fsdd`` names the FSDD folder of the shared data ($SHENDU_DATA/fsdd).
 
+``eval``: a checkpoint of ``shendu train audio`` scored (accuracy, log-loss) on the split of
+the folder it was trained on (``--data`` for another folder, ``--split train|test``).
+
 ``predict``: one line per file, ``path: label (probability p)``; a file that cannot be used
 (missing, empty, too short, too long, corrupt, not audio) gives one line on stderr naming the
 file and the problem, the other files are still answered, and the exit status is 1.
@@ -18,8 +21,8 @@ import time
 
 import numpy as np
 
-__all__ = ["AUDIO_MODELS", "AUDIO_SUFFIXES", "train_audio", "predict_audio",
-           "is_audio_predict", "read_folder"]
+__all__ = ["AUDIO_MODELS", "AUDIO_SUFFIXES", "train_audio", "predict_audio", "eval_audio",
+           "is_audio_predict", "is_audio_checkpoint", "read_folder"]
 
 AUDIO_MODELS = ("audio", "audioclassifier")
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
@@ -61,21 +64,28 @@ def read_folder(path: str, test_size: float = 0.2, seed: int = 0, sample_rate: i
     return [waves[i] for i in tr], [waves[i] for i in te], ytr, yte, path
 
 
-def train_audio(args) -> int:
-    """``shendu train audio``: fit an AudioClassifier, write last.ckpt and best.ckpt."""
-    import shendu
-    from shendu.cli import _data_root, save_model_checkpoint
-    from shendu.models.audio import AudioClassifier
+def _resolve_data(data: str, data_root: str | None) -> str:
+    """``fsdd`` as the shared FSDD folder when no folder of that name exists."""
+    from shendu.cli import _data_root
 
-    data = args.data
     if data.lower() == "fsdd" and not os.path.isdir(data):
-        root = _data_root(args.data_root)
+        root = _data_root(data_root)
         if root is None or not (root / "fsdd").is_dir():
             raise _error("fsdd: the recordings are not here; pass --data DIR (the "
                          "recordings/ folder of "
                          "https://github.com/Jakobovski/free-spoken-digit-dataset) or set "
                          "$SHENDU_DATA")
         data = str(root / "fsdd")
+    return data
+
+
+def train_audio(args) -> int:
+    """``shendu train audio``: fit an AudioClassifier, write last.ckpt and best.ckpt."""
+    import shendu
+    from shendu.cli import save_model_checkpoint
+    from shendu.models.audio import AudioClassifier
+
+    data = _resolve_data(args.data, args.data_root)
     Xtr, Xte, ytr, yte, name = read_folder(data, args.test_size, args.seed or 0)
     kw = {"random_state": args.seed or 0, "verbose": 1}
     if args.epochs is not None:
@@ -92,6 +102,7 @@ def train_audio(args) -> int:
     acc_tr = model.score(Xtr, ytr)
     acc_te = model.score(Xte, yte) if len(Xte) else float("nan")
     info = {"model": "AudioClassifier", "data": data, "seed": args.seed or 0,
+            "test_size": args.test_size,
             "epoch": model.n_iter_, "history": [{"epoch": model.n_iter_, "accuracy": acc_tr,
                                                  "val_accuracy": acc_te}]}
     last, best = os.path.join(args.out, "last.ckpt"), os.path.join(args.out, "best.ckpt")
@@ -102,6 +113,57 @@ def train_audio(args) -> int:
     print(f"train: accuracy {acc_tr:.4f}")
     print(f"test:  accuracy {acc_te:.4f}")
     print(f"checkpoints: {last} (last), {best} (best)")
+    return 0
+
+
+def _load_audio_checkpoint(path: str):
+    """``(model, info)`` of a checkpoint, or ``(None, None)`` when it holds no
+    AudioClassifier (or is not a checkpoint)."""
+    from shendu.io import FileFormatError, load_checkpoint
+    from shendu.models.audio import AudioClassifier
+
+    if not os.path.isfile(path):
+        return None, None
+    try:
+        state = load_checkpoint(path)
+    except (FileFormatError, OSError):
+        return None, None
+    model = state.get("model") if isinstance(state, dict) else None
+    if not isinstance(model, AudioClassifier):
+        return None, None
+    info = state.get("cli")
+    return model, info if isinstance(info, dict) else {}
+
+
+def is_audio_checkpoint(path: str) -> bool:
+    """Whether ``path`` is a checkpoint holding an AudioClassifier."""
+    return _load_audio_checkpoint(path)[0] is not None
+
+
+def eval_audio(args) -> int:
+    """``shendu eval CKPT [--data DIR] [--split test|train]`` for an AudioClassifier: accuracy
+    and log-loss on FSDD's split (or the stratified split) of the folder."""
+    from shendu.cli import _format_metrics, _metrics
+
+    model, info = _load_audio_checkpoint(args.checkpoint)
+    if model is None:
+        raise _error(f"{args.checkpoint}: not a checkpoint of `shendu train audio`")
+    data = args.data or info.get("data")
+    if not data:
+        raise _error("no data: pass --data DIR (a folder of recordings)")
+    data = _resolve_data(str(data), getattr(args, "data_root", None))
+    Xtr, Xte, ytr, yte, name = read_folder(data, info.get("test_size", 0.2),
+                                           info.get("seed", 0), model.sample_rate)
+    X, y = (Xte, yte) if args.split == "test" else (Xtr, ytr)
+    if not len(X):
+        raise _error(f"{data}: no recordings in the {args.split} split")
+    try:
+        m = _metrics(model, X, np.asarray(y))
+    except ValueError as e:
+        raise _error(f"{data}: {e}") from None
+    print(f"{info.get('model', 'AudioClassifier')} (epoch {info.get('epoch')}) on {name} "
+          f"[{args.split}, {len(X)} samples]")
+    print(_format_metrics(m))
     return 0
 
 
