@@ -295,3 +295,17 @@ def test_cli_play_rejects_bad_moves(tmp_path):
     assert "'abc' is not a square" in text and "'0' is not a square" in text
     assert "square 5 is already taken" in text
     assert any(w in text for w in ("you win", "computer wins", "draw"))
+
+
+def test_tour_game_ai_chapter(tmp_path):
+    from shendu.tour import run_tour
+
+    buf = io.StringIO()
+    res = run_tour(quick=True, only="game_ai", out=str(tmp_path / "t"), stream=buf)
+    assert not res.failed
+    dqn = next(r for r in res.rows if r.algorithm.startswith("Deep Q-network"))
+    learned = float(dqn.result.split("greedy return ")[1].split()[0])
+    rand = float(dqn.contrast.split("random policy: ")[1])
+    assert learned > 3 * rand, (dqn.result, dqn.contrast)
+    ttt = next(r for r in res.rows if r.algorithm.startswith("TD self-play"))
+    assert "vs perfect play" in ttt.result and "vs random" in ttt.contrast

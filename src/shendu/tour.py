@@ -724,6 +724,68 @@ def _speech(ctx: _Context) -> None:
                 "AudioClassifier on FSDD: confusion matrix")
 
 
+def _game_ai(ctx: _Context) -> None:
+    """Mnih et al. (2013, 2015): deep Q-learning (replay, target network, Double-DQN
+    targets, Huber loss) balances CartPole against a random policy; Tesauro (1992): a value
+    network that learns tic-tac-toe by TD self-play only, checked against perfect play.
+    docs/game_ai.md has the 5-seed and Acrobot numbers."""
+    try:
+        import gymnasium  # noqa: F401
+    except ImportError:
+        ctx.row("Deep Q-network; TD self-play", "Mnih et al. 2015; Tesauro 1992",
+                "CartPole-v1; tic-tac-toe", "skipped: pip install 'shendu[rl]'", "", None)
+        return
+    from shendu.rl import DQN, EvalCallback, TDSelfPlay, evaluate_policy
+    from shendu.rl.plots import frame_strip, learning_curve, rollout_frames
+    from shendu.rl.tictactoe import RandomPlayer, count_losses, play_match
+
+    t0 = time.perf_counter()
+    budget = 20_000 if ctx.quick else 100_000
+    agent = DQN("CartPole-v1", seed=0)
+    cb = EvalCallback("CartPole-v1", eval_freq=2500, n_eval_episodes=10,
+                      reward_threshold=490, seed=1000)
+    agent.learn(budget, callback=cb)
+    mean, std = evaluate_policy(agent, "CartPole-v1", 20 if ctx.quick else 100, seed=10_000)
+
+    class _Random:
+        def predict(self, obs, deterministic=True):
+            return int(rng.integers(2)), None
+
+    rng = np.random.default_rng(0)
+    rand, _ = evaluate_policy(_Random(), "CartPole-v1", 100, seed=10_000)
+    ctx.row("Deep Q-network (DQN)", "Volodymyr Mnih et al. 2013/2015; van Hasselt et al. 2016",
+            f"CartPole-v1, {agent.num_timesteps} environment steps",
+            f"greedy return {mean:.0f} ± {std:.0f} (solved: 475)",
+            f"random policy: {rand:.0f}", time.perf_counter() - t0)
+    h = agent.history
+    ctx.picture("dqn_cartpole.png", "DQN learning CartPole",
+                "Return of every training episode (exploring) and of greedy evaluations, "
+                "against environment steps; dashed: a random policy.",
+                learning_curve, h["episode_end_steps"], h["episode_returns"],
+                h.get("eval", []), rand)
+    try:
+        frames, steps, length = rollout_frames(agent, "CartPole-v1", 6, seed=3)
+        ctx.picture("dqn_frames.png", "The trained agent balancing the pole",
+                    f"Six frames of one greedy episode ({length} steps; Gymnasium's "
+                    "rgb_array rendering).", frame_strip, frames, steps)
+    except Exception:  # rendering needs pygame (gymnasium[classic-control])
+        pass
+
+    t0 = time.perf_counter()
+    games = 5_000 if ctx.quick else 30_000
+    player = TDSelfPlay(seed=0).learn(games)
+    l1, g1 = count_losses(player, True, "minimax")
+    l2, g2 = count_losses(player, False, "minimax")
+    r1 = play_match(player, RandomPlayer(1), 1000)
+    r2 = play_match(RandomPlayer(2), player, 1000)
+    ctx.row("TD self-play (value network)", "Gerald Tesauro 1992 (TD-Gammon)",
+            f"tic-tac-toe, {games} self-play games",
+            f"vs perfect play: {l1 + l2} losses in {g1 + g2} games (every opening, "
+            "both sides)",
+            f"vs random: wins {r1['first'] / 10:.1f}% as X, {r2['second'] / 10:.1f}% as O",
+            time.perf_counter() - t0)
+
+
 def digits_rows():
     """The digits split of ``shendu.data.datasets.digits`` as (N, 8 rows, 8 pixels)."""
     from shendu.data.datasets import digits
@@ -756,6 +818,9 @@ CHAPTERS: dict[str, Chapter] = {c.name: c for c in [
     Chapter("speech", "Speech recognition (conv net on log-mels)",
             "Waibel et al. 1989 (TDNN); Park et al. 2019 (SpecAugment)",
             "spoken digits (FSDD recordings)", ("models.AudioClassifier",), _speech),
+    Chapter("game_ai", "Deep Q-learning; TD self-play",
+            "Mnih et al. 2013/2015; Gerald Tesauro 1992", "CartPole-v1; tic-tac-toe",
+            ("rl.DQN", "rl.TDSelfPlay"), _game_ai),
 ]}
 
 
