@@ -187,11 +187,11 @@ class Function:
         requires = False
         if _state.enabled:
             for t in inputs:
-                if t.requires_grad:
+                if t._rg:
                     requires = True
                     break
         if requires:
-            need = fn.needs_input_grad = tuple([t.requires_grad for t in inputs])
+            need = fn.needs_input_grad = tuple([t._rg for t in inputs])
         else:
             fn.needs_input_grad = (False,) * len(inputs)
         out = fn.forward(*[t.data for t in inputs], **params)
@@ -308,9 +308,13 @@ def _refresh_view(t) -> None:
     an in-place op since ``t`` was made (torch regenerates a view's ``grad_fn`` the same
     way)."""
     base = t._base
-    r = _replay_view(base, t._view_chain)
+    prev, _state.enabled = _state.enabled, True  # the view's place does not depend on mode
+    try:
+        r = _replay_view(base, t._view_chain)
+    finally:
+        _state.enabled = prev
     t._ctx, t._out_index = r._ctx, r._out_index
-    t.requires_grad = r.requires_grad
+    t._rg = r._rg
     t._base_ctx = base._ctx
 
 

@@ -34,7 +34,7 @@ class Tensor:
     dtype (float32) unless ``dtype`` says otherwise; integer and bool data keep their kind.
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_out_index", "_version", "_base",
+    __slots__ = ("data", "grad", "_rg", "_ctx", "_out_index", "_version", "_base",
                  "_view_chain", "_base_ctx", "__weakref__")
     __array_ufunc__ = None  # make numpy defer to our reflected operators (a * t)
     __array_priority__ = 1000
@@ -64,8 +64,20 @@ class Tensor:
         t._out_index = index
         t._version = [0]
         t._base = None
-        t.requires_grad = ctx is not None
+        t._rg = ctx is not None
         return t
+
+    @property
+    def requires_grad(self) -> bool:
+        """Whether gradients flow into this tensor (a view follows its base's changes)."""
+        b = self._base
+        if b is not None and b._ctx is not self._base_ctx:
+            autograd._refresh_view(self)
+        return self._rg
+
+    @requires_grad.setter
+    def requires_grad(self, value: bool) -> None:
+        self._rg = bool(value)
 
     # ------------------------------------------------------------------ basics
     @property

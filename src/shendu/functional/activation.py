@@ -15,7 +15,7 @@ from shendu.autograd import Function
 from shendu.functional._util import norm_dim
 from shendu.tensor import Tensor
 
-__all__ = ["relu", "leaky_relu", "sigmoid", "tanh", "gelu", "softplus", "softmax",
+__all__ = ["relu", "hardtanh", "relu6", "leaky_relu", "sigmoid", "tanh", "gelu", "softplus", "softmax",
            "log_softmax", "elu", "silu"]
 
 
@@ -30,7 +30,7 @@ class ReLU(Function):
         return self.out
 
     def backward(self, g):
-        return g * (self.out > 0)
+        return np.where(self.out <= 0, 0, g)  # 0 at 0; g at NaN (torch's threshold rule)
 
 
 class LeakyReLU(Function):
@@ -221,12 +221,13 @@ class ELU(Function):
     saved_inputs = (0,)
 
     def forward(self, a, alpha=1.0):
-        self.pos, self.alpha = a > 0, alpha
+        self.neg, self.alpha = a <= 0, alpha
         self.em1 = np.expm1(np.minimum(a, 0))
-        return np.where(self.pos, a, alpha * self.em1)
+        return np.where(self.neg, alpha * self.em1, a)
 
     def backward(self, g):
-        return np.where(self.pos, g, g * self.alpha * (self.em1 + 1))
+        # alpha e^a where a <= 0, g elsewhere (NaN included, as torch)
+        return np.where(self.neg, g * self.alpha * (self.em1 + 1), g)
 
 
 class SiLU(Function):
@@ -242,6 +243,21 @@ class SiLU(Function):
     def backward(self, g):
         s = self.s
         return g * s * (1 + self.a * (1 - s))
+
+
+class Hardtanh(Function):
+    """``clip(a, lo, hi)``; ``da = g`` strictly inside ``(lo, hi)``, 0 on and outside the
+    edges (torch's rule, unlike ``clamp``, whose gradient passes on the edges)."""
+
+    saved_inputs = (0,)
+
+    def forward(self, a, lo=-1.0, hi=1.0):
+        self.a, self.lo, self.hi = a, lo, hi
+        return np.clip(a, lo, hi)
+
+    def backward(self, g):
+        a = self.a
+        return np.where((a <= self.lo) | (a >= self.hi), 0, g)
 
 
 class Softmax(Function):
@@ -286,6 +302,15 @@ def relu(x: Tensor) -> Tensor:
 
 def leaky_relu(x: Tensor, negative_slope: float = 0.01) -> Tensor:
     return LeakyReLU.apply(x, slope=negative_slope)
+
+
+def hardtanh(x: Tensor, min_val: float = -1.0, max_val: float = 1.0) -> Tensor:
+    """``clip(x, min_val, max_val)``, with torch's gradient (0 on the edges)."""
+    return Hardtanh.apply(x, lo=min_val, hi=max_val)
+
+
+def relu6(x: Tensor) -> Tensor:
+    return Hardtanh.apply(x, lo=0.0, hi=6.0)
 
 
 def sigmoid(x: Tensor) -> Tensor:

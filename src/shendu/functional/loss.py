@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from shendu.autograd import Function
+from shendu.functional.math import sign0
 from shendu.tensor import Tensor
 
 __all__ = ["cross_entropy", "nll_loss", "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss",
@@ -123,7 +124,7 @@ class MSE(_Elementwise):
 class L1(_Elementwise):
     def forward(self, x, y, reduction="mean"):
         d = x - y
-        self.slope, self.reduction = np.sign(d), reduction
+        self.slope, self.reduction = sign0(d), reduction
         return _reduce(np.abs(d), reduction)
 
 
@@ -142,7 +143,7 @@ class SmoothL1(_Elementwise):
         d = x - y
         ad = np.abs(d)
         if beta == 0:  # the limit is the L1 loss (torch dispatches to l1_loss)
-            self.slope, self.reduction = np.sign(d), reduction
+            self.slope, self.reduction = sign0(d), reduction
             return _reduce(ad, reduction)
         b = x.dtype.type(beta)
         loss = np.where(ad < b, 0.5 * d * d / b, ad - 0.5 * b)
@@ -403,7 +404,9 @@ class CrossEntropy(Function):
                 coef -= (smoothing / c) * wv * valid[:, None]
             coef[np.arange(m), ys] -= (1 - smoothing) * wy
             denom = wy.sum()
-        per = (coef * logp).sum(axis=1)
+        # 0 where the coefficient is 0: a -inf logit (a masked class) that no target
+        # weighs adds nothing, rather than 0 * -inf = nan
+        per = np.where(coef != 0, coef * logp, 0).sum(axis=1)
         self.logp, self.coef, self.reduction, self.denom = logp, coef, reduction, denom
         if reduction == "none":
             out_shape = (self.shape[0],) + self.shape[2:] if len(self.shape) > 1 else ()

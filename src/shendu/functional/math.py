@@ -24,6 +24,14 @@ __all__ = ["add", "sub", "mul", "div", "pow", "neg", "exp", "log", "sqrt", "abs"
            "sign", "square", "log1p", "sin", "cos"]
 
 
+def sign0(a: np.ndarray) -> np.ndarray:
+    """``sign(a)`` with 0 at NaN: torch's slope of ``abs`` and of the L1 losses there."""
+    s = np.sign(a)
+    if s.dtype.kind == "f" and np.isnan(s).any():
+        s = np.where(np.isnan(s), 0, s).astype(s.dtype, copy=False)
+    return s
+
+
 def _broadcast_error(op: str, *arrays: np.ndarray) -> ValueError:
     shapes = " and ".join(str(a.shape) for a in arrays)
     return ValueError(f"{op}: shapes {shapes} cannot be broadcast together")
@@ -228,7 +236,7 @@ class Abs(Function):
         return np.abs(a)
 
     def backward(self, g):
-        return g * np.sign(self.a)
+        return g * sign0(self.a)
 
 
 class Sign(Function):

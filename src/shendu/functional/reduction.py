@@ -125,8 +125,8 @@ class AMax(Function):
     saved_inputs = (0,)
     saved_outputs = (0,)
 
-    def forward(self, a, axes=None, keepdim=False, is_min=False):
-        self.a, self.axes, self.keepdim = a, axes, keepdim
+    def forward(self, a, axes=None, keepdim=False, is_min=False, nan_winner=False):
+        self.a, self.axes, self.keepdim, self.nan_winner = a, axes, keepdim, nan_winner
         f = np.min if is_min else np.max
         self.out_k = f(a, axis=axes, keepdims=True)
         if keepdim:
@@ -134,11 +134,16 @@ class AMax(Function):
         return np.asarray(self.out_k.reshape(()) if axes is None else np.squeeze(self.out_k, axes))
 
     def backward(self, g):
+        # torch: max() (no dim) shares the gradient among the NaNs when the result is NaN;
+        # amax shares it among the elements equal to the result (none for NaN: 0/0)
         mask = self.a == self.out_k
+        if self.nan_winner and np.isnan(self.out_k).any():
+            mask = np.isnan(self.a)
         count = mask.sum(axis=self.axes, keepdims=True).astype(self.a.dtype)
         g = g if self.keepdim else (g.reshape(count.shape) if self.axes is None
                                     else np.expand_dims(g, self.axes))
-        return np.where(mask, g / count, 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return mask * (g / count)
 
 
 class MaxDim(Function):
@@ -297,7 +302,7 @@ def _max_like(x, dim, keepdim, kw, is_min: bool):
     if dim is None:
         if x.data.size == 0:
             raise RuntimeError(f"{op}: cannot reduce an empty tensor of shape {x.data.shape}")
-        return AMax.apply(x, axes=None, keepdim=False, is_min=is_min)
+        return AMax.apply(x, axes=None, keepdim=False, is_min=is_min, nan_winner=True)
     if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool):
         raise TypeError(f"{op}: dim must be an int (use amax/amin for several dims), got {dim!r}")
     if x.data.ndim == 0:

@@ -286,7 +286,11 @@ class GetItem(Function):
     def forward(self, a, idx=None, basic=True):
         self.shape, self.dtype, self.idx, self.basic = a.shape, a.dtype, idx, basic
         out = a[idx]
-        return out if isinstance(out, np.ndarray) else np.asarray(out)
+        if isinstance(out, np.ndarray):
+            return out
+        if basic:  # one element: a 0-d view of it (as torch), not a copied scalar
+            return a[(*idx, ...) if isinstance(idx, tuple) else (idx, ...)]
+        return np.asarray(out)
 
     def backward(self, g):
         out = np.zeros(self.shape, self.dtype)

@@ -51,7 +51,7 @@ class Hardtanh(Module):
         self.min_val, self.max_val, self.inplace = min_val, max_val, inplace
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.clamp(x, self.min_val, self.max_val)
+        return F.hardtanh(x, self.min_val, self.max_val)
 
     def extra_repr(self) -> str:
         tail = ", inplace=True" if self.inplace else ""
@@ -114,7 +114,7 @@ class PReLU(Module):
                 raise ValueError(f"PReLU({self.num_parameters}) expected {self.num_parameters} "
                                  f"channels at dim 1, got input {tuple(x.shape)}")
             a = F.reshape(a, (self.num_parameters,) + (1,) * (x.ndim - 2))
-        return F.relu(x) - a * F.relu(-x)
+        return F.where(x > 0, x, a * x)  # at 0 the slope is the weight's (as torch)
 
     def extra_repr(self) -> str:
         return f"num_parameters={self.num_parameters}"
