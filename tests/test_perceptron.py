@@ -19,10 +19,10 @@ DATA = {
 }
 
 
-def _quiet_fit(est, X, y):
+def _quiet_fit(est, X, y, **kw):
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return est.fit(X, y)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return est.fit(X, y, **kw)
 
 
 @pytest.mark.parametrize("name", list(DATA))
@@ -33,7 +33,7 @@ def test_same_weights_as_sklearn(name, epochs, tol, fit_intercept, lr):
     if name == "digits" and epochs == 30:
         epochs = 12  # keeps the test fast; the tol rule still fires on iris and blobs
     X, _, y, _ = DATA[name]()
-    ours = _quiet_fit(Perceptron(lr=lr, max_epochs=epochs, tol=tol,
+    ours = _quiet_fit(Perceptron(eta0=lr, max_iter=epochs, tol=tol, shuffle=False,
                                  fit_intercept=fit_intercept), X, y)
     sk = _quiet_fit(SkPerceptron(eta0=lr, max_iter=epochs, tol=tol, shuffle=False,
                                  penalty=None, fit_intercept=fit_intercept), X, y)
@@ -51,7 +51,7 @@ def test_same_weights_as_sklearn(name, epochs, tol, fit_intercept, lr):
 @pytest.mark.parametrize("tol", [None, 1e-3])
 def test_averaged_same_as_sklearn_sgd(name, tol):
     X, _, y, _ = DATA[name]()
-    ours = _quiet_fit(Perceptron(max_epochs=8, tol=tol, average=True), X, y)
+    ours = _quiet_fit(Perceptron(max_iter=8, tol=tol, shuffle=False, average=True), X, y)
     sk = _quiet_fit(SGDClassifier(loss="perceptron", learning_rate="constant", eta0=1.0,
                                   penalty=None, average=True, shuffle=False, max_iter=8,
                                   tol=tol), X, y)
@@ -60,6 +60,44 @@ def test_averaged_same_as_sklearn_sgd(name, tol):
     np.testing.assert_allclose(ours.coef_, sk.coef_, rtol=1e-12, atol=1e-12 * scale)
     np.testing.assert_allclose(ours.intercept_, sk.intercept_, rtol=1e-12,
                                atol=1e-12 * np.abs(sk.intercept_).max())
+
+
+@pytest.mark.parametrize("name", ["blobs2", "iris", "digits"])
+@pytest.mark.parametrize("kw", [
+    dict(penalty="l2", alpha=1e-3), dict(penalty="l1", alpha=1e-3),
+    dict(penalty="elasticnet", alpha=1e-3, l1_ratio=0.3), dict(class_weight="balanced"),
+    dict(class_weight={1: 3.0}), dict(sample_weight=True), dict(tol=None, max_iter=4),
+])
+def test_penalties_and_weights_same_as_sklearn(name, kw):
+    X, _, y, _ = DATA[name]()
+    kw = dict(kw)
+    fit_kw = {}
+    if kw.pop("sample_weight", False):
+        fit_kw["sample_weight"] = np.random.default_rng(0).uniform(0.2, 2.0, len(X))
+    kw.setdefault("max_iter", 6)
+    ours = _quiet_fit(Perceptron(shuffle=False, **kw), X, y, **fit_kw)
+    sk = SkPerceptron(shuffle=False, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sk.fit(X, y, **fit_kw)
+    scale = max(np.abs(sk.coef_).max(), 1.0)
+    np.testing.assert_allclose(ours.coef_, sk.coef_, rtol=1e-9, atol=1e-9 * scale)
+    np.testing.assert_allclose(ours.intercept_, sk.intercept_, rtol=1e-9, atol=1e-9 * scale)
+    assert ours.n_iter_ == sk.n_iter_ or (ours.converged_ and kw.get("penalty") is None)
+
+
+def test_sklearn_defaults_and_deprecated_names():
+    sk = SkPerceptron().get_params()
+    ours = Perceptron().get_params()
+    for k, v in sk.items():
+        assert ours[k] == v, k
+    X, _, y, _ = iris(dtype="float64")
+    with pytest.warns(FutureWarning, match="max_epochs=.*deprecated.*max_iter"):
+        old = Perceptron(max_epochs=3, tol=None, shuffle=False).fit(X, y)
+    new = _quiet_fit(Perceptron(max_iter=3, tol=None, shuffle=False), X, y)
+    np.testing.assert_array_equal(old.coef_, new.coef_)
+    with pytest.warns(FutureWarning, match="lr=.*eta0"):
+        Perceptron(lr=0.5, max_iter=2).fit(X, y)
 
 
 def test_converges_on_separable_blobs_and_reports_it():
@@ -77,7 +115,7 @@ def test_converges_on_separable_blobs_and_reports_it():
 def test_xor_does_not_converge_and_warns():
     X, _, y, _ = xor()
     with pytest.warns(ConvergenceWarning, match="did not converge.*linearly separable"):
-        p = Perceptron(max_epochs=50).fit(X, y)
+        p = Perceptron(max_iter=50, tol=None).fit(X, y)
     assert not p.converged_ and p.n_iter_ == 50
     assert np.all(p.mistakes_ > 0)
     assert p.score(X, y) < 1.0  # no line puts (0,0),(1,1) on one side and (0,1),(1,0) on the other
@@ -87,7 +125,7 @@ def test_first_mistake_rule_by_hand():
     # classes_ = [0, 1]: label 1 is +1. Sample 0 meets zero weights, score exactly 0: a
     # mistake, so W += (1, 2), b += 1. Sample 1 then scores -5 + 1 < 0: right. Epoch 2 is clean.
     X = np.array([[1.0, 2.0], [-1.0, -2.0]])
-    p = Perceptron(max_epochs=5).fit(X, np.array([1, 0]))
+    p = Perceptron(max_iter=5, shuffle=False).fit(X, np.array([1, 0]))
     np.testing.assert_array_equal(p.coef_, [[1.0, 2.0]])
     np.testing.assert_array_equal(p.intercept_, [1.0])
     np.testing.assert_array_equal(p.mistakes_, [1, 0])
@@ -96,22 +134,22 @@ def test_first_mistake_rule_by_hand():
 def test_digits_accuracy():
     X, X_test, y, y_test = digits()
     with pytest.warns(ConvergenceWarning):  # ten digits are not linearly separable here
-        p = Perceptron(max_epochs=20, average=True).fit(X, y)
+        p = Perceptron(max_iter=20, tol=None, shuffle=False, average=True).fit(X, y)
     assert p.score(X_test, y_test) >= 0.93
 
 
 def test_shuffle_is_seeded():
     X, _, y, _ = iris()
-    a = _quiet_fit(Perceptron(max_epochs=5, shuffle=True, random_state=3), X, y)
-    b = _quiet_fit(Perceptron(max_epochs=5, shuffle=True, random_state=3), X, y)
-    c = _quiet_fit(Perceptron(max_epochs=5, shuffle=True, random_state=4), X, y)
+    a = _quiet_fit(Perceptron(max_iter=5, tol=None, random_state=3), X, y)
+    b = _quiet_fit(Perceptron(max_iter=5, tol=None, random_state=3), X, y)
+    c = _quiet_fit(Perceptron(max_iter=5, tol=None, random_state=4), X, y)
     np.testing.assert_array_equal(a.coef_, b.coef_)
     assert not np.array_equal(a.coef_, c.coef_)
 
 
 def test_partial_fit_equals_fit_epoch_by_epoch():
     X, _, y, _ = iris(dtype="float64")
-    full = _quiet_fit(Perceptron(max_epochs=3), X, y)
+    full = _quiet_fit(Perceptron(max_iter=3, tol=None), X, y)
     inc = Perceptron()
     inc.partial_fit(X, y, classes=[0, 1, 2])
     inc.partial_fit(X, y)
@@ -129,7 +167,7 @@ def test_seed_api_matches_estimator():
     assert seed.W.shape == (2, 1) and np.all(seed.W == 0)
     history = seed.train(X, np.where(y == 1, 1, -1), epochs=100, learning_rate=1.0)
     assert history[-1] == 0 and all(h > 0 for h in history[:-1])
-    est = Perceptron().fit(X, y)
+    est = Perceptron(shuffle=False).fit(X, y)
     np.testing.assert_array_equal(seed.W, est.W)
     np.testing.assert_array_equal(seed.b, est.b)
     out = seed.forward(X)
@@ -159,27 +197,27 @@ def test_seed_xor_warns():
 # ---------------------------------------------------------------------- errors
 def test_clear_errors():
     X, _, y, _ = iris()
-    p = Perceptron(max_epochs=5)
+    p = Perceptron(max_iter=5)
     with pytest.raises(NotFittedError, match="not fitted yet.*predict"):
         p.predict(X)
     Xn = X.copy()
     Xn[3, 2] = np.nan
-    with pytest.raises(ValueError, match=r"Perceptron.fit: X contains NaN \(first at row 3, "
-                                         r"column 2\)"):
+    with pytest.raises(ValueError, match=r"Perceptron.fit: Input X contains NaN \(first at index "
+                                         r"\(3, 2\)\)"):
         p.fit(Xn, y)
-    with pytest.raises(ValueError, match="X has 120 samples but y has 119"):
+    with pytest.raises(ValueError, match=r"inconsistent numbers of samples: \[120, 119\]"):
         p.fit(X, y[:-1])
-    with pytest.raises(ValueError, match="single class"):
+    with pytest.raises(ValueError, match="1 class"):
         p.fit(X, np.zeros(len(X)))
     _quiet_fit(p, X, y)
-    with pytest.raises(ValueError, match="X has 3 features, but Perceptron was fitted with 4"):
+    with pytest.raises(ValueError, match="X has 3 features, but Perceptron is expecting 4 features"):
         p.predict(X[:, :3])
-    with pytest.raises(ValueError, match="2-D X"):
+    with pytest.raises(ValueError, match="Expected 2D array, got 1D array.*Reshape your data"):
         p.predict(X[0])
-    with pytest.raises(ValueError, match="lr must be > 0"):
-        Perceptron(lr=0).fit(X, y)
+    with pytest.raises(ValueError, match="eta0 must be > 0"):
+        Perceptron(eta0=0).fit(X, y)
     with pytest.raises(ValueError, match="two positive ints"):
-        Perceptron(3)
+        Perceptron(3).fit(X, y)
     with pytest.raises(ValueError, match="labels must be -1 or \\+1"):
         Perceptron(4, 1).train(X, y, epochs=1)
     with pytest.raises(RuntimeError, match="no weights yet"):

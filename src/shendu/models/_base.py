@@ -12,22 +12,152 @@ scikit-learn ever calls them).
 from __future__ import annotations
 
 import contextlib
+import importlib
+import importlib.util
 import inspect
+import warnings
 
 import numpy as np
 
 from shendu import backend
 
 __all__ = ["BaseEstimator", "ClassifierMixin", "RegressorMixin", "NotFittedError",
-           "ConvergenceWarning"]
+           "ConvergenceWarning", "not_fitted_error", "type_of_target"]
 
 
 class NotFittedError(ValueError, AttributeError):
-    """A model was asked to predict before ``fit`` (same bases as scikit-learn's)."""
+    """A model was asked to predict before ``fit`` (same bases as scikit-learn's).
+
+    What shendu raises is also an instance of ``sklearn.exceptions.NotFittedError`` when
+    scikit-learn is installed (a subclass of both is made on the first raise, so
+    ``import shendu`` does not import scikit-learn): ``except NotFittedError`` catches it
+    under either name."""
 
 
 class ConvergenceWarning(UserWarning):
     """Training stopped at its epoch budget without reaching its stopping rule."""
+
+
+_SK_CACHE: dict[str, type | None] = {}
+
+
+def _sklearn_class(module: str, name: str):
+    """``sklearn.<module>.<name>`` if scikit-learn is installed, else None (imported on the
+    first call only, never by ``import shendu``)."""
+    key = f"{module}.{name}"
+    if key not in _SK_CACHE:
+        cls = None
+        if importlib.util.find_spec("sklearn") is not None:
+            try:
+                cls = getattr(importlib.import_module(f"sklearn.{module}"), name)
+            except (ImportError, AttributeError):  # pragma: no cover - a broken install
+                cls = None
+        _SK_CACHE[key] = cls
+    return _SK_CACHE[key]
+
+
+_NOT_FITTED: list[type] = []
+
+
+def not_fitted_error(message: str) -> NotFittedError:
+    """A :class:`NotFittedError` that is also scikit-learn's, when scikit-learn exists."""
+    if not _NOT_FITTED:
+        sk = _sklearn_class("exceptions", "NotFittedError")
+        cls = NotFittedError if sk is None else type(
+            "NotFittedError", (NotFittedError, sk),
+            {"__module__": __name__, "__doc__": NotFittedError.__doc__})
+        _NOT_FITTED.append(cls)
+    return _NOT_FITTED[0](message)
+
+
+def data_conversion_warning() -> type[Warning]:
+    """scikit-learn's ``DataConversionWarning`` (a UserWarning) when installed."""
+    return _sklearn_class("exceptions", "DataConversionWarning") or UserWarning
+
+
+def _is_sparse(X) -> bool:
+    mod = type(X).__module__ or ""
+    return mod.startswith("scipy.sparse") or hasattr(X, "tocsr")
+
+
+def _feature_names(X, where: str):
+    """The string column names of a DataFrame (object array), or None."""
+    cols = getattr(X, "columns", None)
+    if cols is None or not hasattr(X, "iloc"):
+        return None
+    names = np.asarray(list(cols), dtype=object)
+    kinds = {type(c) for c in names}
+    is_str = [isinstance(c, str) for c in names]
+    if names.size and all(is_str):
+        return names
+    if any(is_str):
+        raise TypeError(f"{where}: feature names are only supported if all input features "
+                        f"have string names, but the input has {sorted(k.__name__ for k in kinds)}"
+                        f" names; convert them all to str")
+    return None
+
+
+def as_array(X, where: str, *, what: str = "X", dtype=None) -> np.ndarray:
+    """``X`` (array-like, DataFrame, torch or shendu tensor) as a NumPy array: sparse input
+    is refused (TypeError naming it), complex input too (ValueError), ``dtype`` (if given)
+    converts, and a failed conversion says what could not be converted."""
+    if X is None:
+        raise ValueError(f"{where}: expected array-like {what} (array or non-string "
+                         f"sequence), got None")
+    if _is_sparse(X):
+        raise TypeError(f"{where}: sparse {what} is not supported (a sparse matrix was "
+                        f"passed, but dense data is required); use {what}.toarray() to "
+                        f"convert it to a dense array")
+    if hasattr(X, "detach") and hasattr(X, "numpy"):  # a torch tensor
+        X = X.detach().cpu().numpy()
+    if hasattr(X, "data") and type(X).__name__ == "Tensor" and \
+            type(X).__module__.startswith("shendu"):
+        X = X.data
+    if isinstance(X, str):
+        raise ValueError(f"{where}: expected array-like {what} (array or non-string "
+                         f"sequence), got a string")
+    arr = np.asarray(X)
+    if arr.dtype.kind == "c" or (arr.dtype == object and any(
+            isinstance(v, complex) for v in arr.reshape(-1)[:1000])):
+        raise ValueError(f"{where}: Complex data not supported in {what}; split it into "
+                         f"real and imaginary parts first")
+    if dtype is not None:
+        try:
+            arr = arr.astype(dtype)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{where}: {what} must be numeric, could not convert it to "
+                          f"{np.dtype(dtype).name}: {e}") from e
+    return arr
+
+
+def check_finite(arr: np.ndarray, where: str, what: str = "X") -> None:
+    """scikit-learn's wording: ``Input X contains NaN.`` (and where the first one is)."""
+    if arr.dtype.kind not in "fc":
+        return
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        pos = tuple(int(i) for i in np.argwhere(bad)[0])
+        kind = "NaN" if np.isnan(arr[pos]) else "infinity or a value too large"
+        raise ValueError(f"{where}: Input {what} contains {kind} (first at index {pos}); "
+                         f"remove or impute non-finite values first")
+
+
+def type_of_target(y: np.ndarray) -> str:
+    """scikit-learn's names for a target: 'binary', 'multiclass', 'continuous',
+    'multiclass-multioutput', 'continuous-multioutput' or 'unknown'."""
+    if y.dtype == object:
+        if not all(isinstance(v, (str, int, np.integer, bool, np.bool_))
+                   for v in y.reshape(-1)[:1000]):
+            return "unknown"
+    multi = "-multioutput" if y.ndim == 2 and y.shape[1] > 1 else ""
+    if y.ndim > 2 or (y.ndim == 2 and y.shape[1] == 0):
+        return "unknown"
+    if y.dtype.kind == "f" and y.size:
+        if not np.isfinite(y).all() or np.any(y != np.round(y)):
+            return "continuous" + multi
+    if multi:
+        return "multiclass" + multi
+    return "binary" if len(np.unique(y)) <= 2 else "multiclass"
 
 
 class BaseEstimator:
@@ -89,49 +219,132 @@ class BaseEstimator:
                 parts.append(f"{p.name}={v!r}")
         return f"{type(self).__name__}({', '.join(parts)})"
 
+    # ------------------------------------------------------------------ tags
+    #: what X may be (scikit-learn's InputTags): overridden by sequence and image models
+    _input_kinds: dict = {}
+    #: the estimator's kind for scikit-learn ("classifier", "regressor" or None)
+    _estimator_kind: str | None = None
+
+    def __sklearn_tags__(self):
+        """scikit-learn's tags (imported here: only scikit-learn ever calls this)."""
+        from sklearn.utils import ClassifierTags, InputTags, RegressorTags, Tags, TargetTags
+
+        kind = self._estimator_kind
+        inputs = InputTags(**self._input_kinds)
+        return Tags(estimator_type=kind, target_tags=TargetTags(
+                        required=True, multi_output=kind == "regressor" and
+                        bool(getattr(self, "_multi_output", False))),
+                    input_tags=inputs,
+                    classifier_tags=ClassifierTags() if kind == "classifier" else None,
+                    regressor_tags=RegressorTags() if kind == "regressor" else None)
+
     # ------------------------------------------------------------------ checks
-    def _check_X(self, X, where: str, reset: bool, dtype=np.float64) -> np.ndarray:
-        """X as a finite 2-D float array; on ``reset`` remember ``n_features_in_``, else
-        check it."""
+    def _where(self, where: str) -> str:
+        return f"{type(self).__name__}.{where}"
+
+    def _check_feature_names(self, X, where: str, reset: bool) -> None:
+        """Remember (``reset``) or compare a DataFrame's column names, as scikit-learn."""
         name = type(self).__name__
-        if hasattr(X, "detach") and hasattr(X, "numpy"):  # a torch tensor
-            X = X.detach().cpu().numpy()
-        try:
-            X = np.asarray(X, dtype=dtype)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{name}.{where}: X must be numeric, could not convert it to "
-                             f"{np.dtype(dtype).name} ({e})") from e
+        names = _feature_names(X, self._where(where))
+        if reset:
+            if names is not None:
+                self.feature_names_in_ = names
+            elif "feature_names_in_" in self.__dict__:
+                del self.feature_names_in_
+            return
+        fitted = self.__dict__.get("feature_names_in_")
+        if names is None and fitted is None:
+            return
+        if names is not None and fitted is None:
+            warnings.warn(f"X has feature names, but {name} was fitted without feature names",
+                          UserWarning, stacklevel=4)
+            return
+        if names is None:
+            warnings.warn(f"X does not have valid feature names, but {name} was fitted with "
+                          f"feature names", UserWarning, stacklevel=4)
+            return
+        if len(names) != len(fitted) or np.any(names != fitted):
+            unseen = [c for c in names if c not in set(fitted)]
+            missing = [c for c in fitted if c not in set(names)]
+            detail = ""
+            if unseen:
+                detail += f"\nFeature names unseen at fit time: {unseen}"
+            if missing:
+                detail += f"\nFeature names seen at fit time, yet now missing: {missing}"
+            if not detail:
+                detail = "\nFeature names must be in the same order as they were in fit."
+            raise ValueError(f"{name}.{where}: The feature names should match those that "
+                             f"were passed during fit.{detail}")
+
+    def _check_X(self, X, where: str, reset: bool, dtype=np.float64) -> np.ndarray:
+        """X as a finite 2-D float array (scikit-learn's rules and messages); on ``reset``
+        remember ``n_features_in_`` (and ``feature_names_in_`` of a DataFrame), else check
+        them."""
+        name = type(self).__name__
+        w = self._where(where)
+        if not reset:
+            self._check_fitted(where)
+        self._check_feature_names(X, where, reset)
+        X = as_array(X, w, dtype=dtype)
         if X.ndim != 2:
-            raise ValueError(f"{name}.{where}: expected 2-D X of shape (n_samples, "
-                             f"n_features), got shape {X.shape}"
-                             + ("; reshape a single feature with X.reshape(-1, 1)"
-                                if X.ndim == 1 else ""))
+            got = "scalar" if X.ndim == 0 else f"{X.ndim}D"
+            raise ValueError(f"{w}: Expected 2D array, got {got} array instead (shape "
+                             f"{X.shape}). Reshape your data either using X.reshape(-1, 1) "
+                             f"if your data has a single feature or X.reshape(1, -1) if it "
+                             f"contains a single sample.")
         if X.shape[0] == 0:
-            raise ValueError(f"{name}.{where}: X has 0 samples; at least 1 is required")
-        bad = ~np.isfinite(X)
-        if bad.any():
-            r, c = np.argwhere(bad)[0]
-            what = "NaN" if np.isnan(X[r, c]) else "infinity"
-            raise ValueError(f"{name}.{where}: X contains {what} (first at row {r}, column "
-                             f"{c}); remove or impute non-finite values first")
+            raise ValueError(f"{w}: Found array with 0 sample(s) (shape={X.shape}) while a "
+                             f"minimum of 1 is required.")
+        if X.shape[1] == 0:
+            raise ValueError(f"{w}: Found array with 0 feature(s) (shape={X.shape}) while a "
+                             f"minimum of 1 is required.")
+        check_finite(X, w)
         if reset:
             self.n_features_in_ = X.shape[1]
-        else:
-            self._check_fitted(where)
-            if X.shape[1] != self.n_features_in_:
-                raise ValueError(f"{name}.{where}: X has {X.shape[1]} features, but {name} "
-                                 f"was fitted with {self.n_features_in_} features")
+        elif X.shape[1] != self.n_features_in_:
+            raise ValueError(f"{w}: X has {X.shape[1]} features, but {name} is expecting "
+                             f"{self.n_features_in_} features as input.")
         return X
+
+    def _check_y_present(self, y, where: str) -> None:
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target "
+                             f"y is None ({where}(X, y))")
 
     def _check_y_length(self, X: np.ndarray, y: np.ndarray, where: str) -> None:
         if len(y) != len(X):
-            raise ValueError(f"{type(self).__name__}.{where}: X has {len(X)} samples but y "
-                             f"has {len(y)}; they must have the same length")
+            raise ValueError(f"{type(self).__name__}.{where}: Found input variables with "
+                             f"inconsistent numbers of samples: [{len(X)}, {len(y)}] (X and "
+                             f"y must have the same length)")
+
+    def _check_sample_weight(self, sample_weight, n: int, where: str):
+        """``None`` or a finite non-negative float array of length ``n``."""
+        if sample_weight is None:
+            return None
+        w = self._where(where)
+        sw = as_array(sample_weight, w, what="sample_weight", dtype=np.float64)
+        if sw.ndim == 0:
+            sw = np.full(n, float(sw))
+        if sw.shape != (n,):
+            raise ValueError(f"{w}: sample_weight.shape == {sw.shape}, expected ({n},)")
+        check_finite(sw, w, "sample_weight")
+        if (sw < 0).any():
+            raise ValueError(f"{w}: sample_weight has negative values")
+        if not sw.sum() > 0:
+            raise ValueError(f"{w}: Sample weights must contain at least one non-zero "
+                             f"number.")
+        return sw
+
+    def _is_fitted(self) -> bool:
+        return hasattr(self, "n_features_in_")
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return self._is_fitted()
 
     def _check_fitted(self, where: str) -> None:
-        if not hasattr(self, "n_features_in_"):
-            raise NotFittedError(f"{type(self).__name__} is not fitted yet: call fit(X, y) "
-                                 f"before {where}()")
+        if not self._is_fitted():
+            raise not_fitted_error(f"This {type(self).__name__} instance is not fitted yet: "
+                                   f"call fit(X, y) before {where}()")
 
     # ------------------------------------------------------------------ saving
     def _shendu_state(self):
@@ -154,25 +367,32 @@ class ClassifierMixin:
     ``score`` is accuracy."""
 
     _estimator_type = "classifier"
+    _estimator_kind = "classifier"
 
-    def __sklearn_tags__(self):
-        from sklearn.utils import ClassifierTags, Tags, TargetTags
-
-        return Tags(estimator_type="classifier", target_tags=TargetTags(required=True),
-                    classifier_tags=ClassifierTags())
+    def _check_classification_y(self, y, where: str) -> np.ndarray:
+        """y as a 1-D array of discrete labels (scikit-learn's rules and messages)."""
+        name = type(self).__name__
+        self._check_y_present(y, where)
+        y = as_array(y, self._where(where), what="y")
+        if y.ndim == 2 and y.shape[1] == 1:
+            warnings.warn(f"A column-vector y was passed when a 1d array was expected. "
+                          f"Please change the shape of y to (n_samples, ), for example "
+                          f"using ravel() ({name}.{where}).", data_conversion_warning(),
+                          stacklevel=4)
+            y = y.ravel()
+        kind = type_of_target(y)
+        if kind not in ("binary", "multiclass"):
+            raise ValueError(f"{name}.{where}: Unknown label type: {kind}. Maybe you are "
+                             f"trying to fit a classifier, which expects discrete classes on "
+                             f"a regression target with continuous values (y must be a 1-D "
+                             f"array of class labels)")
+        return y
 
     def _encode_y(self, y, X: np.ndarray, where: str, classes=None) -> np.ndarray:
         """Labels -> indices into ``classes_`` (set here on the first fit)."""
         name = type(self).__name__
-        y = np.asarray(y)
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = y.ravel()
-        if y.ndim != 1:
-            raise ValueError(f"{name}.{where}: expected 1-D y of class labels, got shape "
-                             f"{y.shape}")
+        y = self._check_classification_y(y, where)
         self._check_y_length(X, y, where)
-        if y.dtype.kind == "f" and not np.isfinite(y).all():
-            raise ValueError(f"{name}.{where}: y contains NaN or infinity")
         if classes is not None:
             known = np.unique(np.asarray(classes))
             if hasattr(self, "classes_") and not np.array_equal(known, self.classes_):
@@ -182,8 +402,9 @@ class ClassifierMixin:
         elif not hasattr(self, "classes_") or where == "fit":
             self.classes_ = np.unique(y)
         if len(self.classes_) < 2:
-            raise ValueError(f"{name}.{where}: y has a single class "
-                             f"({self.classes_[0]!r}); a classifier needs at least 2 classes")
+            raise ValueError(f"{name}.{where}: y has 1 class ({self.classes_[0]!r}); a "
+                             f"classifier needs samples of at least 2 classes, the data "
+                             f"contains only one class")
         idx = np.searchsorted(self.classes_, y)
         idx = np.clip(idx, 0, len(self.classes_) - 1)
         unknown = self.classes_[idx] != y
@@ -203,12 +424,26 @@ class RegressorMixin:
     """Regressor conventions; ``score`` is the coefficient of determination R²."""
 
     _estimator_type = "regressor"
+    _estimator_kind = "regressor"
 
-    def __sklearn_tags__(self):
-        from sklearn.utils import RegressorTags, Tags, TargetTags
-
-        return Tags(estimator_type="regressor", target_tags=TargetTags(required=True),
-                    regressor_tags=RegressorTags())
+    def _check_regression_y(self, y, where: str, multi_output: bool = True) -> np.ndarray:
+        """y as a finite float array (n,) or (n, n_outputs); a column (n, 1) warns and
+        becomes (n,), as scikit-learn's MLPRegressor does."""
+        name = type(self).__name__
+        self._check_y_present(y, where)
+        w = self._where(where)
+        y = as_array(y, w, what="y", dtype=np.float64)
+        if y.ndim == 2 and y.shape[1] == 1:
+            warnings.warn(f"A column-vector y was passed when a 1d array was expected. "
+                          f"Please change the shape of y to (n_samples, ), for example "
+                          f"using ravel() ({name}.{where}).", data_conversion_warning(),
+                          stacklevel=4)
+            y = y.ravel()
+        if y.ndim not in ((1, 2) if multi_output else (1,)):
+            raise ValueError(f"{w}: expected y of shape (n,)"
+                             f"{' or (n, n_outputs)' if multi_output else ''}, got {y.shape}")
+        check_finite(y, w, "y")
+        return y
 
     def score(self, X, y, sample_weight=None) -> float:
         """``R² = 1 - sum (y - y_hat)² / sum (y - mean y)²`` (averaged over outputs)."""

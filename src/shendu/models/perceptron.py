@@ -53,157 +53,311 @@ from shendu.models._base import BaseEstimator, ClassifierMixin, ConvergenceWarni
 __all__ = ["Perceptron"]
 
 
+_DEPRECATED = {"lr": "eta0", "max_epochs": "max_iter"}
+
+
 class Perceptron(ClassifierMixin, BaseEstimator):
-    """Rosenblatt's perceptron (Rosenblatt 1958), binary or one-vs-rest.
+    """Rosenblatt's perceptron (Rosenblatt 1958), binary or one-vs-rest, with
+    ``sklearn.linear_model.Perceptron``'s parameters, meanings and defaults.
 
     Parameters
     ----------
     input_dim, output_dim : seed-style constructor: allocate zero ``W`` of shape
         (input_dim, output_dim) and ``b`` now, for ``forward``/``backward``/``train``.
         Leave them ``None`` to use the estimator API (``fit`` sizes the weights).
-    lr : the step ``lr`` of ``W += lr * y * x`` (scikit-learn's ``eta0``).
-    max_epochs : most passes over the data in ``fit`` (scikit-learn's ``max_iter``).
-    tol, n_iter_no_change : scikit-learn's optional stopping rule (see the module).
+    penalty, alpha, l1_ratio : scikit-learn's regularisation: ``None``, ``"l2"``
+        (every step shrinks ``W`` by ``1 - (1 - l1_ratio) eta0 alpha``), ``"l1"`` or
+        ``"elasticnet"`` (Tsuruoka et al.'s cumulative L1 penalty after every step).
     fit_intercept : learn ``b`` (else it stays 0).
-    average : predict with the mean of the weights over every step of training (the
-        averaged perceptron of Freund & Schapire 1999), which is far steadier than the
-        last weights on data that is not separable; scikit-learn's
-        ``SGDClassifier(loss="perceptron", learning_rate="constant", penalty=None,
-        average=True)``.
+    max_iter : most passes over the data in ``fit``.
+    tol, n_iter_no_change : stop a binary problem after ``n_iter_no_change`` epochs in a
+        row whose mean loss ``sum max(0, -y s) / n`` is not below the best so far minus
+        ``tol`` (``tol=None``: run ``max_iter`` epochs, or until an epoch without a
+        mistake when there is no penalty).
     shuffle, random_state : reshuffle the samples before each epoch, drawing from
-        shendu's generator (seeded by ``random_state`` when it is an int).
-    warm_start : let ``fit`` start from the current weights instead of zeros.
+        shendu's generator seeded by ``random_state`` (an int, default 0).
     verbose : print the mistakes of each epoch.
+    eta0 : the step ``eta0`` of ``W += eta0 * y * x``.
+    n_jobs : accepted for scikit-learn's signature; the K one-vs-rest problems are already
+        trained together in one vectorised pass.
+    early_stopping, validation_fraction : hold out a stratified ``validation_fraction`` of
+        the data and stop each binary problem when its validation accuracy has not risen
+        by ``tol`` for ``n_iter_no_change`` epochs.
+    class_weight : ``None``, ``"balanced"`` or ``{label: weight}``; multiplies the step of
+        the samples of each class (one-vs-rest: the positive class of each problem).
+    warm_start : let ``fit`` start from the current weights instead of zeros.
+    average : (shendu) predict with the mean of the weights over every step of training
+        (Freund & Schapire 1999); scikit-learn's ``SGDClassifier(loss="perceptron",
+        learning_rate="constant", average=True)``.
+    lr, max_epochs : deprecated names of ``eta0`` and ``max_iter`` (a FutureWarning).
 
     Attributes (after ``fit``)
     --------------------------
-    classes_, n_features_in_, coef_ (n_classifiers, n_features), intercept_,
-    n_iter_ (epochs run), mistakes_ (total mistakes per epoch), mistakes_per_class_
-    (epochs, n_classifiers), converged_ (the last epoch made no mistake).
+    classes_, n_features_in_, feature_names_in_ (DataFrame input), coef_ (n_classifiers,
+    n_features), intercept_, n_iter_ (epochs run), t_ (weight updates + 1, as
+    scikit-learn), mistakes_ (total mistakes per epoch), mistakes_per_class_ (epochs,
+    n_classifiers), converged_ (the last epoch made no mistake).
     """
 
     def __init__(self, input_dim: int | None = None, output_dim: int | None = None, *,
-                 lr: float = 1.0, max_epochs: int = 1000, tol: float | None = None,
-                 n_iter_no_change: int = 5, fit_intercept: bool = True,
-                 average: bool = False, shuffle: bool = False,
-                 random_state: int | None = None, warm_start: bool = False,
-                 verbose: int = 0) -> None:
+                 penalty: str | None = None, alpha: float = 0.0001, l1_ratio: float = 0.15,
+                 fit_intercept: bool = True, max_iter: int = 1000, tol: float | None = 1e-3,
+                 shuffle: bool = True, verbose: int = 0, eta0: float = 1.0,
+                 n_jobs: int | None = None, random_state: int | None = 0,
+                 early_stopping: bool = False, validation_fraction: float = 0.1,
+                 n_iter_no_change: int = 5, class_weight=None, warm_start: bool = False,
+                 average: bool = False, lr: float | None = None,
+                 max_epochs: int | None = None) -> None:
         self.input_dim = input_dim
         self.output_dim = output_dim
+        self.penalty = penalty
+        self.alpha = alpha
+        self.l1_ratio = l1_ratio
+        self.fit_intercept = fit_intercept
+        self.max_iter = max_iter
+        self.tol = tol
+        self.shuffle = shuffle
+        self.verbose = verbose
+        self.eta0 = eta0
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.class_weight = class_weight
+        self.warm_start = warm_start
+        self.average = average
         self.lr = lr
         self.max_epochs = max_epochs
-        self.tol = tol
-        self.n_iter_no_change = n_iter_no_change
-        self.fit_intercept = fit_intercept
-        self.average = average
-        self.shuffle = shuffle
-        self.random_state = random_state
-        self.warm_start = warm_start
-        self.verbose = verbose
-        if input_dim is not None or output_dim is not None:
-            if not (isinstance(input_dim, (int, np.integer)) and input_dim > 0
-                    and isinstance(output_dim, (int, np.integer)) and output_dim > 0):
-                raise ValueError(f"Perceptron(input_dim, output_dim) expects two positive "
-                                 f"ints, got input_dim={input_dim!r}, output_dim={output_dim!r}")
-            self.W = np.zeros((int(input_dim), int(output_dim)))
-            self.b = np.zeros(int(output_dim))
+        if self._seed_dims_ok():
+            self._W = np.zeros((int(input_dim), int(output_dim)))
+            self._b = np.zeros(int(output_dim))
+
+    def _seed_dims_ok(self) -> bool:
+        """True when the seed's two sizes are given as positive ints; False when neither
+        is; a ValueError otherwise (raised on first use, not by ``__init__``, so that
+        ``set_params``/``clone`` never fail)."""
+        i, o = self.input_dim, self.output_dim
+        if i is None and o is None:
+            return False
+        return all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0
+                   for d in (i, o))
+
+    def _seed_dims_error(self) -> None:
+        if (self.input_dim is not None or self.output_dim is not None) \
+                and not self._seed_dims_ok():
+            raise ValueError(f"Perceptron(input_dim, output_dim) expects two positive ints, "
+                             f"got input_dim={self.input_dim!r}, "
+                             f"output_dim={self.output_dim!r}")
 
     # --------------------------------------------------------------- weights
     @property
+    def W(self) -> np.ndarray:
+        """The weights (n_features, n_classifiers); ``coef_`` is ``W.T``."""
+        if "_W" not in self.__dict__:
+            self._seed_dims_error()
+            raise AttributeError("Perceptron has no weights W yet: call fit(X, y) or build "
+                                 "it as Perceptron(input_dim, output_dim)")
+        return self._W
+
+    @W.setter
+    def W(self, value) -> None:
+        self._W = value
+
+    @property
+    def b(self) -> np.ndarray:
+        if "_b" not in self.__dict__:
+            self._seed_dims_error()
+            raise AttributeError("Perceptron has no bias b yet: call fit(X, y) first")
+        return self._b
+
+    @b.setter
+    def b(self, value) -> None:
+        self._b = value
+
+    @property
     def coef_(self) -> np.ndarray:
         """``W.T``: one row of weights per binary classifier (scikit-learn's layout)."""
-        if "W" not in self.__dict__:
+        if "_W" not in self.__dict__ or not self._is_fitted():
             raise AttributeError("Perceptron has no coef_ yet: call fit(X, y) first")
-        return self.W.T
+        return self._W.T
 
     @property
     def intercept_(self) -> np.ndarray:
-        if "b" not in self.__dict__:
+        if "_b" not in self.__dict__ or not self._is_fitted():
             raise AttributeError("Perceptron has no intercept_ yet: call fit(X, y) first")
-        return self.b
+        return self._b
 
-    def _check_hyper(self) -> None:
-        if not self.lr > 0:
-            raise ValueError(f"Perceptron: lr must be > 0, got {self.lr}")
-        if not (isinstance(self.max_epochs, (int, np.integer)) and self.max_epochs >= 1):
-            raise ValueError(f"Perceptron: max_epochs must be an int >= 1, got "
-                             f"{self.max_epochs!r}")
-        if self.tol is not None and self.n_iter_no_change < 1:
-            raise ValueError(f"Perceptron: n_iter_no_change must be >= 1, got "
-                             f"{self.n_iter_no_change}")
+    def _settings(self) -> tuple[float, int]:
+        """(eta0, max_iter), from the deprecated ``lr``/``max_epochs`` when given."""
+        eta0, max_iter = self.eta0, self.max_iter
+        for old, new in _DEPRECATED.items():
+            value = getattr(self, old)
+            if value is not None:
+                warnings.warn(f"Perceptron({old}=...) is deprecated; use scikit-learn's name "
+                              f"{new}=", FutureWarning, stacklevel=4)
+                if old == "lr":
+                    eta0 = value
+                else:
+                    max_iter = value
+        return eta0, max_iter
+
+    def _check_hyper(self) -> tuple[float, int]:
+        self._seed_dims_error()
+        eta0, max_iter = self._settings()
+        bad = None
+        if isinstance(eta0, bool) or not isinstance(eta0, (int, float, np.number)) \
+                or not eta0 > 0:
+            bad = f"eta0 must be > 0, got {eta0!r}"
+        elif isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) \
+                or max_iter < 1:
+            bad = f"max_iter must be an int >= 1, got {max_iter!r}"
+        elif self.penalty not in (None, "l2", "l1", "elasticnet"):
+            bad = f"penalty must be None, 'l2', 'l1' or 'elasticnet', got {self.penalty!r}"
+        elif not (isinstance(self.alpha, (int, float, np.number)) and self.alpha >= 0):
+            bad = f"alpha must be a float >= 0, got {self.alpha!r}"
+        elif not (isinstance(self.l1_ratio, (int, float, np.number))
+                  and 0 <= self.l1_ratio <= 1):
+            bad = f"l1_ratio must be in [0, 1], got {self.l1_ratio!r}"
+        elif self.tol is not None and not isinstance(self.tol, (int, float, np.number)):
+            bad = f"tol must be a float or None, got {self.tol!r}"
+        elif isinstance(self.n_iter_no_change, bool) or not isinstance(
+                self.n_iter_no_change, (int, np.integer)) or self.n_iter_no_change < 1:
+            bad = f"n_iter_no_change must be an int >= 1, got {self.n_iter_no_change!r}"
+        elif self.early_stopping and not (isinstance(self.validation_fraction, float)
+                                          and 0 < self.validation_fraction < 1):
+            bad = f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}"
+        elif not (self.class_weight is None or self.class_weight == "balanced"
+                  or isinstance(self.class_weight, dict)):
+            bad = (f"class_weight must be None, 'balanced' or a dict, got "
+                   f"{self.class_weight!r}")
+        if bad:
+            raise ValueError(f"Perceptron: {bad}")
+        return float(eta0), int(max_iter)
 
     # ----------------------------------------------------------- the learning
     def _epoch(self, X: np.ndarray, Y: np.ndarray, active: np.ndarray, order,
-               st: dict) -> tuple[np.ndarray, np.ndarray]:
+               st: dict, step_w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One pass of the perceptron rule over ``X[order]`` for the binary problems that
-        are ``active``; ``Y`` (n, K) holds ±1 and ``st`` the raw weights ``W``, ``b`` (and,
+        are ``active``; ``Y`` (n, K) holds ±1, ``step_w`` (n, K) each sample's step factor
+        (class weight times sample weight) and ``st`` the raw weights ``W``, ``b`` (and,
         when averaging, ``U``, ``Ub``: each update times its step number minus one, and
-        ``t``: steps taken). Returns mistakes and summed loss ``max(0, -y s)`` per problem."""
-        W, b, lr = st["W"], st["b"], float(self.lr)
+        ``t``: steps taken). Returns mistakes and summed loss ``max(0, -y s)`` per problem.
+
+        With a penalty every step first shrinks ``W`` (L2 part) and afterwards applies the
+        cumulative L1 penalty, in scikit-learn's order (``_plain_sgd``)."""
+        W, b, lr = st["W"], st["b"], st["eta0"]
         fit_b, avg = bool(self.fit_intercept), bool(self.average)
+        pen = self.penalty
+        ratio = {"l2": 0.0, "l1": 1.0}.get(pen, self.l1_ratio)    # l1_ratio: elasticnet only
+        l2 = max(0.0, 1.0 - (1.0 - ratio) * lr * self.alpha) \
+            if pen in ("l2", "elasticnet") else None
+        l1 = ratio * lr * self.alpha if pen in ("l1", "elasticnet") else None
         K = Y.shape[1]
         mistakes = np.zeros(K, np.int64)
         loss = np.zeros(K)
         t = st["t"]
+        cols = np.flatnonzero(active)
         for pos, i in enumerate(order):
             x, y = X[i], Y[i]
             s = x @ W + b                                  # (K,) scores
             z = y * s
             wrong = (z <= 0) & active
+            if pen is not None:
+                if l2 is not None:
+                    W[:, cols] *= l2
+                if wrong.any():
+                    self._update(W, b, x, y, wrong, lr, step_w[i], fit_b)
+                if l1 is not None:
+                    u = st["u"]
+                    u[cols] += l1
+                    Wa, q = W[:, cols], st["q"][:, cols]
+                    new = np.where(Wa > 0, np.maximum(0.0, Wa - (u[cols] + q)),
+                                   np.where(Wa < 0, np.minimum(0.0, Wa + (u[cols] - q)), Wa))
+                    st["q"][:, cols] = q + (new - Wa)
+                    W[:, cols] = new
+                if avg:
+                    st["S"][:, cols] += W[:, cols]
+                    st["Sb"][cols] += b[cols]
+                    t[cols] += 1
+                mistakes += wrong
+                loss -= np.where(wrong, z, 0.0)
+                continue
             if not wrong.any():
                 continue
             mistakes += wrong
             loss -= np.where(wrong, z, 0.0)
             k = np.flatnonzero(wrong)
-            c = lr * y[k]                                  # the step of each wrong problem
-            if K == 1:
-                W[:, 0] += c[0] * x
-            else:
-                W[:, k] += np.multiply.outer(x, c)
-            if fit_b:
-                b[k] += c
+            c = self._update(W, b, x, y, wrong, lr, step_w[i], fit_b)
             if avg:
                 step = t[k] + pos                          # this step's number minus one
                 st["U"][:, k] += np.multiply.outer(x, c * step)
                 if fit_b:
                     st["Ub"][k] += c * step
-        if avg:
+        if avg and pen is None:
             t[active] += len(order)
+        st["updates"] += len(order)
         return mistakes, loss
 
-    def _start_state(self, n_features: int, K: int, fresh: bool) -> dict:
+    @staticmethod
+    def _update(W, b, x, y, wrong, lr, sw, fit_b) -> np.ndarray:
+        """``W += lr * y * x`` (times the sample's step factor) on the wrong problems."""
+        k = np.flatnonzero(wrong)
+        c = lr * y[k] * sw[k]                              # the step of each wrong problem
+        if W.shape[1] == 1:
+            W[:, 0] += c[0] * x
+        else:
+            W[:, k] += np.multiply.outer(x, c)
+        if fit_b:
+            b[k] += c
+        return c
+
+    def _start_state(self, n_features: int, K: int, fresh: bool, eta0: float) -> dict:
         """The raw training state: zeros, or where the last fit/partial_fit left it."""
         old = self.__dict__.get("_state")
-        if not fresh and old is not None and old["W"].shape == (n_features, K):
+        if not fresh and old is not None and old["W"].shape == (n_features, K) \
+                and old.get("penalty", None) == self.penalty:
+            old["eta0"] = eta0
             return old
-        if not fresh and "W" in self.__dict__ and self.W.shape == (n_features, K):
-            W, b = self.W.copy(), self.b.copy()
+        if not fresh and "_W" in self.__dict__ and self._W.shape == (n_features, K):
+            W, b = self._W.copy(), self._b.copy()
         else:
             W, b = np.zeros((n_features, K)), np.zeros(K)
         return {"W": W, "b": b, "U": np.zeros_like(W), "Ub": np.zeros_like(b),
-                "t": np.zeros(K, np.int64)}
+                "S": np.zeros_like(W), "Sb": np.zeros_like(b), "u": np.zeros(K),
+                "q": np.zeros_like(W), "t": np.zeros(K, np.int64), "eta0": eta0,
+                "updates": 0, "penalty": self.penalty}
 
-    def _run(self, X: np.ndarray, Y: np.ndarray, epochs: int, st: dict, warn: bool) -> None:
+    def _run(self, X: np.ndarray, Y: np.ndarray, epochs: int, st: dict, warn: bool,
+             step_w: np.ndarray, val=None) -> None:
         """Up to ``epochs`` epochs, each binary problem stopping on its own; sets the
-        weights used for prediction and the history on ``self``."""
+        weights used for prediction and the history on ``self``. ``val``: held-out
+        ``(X, Y)`` for ``early_stopping``."""
         n, K = Y.shape
         active = np.ones(K, bool)
-        best = np.full(K, np.inf)
+        best = np.full(K, np.inf if val is None else -np.inf)
         no_improve = np.zeros(K, np.int64)
         history, stopped_by_tol = [], np.zeros(K, bool)
         extra = np.zeros(K, np.int64)   # epochs scikit-learn would still run, weights frozen
+        frozen = self.penalty is None   # without a penalty a clean epoch changes nothing
         for epoch in range(epochs):
             order = backend.rng().permutation(n) if self.shuffle else range(n)
-            mistakes, loss = self._epoch(X, Y, active, order, st)
+            mistakes, loss = self._epoch(X, Y, active, order, st, step_w)
             history.append(mistakes)
             if self.verbose:
                 print(f"Perceptron epoch {epoch + 1}: {int(mistakes.sum())} mistakes")
-            clean = active & (mistakes == 0)
+            clean = active & (mistakes == 0) if frozen else np.zeros(K, bool)
             if self.tol is not None:
-                mean_loss = loss / n
-                worse = mean_loss > best - self.tol
+                if val is None:
+                    mean_loss = loss / n
+                    worse = mean_loss > best - self.tol
+                    best = np.minimum(best, mean_loss)
+                else:
+                    Xv, Yv = val
+                    acc = ((Xv @ st["W"] + st["b"]) * Yv > 0).mean(axis=0)
+                    worse = acc < best + self.tol
+                    best = np.maximum(best, acc)
                 no_improve = np.where(worse, no_improve + 1, 0)
-                best = np.minimum(best, mean_loss)
                 stopped_by_tol |= active & ~clean & (no_improve >= self.n_iter_no_change)
                 more = np.maximum(self.n_iter_no_change - no_improve, 0)
             else:
@@ -213,23 +367,27 @@ class Perceptron(ClassifierMixin, BaseEstimator):
             if not active.any():
                 break
         self._state = st
-        if self.average:
+        if self.average and self.penalty is None:
             # mean of the weights after every step, W_avg = (T W - U) / T, where the steps
             # scikit-learn would still take with frozen weights count too
             T = np.maximum(st["t"] + extra * n, 1)
-            self.W = st["W"] - st["U"] / T
-            self.b = st["b"] - st["Ub"] / T
+            self._W = st["W"] - st["U"] / T
+            self._b = st["b"] - st["Ub"] / T
+        elif self.average:
+            T = np.maximum(st["t"], 1)
+            self._W, self._b = st["S"] / T, st["Sb"] / T
         else:
-            self.W, self.b = st["W"], st["b"]
+            self._W, self._b = st["W"], st["b"]
         per_class = np.array(history, np.int64).reshape(len(history), K)
         self.mistakes_per_class_ = per_class
         self.mistakes_ = per_class.sum(axis=1)
         self.n_iter_ = len(history)
+        self.t_ = float(st["updates"] + 1)
         self.converged_ = bool(per_class[-1].sum() == 0)
         if warn and active.any():
             warnings.warn(
                 f"Perceptron did not converge: {int(per_class[-1].sum())} mistakes in epoch "
-                f"{self.n_iter_} of max_epochs={epochs}; the data may not be linearly "
+                f"{self.n_iter_} of max_iter={epochs}; the data may not be linearly "
                 f"separable (e.g. XOR), or it needs more epochs",
                 ConvergenceWarning, stacklevel=3)
 
@@ -242,43 +400,98 @@ class Perceptron(ClassifierMixin, BaseEstimator):
         Y[np.arange(len(idx)), idx] = 1.0
         return Y
 
+    def _step_weights(self, idx: np.ndarray, Y: np.ndarray, sample_weight) -> np.ndarray:
+        """(n, K) factor of each sample's step in each binary problem: scikit-learn's class
+        weight (one-vs-rest: the positive class's weight for its samples, 1 for the rest;
+        two classes: each class its own) times ``sample_weight``."""
+        K = len(self.classes_)
+        cw = np.ones(K)
+        if self.class_weight == "balanced":
+            counts = np.bincount(idx, minlength=K)
+            cw = len(idx) / (K * np.maximum(counts, 1))
+        elif isinstance(self.class_weight, dict):
+            for label, wt in self.class_weight.items():
+                hit = np.flatnonzero(self.classes_ == label)
+                if not hit.size:
+                    raise ValueError(f"Perceptron: class_weight has label {label!r}, not "
+                                     f"among classes {self.classes_.tolist()}")
+                cw[hit[0]] = float(wt)
+        if K == 2:
+            f = cw[idx][:, None]
+        else:
+            f = np.where(Y > 0, cw[None, :], 1.0)
+        if sample_weight is not None:
+            f = f * sample_weight[:, None]
+        return np.ascontiguousarray(f, dtype=np.float64)
+
+    def _validation_split(self, X, idx):
+        """A stratified hold-out of ``validation_fraction`` of the samples (shendu's
+        generator), for ``early_stopping``."""
+        n_val = int(np.ceil(self.validation_fraction * len(X)))
+        if n_val < 2 or len(X) - n_val < 2:
+            raise ValueError(f"Perceptron.fit: early_stopping with validation_fraction="
+                             f"{self.validation_fraction} leaves too few samples on one side "
+                             f"({len(X)} samples)")
+        val = np.zeros(len(X), bool)
+        gen = backend.rng()
+        for k in np.unique(idx):
+            members = np.flatnonzero(idx == k)
+            take = int(round(len(members) * self.validation_fraction))
+            val[gen.permutation(members)[:take]] = True
+        return ~val, val
+
     # ----------------------------------------------------------- estimator API
-    def fit(self, X, y) -> Perceptron:
-        """Learn from ``(X, y)`` from zero weights (or the current ones with
-        ``warm_start``) until an epoch makes no mistake, the ``tol`` rule stops it, or
-        ``max_epochs`` (then it warns)."""
-        self._check_hyper()
+    def fit(self, X, y, coef_init=None, intercept_init=None, sample_weight=None
+            ) -> Perceptron:
+        """Learn from ``(X, y)`` from zero weights (or ``coef_init``/``intercept_init``,
+        or the current ones with ``warm_start``) until the stopping rule or ``max_iter``
+        (then it warns)."""
+        eta0, max_iter = self._check_hyper()
         X = self._check_X(X, "fit", reset=True)
         if self.input_dim is not None and X.shape[1] != self.input_dim:
             raise ValueError(f"Perceptron.fit: X has {X.shape[1]} features but the model was "
                              f"built with input_dim={self.input_dim}")
         idx = self._encode_y(y, X, "fit")
+        sw = self._check_sample_weight(sample_weight, len(X), "fit")
         Y = self._targets(idx)
-        st = self._start_state(X.shape[1], Y.shape[1], fresh=not self.warm_start)
+        st = self._start_state(X.shape[1], Y.shape[1], fresh=not self.warm_start, eta0=eta0)
+        if coef_init is not None:
+            st["W"] = np.array(coef_init, dtype=np.float64).reshape(Y.shape[1], -1).T.copy()
+        if intercept_init is not None:
+            st["b"] = np.array(intercept_init, dtype=np.float64).reshape(-1).copy()
+        step_w = self._step_weights(idx, Y, sw)
         with seeded(self.random_state):
-            self._run(X, Y, int(self.max_epochs), st, warn=True)
+            val = None
+            if self.early_stopping:
+                tr, va = self._validation_split(X, idx)
+                val = (X[va], Y[va])
+                X, Y, step_w = X[tr], Y[tr], step_w[tr]
+            self._run(X, Y, max_iter, st, warn=True, step_w=step_w, val=val)
         return self
 
-    def partial_fit(self, X, y, classes=None) -> Perceptron:
+    def partial_fit(self, X, y, classes=None, sample_weight=None) -> Perceptron:
         """One epoch over ``(X, y)`` from the current weights. The first call must name
         every class in ``classes``."""
-        self._check_hyper()
+        eta0, _ = self._check_hyper()
         first = not hasattr(self, "classes_")
         if first and classes is None:
             raise ValueError("Perceptron.partial_fit: the first call needs classes=, the "
                              "list of all classes y can take")
         X = self._check_X(X, "partial_fit", reset=first)
         idx = self._encode_y(y, X, "partial_fit", classes=classes if first else None)
+        sw = self._check_sample_weight(sample_weight, len(X), "partial_fit")
         Y = self._targets(idx)
-        st = self._start_state(X.shape[1], Y.shape[1], fresh=first)
-        with seeded(self.random_state):
-            self._run(X, Y, 1, st, warn=False)
+        st = self._start_state(X.shape[1], Y.shape[1], fresh=first, eta0=eta0)
+        with seeded(self.random_state, getattr(self, "_rng_state", None)):
+            self._run(X, Y, 1, st, warn=False, step_w=self._step_weights(idx, Y, sw))
+            if self.random_state is not None:
+                self._rng_state = backend.get_rng_state()
         return self
 
     def decision_function(self, X) -> np.ndarray:
         """Scores ``X W + b``: shape (n,) for two classes, (n, n_classes) otherwise."""
         X = self._check_X(X, "decision_function", reset=False)
-        s = X @ self.W + self.b
+        s = X @ self._W + self._b
         return s[:, 0] if s.shape[1] == 1 else s
 
     def predict(self, X) -> np.ndarray:
@@ -291,7 +504,8 @@ class Perceptron(ClassifierMixin, BaseEstimator):
 
     # ----------------------------------------------------------------- seed API
     def _seed_weights(self, where: str) -> None:
-        if "W" not in self.__dict__:
+        self._seed_dims_error()
+        if "_W" not in self.__dict__:
             raise RuntimeError(f"Perceptron.{where}: no weights yet; build the model as "
                                f"Perceptron(input_dim, output_dim) or call fit(X, y) first")
 
