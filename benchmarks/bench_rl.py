@@ -1,8 +1,8 @@
 """The ``rl`` workload: environment steps per second of a DQN run on CartPole-v1 — shendu's
 ``DQN`` against the same agent written in PyTorch (same network 4-64-64-2, Adam, batch 64,
-a gradient step every 4 environment steps, Double-DQN targets, Huber loss, gradient
-clipping, target copy every 500 steps, the same NumPy replay buffer and epsilon schedule),
-in one run, interleaved, and their ratio.
+two gradient steps every 4 environment steps (the defaults), Double-DQN targets, Huber loss,
+gradient clipping, target copy every 500 steps, the same NumPy replay buffer and epsilon
+schedule), in one run, interleaved, and their ratio.
 
     python benchmarks/bench_rl.py [--steps 4000] [--repeats 3] [--threads N]
 
@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 import _harness as H  # noqa: E402
 
-HIDDEN, LR, BATCH, TRAIN_FREQ, TARGET_EVERY, GAMMA = 64, 1e-3, 64, 4, 500, 0.99
+HIDDEN, LR, BATCH, TRAIN_FREQ, GRAD_STEPS, TARGET_EVERY, GAMMA = 64, 1e-3, 64, 4, 2, 500, 0.99
 WARMUP = 1000   # random steps before learning (DQN's learning_starts), not timed
 
 
@@ -32,7 +32,8 @@ def shendu_agent(seed: int = 0):
     from shendu.rl import DQN
 
     agent = DQN("CartPole-v1", seed=seed, learning_starts=WARMUP, learning_rate=LR,
-                batch_size=BATCH, train_freq=TRAIN_FREQ, target_update_interval=TARGET_EVERY,
+                batch_size=BATCH, train_freq=TRAIN_FREQ, gradient_steps=GRAD_STEPS,
+                target_update_interval=TARGET_EVERY,
                 gamma=GAMMA, net_arch=(HIDDEN, HIDDEN))
     agent.learn(WARMUP)
     return lambda n: agent.learn(n)
@@ -92,7 +93,8 @@ class TorchDQN:
                 if term or trunc else nxt
             self.t += 1
             if self.t > WARMUP and self.t % TRAIN_FREQ == 0:
-                self.train_step()
+                for _ in range(GRAD_STEPS):
+                    self.train_step()
             if self.t % TARGET_EVERY == 0:
                 self.q_target.load_state_dict(self.q.state_dict())
 

@@ -152,7 +152,7 @@ def test_history_and_learn_continues():
     h = agent.history
     assert agent.num_timesteps == 600
     assert sum(h["episode_lengths"]) <= 600 and len(h["episode_returns"]) >= 5
-    assert len(h["losses"]) == len(h["loss_steps"]) == (600 - 100) // 4
+    assert len(h["losses"]) == len(h["loss_steps"]) == (600 - 100) // 4 * agent.gradient_steps
     agent.learn(400)
     assert agent.num_timesteps == 1000
 

@@ -76,7 +76,7 @@ class DQN(BaseAgent):
 
     def __init__(self, env, q_net=None, *, learning_rate: float = 1e-3,
                  buffer_size: int = 50_000, learning_starts: int = 1000, batch_size: int = 64,
-                 gamma: float = 0.99, train_freq: int = 4, gradient_steps: int = 1,
+                 gamma: float = 0.99, train_freq: int = 4, gradient_steps: int = 2,
                  target_update_interval: int = 500, exploration_fraction: float = 0.1,
                  exploration_initial_eps: float = 1.0, exploration_final_eps: float = 0.02,
                  double_q: bool = True, max_grad_norm: float | None = 10.0,
@@ -147,6 +147,7 @@ class DQN(BaseAgent):
                              f"{shape}")
 
     def _compile(self) -> None:
+        self._params = list(self.q_net.parameters())
         self._q = numpy_forward(self.q_net)
         self._q_target = numpy_forward(self.q_net_target)
 
@@ -194,12 +195,12 @@ class DQN(BaseAgent):
         self.optimizer.zero_grad()
         loss.backward()
         if self.max_grad_norm is not None:
-            clip_grad_norm_(self.q_net.parameters(), self.max_grad_norm)
+            clip_grad_norm_(self._params, self.max_grad_norm)
         self.optimizer.step()
         return float(loss.data)
 
     def _update_target(self) -> None:
-        for p_t, p in zip(self.q_net_target.parameters(), self.q_net.parameters()):
+        for p_t, p in zip(self.q_net_target.parameters(), self._params):
             np.copyto(p_t.data, p.data)
 
     def _learn(self, total: int, cb, bar) -> None:
