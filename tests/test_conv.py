@@ -60,6 +60,76 @@ def test_conv1d_unbatched():
              torch_fn=lambda x, w: TF.conv1d(x, w, padding=1))
 
 
+@pytest.mark.parametrize("shapes,kw", [
+    ([(2, 2, 3), (3, 2, 3)], dict(padding=4, stride=3, dilation=2)),   # taps reading padding only
+    ([(1, 4, 9), (4, 4, 9)], dict(padding="valid")),                    # kernel = sequence
+    ([(3, 4, 10), (6, 2, 2)], dict(padding="same", dilation=3, groups=2)),  # odd total pad
+    ([(2, 6, 13), (8, 3, 5)], dict(padding=2, stride=2, groups=2)),     # strided, 2 groups
+])
+def test_conv1d_special(shapes, kw):
+    check_op(lambda x, w: F.conv1d(x, w, **kw), shapes,
+             torch_fn=lambda x, w: TF.conv1d(x, w, **kw))
+
+
+def test_conv1d_chain_through_the_batch_innermost_view():
+    """conv1d's output is a (N, O, L) view of time-major, batch-innermost memory; the next
+    conv1d reads it without a copy, element-wise ops and max-pooling keep it, and the
+    gradients that come back in that layout (or in another) are read correctly."""
+    def f(x, w1, b1, w2):
+        h = F.conv1d(x, w1, b1, padding=2).relu()
+        h = F.squeeze(F.max_pool2d(F.unsqueeze(h, 2), (1, 2)), 2)
+        h = F.conv1d(h, w2, padding=1, stride=2)
+        return h.transpose(1, 2).reshape(h.shape[0], -1)
+
+    def tf(x, w1, b1, w2):
+        h = TF.conv1d(x, w1, b1, padding=2).relu()
+        h = TF.max_pool1d(h, 2)
+        h = TF.conv1d(h, w2, padding=1, stride=2)
+        return h.transpose(1, 2).reshape(h.shape[0], -1)
+    check_op(f, [(3, 4, 12), (5, 4, 5), (5,), (6, 5, 3)], torch_fn=tf)
+    y = F.conv1d(shendu.randn(4, 3, 9), shendu.randn(6, 3, 3))
+    assert y.shape == (4, 6, 7) and y.data.transpose(1, 2, 0).flags.c_contiguous
+
+
+def test_conv1d_first_layer_skips_input_gradient_and_saves_its_inputs():
+    x = shendu.randn(2, 3, 10)                        # features: no gradient wanted
+    w = shendu.randn(4, 3, 5, requires_grad=True)
+    F.conv1d(x, w, padding=2).sum().backward()
+    assert x.grad is None and w.grad is not None
+    # backward reads the weight: changing it in place before backward is an error
+    x = shendu.randn(2, 3, 10, requires_grad=True)
+    y = F.conv1d(x, w, padding=2)
+    with shendu.no_grad():
+        w.mul_(2.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
+
+
+def test_conv1d_audio_sized_float32_as_accurate_as_torch():
+    """The audio network's second block (64 -> 96 channels, k 5, 50 frames, batch 16) in
+    float32, each result measured against float64 truth: ours within 2x of torch's error."""
+    rng = np.random.default_rng(4)
+    arrays = [rng.standard_normal((16, 64, 50)), rng.standard_normal((96, 64, 5)) * 0.05,
+              rng.standard_normal(96)]
+    gy = rng.standard_normal((16, 96, 50))
+    ref = [torch.tensor(a, requires_grad=True) for a in arrays]
+    ref_y = TF.conv1d(*ref, padding=2)
+    ref_y.backward(torch.tensor(gy))
+    t32 = [torch.tensor(a, dtype=torch.float32, requires_grad=True) for a in arrays]
+    ty = TF.conv1d(*t32, padding=2)
+    ty.backward(torch.tensor(gy, dtype=torch.float32))
+    s32 = [shendu.tensor(a, dtype="float32", requires_grad=True) for a in arrays]
+    sy = F.conv1d(*s32, padding=2)
+    sy.backward(gy.astype(np.float32))
+    assert sy.dtype == np.float32 and all(t.grad.dtype == np.float32 for t in s32)
+    pairs = [(sy.data, ty.detach().numpy(), ref_y.detach().numpy())] + [
+        (s.grad.data, t.grad.numpy(), r.grad.numpy()) for s, t, r in zip(s32, t32, ref)]
+    for i, (ours, theirs, exact) in enumerate(pairs):
+        e_ours = np.abs(ours - exact).max()
+        e_torch = np.abs(theirs - exact).max()
+        assert e_ours <= 2 * e_torch + 1e-6 * np.abs(exact).max(), (i, e_ours, e_torch)
+
+
 def test_chained_channel_major_layout():
     """The output of a conv is a batch-innermost view; the next conv, a transpose and a
     reshape must read it correctly, and the gradients must flow back through it."""

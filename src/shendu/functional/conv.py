@@ -266,10 +266,7 @@ class Conv2d(Function):
     saved_inputs = (0, 1)
 
     def forward(self, x, w, b=None, stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1),
-                groups=1, flat1d=False):
-        if flat1d:  # conv1d: (N, C, L) as (N, C, 1, L)
-            x = x[:, :, None, :]
-            w = w[:, :, None, :]
+                groups=1):
         n, c, h, wd = x.shape
         o, cg, kh, kw = w.shape
         pt, pb, pl, pr = pads
@@ -296,16 +293,13 @@ class Conv2d(Function):
         else:
             workspace.put(cols)
         self.w = w
-        self.geom = (n, c, h, wd, ho, wo, geo, groups, flat1d)
-        y = from_chwn(y.reshape(o, ho, wo, n))                        # NCHW view of CHWN
-        return y[:, :, 0, :] if flat1d else y
+        self.geom = (n, c, h, wd, ho, wo, geo, groups)
+        return from_chwn(y.reshape(o, ho, wo, n))                     # NCHW view of CHWN
 
     def backward(self, g):
-        n, c, h, wd, ho, wo, geo, groups, flat1d = self.geom
+        n, c, h, wd, ho, wo, geo, groups = self.geom
         w = self.w
         o, cg, kh, kw = w.shape
-        if flat1d:
-            g = g[:, :, None, :]
         m = ho * wo * n
         kg = cg * kh * kw
         g2 = to_chwn(g).reshape(o, m)                                  # (O, Ho*Wo*N)
@@ -318,7 +312,7 @@ class Conv2d(Function):
             else:
                 gw = np.matmul(g2.reshape(groups, o // groups, m),
                                cols.reshape(groups, kg, m).transpose(0, 2, 1))
-            gw = gw.reshape(o, cg, kw) if flat1d else gw.reshape(w.shape)
+            gw = gw.reshape(w.shape)
         if need[0]:
             dcols = workspace.get((c, kh, kw, ho, wo, n), g2.dtype)
             if groups == 1:
@@ -329,8 +323,110 @@ class Conv2d(Function):
                           out=dcols.reshape(groups, kg, m))
             gx = from_chwn(_col2im(dcols, geo, h, wd))
             workspace.put(dcols)
-            if flat1d:
-                gx = gx[:, :, 0, :]
+        if len(need) > 2 and need[2]:
+            gb = g2.sum(axis=1)
+        return gx, gw, gb
+
+    def _free(self) -> None:
+        workspace.put(self.__dict__.get("cols"))   # the graph is done with the patches
+        super()._free()
+
+
+@functools.lru_cache(maxsize=256)
+def taps(length: int, lo: int, k: int, stride: int, pad_left: int, dilation: int) -> tuple:
+    """For each kernel tap ``j``: ``(o0, o1, i0)`` -- outputs ``o0 <= o < o1`` read input
+    ``i0 + (o - o0) * stride`` (inside the sequence); the others read zero padding."""
+    return tuple(out_range(j * dilation - pad_left, stride, length, lo) for j in range(k))
+
+
+class Conv1d(Function):
+    r"""1-D cross-correlation over time, its own kernel (no height-1 image).
+
+    For input ``x`` (N, C, L), weight ``w`` (O, C/G, k), bias ``b`` (O,), stride ``s``,
+    dilation ``d``, left zero padding ``p`` and ``G`` groups:
+
+    .. math::
+        y_{n,o,t} = b_o + \sum_{c,j} w_{o,c,j}\, x_{n,\,gC/G + c,\; t s + j d - p}
+
+    Inside, time-major and batch-innermost: the input is read as ``(C, L, N)`` (a view when
+    it is the output of another convolution), the patch matrix
+    :math:`X_{col}[(c, j), (t, n)] = x_{n,c,ts+jd-p}` is ``k`` block copies of
+    ``Lo * N`` contiguous numbers per channel, and the forward pass is one product per group
+    :math:`Y (O, L_o N) = W (O, C k) X_{col}` whose result is already the next activation
+    ``(O, Lo, N)``, handed out as the ``(N, O, Lo)`` view. Backward:
+
+    * :math:`\partial W = \partial Y X_{col}^\top` (the patches saved in forward),
+    * :math:`\partial b_o = \sum_{n,t} \partial y_{n,o,t}`,
+    * :math:`\partial x`: :math:`\partial X_{col} = W^\top \partial Y`, then the ``k``
+      taps are added back where they were read (col2im over time).
+    """
+
+    saved_inputs = (0, 1)
+
+    def forward(self, x, w, b=None, stride=1, pads=(0, 0), dilation=1, groups=1):
+        n, c, length = x.shape
+        o, cg, k = w.shape
+        pl, pr = pads
+        lo = (length + pl + pr - dilation * (k - 1) - 1) // stride + 1
+        geo = taps(length, lo, k, stride, pl, dilation)
+        xt = x.transpose(1, 2, 0)                                     # (C, L, N)
+        if not xt.flags.c_contiguous:
+            xt = np.ascontiguousarray(xt)
+        cols = workspace.get((c, k, lo, n), x.dtype)                  # (C, k, Lo, N)
+        for j, (o0, o1, i0) in enumerate(geo):
+            dst = cols[:, j]
+            if o1 > o0:
+                dst[:, o0:o1] = xt[:, i0:i0 + (o1 - o0 - 1) * stride + 1:stride]
+            dst[:, :o0] = 0
+            dst[:, o1:] = 0
+        m, kg = lo * n, cg * k
+        if groups == 1:
+            y = w.reshape(o, kg) @ cols.reshape(kg, m)                # (O, Lo*N)
+        else:
+            y = np.matmul(w.reshape(groups, o // groups, kg),
+                          cols.reshape(groups, kg, m)).reshape(o, m)  # (G, O/G, M)
+        if b is not None:
+            y += b[:, None]
+        if self.needs_input_grad[1]:
+            self.cols = cols
+        else:
+            workspace.put(cols)
+        self.w = w
+        self.geom = (n, c, length, lo, geo, stride, groups)
+        return y.reshape(o, lo, n).transpose(2, 0, 1)                # (N, O, Lo) view
+
+    def backward(self, g):
+        n, c, length, lo, geo, stride, groups = self.geom
+        w = self.w
+        o, cg, k = w.shape
+        m, kg = lo * n, cg * k
+        g2 = g.transpose(1, 2, 0)                                     # (O, Lo, N)
+        if not g2.flags.c_contiguous:
+            g2 = np.ascontiguousarray(g2)
+        g2 = g2.reshape(o, m)
+        need = self.needs_input_grad
+        gx = gw = gb = None
+        if need[1]:
+            cols = self.cols.reshape(groups, kg, m)
+            if groups == 1:
+                gw = g2 @ cols[0].T
+            else:
+                gw = np.matmul(g2.reshape(groups, o // groups, m), cols.transpose(0, 2, 1))
+            gw = gw.reshape(w.shape)
+        if need[0]:
+            dcols = workspace.get((c, k, lo, n), g2.dtype)
+            if groups == 1:
+                np.matmul(w.reshape(o, kg).T, g2, out=dcols.reshape(kg, m))
+            else:
+                wg = w.reshape(groups, o // groups, kg)
+                np.matmul(wg.transpose(0, 2, 1), g2.reshape(groups, o // groups, m),
+                          out=dcols.reshape(groups, kg, m))
+            dx = np.zeros((c, length, n), g2.dtype)                   # (C, L, N)
+            for j, (o0, o1, i0) in enumerate(geo):
+                if o1 > o0:
+                    dx[:, i0:i0 + (o1 - o0 - 1) * stride + 1:stride] += dcols[:, j, o0:o1]
+            workspace.put(dcols)
+            gx = dx.transpose(2, 0, 1)                                # (N, C, L) view
         if len(need) > 2 and need[2]:
             gb = g2.sum(axis=1)
         return gx, gw, gb
@@ -413,8 +509,11 @@ def _conv(x: Tensor, weight: Tensor, bias, stride, padding, dilation, groups, nd
     if unbatched:
         x = x.unsqueeze(0)
     args = (x, weight) if bias is None else (x, weight, bias)
-    y = Conv2d.apply(*args, stride=stride_t, pads=pads, dilation=dil_t, groups=int(groups),
-                     flat1d=nd == 1)
+    if nd == 1:
+        y = Conv1d.apply(*args, stride=stride_t[1], pads=pads[2:], dilation=dil_t[1],
+                         groups=int(groups))
+    else:
+        y = Conv2d.apply(*args, stride=stride_t, pads=pads, dilation=dil_t, groups=int(groups))
     return y.squeeze(0) if unbatched else y
 
 
@@ -434,7 +533,9 @@ def conv1d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, 
            dilation=1, groups: int = 1) -> Tensor:
     """1-D convolution over ``input`` (N, C, L) or (C, L) with ``weight`` (O, C/groups, k).
 
-    The same kernel as :func:`conv2d` on a height-1 image.
+    ``stride``, ``dilation`` an int; ``padding`` an int, ``'valid'`` or ``'same'``. See
+    :class:`Conv1d` for the equations and the kernel (time-major, batch-innermost, one
+    product per group).
     """
     return _conv(input, weight, bias, stride, padding, dilation, groups, 1)
 
