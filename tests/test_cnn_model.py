@@ -36,7 +36,7 @@ def test_lenet5_geometry_on_28x28():
 def test_fit_predict_api_and_input_forms():
     X, y = blobs_images()
     m = ConvolutionalNeuralNetwork(conv_channels=(4,), kernel_size=3, hidden_layer_sizes=(8,),
-                                   epochs=15, random_state=0)
+                                   max_iter=15, random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         m.fit(X, y)
@@ -58,7 +58,7 @@ def test_fit_predict_api_and_input_forms():
 
 def test_same_seed_same_model_and_partial_fit():
     X, y = blobs_images(40)
-    kw = dict(conv_channels=(3,), kernel_size=3, hidden_layer_sizes=(6,), epochs=2,
+    kw = dict(conv_channels=(3,), kernel_size=3, hidden_layer_sizes=(6,), max_iter=2,
               random_state=7)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -97,7 +97,7 @@ def test_mnist_lenet_ci_budget():
     from shendu.data import mnist_split
 
     X_tr, X_te, y_tr, y_te = mnist_split(d / "mnist")
-    m = ConvolutionalNeuralNetwork(epochs=3, random_state=0)
+    m = ConvolutionalNeuralNetwork(max_iter=3, random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         m.fit(X_tr / 255.0, y_tr)
@@ -107,4 +107,4 @@ def test_mnist_lenet_ci_budget():
 # 8x8 images: 3x3 kernels and wider layers than LeNet-5, batch norm, dropout and label
 # smoothing against the small training set (1,438 images)
 DIGITS_CNN = dict(conv_channels=(32, 64), kernel_size=3, hidden_layer_sizes=(128,),
-                  batch_norm=True, dropout=0.5, label_smoothing=0.1, epochs=40)
+                  batch_norm=True, dropout=0.5, label_smoothing=0.1, max_iter=40)

@@ -82,7 +82,8 @@ def _continue(est, X, y):
     if hasattr(est, "partial_fit"):
         est.partial_fit(X, y)
     elif "warm_start" in est.get_params():
-        est.set_params(warm_start=True, epochs=1).fit(X, y)
+        key = "max_iter" if "max_iter" in est.get_params() else "epochs"
+        est.set_params(warm_start=True, **{key: 1}).fit(X, y)
     return est
 
 
@@ -99,20 +100,20 @@ def case(name):
 @case("Perceptron")
 def _perceptron():
     X, y = _blobs()
-    return models.Perceptron(max_epochs=4, average=True, shuffle=True, random_state=0), X, y
+    return models.Perceptron(max_iter=4, average=True, shuffle=True, random_state=0), X, y
 
 
 @case("MLPClassifier")
 def _mlpc():
     X, y = _blobs()
-    return models.MLPClassifier((8, 6), epochs=4, random_state=0, early_stopping=True,
+    return models.MLPClassifier((8, 6), max_iter=4, random_state=0, early_stopping=True,
                                 validation_fraction=0.25, n_iter_no_change=2), X, y
 
 
 @case("MLPRegressor")
 def _mlpr():
     X, _ = _blobs()
-    return models.MLPRegressor((7,), optimizer="sgd", epochs=3, random_state=0,
+    return models.MLPRegressor((7,), solver="sgd", max_iter=3, random_state=0,
                                dtype="float64"), X, np.c_[X[:, 0], X.sum(1)]
 
 
@@ -123,7 +124,7 @@ def _cnn():
     y = (X[:, 0, :4].mean((1, 2)) > 0).astype(np.int64)
     return models.ConvolutionalNeuralNetwork(conv_channels=(3,), kernel_size=3,
                                              hidden_layer_sizes=(8,), batch_norm=True,
-                                             epochs=2, random_state=0), X, y
+                                             max_iter=2, random_state=0), X, y
 
 
 @case("TransformerClassifier")

@@ -33,10 +33,10 @@ import math
 
 import numpy as np
 
-from shendu import nn, optim
+from shendu import nn
 from shendu.autograd import no_grad
 from shendu.backend import as_dtype
-from shendu.models._base import seeded
+from shendu.models._base import as_array, check_finite, seeded
 from shendu.models.mlp import MLPClassifier
 from shendu.models.seed import SeedAPI, check_seed_dims, make_seed_cnn
 from shendu.tensor import Tensor
@@ -124,10 +124,12 @@ class ConvolutionalNeuralNetwork(SeedAPI, MLPClassifier):
     batch_norm : a ``BatchNorm2d`` after every convolution (Ioffe & Szegedy 2015).
     dropout : dropout probability before the fully connected layers (Srivastava et al.
         2014).
-    optimizer, learning_rate, batch_size, epochs, weight_decay, momentum, label_smoothing,
-    early_stopping, validation_fraction, n_iter_no_change, tol, random_state, warm_start,
-    dtype, verbose : as :class:`~shendu.models.MLPClassifier`; ``batch_size="auto"`` is
-        ``min(64, n_samples)``.
+    solver, alpha, batch_size, learning_rate, learning_rate_init, power_t, max_iter,
+    shuffle, random_state, tol, verbose, warm_start, momentum, nesterovs_momentum,
+    early_stopping, validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change,
+    max_fun, label_smoothing, epochs, optimizer, weight_decay : scikit-learn's names, as
+        :class:`~shendu.models.MLPClassifier`; here ``batch_size="auto"`` is
+        ``min(64, n_samples)``, ``max_iter`` 20, ``alpha`` 0 and ``dtype`` float32.
     standardize : shift and scale each channel to mean 0 and standard deviation 1 with the
         statistics of the training images (``mean_``, ``scale_``, per channel).
 
@@ -135,18 +137,24 @@ class ConvolutionalNeuralNetwork(SeedAPI, MLPClassifier):
     ``model_``, ``optimizer_``, ``history_``, ``loss_curve_``, ``n_iter_``, ``best_loss_``.
     """
 
+    _auto_batch = 64
+    _input_kinds = {"two_d_array": False, "three_d_array": True}
+
     def __init__(self, input_dim: int | None = None, hidden_dim: int | None = None,
                  output_dim: int | None = None, *, conv_channels=(6, 16), kernel_size: int = 5,
                  hidden_layer_sizes=(120, 84), activation: str = "relu",
                  pooling: str = "max", batch_norm: bool = False, dropout: float = 0.0,
-                 optimizer: str = "adam", learning_rate: float = 1e-3,
-                 batch_size: int | str = "auto", epochs: int = 20,
-                 weight_decay: float = 0.0, momentum: float = 0.9,
-                 label_smoothing: float = 0.0, early_stopping: bool = False,
-                 validation_fraction: float = 0.1, n_iter_no_change: int = 5,
-                 tol: float = 1e-4, standardize: bool = True,
-                 random_state: int | None = None, warm_start: bool = False,
-                 dtype: str = "float32", verbose: int = 0) -> None:
+                 solver: str = "adam", alpha: float = 0.0, batch_size: int | str = "auto",
+                 learning_rate="constant", learning_rate_init: float = 1e-3,
+                 power_t: float = 0.5, max_iter: int = 20, shuffle: bool = True,
+                 random_state: int | None = None, tol: float = 1e-4, verbose: int = 0,
+                 warm_start: bool = False, momentum: float = 0.9,
+                 nesterovs_momentum: bool = True, early_stopping: bool = False,
+                 validation_fraction: float = 0.1, beta_1: float = 0.9,
+                 beta_2: float = 0.999, epsilon: float = 1e-8, n_iter_no_change: int = 5,
+                 max_fun: int = 15000, label_smoothing: float = 0.0,
+                 standardize: bool = True, dtype: str = "float32", epochs=None,
+                 optimizer=None, weight_decay=None) -> None:
         self.conv_channels = conv_channels
         self.kernel_size = kernel_size
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -154,22 +162,33 @@ class ConvolutionalNeuralNetwork(SeedAPI, MLPClassifier):
         self.pooling = pooling
         self.batch_norm = batch_norm
         self.dropout = dropout
-        self.optimizer = optimizer
-        self.learning_rate = learning_rate
+        self.solver = solver
+        self.alpha = alpha
         self.batch_size = batch_size
-        self.epochs = epochs
-        self.weight_decay = weight_decay
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
         self.momentum = momentum
-        self.label_smoothing = label_smoothing
+        self.nesterovs_momentum = nesterovs_momentum
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
-        self.tol = tol
+        self.max_fun = max_fun
+        self.label_smoothing = label_smoothing
         self.standardize = standardize
-        self.random_state = random_state
-        self.warm_start = warm_start
         self.dtype = dtype
-        self.verbose = verbose
+        self.epochs = epochs
+        self.optimizer = optimizer
+        self.weight_decay = weight_decay
         self.input_dim, self.hidden_dim, self.output_dim = input_dim, hidden_dim, output_dim
         if check_seed_dims(type(self).__name__, input_dim, hidden_dim, output_dim):
             dt = as_dtype(dtype)
@@ -192,14 +211,9 @@ class ConvolutionalNeuralNetwork(SeedAPI, MLPClassifier):
         """Images as a finite float (N, C, H, W) array; on ``reset`` remember
         ``input_shape_``, else check it."""
         name = type(self).__name__
-        if hasattr(X, "detach") and hasattr(X, "numpy"):
-            X = X.detach().cpu().numpy()
-        if isinstance(X, Tensor):
-            X = X.data
-        try:
-            X = np.asarray(X, dtype=dtype)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{name}.{where}: X must be numeric images ({e})") from e
+        if not reset:
+            self._check_fitted(where)
+        X = as_array(X, f"{name}.{where}", dtype=dtype)
         if X.ndim == 2:
             side = math.isqrt(X.shape[1])
             if side * side != X.shape[1]:
@@ -213,9 +227,9 @@ class ConvolutionalNeuralNetwork(SeedAPI, MLPClassifier):
             raise ValueError(f"{name}.{where}: expected images (N, H, W) or (N, C, H, W), "
                              f"got shape {X.shape}")
         if X.shape[0] == 0:
-            raise ValueError(f"{name}.{where}: X has 0 samples; at least 1 is required")
-        if not np.isfinite(X).all():
-            raise ValueError(f"{name}.{where}: X contains NaN or infinity")
+            raise ValueError(f"{name}.{where}: Found array with 0 sample(s) (shape="
+                             f"{X.shape}) while a minimum of 1 is required.")
+        check_finite(X, f"{name}.{where}")
         if reset:
             if self.input_dim is not None and X.shape[1] != self.input_dim:
                 raise ValueError(f"{name}.{where}: X has {X.shape[1]} channels but the model "
@@ -223,7 +237,6 @@ class ConvolutionalNeuralNetwork(SeedAPI, MLPClassifier):
             self.input_shape_ = tuple(int(s) for s in X.shape[1:])
             self.n_features_in_ = int(np.prod(self.input_shape_))
         else:
-            self._check_fitted(where)
             if tuple(X.shape[1:]) != tuple(self.input_shape_):
                 raise ValueError(f"{name}.{where}: X holds images of shape {X.shape[1:]}, but "
                                  f"{name} was fitted on {tuple(self.input_shape_)}")
@@ -244,35 +257,20 @@ class ConvolutionalNeuralNetwork(SeedAPI, MLPClassifier):
                                self.batch_norm, self.dropout, as_dtype(self.dtype),
                                type(self).__name__)
         self._built_for = (tuple(self.input_shape_), n_out)
-        params = list(self.model_.parameters())
-        if self.optimizer == "adam":
-            self.optimizer_ = optim.Adam(params, lr=self.learning_rate,
-                                         weight_decay=self.weight_decay)
-        else:
-            self.optimizer_ = optim.SGD(params, lr=self.learning_rate, momentum=self.momentum,
-                                        weight_decay=self.weight_decay)
+        self._make_optimizer(list(self.model_.parameters()))
 
     def _shape_ok(self, n_in: int, n_out: int) -> bool:
         return getattr(self, "_built_for", None) == (tuple(self.input_shape_), n_out)
 
-    def _train(self, X, t, epochs: int, incremental: bool) -> None:
-        # "auto" means 64 images per step here (the MLP's rule would give 200)
-        batch = self.batch_size
-        if batch == "auto":
-            self.batch_size = min(64, len(X))
-        try:
-            super()._train(X, t, epochs, incremental)
-        finally:
-            self.batch_size = batch
-
-    def _forward(self, X) -> np.ndarray:
-        """The network's logits for ``X`` in eval mode, 256 images at a time."""
-        X = self._scale(self._check_X(X, "predict", reset=False))
+    def _net(self, X: np.ndarray) -> np.ndarray:
+        """The network's logits for checked, scaled images in eval mode, 256 at a time."""
+        was = self.model_.training
         self.model_.eval()
         dt = as_dtype(self.dtype)
         outs = []
         with no_grad():
             for i in range(0, len(X), 256):
                 outs.append(self.model_(Tensor(X[i:i + 256].astype(dt))).data)
+        self.model_.train(was)
         return np.concatenate(outs).astype(np.float64)
 
