@@ -22,6 +22,7 @@ from shendu.audio import (  # noqa: E402
     AmplitudeToDB,
     AudioFileError,
     FrequencyMasking,
+    FrequencyWarp,
     MelSpectrogram,
     Spectrogram,
     TimeMasking,
@@ -267,6 +268,53 @@ def test_masks_only_in_training_and_bounded():
     assert tw.max() < 20 and tw.sum() > 0
     shendu.manual_seed(5)
     np.testing.assert_array_equal(fm(x).data, a)               # same seed, same masks
+
+
+def test_frequency_warp_moves_content_along_the_axis():
+    w = FrequencyWarp(0.2)
+    x = np.zeros((3, 40, 5))
+    x[:, 10, :] = 1.0                                          # one band lit at channel 10
+    xt = shendu.from_numpy(x)
+    w.eval()
+    assert w(xt) is xt
+    w.train()
+    shendu.manual_seed(1)
+    y = w(xt).data
+    centre = (y * np.arange(40)[:, None]).sum(1) / y.sum(1)   # (3, 5): centre of mass
+    alpha = centre[:, 0] / 10.0
+    assert np.all(np.abs(alpha - 1) <= 0.2) and np.ptp(alpha) > 0.01   # drawn per utterance
+    np.testing.assert_allclose(centre, centre[:, :1].repeat(5, 1))     # same for every frame
+    shendu.manual_seed(1)
+    np.testing.assert_array_equal(w(xt).data, y)               # same seed, same warp
+
+    def warped(a):                                             # the same warp at every call
+        shendu.manual_seed(2)
+        return w(a)
+    assert shendu.gradcheck(warped, [_x64((2, 7, 4))])
+    with pytest.raises(ValueError, match="FrequencyWarp: max_warp"):
+        FrequencyWarp(0.7)
+
+
+def test_utterance_norm_over_active_frames_ignores_padding():
+    """A recording placed in a short or a long window of silence gets the same features on
+    its own frames (and 0 elsewhere); without ``active_db`` the padding changes them."""
+    rng = np.random.default_rng(0)
+    word = rng.normal(-30.0, 6.0, (12, 9))
+    short, long = np.full((1, 12, 15), -90.0), np.full((1, 12, 40), -90.0)
+    short[0, :, 3:12] = word
+    long[0, :, 20:29] = word
+    act = UtteranceNorm(active_db=50.0)
+    a, b = act(shendu.from_numpy(short)).data, act(shendu.from_numpy(long)).data
+    np.testing.assert_allclose(a[0, :, 3:12], b[0, :, 20:29], rtol=1e-12, atol=1e-12)
+    assert not a[0, :, :3].any() and not b[0, :, 29:].any()
+    np.testing.assert_allclose(a[0, :, 3:12].mean(1), 0, atol=1e-12)
+    np.testing.assert_allclose(a[0, :, 3:12].std(1), 1, atol=1e-5)
+    plain = UtteranceNorm()
+    assert not np.allclose(plain(shendu.from_numpy(short)).data[0, :, 3:12],
+                           plain(shendu.from_numpy(long)).data[0, :, 20:29], atol=1e-3)
+    x = _x64((2, 5, 8), 4)
+    x.data[:, :, :3] -= 100.0                                  # three inactive frames
+    assert shendu.gradcheck(lambda t: act(t), [x])
 
 
 def test_speed_perturb_and_fit_length():

@@ -6,7 +6,7 @@
   :class:`Spectrogram`, :class:`AmplitudeToDB`, :class:`UtteranceNorm` — torchaudio's
   names and arguments, differentiable shendu modules.
 * :mod:`shendu.audio.augment`: SpecAugment's :class:`FrequencyMasking` /
-  :class:`TimeMasking`, :func:`speed_perturb`, :func:`fit_length`.
+  :class:`TimeMasking`, :class:`FrequencyWarp` (VTLP), :func:`speed_perturb`, :func:`fit_length`.
 
 The ready model is :class:`shendu.models.AudioClassifier`; the data set
 :func:`shendu.data.datasets.fsdd`. soundfile, SciPy and librosa (the ``audio`` extra) are
@@ -14,7 +14,13 @@ imported only when a file is read or a filterbank is made, and ``import shendu``
 import this package.
 """
 
-from shendu.audio.augment import FrequencyMasking, TimeMasking, fit_length, speed_perturb
+from shendu.audio.augment import (
+    FrequencyMasking,
+    FrequencyWarp,
+    TimeMasking,
+    fit_length,
+    speed_perturb,
+)
 from shendu.audio.features import (
     MFCC,
     AmplitudeToDB,
@@ -31,4 +37,4 @@ from shendu.audio.io import AudioFileError, AudioInfo, info, load, resample, to_
 __all__ = ["load", "info", "resample", "to_mono", "AudioFileError", "AudioInfo",
            "MelSpectrogram", "MFCC", "Spectrogram", "AmplitudeToDB", "UtteranceNorm",
            "PowerSTFT", "power_stft", "mel_filterbank", "dct_matrix",
-           "FrequencyMasking", "TimeMasking", "speed_perturb", "fit_length"]
+           "FrequencyMasking", "TimeMasking", "FrequencyWarp", "speed_perturb", "fit_length"]

@@ -4,6 +4,9 @@ waveform perturbations (speed, placement in time) as functions.
 * :class:`FrequencyMasking` / :class:`TimeMasking` (torchaudio's names and arguments): in
   training mode each utterance gets a band of ``width ~ U[0, mask_param)`` consecutive
   frequency channels / frames set to ``mask_value``; in eval mode they pass the input on.
+* :class:`FrequencyWarp` stretches or squeezes the frequency axis of each utterance's
+  (mel) spectrogram by a factor drawn from ``[1 - r, 1 + r]`` in training mode: vocal-tract
+  length perturbation (Jaitly & Hinton 2013) on the mel axis, independent of tempo.
 * :func:`speed_perturb` plays a waveform faster or slower (tempo and pitch together, as
   Kaldi's speed perturbation, Ko et al. 2015): a speaker-independent model then sees
   shorter and longer vocal tracts than its training voices had.
@@ -18,11 +21,12 @@ from __future__ import annotations
 import numpy as np
 
 from shendu.backend import rng
-from shendu.functional import mul
+from shendu.functional import matmul, mul
 from shendu.nn.module import Module
 from shendu.tensor import Tensor
 
-__all__ = ["FrequencyMasking", "TimeMasking", "speed_perturb", "fit_length"]
+__all__ = ["FrequencyMasking", "TimeMasking", "FrequencyWarp", "warp_matrix", "speed_perturb",
+           "fit_length"]
 
 
 class _AxisMasking(Module):
@@ -83,6 +87,51 @@ class TimeMasking(_AxisMasking):
 
     def __init__(self, time_mask_param: int, iid_masks: bool = True, p: float = 1.0) -> None:
         super().__init__(time_mask_param, iid_masks, p)
+
+
+def warp_matrix(n: int, factors: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """Linear-interpolation matrices ``(..., n, n)``: row ``f`` of the matrix for ``alpha``
+    reads channel ``f / alpha`` (clipped to the last channel), so ``M @ x`` moves the
+    content of channel ``c`` to channel ``alpha * c`` (``alpha > 1``: formants move up, a
+    shorter vocal tract)."""
+    factors = np.asarray(factors, dtype=np.float64)
+    src = np.minimum(np.arange(n) / factors[..., None], n - 1)    # (..., n)
+    lo = np.floor(src).astype(np.int64)
+    hi = np.minimum(lo + 1, n - 1)
+    frac = src - lo
+    m = np.zeros(factors.shape + (n, n))
+    np.put_along_axis(m, lo[..., None], (1 - frac)[..., None], axis=-1)
+    hi_part = np.take_along_axis(m, hi[..., None], axis=-1) + frac[..., None]
+    np.put_along_axis(m, hi[..., None], hi_part, axis=-1)
+    return m.astype(dtype)
+
+
+class FrequencyWarp(Module):
+    """Vocal-tract length perturbation on the frequency axis of (..., freq, time) features:
+    in training mode each utterance's channels are resampled by ``alpha ~ U[1-r, 1+r]``
+    (``r = max_warp``; channel ``c``'s content moves to ``alpha * c``, linear
+    interpolation, the top channel repeated past the edge); identity in eval mode.
+    Differentiable (a matrix product with the interpolation weights)."""
+
+    def __init__(self, max_warp: float = 0.1) -> None:
+        super().__init__()
+        if not 0.0 <= max_warp < 0.5:
+            raise ValueError(f"FrequencyWarp: max_warp must be in [0, 0.5), got {max_warp}")
+        self.max_warp = float(max_warp)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.max_warp == 0:
+            return x
+        if x.ndim < 2:
+            raise ValueError(f"FrequencyWarp expected (..., freq, time), got shape "
+                             f"{tuple(x.shape)}")
+        lead = tuple(x.shape[:-2])
+        alpha = 1.0 + self.max_warp * (2.0 * rng().random(lead) - 1.0)
+        m = warp_matrix(x.shape[-2], alpha, x.data.dtype)
+        return matmul(Tensor(m), x)
+
+    def extra_repr(self) -> str:
+        return f"max_warp={self.max_warp}"
 
 
 def speed_perturb(x: np.ndarray, factor: float) -> np.ndarray:

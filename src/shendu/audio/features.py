@@ -56,6 +56,16 @@ def hann_window(win_length: int, n_fft: int, dtype=np.float64) -> np.ndarray:
     return out.astype(dtype)
 
 
+def _fft():
+    """``scipy.fft`` (single precision stays single, about twice NumPy's speed here), else
+    ``numpy.fft``."""
+    try:
+        from scipy import fft
+    except ImportError:  # pragma: no cover - scipy comes with the audio extra
+        fft = np.fft
+    return fft
+
+
 class PowerSTFT(Function):
     """``S = |STFT(x)|^power`` of waveforms ``x`` (B, N) -> (B, n_fft // 2 + 1, frames).
 
@@ -83,7 +93,7 @@ class PowerSTFT(Function):
         st = xp.strides
         frames = np.lib.stride_tricks.as_strided(
             xp, (b, n_frames, n_fft), (st[0], st[1] * hop, st[1]), writeable=False)
-        X = np.fft.rfft(frames * window, axis=-1)          # (B, T, F) complex
+        X = _fft().rfft(frames * window, axis=-1)          # (B, T, F) complex
         if power == 2.0:
             S = X.real * X.real + X.imag * X.imag
         elif power == 1.0:
@@ -109,7 +119,7 @@ class PowerSTFT(Function):
         Z = Z.copy()
         last = Z.shape[-1] - 1 if n_fft % 2 == 0 else Z.shape[-1]
         Z[..., 1:last] *= 0.5
-        dframes = n_fft * np.fft.irfft(Z, n=n_fft, axis=-1) * self.window   # (B, T, N)
+        dframes = n_fft * _fft().irfft(Z, n=n_fft, axis=-1) * self.window   # (B, T, N)
         gp = np.zeros((b, n + 2 * pad), dtype=np.float64)
         idx = (np.arange(n_frames)[:, None] * hop + np.arange(n_fft)[None, :]).ravel()
         for i in range(b):
@@ -314,17 +324,42 @@ class UtteranceNorm(Module):
     """Per-utterance normalisation of features (..., channels, frames): each channel shifted
     to mean 0 over the frames (cepstral mean normalisation) and, with ``variance=True``,
     scaled to standard deviation 1 (``eps`` added to the variance). It removes what a
-    speaker or a microphone adds to every frame alike — a fixed spectral tilt, a gain."""
+    speaker or a microphone adds to every frame alike — a fixed spectral tilt, a gain.
 
-    def __init__(self, variance: bool = True, eps: float = 1e-5) -> None:
+    ``active_db``: for decibel features, take the statistics over the *active* frames only
+    (those whose loudest channel lies within ``active_db`` dB of the utterance's loudest
+    value) and set the other frames to 0 (the mean). Then the padding around a short
+    recording in a fixed window changes neither the statistics nor the features: a short
+    word and a long one of the same voice are normalised alike. ``None``: all frames."""
+
+    def __init__(self, variance: bool = True, eps: float = 1e-5,
+                 active_db: float | None = None) -> None:
         super().__init__()
+        if active_db is not None and not active_db > 0:
+            raise ValueError(f"UtteranceNorm: active_db must be None or > 0, got {active_db}")
         self.variance, self.eps = bool(variance), float(eps)
+        self.active_db = None if active_db is None else float(active_db)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x - F.mean(x, dim=-1, keepdim=True)
+        if self.active_db is None:
+            x = x - F.mean(x, dim=-1, keepdim=True)
+            if self.variance:
+                x = x / F.sqrt(F.mean(x * x, dim=-1, keepdim=True) + self.eps)
+            return x
+        if x.ndim < 2:
+            raise ValueError(f"UtteranceNorm expected (..., channels, frames), got shape "
+                             f"{tuple(x.shape)}")
+        d = x.data
+        loud = d.max(axis=-2, keepdims=True)                           # (..., 1, T)
+        peak = loud.max(axis=-1, keepdims=True)
+        m = (loud >= peak - self.active_db).astype(d.dtype)           # (..., 1, T)
+        mask = Tensor(m)
+        count = Tensor(m.sum(axis=-1, keepdims=True))                  # >= 1: the peak
+        x = (x - F.sum(x * mask, dim=-1, keepdim=True) / count) * mask
         if self.variance:
-            x = x / F.sqrt(F.mean(x * x, dim=-1, keepdim=True) + self.eps)
+            x = x / F.sqrt(F.sum(x * x, dim=-1, keepdim=True) / count + self.eps)
         return x
 
     def extra_repr(self) -> str:
-        return f"variance={self.variance}"
+        s = f"variance={self.variance}"
+        return s if self.active_db is None else s + f", active_db={self.active_db}"

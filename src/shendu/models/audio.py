@@ -5,7 +5,7 @@ The network (:class:`AudioNet`) holds its own front end, so the saved model goes
 waveform to its answer with the code it was trained with::
 
     waveform (B, L) -> MelSpectrogram (log, dB) -> per-utterance normalisation
-      -> [SpecAugment masks, training only]
+      -> [training only: mel-axis warp (VTLP), SpecAugment masks]
       -> conv blocks: Conv1d k5 -> BatchNorm1d -> ReLU -> max-pool 2, over time, with the
          mel channels as the input channels (a time-delay network, Waibel et al. 1989)
       -> global average and max over time -> dropout -> Linear n_classes
@@ -43,16 +43,18 @@ class AudioNet(nn.Module):
 
     ``channels``: output channels of each conv block; ``n_mels`` mel bands from an
     ``n_fft``-point STFT with hop ``hop_length`` at ``sample_rate``; ``freq_mask`` /
-    ``time_mask``: widest SpecAugment bands (0: none); ``front="mel"`` or ``"linear"`` (the
+    ``time_mask``: widest SpecAugment bands (0: none); ``freq_warp``: training-time warp of
+    the mel axis by up to that fraction (0: none); ``front="mel"`` or ``"linear"`` (the
     plain power spectrogram in dB, for contrast).
     """
 
     def __init__(self, n_classes: int, sample_rate: int = 8000, n_fft: int = 256,
                  hop_length: int = 80, n_mels: int = 40, channels=(64, 96, 128),
                  kernel_size: int = 5, dropout: float = 0.2, freq_mask: int = 6,
-                 time_mask: int = 10, front: str = "mel", dtype=None) -> None:
+                 time_mask: int = 10, front: str = "mel", dtype=None,
+                 freq_warp: float = 0.0, active_db: float | None = None) -> None:
         super().__init__()
-        from shendu.audio.augment import FrequencyMasking, TimeMasking
+        from shendu.audio.augment import FrequencyMasking, FrequencyWarp, TimeMasking
         from shendu.audio.features import AmplitudeToDB, MelSpectrogram, Spectrogram, UtteranceNorm
 
         if front not in ("mel", "linear"):
@@ -65,7 +67,8 @@ class AudioNet(nn.Module):
             self.features = Spectrogram(n_fft=n_fft, hop_length=hop_length)
             n_in = n_fft // 2 + 1
         self.to_db = AmplitudeToDB("power", top_db=80.0)
-        self.norm = UtteranceNorm()
+        self.norm = UtteranceNorm(active_db=active_db)
+        self.freq_warp = FrequencyWarp(freq_warp)
         self.freq_masking = FrequencyMasking(freq_mask)
         self.time_masking = TimeMasking(time_mask)
         layers: list[nn.Module] = []
@@ -85,7 +88,7 @@ class AudioNet(nn.Module):
 
     def forward(self, waveform: Tensor) -> Tensor:
         with no_grad() if not waveform.requires_grad else _nullcontext():
-            f = self.features_of(waveform)
+            f = self.norm(self.freq_warp(self.to_db(self.features(waveform))))
         f = self.time_masking(self.freq_masking(f))
         h = self.body(f)                                      # (B, C, T')
         pooled = F.cat([F.mean(h, dim=-1), F.amax(h, dim=-1)], dim=1)   # (B, 2C)
@@ -132,6 +135,10 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
     channels, kernel_size, dropout : the convolutional blocks and the head's dropout.
     front : ``"mel"`` or ``"linear"`` (power spectrogram without the mel filterbank).
     speed_range : training speed factors are drawn from ``[1 - r, 1 + r]`` (0: none).
+    freq_warp : training warp of the mel axis (vocal-tract length perturbation, independent
+        of tempo) by a factor drawn from ``[1 - r, 1 + r]`` per recording (0: none).
+    active_db : normalise each recording over its active frames only (loudest band within
+        ``active_db`` dB of the recording's peak), the others set to 0 (``None``: all frames).
     freq_mask, time_mask : widest SpecAugment bands (mel channels, frames); 0: none.
     shift : place each training recording at a random offset in the window (else centred).
     noise_snr : ``(low, high)`` dB: half the training windows get white noise at a
@@ -147,7 +154,8 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, sample_rate: int = 8000, max_seconds: float = 1.0, n_mels: int = 40,
                  n_fft: int = 256, hop_length: int = 80, channels=(64, 96, 128),
                  kernel_size: int = 5, dropout: float = 0.2, front: str = "mel",
-                 speed_range: float = 0.2, freq_mask: int = 8, time_mask: int = 15,
+                 speed_range: float = 0.2, freq_warp: float = 0.0,
+                 active_db: float | None = None, freq_mask: int = 8, time_mask: int = 15,
                  shift: bool = True, noise_snr=(5.0, 30.0), epochs: int = 25,
                  batch_size: int = 64,
                  learning_rate: float = 3e-3, weight_decay: float = 1e-3,
@@ -163,6 +171,8 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
         self.dropout = dropout
         self.front = front
         self.speed_range = speed_range
+        self.freq_warp = freq_warp
+        self.active_db = active_db
         self.freq_mask = freq_mask
         self.time_mask = time_mask
         self.shift = shift
@@ -220,6 +230,8 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
         if not 0 <= self.speed_range < 0.5:
             raise ValueError(f"{name}: speed_range must be in [0, 0.5), got "
                              f"{self.speed_range}")
+        if not 0 <= self.freq_warp < 0.5:
+            raise ValueError(f"{name}: freq_warp must be in [0, 0.5), got {self.freq_warp}")
         if not self.max_seconds > 0 or int(round(self.max_seconds * self.sample_rate)) <= \
                 self.n_fft:
             raise ValueError(f"{name}: max_seconds must hold more than n_fft={self.n_fft} "
@@ -264,7 +276,8 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
             self.model_ = AudioNet(len(self.classes_), self.sample_rate, self.n_fft,
                                    self.hop_length, self.n_mels, tuple(self.channels),
                                    self.kernel_size, self.dropout, self.freq_mask,
-                                   self.time_mask, self.front, as_dtype(self.dtype))
+                                   self.time_mask, self.front, as_dtype(self.dtype),
+                                   float(self.freq_warp), self.active_db)
             params = list(self.model_.parameters())
             self.optimizer_ = optim.AdamW(params, lr=self.learning_rate,
                                           weight_decay=self.weight_decay)
