@@ -26,8 +26,8 @@ def _quiet():
 
 
 ESTIMATORS = [
-    lambda: Perceptron(max_epochs=20),
-    lambda: MLPClassifier(hidden_layer_sizes=(8,), epochs=50, learning_rate=0.05,
+    lambda: Perceptron(max_iter=20),
+    lambda: MLPClassifier(hidden_layer_sizes=(8,), max_iter=50, learning_rate_init=0.05,
                           random_state=0),
 ]
 
@@ -43,16 +43,16 @@ def test_import_shendu_does_not_import_sklearn_or_torch():
 def test_tags_and_params():
     assert is_classifier(Perceptron()) and is_classifier(MLPClassifier())
     assert is_regressor(MLPRegressor())
-    p = Perceptron(lr=0.5, average=True)
+    p = Perceptron(eta0=0.5, average=True)
     params = p.get_params()
-    assert params["lr"] == 0.5 and params["average"] is True and params["input_dim"] is None
+    assert params["eta0"] == 0.5 and params["average"] is True and params["input_dim"] is None
     q = clone(p)
     assert q.get_params() == params and q is not p
-    q.set_params(lr=2.0)
-    assert q.lr == 2.0 and p.lr == 0.5
-    with pytest.raises(ValueError, match="invalid parameter 'eta0'"):
-        q.set_params(eta0=1.0)
-    assert repr(p) == "Perceptron(lr=0.5, average=True)"
+    q.set_params(eta0=2.0)
+    assert q.eta0 == 2.0 and p.eta0 == 0.5
+    with pytest.raises(ValueError, match="invalid parameter 'learning_rate_init'"):
+        q.set_params(learning_rate_init=1.0)
+    assert repr(p) == "Perceptron(eta0=0.5, average=True)"
     assert "label_smoothing" in MLPClassifier().get_params()
     assert "label_smoothing" not in MLPRegressor().get_params()
 
@@ -82,12 +82,12 @@ def test_pipeline_and_cross_val_score(make):
 def test_grid_search_over_perceptron_and_mlp():
     X, _, y, _ = iris()
     gs = GridSearchCV(make_pipeline(StandardScaler(), Perceptron()),
-                      {"perceptron__max_epochs": [1, 10], "perceptron__average": [False, True]},
+                      {"perceptron__max_iter": [1, 10], "perceptron__average": [False, True]},
                       cv=3)
     gs.fit(X, y)
-    assert set(gs.best_params_) == {"perceptron__max_epochs", "perceptron__average"}
+    assert set(gs.best_params_) == {"perceptron__max_iter", "perceptron__average"}
     assert gs.best_estimator_.score(X, y) > 0.8
-    gs = GridSearchCV(MLPClassifier(epochs=50, learning_rate=0.05, random_state=0),
+    gs = GridSearchCV(MLPClassifier(max_iter=50, learning_rate_init=0.05, random_state=0),
                       {"hidden_layer_sizes": [(4,), (16,)]}, cv=3).fit(X, y)
     assert gs.best_params_["hidden_layer_sizes"] in [(4,), (16,)]
     assert len(gs.cv_results_["mean_test_score"]) == 2
@@ -97,8 +97,8 @@ def test_regressor_in_grid_search():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(90, 2))
     y = X[:, 0] - 2 * X[:, 1]
-    gs = GridSearchCV(MLPRegressor(epochs=40, batch_size=10, random_state=0,
-                                   learning_rate=0.01),
+    gs = GridSearchCV(MLPRegressor(max_iter=40, batch_size=10, random_state=0,
+                                   learning_rate_init=0.01),
                       {"hidden_layer_sizes": [(8,)], "activation": ["tanh", "relu"]}, cv=3)
     gs.fit(X, y)
     assert gs.best_score_ > 0.9  # R², the regressor's score
@@ -110,11 +110,11 @@ def test_scores_match_sklearn_metrics():
     rng = np.random.default_rng(1)
     X = rng.normal(size=(60, 3))
     Y = np.c_[X[:, 0], X[:, 1] * X[:, 2]]
-    reg = MLPRegressor(hidden_layer_sizes=(8,), epochs=5, random_state=0).fit(X, Y)
+    reg = MLPRegressor(hidden_layer_sizes=(8,), max_iter=5, random_state=0).fit(X, Y)
     w = rng.uniform(size=60)
     assert reg.score(X, Y) == pytest.approx(r2_score(Y, reg.predict(X)), rel=1e-12)
     assert reg.score(X, Y, sample_weight=w) == pytest.approx(
         r2_score(Y, reg.predict(X), sample_weight=w), rel=1e-12)
     Xi, _, yi, _ = iris()
-    p = Perceptron(max_epochs=3).fit(Xi, yi)
+    p = Perceptron(max_iter=3).fit(Xi, yi)
     assert p.score(Xi, yi) == accuracy_score(yi, p.predict(Xi))
