@@ -316,11 +316,12 @@ def test_mha_causal_self_attention():
     fn = lambda m, x: m(x, x, x, attn_mask=(  # noqa: E731
         mask if torch.is_tensor(x) else mask.numpy()), is_causal=True)
     check_module(s, t, make_inputs([(5, 3, 8)]), fn=fn)
-    # is_causal alone (no mask given) builds the same causal mask
+    # is_causal alone (no mask given) is an error, as in torch
     x = shendu.tensor(make_inputs([(5, 3, 8)], np.float32)[0])
-    a, _ = s(x, x, x, attn_mask=mask.numpy())
-    b, _ = s(x, x, x, is_causal=True)
-    np.testing.assert_allclose(a.data, b.data, rtol=1e-6, atol=1e-7)
+    with pytest.raises(RuntimeError, match="is_causal"):
+        s(x, x, x, is_causal=True)
+    with pytest.raises(RuntimeError, match="is_causal"):
+        t(torch.tensor(x.data), torch.tensor(x.data), torch.tensor(x.data), is_causal=True)
 
 
 @pytest.mark.parametrize("batch_first", [False, True])

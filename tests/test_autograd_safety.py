@@ -1,3 +1,4 @@
+# ruff: noqa: B023  (the per-step lambdas run at once, inside their own iteration)
 """Autograd never lies: each case runs the same code on shendu and on torch, and shendu
 must give torch's gradient or raise where torch raises.
 

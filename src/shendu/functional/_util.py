@@ -70,6 +70,18 @@ def pair(a, b) -> tuple[Tensor, Tensor]:
         a = as_tensor(a)
         b = as_tensor(b, a)
     ka, kb = a.data.dtype.kind, b.data.dtype.kind
+    if ka == kb and a.data.dtype != b.data.dtype and (a.data.ndim == 0) != (b.data.ndim == 0):
+        # torch's rule: a 0-d tensor does not decide the precision of a dimensioned one of
+        # the same kind (float32 tensor + float64 0-d tensor is float32)
+        from shendu.functional.math import cast
+
+        if a.data.ndim == 0:
+            a = cast(a, b.data.dtype) if ka in "fc" else Tensor._wrap(
+                a.data.astype(b.data.dtype), None, 0)
+        else:
+            b = cast(b, a.data.dtype) if kb in "fc" else Tensor._wrap(
+                b.data.astype(a.data.dtype), None, 0)
+        return a, b
     if ka != kb:
         if ka in "biu" and kb == "f":
             a = Tensor._wrap(a.data.astype(b.data.dtype), None, 0)

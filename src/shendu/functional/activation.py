@@ -15,7 +15,8 @@ from shendu.autograd import Function
 from shendu.functional._util import norm_dim
 from shendu.tensor import Tensor
 
-__all__ = ["relu", "hardtanh", "relu6", "leaky_relu", "sigmoid", "tanh", "gelu", "softplus", "softmax",
+__all__ = ["relu", "hardtanh", "relu6", "leaky_relu", "sigmoid", "tanh", "gelu", "softplus",
+           "softmax",
            "log_softmax", "elu", "silu"]
 
 
@@ -270,6 +271,9 @@ class Softmax(Function):
     saved_outputs = (0,)
 
     def forward(self, a, dim=-1):
+        if a.size == 0:
+            self.out, self.dim = np.empty_like(a), dim
+            return self.out
         e = np.exp(a - a.max(axis=dim, keepdims=True))
         self.out = e / e.sum(axis=dim, keepdims=True)
         self.dim = dim
@@ -287,6 +291,9 @@ class LogSoftmax(Function):
     saved_outputs = (0,)
 
     def forward(self, a, dim=-1):
+        if a.size == 0:
+            self.out, self.dim = np.empty_like(a), dim
+            return self.out
         shifted = a - a.max(axis=dim, keepdims=True)
         self.out = shifted - np.log(np.exp(shifted).sum(axis=dim, keepdims=True))
         self.dim = dim

@@ -41,6 +41,16 @@ class Linear(Function):
         return gx, gw, gb
 
 
+def check_same_dtype(op: str, x: Tensor, weight: Tensor | None) -> None:
+    """torch's rule: a layer computes in its weights' dtype and refuses input of another
+    (no silent cast either way)."""
+    if weight is not None and x.data.dtype != weight.data.dtype:
+        raise RuntimeError(
+            f"{op}: expected input of dtype {weight.data.dtype} (the weight's), got "
+            f"{x.data.dtype}; convert one of them (x.float(), x.double(), "
+            f"module.double(), ...)")
+
+
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """Apply ``x @ weight.T + bias``."""
     xs, ws = x.data.shape, weight.data.shape
@@ -52,8 +62,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         )
     if bias is not None and bias.data.shape != (ws[0],):
         raise ValueError(f"linear: bias must have shape ({ws[0]},), got {bias.data.shape}")
-    if x.data.dtype != weight.data.dtype and x.data.dtype.kind != "f":
-        x = Tensor(x.data.astype(weight.data.dtype))
+    check_same_dtype("linear", x, weight)
     if bias is None:
         return Linear.apply(x, weight)
     return Linear.apply(x, weight, bias)

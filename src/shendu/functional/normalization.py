@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from shendu.autograd import Function
+from shendu.functional.linear import check_same_dtype
 from shendu.tensor import Tensor
 
 __all__ = ["layer_norm", "batch_norm"]
@@ -81,6 +82,7 @@ def layer_norm(input: Tensor, normalized_shape, weight: Tensor | None = None,
         if t is not None and t.data.shape != ns:
             raise ValueError(f"layer_norm: {name} must have shape {ns}, got {t.data.shape}")
     d = int(np.prod(ns))
+    check_same_dtype("layer_norm", input, weight if weight is not None else bias)
     if weight is None and bias is not None:
         weight = Tensor(np.ones(ns, input.data.dtype))
     if weight is None:
@@ -205,7 +207,8 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
     c = xs[1]
     dt = input.data.dtype
     if dt.kind != "f":
-        raise TypeError(f"batch_norm: expected a floating input, got {dt}")
+        raise RuntimeError(f"batch_norm: expected a floating input dtype, got {dt}")
+    check_same_dtype("batch_norm", input, weight if weight is not None else running_mean)
     for name, t in (("running_mean", running_mean), ("running_var", running_var),
                     ("weight", weight), ("bias", bias)):
         if t is not None and t.data.shape != (c,):
@@ -214,6 +217,10 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
     if not training and (running_mean is None or running_var is None):
         raise ValueError("batch_norm: running_mean and running_var must be given when "
                          "training=False")
+    if input.data.size == 0:  # an empty batch: an empty result, statistics untouched (torch)
+        from shendu.functional.math import clone
+
+        return clone(input)
     if training:
         m = input.data.size // max(c, 1)
         if m <= 1:

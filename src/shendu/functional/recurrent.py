@@ -431,7 +431,7 @@ class LSTMScan(Function):
         Wx = W[:, :Z.shape[1] - H] if not h0.any() else None   # h_0 = 0: [b | W_ih] suffices
         # the slabs of the steps, in turn: C of them and the next one when training, so
         # that every C steps the factors of the backward pass are made for C steps at once
-        C = max(1, min(T, _CHUNK_BYTES // (3 * H * B * dt.itemsize)))
+        C = max(1, min(T, _CHUNK_BYTES // (3 * H * max(B, 1) * dt.itemsize)))
         S = _workspace.get((C + 1, 6 * H, B), dt)
         F = _workspace.get((T, 6 * H, B), dt) if train else None
         P2 = np.empty((2, H, B), dt)
@@ -491,7 +491,7 @@ class LSTMScan(Function):
         dc[...] = g_cn.T
         dh[...] = g_hn.T
         tmp = np.empty((H, B), dt)
-        C = max(1, min(T, _CHUNK_BYTES // (G * B * dt.itemsize)))
+        C = max(1, min(T, _CHUNK_BYTES // (G * max(B, 1) * dt.itemsize)))
         D = _workspace.get((G, C, B), dt)              # δa of a chunk of steps, gate-major
         Zc = _workspace.get((K, C, B), dt)             # their columns [1; x_t; h_prev]
         Zs = Z[cols]                                   # (T, K, B): step t's column

@@ -175,8 +175,11 @@ class LogSumExp(Function):
 
     def forward(self, a, axes=None, keepdim=False):
         self.a, self.axes, self.keepdim = a, axes, keepdim
-        m = np.max(a, axis=axes, keepdims=True)
-        m = np.where(np.isfinite(m), m, 0)
+        if a.size == 0:  # an empty sum is 0: log 0 = -inf (as torch)
+            m = np.zeros(np.sum(a, axis=axes, keepdims=True).shape, a.dtype)
+        else:
+            m = np.max(a, axis=axes, keepdims=True)
+            m = np.where(np.isfinite(m), m, 0)
         with np.errstate(divide="ignore"):
             self.out_k = np.log(np.exp(a - m).sum(axis=axes, keepdims=True)) + m
         if keepdim:
@@ -332,7 +335,10 @@ def _amax_like(x, dim, keepdim, kw, is_min):
     op = "amin" if is_min else "amax"
     axes, keepdim = _reduce_args(x, dim, keepdim, kw, op)
     if x.data.size == 0:
-        raise RuntimeError(f"{op}: cannot reduce an empty tensor of shape {x.data.shape}")
+        for d in (range(x.data.ndim) if axes is None else axes):
+            if x.data.shape[d] == 0:
+                raise RuntimeError(f"{op}: cannot reduce the empty dim {d} (expected non-zero "
+                                   f"size), got a tensor of shape {x.data.shape}")
     return AMax.apply(x, axes=axes, keepdim=keepdim, is_min=is_min)
 
 

@@ -17,7 +17,7 @@ from shendu import nn, optim
 from shendu.autograd import no_grad
 from shendu.backend import rng
 from shendu.data import DataLoader, TensorDataset
-from shendu.models._base import BaseEstimator, ClassifierMixin, seeded
+from shendu.models._base import BaseEstimator, ClassifierMixin, as_array, seeded
 from shendu.tensor import Tensor
 from shendu.train import Trainer
 
@@ -91,9 +91,16 @@ class TransformerClassifier(ClassifierMixin, BaseEstimator):
         self.learning_rate, self.weight_decay = learning_rate, weight_decay
         self.random_state, self.verbose = random_state, verbose
 
+    _input_kinds = {"two_d_array": False, "three_d_array": True}
+
     def _check_seq(self, X, where: str, reset: bool) -> np.ndarray:
         name = type(self).__name__
-        X = np.asarray(X.data if isinstance(X, Tensor) else X)
+        if not reset:
+            self._check_fitted(where)
+        X = as_array(X, f"{name}.{where}")
+        if X.ndim >= 2 and X.shape[0] == 0:
+            raise ValueError(f"{name}.{where}: Found array with 0 sample(s) (shape={X.shape}) "
+                             f"while a minimum of 1 is required.")
         if X.ndim == 2 and X.dtype.kind in "iu":
             tokens = True
         elif X.ndim == 3 and X.dtype.kind in "fiu":
@@ -147,6 +154,7 @@ class TransformerClassifier(ClassifierMixin, BaseEstimator):
         return np.concatenate(out).astype(np.float64)
 
     def predict(self, X) -> np.ndarray:
+        self._check_fitted("predict")
         return self.classes_[self.predict_proba(X).argmax(1)]
 
 
@@ -179,7 +187,10 @@ class CharTransformerLM(nn.Module):
         if idx.ndim != 2 or idx.shape[1] > self.block_size:
             raise ValueError(f"CharTransformerLM(block_size={self.block_size}) expected token "
                              f"ids (N, T) with T <= {self.block_size}, got {idx.shape}")
-        h = self.blocks(self.pos(self.embed(idx)), is_causal=True)
+        x = self.pos(self.embed(idx))
+        t = idx.shape[1]  # no peeking ahead: -inf above the diagonal (torch wants the mask)
+        causal = np.triu(np.full((t, t), -np.inf, x.data.dtype), k=1)
+        h = self.blocks(x, mask=causal, is_causal=True)
         return self.head(h)
 
     def fit(self, corpus, steps: int = 1000, batch_size: int = 32,

@@ -182,10 +182,11 @@ class MultiheadAttention(Module):
         if Sv != S:
             raise ValueError(f"{name}: key and value must share the sequence length, got "
                              f"{ks} and {vs}")
-        if is_causal and attn_mask is None and key_padding_mask is None:
-            mask = F.causal_mask(L, S)
-        else:
-            mask = merge_masks(attn_mask, key_padding_mask, n, H, L, S, query.dtype, name)
+        if is_causal and attn_mask is None:
+            raise RuntimeError(
+                f"{name}: need attn_mask if specifying the is_causal hint (as torch); pass "
+                "attn_mask=nn.Transformer.generate_square_subsequent_mask(L) with it")
+        mask = merge_masks(attn_mask, key_padding_mask, n, H, L, S, query.dtype, name)
         q, k, v = self._project(query, key, value)
         # to heads: batch_first (N, L, H, hd) -> (N, H, L, hd); else (L, N, H, hd) -> same
         perm = (0, 2, 1, 3) if bf else (1, 2, 0, 3)
