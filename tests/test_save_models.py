@@ -113,7 +113,7 @@ def _mlpc():
 @case("MLPRegressor")
 def _mlpr():
     X, _ = _blobs()
-    return models.MLPRegressor((7,), solver="sgd", max_iter=3, random_state=0,
+    return models.MLPRegressor(hidden_layer_sizes=(7,), solver="sgd", max_iter=3, random_state=0,
                                dtype="float64"), X, np.c_[X[:, 0], X.sum(1)]
 
 

@@ -662,9 +662,40 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     same shape.
     """
 
-    __doc__ += _PARAMS_DOC
+    __doc__ += _PARAMS_DOC + """
+    loss : ``"squared_error"`` (scikit-learn's ``"poisson"`` is not implemented yet).
+"""
     _multi_output = True
     out_activation_ = "identity"
+
+    def __init__(self, loss: str = "squared_error", hidden_layer_sizes=(100,),
+                 activation: str = "relu", *, solver: str = "adam", alpha: float = 0.0001,
+                 batch_size: int | str = "auto", learning_rate="constant",
+                 learning_rate_init: float = 0.001, power_t: float = 0.5, max_iter: int = 200,
+                 shuffle: bool = True, random_state: int | None = None, tol: float = 1e-4,
+                 verbose: int = 0, warm_start: bool = False, momentum: float = 0.9,
+                 nesterovs_momentum: bool = True, early_stopping: bool = False,
+                 validation_fraction: float = 0.1, beta_1: float = 0.9, beta_2: float = 0.999,
+                 epsilon: float = 1e-8, n_iter_no_change: int = 10, max_fun: int = 15000,
+                 standardize: bool = False, dtype=None, epochs=None, optimizer=None,
+                 weight_decay=None) -> None:
+        super().__init__(
+            hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
+            learning_rate=learning_rate, learning_rate_init=learning_rate_init,
+            power_t=power_t, max_iter=max_iter, shuffle=shuffle, random_state=random_state,
+            tol=tol, verbose=verbose, warm_start=warm_start, momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
+            validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
+            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
+            standardize=standardize, dtype=dtype, epochs=epochs, optimizer=optimizer,
+            weight_decay=weight_decay)
+        self.loss = loss
+
+    def _check_hyper(self) -> None:
+        if self.loss != "squared_error":
+            raise ValueError(f"MLPRegressor: loss must be 'squared_error' (scikit-learn's "
+                             f"'poisson' is not implemented in shendu), got {self.loss!r}")
+        super()._check_hyper()
 
     def _per_sample_loss(self, out: Tensor, t: np.ndarray) -> Tensor:
         d = out - Tensor(t.astype(out.dtype))

@@ -32,7 +32,7 @@ from shendu import nn, optim
 from shendu.autograd import no_grad
 from shendu.backend import as_dtype, rng
 from shendu.data import DataLoader, TensorDataset
-from shendu.models._base import BaseEstimator, ClassifierMixin, RegressorMixin, seeded
+from shendu.models._base import BaseEstimator, as_array, seeded, type_of_target
 from shendu.models.seed import SeedAPI, check_seed_dims
 from shendu.nn.utils import clip_grad_norm_
 from shendu.tensor import Tensor
@@ -127,14 +127,22 @@ class _RecurrentEstimator(SeedAPI, BaseEstimator):
     def _estimator_type(self) -> str:
         return "classifier" if self.task == "classification" else "regressor"
 
-    def __sklearn_tags__(self):
-        mixin = ClassifierMixin if self.task == "classification" else RegressorMixin
-        return mixin.__sklearn_tags__(self)
+    _input_kinds = {"two_d_array": False, "three_d_array": True}
+
+    @property
+    def _estimator_kind(self) -> str:
+        return "classifier" if self.task == "classification" else "regressor"
+
+    @property
+    def _multi_output(self) -> bool:
+        return self.task == "regression"
 
     # ------------------------------------------------------------------ checks
     def _check_seq(self, X, where: str, reset: bool) -> np.ndarray:
         name = type(self).__name__
-        X = np.asarray(X.data if isinstance(X, Tensor) else X)
+        if not reset:
+            self._check_fitted(where)
+        X = as_array(X, f"{name}.{where}")
         if X.ndim == 2 and reset is False and getattr(self, "n_features_in_", None) == 1:
             X = X[..., None]
         if X.ndim != 3 or X.dtype.kind not in "fiub":
@@ -160,7 +168,8 @@ class _RecurrentEstimator(SeedAPI, BaseEstimator):
 
     def _targets(self, X: np.ndarray, y) -> tuple[np.ndarray, int]:
         name = type(self).__name__
-        y = np.asarray(y)
+        self._check_y_present(y, "fit")
+        y = as_array(y, f"{name}.fit", what="y")
         self._check_y_length(X, y, "fit")
         seq = self.output == "sequence"
         if seq and (y.ndim < 2 or y.shape[1] != X.shape[1]):
@@ -168,6 +177,12 @@ class _RecurrentEstimator(SeedAPI, BaseEstimator):
                              f"{'' if self.task == 'classification' else '[, d]'}) with "
                              f"T = {X.shape[1]}, got {y.shape}")
         if self.task == "classification":
+            kind = type_of_target(y.reshape(-1))
+            if kind not in ("binary", "multiclass"):
+                raise ValueError(f"{name}.fit: Unknown label type: {kind}. Maybe you are "
+                                 f"trying to fit a classifier, which expects discrete classes "
+                                 f"on a regression target with continuous values (use "
+                                 f"task='regression')")
             flat = y.reshape(-1)
             self.classes_ = np.unique(flat)
             if len(self.classes_) < 2:
@@ -242,6 +257,7 @@ class _RecurrentEstimator(SeedAPI, BaseEstimator):
 
     def predict(self, X) -> np.ndarray:
         """Labels (classification) or values (regression), shaped like the fitted ``y``."""
+        self._check_fitted("predict")
         if self.task == "classification":
             return self.classes_[self.predict_proba(X).argmax(-1)]
         z = self._raw(X, "predict")

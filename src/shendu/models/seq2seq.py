@@ -74,7 +74,7 @@ from shendu import nn, optim
 from shendu.autograd import no_grad
 from shendu.backend import as_dtype, rng
 from shendu.data import DataLoader, TensorDataset
-from shendu.models._base import BaseEstimator, NotFittedError, seeded
+from shendu.models._base import BaseEstimator, seeded
 from shendu.models.seed import SeedAPI, SelfAttentionNet, check_seed_dims
 from shendu.tensor import Tensor
 from shendu.train import Callback, Trainer
@@ -416,10 +416,10 @@ class AttentionMechanism(SeedAPI, BaseEstimator):
                              f"(vocab_size={V}){hint}")
         return np.where(real, tok, V)
 
-    def _check_fitted(self, where: str) -> None:
-        if not hasattr(self, "model_"):
-            raise NotFittedError(f"{type(self).__name__} is not fitted yet: call fit(X, y) "
-                                 f"before {where}()")
+    _input_kinds = {"two_d_array": False, "three_d_array": False}
+
+    def _is_fitted(self) -> bool:
+        return hasattr(self, "model_")
 
     # ------------------------------------------------------------------ fit
     def fit(self, X, y) -> AttentionMechanism:

@@ -1,0 +1,209 @@
+"""scikit-learn's own conformance suite (``parametrize_with_checks``) on the ready models, and
+a test for each defect of issue #16."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+from sklearn.exceptions import NotFittedError as SkNotFittedError  # noqa: E402
+from sklearn.utils import get_tags  # noqa: E402
+from sklearn.utils.estimator_checks import (  # noqa: E402
+    check_estimator_repr,
+    check_get_params_invariance,
+    check_no_attributes_set_in_init,
+    check_parameters_default_constructible,
+    check_set_params,
+    parametrize_with_checks,
+)
+from threadpoolctl import threadpool_limits  # noqa: E402
+
+from shendu.models import (  # noqa: E402
+    AttentionMechanism,
+    ConvolutionalNeuralNetwork,
+    GatedRecurrentUnit,
+    LongShortTermMemory,
+    MLPClassifier,
+    MLPRegressor,
+    NotFittedError,
+    Perceptron,
+    RecurrentNeuralNetwork,
+    TransformerClassifier,
+)
+
+# Small, fast settings: the whole suite runs ~60 checks per estimator.
+TABULAR = [
+    Perceptron(max_iter=20),
+    MLPClassifier(hidden_layer_sizes=(8,), max_iter=100, learning_rate_init=0.01),
+    MLPRegressor(hidden_layer_sizes=(8,), max_iter=100, learning_rate_init=0.01),
+]
+
+EXPECTED_FAILURES = {
+    # scikit-learn lists the same expected failure for its own Perceptron: a sample weight
+    # scales the online step, which is not the same as repeating the sample in the pass.
+    "Perceptron": {"check_sample_weight_equivalence_on_dense_data":
+                   "online rule: a weighted step is not a repeated sample (as scikit-learn's)"},
+}
+
+
+def _expected(est):
+    return EXPECTED_FAILURES.get(type(est).__name__, {})
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with threadpool_limits(1):
+        yield
+
+
+@parametrize_with_checks(TABULAR, expected_failed_checks=_expected)
+def test_sklearn_check_estimator(estimator, check):
+    check(estimator)
+
+
+# Sequence, image and token models declare input_tags.two_d_array=False, so scikit-learn's
+# suite has no tabular data it may feed them (it skips them with a SkipTestWarning); the
+# checks that need no data still apply.
+NON_TABULAR = [RecurrentNeuralNetwork(), LongShortTermMemory(), GatedRecurrentUnit(),
+               TransformerClassifier(), ConvolutionalNeuralNetwork(), AttentionMechanism()]
+DATA_FREE = [check_estimator_repr, check_no_attributes_set_in_init, check_get_params_invariance,
+             check_set_params, check_parameters_default_constructible]
+
+
+@pytest.mark.parametrize("est", NON_TABULAR, ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize("check", DATA_FREE, ids=lambda c: c.__name__)
+def test_data_free_checks_on_non_tabular_models(est, check):
+    check(type(est).__name__, est)
+
+
+@pytest.mark.parametrize("est", NON_TABULAR, ids=lambda e: type(e).__name__)
+def test_tags_say_what_the_input_is(est):
+    tags = get_tags(est)
+    assert tags.input_tags.two_d_array is False
+    assert tags.target_tags.required
+    if not isinstance(est, AttentionMechanism):
+        assert tags.input_tags.three_d_array
+        assert tags.estimator_type == "classifier"
+
+
+# ------------------------------------------------------------------- the defects
+def _seq(n=12):
+    return np.random.default_rng(0).normal(size=(n, 4, 2)).astype(np.float32)
+
+
+CLASSIFIERS = [
+    (lambda: Perceptron(max_iter=5), lambda: np.random.default_rng(0).normal(size=(30, 3))),
+    (lambda: MLPClassifier(max_iter=2), lambda: np.random.default_rng(0).normal(size=(30, 3))),
+    (lambda: RecurrentNeuralNetwork(epochs=1), _seq),
+    (lambda: LongShortTermMemory(epochs=1), _seq),
+    (lambda: GatedRecurrentUnit(epochs=1), _seq),
+    (lambda: TransformerClassifier(epochs=1), _seq),
+    (lambda: ConvolutionalNeuralNetwork(max_iter=1),
+     lambda: np.random.default_rng(0).normal(size=(12, 1, 6, 6))),
+]
+
+
+@pytest.mark.parametrize("make,data", CLASSIFIERS)
+def test_classifier_refuses_continuous_y(make, data):
+    X = data()
+    with pytest.raises(ValueError, match="Unknown label type: continuous"):
+        make().fit(X, np.random.default_rng(1).random(len(X)))
+
+
+@pytest.mark.parametrize("make,data", CLASSIFIERS)
+def test_predict_before_fit_is_sklearns_not_fitted_error(make, data):
+    est = make()
+    for exc in (SkNotFittedError, NotFittedError, ValueError, AttributeError):
+        with pytest.raises(exc, match="not fitted yet"):
+            est.predict(data())
+
+
+def test_attention_mechanism_not_fitted_is_sklearns():
+    with pytest.raises(SkNotFittedError):
+        AttentionMechanism().predict(np.zeros((2, 3), np.int64))
+
+
+@pytest.mark.parametrize("make", [lambda: Perceptron(max_iter=5),
+                                  lambda: MLPClassifier(max_iter=2),
+                                  lambda: MLPRegressor(max_iter=2)])
+def test_bad_X_gets_sklearns_errors(make):
+    y = np.arange(6) % 2
+    with pytest.raises(ValueError, match=r"0 feature\(s\)"):
+        make().fit(np.zeros((6, 0)), y)
+    with pytest.raises(ValueError, match=r"0 sample\(s\)"):
+        make().fit(np.zeros((0, 3)), y[:0])
+    with pytest.raises(ValueError, match="Complex data not supported"):
+        make().fit(np.ones((6, 2)) + 1j, y)
+    with pytest.raises(ValueError, match="requires y to be passed"):
+        make().fit(np.ones((6, 2)), None)
+
+
+def test_transformer_zero_samples():
+    with pytest.raises(ValueError, match=r"0 sample\(s\)"):
+        TransformerClassifier().fit(np.zeros((0, 4, 2)), np.zeros(0))
+
+
+def test_feature_names_in_and_reordered_columns():
+    pd = pytest.importorskip("pandas")
+    from shendu.data.datasets import iris
+
+    X, _, y, _ = iris(dtype="float64")
+    df = pd.DataFrame(X, columns=["a", "b", "c", "d"])
+    p = Perceptron(max_iter=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p.fit(df, y)
+    assert list(p.feature_names_in_) == ["a", "b", "c", "d"]
+    np.testing.assert_array_equal(p.predict(df), p.predict(X))
+    with pytest.raises(ValueError, match="feature names should match"):
+        p.predict(df[["d", "c", "b", "a"]])
+    with pytest.warns(UserWarning, match="does not have valid feature names"):
+        p.predict(X)
+
+
+def test_mlp_sklearn_parameter_names_and_defaults():
+    from sklearn.neural_network import MLPClassifier as SkMLPClassifier
+    from sklearn.neural_network import MLPRegressor as SkMLPRegressor
+
+    for ours, sk in ((MLPClassifier(), SkMLPClassifier()), (MLPRegressor(), SkMLPRegressor())):
+        mine = ours.get_params()
+        for k, v in sk.get_params().items():
+            assert mine[k] == v, k
+    X = np.random.default_rng(0).normal(size=(60, 3))
+    y = (X[:, 0] > 0).astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf = MLPClassifier(hidden_layer_sizes=(5,), solver="sgd", learning_rate="adaptive",
+                            max_iter=30, random_state=0).fit(X, y)
+    assert clf.out_activation_ == "logistic" and clf.n_outputs_ == 1
+    assert [c.shape for c in clf.coefs_] == [(3, 5), (5, 1)]
+
+
+# ------------------------------------- scikit-learn's own usage examples, import changed
+def test_user_guide_mlp_classifier_lbfgs():
+    from shendu.models import MLPClassifier
+    X = [[0., 0.], [1., 1.]]
+    y = [0, 1]
+    clf = MLPClassifier(solver='lbfgs', alpha=1e-5, hidden_layer_sizes=(5, 2), random_state=1)
+    clf.fit(X, y)
+    np.testing.assert_array_equal(clf.predict([[2., 2.], [-1., -2.]]), [1, 0])
+    assert [coef.shape for coef in clf.coefs_] == [(2, 5), (5, 2), (2, 1)]
+
+
+def _accuracy_pair(make_ours, make_sk, X_tr, y_tr, X_te, y_te):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = make_ours().fit(X_tr, y_tr).score(X_te, y_te)
+        b = make_sk().fit(X_tr, y_tr).score(X_te, y_te)
+    return a, b
+
+
+def test_docstring_perceptron_digits_within_one_point():
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import Perceptron as SkPerceptron
+
+    X, y = load_digits(return_X_y=True)
+    a, b = _accuracy_pair(lambda: Perceptron(tol=1e-3, random_state=0),
+                          lambda: SkPerceptron(tol=1e-3, random_state=0), X, y, X, y)
+    assert abs(a - b) <= 0.01, (a, b)
