@@ -210,7 +210,7 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="1 class"):
         p.fit(X, np.zeros(len(X)))
     _quiet_fit(p, X, y)
-    with pytest.raises(ValueError, match="X has 3 features, but Perceptron is expecting 4 features"):
+    with pytest.raises(ValueError, match="X has 3 features, but Perceptron is expecting 4"):
         p.predict(X[:, :3])
     with pytest.raises(ValueError, match="Expected 2D array, got 1D array.*Reshape your data"):
         p.predict(X[0])
