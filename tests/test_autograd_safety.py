@@ -728,3 +728,25 @@ def test_random_graphs_match_torch(program, a0):
             continue
         assert gs is not None, "shendu has no gradient where torch has one"
         np.testing.assert_allclose(gs.data, gt.numpy(), rtol=1e-10, atol=1e-10)
+
+
+# ------------------------------------------------------------- save/load keeps dtype
+@pytest.mark.parametrize("make", [lambda: nn.Linear(3, 2), lambda: nn.Conv2d(1, 2, 3),
+                                  lambda: nn.LSTM(3, 4),
+                                  lambda: nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3))])
+def test_save_load_of_a_float64_module_is_exact(make, tmp_path):
+    m = make().double()
+    path = tmp_path / "m.safetensors"
+    shendu.save(m, path)
+    m2 = shendu.load(path)
+    for (k, a), b in zip(m.state_dict().items(), m2.state_dict().values()):
+        assert b.dtype == a.dtype, k
+        assert a.dtype.kind != "f" or a.dtype == np.float64, k
+        np.testing.assert_array_equal(a, b)
+    x = shendu.randn(*((2, 1, 5, 5) if isinstance(m, nn.Conv2d) else
+                       (4, 2, 3) if isinstance(m, nn.LSTM) else (4, 3)), dtype=shendu.float64)
+    out1, out2 = m.eval()(x), m2.eval()(x)
+    out1 = out1[0] if isinstance(out1, tuple) else out1
+    out2 = out2[0] if isinstance(out2, tuple) else out2
+    assert out2.dtype == np.float64
+    np.testing.assert_array_equal(out1.data, out2.data)

@@ -680,7 +680,7 @@ class _Unpacker:
             self.fail("malformed module state")
         sd = {name: self.tensor(ref) for name, ref in state.items()}
         try:
-            m.load_state_dict(sd)
+            _load_exact(m, sd)
         except (KeyError, ValueError, RuntimeError) as e:
             self.fail(f"weights do not fit the architecture: {str(e)[:600]}")
         evals = node.get("eval", [])
@@ -1082,9 +1082,25 @@ def _guarded(path, kind, fn, *args):
                                         f"{type(e).__name__}: {str(e)[:300]}") from None
 
 
+def _load_exact(m, sd) -> None:
+    """``m.load_state_dict(sd)``, then give every floating tensor the dtype it was saved in
+    (the module was rebuilt in the default dtype; a float64 module must come back float64,
+    with its exact values)."""
+    from shendu.tensor import Tensor
+
+    m.load_state_dict(sd)
+    own = m.state_dict(keep_vars=True)
+    for name, v in sd.items():
+        arr = v.data if isinstance(v, Tensor) else np.asarray(v)
+        t = own.get(name)
+        if t is not None and arr.dtype.kind == "f" and t.data.dtype != arr.dtype:
+            t.data = np.array(arr, copy=True)
+            t._version[0] += 1
+
+
 def _load_module_state(path, m, arrays):
     try:
-        m.load_state_dict(arrays)
+        _load_exact(m, arrays)
     except (KeyError, ValueError, RuntimeError) as e:
         raise FileFormatError(path, f"weights do not fit the architecture: {e}") from None
     return m
