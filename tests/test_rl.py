@@ -21,6 +21,15 @@ from shendu.rl import (  # noqa: E402
 from shendu.rl.common import numpy_forward  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _one_blas_thread():
+    # small networks: extra BLAS threads only wait for each other (and on a busy 2-core
+    # machine they make a run several times slower)
+    tp = pytest.importorskip("threadpoolctl")
+    with tp.threadpool_limits(1):
+        yield
+
+
 def test_import_shendu_does_not_import_gymnasium():
     code = ("import sys, shendu, shendu.rl; "
             "print('gymnasium' in sys.modules, 'torch' in sys.modules)")

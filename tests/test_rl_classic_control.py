@@ -12,6 +12,15 @@ from shendu.rl import DQN, EvalCallback, evaluate_policy  # noqa: E402
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(autouse=True)
+def _one_blas_thread():
+    # small networks: extra BLAS threads only wait for each other (and on a busy 2-core
+    # machine they make a run several times slower)
+    tp = pytest.importorskip("threadpoolctl")
+    with tp.threadpool_limits(1):
+        yield
+
+
 def _train_cartpole(seed: int):
     agent = DQN("CartPole-v1", seed=seed)                       # default hyper-parameters
     # early stop once 10 greedy episodes average >= 490 and 100 more confirm it; the

@@ -17,6 +17,15 @@ from shendu.rl.tictactoe import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _one_blas_thread():
+    # small networks: extra BLAS threads only wait for each other (and on a busy 2-core
+    # machine they make a run several times slower)
+    tp = pytest.importorskip("threadpoolctl")
+    with tp.threadpool_limits(1):
+        yield
+
+
 def test_env_rules():
     env = TicTacToeEnv()
     board, info = env.reset()
