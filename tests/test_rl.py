@@ -318,3 +318,16 @@ def test_tour_game_ai_chapter(tmp_path):
     assert learned > 3 * rand, (dqn.result, dqn.contrast)
     ttt = next(r for r in res.rows if r.algorithm.startswith("TD self-play"))
     assert "vs perfect play" in ttt.result and "vs random" in ttt.contrast
+
+
+def test_reinforce_save_load_and_reproducible(tmp_path):
+    a = REINFORCE("CartPole-v1", seed=4)
+    a.learn(1000)
+    b = REINFORCE("CartPole-v1", seed=4)
+    b.learn(1000)
+    assert a.history["losses"] == b.history["losses"] and len(a.history["losses"]) > 3
+    shendu.save(a, tmp_path / "r.shendu")
+    c = shendu.load(tmp_path / "r.shendu")
+    assert isinstance(c, REINFORCE)
+    obs = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
+    np.testing.assert_array_equal(c.action_probabilities(obs), a.action_probabilities(obs))

@@ -68,7 +68,7 @@ def add_play(sub, parents) -> None:
                        "row.", parents=parents)
     p.add_argument("game", choices=["tictactoe"], help="the game")
     p.add_argument("--agent", metavar="FILE", help="a player saved by `shendu train "
-                   "tictactoe` (default: train one now, about a minute)")
+                   "tictactoe` (default: train one now, 30,000 self-play games)")
     p.add_argument("--second", action="store_true", help="let the computer move first")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=lambda args: _run(cmd_play, args))
