@@ -118,6 +118,17 @@ class _MaxPoolTime(nn.Module):
         return F.squeeze(y, 2)
 
 
+def _colour(noise: np.ndarray, g, db: float, knots: int = 6) -> np.ndarray:
+    """White ``noise`` given a random smooth spectral envelope: gains drawn from
+    ``U[-db, db]`` dB at ``knots`` frequencies from 0 to Nyquist, interpolated (in dB)
+    between them; rescaled to unit RMS. Hum, hiss and room tone are not white."""
+    spec = np.fft.rfft(noise)
+    gains = g.uniform(-db, db, knots)
+    env = 10 ** (np.interp(np.linspace(0, knots - 1, len(spec)), np.arange(knots), gains) / 20)
+    out = np.fft.irfft(spec * env, n=len(noise))
+    return out / (np.sqrt(np.mean(out * out)) + 1e-12)
+
+
 def _is_path(x) -> bool:
     return isinstance(x, (str, os.PathLike))
 
@@ -143,6 +154,8 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
     shift : place each training recording at a random offset in the window (else centred).
     noise_snr : ``(low, high)`` dB: half the training windows get white noise at a
         signal-to-noise ratio drawn from that range (``None``: no noise).
+    noise_color : that noise gets a random smooth spectral envelope of up to
+        ``±noise_color`` dB (0: white).
     epochs, batch_size, learning_rate, weight_decay, label_smoothing : AdamW, cosine
         schedule from ``learning_rate`` to 0 over ``epochs``.
     random_state : seed (the same seed gives the same model, bit for bit).
@@ -156,7 +169,8 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
                  kernel_size: int = 5, dropout: float = 0.2, front: str = "mel",
                  speed_range: float = 0.2, freq_warp: float = 0.0,
                  active_db: float | None = None, freq_mask: int = 8, time_mask: int = 15,
-                 shift: bool = True, noise_snr=(5.0, 30.0), epochs: int = 25,
+                 shift: bool = True, noise_snr=(5.0, 30.0), noise_color: float = 0.0,
+                 epochs: int = 25,
                  batch_size: int = 64,
                  learning_rate: float = 3e-3, weight_decay: float = 1e-3,
                  label_smoothing: float = 0.1, random_state: int | None = 0,
@@ -177,6 +191,7 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
         self.time_mask = time_mask
         self.shift = shift
         self.noise_snr = noise_snr
+        self.noise_color = noise_color
         self.epochs = epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -262,7 +277,10 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
                 lo, hi = self.noise_snr
                 rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2))) + 1e-8
                 sd = rms * 10 ** (-(lo + (hi - lo) * g.random()) / 20)
-                out[i] += (sd * g.standard_normal(L)).astype(out.dtype)
+                noise = g.standard_normal(L)
+                if self.noise_color:
+                    noise = _colour(noise, g, self.noise_color)
+                out[i] += (sd * noise).astype(out.dtype)
         return out
 
     # ------------------------------------------------------------- training
