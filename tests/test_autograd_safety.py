@@ -750,3 +750,16 @@ def test_save_load_of_a_float64_module_is_exact(make, tmp_path):
     out2 = out2[0] if isinstance(out2, tuple) else out2
     assert out2.dtype == np.float64
     np.testing.assert_array_equal(out1.data, out2.data)
+
+
+def test_autograd_rules_page_runs():
+    """Every code block of docs/autograd.md runs (in order, sharing one namespace)."""
+    import pathlib
+    import re
+
+    page = pathlib.Path(__file__).resolve().parent.parent / "docs" / "autograd.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), re.S)
+    assert len(blocks) >= 6
+    ns: dict = {}
+    for code in blocks:
+        exec(compile(code, str(page), "exec"), ns)  # noqa: S102

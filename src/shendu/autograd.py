@@ -114,6 +114,11 @@ class set_grad_enabled:
 _tensor_wrap: Callable = None  # type: ignore[assignment]
 
 
+#: called as ``_tracer(cls, inputs, params, outputs)`` after every op while
+#: :func:`shendu.onnx.export` records a forward pass; None otherwise
+_tracer: Callable | None = None
+
+
 def _bind_tensor(wrap: Callable) -> None:
     global _tensor_wrap
     _tensor_wrap = wrap
@@ -179,21 +184,19 @@ class Function:
     def apply(cls, *inputs, **params):
         """Run the op on tensors ``inputs`` and record it in the graph if needed."""
         wrap = _tensor_wrap
-        for t in inputs:
-            b = t._base
-            if b is not None and b._ctx is not t._base_ctx:
-                _refresh_view(t)
-        fn = cls.__new__(cls)
         requires = False
-        if _state.enabled:
-            for t in inputs:
-                if t._rg:
-                    requires = True
-                    break
+        enabled = _state.enabled
+        for t in inputs:
+            if t._base is not None and t._base._ctx is not t._base_ctx:
+                _refresh_view(t)
+            if t._rg:
+                requires = enabled
+        fn = cls.__new__(cls)
+        n = len(inputs)
         if requires:
             need = fn.needs_input_grad = tuple([t._rg for t in inputs])
         else:
-            fn.needs_input_grad = (False,) * len(inputs)
+            fn.needs_input_grad = (False,) * n
         out = fn.forward(*[t.data for t in inputs], **params)
         multi = type(out) is tuple
         if multi:
@@ -202,20 +205,30 @@ class Function:
             res = tuple([wrap(o, None, 0) for o in out]) if multi else wrap(out, None, 0)
             if cls.is_view:
                 _mark_views(inputs[0], res, cls, params)
+            if _tracer is not None:
+                _tracer(cls, inputs, params, res)
             return res
         fn.parents = inputs
-        fn.edges = tuple([(t._ctx, t._out_index) for t in inputs])
+        if n == 1:
+            t = inputs[0]
+            fn.edges = ((t._ctx, t._out_index),)
+        elif n == 2:
+            t, u = inputs
+            fn.edges = ((t._ctx, t._out_index), (u._ctx, u._out_index))
+        else:
+            fn.edges = tuple([(t._ctx, t._out_index) for t in inputs])
         si = cls.saved_inputs
         sv = None
         if si is None:
             sv = [(t._version, t._version[0], i) for i, t in enumerate(inputs)]
         elif si:
-            sv = []
-            n = len(inputs)
             for i, j in si:
                 if i < n and (j is None or need[j]):
                     v = inputs[i]._version
-                    sv.append((v, v[0], i))
+                    if sv is None:
+                        sv = [(v, v[0], i)]
+                    else:
+                        sv.append((v, v[0], i))
         if multi:
             fn.out_meta = tuple([(o.shape, o.dtype) for o in out])
             res = tuple([wrap(o, fn, i) for i, o in enumerate(out)])
@@ -233,6 +246,8 @@ class Function:
             fn._sv = sv
         if cls.is_view:
             _mark_views(inputs[0], res, cls, params)
+        if _tracer is not None:
+            _tracer(cls, inputs, params, res)
         return res
 
     def _check_saved(self) -> None:
