@@ -74,7 +74,13 @@ class PowerSTFT(Function):
     ``w * sum_k Re(Z_k e^{+2 pi i k n / N})`` — ``N * irfft`` of ``Z`` with the bins that
     ``rfft`` folds (all but DC and Nyquist) halved — then the frames are overlap-added
     and the reflected padding is folded back onto the samples it copied.
+
+    Backward reads only the transform ``X`` it computed (a fresh array), never the
+    waveform or the output, so it saves no input or output.
     """
+
+    saved_inputs = ()
+    saved_outputs = ()
 
     def forward(self, x, window=None, n_fft=400, hop=200, center=True, power=2.0):
         b, n = x.shape
@@ -102,7 +108,7 @@ class PowerSTFT(Function):
             S = np.abs(X) ** power
         if any(self.needs_input_grad):
             self.X, self.window, self.geo = X, window, (b, n, pad, n_frames, n_fft, hop)
-            self.power, self.S = power, S
+            self.power = power
         return np.ascontiguousarray(S.transpose(0, 2, 1)).astype(x.dtype, copy=False)
 
     def backward(self, g):
