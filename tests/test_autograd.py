@@ -434,3 +434,35 @@ def test_gradients_are_float32_for_float32_graphs():
     y.backward()
     assert y.dtype == x.grad.dtype == w.grad.dtype == np.float32
     assert math.isfinite(float(y))
+
+
+# ------------------------------------------------------------------------- hooks
+def _hook_run(lib, remove=False):
+    import torch  # noqa: F401  (lib may be torch)
+
+    a = lib.tensor(np.array([1.0, 2.0]), requires_grad=True)
+    log = []
+    h = a.register_hook(lambda g: log.append(("pre", g.tolist())) or g * 2)
+    a.register_post_accumulate_grad_hook(lambda t: log.append(("post", t.grad.tolist())))
+    if remove:
+        h.remove()
+    x = a * 3
+    x.register_hook(lambda g: log.append(("x", g.tolist())) or g + 1)
+    y = (x * a).sum() + a.sum()   # three edges into a: its hooks still run once
+    y.backward()
+    return log, a.grad.tolist()
+
+
+@pytest.mark.parametrize("remove", [False, True])
+def test_tensor_hooks_match_torch(remove):
+    import torch
+
+    assert _hook_run(shendu, remove) == _hook_run(torch, remove)
+
+
+def test_post_accumulate_hook_only_on_leaves():
+    a = shendu.tensor([1.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match="non-leaf"):
+        (a * 2).register_post_accumulate_grad_hook(lambda t: None)
+    with pytest.raises(RuntimeError, match="doesn't require gradient"):
+        shendu.tensor([1.0]).register_hook(lambda g: g)

@@ -358,18 +358,28 @@ class CopySlices(Function):
         return gb, gv
 
 
-def _count_consumers(roots: list[Function]) -> dict[int, int]:
+def _count_consumers(roots: list[Function], hooked: dict | None = None) -> dict[int, int]:
     """For every node reachable from ``roots``, how many edges lead into it.
 
     An explicit stack, never recursion. Meets a node freed by an earlier backward: raise
-    before any gradient is delivered.
+    before any gradient is delivered. Leaves with hooks get their count in ``hooked``
+    (``id -> [edges left, tensor, gradient so far]``), so that their hooks run once, on the
+    whole gradient.
     """
     consumers: dict[int, int] = {id(r): 0 for r in roots}
     stack = list(roots)
     while stack:
         fn = stack.pop()
-        for (p, _), need in zip(fn.edges, fn.needs_input_grad):
-            if not need or p is None:
+        for t, (p, _), need in zip(fn.parents, fn.edges, fn.needs_input_grad):
+            if not need:
+                continue
+            if p is None:
+                if t._hooks is not None and hooked is not None:
+                    h = hooked.get(id(t))
+                    if h is None:
+                        hooked[id(t)] = [1, t, None]
+                    else:
+                        h[0] += 1
                 continue
             key = id(p)
             if key in consumers:
@@ -462,7 +472,8 @@ def _run_backward(tensors, grad_tensors, retain_graph, inputs):
                 )
         fn = t._ctx
         if fn is None:
-            _deliver_leaf(t, g, capture_ids, captured, borrowed)
+            (_run_leaf_hooks if t._hooks is not None and capture_ids is None
+             else _deliver_leaf)(t, g, capture_ids, captured, borrowed)
             continue
         if fn.freed:
             raise _freed_error(fn)
@@ -476,12 +487,24 @@ def _run_backward(tensors, grad_tensors, retain_graph, inputs):
     if not roots:
         return captured
 
-    consumers = _count_consumers(roots)
+    hooked: dict = {}
+    consumers = _count_consumers(roots, hooked)
+    if hooked and capture_ids is None:
+        deliver = functools.partial(_deliver_hooked, hooked)
+    else:
+        deliver = _deliver_leaf
     ready = [r for r in roots if consumers[id(r)] == 0]
     while ready:
         fn = ready.pop()
         grads = out_grads.pop(id(fn))
         d = fn.__dict__
+        if "hooks" in d:  # tensor hooks of this node's outputs, on their whole gradient
+            for i, hs in d["hooks"].items():
+                if grads[i] is not None:
+                    for h in list(hs):
+                        r = h(_tensor_wrap(grads[i], None, 0))
+                        if r is not None:
+                            grads[i] = np.asarray(r.data if hasattr(r, "_ctx") else r)
         if "retained" in d:
             for i, t in d["retained"].items():
                 if grads[i] is not None:
@@ -507,7 +530,7 @@ def _run_backward(tensors, grad_tensors, retain_graph, inputs):
             else:
                 g = _check_grad(fn, t, g)
             if p is None:
-                _deliver_leaf(t, g, capture_ids, captured, borrowed)
+                deliver(t, g, capture_ids, captured, borrowed)
             else:
                 key = id(p)
                 slot = out_grads.get(key)
@@ -550,6 +573,50 @@ def _deliver_leaf(t, g, capture_ids, captured, borrowed: set[int]) -> None:
         t.grad = Tensor(gd + g)  # a fresh array, owned by this leaf alone
     else:
         np.add(gd, g, out=gd)
+
+
+def _deliver_hooked(hooked, t, g, capture_ids, captured, borrowed) -> None:
+    """Deliver to a leaf, holding the gradient of a hooked leaf until its last edge has
+    delivered; then its ``register_hook`` hooks see (and may replace) the whole gradient,
+    it is accumulated, and its ``register_post_accumulate_grad_hook`` hooks run."""
+    h = hooked.get(id(t))
+    if h is None:
+        _deliver_leaf(t, g, capture_ids, captured, borrowed)
+        return
+    h[2] = g if h[2] is None else h[2] + g
+    h[0] -= 1
+    if h[0] > 0:
+        return
+    del hooked[id(t)]
+    _run_leaf_hooks(t, h[2], capture_ids, captured, borrowed)
+
+
+def _run_leaf_hooks(t, g, capture_ids, captured, borrowed) -> None:
+    hooks = t._hooks
+    for hook in list(hooks.get("pre", ())):
+        r = hook(_tensor_wrap(g, None, 0))
+        if r is not None:
+            g = np.asarray(r.data if hasattr(r, "_ctx") else r, dtype=t.data.dtype)
+    _deliver_leaf(t, g, capture_ids, captured, borrowed)
+    for hook in list(hooks.get("post", ())):
+        hook(t)
+
+
+class RemovableHandle:
+    """What ``register_hook`` returns: ``handle.remove()`` takes the hook away."""
+
+    def __init__(self, hooks: list, hook) -> None:
+        self._hooks, self._hook = hooks, hook
+
+    def remove(self) -> None:
+        if self._hook in self._hooks:
+            self._hooks.remove(self._hook)
+
+    def __enter__(self) -> RemovableHandle:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
 
 
 def _freed_error(fn: Function) -> RuntimeError:

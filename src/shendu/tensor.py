@@ -35,7 +35,7 @@ class Tensor:
     """
 
     __slots__ = ("data", "grad", "_rg", "_ctx", "_out_index", "_version", "_base",
-                 "_view_chain", "_base_ctx", "__weakref__")
+                 "_view_chain", "_base_ctx", "_hooks", "__weakref__")
     __array_ufunc__ = None  # make numpy defer to our reflected operators (a * t)
     __array_priority__ = 1000
 
@@ -49,6 +49,7 @@ class Tensor:
         #: each in-place change bumps it (see :class:`~shendu.autograd.Function`)
         self._version = [0]
         self._base = None
+        self._hooks = None
         if requires_grad and arr.dtype.kind not in "fc":
             raise RuntimeError(
                 f"Tensor: only floating point tensors can require gradients, got {arr.dtype}"
@@ -64,6 +65,7 @@ class Tensor:
         t._out_index = index
         t._version = [0]
         t._base = None
+        t._hooks = None
         t._rg = ctx is not None
         return t
 
@@ -217,6 +219,38 @@ class Tensor:
             )
         self.requires_grad = bool(requires_grad)
         return self
+
+    def register_hook(self, hook):
+        """Call ``hook(grad)`` with this tensor's gradient each time it is computed, before
+        it is used (a leaf: before it is accumulated into ``.grad``); a tensor the hook
+        returns replaces the gradient. Returns a handle with ``remove()``."""
+        if not self.requires_grad:
+            raise RuntimeError("register_hook: cannot register a hook on a tensor that "
+                               "doesn't require gradient")
+        if self._ctx is None:
+            if self._hooks is None:
+                self._hooks = {}
+            hooks = self._hooks.setdefault("pre", [])
+        else:
+            hooks = self._ctx.__dict__.setdefault("hooks", {}).setdefault(self._out_index, [])
+        hooks.append(hook)
+        return autograd.RemovableHandle(hooks, hook)
+
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call ``hook(tensor)`` after a backward pass has accumulated this leaf's whole
+        gradient into ``.grad`` (what data-parallel training uses to start averaging a
+        gradient while the rest of backward runs). Leaves only."""
+        if self._ctx is not None:
+            raise RuntimeError("register_post_accumulate_grad_hook: post accumulate grad hooks "
+                               "cannot be registered on non-leaf tensors")
+        if not self.requires_grad:
+            raise RuntimeError("register_post_accumulate_grad_hook: cannot register a hook on "
+                               "a tensor that doesn't require gradient")
+        if self._hooks is None:
+            self._hooks = {}
+        hooks = self._hooks.setdefault("post", [])
+        hooks.append(hook)
+        return autograd.RemovableHandle(hooks, hook)
 
     def retain_grad(self) -> None:
         """Keep ``.grad`` for this non-leaf tensor after backward."""
