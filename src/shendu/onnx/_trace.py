@@ -1,0 +1,78 @@
+"""Record one forward pass: every :class:`~shendu.autograd.Function` that runs, with its
+input tensors, its parameters, its outputs and the module it ran in."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from shendu import autograd
+from shendu.nn.module import Module
+from shendu.tensor import Tensor
+
+
+@dataclass
+class Record:
+    """One op of the trace."""
+
+    cls: type
+    inputs: tuple
+    params: dict
+    outputs: tuple
+    path: str  # the module it ran in: "encoder.layers.0.self_attn (MultiheadAttention)"
+
+
+def _flatten(obj, out: list) -> list:
+    """The tensors of a (nested) output, in order; ``None`` entries are left out (torch)."""
+    stack = [obj]
+    while stack:
+        o = stack.pop()
+        if isinstance(o, Tensor):
+            out.append(o)
+        elif isinstance(o, (tuple, list)):
+            stack.extend(reversed(o))
+        elif isinstance(o, dict):
+            stack.extend(reversed(list(o.values())))
+        elif o is not None:
+            raise TypeError(f"onnx.export: the model returned a {type(o).__name__}; expected "
+                            "tensors (or tuples, lists, dicts of them)")
+    return out
+
+
+def trace(model: Module, args: tuple, kwargs: dict) -> tuple[list[Record], list[Tensor]]:
+    """Run ``model(*args, **kwargs)`` once without recording a graph for backward; return
+    the ops it ran and its output tensors (flattened)."""
+    records: list[Record] = []
+    names = {id(m): n for n, m in model.named_modules()}
+    stack: list[str] = []
+    me = threading.get_ident()
+    orig_call = Module.__call__
+
+    def call(self, *a, **k):
+        name = names.get(id(self))
+        label = f"{name or '<model>'} ({type(self).__name__})" if name is not None \
+            else f"{type(self).__name__}"
+        stack.append(label)
+        try:
+            return orig_call(self, *a, **k)
+        finally:
+            stack.pop()
+
+    def tracer(cls, inputs, params, res):
+        if threading.get_ident() != me:
+            return
+        outs = res if isinstance(res, tuple) else (res,)
+        records.append(Record(cls, tuple(inputs), dict(params), outs,
+                              stack[-1] if stack else f"<model> ({type(model).__name__})"))
+
+    if autograd._tracer is not None:
+        raise RuntimeError("onnx.export: another export is tracing a model right now")
+    Module.__call__ = call
+    autograd._tracer = tracer
+    try:
+        with autograd.no_grad():
+            out = model(*args, **kwargs)
+    finally:
+        autograd._tracer = None
+        Module.__call__ = orig_call
+    return records, _flatten(out, [])
