@@ -42,6 +42,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--also-test-speeds", nargs="+", type=float, metavar="S",
+                    help="also score each trained model with test_speeds=S... (test-time "
+                         "averaging over playback speeds)")
     args = ap.parse_args()
     try:
         from threadpoolctl import threadpool_limits
@@ -62,7 +65,7 @@ def main() -> None:
     folds = {spk: (tr, te) for spk, tr, te in leave_one_speaker_out(rec.speakers)}
     test_takes = np.isin(rec.takes, np.arange(5))
     folds["takes"] = (np.flatnonzero(~test_takes), np.flatnonzero(test_takes))
-    loso = []
+    loso, also = [], []
     for name in args.folds:
         tr, te = folds[name]
         t = time.process_time()
@@ -70,13 +73,23 @@ def main() -> None:
         cpu = time.process_time() - t
         acc = m.score([rec.waveforms[i] for i in te], rec.labels[te])
         what = "FSDD split (takes 0-4 test)" if name == "takes" else f"unseen speaker {name}"
-        print(f"{what:<30} accuracy {acc:.4f}   ({len(tr)} train / {len(te)} test, "
-              f"fit {cpu:.1f} s CPU)", flush=True)
+        line = (f"{what:<30} accuracy {acc:.4f}   ({len(tr)} train / {len(te)} test, "
+                f"fit {cpu:.1f} s CPU)")
+        if args.also_test_speeds:
+            m.set_params(test_speeds=tuple(args.also_test_speeds))
+            acc2 = m.score([rec.waveforms[i] for i in te], rec.labels[te])
+            line += f"   with test_speeds {acc2:.4f}"
+            if name != "takes":
+                also.append(acc2)
+        print(line, flush=True)
         if name != "takes":
             loso.append(acc)
     if loso:
         print(f"leave-one-speaker-out: mean {np.mean(loso):.4f}, lowest {np.min(loso):.4f} "
               f"over {len(loso)} folds")
+    if also:
+        print(f"with test_speeds {tuple(args.also_test_speeds)}: mean {np.mean(also):.4f}, "
+              f"lowest {np.min(also):.4f}")
 
 
 if __name__ == "__main__":

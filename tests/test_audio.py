@@ -398,6 +398,27 @@ def test_audio_classifier_same_seed_same_model():
     assert not np.array_equal(a, c)
 
 
+def test_audio_classifier_test_speeds_average_log_probabilities():
+    from shendu.audio import speed_perturb
+    from shendu.models import AudioClassifier
+
+    Xtr, Xte, ytr, _, _, _ = _subset(2)
+    m = AudioClassifier(epochs=1, channels=(8, 8), random_state=3).fit(Xtr, ytr)
+    X = Xte[:12]
+    plain = m.predict_proba(X)
+    m.set_params(test_speeds=(1.0,))
+    np.testing.assert_allclose(m.predict_proba(X), plain, rtol=1e-12, atol=1e-15)
+    m.set_params(test_speeds=(0.9, 1.0, 1.1))
+    p = m.predict_proba(X)
+    m.set_params(test_speeds=None)
+    logs = [np.log(m.predict_proba([speed_perturb(x, f) for x in X])) for f in (0.9, 1, 1.1)]
+    want = np.exp(np.mean(logs, axis=0))
+    np.testing.assert_allclose(p, want / want.sum(1, keepdims=True), rtol=1e-10)
+    assert not np.allclose(p, plain)
+    with pytest.raises(ValueError, match="test_speeds"):
+        m.set_params(test_speeds=(3.0,)).fit(Xtr[:4], ytr[:4])
+
+
 def test_audio_classifier_save_load_and_predict_from_wav_paths(tmp_path):
     from shendu.models import AudioClassifier
 

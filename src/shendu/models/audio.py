@@ -158,6 +158,8 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
         ``±noise_color`` dB (0: white).
     epochs, batch_size, learning_rate, weight_decay, label_smoothing : AdamW, cosine
         schedule from ``learning_rate`` to 0 over ``epochs``.
+    test_speeds : playback speeds to average the prediction over (e.g. ``(0.9, 1.0, 1.1)``:
+        the mean of the log-probabilities of the three versions); ``None``: as recorded.
     random_state : seed (the same seed gives the same model, bit for bit).
     dtype, verbose : float32 by default; ``verbose=1`` prints a line per epoch.
 
@@ -173,7 +175,8 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
                  epochs: int = 25,
                  batch_size: int = 64,
                  learning_rate: float = 3e-3, weight_decay: float = 1e-3,
-                 label_smoothing: float = 0.1, random_state: int | None = 0,
+                 label_smoothing: float = 0.1, test_speeds=None,
+                 random_state: int | None = 0,
                  dtype: str = "float32", verbose: int = 0) -> None:
         self.sample_rate = sample_rate
         self.max_seconds = max_seconds
@@ -197,6 +200,7 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         self.label_smoothing = label_smoothing
+        self.test_speeds = test_speeds
         self.random_state = random_state
         self.dtype = dtype
         self.verbose = verbose
@@ -255,6 +259,10 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name}: {k} must be a positive int, got {v!r}")
+        ts = self.test_speeds
+        if ts is not None and (not len(ts) or not all(0.5 <= float(f) <= 2.0 for f in ts)):
+            raise ValueError(f"{name}: test_speeds must be None or speeds in [0.5, 2], got "
+                             f"{ts!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"{name}: learning_rate must be > 0, got {self.learning_rate}")
 
@@ -338,12 +346,28 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
         super()._check_fitted(where)
 
     def _logits(self, waves: list) -> np.ndarray:
+        """Logits of each recording; with ``test_speeds``, the mean over those playback
+        speeds of the log-probabilities."""
+        from shendu.audio.augment import speed_perturb
+
         self.model_.eval()
+        speeds = tuple(getattr(self, "test_speeds", None) or ())
         outs = []
         with no_grad():
             for s in range(0, len(waves), 256):
-                xb = self._batch(waves[s:s + 256], train=False)
-                outs.append(self.model_(Tensor(xb)).data.astype(np.float64))
+                chunk = waves[s:s + 256]
+                if not speeds:
+                    xb = self._batch(chunk, train=False)
+                    outs.append(self.model_(Tensor(xb)).data.astype(np.float64))
+                    continue
+                acc = 0.0
+                for f in speeds:
+                    xb = self._batch([speed_perturb(x, f) if f != 1 else x for x in chunk],
+                                     train=False)
+                    z = self.model_(Tensor(xb)).data.astype(np.float64)
+                    z = z - z.max(axis=1, keepdims=True)
+                    acc = acc + (z - np.log(np.exp(z).sum(axis=1, keepdims=True)))
+                outs.append(acc / len(speeds))
         return np.concatenate(outs)
 
     def predict_proba(self, X) -> np.ndarray:
