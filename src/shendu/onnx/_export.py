@@ -179,7 +179,10 @@ def build(model: Module, args, input_names=None, output_names=None, dynamic_axes
         if len(res) != len(r1.outputs):
             g.fail(f"internal: {len(res)} ONNX outputs for {len(r1.outputs)} op outputs")
         for name, o1, o2 in zip(res, r1.outputs, r2.outputs):
-            g.bind(Value(name, True, o1.data, o2.data), o1, o2)
+            v = Value(name, True, o1.data, o2.data)
+            g.bind(v, o1, o2)
+            if o1.data.dtype == np.bool_:
+                g.masks.append(v)
     g.rec = None
 
     if len(outs1) != len(outs2):

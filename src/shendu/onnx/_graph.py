@@ -55,6 +55,7 @@ class Graph:
         self.maps = ({}, {})  # per run: id(tensor or array) -> Value
         self.consts: dict = {}
         self.inputs: list[Value] = []
+        self.masks: list[Value] = []  # outputs of comparisons, newest last
         self.n = 0
         self.rec = None  # the record being converted (for error messages)
 
@@ -73,7 +74,7 @@ class Graph:
         onnx = _onnx()
         arr = np.asarray(arr)
         name = self.fresh(base)
-        self.inits.append(onnx.numpy_helper.from_array(np.ascontiguousarray(arr), name))
+        self.inits.append(onnx.numpy_helper.from_array(_contig(arr), name))
         self.init_names.add(name)
         return name
 
@@ -124,8 +125,7 @@ class Graph:
             if v.param and v.name not in self.used:
                 self.used.add(v.name)
                 onnx = _onnx()
-                self.inits.append(onnx.numpy_helper.from_array(
-                    np.ascontiguousarray(v.a1), v.name))
+                self.inits.append(onnx.numpy_helper.from_array(_contig(v.a1), v.name))
             return v.name
         if v.same:
             v.name = self.const(v.a1)
@@ -141,7 +141,7 @@ class Graph:
     def rediscover(self, v: Value) -> str | None:
         """A graph input whose values (cast) equal ``v``'s in both runs: a lengths or index
         array taken from an input tensor outside shendu's ops."""
-        for inp in self.inputs:
+        for inp in self.masks[::-1] + self.inputs:
             b1, b2 = inp.a1, inp.a2
             if b1.shape == v.a1.shape and b2.shape == v.a2.shape and \
                     np.array_equal(b1.astype(v.a1.dtype), v.a1) and \
@@ -150,6 +150,11 @@ class Graph:
                     return inp.name
                 return self.node("Cast", [inp.name], to=dtype_code(v.a1.dtype))
         return None
+
+
+def _contig(a: np.ndarray) -> np.ndarray:
+    """C-contiguous ``a``, 0-d kept 0-d (``np.ascontiguousarray`` makes it 1-d)."""
+    return a if a.flags.c_contiguous else a.copy()
 
 
 def dtype_code(dt) -> int:

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from shendu.onnx import _trace
 from shendu.onnx._graph import Ctx, dtype_code
 
 # the modules themselves (``shendu.functional.linear`` etc. are also function names there)
@@ -543,33 +544,47 @@ def _dynamic_causal(c: Ctx, q: str, k: str) -> str:
 
 
 def _mask_name(c: Ctx, v, q: str, k: str, kind: str) -> str:
-    """The ONNX name of a keep (bool) mask or an additive (float) mask."""
+    """The ONNX name of a keep (bool) mask or an additive (float) mask. A mask that changes
+    with the inputs must be a causal mask, a boolean key-padding-mask input (True = padding,
+    as MultiheadAttention takes it), or both combined: then it is rebuilt in the graph."""
     if v.dyn or v.same or v.name is not None:
         return c.g.name(v)
     if _causal(v.a1, v.a2, kind):
         keep = _dynamic_causal(c, q, k)
-        if kind == "bool":
-            return keep
-        dt = v.a1.dtype
-        return c.node("Where", [keep, c.scalar(0, dt), c.scalar(-np.inf, dt)])
+        return keep if kind == "bool" else _additive_mask(c, keep, v.a1.dtype)
     found = c.g.rediscover(v)
     if found is not None:
         return found
-    return _padding_mask(c, v) if kind == "bool" else c.g.name(v)
-
-
-def _padding_mask(c: Ctx, v) -> str:
-    """``keep`` built by MultiheadAttention from a boolean key_padding_mask input (N, S):
-    ``~mask`` viewed as (N, 1, 1, S)."""
-    for inp in c.g.inputs:
-        b1, b2 = inp.a1, inp.a2
-        if b1.dtype != np.bool_ or b1.ndim != 2:
+    for m in c.g.inputs:
+        if m.a1.dtype != np.bool_ or m.a1.ndim != 2:
             continue
-        ok = all(a.shape == (b.shape[0], 1, 1, b.shape[1]) and
-                 np.array_equal(a.reshape(b.shape), ~b) for a, b in ((v.a1, b1), (v.a2, b2)))
-        if ok:
-            return c.node("Not", [c.node("Unsqueeze", [inp.name, c.i64([1, 2])])])
+        for causal in (False, True):
+            if all(_synth(a, pad, causal, kind) for a, pad in ((v.a1, m.a1), (v.a2, m.a2))):
+                keep = c.node("Not", [c.node("Unsqueeze", [m.name, c.i64([1, 2])])])
+                if causal:
+                    keep = c.node("And", [_dynamic_causal(c, q, k), keep])
+                return keep if kind == "bool" else _additive_mask(c, keep, v.a1.dtype)
     return c.g.name(v)  # fails, naming the op
+
+
+def _additive_mask(c: Ctx, keep: str, dt) -> str:
+    return c.node("Where", [keep, c.scalar(0, dt), c.scalar(-np.inf, dt)])
+
+
+def _synth(a: np.ndarray, pad: np.ndarray, causal: bool, kind: str) -> bool:
+    """Whether ``a`` is the mask MultiheadAttention builds from ``pad`` (N, S) (and a causal
+    mask): keep (N, 1, L, S) bool, or 0 / -inf floats."""
+    if a.ndim != 4 or a.shape[0] != pad.shape[0] or a.shape[-1] != pad.shape[1]:
+        return False
+    keep = ~pad[:, None, None, :]
+    if causal:
+        keep = keep & np.tril(np.ones(a.shape[-2:], bool))
+    if a.shape != np.broadcast_shapes(a.shape, keep.shape):
+        return False
+    keep = np.broadcast_to(keep, a.shape)
+    if kind == "bool":
+        return a.dtype == np.bool_ and np.array_equal(keep, a)
+    return a.dtype.kind == "f" and np.array_equal(np.where(keep, 0, -np.inf), a)
 
 
 def _masked_softmax(c: Ctx, s: str, keep, q: str, k: str, masked: bool) -> str:
@@ -608,3 +623,17 @@ def _additive(c: Ctx):
     e = c.node("MatMul", [t, w])
     p = _masked_softmax(c, e, c.arr("keep"), qp, kp, False)
     return [c.node("MatMul", [p, vals]), p]
+
+
+# ------------------------------------------------------------- comparisons
+@maps(_trace.Compare)
+def _compare(c: Ctx):
+    op = c.static("op")
+    if op == "Not":
+        return c.node("Not", [c.x(0)])
+    a, b = c.x(0), c.x(1)
+    if c.a(0).dtype != c.a(1).dtype:
+        b = c.node("Cast", [b], to=dtype_code(c.a(0).dtype))
+    if op == "NotEqual":
+        return c.node("Not", [c.node("Equal", [a, b])])
+    return c.node(op, [a, b])

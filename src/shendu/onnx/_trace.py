@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+import numpy as np
+
 from shendu import autograd
 from shendu.nn.module import Module
 from shendu.tensor import Tensor
@@ -39,6 +41,31 @@ def _flatten(obj, out: list) -> list:
     return out
 
 
+class Compare:
+    """Pseudo-op of the trace: a comparison or logical op on tensors (``x > 0``, ``~m``),
+    which shendu computes outside :class:`~shendu.autograd.Function` (no gradient)."""
+
+
+_COMPARE = {"__gt__": "Greater", "__ge__": "GreaterOrEqual", "__lt__": "Less",
+            "__le__": "LessOrEqual", "__eq__": "Equal", "__ne__": "NotEqual",
+            "__and__": "And", "__or__": "Or", "__invert__": "Not"}
+
+
+def _compare_wrapper(orig, op: str, record):
+    def method(self, *other):
+        res = orig(self, *other)
+        if isinstance(res, Tensor):
+            ins = [self]
+            for o in other:
+                if not isinstance(o, Tensor):
+                    o = Tensor(np.asarray(o, dtype=self.data.dtype if np.ndim(o) == 0 and
+                                          self.data.dtype != np.bool_ else None))
+                ins.append(o)
+            record(Compare, ins, {"op": op}, res)
+        return res
+    return method
+
+
 def trace(model: Module, args: tuple, kwargs: dict) -> tuple[list[Record], list[Tensor]]:
     """Run ``model(*args, **kwargs)`` once without recording a graph for backward; return
     the ops it ran and its output tensors (flattened)."""
@@ -67,12 +94,17 @@ def trace(model: Module, args: tuple, kwargs: dict) -> tuple[list[Record], list[
 
     if autograd._tracer is not None:
         raise RuntimeError("onnx.export: another export is tracing a model right now")
+    saved = {k: Tensor.__dict__[k] for k in _COMPARE}
     Module.__call__ = call
     autograd._tracer = tracer
+    for k, op in _COMPARE.items():
+        setattr(Tensor, k, _compare_wrapper(saved[k], op, tracer))
     try:
         with autograd.no_grad():
             out = model(*args, **kwargs)
     finally:
         autograd._tracer = None
         Module.__call__ = orig_call
+        for k, f in saved.items():
+            setattr(Tensor, k, f)
     return records, _flatten(out, [])

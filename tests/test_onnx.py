@@ -1,0 +1,378 @@
+"""ONNX export: each layer and op, and whole networks, exported, checked with onnx.checker,
+run in ONNX Runtime (CPU) and compared with shendu, at the traced size and another one."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+import shendu  # noqa: E402
+import shendu.nn as nn  # noqa: E402
+from shendu import functional as F  # noqa: E402
+from shendu.tensor import Tensor  # noqa: E402
+
+RTOL, ATOL = 1e-4, 1e-5
+
+
+def _rand(*shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def _flat(out):
+    if isinstance(out, Tensor):
+        return [out.data]
+    res = []
+    for o in out:
+        if o is not None:
+            res += _flat(o)
+    return res
+
+
+def check(model, args, names, dynamic_axes=None, others=(), kwargs_names=()):
+    """Export ``model`` on ``args``; check the file; run it in ONNX Runtime on ``args`` and
+    on every tuple in ``others``; outputs must equal shendu's (rtol 1e-4, atol 1e-5)."""
+    from shendu import onnx as sonnx
+
+    model.eval()
+    buf = io.BytesIO()
+    ex_args = tuple(Tensor(a) for a in args)
+    if kwargs_names:
+        k = len(args) - len(kwargs_names)
+        ex_args = ex_args[:k] + (dict(zip(kwargs_names, ex_args[k:])),)
+    sonnx.export(model, ex_args, buf, input_names=names, dynamic_axes=dynamic_axes)
+    proto = onnx.load_from_string(buf.getvalue())
+    onnx.checker.check_model(proto, full_check=True)
+    assert proto.opset_import[0].version == sonnx.OPSET >= 17
+    sess = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    for inputs in (tuple(args), *others):
+        ts = [Tensor(a) for a in inputs]
+        k = len(ts) - len(kwargs_names)
+        with shendu.no_grad():
+            want = _flat(model(*ts[:k], **dict(zip(kwargs_names, ts[k:]))))
+        got = sess.run(None, dict(zip(names, inputs)))
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            assert g.shape == w.shape
+            np.testing.assert_allclose(g, w, rtol=RTOL, atol=ATOL)
+    return proto
+
+
+def _ops(proto):
+    return {n.op_type for n in proto.graph.node}
+
+
+# ------------------------------------------------------------------ layers
+ACTS = [nn.ReLU(), nn.LeakyReLU(0.2), nn.ELU(0.7), nn.GELU(), nn.GELU("tanh"), nn.SiLU(),
+        nn.Sigmoid(), nn.Tanh(), nn.Softplus(2.0, 1.0), nn.Hardtanh(-0.5, 0.7), nn.ReLU6(),
+        nn.Softmax(-1), nn.LogSoftmax(1), nn.SELU(), nn.Mish(), nn.PReLU(3)]
+
+
+@pytest.mark.parametrize("act", ACTS, ids=lambda m: type(m).__name__)
+def test_activations(act):
+    x = _rand(4, 3) * 4
+    check(act, (x,), ["x"], {"x": {0: "batch"}}, [(_rand(9, 3, seed=1) * 4,)])
+
+
+@pytest.mark.parametrize("shape", [(5, 6), (2, 3, 6)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear(shape, bias):
+    m = nn.Linear(6, 4, bias=bias)
+    other = (_rand(7, *shape[1:], seed=3),)
+    proto = check(m, (_rand(*shape),), ["x"], {"x": {0: "n"}}, [other])
+    assert ("Gemm" in _ops(proto)) == (len(shape) == 2)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(stride=2, padding=1), dict(padding="same"),
+                                dict(dilation=2, groups=2), dict(padding=(1, 2), stride=(2, 1))])
+def test_conv2d(kw):
+    m = nn.Conv2d(4, 6, 3, **kw)
+    check(m, (_rand(2, 4, 9, 8),), ["x"], {"x": {0: "n", 2: "h", 3: "w"}},
+          [(_rand(3, 4, 11, 10, seed=1),)])
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(stride=2, padding=2), dict(padding="same"),
+                                dict(dilation=2, groups=3)])
+def test_conv1d(kw):
+    m = nn.Conv1d(3, 6, 3, **kw)
+    check(m, (_rand(2, 3, 10),), ["x"], {"x": {0: "n", 2: "t"}}, [(_rand(4, 3, 13, seed=1),)])
+
+
+@pytest.mark.parametrize("m", [nn.MaxPool2d(2), nn.MaxPool2d(3, 2, 1), nn.MaxPool2d(3, 2,
+                                                                                    ceil_mode=True),
+                               nn.AvgPool2d(2), nn.AvgPool2d(3, 2, 1),
+                               nn.AvgPool2d(3, 2, 1, count_include_pad=False),
+                               nn.AvgPool2d(2, ceil_mode=True), nn.AdaptiveAvgPool2d(1),
+                               nn.AdaptiveAvgPool2d(3)], ids=repr)
+def test_pooling(m):
+    check(m, (_rand(2, 3, 9, 8),), ["x"], {"x": {0: "n"}}, [(_rand(5, 3, 9, 8, seed=1),)])
+
+
+def test_pooling_unbatched():
+    check(nn.MaxPool2d(2), (_rand(3, 8, 8),), ["x"], None, [])
+
+
+def _bn(m):
+    rng = np.random.default_rng(5)
+    m.running_mean.data[...] = rng.standard_normal(m.running_mean.shape)
+    m.running_var.data[...] = rng.uniform(0.5, 2, m.running_var.shape)
+    m.weight.data[...] = rng.standard_normal(m.weight.shape)
+    m.bias.data[...] = rng.standard_normal(m.bias.shape)
+    return m
+
+
+@pytest.mark.parametrize("m, shape", [(_bn(nn.BatchNorm1d(4)), (5, 4)),
+                                      (_bn(nn.BatchNorm1d(4)), (5, 4, 7)),
+                                      (_bn(nn.BatchNorm2d(3)), (2, 3, 4, 5)),
+                                      (nn.LayerNorm(6), (3, 6)), (nn.LayerNorm((4, 6)), (2, 4, 6)),
+                                      (nn.LayerNorm(6, elementwise_affine=False), (2, 5, 6)),
+                                      (nn.Dropout(0.5), (3, 4))], ids=repr)
+def test_normalization_and_dropout(m, shape):
+    check(m, (_rand(*shape),), ["x"], {"x": {0: "n"}}, [(_rand(6, *shape[1:], seed=2),)])
+
+
+def test_embedding():
+    m = nn.Embedding(10, 4, padding_idx=0)
+    x = np.array([[1, 2, 0], [4, 9, 3]], np.int64)
+    other = np.array([[5, 5, 1, 0], [7, 8, 2, 3], [0, 1, 2, 3]], np.int64)
+    check(m, (x,), ["tokens"], {"tokens": {0: "n", 1: "t"}}, [(other,)])
+
+
+@pytest.mark.parametrize("cls", [nn.RNN, nn.LSTM, nn.GRU])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_recurrent(cls, bidirectional):
+    m = cls(3, 5, num_layers=2, bidirectional=bidirectional)
+    proto = check(m, (_rand(6, 2, 3),), ["x"], {"x": {0: "t", 1: "n"}},
+                  [(_rand(9, 4, 3, seed=1),), (_rand(2, 1, 3, seed=2),)])
+    assert cls.__name__ in _ops(proto)
+
+
+@pytest.mark.parametrize("cls", [nn.LSTM, nn.GRU, nn.RNN])
+def test_recurrent_batch_first_with_state_and_lengths(cls):
+    m = cls(3, 4, batch_first=True, bidirectional=True, nonlinearity="relu") if cls is nn.RNN \
+        else cls(3, 4, batch_first=True, bidirectional=True)
+    x, h = _rand(3, 5, 3), _rand(2, 3, 4, seed=1)
+    lens = np.array([5, 2, 4], np.int64)
+    if cls is nn.LSTM:
+        class Wrap(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.rnn = m
+
+            def forward(self, x, h, c, lengths):
+                return self.rnn(x, (h, c), lengths=lengths)
+
+        c = _rand(2, 3, 4, seed=2)
+        check(Wrap(), (x, h, c, lens), ["x", "h", "c", "lengths"], None,
+              [(_rand(3, 5, 3, seed=3), h * 2, c, np.array([1, 5, 3], np.int64))])
+    else:
+        check(m, (x, h, lens), ["x", "h", "lengths"], None,
+              [(_rand(3, 5, 3, seed=3), h * 2, np.array([3, 5, 1], np.int64))],
+              kwargs_names=("lengths",))
+
+
+def test_multihead_attention_with_weights():
+    m = nn.MultiheadAttention(8, 2, batch_first=True)
+
+    class Self(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = m
+
+        def forward(self, x):
+            return self.attn(x, x, x, need_weights=True)
+
+    check(Self(), (_rand(2, 5, 8),), ["x"], {"x": {0: "n", 1: "t"}}, [(_rand(3, 7, 8, seed=1),)])
+
+
+def test_multihead_attention_cross_and_key_padding_mask():
+    m = nn.MultiheadAttention(8, 2, kdim=6, vdim=5)
+
+    class Cross(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = m
+
+        def forward(self, q, kv, v, pad):
+            return self.attn(q, kv, v, key_padding_mask=pad, need_weights=False)[0]
+
+    pad = np.array([[False, False, True, True], [False, False, False, True]])
+    pad2 = np.array([[False, True, True, True, True], [False] * 5, [False, False, True, True,
+                                                                     True]])
+    check(Cross(), (_rand(3, 2, 8), _rand(4, 2, 6, seed=1), _rand(4, 2, 5, seed=2), pad),
+          ["q", "k", "v", "pad"],
+          {"q": {0: "l", 1: "n"}, "k": {0: "s", 1: "n"}, "v": {0: "s", 1: "n"},
+           "pad": {0: "n", 1: "s"}},
+          [(_rand(2, 3, 8), _rand(5, 3, 6, seed=3), _rand(5, 3, 5, seed=4), pad2)])
+
+
+# ------------------------------------------------------------------ functional ops
+class Ops(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):                         # x (N, T, 4)
+        n = x.shape[0]
+        y = self.lin(x).permute(0, 2, 1)          # (N, 4, T)
+        a, b = F.split(y, [1, 3], 1)
+        z = F.cat([b, a * 2 - 1], 1).reshape(n, -1)
+        s = F.stack([x.sum(1), x.mean(1), x.var(1), x.std(1), x.amax(1), x.max(1)[0],
+                     x.logsumexp(1), x.abs().sqrt().sum(1), F.clamp(x, -0.5, 0.5).sum(1),
+                     x.amin((1, 2), keepdim=True)[:, 0].expand(n, 4)], 0)
+        w = F.where(x > 0, x, F.exp(x) - 1)[:, -1, 1:3]
+        p = F.pad(x, (1, 2)).prod(-1)
+        g = x[..., None, 0].repeat(1, 1, 3)
+        h = (x ** 3 / (x.abs() + 1) + F.log1p(x.abs()) * F.sin(x) - F.cos(x)).flatten(1)
+        k = F.gather(x[:1], 2, np.array([[[1, 0, 3, 3]] * 3]))
+        k = k + x.transpose(1, 2).unsqueeze(0)[0].mT
+        return z, s, w, p, g, h, k, x.norm(dim=-1), F.maximum(x, -x), F.minimum(x, x * 2)
+
+
+def test_functional_ops():
+    check(Ops(), (_rand(2, 3, 4),), ["x"], {"x": {0: "n"}}, [(_rand(5, 3, 4, seed=1),)])
+
+
+def test_functional_ops_dynamic_length_reshape():
+    class M(nn.Module):
+        def forward(self, x):                      # (N, T, 6) -> (N, T, 2, 3) -> (N*T, 6)
+            n, t = x.shape[:2]
+            y = x.reshape(n, t, 2, 3).transpose(2, 3)
+            return y.reshape(n * t, 6), F.softmax(x, 1)[:, 0]
+
+    check(M(), (_rand(2, 3, 6),), ["x"], {"x": {0: "n", 1: "t"}}, [(_rand(4, 7, 6, seed=1),)])
+
+
+# ------------------------------------------------------------------ whole networks
+def lenet():
+    return nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
+                         nn.Linear(84, 10))
+
+
+def test_mlp_and_lenet():
+    mlp = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Dropout(0.3), nn.Linear(16, 3))
+    check(mlp, (_rand(4, 8),), ["x"], {"x": {0: "n"}}, [(_rand(11, 8, seed=1),)])
+    check(lenet(), (_rand(2, 1, 28, 28),), ["x"], {"x": {0: "n"}}, [(_rand(5, 1, 28, 28),)])
+
+
+class TextLSTM(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(20, 6)
+        self.rnn = nn.LSTM(6, 8, num_layers=2, batch_first=True, bidirectional=True)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, tokens):
+        out, (h, c) = self.rnn(self.emb(tokens))
+        return self.head(out[:, -1]), h
+
+
+def test_embedding_lstm_text_model():
+    tok = np.random.default_rng(0).integers(0, 20, (2, 7))
+    check(TextLSTM(), (tok,), ["tokens"], {"tokens": {0: "n", 1: "t"}},
+          [(np.random.default_rng(1).integers(0, 20, (5, 4)),)])
+
+
+class EncoderClassifier(nn.Module):
+    def __init__(self, causal=True):
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(16, 4, 32, dropout=0.1, batch_first=True)
+        self.enc = nn.TransformerEncoder(layer, 2)
+        self.head = nn.Linear(16, 3)
+        self.causal = causal
+
+    def forward(self, x, pad):
+        t = x.shape[1]
+        mask = nn.Transformer.generate_square_subsequent_mask(t) if self.causal else None
+        h = self.enc(x, mask=mask, src_key_padding_mask=pad)
+        return self.head(h.mean(1))
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_transformer_encoder_with_masks(causal):
+    pad = np.array([[False] * 6, [False, False, False, True, True, True]])
+    pad2 = np.zeros((3, 9), bool)
+    pad2[1, 5:] = True
+    check(EncoderClassifier(causal), (_rand(2, 6, 16), pad), ["x", "pad"],
+          {"x": {0: "n", 1: "t"}, "pad": {0: "n", 1: "t"}}, [(_rand(3, 9, 16, seed=1), pad2)])
+
+
+# ------------------------------------------------------------------ errors
+def test_unexportable_op_names_op_and_module():
+    from shendu.onnx import UnsupportedOperatorError
+
+    class Head(nn.Module):
+        def forward(self, x):
+            return F.cross_entropy(x, np.zeros(x.shape[0], np.int64))
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Linear(4, 3)
+            self.head = Head()
+
+        def forward(self, x):
+            return self.head(self.body(x))
+
+    with pytest.raises(UnsupportedOperatorError, match=r"CrossEntropy in module head \(Head\)"):
+        shendu.onnx.export(Net(), Tensor(_rand(2, 4)), io.BytesIO())
+
+
+def test_values_computed_outside_ops_are_refused():
+    from shendu.onnx import UnsupportedOperatorError
+
+    class Leak(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.lin(x) + Tensor(np.sort(x.data, axis=-1))   # NumPy: not traced
+
+    with pytest.raises(UnsupportedOperatorError, match=r"Add in module <model> \(Leak\)"):
+        shendu.onnx.export(Leak(), Tensor(_rand(2, 3)), io.BytesIO())
+
+
+def test_control_flow_over_sizes_is_refused():
+    from shendu.onnx import UnsupportedOperatorError
+
+    class Steps(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cell = nn.GRUCell(3, 4)
+
+        def forward(self, x):
+            h = None
+            for t in range(x.shape[0]):
+                h = self.cell(x[t], h)
+            return h
+
+    with pytest.raises(UnsupportedOperatorError, match="other ops"):
+        shendu.onnx.export(Steps(), Tensor(_rand(4, 2, 3)), io.BytesIO(),
+                           input_names=["x"], dynamic_axes={"x": {0: "t"}})
+    # a fixed number of steps exports
+    check(Steps(), (_rand(4, 2, 3),), ["x"], {"x": {1: "n"}}, [(_rand(4, 5, 3, seed=1),)])
+
+
+def test_import_shendu_does_not_import_onnx():
+    import subprocess
+    import sys
+
+    code = "import sys, shendu; print('onnx' in sys.modules, 'shendu.onnx' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_export_to_path_and_training_mode_restored(tmp_path):
+    m = nn.Sequential(nn.Linear(3, 2), nn.Dropout(0.5))
+    m.train()
+    path = tmp_path / "m.onnx"
+    shendu.onnx.export(m, (Tensor(_rand(2, 3)),), path)
+    assert m.training and m[1].training
+    onnx.checker.check_model(onnx.load(str(path)))
