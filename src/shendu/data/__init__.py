@@ -16,10 +16,12 @@ from shendu.data.dataloader import (
 )
 from shendu.data.dataset import Dataset, Subset, TensorDataset, random_split
 from shendu.data.mnist import mnist, mnist_split, read_idx
+from shendu.data.sampler import DistributedSampler
 
 __all__ = [
     "Dataset", "TensorDataset", "Subset", "random_split",
     "DataLoader", "default_collate", "Sampler", "SequentialSampler", "RandomSampler",
+    "DistributedSampler",
     "mnist", "mnist_split", "read_idx",
 ]
 

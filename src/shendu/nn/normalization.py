@@ -9,7 +9,7 @@ from shendu.backend import get_default_dtype
 from shendu.nn.module import Module, Parameter
 from shendu.tensor import Tensor
 
-__all__ = ["LayerNorm", "BatchNorm1d", "BatchNorm2d"]
+__all__ = ["LayerNorm", "BatchNorm1d", "BatchNorm2d", "SyncBatchNorm"]
 
 
 class LayerNorm(Module):
@@ -151,3 +151,55 @@ class BatchNorm2d(_BatchNorm):
 
     _dims = (4,)
     _shape = "(N, C, H, W)"
+
+
+class SyncBatchNorm(_BatchNorm):
+    """Batch normalisation whose training statistics are those of the *global* batch: every
+    rank's share of it, all-reduced over the process group (torch's ``SyncBatchNorm``).
+
+    Takes (N, C, ...) input. In ``eval()`` mode, or with no process group initialized, it
+    is a plain :class:`BatchNorm2d`-like layer on the running statistics / local batch.
+    :meth:`convert_sync_batchnorm` swaps it in for every BatchNorm of a model.
+    """
+
+    _dims = (2, 3, 4, 5)
+    _shape = "(N, C, ...)"
+
+    def forward(self, x: Tensor) -> Tensor:
+        from shendu import distributed as dist
+
+        if not (self.training and dist.is_initialized()):
+            return super().forward(x)
+        xs = tuple(x.shape)
+        if len(xs) < 2 or xs[1] != self.num_features:
+            raise ValueError(f"SyncBatchNorm({self.num_features}) expected input (N, "
+                             f"{self.num_features}, ...), got {xs}")
+        factor = 0.0 if self.momentum is None else self.momentum
+        track = self.track_running_stats
+        if track:
+            self.num_batches_tracked.data = np.asarray(self.num_batches_tracked.data + 1)
+            if self.momentum is None:
+                factor = 1.0 / float(self.num_batches_tracked.data)
+        from shendu.distributed.functional import sync_batch_norm
+
+        return sync_batch_norm(x, self.running_mean if track else None,
+                               self.running_var if track else None, self.weight, self.bias,
+                               factor, self.eps)
+
+    @classmethod
+    def convert_sync_batchnorm(cls, module: Module, process_group=None) -> Module:
+        """``module`` with every BatchNorm layer replaced by a ``SyncBatchNorm`` that shares
+        its parameters, buffers and mode (the module itself when it is one)."""
+        out = module
+        if isinstance(module, _BatchNorm) and not isinstance(module, SyncBatchNorm):
+            out = cls(module.num_features, module.eps, module.momentum, module.affine,
+                      module.track_running_stats, bias=module.has_bias)
+            for name in ("weight", "bias"):
+                if getattr(module, name, None) is not None:
+                    setattr(out, name, getattr(module, name))
+            for name in ("running_mean", "running_var", "num_batches_tracked"):
+                setattr(out, name, getattr(module, name))
+            out.training = module.training
+        for name, child in list(module.named_children()):
+            setattr(out, name, cls.convert_sync_batchnorm(child, process_group))
+        return out
