@@ -376,3 +376,27 @@ def test_export_to_path_and_training_mode_restored(tmp_path):
     shendu.onnx.export(m, (Tensor(_rand(2, 3)),), path)
     assert m.training and m[1].training
     onnx.checker.check_model(onnx.load(str(path)))
+
+
+def test_transformer_decoder_layer_causal():
+    class Dec(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dec = nn.TransformerDecoderLayer(8, 2, 16, batch_first=True)
+
+        def forward(self, tgt, memory):
+            mask = nn.Transformer.generate_square_subsequent_mask(tgt.shape[1])
+            return self.dec(tgt, memory, tgt_mask=mask)
+
+    check(Dec(), (_rand(2, 5, 8), _rand(2, 4, 8, seed=1)), ["tgt", "memory"],
+          {"tgt": {0: "n", 1: "t"}, "memory": {0: "n", 1: "s"}},
+          [(_rand(3, 7, 8, seed=2), _rand(3, 2, 8, seed=3))])
+
+
+def test_ready_model_network():
+    from shendu.models import MLPClassifier
+
+    X = _rand(40, 5)
+    y = (X[:, 0] > 0).astype(np.int64)
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=5, random_state=0).fit(X, y)
+    check(clf.model_, (X[:4],), ["x"], {"x": {0: "n"}}, [(X[4:13],)])
