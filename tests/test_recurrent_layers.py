@@ -84,7 +84,7 @@ def test_default_state_unbatched_and_no_bias(kind):
     x = np.random.default_rng(0).standard_normal((T, B, I))
     check_module(smod, tmod, [x], fn=lambda m, x: _flat(m(x)))
     # unbatched (T, I) input: torch's shapes
-    xu = x[:, 0]
+    xu = x[:, 0].astype(np.float32)  # NumPy data keeps its dtype, as torch.tensor
     so, ss = smod(shendu.tensor(xu))[0], _flat(smod(shendu.tensor(xu)))
     to = _flat(tmod(torch.tensor(xu, dtype=torch.float32)))
     assert so.shape == (T, H)

@@ -10,7 +10,9 @@ import shendu
 
 def test_default_dtype_is_float32_and_float64_on_request():
     assert shendu.tensor([1.0, 2.0]).dtype == np.float32
-    assert shendu.tensor(np.array([1.0, 2.0])).dtype == np.float32  # NumPy data too
+    # NumPy data keeps its dtype, as torch.tensor(float64 array) stays float64
+    assert shendu.tensor(np.array([1.0, 2.0])).dtype == np.float64
+    assert shendu.tensor(np.array([1.0], np.float32)).dtype == np.float32
     assert shendu.tensor([1.0], dtype="float64").dtype == np.float64
     assert shendu.tensor([1.0], dtype=np.float64).dtype == np.float64
     assert shendu.tensor([1.0], dtype=shendu.float64).dtype == np.float64

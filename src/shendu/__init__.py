@@ -20,19 +20,26 @@ from shendu.tensor import (
     Tensor,
     arange,
     empty,
+    empty_like,
     eye,
     from_numpy,
     full,
+    full_like,
     linspace,
     ones,
     ones_like,
     rand,
+    rand_like,
     randint,
     randn,
+    randn_like,
     tensor,
     zeros,
     zeros_like,
 )
+from shendu.device import device, get_default_device, set_default_device  # noqa: E402
+from shendu.generator import Generator  # noqa: E402
+from shendu import accelerator, backends, cuda  # noqa: E402
 from shendu import functional  # noqa: E402,I001
 from shendu.functional import (  # noqa: E402
     abs,
@@ -67,13 +74,65 @@ from shendu.functional import (  # noqa: E402
     where,
 )
 from shendu.functional import max, min  # noqa: E402
+from shendu.functional import cos, norm, pow, sin, softmax, log_softmax  # noqa: E402
+from shendu.functional.torch_ops import (  # noqa: E402
+    argsort,
+    baddbmm,
+    bmm,
+    cumsum,
+    einsum,
+    multinomial,
+    narrow,
+    outer,
+    randperm,
+    rsqrt,
+    sort,
+    topk,
+    tril,
+    triu,
+)
+from shendu.functional.torch_ops import divide as div  # noqa: E402
 from shendu import data, nn, optim  # noqa: E402
 from shendu.io import load, save  # noqa: E402
 from shendu import models, train  # noqa: E402
 
+# dtype names, as torch spells them (NumPy dtype names underneath: t.dtype == shendu.long)
 float32 = "float32"
 float64 = "float64"
 int64 = "int64"
+float16 = half = "float16"
+float = float32  # noqa: A001  (torch's names shadow the builtins inside this namespace)
+double = float64
+long = int64
+int32 = "int32"
+int = int32  # noqa: A001
+int16 = short = "int16"
+int8 = "int8"
+uint8 = "uint8"
+bool = "bool"  # noqa: A001
+complex64 = cfloat = "complex64"
+complex128 = cdouble = "complex128"
+
+
+def __getattr__(name: str):
+    if name == "bfloat16":  # through ml_dtypes when it is installed
+        try:
+            import ml_dtypes
+        except ImportError:
+            raise AttributeError("shendu.bfloat16 needs the ml_dtypes package (pip install "
+                                 "ml_dtypes); NumPy has no bfloat16 of its own") from None
+        return ml_dtypes.bfloat16
+    raise AttributeError(f"module 'shendu' has no attribute {name!r}")
+
+
+# torch's module layout: shendu.utils.data is shendu.data (import shendu.utils.data works too)
+import sys as _sys  # noqa: E402
+
+from shendu import utils as _utils  # noqa: E402
+
+_utils.data = data
+_sys.modules.setdefault("shendu.utils.data", data)
+del _sys
 
 __version__ = "0.1.0"
 
@@ -88,4 +147,11 @@ __all__ = [
     "split", "sqrt", "squeeze", "stack", "std", "sum", "tanh", "transpose", "unsqueeze", "var",
     "where", "max", "min", "float32", "float64", "int64", "__version__",
     "save", "load",
+    "float16", "half", "float", "double", "long", "int32", "int", "int16", "short", "int8",
+    "uint8", "bool", "complex64", "cfloat", "complex128", "cdouble",
+    "device", "get_default_device", "set_default_device", "Generator", "accelerator",
+    "backends", "cuda", "empty_like", "full_like", "rand_like", "randn_like",
+    "cos", "norm", "pow", "sin", "softmax", "log_softmax", "argsort", "baddbmm", "bmm",
+    "cumsum", "einsum", "multinomial", "narrow", "outer", "randperm", "rsqrt", "sort",
+    "topk", "tril", "triu", "div",
 ]

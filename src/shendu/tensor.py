@@ -11,7 +11,8 @@ from shendu import autograd
 from shendu.backend import as_dtype, get_default_dtype
 
 __all__ = ["Tensor", "tensor", "from_numpy", "zeros", "ones", "full", "arange", "randn", "rand",
-           "empty", "zeros_like", "ones_like", "randint", "eye", "linspace"]
+           "empty", "zeros_like", "ones_like", "randint", "eye", "linspace", "full_like",
+           "rand_like", "randn_like", "empty_like"]
 
 
 def _to_array(data, dtype=None) -> np.ndarray:
@@ -20,6 +21,12 @@ def _to_array(data, dtype=None) -> np.ndarray:
     if dtype is not None:
         return np.array(data, dtype=as_dtype(dtype))
     arr = np.array(data)
+    if isinstance(data, (np.ndarray, np.generic)):
+        # NumPy data keeps its dtype (torch.tensor(float64 array) is float64); only Python
+        # floats take the default dtype
+        if arr.dtype.kind == "O":
+            raise TypeError("tensor: cannot make a tensor from an array of objects")
+        return arr
     if arr.dtype.kind == "f":
         arr = arr.astype(get_default_dtype(), copy=False)
     elif arr.dtype.kind == "O":
@@ -265,15 +272,18 @@ class Tensor:
     def to(self, *args, dtype=None, device=None, **kwargs) -> Tensor:
         """``t.to(dtype)``; a device (``"cpu"``) is accepted and ignored, as is
         ``non_blocking``/``copy`` — NumPy arrays live in host memory."""
+        from shendu.device import _KNOWN, check_device
+        from shendu.device import device as _device
+
         for a in args:
             if isinstance(a, Tensor):
                 dtype = a.data.dtype
-            elif isinstance(a, str) and a.split(":")[0] in ("cpu", "cuda", "mps"):
+            elif isinstance(a, _device) or (isinstance(a, str)
+                                            and a.split(":")[0] in _KNOWN):
                 device = a
             else:
                 dtype = a
-        if device is not None and str(device).split(":")[0] != "cpu":
-            raise RuntimeError(f"to: shendu runs on the CPU (NumPy); got device {device!r}")
+        check_device(device, "to")
         unknown = set(kwargs) - {"non_blocking", "copy"}
         if unknown:
             raise TypeError(f"to() got unexpected keyword arguments {sorted(unknown)}")
@@ -283,6 +293,68 @@ class Tensor:
 
     def cpu(self) -> Tensor:
         return self
+
+    def cuda(self, device=None, non_blocking: bool = False) -> Tensor:
+        from shendu.device import check_device
+
+        check_device("cuda" if device is None else device, "cuda")
+        return self
+
+    @property
+    def device(self):
+        """Always ``device(type='cpu')``: shendu's arrays are NumPy arrays."""
+        from shendu.device import CPU
+
+        return CPU
+
+    is_cuda = False
+
+    def is_floating_point(self) -> bool:
+        return self.data.dtype.kind == "f"
+
+    def type_as(self, other) -> Tensor:
+        return self.to(other.data.dtype)
+
+    def element_size(self) -> int:
+        return self.data.dtype.itemsize
+
+    def __index__(self) -> int:
+        """An integer 0-d (or one-element) tensor as a list index or slice bound."""
+        if self.data.dtype.kind not in "iub" or self.data.size != 1:
+            raise TypeError("only integer tensors of a single element can be converted to an "
+                            "index")
+        return int(self.data.reshape(()))
+
+    def __format__(self, spec: str) -> str:
+        """``f"{loss:.4f}"`` formats a 0-d tensor as its number, as torch (a tensor with
+        dimensions takes no format spec)."""
+        if self.data.ndim == 0:
+            return format(self.data.item(), spec)
+        if spec:
+            raise TypeError("unsupported format string passed to Tensor.__format__")
+        return repr(self)
+
+    # torch's new_* factories: same dtype (unless given), the CPU
+    def new_zeros(self, *size, dtype=None, device=None, requires_grad=False) -> Tensor:
+        return zeros(*size, dtype=self.data.dtype if dtype is None else dtype, device=device,
+                     requires_grad=requires_grad)
+
+    def new_ones(self, *size, dtype=None, device=None, requires_grad=False) -> Tensor:
+        return ones(*size, dtype=self.data.dtype if dtype is None else dtype, device=device,
+                    requires_grad=requires_grad)
+
+    def new_empty(self, *size, dtype=None, device=None, requires_grad=False) -> Tensor:
+        return empty(*size, dtype=self.data.dtype if dtype is None else dtype, device=device,
+                     requires_grad=requires_grad)
+
+    def new_full(self, size, fill_value, dtype=None, device=None,
+                 requires_grad=False) -> Tensor:
+        return full(size, fill_value, dtype=self.data.dtype if dtype is None else dtype,
+                    device=device, requires_grad=requires_grad)
+
+    def new_tensor(self, data, dtype=None, device=None, requires_grad=False) -> Tensor:
+        return tensor(data, dtype=self.data.dtype if dtype is None else dtype, device=device,
+                      requires_grad=requires_grad)
 
     def float(self) -> Tensor:
         return self.to(np.float32)
@@ -746,6 +818,58 @@ class Tensor:
     def repeat(self, *sizes) -> Tensor:
         return F.repeat(self, *sizes)
 
+    # torch's method forms of the arithmetic operators and the ops in torch_ops
+    def add(self, other, alpha=1) -> Tensor:
+        return F.add(self, other if alpha == 1 else other * alpha)
+
+    def sub(self, other, alpha=1) -> Tensor:
+        return F.sub(self, other if alpha == 1 else other * alpha)
+
+    def mul(self, other) -> Tensor:
+        return F.mul(self, other)
+
+    def div(self, other, rounding_mode=None) -> Tensor:
+        return _tops.divide(self, other, rounding_mode=rounding_mode)
+
+    def sin(self) -> Tensor:
+        return F.sin(self)
+
+    def cos(self) -> Tensor:
+        return F.cos(self)
+
+    def rsqrt(self) -> Tensor:
+        return _tops.rsqrt(self)
+
+    def cumsum(self, dim, dtype=None) -> Tensor:
+        return _tops.cumsum(self, dim, dtype=dtype)
+
+    def topk(self, k, dim=-1, largest=True, sorted=True):  # noqa: A002
+        return _tops.topk(self, k, dim, largest, sorted)
+
+    def sort(self, dim=-1, descending=False, stable=False):
+        return _tops.sort(self, dim, descending, stable)
+
+    def argsort(self, dim=-1, descending=False, stable=False) -> Tensor:
+        return _tops.argsort(self, dim, descending, stable)
+
+    def tril(self, diagonal=0) -> Tensor:
+        return _tops.tril(self, diagonal)
+
+    def triu(self, diagonal=0) -> Tensor:
+        return _tops.triu(self, diagonal)
+
+    def narrow(self, dim, start, length) -> Tensor:
+        return _tops.narrow(self, dim, start, length)
+
+    def bmm(self, other) -> Tensor:
+        return _tops.bmm(self, other)
+
+    def outer(self, other) -> Tensor:
+        return _tops.outer(self, other)
+
+    def multinomial(self, num_samples, replacement=False, *, generator=None) -> Tensor:
+        return _tops.multinomial(self, num_samples, replacement, generator=generator)
+
 
 autograd._bind_tensor(Tensor._wrap)
 
@@ -779,8 +903,11 @@ def _raw_index(idx):
 
 
 # ------------------------------------------------------------------ factories
-def tensor(data, dtype=None, requires_grad: bool = False) -> Tensor:
-    """A new tensor holding a copy of ``data`` (float data gets the default dtype)."""
+def tensor(data, dtype=None, device=None, requires_grad: bool = False,
+           pin_memory: bool = False) -> Tensor:
+    """A new tensor holding a copy of ``data``. Python floats get the default dtype; NumPy
+    arrays and tensors keep theirs (torch's rule)."""
+    _check_device(device, "tensor")
     arr = _to_array(data, dtype)
     if isinstance(data, np.ndarray) and arr is data:
         arr = arr.copy()
@@ -800,39 +927,71 @@ def _shape(shape) -> tuple:
     return tuple(shape)
 
 
-def zeros(*shape, dtype=None, requires_grad=False) -> Tensor:
-    return Tensor(np.zeros(_shape(shape), as_dtype(dtype)), requires_grad=requires_grad)
+def _check_device(device, op: str) -> None:
+    if device is not None:
+        from shendu.device import check_device
+
+        check_device(device, op)
 
 
-def ones(*shape, dtype=None, requires_grad=False) -> Tensor:
-    return Tensor(np.ones(_shape(shape), as_dtype(dtype)), requires_grad=requires_grad)
+def _new(arr: np.ndarray, device, requires_grad: bool, op: str) -> Tensor:
+    _check_device(device, op)
+    return Tensor(arr, requires_grad=requires_grad)
 
 
-def empty(*shape, dtype=None, requires_grad=False) -> Tensor:
-    return Tensor(np.empty(_shape(shape), as_dtype(dtype)), requires_grad=requires_grad)
+def _dt(dtype, like: np.ndarray | None = None) -> np.dtype:
+    return like.dtype if (dtype is None and like is not None) else as_dtype(dtype)
 
 
-def full(shape, fill_value, dtype=None, requires_grad=False) -> Tensor:
-    return Tensor(np.full(tuple(shape), fill_value, as_dtype(dtype)), requires_grad=requires_grad)
+def zeros(*shape, dtype=None, device=None, requires_grad=False, out=None) -> Tensor:
+    return _new(np.zeros(_shape(shape), _dt(dtype)), device, requires_grad, "zeros")
 
 
-def zeros_like(t, dtype=None, requires_grad=False) -> Tensor:
+def ones(*shape, dtype=None, device=None, requires_grad=False, out=None) -> Tensor:
+    return _new(np.ones(_shape(shape), _dt(dtype)), device, requires_grad, "ones")
+
+
+def empty(*shape, dtype=None, device=None, requires_grad=False, out=None) -> Tensor:
+    return _new(np.empty(_shape(shape), _dt(dtype)), device, requires_grad, "empty")
+
+
+def full(shape, fill_value, dtype=None, device=None, requires_grad=False) -> Tensor:
+    if dtype is None:  # torch infers it from the fill value: bool, int64 or the default
+        v = _raw(fill_value)
+        dtype = (np.bool_ if isinstance(v, (bool, np.bool_)) else np.int64
+                 if isinstance(v, (int, np.integer)) else None)
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    return _new(np.full(shape, _raw(fill_value), as_dtype(dtype)), device, requires_grad,
+                "full")
+
+
+def zeros_like(t, dtype=None, device=None, requires_grad=False) -> Tensor:
     d = _raw(t)
-    return Tensor(np.zeros(d.shape, d.dtype if dtype is None else as_dtype(dtype)),
-                  requires_grad=requires_grad)
+    return _new(np.zeros(d.shape, _dt(dtype, d)), device, requires_grad, "zeros_like")
 
 
-def ones_like(t, dtype=None, requires_grad=False) -> Tensor:
+def ones_like(t, dtype=None, device=None, requires_grad=False) -> Tensor:
     d = _raw(t)
-    return Tensor(np.ones(d.shape, d.dtype if dtype is None else as_dtype(dtype)),
-                  requires_grad=requires_grad)
+    return _new(np.ones(d.shape, _dt(dtype, d)), device, requires_grad, "ones_like")
 
 
-def eye(n, m=None, dtype=None, requires_grad=False) -> Tensor:
-    return Tensor(np.eye(n, m, dtype=as_dtype(dtype)), requires_grad=requires_grad)
+def empty_like(t, dtype=None, device=None, requires_grad=False) -> Tensor:
+    d = _raw(t)
+    return _new(np.empty(d.shape, _dt(dtype, d)), device, requires_grad, "empty_like")
 
 
-def arange(start, end=None, step=1, dtype=None) -> Tensor:
+def full_like(t, fill_value, dtype=None, device=None, requires_grad=False) -> Tensor:
+    d = _raw(t)
+    return _new(np.full(d.shape, _raw(fill_value), _dt(dtype, d)), device, requires_grad,
+                "full_like")
+
+
+def eye(n, m=None, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return _new(np.eye(n, m, dtype=as_dtype(dtype)), device, requires_grad, "eye")
+
+
+def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False) -> Tensor:
+    start, end, step = (_raw(v) for v in (start, end, step))
     if end is None:
         start, end = 0, start
     arr = np.arange(start, end, step)
@@ -840,33 +999,55 @@ def arange(start, end=None, step=1, dtype=None) -> Tensor:
         arr = arr.astype(as_dtype(dtype))
     elif arr.dtype.kind == "f":
         arr = arr.astype(get_default_dtype())
-    return Tensor(arr)
+    return _new(arr, device, requires_grad, "arange")
 
 
-def linspace(start, end, steps, dtype=None) -> Tensor:
-    return Tensor(np.linspace(start, end, steps).astype(as_dtype(dtype)))
+def linspace(start, end, steps, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return _new(np.linspace(start, end, steps).astype(as_dtype(dtype)), device,
+                requires_grad, "linspace")
 
 
-def randn(*shape, dtype=None, requires_grad=False) -> Tensor:
-    from shendu.backend import rng
+def _gen(generator) -> np.random.Generator:
+    from shendu.generator import as_numpy_generator
 
-    arr = rng().standard_normal(_shape(shape)).astype(as_dtype(dtype))
-    return Tensor(arr, requires_grad=requires_grad)
-
-
-def rand(*shape, dtype=None, requires_grad=False) -> Tensor:
-    from shendu.backend import rng
-
-    arr = rng().random(_shape(shape)).astype(as_dtype(dtype))
-    return Tensor(arr, requires_grad=requires_grad)
+    return as_numpy_generator(generator)
 
 
-def randint(low, high=None, size=(), dtype=np.int64) -> Tensor:
-    from shendu.backend import rng
+def randn(*shape, generator=None, dtype=None, device=None, requires_grad=False) -> Tensor:
+    arr = _gen(generator).standard_normal(_shape(shape)).astype(as_dtype(dtype))
+    return _new(arr, device, requires_grad, "randn")
 
+
+def rand(*shape, generator=None, dtype=None, device=None, requires_grad=False) -> Tensor:
+    arr = _gen(generator).random(_shape(shape)).astype(as_dtype(dtype))
+    return _new(arr, device, requires_grad, "rand")
+
+
+def randn_like(t, dtype=None, device=None, requires_grad=False) -> Tensor:
+    d = _raw(t)
+    return randn(d.shape, dtype=_dt(dtype, d), device=device, requires_grad=requires_grad)
+
+
+def rand_like(t, dtype=None, device=None, requires_grad=False) -> Tensor:
+    d = _raw(t)
+    return rand(d.shape, dtype=_dt(dtype, d), device=device, requires_grad=requires_grad)
+
+
+def randint(low, high=None, size=None, *, generator=None, dtype=None, device=None,
+            requires_grad=False) -> Tensor:
+    """``randint(high, size)`` or ``randint(low, high, size)`` (torch's signatures; ``size``
+    a tuple, required), uniform integers in ``[low, high)``, int64 unless ``dtype``."""
+    if size is None and isinstance(high, (tuple, list)):  # randint(high, size)
+        low, high, size = 0, low, high
+    if size is None:
+        raise TypeError("randint() missing required argument 'size' (a tuple)")
     if high is None:
         low, high = 0, low
-    return Tensor(rng().integers(low, high, size=tuple(size)).astype(dtype))
+    size = (size,) if isinstance(size, (int, np.integer)) else tuple(size)
+    arr = _gen(generator).integers(int(_raw(low)), int(_raw(high)), size=size)
+    return _new(arr.astype(np.int64 if dtype is None else as_dtype(dtype)), device,
+                requires_grad, "randint")
 
 
 from shendu import functional as F  # noqa: E402  (the ops need Tensor defined first)
+from shendu.functional import torch_ops as _tops  # noqa: E402

@@ -37,6 +37,10 @@ def as_generator(generator, where: str) -> np.random.Generator | None:
     generator, :func:`shendu.backend.rng`, at the moment of drawing)."""
     if generator is None or isinstance(generator, np.random.Generator):
         return generator
+    from shendu.generator import Generator
+
+    if isinstance(generator, Generator):  # torch's generator object: its stream, shared
+        return generator._np
     if isinstance(generator, (int, np.integer)) and not isinstance(generator, bool):
         if generator < 0:
             raise ValueError(f"{where}: seed must be non-negative, got {generator}")

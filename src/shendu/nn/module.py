@@ -323,14 +323,34 @@ class Module:
                             t.grad = Tensor(t.grad.data.astype(dtype))
         return self
 
-    def to(self, dtype) -> Module:
-        """Cast floating parameters and buffers to ``dtype`` (``"cpu"`` is accepted and does
-        nothing: NumPy arrays live on the CPU)."""
+    def to(self, *args, dtype=None, device=None, non_blocking: bool = False) -> Module:
+        """``to(device)``, ``to(dtype)``, ``to(device, dtype)`` or ``to(tensor)``: cast floating
+        parameters and buffers to ``dtype``. The CPU is the one device (NumPy arrays live
+        there); any other device is an error."""
         from shendu.backend import as_dtype
+        from shendu.device import _KNOWN, check_device
+        from shendu.device import device as _device
 
-        if isinstance(dtype, str) and dtype == "cpu":
+        for a in args:
+            if isinstance(a, Tensor):
+                dtype = a.data.dtype
+            elif isinstance(a, _device) or (isinstance(a, str) and a.split(":")[0] in _KNOWN):
+                device = a
+            else:
+                dtype = a
+        check_device(device, f"{type(self).__name__}.to")
+        if dtype is None:
             return self
         return self._cast(as_dtype(dtype))
+
+    def cpu(self) -> Module:
+        return self
+
+    def cuda(self, device=None) -> Module:
+        from shendu.device import check_device
+
+        check_device("cuda" if device is None else device, f"{type(self).__name__}.cuda")
+        return self
 
     def double(self) -> Module:
         return self._cast(np.dtype(np.float64))

@@ -1,0 +1,299 @@
+"""The torch surface a PyTorch script touches (issue #15): dtype names, devices, the CUDA/MPS
+queries, generators, factories' torch signatures and the Tensor methods scripts use — each
+checked against torch's own answer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import shendu
+from helpers import check_op, compare_with_torch, make_inputs
+
+
+# ------------------------------------------------------------------ dtypes
+@pytest.mark.parametrize("name", ["float32", "float64", "float16", "half", "float", "double",
+                                  "long", "int", "int32", "int64", "int16", "short", "int8",
+                                  "uint8", "bool", "complex64", "complex128"])
+def test_dtype_names_match_torch(name):
+    want = torch.zeros(2, dtype=getattr(torch, name)).numpy().dtype
+    assert np.dtype(getattr(shendu, name)) == want
+    assert shendu.zeros(2, dtype=getattr(shendu, name)).dtype == want
+    assert shendu.zeros(2, dtype=getattr(shendu, name)).dtype == getattr(shendu, name)
+
+
+def test_bfloat16_through_ml_dtypes_or_a_clear_error():
+    try:
+        import ml_dtypes  # noqa: F401
+    except ImportError:
+        with pytest.raises(AttributeError, match="ml_dtypes"):
+            shendu.bfloat16  # noqa: B018
+        return
+    t = shendu.ones(3, dtype=shendu.bfloat16)
+    assert str(t.dtype) == "bfloat16"
+    assert t.float().dtype == np.float32
+
+
+@pytest.mark.parametrize("data", [np.zeros(3), np.zeros(3, np.float32), np.float64(2.0),
+                                  [1.0, 2.0], [1, 2], 3.5, [True], np.arange(3),
+                                  np.zeros(2, np.float16)])
+def test_tensor_of_data_keeps_the_dtype_torch_keeps(data):
+    assert shendu.tensor(data).dtype == torch.tensor(data).numpy().dtype
+
+
+def test_tensor_of_a_float64_tensor_stays_float64():
+    t = shendu.tensor([1.0], dtype=shendu.double)
+    assert shendu.tensor(t).dtype == np.float64
+
+
+# ------------------------------------------------------------------ devices
+def test_device_objects_as_torch():
+    for spec in ["cpu", "cuda", "cuda:1", "mps"]:
+        s, t = shendu.device(spec), torch.device(spec)
+        assert (str(s), repr(s), s.type, s.index) == (str(t), repr(t), t.type, t.index)
+    assert shendu.device("cuda", 0) == shendu.device("cuda:0") == "cuda:0"
+    assert shendu.device(shendu.device("cpu")) == "cpu"
+    with pytest.raises(RuntimeError, match="Expected one of"):
+        shendu.device("gpu")
+    with pytest.raises(RuntimeError, match="Expected one of"):
+        torch.device("gpu")
+
+
+def test_tensors_and_modules_live_on_the_cpu():
+    cpu = shendu.device("cpu")
+    x = shendu.randn(2, 3, device=cpu)
+    assert x.device == cpu and x.device.type == "cpu" and not x.is_cuda
+    assert x.to(cpu) is x and x.to("cpu") is x and x.cpu() is x
+    assert x.to(cpu, shendu.double).dtype == np.float64
+    assert x.to(device="cpu", dtype=shendu.float64).dtype == np.float64
+    m = shendu.nn.Linear(3, 2).to(cpu)
+    assert m.to("cpu", shendu.double).weight.dtype == np.float64
+    for f in (shendu.zeros, shendu.ones, shendu.empty, shendu.randn, shendu.rand):
+        assert f(2, device="cpu").shape == (2,)
+    assert shendu.arange(3, device=cpu).device == cpu
+    assert shendu.tensor([1.0], device="cpu").device == cpu
+    assert shendu.full((2,), 1.0, device=cpu).device == cpu
+
+
+@pytest.mark.parametrize("make", [
+    lambda: shendu.zeros(2, device="cuda"),
+    lambda: shendu.tensor([1.0], device=shendu.device("cuda", 0)),
+    lambda: shendu.randn(2).to("cuda"),
+    lambda: shendu.randn(2).to(shendu.device("mps")),
+    lambda: shendu.randn(2).cuda(),
+    lambda: shendu.nn.Linear(2, 2).to("cuda"),
+    lambda: shendu.nn.Linear(2, 2).cuda(),
+    lambda: shendu.set_default_device("cuda"),
+    lambda: shendu.arange(3, device="cuda:1"),
+])
+def test_a_device_that_does_not_exist_is_one_clear_error(make):
+    with pytest.raises(RuntimeError, match="is not available: shendu computes with NumPy"):
+        make()
+
+
+def test_cuda_mps_accelerator_queries():
+    assert shendu.cuda.is_available() is False and shendu.cuda.device_count() == 0
+    shendu.cuda.manual_seed(1)
+    shendu.cuda.manual_seed_all(1)
+    assert shendu.backends.mps.is_available() is False
+    assert shendu.backends.cudnn.is_available() is False
+    assert shendu.accelerator.is_available() is False
+    assert shendu.accelerator.current_accelerator() is None
+    shendu.set_default_device("cpu")
+    assert shendu.get_default_device() == shendu.device("cpu")
+    assert shendu.utils.data.DataLoader is shendu.data.DataLoader
+    import shendu.utils.data as sud
+
+    assert sud.TensorDataset is shendu.data.TensorDataset
+
+
+# ------------------------------------------------------------------ generators and factories
+def test_generator_objects_make_streams_repeatable():
+    g = shendu.Generator().manual_seed(7)
+    a = shendu.randn(4, generator=g)
+    g.manual_seed(7)
+    assert np.array_equal(a.data, shendu.randn(4, generator=g).data)
+    shendu.manual_seed(0)
+    b = shendu.randn(4)
+    shendu.manual_seed(0)
+    shendu.randn(4, generator=shendu.Generator().manual_seed(3))  # doesn't touch the global
+    assert np.array_equal(b.data, shendu.randn(4).data)
+    assert g.initial_seed() == 7
+    st = g.get_state()
+    x = shendu.rand(3, generator=g)
+    g.set_state(st)
+    assert np.array_equal(x.data, shendu.rand(3, generator=g).data)
+
+
+def test_generator_passed_to_a_dataloader():
+    ds = shendu.data.TensorDataset(shendu.arange(10))
+    order = [[int(v) for v in b[0]] for b in shendu.data.DataLoader(
+        ds, batch_size=10, shuffle=True, generator=shendu.Generator().manual_seed(5))]
+    again = [[int(v) for v in b[0]] for b in shendu.data.DataLoader(
+        ds, batch_size=10, shuffle=True, generator=shendu.Generator().manual_seed(5))]
+    assert order == again and sorted(order[0]) == list(range(10))
+
+
+@pytest.mark.parametrize("call", [
+    lambda m: m.randint(10, (3,)),
+    lambda m: m.randint(2, 10, (3, 2)),
+    lambda m: m.randint(0, 10, size=(4,)),
+    lambda m: m.randint(10, (2,), dtype=m.int32),
+    lambda m: m.full((2, 2), 3),
+    lambda m: m.full((2,), 1.5),
+    lambda m: m.full((2,), True),
+    lambda m: m.arange(5),
+    lambda m: m.arange(0, 1, 0.25),
+    lambda m: m.arange(m.tensor(4)),
+    lambda m: m.zeros_like(m.ones(2, dtype=m.long)),
+    lambda m: m.full_like(m.ones(2), 7),
+    lambda m: m.randn_like(m.ones(2, dtype=m.double)),
+    lambda m: m.rand_like(m.ones(2)),
+    lambda m: m.empty_like(m.ones(2, 3)),
+    lambda m: m.randperm(5),
+    lambda m: m.ones(2, 3).new_zeros(4),
+    lambda m: m.ones(2, dtype=m.double).new_ones((2, 2)),
+    lambda m: m.ones(2, dtype=m.long).new_full((3,), 2),
+    lambda m: m.ones(2).new_tensor([1, 2]),
+    lambda m: m.ones(2).new_empty(3),
+])
+def test_factory_signatures_shapes_and_dtypes_as_torch(call):
+    s, t = call(shendu), call(torch)
+    assert s.shape == tuple(t.shape) and s.dtype == t.numpy().dtype
+
+
+def test_randint_draws_in_range():
+    r = shendu.randint(3, 7, (1000,))
+    assert r.data.min() == 3 and r.data.max() == 6
+
+
+# ------------------------------------------------------------------ python protocols
+def test_index_and_format_as_torch():
+    for m in (shendu, torch):
+        i = m.tensor(2)
+        assert [10, 20, 30, 40][i] == 30
+        assert list(range(10))[m.tensor(1):m.tensor(4)] == [1, 2, 3]
+        with pytest.raises(TypeError):
+            [1, 2][m.tensor(1.0)]
+    loss_s, loss_t = shendu.tensor(0.123456), torch.tensor(0.123456)
+    for spec in (".4f", ".2e", "8.3f", ""):
+        assert f"{loss_s:{spec}}" == f"{loss_t:{spec}}"
+    for m in (shendu, torch):  # a tensor with dimensions takes no format spec
+        with pytest.raises(TypeError, match="unsupported format string"):
+            f"{m.tensor([1.5]):.2f}"
+    assert f"{shendu.tensor([1.5])}" == str(shendu.tensor([1.5]))
+
+
+# ------------------------------------------------------------------ ops and methods
+def test_cumsum_gradcheck_and_torch():
+    check_op(lambda x: x.cumsum(1), [(3, 4)])
+    check_op(lambda x: shendu.cumsum(x, dim=0) if isinstance(x, shendu.Tensor)
+             else torch.cumsum(x, dim=0), [(5,)])
+
+
+def test_cumsum_of_integers_is_int64_like_torch():
+    for d in (np.int32, np.bool_):
+        s = shendu.tensor(np.ones(3, d)).cumsum(0)
+        t = torch.tensor(np.ones(3, d)).cumsum(0)
+        assert s.dtype == t.numpy().dtype and s.tolist() == t.tolist()
+
+
+@pytest.mark.parametrize("largest", [True, False])
+def test_topk_values_indices_and_gradient(largest):
+    check_op(lambda x: x.topk(3, dim=1, largest=largest), [(4, 6)])
+    check_op(lambda x: x.topk(2, dim=0, largest=largest)[0], [(5, 3)])
+    (x,) = make_inputs([(4, 6)])
+    assert np.array_equal(shendu.tensor(x).topk(3, largest=largest)[1].data,
+                          torch.tensor(x).topk(3, largest=largest)[1].numpy())
+
+
+@pytest.mark.parametrize("descending", [False, True])
+def test_sort_and_argsort(descending):
+    check_op(lambda x: x.sort(dim=-1, descending=descending), [(3, 5)])
+    check_op(lambda x: x.sort(0, descending)[0], [(4, 2)])
+    a = np.array([[3, 1, 2, 1, 3], [0, 0, 5, 5, 0]], np.float32)  # ties: stable order
+    s = shendu.tensor(a).argsort(dim=1, descending=descending)
+    t = torch.tensor(a).argsort(dim=1, descending=descending, stable=True)
+    assert np.array_equal(s.data, t.numpy())
+    s2 = shendu.sort(shendu.tensor(a), descending=descending)
+    t2 = torch.sort(torch.tensor(a), descending=descending, stable=True)
+    assert np.array_equal(s2[1].data, t2[1].numpy())
+
+
+@pytest.mark.parametrize("k", [-1, 0, 1])
+def test_tril_triu(k):
+    check_op(lambda x: x.tril(k), [(4, 5)])
+    check_op(lambda x: x.triu(k), [(2, 4, 3)])
+    check_op(lambda x: shendu.tril(x, k) if isinstance(x, shendu.Tensor) else torch.tril(x, k),
+             [(3, 3)])
+    assert np.array_equal(shendu.tril(shendu.ones(3, 3, dtype=shendu.long)).data,
+                          torch.tril(torch.ones(3, 3, dtype=torch.long)).numpy())
+
+
+def test_narrow_bmm_baddbmm_outer_rsqrt_sin_cos():
+    check_op(lambda x: x.narrow(1, 1, 2), [(3, 4)])
+    check_op(lambda x: x.narrow(0, -2, 2), [(3, 4)])
+    check_op(lambda a, b: a.bmm(b), [(2, 3, 4), (2, 4, 5)])
+    check_op(lambda c, a, b: (shendu if isinstance(a, shendu.Tensor) else torch).baddbmm(
+        c, a, b, beta=0.5, alpha=2.0), [(2, 3, 5), (2, 3, 4), (2, 4, 5)])
+    check_op(lambda a, b: a.outer(b), [(3,), (4,)])
+    check_op(lambda x: x.rsqrt(), [(3, 4)], positive=True)
+    check_op(lambda x: x.sin() * x.cos(), [(3, 4)])
+    check_op(lambda x: x.add(x * 2, alpha=0.5).sub(x, alpha=2).mul(x).div(1.5), [(3,)])
+    with pytest.raises(RuntimeError, match="narrow"):
+        shendu.ones(3).narrow(0, 2, 2)
+
+
+@pytest.mark.parametrize("spec,shapes", [
+    ("ij,jk->ik", [(3, 4), (4, 5)]),
+    ("bij,bjk->bik", [(2, 3, 4), (2, 4, 5)]),
+    ("bhqd,bhkd->bhqk", [(2, 2, 3, 4), (2, 2, 5, 4)]),
+    ("i,j->ij", [(3,), (4,)]),
+    ("ij->j", [(3, 4)]),
+    ("ij,ij->", [(3, 4), (3, 4)]),
+    ("ij,k->i", [(3, 4), (2,)]),
+    ("ij,jk", [(2, 3), (3, 4)]),
+])
+def test_einsum(spec, shapes):
+    check_op(lambda *xs: (shendu if isinstance(xs[0], shendu.Tensor) else torch).einsum(
+        spec, *xs), shapes)
+
+
+@pytest.mark.parametrize("mode", [None, "floor", "trunc"])
+def test_div_rounding_mode(mode):
+    a = np.array([-7.5, -3.0, 2.5, 7.0], np.float32)
+    b = np.array([2.0, -2.0, 2.0, 3.0], np.float32)
+    for x, y in [(a, b), (a.astype(np.int64), b.astype(np.int64))]:
+        s = shendu.div(shendu.tensor(x), shendu.tensor(y), rounding_mode=mode)
+        t = torch.div(torch.tensor(x), torch.tensor(y), rounding_mode=mode)
+        assert s.dtype == t.numpy().dtype
+        np.testing.assert_array_equal(s.data, t.numpy())
+        assert np.array_equal(shendu.tensor(x).div(shendu.tensor(y), rounding_mode=mode).data,
+                              t.numpy())
+    if mode is None:
+        compare_with_torch(lambda x, y: x.div(y), [a, b])
+
+
+def test_multinomial_draws_by_weight():
+    g = shendu.Generator().manual_seed(0)
+    p = shendu.tensor([[0.0, 1.0, 3.0], [1.0, 0.0, 0.0]])
+    d = shendu.multinomial(p, 4000, replacement=True, generator=g)
+    assert d.shape == (2, 4000) and d.dtype == np.int64
+    assert set(d.data[1].tolist()) == {0}
+    assert 0.72 < (d.data[0] == 2).mean() < 0.78 and not np.any(d.data[0] == 0)
+    w = p[0].multinomial(2)
+    assert sorted(w.data.tolist()) == [1, 2]
+    with pytest.raises(RuntimeError, match="multinomial"):  # torch: too few nonzero weights
+        p.multinomial(2)
+    with pytest.raises(RuntimeError, match="multinomial"):
+        shendu.multinomial(shendu.tensor([1.0, 0.0]), 2)
+    with pytest.raises(RuntimeError, match="multinomial"):
+        shendu.multinomial(shendu.tensor([1.0, -1.0]), 1)
+
+
+def test_misc_methods():
+    x = shendu.tensor([1.0, 2.0])
+    assert x.is_floating_point() and not x.long().is_floating_point()
+    assert x.type_as(shendu.ones(1, dtype=shendu.double)).dtype == np.float64
+    assert x.element_size() == 4
