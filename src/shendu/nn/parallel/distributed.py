@@ -164,9 +164,8 @@ class DistributedDataParallel(Module):
     # ------------------------------------------------------------------ forward
     def forward(self, *inputs, **kwargs):
         if any(b.ready or b.started for b in self._buckets):
-            names = {id(p): n for n, p in self.module.named_parameters()}
-            missing = [names.get(id(p), "?") for b in self._buckets for p in b.params
-                       if id(p) not in b.ready]
+            missing = [n for n, p in self.module.named_parameters()
+                       if id(p) in self._where and id(p) not in self._where[id(p)][0].ready]
             raise RuntimeError(
                 "DistributedDataParallel: expected to have finished reduction in the prior "
                 "iteration before starting a new one; parameters that got no gradient: "
