@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import check_op, compare_with_torch, make_inputs
 
 import shendu
-from helpers import check_op, compare_with_torch, make_inputs
 
 
 # ------------------------------------------------------------------ dtypes
@@ -297,3 +297,32 @@ def test_misc_methods():
     assert x.is_floating_point() and not x.long().is_floating_point()
     assert x.type_as(shendu.ones(1, dtype=shendu.double)).dtype == np.float64
     assert x.element_size() == 4
+
+
+# ------------------------------------------------------------------ optimizers
+ADADELTA = [dict(), dict(lr=0.5, rho=0.8), dict(lr=1.0, weight_decay=0.05, eps=1e-4),
+            dict(lr=0.3, maximize=True)]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("kw", ADADELTA, ids=[str(k) for k in ADADELTA])
+def test_adadelta_trajectory_matches_torch(kw, dtype):
+    from test_optim import STEPS, Problem, compare_state, run_steps
+
+    prob = Problem(dtype, fixed=True)
+    s_opt = shendu.optim.Adadelta(prob.s_params, **kw)
+    t_opt = torch.optim.Adadelta(prob.t_params, **kw)
+    run_steps(prob, s_opt, t_opt, 0, STEPS)
+    compare_state(prob, s_opt, t_opt)
+    assert not np.allclose(prob.s_params[0].data, prob.init[0], atol=1e-3)  # it moved
+    sd = s_opt.state_dict()
+    again = shendu.optim.Adadelta(prob.s_params, **kw)
+    again.load_state_dict(sd)
+    assert set(again.state[prob.s_params[0]]) == {"step", "square_avg", "acc_delta"}
+
+
+def test_adadelta_rejects_bad_hyperparameters():
+    w = shendu.nn.Parameter(shendu.zeros(2))
+    for kw in (dict(lr=-1.0), dict(rho=1.5), dict(eps=-1.0), dict(weight_decay=-0.1)):
+        with pytest.raises(ValueError):
+            shendu.optim.Adadelta([w], **kw)

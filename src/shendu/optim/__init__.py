@@ -8,6 +8,7 @@
 """
 
 from shendu.optim import lr_scheduler
+from shendu.optim.adadelta import Adadelta, adadelta_update
 from shendu.optim.adagrad import Adagrad, adagrad_update
 from shendu.optim.adam import Adam, AdamW, adam_update
 from shendu.optim.lr_scheduler import (
@@ -29,7 +30,7 @@ from shendu.optim.rmsprop import RMSprop, rmsprop_update
 from shendu.optim.sgd import SGD, sgd_update
 
 __all__ = [
-    "Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad",
+    "Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "adadelta_update",
     "sgd_update", "adam_update", "rmsprop_update", "adagrad_update",
     "lr_scheduler", "LRScheduler", "StepLR", "MultiStepLR", "ExponentialLR",
     "CosineAnnealingLR", "LinearLR", "OneCycleLR", "ReduceLROnPlateau", "LambdaLR",
