@@ -38,6 +38,11 @@ IMPORTS = {
         "from shendu.optim.lr_scheduler import StepLR":
             "from torch.optim.lr_scheduler import StepLR",
     },
+    "nanogpt_model.py": {
+        "import shendu as torch": "import torch",
+        "from shendu import nn": "import torch.nn as nn",
+        "from shendu.nn import functional as F": "from torch.nn import functional as F",
+    },
 }
 
 
@@ -59,7 +64,11 @@ def load_client(name: str, lib) -> types.ModuleType:
     mod = types.ModuleType(f"client_{path.stem}_{lib.__name__}")
     mod.__file__ = str(path)
     standins.LIB = lib
-    exec(compile("".join(out), str(path), "exec"), mod.__dict__)
+    sys.modules[mod.__name__] = mod  # dataclasses look their module up while it runs
+    try:
+        exec(compile("".join(out), str(path), "exec"), mod.__dict__)
+    finally:
+        del sys.modules[mod.__name__]
     return mod
 
 
@@ -136,3 +145,68 @@ def test_pytorch_examples_mnist(mnist_files, tmp_path, monkeypatch):
     losses = numbers(train_pat, s)
     assert losses[-1] < losses[0]  # it learns
     assert (tmp_path / "mnist_cnn.pt").is_file()
+
+
+def shakespeare_tokens(n: int = 20000) -> np.ndarray:
+    """Character ids of the shared tiny-shakespeare text (nanoGPT's shakespeare_char
+    encoding: the sorted set of characters), else of a generated text."""
+    d = data_dir()
+    files = sorted((d / "text").glob("*shakespeare*")) if d is not None else []
+    if files:
+        text = files[0].read_text(encoding="utf-8")[:n]
+    else:
+        rng = np.random.default_rng(0)
+        text = "".join(rng.choice(list("abcdefgh \n"), n))
+    chars = sorted(set(text))
+    stoi = {c: i for i, c in enumerate(chars)}
+    return np.array([stoi[c] for c in text], np.int64)
+
+
+def test_nanogpt_model_trains_like_torch():
+    """karpathy/nanoGPT model.py: GPT with weight tying, causal scaled_dot_product_attention,
+    configure_optimizers' AdamW groups; train.py's inner loop (clipping, warmup+cosine lr,
+    zero_grad(set_to_none=True)) for 6 steps on character batches; then generate(top_k)."""
+    data = shakespeare_tokens()
+    vocab = int(data.max()) + 1
+    rng = np.random.default_rng(0)
+    block, batch, steps = 16, 4, 6
+    starts = rng.integers(0, len(data) - block - 1, (steps, batch))
+    xs = np.stack([np.stack([data[i:i + block] for i in row]) for row in starts])
+    ys = np.stack([np.stack([data[i + 1:i + 1 + block] for i in row]) for row in starts])
+    store: dict = {}
+    losses = {}
+    for lib in (torch, shendu):
+        mod = load_client("nanogpt_model.py", lib)
+        same_start(mod.GPT, lib, store)
+        cfg = mod.GPTConfig(block_size=block, vocab_size=vocab, n_layer=2, n_head=2, n_embd=32,
+                            dropout=0.0, bias=True)
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            model = mod.GPT(cfg)
+            opt = model.configure_optimizers(weight_decay=0.1, learning_rate=1e-2,
+                                             betas=(0.9, 0.95), device_type="cpu")
+        assert "number of parameters" in out.getvalue()
+        assert model.transformer.wte.weight is model.lm_head.weight  # weight tying
+        got = []
+        for it in range(steps):
+            lr = 1e-2 * (it + 1) / 3 if it < 3 else 1e-2 * 0.5 * (
+                1 + np.cos(np.pi * (it - 3) / (steps - 3)))
+            for group in opt.param_groups:
+                group["lr"] = lr
+            X, Y = lib.from_numpy(xs[it]), lib.from_numpy(ys[it])
+            logits, loss = model(X, Y)
+            loss.backward()
+            lib.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            got.append(loss.item())
+        losses[lib.__name__] = np.array(got)
+        model.eval()
+        idx = lib.from_numpy(xs[0][:1, :4].copy())
+        with lib.no_grad():
+            logits, loss = model(idx)
+            assert loss is None and tuple(logits.shape) == (1, 1, vocab)
+            out = model.generate(idx, 6, temperature=0.8, top_k=5)
+        assert tuple(out.shape) == (1, 10) and out.numpy().dtype == np.int64
+        assert np.array_equal(out.numpy()[:, :4], xs[0][:1, :4])
+    np.testing.assert_allclose(losses["shendu"], losses["torch"], rtol=RTOL)
+    assert losses["shendu"][-1] < losses["shendu"][0]
