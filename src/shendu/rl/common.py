@@ -4,8 +4,6 @@ the environment loop's bookkeeping (history, progress bar, callbacks), saving, a
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from shendu.rl.envs import env_id_of, make_env
@@ -413,7 +411,3 @@ def linear_schedule(start: float, end: float, fraction: float, progress: float) 
     if fraction <= 0:
         return end
     return start + (end - start) * min(1.0, progress / fraction)
-
-
-def _is_finite(x: float) -> bool:
-    return math.isfinite(x)

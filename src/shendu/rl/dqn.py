@@ -33,9 +33,11 @@ __all__ = ["DQN"]
 class DQN(BaseAgent):
     """Deep Q-network agent with Stable-Baselines3's API.
 
-    >>> agent = DQN("CartPole-v1", seed=0)                     # doctest: +SKIP
-    >>> agent.learn(100_000, callback=EvalCallback("CartPole-v1", reward_threshold=475))
-    >>> evaluate_policy(agent, "CartPole-v1", n_eval_episodes=100)
+    Example::
+
+        agent = DQN("CartPole-v1", seed=0)
+        agent.learn(100_000, callback=EvalCallback("CartPole-v1", reward_threshold=490))
+        mean, std = evaluate_policy(agent, "CartPole-v1", n_eval_episodes=100)
 
     Parameters
     ----------
@@ -205,7 +207,6 @@ class DQN(BaseAgent):
 
     def _learn(self, total: int, cb, bar) -> None:
         env, buf, h = self.env, self.replay_buffer, self.history
-        start = self.num_timesteps
         obs = self._last_obs if self._last_obs is not None else self._reset()
         ep_ret, ep_len = getattr(self, "_ep", (0.0, 0))
         for i in range(total):
@@ -241,4 +242,3 @@ class DQN(BaseAgent):
             self._ep = (ep_ret, ep_len)
             if not cb.on_step(self):
                 break
-        del start
