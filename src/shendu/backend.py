@@ -8,6 +8,9 @@ bit for bit.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import numpy as np
 
 __all__ = [
@@ -70,9 +73,25 @@ def manual_seed(seed: int) -> np.random.Generator:
     return _rng
 
 
+_local = threading.local()
+
+
 def rng() -> np.random.Generator:
     """The generator every random draw in shendu uses."""
-    return _rng
+    return getattr(_local, "generator", None) or _rng
+
+
+@contextlib.contextmanager
+def _use_generator(gen):
+    """In this thread, draw from ``gen`` instead of the seeded generator (``shendu.load``
+    rebuilds modules this way: the seeded stream is not advanced by a load, and every draw
+    is charged against the load's memory budget before it allocates)."""
+    before = getattr(_local, "generator", None)
+    _local.generator = gen
+    try:
+        yield gen
+    finally:
+        _local.generator = before
 
 
 def get_rng_state() -> dict:

@@ -62,8 +62,12 @@ class Module:
 
     def __new__(cls, *args, **kwargs):
         # Remember how this module was built, so shendu.save/load can rebuild it (as JSON).
+        # The record keeps nothing the caller passed alive: a module argument is kept as its
+        # description, a large array as its shape (shendu.io.config.record_args).
+        from shendu.io.config import record_args
+
         self = super().__new__(cls)
-        object.__setattr__(self, "_init_args", (args, kwargs))
+        object.__setattr__(self, "_init_args", record_args(cls, args, kwargs))
         return self
 
     def __init__(self) -> None:
