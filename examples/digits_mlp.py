@@ -2,6 +2,7 @@
 MLPClassifier and Perceptron beside scikit-learn's, on the same arrays.
 
     python examples/digits_mlp.py            # prints the table of docs/models.md
+    python examples/digits_mlp.py --quick    # two epochs each, 200 training images (a smoke run)
 
 Every model runs with one BLAS thread (threadpoolctl) so the CPU times compare like with
 like; the times are CPU seconds of the fit alone (``time.process_time``).
@@ -9,6 +10,7 @@ like; the times are CPU seconds of the fit alone (``time.process_time``).
 
 from __future__ import annotations
 
+import argparse
 import time
 import warnings
 
@@ -51,12 +53,22 @@ def models():
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true",
+                    help="two epochs each on 200 training images (checks that it runs)")
+    args = ap.parse_args()
     X_train, X_test, y_train, y_test = digits(test_size=0.2, random_state=0,
                                               dtype="float64")
+    if args.quick:
+        X_train, y_train = X_train[:200], y_train[:200]
     print(f"digits: {len(X_train)} train / {len(X_test)} test, stratified, seed 0\n")
     print("| library | model | test accuracy | train accuracy | fit CPU s |")
     print("|---|---|---|---|---|")
     for lib, what, est in models():
+        if args.quick:
+            est.set_params(**{k: 2 for k in est.get_params()
+                              if k.split("__")[-1] in ("epochs", "max_iter", "max_epochs")})
         with threadpool_limits(1), warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             warnings.simplefilter("ignore", SkConvergenceWarning)

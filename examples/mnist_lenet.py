@@ -33,9 +33,14 @@ def main() -> int:
     ap.add_argument("--root", default=default_root)
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true",
+                    help="one epoch on 256 images (checks that it runs; no accuracy verdict)")
     args = ap.parse_args()
 
     X_train, X_test, y_train, y_test = mnist_split(args.root)
+    if args.quick:
+        args.epochs = 1
+        X_train, y_train, X_test, y_test = X_train[:256], y_train[:256], X_test[:64], y_test[:64]
     X_train, X_test = X_train / 255.0, X_test / 255.0
     model = ConvolutionalNeuralNetwork(epochs=1, random_state=args.seed, warm_start=False)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -58,7 +63,7 @@ def main() -> int:
     print(f"LeNet-5, 8,000 / 2,000 split of MNIST t10k: test accuracy {acc:.4f} after "
           f"{args.epochs} epochs, {time.process_time() - c0:.0f} CPU s "
           f"({time.perf_counter() - t0:.0f} s wall)")
-    return 0 if acc >= 0.98 else 1
+    return 0 if acc >= 0.98 or args.quick else 1
 
 
 if __name__ == "__main__":
