@@ -140,6 +140,7 @@ def build(model: Module, args, input_names=None, output_names=None, dynamic_axes
         if p is None:
             continue
         v = Value(pname, False, p.data, p.data, param=True)
+        g.params.append(v)
         for m in g.maps:
             m.setdefault(id(p), v)
             m.setdefault(id(p.data), v)

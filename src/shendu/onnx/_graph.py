@@ -56,6 +56,7 @@ class Graph:
         self.consts: dict = {}
         self.inputs: list[Value] = []
         self.masks: list[Value] = []  # outputs of comparisons, newest last
+        self.params: list[Value] = []  # parameters and buffers of the model
         self.n = 0
         self.rec = None  # the record being converted (for error messages)
 
@@ -132,6 +133,8 @@ class Graph:
             return v.name
         found = self.rediscover(v)
         if found is None:
+            found = self.param_prefix(v)
+        if found is None:
             self.fail(f"a constant input of shape {v.a1.shape} changes with the inputs' values "
                       "or sizes: it was computed outside shendu's ops (with NumPy, .numpy(), "
                       "a comparison, argmax, a shape read into Python...), so the graph can't "
@@ -149,6 +152,54 @@ class Graph:
                 if b1.dtype == v.a1.dtype:
                     return inp.name
                 return self.node("Cast", [inp.name], to=dtype_code(v.a1.dtype))
+        return None
+
+
+    def param_prefix(self, v: Value) -> str | None:
+        """A parameter or buffer ``B`` read outside shendu's ops as ``B[:t]`` (optionally
+        with a new axis of size 1 in front or second), ``t`` the size of a dynamic input
+        axis — a positional-encoding table cut to the sequence length. Rebuilt as a
+        ``Slice`` of ``B`` up to that input's size, then ``Unsqueeze``."""
+        a1, a2 = v.a1, v.a2
+        if a1.ndim != a2.ndim or a1.ndim == 0:
+            return None
+        for p in self.params:
+            B = p.a1
+            if B.ndim not in (a1.ndim, a1.ndim - 1) or B.dtype != a1.dtype:
+                continue
+            if B.ndim == a1.ndim:
+                ax_new, t1, t2 = None, a1.shape[0], a2.shape[0]
+                r1, r2 = a1, a2
+            elif a1.shape[0] == 1 and a2.shape[0] == 1:
+                ax_new, t1, t2 = 0, a1.shape[1], a2.shape[1]
+                r1, r2 = a1[0], a2[0]
+            elif a1.ndim >= 2 and a1.shape[1] == 1 and a2.shape[1] == 1:
+                ax_new, t1, t2 = 1, a1.shape[0], a2.shape[0]
+                r1, r2 = a1[:, 0], a2[:, 0]
+            else:
+                continue
+            if t1 == t2 or max(t1, t2) > B.shape[0] or r1.shape[1:] != B.shape[1:] or \
+                    r2.shape[1:] != B.shape[1:]:
+                continue
+            if not (np.array_equal(r1, B[:t1]) and np.array_equal(r2, B[:t2])):
+                continue
+            src = self.dim_source(t1, t2)
+            if src is None:
+                continue
+            inp, j = src
+            end = self.node("Shape", [self.name(inp)], start=j, end=j + 1)
+            x = self.node("Slice", [self.name(p), self.i64([0]), end, self.i64([0])])
+            if ax_new is not None:
+                x = self.node("Unsqueeze", [x, self.i64([ax_new])])
+            return x
+        return None
+
+    def dim_source(self, s1: int, s2: int):
+        """A (graph input, axis) whose size is ``s1`` in run 1 and ``s2`` in run 2."""
+        for v in self.inputs:
+            for j, (a, b) in enumerate(zip(v.a1.shape, v.a2.shape)):
+                if a == s1 and b == s2 and v.a1.ndim == v.a2.ndim:
+                    return v, j
         return None
 
 
