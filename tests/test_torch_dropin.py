@@ -326,3 +326,56 @@ def test_adadelta_rejects_bad_hyperparameters():
     for kw in (dict(lr=-1.0), dict(rho=1.5), dict(eps=-1.0), dict(weight_decay=-0.1)):
         with pytest.raises(ValueError):
             shendu.optim.Adadelta([w], **kw)
+
+
+ADAM_FAMILY = [
+    ("Adamax", dict()), ("Adamax", dict(lr=0.01, betas=(0.8, 0.99), weight_decay=0.05)),
+    ("Adamax", dict(lr=0.005, eps=1e-3, maximize=True)),
+    ("NAdam", dict()), ("NAdam", dict(lr=0.01, betas=(0.8, 0.99), momentum_decay=0.01)),
+    ("NAdam", dict(lr=0.005, weight_decay=0.05)),
+    ("NAdam", dict(lr=0.005, weight_decay=0.05, decoupled_weight_decay=True, maximize=True)),
+    ("RAdam", dict()), ("RAdam", dict(lr=0.01, betas=(0.8, 0.9))),   # rho_t > 5 from step 3
+    ("RAdam", dict(lr=0.005, weight_decay=0.05, eps=1e-4)),
+    ("RAdam", dict(lr=0.005, weight_decay=0.05, decoupled_weight_decay=True, maximize=True)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name,kw", ADAM_FAMILY, ids=[f"{n}{k}" for n, k in ADAM_FAMILY])
+def test_adam_family_trajectory_matches_torch(name, kw, dtype):
+    """Adamax, NAdam and RAdam: parameters after each of 100 steps and the final state equal
+    torch's (NAdam's ``mu_product`` is a default-dtype scalar in both, as torch keeps it)."""
+    from test_optim import STEPS, TOL, Problem, run_steps
+
+    prob = Problem(dtype, fixed=True)
+    s_opt = getattr(shendu.optim, name)(prob.s_params, **kw)
+    t_opt = getattr(torch.optim, name)(prob.t_params, **kw)
+    run_steps(prob, s_opt, t_opt, 0, STEPS)
+    tol = TOL[dtype]
+    for sp, tp in zip(prob.s_params, prob.t_params):
+        s_state, t_state = s_opt.state[sp], t_opt.state[tp]
+        assert set(s_state) == set(t_state)
+        for key, tv in t_state.items():
+            want = tv.numpy()
+            if key == "step":
+                assert float(s_state[key]) == float(want)
+                continue
+            assert s_state[key].dtype == (want.dtype if key == "mu_product" else dtype)
+            scale = float(np.abs(want).max())
+            np.testing.assert_allclose(s_state[key], want, rtol=tol["rtol"],
+                                       atol=max(tol["atol"], tol["rtol"] * scale), err_msg=key)
+    assert not np.allclose(prob.s_params[0].data, prob.init[0], atol=1e-3)  # it moved
+    again = getattr(shendu.optim, name)(prob.s_params, **kw)
+    again.load_state_dict(s_opt.state_dict())
+    assert set(again.state[prob.s_params[0]]) == set(s_opt.state[prob.s_params[0]])
+
+
+@pytest.mark.parametrize("name", ["Adamax", "NAdam", "RAdam"])
+def test_adam_family_rejects_bad_hyperparameters(name):
+    w = shendu.nn.Parameter(shendu.zeros(2))
+    for kw in (dict(lr=-1.0), dict(betas=(1.0, 0.9)), dict(eps=-1.0), dict(weight_decay=-0.1)):
+        with pytest.raises(ValueError, match=name):
+            getattr(shendu.optim, name)([w], **kw)
+    if name == "NAdam":
+        with pytest.raises(ValueError, match="momentum_decay"):
+            shendu.optim.NAdam([w], momentum_decay=-1.0)

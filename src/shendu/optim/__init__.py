@@ -11,6 +11,7 @@ from shendu.optim import lr_scheduler
 from shendu.optim.adadelta import Adadelta, adadelta_update
 from shendu.optim.adagrad import Adagrad, adagrad_update
 from shendu.optim.adam import Adam, AdamW, adam_update
+from shendu.optim.adamax import Adamax, adamax_update
 from shendu.optim.lr_scheduler import (
     ConstantLR,
     CosineAnnealingLR,
@@ -25,12 +26,15 @@ from shendu.optim.lr_scheduler import (
     ReduceLROnPlateau,
     StepLR,
 )
+from shendu.optim.nadam import NAdam, nadam_update
 from shendu.optim.optimizer import Optimizer
+from shendu.optim.radam import RAdam, radam_update
 from shendu.optim.rmsprop import RMSprop, rmsprop_update
 from shendu.optim.sgd import SGD, sgd_update
 
 __all__ = [
     "Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "adadelta_update",
+    "Adamax", "adamax_update", "NAdam", "nadam_update", "RAdam", "radam_update",
     "sgd_update", "adam_update", "rmsprop_update", "adagrad_update",
     "lr_scheduler", "LRScheduler", "StepLR", "MultiStepLR", "ExponentialLR",
     "CosineAnnealingLR", "LinearLR", "OneCycleLR", "ReduceLROnPlateau", "LambdaLR",
