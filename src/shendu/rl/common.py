@@ -388,7 +388,7 @@ class BaseAgent:
         return agent
 
     def save(self, path) -> None:
-        """``shendu.save(self, path)``: safetensors weights + JSON, never pickle."""
+        """``shendu.save(self, path)``: safetensors weights + JSON (no code is ever deserialised)."""
         from shendu.io import save
 
         save(self, path)
