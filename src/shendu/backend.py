@@ -21,6 +21,7 @@ __all__ = [
     "rng",
     "get_rng_state",
     "set_rng_state",
+    "empty_cache",
 ]
 
 #: The array module (NumPy today; a CuPy-compatible module could stand here later).
@@ -92,6 +93,15 @@ def _use_generator(gen):
         yield gen
     finally:
         _local.generator = before
+
+
+def empty_cache() -> None:
+    """Hand the scratch memory the kernels keep for reuse (conv patch matrices, recurrent
+    scan buffers: one pool, at most 256 MiB) back to the allocator, as
+    ``torch.cuda.empty_cache`` does. Nothing else in shendu holds memory between calls."""
+    from shendu.workspace import workspace
+
+    workspace.clear()
 
 
 def get_rng_state() -> dict:

@@ -34,6 +34,7 @@ import numpy as np
 from shendu.autograd import Function
 from shendu.backend import rng
 from shendu.tensor import Tensor
+from shendu.workspace import workspace  # the library's one scratch pool
 
 __all__ = ["conv2d", "conv1d", "dropout2d", "dropout1d"]
 
@@ -104,44 +105,8 @@ def windows(h: int, w: int, ho: int, wo: int, kh: int, kw: int, stride: tuple, p
     return tuple(res)
 
 
-class _Workspace:
-    """A small pool of scratch arrays, reused by shape and dtype.
-
-    Patch matrices are large (``C*kh*kw`` times the output) and short-lived; handing them
-    back here instead of to the allocator saves the page faults of fresh memory on every
-    step. Only arrays that no one else can see are returned, and at most ``max_bytes``
-    are kept (:func:`empty_workspace` drops them).
-    """
-
-    def __init__(self, max_bytes: int = 256 << 20) -> None:
-        self.max_bytes = max_bytes
-        self.free: dict[tuple, list[np.ndarray]] = {}
-        self.bytes = 0
-
-    def get(self, shape: tuple, dtype) -> np.ndarray:
-        lst = self.free.get((shape, np.dtype(dtype).str))
-        if lst:
-            a = lst.pop()
-            self.bytes -= a.nbytes
-            return a
-        return np.empty(shape, dtype)
-
-    def put(self, a: np.ndarray | None) -> None:
-        if a is None or a.base is not None or self.bytes + a.nbytes > self.max_bytes:
-            return
-        self.free.setdefault((a.shape, a.dtype.str), []).append(a)
-        self.bytes += a.nbytes
-
-    def clear(self) -> None:
-        self.free.clear()
-        self.bytes = 0
-
-
-workspace = _Workspace()
-
-
 def empty_workspace() -> None:
-    """Release the scratch arrays the conv kernels keep for reuse."""
+    """Release the scratch arrays the kernels keep for reuse (``shendu.backend.empty_cache``)."""
     workspace.clear()
 
 

@@ -1,7 +1,8 @@
 """The pictures of a run, as PNG files drawn with matplotlib (the optional ``plot`` extra).
 
-matplotlib is imported inside each function, with the non-interactive Agg backend, so
-``import shendu`` never pays for it and no window ever opens. Call :func:`have_matplotlib`
+matplotlib is imported inside each function and draws on ``matplotlib.figure.Figure``
+objects (never pyplot, whose backend stays the user's), so ``import shendu`` never pays for
+it and no window ever opens. Call :func:`have_matplotlib`
 first; every drawing function raises :class:`ImportError` with an install hint without it.
 
 Each function takes plain NumPy arrays, writes one PNG and returns its path.
@@ -29,25 +30,32 @@ def have_matplotlib() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
 
 
-def _pyplot():
+class _Figures:
+    """What the drawing functions need of pyplot — ``subplots`` — on a plain
+    ``matplotlib.figure.Figure``: pyplot's backend and figure list are left alone (a
+    notebook keeps its inline backend), and no window can open."""
+
+    @staticmethod
+    def subplots(nrows: int = 1, ncols: int = 1, *, figsize=None, **kwargs):
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=figsize)
+        return fig, fig.subplots(nrows, ncols, **kwargs)
+
+
+def _pyplot() -> _Figures:
     try:
-        import matplotlib
+        import matplotlib  # noqa: F401
     except ImportError as e:
         raise ImportError(MATPLOTLIB_HINT) from e
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    return _Figures()
 
 
 def _save(fig, path) -> str:
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=_DPI)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
+    fig.savefig(path, dpi=_DPI)  # a Figure of its own draws with Agg for a .png
     return path
 
 
