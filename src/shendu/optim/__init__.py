@@ -13,17 +13,21 @@ from shendu.optim.adagrad import Adagrad, adagrad_update
 from shendu.optim.adam import Adam, AdamW, adam_update
 from shendu.optim.adamax import Adamax, adamax_update
 from shendu.optim.lr_scheduler import (
+    ChainedScheduler,
     ConstantLR,
     CosineAnnealingLR,
     CosineAnnealingWarmRestarts,
+    CyclicLR,
     ExponentialLR,
     LambdaLR,
     LinearLR,
     LRScheduler,
+    MultiplicativeLR,
     MultiStepLR,
     OneCycleLR,
     PolynomialLR,
     ReduceLROnPlateau,
+    SequentialLR,
     StepLR,
 )
 from shendu.optim.nadam import NAdam, nadam_update
@@ -39,4 +43,5 @@ __all__ = [
     "lr_scheduler", "LRScheduler", "StepLR", "MultiStepLR", "ExponentialLR",
     "CosineAnnealingLR", "LinearLR", "OneCycleLR", "ReduceLROnPlateau", "LambdaLR",
     "ConstantLR", "PolynomialLR", "CosineAnnealingWarmRestarts",
+    "MultiplicativeLR", "SequentialLR", "ChainedScheduler", "CyclicLR",
 ]

@@ -41,6 +41,10 @@ __all__ = [
     "CosineAnnealingWarmRestarts",
     "OneCycleLR",
     "ReduceLROnPlateau",
+    "MultiplicativeLR",
+    "SequentialLR",
+    "ChainedScheduler",
+    "CyclicLR",
 ]
 
 
@@ -712,3 +716,236 @@ class ReduceLROnPlateau(LRScheduler):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         self._init_is_better(self.mode, self.threshold, self.threshold_mode)
+
+
+class MultiplicativeLR(LRScheduler):
+    r"""Multiply the current learning rate by ``lr_lambda(epoch)`` each epoch (one function,
+    or one per group): :math:`\eta_t = \eta_{t-1}\, \lambda(t)`. The functions are not part
+    of the state dict; give them again when resuming."""
+
+    def __init__(self, optimizer: Optimizer,
+                 lr_lambda: Callable[[int], float] | list[Callable[[int], float]],
+                 last_epoch: int = -1) -> None:
+        _check_optimizer("MultiplicativeLR", optimizer)
+        fns = _per_group("MultiplicativeLR", "lr_lambda", optimizer, lr_lambda)
+        for f in fns:
+            if not callable(f):
+                raise TypeError(f"MultiplicativeLR: lr_lambda must be callable, got {f!r}")
+        self.lr_lambdas = fns
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        if self._is_initial:
+            return self._current_lrs()
+        return [group["lr"] * f(self.last_epoch)
+                for f, group in zip(self.lr_lambdas, self.optimizer.param_groups)]
+
+    def state_dict(self) -> dict[str, Any]:
+        sd = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "lr_lambdas")}
+        return copy.deepcopy(sd)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict({k: v for k, v in state_dict.items() if k != "lr_lambdas"})
+
+
+def _check_members(name: str, optimizer, schedulers) -> list:
+    schedulers = list(schedulers)
+    if not schedulers:
+        raise ValueError(f"{name} expects at least one scheduler, got none")
+    for i, s in enumerate(schedulers):
+        if isinstance(s, ReduceLROnPlateau):
+            raise ValueError(f"{name}: ReduceLROnPlateau (at index {i}) cannot be combined: "
+                             "its step() needs a metric")
+        if not isinstance(s, LRScheduler):
+            raise TypeError(f"{name}: schedulers[{i}] is {type(s).__name__}, not a scheduler")
+        if s.optimizer is not optimizer:
+            raise ValueError(f"{name}: schedulers[{i}] ({type(s).__name__}) drives another "
+                             "optimizer; all must share one")
+    return schedulers
+
+
+class _Composite(LRScheduler):
+    """State dicts of schedulers made of schedulers: their own, plus each member's."""
+
+    def state_dict(self) -> dict[str, Any]:
+        sd = {k: copy.deepcopy(v) for k, v in self.__dict__.items()
+              if k not in ("optimizer", "_schedulers")}
+        sd["_schedulers"] = [s.state_dict() for s in self._schedulers]
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.__dict__.update({k: copy.deepcopy(v) for k, v in state_dict.items()
+                              if k not in ("optimizer", "_schedulers")})
+        for s, sd in zip(self._schedulers, state_dict["_schedulers"]):
+            s.load_state_dict(sd)
+
+
+class SequentialLR(_Composite):
+    """Run ``schedulers`` one after another, switching at the epochs in ``milestones``
+    (one fewer than the schedulers); at a switch the next scheduler starts from its epoch 0
+    (its closed form when it has one), as torch."""
+
+    def __init__(self, optimizer: Optimizer, schedulers: list[LRScheduler],
+                 milestones: list[int], last_epoch: int = -1) -> None:
+        _check_optimizer("SequentialLR", optimizer)
+        schedulers = _check_members("SequentialLR", optimizer, schedulers)
+        if len(milestones) != len(schedulers) - 1:
+            raise ValueError(f"SequentialLR: {len(schedulers)} schedulers need "
+                             f"{len(schedulers) - 1} milestones, got {len(milestones)}")
+        self._schedulers = schedulers
+        self._milestones = list(milestones)
+        self.last_epoch = last_epoch + 1
+        self.optimizer = optimizer
+        for group in optimizer.param_groups:      # undo the members' own first steps
+            group["lr"] = group["initial_lr"]
+        self._undo(self)
+        first = self._schedulers[bisect_right(self._milestones, 0)]
+        first._step_count = 0
+        first._is_initial = True
+        try:
+            first.step()
+        finally:
+            first._is_initial = False
+        self._last_lr = first.get_last_lr()
+
+    def _undo(self, sched) -> None:
+        stack = [sched]
+        while stack:                               # nested composites, without recursion
+            s = stack.pop()
+            if hasattr(s, "_schedulers"):
+                stack.extend(s._schedulers)
+            else:
+                s.last_epoch -= 1
+
+    def step(self) -> None:  # type: ignore[override]
+        self.last_epoch += 1
+        idx = bisect_right(self._milestones, self.last_epoch)
+        sched = self._schedulers[idx]
+        if idx > 0 and self._milestones[idx - 1] == self.last_epoch:
+            sched.last_epoch = 0                   # the next scheduler starts at its epoch 0
+            closed = getattr(sched, "_get_closed_form_lr", None)
+            values = closed() if closed is not None else sched.get_lr()
+            for group, lr in zip(self.optimizer.param_groups, values):
+                group["lr"] = lr
+            sched._last_lr = sched._current_lrs()
+        else:
+            sched.step()
+        self._last_lr = sched.get_last_lr()
+
+
+class ChainedScheduler(_Composite):
+    """Step every scheduler in ``schedulers`` at each :meth:`step`, so their effects compose
+    (e.g. a warm-up ``LinearLR`` with an ``ExponentialLR`` decay), as torch."""
+
+    def __init__(self, schedulers: list[LRScheduler],
+                 optimizer: Optimizer | None = None) -> None:
+        schedulers = list(schedulers)
+        if not schedulers:
+            raise ValueError("ChainedScheduler expects at least one scheduler, got none")
+        optimizer = optimizer or schedulers[0].optimizer
+        self._schedulers = _check_members("ChainedScheduler", optimizer, schedulers)
+        self.optimizer = optimizer
+        self._last_lr = [g["lr"] for g in self._schedulers[-1].optimizer.param_groups]
+
+    def step(self) -> None:  # type: ignore[override]
+        for s in self._schedulers:
+            s.step()
+        self._last_lr = [g["lr"] for g in self._schedulers[-1].optimizer.param_groups]
+
+
+class CyclicLR(LRScheduler):
+    r"""Cyclical learning rates (Smith 2017, *Cyclical Learning Rates for Training Neural
+    Networks*): the rate climbs from ``base_lr`` to ``max_lr`` over ``step_size_up`` steps and
+    falls back over ``step_size_down``, the amplitude scaled per cycle (``triangular``: 1,
+    ``triangular2``: halved each cycle, ``exp_range``: :math:`\gamma^{t}`) or by
+    ``scale_fn``. With ``cycle_momentum`` the momentum (or Adam's β₁) moves the opposite way,
+    between ``max_momentum`` and ``base_momentum``. Stepped once per batch, as torch."""
+
+    def __init__(self, optimizer: Optimizer, base_lr: float | list[float],
+                 max_lr: float | list[float], step_size_up: int = 2000,
+                 step_size_down: int | None = None,
+                 mode: Literal["triangular", "triangular2", "exp_range"] = "triangular",
+                 gamma: float = 1.0, scale_fn: Callable[[float], float] | None = None,
+                 scale_mode: Literal["cycle", "iterations"] = "cycle",
+                 cycle_momentum: bool = True, base_momentum: float = 0.8,
+                 max_momentum: float = 0.9, last_epoch: int = -1) -> None:
+        _check_optimizer("CyclicLR", optimizer)
+        self.optimizer = optimizer
+        base_lrs = _per_group("CyclicLR", "base_lr", optimizer, base_lr)
+        if last_epoch == -1:
+            for lr, group in zip(base_lrs, optimizer.param_groups):
+                group["lr"] = lr
+        self.max_lrs = _per_group("CyclicLR", "max_lr", optimizer, max_lr)
+        up = float(step_size_up)
+        down = float(step_size_down) if step_size_down is not None else up
+        if up <= 0 or down <= 0:
+            raise ValueError(f"CyclicLR: step sizes must be positive, got up={step_size_up!r}, "
+                             f"down={step_size_down!r}")
+        self.total_size = up + down
+        self.step_ratio = up / self.total_size
+        if mode not in ("triangular", "triangular2", "exp_range") and scale_fn is None:
+            raise ValueError(f"CyclicLR: mode must be 'triangular', 'triangular2' or "
+                             f"'exp_range' (or give scale_fn), got {mode!r}")
+        self.mode, self.gamma = mode, gamma
+        self._scale_fn_custom = scale_fn
+        self.scale_mode = scale_mode
+        if scale_fn is None:
+            self.scale_mode = "iterations" if mode == "exp_range" else "cycle"
+        self.cycle_momentum = cycle_momentum
+        if cycle_momentum:
+            if "momentum" not in optimizer.defaults and "betas" not in optimizer.defaults:
+                raise ValueError(f"CyclicLR: cycle_momentum needs an optimizer with momentum "
+                                 f"or betas; {type(optimizer).__name__} has neither (pass "
+                                 "cycle_momentum=False)")
+            self.use_beta1 = "betas" in optimizer.defaults
+            self.base_momentums = _per_group("CyclicLR", "base_momentum", optimizer,
+                                             base_momentum)
+            self.max_momentums = _per_group("CyclicLR", "max_momentum", optimizer,
+                                            max_momentum)
+            if last_epoch == -1:
+                for m, b, group in zip(self.max_momentums, self.base_momentums,
+                                       optimizer.param_groups):
+                    self._set_momentum(group, m)
+                    group["max_momentum"], group["base_momentum"] = m, b
+        super().__init__(optimizer, last_epoch)
+        self.base_lrs = base_lrs
+
+    def _set_momentum(self, group: dict[str, Any], m: float) -> None:
+        if self.use_beta1:
+            group["betas"] = (m, *group["betas"][1:])
+        else:
+            group["momentum"] = m
+
+    def scale_fn(self, x: float) -> float:
+        """The amplitude's scale at cycle (or iteration) ``x``."""
+        if self._scale_fn_custom is not None:
+            return self._scale_fn_custom(x)
+        if self.mode == "triangular":
+            return 1.0
+        if self.mode == "triangular2":
+            return 1 / (2.0 ** (x - 1))
+        return self.gamma ** x
+
+    def get_lr(self) -> list[float]:
+        cycle = math.floor(1 + self.last_epoch / self.total_size)
+        x = 1.0 + self.last_epoch / self.total_size - cycle      # position in the cycle
+        if x <= self.step_ratio:
+            factor = x / self.step_ratio
+        else:
+            factor = (x - 1) / (self.step_ratio - 1)
+        s = self.scale_fn(cycle if self.scale_mode == "cycle" else self.last_epoch)
+        lrs = [base + ((top - base) * factor) * s for base, top in zip(self.base_lrs, self.max_lrs)]
+        if self.cycle_momentum:
+            for group, b, m in zip(self.optimizer.param_groups, self.base_momentums,
+                                   self.max_momentums):
+                self._set_momentum(group, m - ((m - b) * factor) * s)
+        return lrs
+
+    def state_dict(self) -> dict[str, Any]:
+        sd = {k: v for k, v in self.__dict__.items()
+              if k not in ("optimizer", "_scale_fn_custom")}
+        return copy.deepcopy(sd)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict({k: v for k, v in state_dict.items()
+                                 if k != "_scale_fn_custom"})
