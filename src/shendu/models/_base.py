@@ -346,6 +346,14 @@ class BaseEstimator:
             raise not_fitted_error(f"This {type(self).__name__} instance is not fitted yet: "
                                    f"call fit(X, y) before {where}()")
 
+    def to_onnx(self, f, *, verify: bool = True):
+        """Write the fitted model, preprocessing included, as an ONNX file (a path or a
+        binary file) that takes what ``predict`` takes; see
+        :func:`shendu.onnx.export_estimator` (needs ``pip install 'shendu[onnx]'``)."""
+        from shendu.onnx import export_estimator
+
+        return export_estimator(self, f, verify=verify)
+
     # ------------------------------------------------------------------ saving
     def _shendu_state(self):
         """For ``shendu.save``: ``get_params()`` and every fitted attribute (network,

@@ -12,7 +12,8 @@ try:
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError("shendu.onnx needs the onnx package: pip install 'shendu[onnx]'") from e
 
+from shendu.onnx._estimator import export_estimator
 from shendu.onnx._export import export
 from shendu.onnx._graph import OPSET, UnsupportedOperatorError
 
-__all__ = ["export", "OPSET", "UnsupportedOperatorError"]
+__all__ = ["export", "export_estimator", "OPSET", "UnsupportedOperatorError"]

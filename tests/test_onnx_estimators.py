@@ -1,0 +1,167 @@
+"""Ready models (``shendu.models``) exported with their preprocessing (``est.to_onnx`` /
+``shendu.onnx.export_estimator``): the file takes what ``predict`` takes, and ONNX Runtime
+gives ``predict``'s labels and ``predict_proba``'s probabilities (or ``predict``'s values)
+at the traced size and at another batch size and sequence length."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+import shendu.onnx  # noqa: E402
+from shendu.models import (  # noqa: E402
+    AudioClassifier,
+    ConvolutionalNeuralNetwork,
+    GatedRecurrentUnit,
+    LongShortTermMemory,
+    MLPClassifier,
+    MLPRegressor,
+    RecurrentNeuralNetwork,
+    TransformerClassifier,
+)
+
+RTOL, ATOL = 1e-4, 1e-5
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # ConvergenceWarning of the short fits
+        yield
+
+
+def _session(est):
+    buf = io.BytesIO()
+    proto = est.to_onnx(buf)
+    onnx.checker.check_model(onnx.load_from_string(buf.getvalue()), full_check=True)
+    assert proto.opset_import[0].version == shendu.onnx.OPSET
+    return ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+
+
+def check_classifier(est, inputs):
+    sess = _session(est)
+    assert [o.name for o in sess.get_outputs()] == ["label", "probabilities"]
+    for X in inputs:
+        label, proba = sess.run(None, {"X": X})
+        want = est.predict_proba(X)
+        assert proba.shape == want.shape
+        np.testing.assert_allclose(proba, want, rtol=RTOL, atol=ATOL)
+        assert np.array_equal(label, est.predict(X))
+    return sess
+
+
+def check_regressor(est, inputs):
+    sess = _session(est)
+    assert [o.name for o in sess.get_outputs()] == ["predictions"]
+    for X in inputs:
+        got, = sess.run(None, {"X": X})
+        want = est.predict(X)
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+
+
+def _tab(n, d=5, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, d)) * np.arange(1, d + 1) * 10 + 50   # far from standard
+
+
+@pytest.mark.parametrize("standardize", [True, False])
+def test_mlp_classifier_binary_string_labels(standardize):
+    X = _tab(80)
+    y = np.where(X[:, 0] - 50 + (X[:, 1] - 50) / 2 > 0, "yes", "no")
+    clf = MLPClassifier((8,), max_iter=30, standardize=standardize, random_state=0).fit(X, y)
+    assert clf.model_[-1].out_features == 1       # one logistic output for two classes
+    check_classifier(clf, [X[:10], _tab(23, seed=1)])
+
+
+def test_mlp_classifier_multiclass_standardised_in_graph():
+    X = _tab(90)
+    y = (X[:, 0] > 50).astype(int) + 2 * (X[:, 2] > 50) + 7
+    clf = MLPClassifier((16,), max_iter=40, standardize=True, random_state=0).fit(X, y)
+    sess = check_classifier(clf, [X, _tab(3, seed=2)])
+    assert {"Sub", "Div"} <= {n.op_type for n in onnx.load_from_string(
+        clf.to_onnx(io.BytesIO()).SerializeToString()).graph.node}
+    label, _ = sess.run(None, {"X": X})
+    assert np.mean(label == y) == clf.score(X, y)
+
+
+@pytest.mark.parametrize("two_d", [False, True])
+def test_mlp_regressor(two_d):
+    X = _tab(70)
+    y = np.stack([X[:, 0] / 10, X[:, 1] - X[:, 2]], 1) if two_d else X[:, 0] * 0.1
+    reg = MLPRegressor(hidden_layer_sizes=(8,), max_iter=20, standardize=True,
+                       random_state=0).fit(X, y)
+    check_regressor(reg, [X[:4], _tab(17, seed=3)])
+
+
+def test_cnn_with_channel_standardisation():
+    rng = np.random.default_rng(0)
+    X = rng.random((48, 1, 10, 10)) * 255
+    y = (X[:, 0, :5].mean((1, 2)) > X[:, 0, 5:].mean((1, 2))).astype(int)
+    clf = ConvolutionalNeuralNetwork(conv_channels=(3, 4), kernel_size=3,
+                                     hidden_layer_sizes=(8,), max_iter=3,
+                                     random_state=0).fit(X, y)
+    assert clf.mean_ is not None
+    check_classifier(clf, [X[:5], rng.random((13, 1, 10, 10)) * 255])
+
+
+@pytest.mark.parametrize("cls", [RecurrentNeuralNetwork, LongShortTermMemory,
+                                 GatedRecurrentUnit])
+def test_recurrent_classifier_last_step(cls):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 6, 3))
+    y = np.where(X[:, :, 0].sum(1) > 0, 5, -1)
+    est = cls(hidden_size=8, num_layers=2, bidirectional=True, epochs=2,
+              random_state=0).fit(X, y)
+    check_classifier(est, [X[:4], rng.standard_normal((9, 11, 3)),
+                           rng.standard_normal((2, 1, 3))])
+
+
+def test_recurrent_sequence_outputs_and_regression():
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((30, 7, 2))
+    y_seq = (np.cumsum(X[:, :, 0], 1) > 0).astype(int)
+    est = GatedRecurrentUnit(hidden_size=6, output="sequence", epochs=2,
+                             random_state=0).fit(X, y_seq)
+    check_classifier(est, [X[:3], rng.standard_normal((5, 12, 2))])
+    reg = LongShortTermMemory(hidden_size=6, task="regression", epochs=2,
+                              random_state=0).fit(X, X[:, :, 1].sum(1))
+    check_regressor(reg, [X[:3], rng.standard_normal((6, 4, 2))])
+    reg2 = RecurrentNeuralNetwork(hidden_size=6, task="regression", output="sequence",
+                                  epochs=2, random_state=0).fit(X, X[..., None] * 2)
+    check_regressor(reg2, [X[:3], rng.standard_normal((6, 9, 2))])
+
+
+def test_transformer_classifier_features_and_tokens():
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((40, 8, 3))
+    y = (X[:, :, 0].mean(1) > 0).astype(int)
+    clf = TransformerClassifier(d_model=8, nhead=2, num_layers=2, dim_feedforward=16,
+                                epochs=2, random_state=0).fit(X, y)
+    check_classifier(clf, [X[:4], rng.standard_normal((7, 5, 3))])
+    tok = rng.integers(0, 12, (40, 8))
+    yt = np.array(["a", "b", "c"])[tok[:, 0] % 3]
+    clf_t = TransformerClassifier(d_model=8, nhead=2, num_layers=1, dim_feedforward=16,
+                                  epochs=2, random_state=0).fit(tok, yt)
+    check_classifier(clf_t, [tok[:5], rng.integers(0, 12, (3, 6))])
+
+
+def test_export_to_path_and_refusals(tmp_path):
+    X = _tab(30)
+    clf = MLPClassifier((4,), max_iter=3, random_state=0).fit(X, X[:, 0] > 50)
+    path = tmp_path / "clf.onnx"
+    shendu.onnx.export_estimator(clf, path)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert np.array_equal(sess.run(["label"], {"X": X})[0], clf.predict(X))
+    with pytest.raises(ValueError, match="not fitted"):
+        MLPClassifier().to_onnx(io.BytesIO())
+    with pytest.raises(shendu.onnx.UnsupportedOperatorError, match="AudioClassifier"):
+        AudioClassifier().to_onnx(io.BytesIO())
+    with pytest.raises(TypeError, match="ready model"):
+        shendu.onnx.export_estimator(object(), io.BytesIO())
