@@ -456,3 +456,56 @@ def _pair_sgd():
     from test_lr_scheduler import _pair
 
     return _pair("SGD")
+
+
+# ------------------------------------------------------------------ layers: device=, RNN
+LAYERS = {
+    "Linear": lambda lib, **kw: lib.nn.Linear(3, 4, **kw),
+    "Conv2d": lambda lib, **kw: lib.nn.Conv2d(2, 4, 3, **kw),
+    "Conv1d": lambda lib, **kw: lib.nn.Conv1d(2, 4, 3, **kw),
+    "RNN": lambda lib, **kw: lib.nn.RNN(3, 4, **kw),
+    "LSTM": lambda lib, **kw: lib.nn.LSTM(3, 4, num_layers=2, **kw),
+    "GRU": lambda lib, **kw: lib.nn.GRU(3, 4, bidirectional=True, **kw),
+    "RNNCell": lambda lib, **kw: lib.nn.RNNCell(3, 4, **kw),
+    "LSTMCell": lambda lib, **kw: lib.nn.LSTMCell(3, 4, **kw),
+    "GRUCell": lambda lib, **kw: lib.nn.GRUCell(3, 4, **kw),
+    "Embedding": lambda lib, **kw: lib.nn.Embedding(5, 3, **kw),
+    "LayerNorm": lambda lib, **kw: lib.nn.LayerNorm(3, **kw),
+    "BatchNorm1d": lambda lib, **kw: lib.nn.BatchNorm1d(3, **kw),
+    "BatchNorm2d": lambda lib, **kw: lib.nn.BatchNorm2d(3, **kw),
+    "MultiheadAttention": lambda lib, **kw: lib.nn.MultiheadAttention(4, 2, **kw),
+    "TransformerEncoderLayer": lambda lib, **kw: lib.nn.TransformerEncoderLayer(4, 2, 8, **kw),
+    "TransformerDecoderLayer": lambda lib, **kw: lib.nn.TransformerDecoderLayer(4, 2, 8, **kw),
+    "Transformer": lambda lib, **kw: lib.nn.Transformer(4, 2, 1, 1, 8, batch_first=True, **kw),
+}
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_layers_take_device_and_dtype_as_torch(name):
+    """``device=`` ("cpu", a ``shendu.device``) and ``dtype=`` keywords as torch's layers take
+    them: the same parameter names, shapes and dtypes as torch; another device is one clear
+    error naming the layer."""
+    make = LAYERS[name]
+    want = {k: (tuple(v.shape), str(v.dtype).replace("torch.", ""))
+            for k, v in make(torch, device="cpu", dtype=torch.float64).state_dict().items()}
+    for dev in ("cpu", shendu.device("cpu"), None):
+        m = make(shendu, device=dev, dtype=shendu.float64)
+        got = {k: (tuple(v.shape), str(np.asarray(v.numpy() if hasattr(v, "numpy") else v)
+                                       .dtype)) for k, v in m.state_dict().items()}
+        assert got == want
+    with pytest.raises(RuntimeError, match=rf"{name}.*'cuda' is not available"):
+        make(shendu, device="cuda")
+
+
+@pytest.mark.parametrize("cls", ["RNN", "LSTM", "GRU"])
+def test_flatten_parameters_is_a_no_op(cls):
+    """torch scripts call ``rnn.flatten_parameters()`` (word_language_model); in shendu it
+    changes nothing: same parameters (same objects, same values), same output."""
+    m = getattr(shendu.nn, cls)(3, 4, num_layers=2)
+    x = shendu.randn(5, 2, 3)
+    before = [(p, p.data.copy()) for p in m.parameters()]
+    out = m(x)[0].detach().numpy().copy()
+    assert m.flatten_parameters() is None
+    assert [p for p in m.parameters()] == [p for p, _ in before]
+    assert all(np.array_equal(p.data, v) for p, v in before)
+    np.testing.assert_array_equal(m(x)[0].detach().numpy(), out)

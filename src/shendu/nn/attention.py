@@ -82,8 +82,11 @@ class MultiheadAttention(Module):
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
                  add_bias_kv: bool = False, add_zero_attn: bool = False, kdim: int | None = None,
-                 vdim: int | None = None, batch_first: bool = False, dtype=None) -> None:
+                 vdim: int | None = None, batch_first: bool = False, device=None,
+                 dtype=None) -> None:
         super().__init__()
+        from shendu.device import check_device
+        check_device(device, "MultiheadAttention")
         if embed_dim <= 0 or num_heads <= 0:
             raise ValueError(f"MultiheadAttention: embed_dim and num_heads must be positive, "
                              f"got {embed_dim} and {num_heads}")

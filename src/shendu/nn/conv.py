@@ -22,9 +22,11 @@ class _ConvNd(Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
-                 dtype=None) -> None:
+                 device=None, dtype=None) -> None:
         super().__init__()
         nd, name = self._nd, type(self).__name__
+        from shendu.device import check_device
+        check_device(device, name)
         if in_channels <= 0 or out_channels <= 0:
             raise ValueError(f"{name}: in_channels and out_channels must be positive, got "
                              f"{in_channels} and {out_channels}")

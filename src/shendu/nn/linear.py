@@ -36,8 +36,8 @@ class Linear(Module):
         if in_features <= 0 or out_features <= 0:
             raise ValueError(f"Linear: in_features and out_features must be positive, got "
                              f"{in_features} and {out_features}")
-        if device not in (None, "cpu"):
-            raise ValueError(f"Linear: only device='cpu' is supported, got {device!r}")
+        from shendu.device import check_device
+        check_device(device, "Linear")
         self.in_features, self.out_features = int(in_features), int(out_features)
         dt = get_default_dtype() if dtype is None else as_dtype(dtype)
         self.weight = Parameter(np.empty((out_features, in_features), dt))

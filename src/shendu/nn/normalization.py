@@ -20,8 +20,10 @@ class LayerNorm(Module):
     """
 
     def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True,
-                 bias: bool = True, dtype=None) -> None:
+                 bias: bool = True, device=None, dtype=None) -> None:
         super().__init__()
+        from shendu.device import check_device
+        check_device(device, "LayerNorm")
         ns = (int(normalized_shape),) if isinstance(normalized_shape, (int, np.integer)) \
             else tuple(int(s) for s in normalized_shape)
         if not ns or any(s <= 0 for s in ns):
@@ -73,9 +75,11 @@ class _BatchNorm(Module):
     _shape = "(N, C) or (N, C, L)"
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                 affine: bool = True, track_running_stats: bool = True, dtype=None, *,
-                 bias: bool = True) -> None:
+                 affine: bool = True, track_running_stats: bool = True, device=None,
+                 dtype=None, *, bias: bool = True) -> None:
         super().__init__()
+        from shendu.device import check_device
+        check_device(device, type(self).__name__)
         if num_features <= 0:
             raise ValueError(f"{type(self).__name__}: num_features must be positive, got "
                              f"{num_features}")

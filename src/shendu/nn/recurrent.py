@@ -65,9 +65,11 @@ class RNNBase(Module):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
-                 bidirectional: bool = False, dtype=None) -> None:
+                 bidirectional: bool = False, device=None, dtype=None) -> None:
         super().__init__()
         name = type(self).__name__
+        from shendu.device import check_device
+        check_device(device, name)
         self.input_size = _positive_int(name, "input_size", input_size)
         self.hidden_size = _positive_int(name, "hidden_size", hidden_size)
         self.num_layers = _positive_int(name, "num_layers", num_layers)
@@ -105,6 +107,12 @@ class RNNBase(Module):
         bound = 1.0 / math.sqrt(self.hidden_size)
         for p in self.parameters():
             init.uniform_(p, -bound, bound)
+
+    def flatten_parameters(self) -> None:
+        """Does nothing, and is there so torch code that calls it runs unchanged.
+
+        In torch it packs the weights into one contiguous cuDNN buffer (a GPU speed-up);
+        shendu's scan reads each parameter array where it is, so there is nothing to pack."""
 
     # ------------------------------------------------------------------ checks
     def _check_input(self, x: Tensor) -> None:
@@ -236,14 +244,15 @@ class RNN(RNNBase):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
-                 dropout: float = 0.0, bidirectional: bool = False, dtype=None) -> None:
+                 dropout: float = 0.0, bidirectional: bool = False, device=None,
+                 dtype=None) -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"RNN: unknown nonlinearity {nonlinearity!r} (expected 'tanh' or "
                              "'relu')")
         self.nonlinearity = nonlinearity
         object.__setattr__(self, "mode", "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU")
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, dtype)
+                         bidirectional, device=device, dtype=dtype)
 
 
 class LSTM(RNNBase):
@@ -260,11 +269,12 @@ class LSTM(RNNBase):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
-                 bidirectional: bool = False, proj_size: int = 0, dtype=None) -> None:
+                 bidirectional: bool = False, proj_size: int = 0, device=None,
+                 dtype=None) -> None:
         if proj_size:
             raise NotImplementedError("LSTM: proj_size > 0 (LSTMP) is not supported")
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, dtype)
+                         bidirectional, device=device, dtype=dtype)
 
 
 class GRU(RNNBase):
@@ -286,9 +296,11 @@ class RNNCellBase(Module):
     gates = 1
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
-                 dtype=None) -> None:
+                 device=None, dtype=None) -> None:
         super().__init__()
         name = type(self).__name__
+        from shendu.device import check_device
+        check_device(device, name)
         self.input_size = _positive_int(name, "input_size", input_size)
         self.hidden_size = _positive_int(name, "hidden_size", hidden_size)
         self.bias = bool(bias)
@@ -356,12 +368,12 @@ class RNNCell(RNNCellBase):
     """One step of an Elman RNN: ``h' = φ(W_ih x + b_ih + W_hh h + b_hh)``."""
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
-                 nonlinearity: str = "tanh", dtype=None) -> None:
+                 nonlinearity: str = "tanh", device=None, dtype=None) -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"RNNCell: unknown nonlinearity {nonlinearity!r} (expected "
                              "'tanh' or 'relu')")
         self.nonlinearity = nonlinearity
-        super().__init__(input_size, hidden_size, bias, dtype)
+        super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         x, (h,), batched = self._prepare(input, hx, 1)

@@ -23,8 +23,10 @@ class Embedding(Module):
     def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None,
                  max_norm: float | None = None, norm_type: float = 2.0,
                  scale_grad_by_freq: bool = False, sparse: bool = False, _weight=None,
-                 _freeze: bool = False, dtype=None) -> None:
+                 _freeze: bool = False, device=None, dtype=None) -> None:
         super().__init__()
+        from shendu.device import check_device
+        check_device(device, "Embedding")
         if num_embeddings <= 0 or embedding_dim <= 0:
             raise ValueError(f"Embedding: num_embeddings and embedding_dim must be positive, "
                              f"got {num_embeddings} and {embedding_dim}")
