@@ -1,0 +1,104 @@
+"""``shendu export MODEL OUT.onnx`` (logic in shendu.onnx.cli): saved networks and ready
+models written as ONNX files that ONNX Runtime runs with shendu's outputs."""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+import shendu  # noqa: E402
+import shendu.nn as nn  # noqa: E402
+from shendu.onnx.cli import add_export  # noqa: E402
+from shendu.tensor import Tensor  # noqa: E402
+
+RTOL, ATOL = 1e-4, 1e-5
+
+
+def run(*argv):
+    """Parse ``shendu export ...`` with the subcommand's own parser and run it."""
+    p = argparse.ArgumentParser(prog="shendu")
+    add_export(p.add_subparsers(dest="command"), [])
+    args = p.parse_args(["export", *map(str, argv)])
+    return args.func(args)
+
+
+def _sess(path):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def test_export_saved_mlp_module(tmp_path, capsys):
+    net = nn.Sequential(nn.Linear(6, 10), nn.Tanh(), nn.Linear(10, 3))
+    shendu.save(net, tmp_path / "mlp.safetensors")
+    assert run(tmp_path / "mlp.safetensors", tmp_path / "mlp.onnx") == 0
+    out = capsys.readouterr().out
+    assert "wrote" in out and "opset 18" in out and "ONNX Runtime" in out
+    x = np.random.default_rng(0).standard_normal((13, 6)).astype(np.float32)
+    with shendu.no_grad():
+        want = net(Tensor(x)).data
+    got = _sess(tmp_path / "mlp.onnx").run(None, {"input": x})[0]
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+
+
+def test_export_conv_net_needs_input_shape(tmp_path):
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Flatten(), nn.Linear(4 * 4 * 4, 5))
+    shendu.save(net, tmp_path / "cnn.shendu")
+    with pytest.raises(Exception, match="--input-shape"):
+        run(tmp_path / "cnn.shendu", tmp_path / "cnn.onnx")
+    run(tmp_path / "cnn.shendu", tmp_path / "cnn.onnx", "--input-shape", "2,1,8,8")
+    x = np.random.default_rng(1).standard_normal((7, 1, 8, 8)).astype(np.float32)
+    with shendu.no_grad():
+        want = net(Tensor(x)).data
+    np.testing.assert_allclose(_sess(tmp_path / "cnn.onnx").run(None, {"input": x})[0], want,
+                               rtol=RTOL, atol=ATOL)
+
+
+def test_export_saved_charlm_tokens_dynamic_length(tmp_path):
+    from shendu.models import CharLM
+
+    lm = CharLM("abcdefgh", hidden_size=8, num_layers=1, embedding_dim=4)
+    shendu.save(lm, tmp_path / "lm.shendu")
+    run(tmp_path / "lm.shendu", tmp_path / "lm.onnx")
+    x = np.random.default_rng(2).integers(0, 8, (3, 19))
+    with shendu.no_grad():
+        logits, _ = lm(Tensor(x))
+    got = _sess(tmp_path / "lm.onnx").run(None, {"input": x})[0]
+    np.testing.assert_allclose(got, logits.data, rtol=RTOL, atol=ATOL)
+
+
+def test_export_saved_ready_model_with_preprocessing(tmp_path, capsys):
+    from shendu.models import MLPClassifier
+
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((60, 4)) * 20 + 100
+    y = np.where(X[:, 0] > 100, "hi", "lo")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf = MLPClassifier((6,), max_iter=10, standardize=True, random_state=0).fit(X, y)
+    shendu.save(clf, tmp_path / "clf.safetensors")
+    run(tmp_path / "clf.safetensors", tmp_path / "clf.onnx")
+    assert "label" in capsys.readouterr().out
+    label, proba = _sess(tmp_path / "clf.onnx").run(None, {"X": X})
+    assert np.array_equal(label, clf.predict(X))
+    np.testing.assert_allclose(proba, clf.predict_proba(X), rtol=RTOL, atol=ATOL)
+    with pytest.raises(Exception, match="for networks"):
+        run(tmp_path / "clf.safetensors", tmp_path / "x.onnx", "--input-shape", "1,4")
+
+
+def test_export_errors_are_one_clear_line(tmp_path):
+    with pytest.raises(Exception, match="no such file"):
+        run(tmp_path / "missing.safetensors", tmp_path / "o.onnx")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file at all")
+    with pytest.raises(Exception) as e:
+        run(bad, tmp_path / "o.onnx")
+    assert "bad.safetensors" in str(e.value)
+    shendu.save({"w": np.zeros(3, np.float32)}, tmp_path / "arrays.safetensors")
+    with pytest.raises(Exception, match="expected a network"):
+        run(tmp_path / "arrays.safetensors", tmp_path / "o.onnx")
