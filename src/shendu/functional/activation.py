@@ -31,7 +31,7 @@ class ReLU(Function):
         return self.out
 
     def backward(self, g):
-        return np.where(self.out <= 0, 0, g)  # 0 at 0; g at NaN (torch's threshold rule)
+        return g * ~(self.out <= 0)  # 0 at 0; g at NaN (torch's threshold rule)
 
 
 class LeakyReLU(Function):

@@ -406,7 +406,10 @@ class CrossEntropy(Function):
             denom = wy.sum()
         # 0 where the coefficient is 0: a -inf logit (a masked class) that no target
         # weighs adds nothing, rather than 0 * -inf = nan
-        per = np.where(coef != 0, coef * logp, 0).sum(axis=1)
+        per = coef * logp
+        if not np.isfinite(logp).all():
+            per = np.where(coef != 0, per, 0)
+        per = per.sum(axis=1)
         self.logp, self.coef, self.reduction, self.denom = logp, coef, reduction, denom
         if reduction == "none":
             out_shape = (self.shape[0],) + self.shape[2:] if len(self.shape) > 1 else ()
