@@ -102,3 +102,18 @@ def test_export_errors_are_one_clear_line(tmp_path):
     shendu.save({"w": np.zeros(3, np.float32)}, tmp_path / "arrays.safetensors")
     with pytest.raises(Exception, match="expected a network"):
         run(tmp_path / "arrays.safetensors", tmp_path / "o.onnx")
+
+
+def test_export_checkpoint_of_shendu_train(tmp_path):
+    from shendu.io import save_checkpoint
+    from shendu.models import LongShortTermMemory
+
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((24, 5, 2))
+    est = LongShortTermMemory(hidden_size=4, epochs=1, random_state=0).fit(X, X[:, 0, 0] > 0)
+    save_checkpoint(tmp_path / "best.shendu", model=est, cli={"model": "lstm"})
+    run(tmp_path / "best.shendu", tmp_path / "lstm.onnx")
+    X2 = rng.standard_normal((6, 9, 2))
+    label, proba = _sess(tmp_path / "lstm.onnx").run(None, {"X": X2})
+    assert np.array_equal(label, est.predict(X2))
+    np.testing.assert_allclose(proba, est.predict_proba(X2), rtol=RTOL, atol=ATOL)
