@@ -142,7 +142,7 @@ def test_bad_input_gives_one_line_and_nonzero_exit(tmp_path, trained):
         (("train", "mlp", "--data", tmp_path / "ragged.csv"), ["line 2 has 2 columns"]),
         (("train", "mlp", "--data", tmp_path / "x.npz"), ["not a valid .npz"]),
         (("train", "mlp", "--data", tmp_path / "trunc-images-idx3-ubyte"),
-         ["IDX header says 9x4x4"]),
+         ["trunc-images-idx3-ubyte is truncated", "announces 9x4x4"]),
         (("train", "nosuchmodel", "--data", "digits"), ["unknown model 'nosuchmodel'"]),
         (("train", "mlp", "--data", "digits", "--lr", "-1"), ["--lr must be > 0"]),
         (("train", "mlp", "--data", "adding"), ["needs whole-number class labels"]),
