@@ -20,6 +20,10 @@ loaders and callbacks as for the first run, seed as for the first run, then resu
 then ends with weights, history and random state bit-identical to one that was never
 interrupted, whether it stopped between epochs or in the middle of one.
 
+The state itself is :meth:`shendu.train.Trainer.state_dict` (each callback's own
+``state_dict()`` included); this module writes it to files and names them. It depends on
+:mod:`shendu.train`, never the other way round.
+
 Ctrl-C. During ``fit`` the first Ctrl-C (SIGINT) only raises a flag: the current batch
 finishes (forward, backward, optimizer step, callbacks), every :class:`ModelCheckpoint`
 writes a checkpoint, and ``fit`` returns the history of the epochs completed so far. A
@@ -33,209 +37,39 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
-import signal
 import sys
-import threading
-import warnings
 from pathlib import Path
 
 import numpy as np
 
-from shendu import backend
-from shendu.io import FileFormatError, _checkpoint_bytes, atomic_write, load_checkpoint
-from shendu.train import (
+from shendu.io import _checkpoint_bytes, atomic_write
+from shendu.train import (  # noqa: F401 - deferred_interrupt and the names, for old imports
+    TRAINER_STATE_VERSION,
     Callback,
-    EarlyStopping,
-    History,
-    LRSchedulerCallback,
     _monitor_mode,
     _monitored,
+    deferred_interrupt,
+    latest_checkpoint,
+    list_checkpoints,
 )
 
 __all__ = ["ModelCheckpoint", "latest_checkpoint", "list_checkpoints", "trainer_state",
            "restore_trainer", "deferred_interrupt", "CHECKPOINT_VERSION"]
 
 #: Version of the trainer state inside a checkpoint.
-CHECKPOINT_VERSION = 1
-_NAME = re.compile(r"^epoch(\d{4,})-step(\d{8,})(-mid)?\.ckpt$")
+CHECKPOINT_VERSION = TRAINER_STATE_VERSION
 _BEST = "best.ckpt"
 
 
-# ------------------------------------------------------------------- the state
-def _callback_state(cb):
-    """A callback's state as a tree of arrays and JSON values, or ``None`` if it has none."""
-    if callable(getattr(cb, "state_dict", None)):
-        return cb.state_dict()
-    if isinstance(cb, LRSchedulerCallback):
-        return {"scheduler": cb.scheduler.state_dict()}
-    if isinstance(cb, EarlyStopping):
-        return {k: getattr(cb, k, None) for k in ("wait", "best", "best_epoch", "best_weights",
-                                                   "stopped_epoch")}
-    return None
-
-
-def _load_callback_state(cb, state) -> None:
-    if callable(getattr(cb, "load_state_dict", None)):
-        cb.load_state_dict(state)
-    elif isinstance(cb, LRSchedulerCallback):
-        cb.scheduler.load_state_dict(state["scheduler"])
-    elif isinstance(cb, EarlyStopping):
-        for k, v in state.items():
-            setattr(cb, k, v)
-
-
-def _loader_state(loader):
-    if not callable(getattr(loader, "state_dict", None)):
-        return None
-    st = dict(loader.state_dict())
-    if st.get("order") is not None:  # an array in the data section, not a JSON list
-        st["order"] = np.asarray(st["order"], dtype=np.int64)
-    return st
-
-
 def trainer_state(trainer) -> dict:
-    """Everything needed to resume ``trainer`` exactly, as the parts of a checkpoint.
-
-    ``trainer.in_epoch`` tells whether an epoch is in progress (then ``batch`` batches of
-    epoch ``epoch`` are done and ``meter`` holds their sums) or epoch ``epoch`` is complete.
-    """
-    meter = getattr(trainer, "_meter", None)
-    in_epoch = bool(getattr(trainer, "in_epoch", False))
-    callbacks = []
-    for cb in trainer.callbacks:
-        st = _callback_state(cb)
-        callbacks.append(None if st is None else {"class": type(cb).__name__, "state": st})
-    return {
-        "trainer": {"version": CHECKPOINT_VERSION, "epoch": int(trainer.epoch),
-                    "batch": int(getattr(trainer, "batch", 0)) if in_epoch else 0,
-                    "in_epoch": in_epoch, "global_step": int(trainer.global_step),
-                    "stop_training": bool(trainer.stop_training),
-                    "epochs": int(getattr(trainer, "epochs", 0))},
-        "model": trainer.model.state_dict(),
-        "optimizer": trainer.optimizer.state_dict(),
-        "callbacks": callbacks,
-        "history": {"epochs": list(trainer.history.epochs),
-                    "values": {k: list(v) for k, v in trainer.history.items()}},
-        "meter": ({"sums": dict(meter.sums), "counts": dict(meter.counts)}
-                  if in_epoch and meter is not None else None),
-        "train_loader": _loader_state(trainer.train_loader),
-        "val_loader": _loader_state(trainer.val_loader),
-        "rng": backend.get_rng_state(),
-    }
-
-
-def _resolve_resume(resume) -> Path | None:
-    p = Path(os.fspath(resume))
-    if p.is_dir():
-        return latest_checkpoint(p)
-    if not p.exists():
-        raise FileNotFoundError(f"fit: resume={str(p)!r}: no such checkpoint file or folder")
-    return p
+    """``trainer.state_dict()``: everything needed to resume it exactly."""
+    return trainer.state_dict()
 
 
 def restore_trainer(trainer, resume) -> tuple[int, int] | None:
-    """Put ``trainer`` (built as for the first run, after ``on_train_begin``) back where the
-    checkpoint ``resume`` left it. ``resume`` is a checkpoint file, or a folder (its newest
-    checkpoint; ``None`` is returned, and nothing changed, when it holds none).
-
-    Returns ``(epoch, batch)``: the epoch to run next and how many of its batches are done.
-    """
-    from shendu.train import _Meter
-
-    path = _resolve_resume(resume)
-    if path is None:
-        return None
-    st = load_checkpoint(path)
-    t = st.get("trainer")
-    if not isinstance(t, dict) or t.get("version") != CHECKPOINT_VERSION:
-        raise FileFormatError(path, "not a checkpoint of the training loop (no trainer state "
-                                    f"of version {CHECKPOINT_VERSION})")
-    where = f"fit: resume={str(path)!r}"
-    try:
-        trainer.model.load_state_dict(st["model"])
-    except (KeyError, ValueError, RuntimeError) as e:
-        raise ValueError(f"{where}: the checkpoint's weights do not fit this model: {e}") \
-            from None
-    try:
-        trainer.optimizer.load_state_dict(st["optimizer"])
-    except (KeyError, ValueError, TypeError) as e:
-        raise ValueError(f"{where}: the checkpoint's optimizer state does not fit this "
-                         f"optimizer: {e}") from None
-    _restore_callbacks(trainer, st.get("callbacks") or [], where)
-    h = History()
-    hist = st.get("history") or {}
-    h.epochs = list(hist.get("epochs", []))
-    for k, v in (hist.get("values") or {}).items():
-        h[k] = list(v)
-    trainer.history = h
-    trainer.global_step = int(t["global_step"])
-    trainer.stop_training = bool(t.get("stop_training", False))
-    for name in ("train_loader", "val_loader"):
-        saved, loader = st.get(name), getattr(trainer, name)
-        if saved is not None and callable(getattr(loader, "load_state_dict", None)):
-            loader.load_state_dict(saved)
-    epoch, in_epoch = int(t["epoch"]), bool(t["in_epoch"])
-    if in_epoch:
-        meter = _Meter(trainer.metrics)
-        saved = st.get("meter") or {}
-        for k in meter.sums:
-            meter.sums[k] = saved.get("sums", {}).get(k, 0.0)
-            meter.counts[k] = saved.get("counts", {}).get(k, 0)
-        trainer._meter = meter
-        start = (epoch, int(t["batch"]))
-    else:
-        start = (epoch + 1, 0)
-    trainer.epoch = epoch
-    backend.set_rng_state(st["rng"])
-    if trainer.stop_training:  # a callback had ended the run: it stays ended
-        return (max(start[0], int(getattr(trainer, "epochs", start[0]))), 0)
-    return start
-
-
-def _restore_callbacks(trainer, saved: list, where: str) -> None:
-    """Give each saved callback state to the next callback of the same class, in order."""
-    used: set[int] = set()
-    for entry in saved:
-        if entry is None:
-            continue
-        for i, cb in enumerate(trainer.callbacks):
-            if i not in used and type(cb).__name__ == entry.get("class") \
-                    and _callback_state(cb) is not None:
-                _load_callback_state(cb, entry["state"])
-                used.add(i)
-                break
-        else:
-            if entry.get("class") == "ModelCheckpoint":
-                continue  # its state (the best so far) does not change the run
-            warnings.warn(f"{where}: the checkpoint holds the state of a "
-                          f"{entry.get('class')} callback, but this fit has none to give it "
-                          "to; the resumed run may differ from an uninterrupted one",
-                          UserWarning, stacklevel=4)
-
-
-# ---------------------------------------------------------------- the callback
-def _key(name: str) -> tuple[int, int, int] | None:
-    m = _NAME.match(name)
-    if m is None:
-        return None
-    return (int(m.group(2)), 0 if m.group(3) else 1, int(m.group(1)))
-
-
-def list_checkpoints(dirpath) -> list[Path]:
-    """The periodic checkpoints :class:`ModelCheckpoint` wrote in ``dirpath``, oldest first
-    (by global step; at the same step the mid-epoch one before the end-of-epoch one)."""
-    d = Path(os.fspath(dirpath))
-    if not d.is_dir():
-        return []
-    found = [(k, d / n) for n in os.listdir(d) if (k := _key(n)) is not None]
-    return [p for _, p in sorted(found)]
-
-
-def latest_checkpoint(dirpath) -> Path | None:
-    """The newest checkpoint in ``dirpath``, or ``None``."""
-    found = list_checkpoints(dirpath)
-    return found[-1] if found else None
+    """``trainer.resume(resume)``: put ``trainer`` back where the checkpoint file (or a
+    folder's newest checkpoint) left it; ``(epoch, batch)`` to go on from, or ``None``."""
+    return trainer.resume(resume)
 
 
 class ModelCheckpoint(Callback):
@@ -319,7 +153,7 @@ class ModelCheckpoint(Callback):
         at = (t.global_step, in_epoch, t.epoch)
         if not best and at == self._saved_at:
             return
-        data = _checkpoint_bytes(trainer_state(t))
+        data = _checkpoint_bytes(t.state_dict())
         if periodic:
             name = f"epoch{t.epoch + 1:04d}-step{t.global_step:08d}{'-mid' if in_epoch else ''}"
             path = self.dirpath / f"{name}.ckpt"
@@ -342,28 +176,3 @@ class ModelCheckpoint(Callback):
             if p != keep:
                 with contextlib.suppress(OSError):
                     p.unlink()
-
-
-# ------------------------------------------------------------------- Ctrl-C
-@contextlib.contextmanager
-def deferred_interrupt(trainer):
-    """While training, turn the first Ctrl-C into ``trainer.interrupted = True`` (the loop
-    finishes the batch, checkpoints and returns); a second Ctrl-C raises
-    ``KeyboardInterrupt`` at once. Only in the main thread, and only if SIGINT still has
-    Python's default handler (a handler of the user's own is left alone)."""
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
-        yield
-        return
-
-    def handler(signum, frame):
-        trainer.interrupted = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        print("\nfit: interrupted - finishing the current batch, then stopping (Ctrl-C again "
-              "to abort now)", file=sys.stderr)
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)

@@ -169,13 +169,9 @@ def _train(model, X, y, Xv, yv, *, epochs: int, lr: float, batch_size: int, desc
            else optim.SGD(params, lr=lr, momentum=0.9))
     callbacks: list = [_ProgressBar(desc, epochs)]
     if clip is not None:
-        from shendu.nn.utils import clip_grad_norm_
+        from shendu.train import GradientClipping
 
-        class _Clip(Callback):
-            def on_after_backward(self, batch, logs):
-                clip_grad_norm_(params, clip)
-
-        callbacks.append(_Clip())
+        callbacks.append(GradientClipping(max_norm=clip, parameters=params))
     metrics = ["accuracy"] if loss == "ce" else ["mse"]
     return fit(model, loss_fn, opt, _loader(X, y, batch_size, True), epochs,
                val_loader=_loader(Xv, yv, 512, False), metrics=metrics,

@@ -19,16 +19,18 @@ and a :class:`Callback` can act at each point: ``on_train_begin``, ``on_epoch_be
 ``on_epoch_end`` and ``on_train_end``; setting ``trainer.stop_training = True`` ends
 training after the current epoch. Built in: :class:`EarlyStopping` (patience, restore
 the best weights), :class:`LRSchedulerCallback` (any ``shendu.optim.lr_scheduler``,
-including ``ReduceLROnPlateau`` on a monitored metric) and :class:`LambdaCallback` (plain
-functions as hooks).
+including ``ReduceLROnPlateau`` on a monitored metric), :class:`GradientClipping` and
+:class:`LambdaCallback` (plain functions as hooks).
 
 Epochs are numbered from 0 in callbacks and in ``History.epochs`` (as in Keras) and from 1
 in messages and the progress bar. The trainer keeps its state in plain attributes
 (``epoch``, ``global_step``, ``history``, ``stop_training``, and ``in_epoch``/``batch``
-for the epoch in progress). :class:`shendu.checkpoint.ModelCheckpoint` saves them with the
-model, optimizer, callbacks, data-loader positions and random state, and
-``fit(..., resume=path)`` continues bit for bit; the first Ctrl-C finishes the current batch,
-checkpoints and returns the history so far (see :mod:`shendu.checkpoint`).
+for the epoch in progress); :meth:`Trainer.state_dict` gathers them with the model,
+optimizer, callbacks (their own ``state_dict()``), data-loader positions and random state,
+and :meth:`Trainer.load_state_dict` puts them back. :class:`shendu.checkpoint.ModelCheckpoint`
+writes that state to files, ``fit(..., resume=path)`` continues from one bit for bit, and
+the first Ctrl-C finishes the current batch, checkpoints and returns the history so far.
+(This module never imports :mod:`shendu.checkpoint`; the dependency is one-way.)
 
 >>> import numpy as np, shendu
 >>> from shendu import nn, optim
@@ -47,18 +49,28 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
+import os
+import re
+import signal
+import sys
+import threading
+import warnings
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from shendu import backend
 from shendu.autograd import no_grad
 from shendu.tensor import Tensor
 
 __all__ = ["fit", "Trainer", "History", "Callback", "EarlyStopping", "LRSchedulerCallback",
-           "LambdaCallback", "NonFiniteError", "accuracy", "mse", "mae"]
+           "GradientClipping", "LambdaCallback", "NonFiniteError", "accuracy", "mse", "mae",
+           "list_checkpoints", "latest_checkpoint"]
 
 
 class NonFiniteError(FloatingPointError):
@@ -271,6 +283,17 @@ class EarlyStopping(Callback):
         if self.restore_best_weights and self.best_weights is not None:
             self.trainer.model.load_state_dict(self.best_weights)
 
+    _STATE = ("wait", "best", "best_epoch", "best_weights", "stopped_epoch")
+
+    def state_dict(self) -> dict:
+        """What a resumed run needs to go on counting as this one would have."""
+        return {k: getattr(self, k, None) for k in self._STATE}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k in self._STATE:
+            if k in state:
+                setattr(self, k, state[k])
+
 
 class LRSchedulerCallback(Callback):
     """Step a learning-rate scheduler once per epoch (``interval="epoch"``, after the
@@ -300,6 +323,103 @@ class LRSchedulerCallback(Callback):
             self.scheduler.step(_monitored(logs, monitor, "ReduceLROnPlateau"))
         else:
             self.scheduler.step()
+
+    def state_dict(self) -> dict:
+        return {"scheduler": self.scheduler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scheduler.load_state_dict(state["scheduler"])
+
+
+class GradientClipping(Callback):
+    """Clip the gradients after ``backward`` and before the optimizer step: each element to
+    ``[-max_value, max_value]`` (``clip_grad_value_``), then the total ``norm_type``-norm
+    to ``max_norm`` (``clip_grad_norm_``). ``parameters`` default to the model's."""
+
+    def __init__(self, max_norm: float | None = None, norm_type: float = 2.0,
+                 max_value: float | None = None, parameters: Iterable | None = None) -> None:
+        if max_norm is None and max_value is None:
+            raise ValueError("GradientClipping: give max_norm, max_value or both")
+        for name, v in (("max_norm", max_norm), ("max_value", max_value)):
+            if v is not None and not v > 0:
+                raise ValueError(f"GradientClipping: {name} must be > 0, got {v!r}")
+        self.max_norm, self.norm_type, self.max_value = max_norm, float(norm_type), max_value
+        self.parameters = None if parameters is None else list(parameters)
+        self.last_norm: float | None = None   # the total norm before the last clipping
+
+    def on_after_backward(self, batch: int, logs: dict) -> None:
+        from shendu.nn.utils import clip_grad_norm_, clip_grad_value_
+
+        params = self.parameters
+        if params is None:
+            params = self.parameters = list(self.trainer.model.parameters())
+        if self.max_value is not None:
+            clip_grad_value_(params, self.max_value)
+        if self.max_norm is not None:
+            self.last_norm = float(clip_grad_norm_(params, self.max_norm, self.norm_type))
+
+
+# --------------------------------------------------------------- state and Ctrl-C
+#: Version of the trainer state inside a checkpoint.
+TRAINER_STATE_VERSION = 1
+#: Names of the periodic checkpoints :class:`shendu.checkpoint.ModelCheckpoint` writes.
+CHECKPOINT_NAME = re.compile(r"^epoch(\d{4,})-step(\d{8,})(-mid)?\.ckpt$")
+
+
+def _checkpoint_key(name: str) -> tuple[int, int, int] | None:
+    m = CHECKPOINT_NAME.match(name)
+    if m is None:
+        return None
+    return (int(m.group(2)), 0 if m.group(3) else 1, int(m.group(1)))
+
+
+def list_checkpoints(dirpath) -> list[Path]:
+    """The periodic checkpoints in ``dirpath``, oldest first (by global step; at the same
+    step the mid-epoch one before the end-of-epoch one)."""
+    d = Path(os.fspath(dirpath))
+    if not d.is_dir():
+        return []
+    found = [(k, d / n) for n in os.listdir(d) if (k := _checkpoint_key(n)) is not None]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(dirpath) -> Path | None:
+    """The newest checkpoint in ``dirpath``, or ``None``."""
+    found = list_checkpoints(dirpath)
+    return found[-1] if found else None
+
+
+def _loader_state(loader):
+    if not callable(getattr(loader, "state_dict", None)):
+        return None
+    st = dict(loader.state_dict())
+    if st.get("order") is not None:  # an array in the data section, not a JSON list
+        st["order"] = np.asarray(st["order"], dtype=np.int64)
+    return st
+
+
+@contextlib.contextmanager
+def deferred_interrupt(trainer):
+    """While training, turn the first Ctrl-C into ``trainer.interrupted = True`` (the loop
+    finishes the batch, checkpoints and returns); a second Ctrl-C raises
+    ``KeyboardInterrupt`` at once. Only in the main thread, and only if SIGINT still has
+    Python's default handler (a handler of the user's own is left alone)."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+
+    def handler(signum, frame):
+        trainer.interrupted = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print("\nfit: interrupted - finishing the current batch, then stopping (Ctrl-C again "
+              "to abort now)", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 # ------------------------------------------------------------------------------ trainer
@@ -472,8 +592,6 @@ class Trainer:
     def fit(self, epochs: int, initial_epoch: int = 0, resume=None) -> History:
         """Train epochs ``initial_epoch .. epochs - 1`` (fewer if a callback stops it);
         ``resume``: a checkpoint file or folder to continue from (see :func:`fit`)."""
-        from shendu.checkpoint import deferred_interrupt, restore_trainer
-
         if not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"fit: epochs must be a non-negative int, got {epochs!r}")
         self.epochs = int(epochs)
@@ -483,7 +601,7 @@ class Trainer:
         start_batch = 0
         try:
             if resume is not None:
-                start = restore_trainer(self, resume)
+                start = self.resume(resume)
                 if start is not None:
                     initial_epoch, start_batch = start
             with deferred_interrupt(self):
@@ -494,6 +612,122 @@ class Trainer:
             self._call("on_train_end", {"interrupted": True} if self.interrupted else {})
             self.model.train(was_training)
         return self.history
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        """Everything needed to resume this run exactly, as the parts of a checkpoint: the
+        loop's counters, the model's and optimizer's state, every callback's
+        ``state_dict()``, the history, the sums of the epoch in progress, the data
+        loaders' positions and shendu's random state. ``in_epoch`` tells whether an epoch
+        is in progress (then ``batch`` of its batches are done)."""
+        meter, in_epoch = self._meter, bool(self.in_epoch)
+        callbacks = []
+        for cb in self.callbacks:
+            st = cb.state_dict() if callable(getattr(cb, "state_dict", None)) else None
+            callbacks.append(None if st is None else {"class": type(cb).__name__, "state": st})
+        return {
+            "trainer": {"version": TRAINER_STATE_VERSION, "epoch": int(self.epoch),
+                        "batch": int(self.batch) if in_epoch else 0,
+                        "in_epoch": in_epoch, "global_step": int(self.global_step),
+                        "stop_training": bool(self.stop_training),
+                        "epochs": int(getattr(self, "epochs", 0))},
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "callbacks": callbacks,
+            "history": {"epochs": list(self.history.epochs),
+                        "values": {k: list(v) for k, v in self.history.items()}},
+            "meter": ({"sums": dict(meter.sums), "counts": dict(meter.counts)}
+                      if in_epoch and meter is not None else None),
+            "train_loader": _loader_state(self.train_loader),
+            "val_loader": _loader_state(self.val_loader),
+            "rng": backend.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict, where: str = "Trainer.load_state_dict"
+                        ) -> tuple[int, int]:
+        """Put this trainer (built as for the first run, after ``on_train_begin``) back
+        where :meth:`state_dict` was taken. Returns ``(epoch, batch)``: the epoch to run
+        next and how many of its batches are done."""
+        t = state["trainer"]
+        try:
+            self.model.load_state_dict(state["model"])
+        except (KeyError, ValueError, RuntimeError) as e:
+            raise ValueError(f"{where}: the checkpoint's weights do not fit this model: {e}") \
+                from None
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (KeyError, ValueError, TypeError) as e:
+            raise ValueError(f"{where}: the checkpoint's optimizer state does not fit this "
+                             f"optimizer: {e}") from None
+        self._restore_callbacks(state.get("callbacks") or [], where)
+        h = History()
+        hist = state.get("history") or {}
+        h.epochs = list(hist.get("epochs", []))
+        for k, v in (hist.get("values") or {}).items():
+            h[k] = list(v)
+        self.history = h
+        self.global_step = int(t["global_step"])
+        self.stop_training = bool(t.get("stop_training", False))
+        for name in ("train_loader", "val_loader"):
+            saved, loader = state.get(name), getattr(self, name)
+            if saved is not None and callable(getattr(loader, "load_state_dict", None)):
+                loader.load_state_dict(saved)
+        epoch, in_epoch = int(t["epoch"]), bool(t["in_epoch"])
+        if in_epoch:
+            meter = _Meter(self.metrics)
+            saved = state.get("meter") or {}
+            for k in meter.sums:
+                meter.sums[k] = saved.get("sums", {}).get(k, 0.0)
+                meter.counts[k] = saved.get("counts", {}).get(k, 0)
+            self._meter = meter
+            start = (epoch, int(t["batch"]))
+        else:
+            start = (epoch + 1, 0)
+        self.epoch = epoch
+        backend.set_rng_state(state["rng"])
+        if self.stop_training:  # a callback had ended the run: it stays ended
+            return (max(start[0], int(getattr(self, "epochs", start[0]))), 0)
+        return start
+
+    def _restore_callbacks(self, saved: list, where: str) -> None:
+        """Give each saved callback state to the next callback of the same class."""
+        used: set[int] = set()
+        for entry in saved:
+            if entry is None:
+                continue
+            for i, cb in enumerate(self.callbacks):
+                if i not in used and type(cb).__name__ == entry.get("class") \
+                        and callable(getattr(cb, "load_state_dict", None)):
+                    cb.load_state_dict(entry["state"])
+                    used.add(i)
+                    break
+            else:
+                if entry.get("class") == "ModelCheckpoint":
+                    continue  # its state (the best so far) does not change the run
+                warnings.warn(f"{where}: the checkpoint holds the state of a "
+                              f"{entry.get('class')} callback, but this fit has none to give "
+                              "it to; the resumed run may differ from an uninterrupted one",
+                              UserWarning, stacklevel=4)
+
+    def resume(self, resume) -> tuple[int, int] | None:
+        """:meth:`load_state_dict` from a checkpoint file, or a folder's newest checkpoint
+        (``None``, and nothing changed, when it holds none)."""
+        from shendu.io import FileFormatError, load_checkpoint
+
+        p = Path(os.fspath(resume))
+        if p.is_dir():
+            p = latest_checkpoint(p)
+            if p is None:
+                return None
+        elif not p.exists():
+            raise FileNotFoundError(f"fit: resume={str(p)!r}: no such checkpoint file or "
+                                    "folder")
+        st = load_checkpoint(p)
+        t = st.get("trainer")
+        if not isinstance(t, dict) or t.get("version") != TRAINER_STATE_VERSION:
+            raise FileFormatError(p, "not a checkpoint of the training loop (no trainer "
+                                     f"state of version {TRAINER_STATE_VERSION})")
+        return self.load_state_dict(st, where=f"fit: resume={str(p)!r}")
 
     def _loop(self, initial_epoch: int, start_batch: int) -> None:
         """The epochs, from batch ``start_batch`` of ``initial_epoch`` on."""
