@@ -103,3 +103,13 @@ def test_gradient_clipping_callback_clips_as_clip_grad_norm():
     assert clip.last_norm is not None and clip.last_norm > 1e-3
     with pytest.raises(ValueError, match="max_norm"):
         GradientClipping()
+
+
+def test_channel_dropout_is_dropouts_op():
+    import shendu.functional as F
+    from shendu.functional.dropout import Dropout
+
+    x = shendu.randn(2, 3, 4, 4, requires_grad=True)
+    for y in (F.dropout2d(x, 0.5), F.dropout1d(x[:, :, 0], 0.5), F.dropout(x, 0.5)):
+        assert type(y.grad_fn) is Dropout
+    assert not hasattr(F.conv, "_ChannelDropout")

@@ -33,6 +33,7 @@ import numpy as np
 
 from shendu.autograd import Function
 from shendu.backend import rng
+from shendu.functional.dropout import Dropout
 from shendu.tensor import Tensor
 from shendu.workspace import workspace  # the library's one scratch pool
 
@@ -506,17 +507,6 @@ def conv1d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, 
 
 
 # --------------------------------------------------------------------------- dropout
-class _ChannelDropout(Function):
-    saved_inputs = ()
-
-    def forward(self, a, mask=None):
-        self.mask = mask
-        return a * mask
-
-    def backward(self, g):
-        return g * self.mask
-
-
 def _channel_dropout(x: Tensor, p: float, training: bool, nd: int, op: str) -> Tensor:
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"{op}: probability has to be between 0 and 1, got {p}")
@@ -533,7 +523,7 @@ def _channel_dropout(x: Tensor, p: float, training: bool, nd: int, op: str) -> T
     else:
         keep = rng().random(mshape, dtype=np.float32 if dt == np.float32 else np.float64)
         mask = (keep >= p).astype(dt) * dt.type(1.0 / (1.0 - p))
-    return _ChannelDropout.apply(x, mask=mask)
+    return Dropout.apply(x, mask=mask)   # dropout's op; the mask broadcasts over the maps
 
 
 def dropout2d(input: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
