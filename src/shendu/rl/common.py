@@ -388,7 +388,8 @@ class BaseAgent:
         return agent
 
     def save(self, path) -> None:
-        """``shendu.save(self, path)``: safetensors weights + JSON (no code is ever deserialised)."""
+        """``shendu.save(self, path)``: safetensors weights + JSON (no code is ever
+        deserialised)."""
         from shendu.io import save
 
         save(self, path)
