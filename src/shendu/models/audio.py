@@ -172,7 +172,7 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
                  speed_range: float = 0.2, freq_warp: float = 0.0,
                  active_db: float | None = None, freq_mask: int = 8, time_mask: int = 15,
                  shift: bool = True, noise_snr=(5.0, 30.0), noise_color: float = 0.0,
-                 epochs: int = 25,
+                 epochs: int = 40,
                  batch_size: int = 64,
                  learning_rate: float = 3e-3, weight_decay: float = 1e-3,
                  label_smoothing: float = 0.1, test_speeds=None,
