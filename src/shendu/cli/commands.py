@@ -20,6 +20,7 @@ from shendu.cli.registry import (
     _format_metrics,
     _metrics,
     _model_spec,
+    _regression_metrics,
     _shape_for,
     load_model_checkpoint,
     save_model_checkpoint,
@@ -201,11 +202,7 @@ def _scores(model, spec: ModelSpec, X, y) -> dict:
         return {"exact": float(model.score(X, y)), "n": len(X)}
     if spec.how == "seed":
         pred = np.asarray(model.predict(X), np.float64).reshape(len(X), -1)
-        err = pred - np.asarray(y, np.float64).reshape(pred.shape)
-        var = float(np.var(y))
-        return {"mse": float(np.mean(err ** 2)), "mae": float(np.mean(np.abs(err))),
-                "r2": 1.0 - float(np.mean(err ** 2)) / var if var > 0 else float("nan"),
-                "n": len(y)}
+        return _regression_metrics(pred, y)
     return _metrics(model, X, y)
 
 

@@ -184,6 +184,12 @@ def _metrics(model, X: np.ndarray, y: np.ndarray) -> dict[str, float]:
             except (AttributeError, ValueError):
                 pass
         return out
+    return _regression_metrics(pred, y)
+
+
+def _regression_metrics(pred, y) -> dict[str, float]:
+    """MSE, MAE and R² of predictions against targets (R² NaN for constant targets)."""
+    pred = np.asarray(pred, np.float64)
     y = np.asarray(y, np.float64).reshape(pred.shape)
     err = pred - y
     var = float(np.var(y))
