@@ -509,3 +509,39 @@ def test_flatten_parameters_is_a_no_op(cls):
     assert [p for p in m.parameters()] == [p for p, _ in before]
     assert all(np.array_equal(p.data, v) for p, v in before)
     np.testing.assert_array_equal(m(x)[0].detach().numpy(), out)
+
+
+# ------------------------------------------------------------------ docs/torch.md
+def test_docs_torch_md_tables_match_shendu_and_torch():
+    """Every present/absent mark in docs/torch.md's tables is what shendu has now, and the
+    module and functional tables list exactly torch's names."""
+    import pathlib
+    import re
+
+    import torch.nn.functional as TF
+
+    import shendu.nn.functional as SF
+
+    text = (pathlib.Path(__file__).parent.parent / "docs" / "torch.md").read_text()
+    sections = re.split(r"^### ", text, flags=re.M)[1:]
+    tables = {}
+    for sec in sections:
+        title = sec.splitlines()[0]
+        tables[title] = dict(re.findall(r"^\| `(\w+)` \| (yes|\*\*no\*\*)", sec, re.M))
+    where = {"`torch.nn` modules": shendu.nn, "`torch.nn.functional`": SF,
+             "Tensor methods": shendu.Tensor}
+    seen = set()
+    for title, rows in tables.items():
+        for key, obj in where.items():
+            if title.startswith(key):
+                seen.add(key)
+                assert rows, title
+                for name, mark in rows.items():
+                    assert hasattr(obj, name) == (mark == "yes"), f"{title}: {name} is {mark}"
+    assert seen == set(where)
+    mods = next(r for t, r in tables.items() if t.startswith("`torch.nn` modules"))
+    assert set(mods) == set(torch.nn.modules.__all__)
+    fns = next(r for t, r in tables.items() if t.startswith("`torch.nn.functional`"))
+    public = {n for n in dir(TF) if not n.startswith("_") and n[0].islower()
+              and callable(getattr(TF, n))}
+    assert set(fns) <= public and len(public - set(fns)) <= 6  # torch's dispatch helpers
