@@ -117,3 +117,17 @@ def test_export_checkpoint_of_shendu_train(tmp_path):
     label, proba = _sess(tmp_path / "lstm.onnx").run(None, {"X": X2})
     assert np.array_equal(label, est.predict(X2))
     np.testing.assert_allclose(proba, est.predict_proba(X2), rtol=RTOL, atol=ATOL)
+
+
+def test_shendu_export_is_a_subcommand_of_the_cli(tmp_path, capsys):
+    from shendu.cli import main
+
+    net = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 2))
+    shendu.save(net, tmp_path / "m.safetensors")
+    code = main(["export", str(tmp_path / "m.safetensors"), str(tmp_path / "m.onnx")])
+    assert code in (0, None)
+    assert "wrote" in capsys.readouterr().out
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    sess = _sess(tmp_path / "m.onnx")
+    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(got, net(Tensor(x)).data, rtol=RTOL, atol=ATOL)

@@ -149,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_cmd_eval)
     rl_cli.add_eval_dispatch(e)  # eval of a saved game-AI agent
     rl_cli.add_play(sub, [common])  # play tictactoe
+    from shendu.onnx import cli as onnx_cli  # onnx itself loads only when export runs
+
+    onnx_cli.add_export(sub, [common])  # export MODEL OUT.onnx
 
     pr = add("predict", "predict with a checkpoint", "Predict for every row of INPUT "
              "(.csv, .npz, .npy or IDX features) with a checkpoint written by `shendu train`; "

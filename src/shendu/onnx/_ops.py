@@ -154,7 +154,7 @@ def _softmax(c: Ctx):
     return c.node(op, [c.x(0)], axis=int(dim))
 
 
-@maps(D.Dropout, C._ChannelDropout)
+@maps(D.Dropout)
 def _dropout(c: Ctx):
     c.fail("dropout in training mode (random masks) has no deterministic graph; export "
            "calls model.eval() — call F.dropout with training=self.training")
