@@ -35,8 +35,8 @@ def main() -> None:
     Xte, yte = adding_problem(2000, args.T, seed=1)
     print(f"adding problem, T={args.T}: {args.n_train} training and 2000 test sequences; "
           f"predicting the mean: test MSE {np.mean((yte - ytr.mean()) ** 2):.3f}")
-    kw = dict(hidden_size=args.hidden, task="regression", epochs=args.epochs, batch_size=32,
-              learning_rate=args.lr, random_state=0)
+    kw = dict(hidden_size=args.hidden, task="regression", max_iter=args.epochs,
+              batch_size=32, learning_rate_init=args.lr, random_state=0)
     for cls in (LongShortTermMemory, RecurrentNeuralNetwork):
         t0 = time.process_time()
         model = cls(**kw).fit(Xtr, ytr)

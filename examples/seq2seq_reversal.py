@@ -95,8 +95,8 @@ def main() -> None:
         for name in args.models:
             print(f"{name}:", flush=True)
             m = AttentionMechanism(vocab_size=10, pad_id=train.pad_id, embed_dim=32,
-                                   hidden_size=args.hidden, epochs=args.epochs,
-                                   batch_size=64, learning_rate=3e-3,
+                                   hidden_size=args.hidden, max_iter=args.epochs,
+                                   batch_size=64, learning_rate_init=3e-3,
                                    random_state=args.seed, **CONFIGS[name])
             probe = HeldOut(m, test.src, test.tgt)
             m.set_params(callbacks=[probe])

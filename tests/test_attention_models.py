@@ -50,7 +50,7 @@ def test_transformer_classifier_digits_rows_as_tokens():
     s = datasets.digits()
     Xtr, Xte = s.X_train.reshape(-1, 8, 8), s.X_test.reshape(-1, 8, 8)  # 8 rows = 8 tokens
     m = TransformerClassifier(d_model=32, nhead=4, num_layers=1, dim_feedforward=64,
-                              epochs=20, batch_size=32, learning_rate=3e-3, random_state=0)
+                              max_iter=20, batch_size=32, learning_rate_init=3e-3, random_state=0)
     m.fit(Xtr, s.y_train)
     acc = m.score(Xte, s.y_test)
     assert acc >= 0.95, acc
@@ -71,8 +71,8 @@ def test_transformer_classifier_tokens_with_padding_is_seeded():
     first1 = np.where(X == 1, np.arange(T), T).min(1)
     first2 = np.where(X == 2, np.arange(T), T).min(1)
     y = (first1 < first2).astype(int)
-    kw = dict(d_model=32, nhead=4, num_layers=1, dim_feedforward=64, epochs=25,
-              learning_rate=3e-3, pad_id=pad, vocab_size=6, random_state=1, dropout=0.0)
+    kw = dict(d_model=32, nhead=4, num_layers=1, dim_feedforward=64, max_iter=25,
+              learning_rate_init=3e-3, pad_id=pad, vocab_size=6, random_state=1, dropout=0.0)
     m = TransformerClassifier(**kw).fit(X[:500], y[:500])
     assert m.score(X[500:], y[500:]) >= 0.9
     m2 = TransformerClassifier(**kw).fit(X[:500], y[:500])

@@ -36,8 +36,8 @@ def test_adding_problem_lstm_solves_it_tanh_rnn_does_not():
     sequences, 20 epochs of Adam, same size and budget for both (a few CPU seconds)."""
     Xtr, ytr = adding_problem(2000, 30, seed=0)
     Xte, yte = adding_problem(1000, 30, seed=1)
-    kw = dict(hidden_size=32, task="regression", epochs=20, batch_size=32,
-              learning_rate=1e-2, random_state=0)
+    kw = dict(hidden_size=32, task="regression", max_iter=20, batch_size=32,
+              learning_rate_init=1e-2, random_state=0)
     lstm = LongShortTermMemory(**kw).fit(Xtr, ytr)
     rnn = RecurrentNeuralNetwork(**kw).fit(Xtr, ytr)
     mse_lstm = float(np.mean((lstm.predict(Xte) - yte) ** 2))
@@ -49,7 +49,7 @@ def test_adding_problem_lstm_solves_it_tanh_rnn_does_not():
 def test_sequential_digits_lstm_above_95_percent():
     Xtr, Xte, ytr, yte = sequential_digits()
     assert Xtr.shape[1:] == (8, 8)
-    m = LongShortTermMemory(hidden_size=64, epochs=30, batch_size=32, learning_rate=1e-2,
+    m = LongShortTermMemory(hidden_size=64, max_iter=30, batch_size=32, learning_rate_init=1e-2,
                             random_state=0).fit(Xtr, ytr)
     assert m.score(Xte, yte) >= 0.95
     proba = m.predict_proba(Xte[:5])
@@ -103,11 +103,11 @@ def test_estimators_sequence_outputs_and_params(cls):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((64, 6, 3)).astype(np.float32)
     y_seq = np.cumsum(X[:, :, 0], axis=1)                       # running sum per step
-    reg = cls(hidden_size=16, task="regression", output="sequence", epochs=3,
+    reg = cls(hidden_size=16, task="regression", output="sequence", max_iter=3,
               random_state=0).fit(X, y_seq)
     assert reg.predict(X).shape == (64, 6)
     labels = (X[:, :, 1] > 0).astype(int)
-    clf = cls(hidden_size=16, output="sequence", epochs=3, bidirectional=True,
+    clf = cls(hidden_size=16, output="sequence", max_iter=3, bidirectional=True,
               random_state=0).fit(X, labels)
     assert clf.predict(X).shape == (64, 6) and set(np.unique(clf.predict(X))) <= {0, 1}
     assert 0 <= clf.score(X, labels) <= 1
@@ -117,13 +117,13 @@ def test_estimators_sequence_outputs_and_params(cls):
     c2 = clone(clf)
     assert c2.get_params() == clf.get_params() and not hasattr(c2, "model_")
     # same random_state => identical predictions
-    again = cls(hidden_size=16, output="sequence", epochs=3, bidirectional=True,
+    again = cls(hidden_size=16, output="sequence", max_iter=3, bidirectional=True,
                 random_state=0).fit(X, labels)
     np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
 
 
 def test_estimator_errors():
-    m = LongShortTermMemory(epochs=1)
+    m = LongShortTermMemory(max_iter=1)
     with pytest.raises(ValueError, match=r"expected X of shape \(n_samples, T, n_features\)"):
         m.fit(np.zeros((4, 3)), np.zeros(4))
     with pytest.raises(ValueError, match="single class"):

@@ -131,20 +131,20 @@ def _cnn():
 def _tf():
     X, y = _seqs()
     return models.TransformerClassifier(d_model=8, nhead=2, num_layers=1, dim_feedforward=16,
-                                        epochs=2, batch_size=8, random_state=0), X, y
+                                        max_iter=2, batch_size=8, random_state=0), X, y
 
 
 @case("RecurrentNeuralNetwork")
 def _rnn():
     X, y = _seqs()
-    return models.RecurrentNeuralNetwork(hidden_size=6, epochs=2, batch_size=8,
+    return models.RecurrentNeuralNetwork(hidden_size=6, max_iter=2, batch_size=8,
                                          random_state=0), X, y
 
 
 @case("LongShortTermMemory")
 def _lstm():
     X, y = _seqs()
-    return models.LongShortTermMemory(hidden_size=6, num_layers=2, epochs=2, batch_size=8,
+    return models.LongShortTermMemory(hidden_size=6, num_layers=2, max_iter=2, batch_size=8,
                                       random_state=0), X, y
 
 
@@ -152,14 +152,14 @@ def _lstm():
 def _gru():
     X, _ = _seqs()
     return models.GatedRecurrentUnit(hidden_size=5, task="regression", output="sequence",
-                                     epochs=2, batch_size=8, random_state=0), X, X[:, :, 1]
+                                     max_iter=2, batch_size=8, random_state=0), X, X[:, :, 1]
 
 
 @case("AttentionMechanism")
 def _seq2seq():
     g = np.random.default_rng(4)
     X = g.integers(0, 5, (24, 6))
-    return models.AttentionMechanism(vocab_size=5, embed_dim=6, hidden_size=8, epochs=2,
+    return models.AttentionMechanism(vocab_size=5, embed_dim=6, hidden_size=8, max_iter=2,
                                      batch_size=8, random_state=0), X, X[:, ::-1].copy()
 
 

@@ -322,7 +322,7 @@ def test_estimator_settings_are_keywords_and_the_old_positional_call_is_an_error
 
 def test_seed_built_models_keep_the_estimator_api():
     sklearn_base = pytest.importorskip("sklearn.base")
-    m = RecurrentNeuralNetwork(2, 5, 1, random_state=3, hidden_size=6, epochs=2,
+    m = RecurrentNeuralNetwork(2, 5, 1, random_state=3, hidden_size=6, max_iter=2,
                                task="regression", dtype="float64")
     params = m.get_params()
     assert (params["input_dim"], params["hidden_dim"], params["output_dim"]) == (2, 5, 1)

@@ -146,8 +146,8 @@ def test_reversal_attention_beats_the_bottleneck_and_is_anti_diagonal():
     lengths 10-20, is examples/seq2seq_reversal.py)."""
     train = sequence_task("reverse", 3000, (8, 14), vocab=10, seed=0)
     test = sequence_task("reverse", 300, (8, 14), vocab=10, seed=1)
-    kw = dict(vocab_size=10, pad_id=train.pad_id, embed_dim=16, hidden_size=32, epochs=5,
-              batch_size=32, learning_rate=1e-2, random_state=0)
+    kw = dict(vocab_size=10, pad_id=train.pad_id, embed_dim=16, hidden_size=32, max_iter=5,
+              batch_size=32, learning_rate_init=1e-2, random_state=0)
     att = AttentionMechanism(attention=True, **kw).fit(train.src, train.tgt)
     plain = AttentionMechanism(attention=False, **kw).fit(train.src, train.tgt)
     acc_att, acc_plain = att.score(test.src, test.tgt), plain.score(test.src, test.tgt)
@@ -164,8 +164,8 @@ def test_ragged_lists_single_sequences_lstm_and_scheduled_sampling():
     X = [rng.integers(0, 4, rng.integers(2, 5)) for _ in range(400)]
     y = [x[::-1].copy() for x in X]
     m = AttentionMechanism(cell="lstm", bidirectional=False, embed_dim=8, hidden_size=24,
-                           teacher_forcing_ratio=0.5, epochs=10, batch_size=16,
-                           learning_rate=1e-2,
+                           teacher_forcing_ratio=0.5, max_iter=10, batch_size=16,
+                           learning_rate_init=1e-2,
                            random_state=0).fit(X, y)
     assert m.vocab_size_ == 4 and m.max_target_len_ == 4
     pred = m.predict(X[:20])
@@ -180,7 +180,7 @@ def test_ragged_lists_single_sequences_lstm_and_scheduled_sampling():
 
 def test_padded_arrays_round_trip_and_same_seed_same_model():
     t = sequence_task("copy", 120, (2, 5), vocab=3, seed=0)
-    kw = dict(vocab_size=3, pad_id=t.pad_id, embed_dim=4, hidden_size=6, epochs=2,
+    kw = dict(vocab_size=3, pad_id=t.pad_id, embed_dim=4, hidden_size=6, max_iter=2,
               random_state=7)
     a = AttentionMechanism(**kw).fit(t.src, t.tgt)
     b = AttentionMechanism(**kw).fit(t.src, t.tgt)
@@ -202,7 +202,7 @@ def test_padded_arrays_round_trip_and_same_seed_same_model():
 
 
 def test_errors_name_the_model_and_what_came():
-    m = AttentionMechanism(vocab_size=3, epochs=1)
+    m = AttentionMechanism(vocab_size=3, max_iter=1)
     with pytest.raises(NotFittedError, match="not fitted yet"):
         m.predict([[0, 1]])
     with pytest.raises(ValueError, match=r"token 3 .*outside 0..2 \(vocab_size=3\); pass "
@@ -217,10 +217,13 @@ def test_errors_name_the_model_and_what_came():
     with pytest.raises(ValueError, match="wrap it in a list"):
         m.fit(np.array([0, 1]), np.array([1, 0]))
     with pytest.raises(ValueError, match="cell must be 'gru' or 'lstm', got 'rnn'"):
-        AttentionMechanism(cell="rnn", epochs=1).fit([[0, 1]], [[1, 0]])
-    with pytest.raises(ValueError, match="lr_schedule must be"):
-        AttentionMechanism(lr_schedule="step", epochs=1).fit([[0, 1]], [[1, 0]])
-    plain = AttentionMechanism(attention=False, epochs=1, hidden_size=4,
+        AttentionMechanism(cell="rnn", max_iter=1).fit([[0, 1]], [[1, 0]])
+    with pytest.raises(ValueError, match=r"learning_rate \(the schedule\) must be"):
+        AttentionMechanism(learning_rate="step", max_iter=1).fit([[0, 1]], [[1, 0]])
+    with pytest.warns(FutureWarning, match="lr_schedule"), \
+            pytest.raises(ValueError, match=r"learning_rate \(the schedule\) must be"):
+        AttentionMechanism(lr_schedule="step", max_iter=1).fit([[0, 1]], [[1, 0]])
+    plain = AttentionMechanism(attention=False, max_iter=1, hidden_size=4,
                                embed_dim=4).fit([[0, 1]], [[1, 0]])
     with pytest.raises(ValueError, match=r"attention=False\) has no attention weights"):
         plain.attention_weights([[0, 1]])

@@ -95,10 +95,10 @@ def _seq(n=12):
 CLASSIFIERS = [
     (lambda: Perceptron(max_iter=5), lambda: np.random.default_rng(0).normal(size=(30, 3))),
     (lambda: MLPClassifier(max_iter=2), lambda: np.random.default_rng(0).normal(size=(30, 3))),
-    (lambda: RecurrentNeuralNetwork(epochs=1), _seq),
-    (lambda: LongShortTermMemory(epochs=1), _seq),
-    (lambda: GatedRecurrentUnit(epochs=1), _seq),
-    (lambda: TransformerClassifier(epochs=1), _seq),
+    (lambda: RecurrentNeuralNetwork(max_iter=1), _seq),
+    (lambda: LongShortTermMemory(max_iter=1), _seq),
+    (lambda: GatedRecurrentUnit(max_iter=1), _seq),
+    (lambda: TransformerClassifier(max_iter=1), _seq),
     (lambda: ConvolutionalNeuralNetwork(max_iter=1),
      lambda: np.random.default_rng(0).normal(size=(12, 1, 6, 6))),
 ]
@@ -207,3 +207,74 @@ def test_docstring_perceptron_digits_within_one_point():
     a, b = _accuracy_pair(lambda: Perceptron(tol=1e-3, random_state=0),
                           lambda: SkPerceptron(tol=1e-3, random_state=0), X, y, X, y)
     assert abs(a - b) <= 0.01, (a, b)
+
+
+# ------------------------------------------- one naming scheme across the neural models
+SEQUENCE_MODELS = [RecurrentNeuralNetwork, LongShortTermMemory, GatedRecurrentUnit,
+                   TransformerClassifier, AttentionMechanism]
+
+
+@pytest.mark.parametrize("cls", SEQUENCE_MODELS, ids=lambda c: c.__name__)
+def test_sequence_models_use_the_mlps_names(cls):
+    params = cls().get_params()
+    for name in ("max_iter", "learning_rate", "learning_rate_init", "batch_size",
+                 "clip_grad_norm", "random_state", "verbose"):
+        assert name in params, name
+    assert isinstance(params["learning_rate"], str)     # the schedule, as scikit-learn's
+    assert params["epochs"] is None                      # deprecated, off by default
+
+
+def _fit_small(cls, **kw):
+    if cls is AttentionMechanism:
+        X = [[0, 1, 2], [2, 1], [1, 2, 0, 1]] * 3
+        return cls(hidden_size=4, embed_dim=4, batch_size=4, random_state=0, **kw).fit(
+            X, [s[::-1] for s in X])
+    X = _seq(12)
+    y = (X[:, -1, 0] > 0).astype(int)
+    extra = dict(d_model=8, nhead=2, num_layers=1, dim_feedforward=8) \
+        if cls is TransformerClassifier else dict(hidden_size=4)
+    return cls(batch_size=4, random_state=0, **extra, **kw).fit(X, y)
+
+
+def _weights(est):
+    return [p.data.copy() for p in est.model_.parameters()]
+
+
+@pytest.mark.parametrize("cls", SEQUENCE_MODELS, ids=lambda c: c.__name__)
+def test_old_names_warn_and_train_the_same_model(cls):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        new = _fit_small(cls, max_iter=2, learning_rate_init=0.02)
+    with pytest.warns(FutureWarning, match="epochs=.*deprecated.*max_iter"), \
+            pytest.warns(FutureWarning, match="learning_rate_init="):
+        old = _fit_small(cls, epochs=2, learning_rate=0.02)
+    assert new.n_iter_ == old.n_iter_ == 2
+    for a, b in zip(_weights(new), _weights(old)):
+        np.testing.assert_array_equal(a, b)
+    other = _fit_small(cls, max_iter=2, learning_rate_init=0.002)
+    assert any(not np.array_equal(a, b) for a, b in zip(_weights(new), _weights(other)))
+
+
+def test_attention_mechanism_old_clip_norm_and_lr_schedule():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        new = _fit_small(AttentionMechanism, max_iter=2, clip_grad_norm=0.01,
+                         learning_rate="constant")
+    with pytest.warns(FutureWarning, match="clip_norm"), \
+            pytest.warns(FutureWarning, match="lr_schedule"):
+        old = _fit_small(AttentionMechanism, max_iter=2, clip_norm=0.01,
+                         lr_schedule="constant")
+    for a, b in zip(_weights(new), _weights(old)):
+        np.testing.assert_array_equal(a, b)
+    cosine = _fit_small(AttentionMechanism, max_iter=2, clip_grad_norm=0.01)
+    assert any(not np.array_equal(a, b) for a, b in zip(_weights(new), _weights(cosine)))
+
+
+@pytest.mark.parametrize("cls", SEQUENCE_MODELS, ids=lambda c: c.__name__)
+def test_bad_training_settings_name_the_parameter(cls):
+    for kw, match in ((dict(max_iter=-1), "max_iter must be"),
+                      (dict(learning_rate_init=0.0), "learning_rate_init must be"),
+                      (dict(learning_rate="adaptive"), r"learning_rate \(the schedule\)"),
+                      (dict(clip_grad_norm=-1.0), "clip_grad_norm must be")):
+        with pytest.raises(ValueError, match=match):
+            _fit_small(cls, **kw)

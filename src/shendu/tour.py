@@ -492,7 +492,7 @@ def _attention(ctx: _Context) -> None:
     for use in (False, True):
         t0 = time.perf_counter()
         m = AttentionMechanism(vocab_size=vocab, pad_id=tr.pad_id, attention=use,
-                               epochs=epochs, random_state=0, verbose=0)
+                               max_iter=epochs, random_state=0, verbose=0)
         held = _HeldOutExact(m, te.src, te.tgt)
         m.callbacks = [held, _ProgressBar(f"seq2seq {'with' if use else 'without'} "
                                           f"attention", epochs)]

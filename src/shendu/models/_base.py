@@ -22,7 +22,7 @@ import numpy as np
 from shendu import backend
 
 __all__ = ["BaseEstimator", "ClassifierMixin", "RegressorMixin", "NotFittedError",
-           "ConvergenceWarning", "not_fitted_error", "type_of_target"]
+           "ConvergenceWarning", "not_fitted_error", "type_of_target", "training_settings"]
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -465,6 +465,59 @@ class RegressorMixin:
         with np.errstate(divide="ignore", invalid="ignore"):
             r2 = np.where(ss_tot > 0, 1 - ss_res / ss_tot, np.where(ss_res > 0, 0.0, 1.0))
         return float(np.mean(r2))
+
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def training_settings(est, schedules: tuple[str, ...] = ("constant",)) -> dict:
+    """The training settings every neural estimator shares, under scikit-learn's names:
+    ``max_iter`` (epochs), ``learning_rate_init`` (the step), ``learning_rate`` (the
+    schedule, one of ``schedules``) and ``clip_grad_norm`` — with the older names still
+    read (``epochs``, a number as ``learning_rate``, ``lr_schedule``, ``clip_norm``), each
+    with a FutureWarning. Returns ``{"max_iter", "learning_rate_init", "schedule",
+    "clip_grad_norm"}``; bad values are a ValueError naming the model."""
+    name = type(est).__name__
+
+    def old(attr: str, new: str, note: str = ""):
+        value = getattr(est, attr, None)
+        if value is not None:
+            warnings.warn(f"{name}({attr}=...) is deprecated; use {new}={note}",
+                          FutureWarning, stacklevel=4)
+        return value
+
+    epochs = old("epochs", "max_iter")
+    max_iter = est.max_iter if epochs is None else epochs
+    lr = getattr(est, "learning_rate", None)
+    if _is_number(lr):
+        warnings.warn(f"{name}(learning_rate={lr!r}): a number here is deprecated; the step "
+                      f"is learning_rate_init= and learning_rate is the schedule "
+                      f"({', '.join(map(repr, schedules))})", FutureWarning, stacklevel=3)
+        lr_init, schedule = float(lr), schedules[0]
+    else:
+        lr_init, schedule = est.learning_rate_init, lr if lr is not None else schedules[0]
+    old_schedule = old("lr_schedule", "learning_rate", " (the schedule)")
+    if old_schedule is not None:
+        schedule = old_schedule
+    clip_norm = old("clip_norm", "clip_grad_norm")
+    clip = getattr(est, "clip_grad_norm", None) if clip_norm is None else clip_norm
+    bad = None
+    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) \
+            or max_iter < 0:
+        bad = f"max_iter must be an int >= 0, got {max_iter!r}"
+    elif not (_is_number(lr_init) and lr_init > 0):
+        bad = f"learning_rate_init must be a number > 0, got {lr_init!r}"
+    elif schedule not in schedules:
+        bad = (f"learning_rate (the schedule) must be one of "
+               f"{', '.join(map(repr, schedules))}, got {schedule!r}")
+    elif clip is not None and not (_is_number(clip) and clip > 0):
+        bad = f"clip_grad_norm must be None or a number > 0, got {clip!r}"
+    if bad:
+        raise ValueError(f"{name}: {bad}")
+    return {"max_iter": int(max_iter), "learning_rate_init": float(lr_init),
+            "schedule": schedule, "clip_grad_norm": None if clip is None else float(clip)}
 
 
 @contextlib.contextmanager

@@ -17,9 +17,15 @@ from shendu import nn, optim
 from shendu.autograd import no_grad
 from shendu.backend import rng
 from shendu.data import DataLoader, TensorDataset
-from shendu.models._base import BaseEstimator, ClassifierMixin, as_array, seeded
+from shendu.models._base import (
+    BaseEstimator,
+    ClassifierMixin,
+    as_array,
+    seeded,
+    training_settings,
+)
 from shendu.tensor import Tensor
-from shendu.train import Trainer
+from shendu.train import LambdaCallback, Trainer
 
 __all__ = ["TransformerClassifier", "SequenceEncoderNet", "CharTransformerLM"]
 
@@ -75,21 +81,29 @@ class TransformerClassifier(ClassifierMixin, BaseEstimator):
 
     ``fit(X, y)``: ``X`` (n, T, F) float feature sequences (e.g. the rows of an image as
     tokens) or (n, T) integer token sequences (``vocab_size`` defaults to ``max + 1``;
-    tokens equal to ``pad_id`` are padding). Adam on the cross-entropy, mini-batches
-    reshuffled each epoch from shendu's generator (``random_state`` seeds it for the fit).
+    tokens equal to ``pad_id`` are padding). AdamW (step ``learning_rate_init``, decoupled
+    ``weight_decay`` as torch's AdamW) on the cross-entropy for ``max_iter`` epochs,
+    mini-batches of ``batch_size`` reshuffled each epoch from shendu's generator
+    (``random_state`` seeds it for the fit); ``clip_grad_norm`` (None: off) clips the
+    global gradient norm. ``learning_rate`` is scikit-learn's schedule (only
+    ``"constant"`` here); ``epochs`` and a number as ``learning_rate`` are the deprecated
+    names of ``max_iter`` and ``learning_rate_init`` (FutureWarning).
     """
 
     def __init__(self, d_model: int = 64, nhead: int = 4, num_layers: int = 2,
                  dim_feedforward: int = 128, dropout: float = 0.1, vocab_size=None,
-                 pad_id=None, epochs: int = 30, batch_size: int = 64,
-                 learning_rate: float = 1e-3, weight_decay: float = 0.0, random_state=None,
-                 verbose: int = 0) -> None:
+                 pad_id=None, max_iter: int = 30, batch_size: int = 64,
+                 learning_rate="constant", learning_rate_init: float = 1e-3,
+                 weight_decay: float = 0.0, clip_grad_norm: float | None = None,
+                 random_state=None, verbose: int = 0, epochs=None) -> None:
         self.d_model, self.nhead, self.num_layers = d_model, nhead, num_layers
         self.dim_feedforward, self.dropout = dim_feedforward, dropout
         self.vocab_size, self.pad_id = vocab_size, pad_id
-        self.epochs, self.batch_size = epochs, batch_size
-        self.learning_rate, self.weight_decay = learning_rate, weight_decay
+        self.max_iter, self.batch_size = max_iter, batch_size
+        self.learning_rate, self.learning_rate_init = learning_rate, learning_rate_init
+        self.weight_decay, self.clip_grad_norm = weight_decay, clip_grad_norm
         self.random_state, self.verbose = random_state, verbose
+        self.epochs = epochs
 
     _input_kinds = {"two_d_array": False, "three_d_array": True}
 
@@ -124,6 +138,7 @@ class TransformerClassifier(ClassifierMixin, BaseEstimator):
         return X
 
     def fit(self, X, y) -> TransformerClassifier:
+        cfg = training_settings(self)
         X = self._check_seq(X, "fit", reset=True)
         t = self._encode_y(y, X, "fit")
         with seeded(self.random_state):
@@ -135,12 +150,17 @@ class TransformerClassifier(ClassifierMixin, BaseEstimator):
                 self.dim_feedforward, self.dropout,
                 n_features=None if self.tokens_ else X.shape[2], vocab_size=vocab,
                 max_len=max(X.shape[1], 1), pad_id=self.pad_id)
-            opt = optim.AdamW(self.model_.parameters(), lr=self.learning_rate,
+            params = list(self.model_.parameters())
+            opt = optim.AdamW(params, lr=cfg["learning_rate_init"],
                               weight_decay=self.weight_decay)
+            clip = cfg["clip_grad_norm"]
+            callbacks = [] if clip is None else [LambdaCallback(
+                on_after_backward=lambda batch, logs: nn.utils.clip_grad_norm_(params, clip))]
             loader = DataLoader(TensorDataset(X, t), batch_size=self.batch_size, shuffle=True)
             trainer = Trainer(self.model_, nn.CrossEntropyLoss(), opt, loader,
-                              verbose=self.verbose)
-            self.history_ = trainer.fit(self.epochs)
+                              callbacks=callbacks, verbose=self.verbose)
+            self.history_ = trainer.fit(cfg["max_iter"])
+        self.n_iter_ = len(self.history_.epochs)
         self.model_.eval()
         return self
 

@@ -7,9 +7,13 @@ The estimators put a linear head on the recurrent stack, either on the last stat
 (``output="last"``: one prediction per sequence, e.g. the adding problem or digits read row
 by row) or on every step (``output="sequence"``: ``y`` of shape ``(N, T)`` or
 ``(N, T, d)``). ``task="classification"`` trains on the cross-entropy and predicts labels;
-``task="regression"`` on the mean squared error. Training is Adam with the gradient norm
-clipped (``clip_grad_norm``; Pascanu, Mikolov & Bengio 2013) through
-:class:`shendu.train.Trainer`.
+``task="regression"`` on the mean squared error. Training is Adam (step
+``learning_rate_init``) on mini-batches of ``batch_size`` for ``max_iter`` epochs, with the
+gradient norm clipped (``clip_grad_norm``; Pascanu, Mikolov & Bengio 2013), through
+:class:`shendu.train.Trainer`. The settings carry scikit-learn's names (``max_iter``,
+``learning_rate_init``, ``batch_size``, ``random_state``, ``verbose``), as
+:class:`~shendu.models.MLPClassifier`; the older ``epochs=`` and a number as
+``learning_rate=`` still work, with a FutureWarning.
 
 The same classes speak the seed's API: ``RecurrentNeuralNetwork(input_dim, hidden_dim,
 output_dim)`` (likewise ``LongShortTermMemory``, ``GatedRecurrentUnit``) builds at once the
@@ -18,7 +22,7 @@ seed's network ``net`` — one recurrent layer of ``hidden_dim`` units (the fuse
 x (N, T, input_dim) -> (N, T, output_dim), ``backward(y, learning_rate)`` (one step of
 gradient descent on the squared error, through time; y (N, T, output_dim), or
 (N, output_dim) for the last step) and ``train(X, y, epochs, learning_rate)`` (the loss of
-each epoch). The estimator settings are keywords (``hidden_size=``, ``epochs=``...) and
+each epoch). The estimator settings are keywords (``hidden_size=``, ``max_iter=``...) and
 configure ``fit``, which builds its own network ``model_`` from them and the data; the two
 networks are separate (``fit`` only checks ``input_dim`` against ``X`` when it is given).
 """
@@ -32,7 +36,13 @@ from shendu import nn, optim
 from shendu.autograd import no_grad
 from shendu.backend import as_dtype, rng
 from shendu.data import DataLoader, TensorDataset
-from shendu.models._base import BaseEstimator, as_array, seeded, type_of_target
+from shendu.models._base import (
+    BaseEstimator,
+    as_array,
+    seeded,
+    training_settings,
+    type_of_target,
+)
 from shendu.models.seed import SeedAPI, check_seed_dims
 from shendu.nn.utils import clip_grad_norm_
 from shendu.tensor import Tensor
@@ -89,17 +99,19 @@ class _RecurrentEstimator(SeedAPI, BaseEstimator):
     def __init__(self, input_dim: int | None = None, hidden_dim: int | None = None,
                  output_dim: int | None = None, *, hidden_size: int = 64,
                  num_layers: int = 1, task: str = "classification", output: str = "last",
-                 bidirectional: bool = False, dropout: float = 0.0, epochs: int = 30,
-                 batch_size: int = 64, learning_rate: float = 1e-2,
-                 clip_grad_norm: float | None = 1.0, random_state=None, dtype=None,
-                 verbose: int = 0) -> None:
+                 bidirectional: bool = False, dropout: float = 0.0, max_iter: int = 30,
+                 batch_size: int = 64, learning_rate="constant",
+                 learning_rate_init: float = 1e-2, clip_grad_norm: float | None = 1.0,
+                 random_state=None, dtype=None, verbose: int = 0, epochs=None) -> None:
         self.input_dim, self.hidden_dim, self.output_dim = input_dim, hidden_dim, output_dim
         self.hidden_size, self.num_layers = hidden_size, num_layers
         self.task, self.output = task, output
         self.bidirectional, self.dropout = bidirectional, dropout
-        self.epochs, self.batch_size = epochs, batch_size
-        self.learning_rate, self.clip_grad_norm = learning_rate, clip_grad_norm
+        self.max_iter, self.batch_size = max_iter, batch_size
+        self.learning_rate, self.learning_rate_init = learning_rate, learning_rate_init
+        self.clip_grad_norm = clip_grad_norm
         self.random_state, self.dtype, self.verbose = random_state, dtype, verbose
+        self.epochs = epochs
         self._seed_init()
 
     # ---------------------------------------------------------------- seed API
@@ -209,6 +221,7 @@ class _RecurrentEstimator(SeedAPI, BaseEstimator):
         if self.task not in _TASKS:
             raise ValueError(f"{name}: task must be 'classification' or 'regression', got "
                              f"{self.task!r}")
+        cfg = training_settings(self)
         X = self._check_seq(X, "fit", reset=True)
         t, n_out = self._targets(X, y)
         classify = self.task == "classification"
@@ -218,7 +231,7 @@ class _RecurrentEstimator(SeedAPI, BaseEstimator):
                                            self.dropout, self.output,
                                            dtype=as_dtype(self.dtype), **self._net_kwargs())
             params = list(self.model_.parameters())
-            opt = optim.Adam(params, lr=self.learning_rate)
+            opt = optim.Adam(params, lr=cfg["learning_rate_init"])
 
             def loss_fn(out, target):
                 if classify:
@@ -226,14 +239,15 @@ class _RecurrentEstimator(SeedAPI, BaseEstimator):
                 return F.mse_loss(out, target)
 
             callbacks = []
-            if self.clip_grad_norm:
+            clip = cfg["clip_grad_norm"]
+            if clip:
                 callbacks.append(LambdaCallback(
-                    on_after_backward=lambda batch, logs: clip_grad_norm_(params,
-                                                                         self.clip_grad_norm)))
+                    on_after_backward=lambda batch, logs: clip_grad_norm_(params, clip)))
             loader = DataLoader(TensorDataset(X, t), batch_size=self.batch_size, shuffle=True)
             trainer = Trainer(self.model_, loss_fn, opt, loader, callbacks=callbacks,
                               verbose=self.verbose)
-            self.history_ = trainer.fit(self.epochs)
+            self.history_ = trainer.fit(cfg["max_iter"])
+        self.n_iter_ = len(self.history_.epochs)
         self.model_.eval()
         return self
 
@@ -284,8 +298,11 @@ _SHAPES = """
     input_dim) -> (N, T, output_dim); ``backward(y, learning_rate)``: y (N, T, output_dim),
     or (N, output_dim) for the last step; ``train(X, y, epochs, learning_rate)`` -> the
     loss of each epoch. Estimator API: keywords (``hidden_size``, ``num_layers``, ``task``,
-    ``output``, ``epochs``...), ``fit(X, y)`` with X (N, T, F); ``dtype`` (default float32)
-    is the dtype of both networks."""
+    ``output``, ``max_iter``, ``learning_rate_init``, ``batch_size``, ``clip_grad_norm``,
+    ``random_state``...), ``fit(X, y)`` with X (N, T, F); ``dtype`` (default float32) is the
+    dtype of both networks. ``learning_rate`` is scikit-learn's schedule (only
+    ``"constant"`` here); ``epochs`` and a number as ``learning_rate`` are the deprecated
+    names of ``max_iter`` and ``learning_rate_init``."""
 
 
 class RecurrentNeuralNetwork(_RecurrentEstimator):
@@ -299,17 +316,18 @@ class RecurrentNeuralNetwork(_RecurrentEstimator):
                  output_dim: int | None = None, *, hidden_size: int = 64,
                  num_layers: int = 1, nonlinearity: str = "tanh",
                  task: str = "classification", output: str = "last",
-                 bidirectional: bool = False, dropout: float = 0.0, epochs: int = 30,
-                 batch_size: int = 64, learning_rate: float = 1e-2,
-                 clip_grad_norm: float | None = 1.0, random_state=None, dtype=None,
-                 verbose: int = 0) -> None:
+                 bidirectional: bool = False, dropout: float = 0.0, max_iter: int = 30,
+                 batch_size: int = 64, learning_rate="constant",
+                 learning_rate_init: float = 1e-2, clip_grad_norm: float | None = 1.0,
+                 random_state=None, dtype=None, verbose: int = 0, epochs=None) -> None:
         self.nonlinearity = nonlinearity      # the seed network (built by super) needs it
         super().__init__(input_dim, hidden_dim, output_dim, hidden_size=hidden_size,
                          num_layers=num_layers, task=task, output=output,
-                         bidirectional=bidirectional, dropout=dropout, epochs=epochs,
+                         bidirectional=bidirectional, dropout=dropout, max_iter=max_iter,
                          batch_size=batch_size, learning_rate=learning_rate,
+                         learning_rate_init=learning_rate_init,
                          clip_grad_norm=clip_grad_norm, random_state=random_state,
-                         dtype=dtype, verbose=verbose)
+                         dtype=dtype, verbose=verbose, epochs=epochs)
 
     def _net_kwargs(self) -> dict:
         return {"nonlinearity": self.nonlinearity}

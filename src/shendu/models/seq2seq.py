@@ -74,7 +74,7 @@ from shendu import nn, optim
 from shendu.autograd import no_grad
 from shendu.backend import as_dtype, rng
 from shendu.data import DataLoader, TensorDataset
-from shendu.models._base import BaseEstimator, seeded
+from shendu.models._base import BaseEstimator, seeded, training_settings
 from shendu.models.seed import SeedAPI, SelfAttentionNet, check_seed_dims
 from shendu.tensor import Tensor
 from shendu.train import Callback, Trainer
@@ -296,10 +296,16 @@ class AttentionMechanism(SeedAPI, BaseEstimator):
         module doc for why the default gives exact alignments.
     location_aware : add Chorowski et al.'s (2015) location term to the scores.
     teacher_forcing_ratio : probability of feeding the true previous token in training.
-    epochs, batch_size, learning_rate, weight_decay : Adam(W) on mini-batches reshuffled
-        every epoch; ``clip_norm`` clips the global gradient norm (None: no clipping).
-    lr_schedule : ``"cosine"`` anneals the learning rate to 0 over the ``epochs`` budget,
-        step by step (Loshchilov & Hutter 2017, without restarts); ``"constant"`` keeps it.
+    max_iter, batch_size, learning_rate_init, weight_decay : AdamW (torch's, decoupled
+        ``weight_decay``) for ``max_iter`` epochs on mini-batches reshuffled every epoch,
+        step ``learning_rate_init``; ``clip_grad_norm`` clips the global gradient norm
+        (None: no clipping).
+    learning_rate : the schedule, scikit-learn's name: ``"cosine"`` anneals the step to 0
+        over the ``max_iter`` budget, batch by batch (Loshchilov & Hutter 2017, without
+        restarts); ``"constant"`` keeps it.
+    epochs, clip_norm, lr_schedule : deprecated names of ``max_iter``, ``clip_grad_norm``
+        and ``learning_rate``; a number as ``learning_rate`` is ``learning_rate_init``
+        (each with a FutureWarning).
     callbacks : :class:`shendu.train.Callback` objects passed to the training loop (e.g.
         one that scores held-out data after each epoch and stops at a target).
     random_state : int seeding initial weights, shuffling and teacher-forcing coins.
@@ -321,10 +327,12 @@ class AttentionMechanism(SeedAPI, BaseEstimator):
                  bidirectional: bool = True, attention: bool = True,
                  attention_dim: int | None = None, values: str = "embeddings",
                  location_aware: bool = True, teacher_forcing_ratio: float = 1.0,
-                 epochs: int = 20, batch_size: int = 64, learning_rate: float = 3e-3,
-                 weight_decay: float = 0.0, clip_norm: float | None = 1.0,
-                 lr_schedule: str = "cosine", callbacks: Sequence[Callback] | None = None,
-                 random_state: int | None = None, dtype=None, verbose: int = 0) -> None:
+                 max_iter: int = 20, batch_size: int = 64, learning_rate="cosine",
+                 learning_rate_init: float = 3e-3, weight_decay: float = 0.0,
+                 clip_grad_norm: float | None = 1.0,
+                 callbacks: Sequence[Callback] | None = None,
+                 random_state: int | None = None, dtype=None, verbose: int = 0,
+                 epochs=None, clip_norm=None, lr_schedule=None) -> None:
         self.input_dim, self.hidden_dim, self.output_dim = input_dim, hidden_dim, output_dim
         self.vocab_size, self.pad_id, self.cell = vocab_size, pad_id, cell
         self.embed_dim, self.hidden_size = embed_dim, hidden_size
@@ -332,10 +340,10 @@ class AttentionMechanism(SeedAPI, BaseEstimator):
                                                                  attention_dim)
         self.values, self.location_aware = values, location_aware
         self.teacher_forcing_ratio = teacher_forcing_ratio
-        self.epochs, self.batch_size = epochs, batch_size
-        self.learning_rate, self.weight_decay, self.clip_norm = (learning_rate, weight_decay,
-                                                                 clip_norm)
-        self.lr_schedule = lr_schedule
+        self.max_iter, self.batch_size = max_iter, batch_size
+        self.learning_rate, self.learning_rate_init = learning_rate, learning_rate_init
+        self.weight_decay, self.clip_grad_norm = weight_decay, clip_grad_norm
+        self.epochs, self.clip_norm, self.lr_schedule = epochs, clip_norm, lr_schedule
         self.callbacks, self.random_state, self.verbose = callbacks, random_state, verbose
         self.dtype = dtype
         if check_seed_dims(type(self).__name__, input_dim, hidden_dim, output_dim):
@@ -425,9 +433,7 @@ class AttentionMechanism(SeedAPI, BaseEstimator):
     def fit(self, X, y) -> AttentionMechanism:
         """Train on source sequences ``X`` and target sequences ``y`` (same count)."""
         name = type(self).__name__
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise ValueError(f"{name}: lr_schedule must be 'constant' or 'cosine', got "
-                             f"{self.lr_schedule!r}")
+        cfg = training_settings(self, schedules=("cosine", "constant"))
         xs, xl, _ = self._parse(X, "fit", "X", single_ok=False)
         ys, yl, _ = self._parse(y, "fit", "y", single_ok=False)
         if len(xs) != len(ys):
@@ -460,20 +466,22 @@ class AttentionMechanism(SeedAPI, BaseEstimator):
                                      self.bidirectional, self.attention, self.attention_dim,
                                      self.values, self.location_aware,
                                      self.teacher_forcing_ratio, dtype=as_dtype(self.dtype))
-            opt = optim.AdamW(self.model_.parameters(), lr=self.learning_rate,
+            opt = optim.AdamW(self.model_.parameters(), lr=cfg["learning_rate_init"],
                               weight_decay=self.weight_decay)
             callbacks = list(self.callbacks or [])
-            if self.clip_norm is not None:
-                callbacks.insert(0, _ClipGradNorm(float(self.clip_norm)))
+            if cfg["clip_grad_norm"] is not None:
+                callbacks.insert(0, _ClipGradNorm(cfg["clip_grad_norm"]))
             loader = DataLoader(TensorDataset(src, xl, dec_in, target),
                                 batch_size=self.batch_size, shuffle=True)
             sched = None
-            if self.lr_schedule == "cosine" and self.epochs > 0:
-                sched = optim.lr_scheduler.CosineAnnealingLR(opt, self.epochs * len(loader))
+            epochs = cfg["max_iter"]
+            if cfg["schedule"] == "cosine" and epochs > 0:
+                sched = optim.lr_scheduler.CosineAnnealingLR(opt, epochs * len(loader))
             trainer = Trainer(self.model_, _sequence_loss, opt, loader, callbacks=callbacks,
                               scheduler=sched, scheduler_interval="batch",
                               verbose=self.verbose)
-            self.history_ = trainer.fit(self.epochs)
+            self.history_ = trainer.fit(epochs)
+        self.n_iter_ = len(self.history_.epochs)
         self.model_.eval()
         return self
 
