@@ -545,3 +545,113 @@ def test_docs_torch_md_tables_match_shendu_and_torch():
     public = {n for n in dir(TF) if not n.startswith("_") and n[0].islower()
               and callable(getattr(TF, n))}
     assert set(fns) <= public and len(public - set(fns)) <= 6  # torch's dispatch helpers
+
+
+# ------------------------------------------------------------------ LBFGS
+LBFGS_CASES = [dict(), dict(lr=0.5, max_iter=5, history_size=2),
+               dict(line_search_fn="strong_wolfe"),
+               dict(line_search_fn="strong_wolfe", max_iter=7, history_size=3, lr=0.8)]
+
+
+def _objective(theta: np.ndarray, X: np.ndarray, y: np.ndarray):
+    """Loss and gradient, in NumPy, of an L2-regularised logistic regression (weights and
+    bias in ``theta``): the same arithmetic for both libraries' closures, so the comparison
+    measures the optimizers alone. The problem is well conditioned, so rounding differences
+    of one ulp (BLAS dot products) are not amplified from one iteration to the next."""
+    w, b = theta[:-1], theta[-1]
+    z = X @ w + b
+    p = 1 / (1 + np.exp(-z))
+    loss = np.mean(np.logaddexp(0, z) - y * z) + 0.05 * np.dot(theta, theta)
+    gz = (p - y) / len(y)
+    g = np.concatenate([X.T @ gz, [gz.sum()]]) + 0.1 * theta
+    return theta.dtype.type(loss), g.astype(theta.dtype)
+
+
+def _lbfgs_run(lib, dtype, kw, steps):
+    """LBFGS with a closure on :func:`_objective`; the parameters after each step, the
+    losses and the final state."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(32, 5)).astype(dtype)
+    y = (rng.random(32) < 0.5).astype(dtype)
+    w = lib.nn.Parameter(lib.tensor((rng.normal(size=(5,)) * 0.5).astype(dtype)))
+    b = lib.nn.Parameter(lib.tensor(np.array([1.5], dtype)))
+    opt = lib.optim.LBFGS([w, b], **kw)
+
+    def closure():
+        opt.zero_grad()
+        theta = np.concatenate([w.detach().numpy(), b.detach().numpy()])
+        loss, g = _objective(theta, X, y)
+        w.grad, b.grad = lib.tensor(g[:-1].copy()), lib.tensor(g[-1:].copy())
+        return lib.tensor(loss)
+
+    params, losses = [], []
+    for _ in range(steps):
+        losses.append(float(opt.step(closure)))
+        params.append(np.concatenate([w.detach().numpy().copy(), b.detach().numpy().copy()]))
+    return np.array(params), np.array(losses), opt.state[w], float(closure())
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("kw", LBFGS_CASES, ids=[str(k) for k in LBFGS_CASES])
+def test_lbfgs_trajectory_matches_torch(kw, dtype):
+    """LBFGS (fixed step, and the strong-Wolfe line search), both fed the same losses and
+    gradients: parameters and losses after each of 6 steps, the closure-evaluation count and
+    the curvature history equal torch's."""
+    from test_optim import TOL
+
+    # float32: one step (up to max_iter iterations, to the optimum); past the optimum the
+    # stopping tests compare changes of the size of one rounding (BLAS dot products round
+    # differently by an ulp), so the two libraries may stop an iteration apart
+    steps = 6 if dtype is np.float64 else 1
+    s_par, s_loss, s_st, s_end = _lbfgs_run(shendu, dtype, kw, steps)
+    t_par, t_loss, t_st, t_end = _lbfgs_run(torch, dtype, kw, steps)
+    tol = TOL[dtype]
+    np.testing.assert_allclose(s_par, t_par, **tol)
+    np.testing.assert_allclose(s_loss, t_loss, **tol)
+    assert s_st["func_evals"] == t_st["func_evals"] and s_st["n_iter"] == t_st["n_iter"]
+    assert len(s_st["old_dirs"]) == len(t_st["old_dirs"]) > 0
+    for sd, td in zip(s_st["old_dirs"], t_st["old_dirs"]):
+        np.testing.assert_allclose(sd, td.numpy(), rtol=tol["rtol"],
+                                   atol=max(tol["atol"], tol["rtol"] * float(abs(td).max())))
+    assert s_par.dtype == dtype
+    np.testing.assert_allclose(s_end, t_end, **tol)
+    assert s_end < 0.5 * s_loss[0]  # it converges
+
+
+def test_lbfgs_fits_through_autograd_as_torch():
+    """End to end, the closure using autograd: a least-squares fit ends where torch's LBFGS
+    ends (after the same number of closure calls), next to NumPy's lstsq."""
+    rng = np.random.default_rng(0)
+    A, t = rng.normal(size=(40, 4)), rng.normal(size=40)
+    want = np.linalg.lstsq(A, t, rcond=None)[0]
+    ends = {}
+    for lib in (shendu, torch):
+        x = lib.nn.Parameter(lib.zeros(4, dtype=lib.float64))
+        At, tt = lib.tensor(A), lib.tensor(t)
+        opt = lib.optim.LBFGS([x], line_search_fn="strong_wolfe", tolerance_grad=1e-12,
+                              tolerance_change=1e-14)
+
+        def closure(opt=opt, At=At, x=x, tt=tt):
+            opt.zero_grad()
+            loss = ((At @ x - tt) ** 2).sum()
+            loss.backward()
+            return loss
+
+        for _ in range(3):
+            opt.step(closure)
+        ends[lib.__name__] = x.detach().numpy().copy(), opt.state[x]["func_evals"]
+        np.testing.assert_allclose(ends[lib.__name__][0], want, rtol=1e-6)
+    np.testing.assert_allclose(ends["shendu"][0], ends["torch"][0], rtol=1e-10, atol=1e-12)
+    assert ends["shendu"][1] == ends["torch"][1]
+
+
+def test_lbfgs_rejects_bad_use():
+    w = shendu.nn.Parameter(shendu.zeros(2))
+    with pytest.raises(ValueError, match="learning rate"):
+        shendu.optim.LBFGS([w], lr=-1)
+    with pytest.raises(ValueError, match="line_search_fn"):
+        shendu.optim.LBFGS([w], line_search_fn="backtracking")
+    with pytest.raises(ValueError, match="parameter groups"):
+        shendu.optim.LBFGS([{"params": [w]}, {"params": [shendu.nn.Parameter(shendu.zeros(1))]}])
+    with pytest.raises(RuntimeError, match="closure"):
+        shendu.optim.LBFGS([w]).step(None)

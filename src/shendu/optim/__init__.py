@@ -12,6 +12,7 @@ from shendu.optim.adadelta import Adadelta, adadelta_update
 from shendu.optim.adagrad import Adagrad, adagrad_update
 from shendu.optim.adam import Adam, AdamW, adam_update
 from shendu.optim.adamax import Adamax, adamax_update
+from shendu.optim.lbfgs import LBFGS
 from shendu.optim.lr_scheduler import (
     ChainedScheduler,
     ConstantLR,
@@ -38,7 +39,7 @@ from shendu.optim.sgd import SGD, sgd_update
 
 __all__ = [
     "Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "adadelta_update",
-    "Adamax", "adamax_update", "NAdam", "nadam_update", "RAdam", "radam_update",
+    "Adamax", "adamax_update", "NAdam", "nadam_update", "RAdam", "radam_update", "LBFGS",
     "sgd_update", "adam_update", "rmsprop_update", "adagrad_update",
     "lr_scheduler", "LRScheduler", "StepLR", "MultiStepLR", "ExponentialLR",
     "CosineAnnealingLR", "LinearLR", "OneCycleLR", "ReduceLROnPlateau", "LambdaLR",
