@@ -21,11 +21,15 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 
 from shendu.models import (  # noqa: E402
     AttentionMechanism,
+    CharLM,
+    CharTransformerLM,
     ConvolutionalNeuralNetwork,
     GatedRecurrentUnit,
     LongShortTermMemory,
     MLPClassifier,
     MLPRegressor,
+    MultiLayerPerceptron,
+    NeuralNetwork,
     NotFittedError,
     Perceptron,
     RecurrentNeuralNetwork,
@@ -37,13 +41,20 @@ TABULAR = [
     Perceptron(max_iter=20),
     MLPClassifier(hidden_layer_sizes=(8,), max_iter=100, learning_rate_init=0.01),
     MLPRegressor(hidden_layer_sizes=(8,), max_iter=100, learning_rate_init=0.01),
+    NeuralNetwork(hidden_dim=16, max_iter=200),
+    MultiLayerPerceptron(hidden_dim=(8, 8), max_iter=200),
 ]
+
+_SEED_INIT = ("the seed's constructor Model(input_dim, hidden_dim, output_dim) builds its "
+              "network at once, so bad sizes or dtype raise there, not in fit")
 
 EXPECTED_FAILURES = {
     # scikit-learn lists the same expected failure for its own Perceptron: a sample weight
     # scales the online step, which is not the same as repeating the sample in the pass.
     "Perceptron": {"check_sample_weight_equivalence_on_dense_data":
                    "online rule: a weighted step is not a repeated sample (as scikit-learn's)"},
+    "NeuralNetwork": {"check_do_not_raise_errors_in_init_or_set_params": _SEED_INIT},
+    "MultiLayerPerceptron": {"check_do_not_raise_errors_in_init_or_set_params": _SEED_INIT},
 }
 
 
@@ -278,3 +289,77 @@ def test_bad_training_settings_name_the_parameter(cls):
                       (dict(clip_grad_norm=-1.0), "clip_grad_norm must be")):
         with pytest.raises(ValueError, match=match):
             _fit_small(cls, **kw)
+
+
+# ------------------------------------------------- the seed's classes and the language models
+def test_seed_fit_is_the_seeds_train():
+    """fit on (X, y) = the seed's full-batch gradient descent, weight for weight."""
+    X = np.linspace(-2, 2, 40)[:, None]
+    y = np.sin(X).ravel()
+    seed = NeuralNetwork(1, 8, 1, random_state=0, dtype="float32")
+    seed.train(X, y[:, None], epochs=30, learning_rate=0.1)
+    est = NeuralNetwork(hidden_dim=8, random_state=0, dtype="float32", max_iter=30,
+                        learning_rate_init=0.1).fit(X, y)
+    for a, b in zip(seed.net.parameters(), est.model_.parameters()):
+        np.testing.assert_array_equal(a.data, b.data)
+    assert est.n_iter_ == 30 and est.loss_curve_[-1] < est.loss_curve_[0]
+    assert est.predict(X).shape == (40,)
+    with pytest.raises(ValueError, match="built with input_dim=1"):
+        NeuralNetwork(1, 8, 1).fit(np.zeros((5, 2)), np.zeros(5))
+
+
+def test_seed_classes_clone_and_keep_the_seed_api():
+    from sklearn.base import clone
+
+    m = MultiLayerPerceptron(3, [5, 4], 2, activation="relu", random_state=1)
+    c = clone(m)
+    assert c.get_params() == m.get_params()
+    x = np.random.default_rng(0).normal(size=(4, 3))
+    np.testing.assert_array_equal(c.forward(x), m.forward(x))
+    np.testing.assert_array_equal(m.predict(x), m.forward(x))      # unfitted: the seed's net
+    with pytest.raises(ValueError, match="needs all three sizes"):
+        NeuralNetwork(3, None, 2)
+    with pytest.raises(SkNotFittedError):
+        NeuralNetwork().predict(x)
+
+
+LMS = [CharLM("abcdef", hidden_size=8, num_layers=1, embedding_dim=4),
+       CharTransformerLM(7, d_model=8, nhead=2, num_layers=1, dim_feedforward=8, block_size=8)]
+LM_EXPECTED = {
+    # a torch-style Module builds its layers in __init__ and keeps its train/eval flag there
+    "check_no_attributes_set_in_init": "an nn.Module sets `training` (and its layers) in "
+                                       "__init__",
+}
+
+
+@pytest.mark.parametrize("est", LMS, ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize("check", DATA_FREE, ids=lambda c: c.__name__)
+def test_data_free_checks_on_language_models(est, check):
+    if check.__name__ in LM_EXPECTED:
+        with pytest.raises(AssertionError, match="training"):
+            check(type(est).__name__, est)
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        check(type(est).__name__, est)
+
+
+@pytest.mark.parametrize("est", LMS, ids=lambda e: type(e).__name__)
+def test_language_models_clone_set_params_and_tags(est):
+    from sklearn.base import clone
+
+    tags = get_tags(est)
+    assert tags.input_tags.two_d_array is False and tags.target_tags.required is False
+    c = clone(est)
+    assert c.get_params() == est.get_params() and c is not est
+    key = "hidden_size" if isinstance(est, CharLM) else "d_model"
+    shapes = {n: p.shape for n, p in c.named_parameters()}
+    c.set_params(**{key: 12})
+    assert c.get_params()[key] == 12
+    assert {n: p.shape for n, p in c.named_parameters()} != shapes   # the network follows
+    before = c.get_params()
+    with pytest.raises((ValueError, TypeError)):
+        c.set_params(num_layers=float("inf"))
+    assert c.get_params() == before                                  # unchanged on error
+    with pytest.raises(ValueError, match="invalid parameter"):
+        c.set_params(nope=1)

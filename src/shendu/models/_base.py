@@ -21,8 +21,9 @@ import numpy as np
 
 from shendu import backend
 
-__all__ = ["BaseEstimator", "ClassifierMixin", "RegressorMixin", "NotFittedError",
-           "ConvergenceWarning", "not_fitted_error", "type_of_target", "training_settings"]
+__all__ = ["BaseEstimator", "ModuleEstimator", "ClassifierMixin", "RegressorMixin",
+           "NotFittedError", "ConvergenceWarning", "not_fitted_error", "type_of_target",
+           "training_settings"]
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -224,6 +225,8 @@ class BaseEstimator:
     _input_kinds: dict = {}
     #: the estimator's kind for scikit-learn ("classifier", "regressor" or None)
     _estimator_kind: str | None = None
+    #: whether ``fit`` needs a target (False for the language models)
+    _requires_y: bool = True
 
     def __sklearn_tags__(self):
         """scikit-learn's tags (imported here: only scikit-learn ever calls this)."""
@@ -232,7 +235,7 @@ class BaseEstimator:
         kind = self._estimator_kind
         inputs = InputTags(**self._input_kinds)
         return Tags(estimator_type=kind, target_tags=TargetTags(
-                        required=True, multi_output=kind == "regressor" and
+                        required=self._requires_y, multi_output=kind == "regressor" and
                         bool(getattr(self, "_multi_output", False))),
                     input_tags=inputs,
                     classifier_tags=ClassifierTags() if kind == "classifier" else None,
@@ -368,6 +371,33 @@ class BaseEstimator:
         from shendu.io import estimator_restore
 
         return estimator_restore(cls, arrays, state, path)
+
+
+class ModuleEstimator(BaseEstimator):
+    """The estimator protocol for an ``nn.Module`` that builds its layers in ``__init__``
+    (the language models): ``get_params`` reads the constructor's arguments, and
+    ``set_params`` builds the network again from the new ones (fresh weights, as
+    ``clone`` gives), so the parameters and the layers never disagree."""
+
+    _requires_y = False
+
+    def set_params(self, **params) -> ModuleEstimator:
+        valid = self._param_names()
+        for key in params:
+            if key not in valid:
+                raise ValueError(f"{type(self).__name__}.set_params: invalid parameter "
+                                 f"{key!r}; valid parameters are {valid}")
+        if params:
+            old = self.get_params(deep=False)
+            try:
+                type(self).__init__(self, **{**old, **params})
+            except Exception as e:
+                type(self).__init__(self, **old)       # the model as it was
+                if isinstance(e, (ValueError, TypeError)):
+                    raise
+                raise ValueError(f"{type(self).__name__}.set_params: cannot build the network "
+                                 f"with {params}: {type(e).__name__}: {e}") from e
+        return self
 
 
 class ClassifierMixin:

@@ -20,6 +20,7 @@ from shendu.data import DataLoader, TensorDataset
 from shendu.models._base import (
     BaseEstimator,
     ClassifierMixin,
+    ModuleEstimator,
     as_array,
     seeded,
     training_settings,
@@ -178,7 +179,7 @@ class TransformerClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[self.predict_proba(X).argmax(1)]
 
 
-class CharTransformerLM(nn.Module):
+class CharTransformerLM(nn.Module, ModuleEstimator):
     """A causal (GPT-style, Radford et al. 2018) character transformer language model.
 
     ``forward(idx)``: (N, T) int token ids -> (N, T, vocab) next-token logits; position
@@ -186,13 +187,21 @@ class CharTransformerLM(nn.Module):
     more tokens from shendu's generator (``temperature``, ``top_k``); ``fit(corpus, steps)``
     trains on a :class:`~shendu.data.sequences.CharCorpus` and ``evaluate(corpus)`` gives
     the validation nats per character.
+
+    It is also a scikit-learn estimator as far as one applies to a language model:
+    ``get_params``/``set_params`` (which builds the network again), ``clone`` and tags
+    (token ids in, no target).
     """
+
+    _input_kinds = {"two_d_array": False}
 
     def __init__(self, vocab_size: int, d_model: int = 64, nhead: int = 4,
                  num_layers: int = 2, dim_feedforward: int = 256, dropout: float = 0.1,
                  block_size: int = 64) -> None:
         super().__init__()
-        self.vocab_size, self.block_size = int(vocab_size), int(block_size)
+        self.vocab_size, self.block_size = vocab_size, block_size
+        self.d_model, self.nhead, self.num_layers = d_model, nhead, num_layers
+        self.dim_feedforward, self.dropout = dim_feedforward, dropout
         self.embed = nn.Embedding(vocab_size, d_model)
         self.pos = nn.PositionalEncoding(d_model, max_len=block_size, dropout=dropout,
                                          batch_first=True)

@@ -38,6 +38,7 @@ from shendu.backend import as_dtype, rng
 from shendu.data import DataLoader, TensorDataset
 from shendu.models._base import (
     BaseEstimator,
+    ModuleEstimator,
     as_array,
     seeded,
     training_settings,
@@ -350,7 +351,7 @@ class GatedRecurrentUnit(_RecurrentEstimator):
 
 
 # ----------------------------------------------------------------------- CharLM
-class CharLM(nn.Module):
+class CharLM(nn.Module, ModuleEstimator):
     """A character-level language model: embedding, an LSTM (or GRU) stack, a linear
     readout to next-character logits (the char-rnn of Karpathy 2015, after Graves 2013).
 
@@ -358,7 +359,13 @@ class CharLM(nn.Module):
     :meth:`fit` trains on random windows of a :class:`~shendu.data.sequences.CharCorpus`;
     :meth:`evaluate` gives nats per character on a whole split, streaming it with the state
     carried across windows; :meth:`generate` samples text.
+
+    It is also a scikit-learn estimator as far as one applies to a language model:
+    ``get_params``/``set_params`` (which builds the network again), ``clone`` and tags
+    (raw text in, no target).
     """
+
+    _input_kinds = {"two_d_array": False, "string": True}
 
     def __init__(self, vocab: str, hidden_size: int = 256, num_layers: int = 2,
                  cell: str = "lstm", embedding_dim: int = 64, dropout: float = 0.0) -> None:
@@ -368,6 +375,8 @@ class CharLM(nn.Module):
         if cell not in ("lstm", "gru"):
             raise ValueError(f"CharLM: cell must be 'lstm' or 'gru', got {cell!r}")
         self.vocab, self.cell = vocab, cell
+        self.hidden_size, self.num_layers = hidden_size, num_layers
+        self.embedding_dim, self.dropout = embedding_dim, dropout
         self._index = {c: i for i, c in enumerate(vocab)}
         self.embed = nn.Embedding(len(vocab), embedding_dim)
         rnn = nn.LSTM if cell == "lstm" else nn.GRU

@@ -31,16 +31,19 @@ optimizers, :func:`shendu.train.fit`, ``state_dict`` — works on them too.
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 
 from shendu import functional as F
 from shendu import nn, optim
 from shendu.autograd import no_grad
 from shendu.backend import as_dtype
-from shendu.models._base import seeded
+from shendu.data import DataLoader, TensorDataset
+from shendu.models._base import BaseEstimator, RegressorMixin, seeded
 from shendu.models.mlp import make_mlp
 from shendu.tensor import Tensor
-from shendu.train import NonFiniteError
+from shendu.train import NonFiniteError, Trainer
 
 __all__ = ["MultiLayerPerceptron", "NeuralNetwork", "SeedAPI", "SelfAttentionNet",
            "make_seed_cnn", "check_seed_dims"]
@@ -229,9 +232,9 @@ class SeedAPI:
         return history
 
 
-class MultiLayerPerceptron(SeedAPI):
+class MultiLayerPerceptron(SeedAPI, RegressorMixin, BaseEstimator):
     """A fully connected network trained by full-batch gradient descent on the mean
-    squared error, the seed's way.
+    squared error, the seed's way — and a scikit-learn regressor.
 
     ``MultiLayerPerceptron(input_dim, hidden_dim, output_dim)``; ``hidden_dim`` is one width
     or a sequence of widths (one per hidden layer). ``activation`` is ``"tanh"``
@@ -239,22 +242,50 @@ class MultiLayerPerceptron(SeedAPI):
     Weights start as ``nn.Linear``'s (torch's) initialisation, drawn from shendu's
     generator (seeded by ``random_state`` when given).
 
-    Shapes: ``forward(x)``: x (N, input_dim) -> (N, output_dim), or (input_dim,) ->
-    (output_dim,) for one sample; ``backward(y, learning_rate)``: y (N, output_dim) (or
-    (N,) when output_dim is 1).
+    Seed API (the three sizes given, the network ``net`` built at once): ``forward(x)``: x
+    (N, input_dim) -> (N, output_dim), or (input_dim,) -> (output_dim,) for one sample;
+    ``backward(y, learning_rate)``: y (N, output_dim) (or (N,) when output_dim is 1);
+    ``train(X, y, epochs, learning_rate)``; ``predict(x)`` before ``fit`` is ``net``'s output
+    without a graph.
+
+    Estimator API: ``fit(X, y)`` builds its own network ``model_`` for the data (the
+    sizes, where given, must match it; ``hidden_dim`` None is scikit-learn's 100 units)
+    and runs the seed's training on it — ``max_iter`` epochs of full-batch gradient descent
+    with step ``learning_rate_init`` — through :class:`shendu.train.Trainer`;
+    ``predict``/``score`` (R²) then use ``model_``. y is (n,) or (n, n_outputs). ``dtype``
+    None computes ``fit`` in float64 (float32 for float32 X), as scikit-learn's MLP, while
+    the seed network is float32. Fitted attributes: ``model_``, ``loss_curve_``, ``loss_``,
+    ``n_iter_``, ``n_outputs_``, ``n_features_in_``, ``history_``.
     """
 
-    def __init__(self, input_dim: int, hidden_dim, output_dim: int,
-                 activation: str = "tanh", random_state: int | None = None,
-                 dtype=None) -> None:
-        hidden = [hidden_dim] if isinstance(hidden_dim, (int, np.integer)) else list(hidden_dim)
+    _multi_output = True
+
+    def __init__(self, input_dim: int | None = None, hidden_dim=None,
+                 output_dim: int | None = None, activation: str = "tanh",
+                 random_state: int | None = None, dtype=None, *, max_iter: int = 1000,
+                 learning_rate_init: float = 0.1) -> None:
         self.input_dim, self.hidden_dim, self.output_dim = input_dim, hidden_dim, output_dim
         self.activation = activation
-        self.dtype = as_dtype(dtype)
+        self.random_state, self.dtype = random_state, dtype
+        self.max_iter, self.learning_rate_init = max_iter, learning_rate_init
+        dims = (input_dim, hidden_dim, output_dim)
+        if input_dim is None and output_dim is None:
+            return              # an estimator: fit takes the sizes from the data
+        if any(d is None for d in dims):
+            raise ValueError(f"{type(self).__name__}(input_dim, hidden_dim, output_dim) "
+                             f"needs all three sizes for the seed's network, got "
+                             f"input_dim={input_dim!r}, hidden_dim={hidden_dim!r}, "
+                             f"output_dim={output_dim!r} (leave input_dim and output_dim "
+                             f"None for an estimator that takes them from the data)")
+        dt = as_dtype(dtype)
         with seeded(random_state):
-            net = make_mlp([input_dim, *hidden, output_dim], activation, self.dtype,
+            net = make_mlp([input_dim, *self._hidden(), output_dim], activation, dt,
                            where=type(self).__name__)
-        self._seed_build(net, self.dtype)
+        self._seed_build(net, dt)
+
+    def _hidden(self) -> list:
+        h = 100 if self.hidden_dim is None else self.hidden_dim
+        return [h] if isinstance(h, (int, np.integer)) else list(h)
 
     def _seed_check(self, x: np.ndarray, where: str) -> tuple[np.ndarray, bool]:
         single = x.ndim == 1
@@ -267,36 +298,103 @@ class MultiLayerPerceptron(SeedAPI):
 
     __call__ = SeedAPI.forward
 
-    def predict(self, x) -> np.ndarray:
-        """Outputs without recording a graph."""
-        with no_grad():
-            xt, single = self._seed_input(x, "predict")
-            out = self.net(xt).data
-        return out[0] if single else out
+    # ------------------------------------------------------------ scikit-learn
+    def _fit_dtype(self, X: np.ndarray) -> np.dtype:
+        if self.dtype is not None:
+            return as_dtype(self.dtype)
+        return np.dtype(np.float32 if X.dtype == np.float32 else np.float64)
 
+    def fit(self, X, y) -> MultiLayerPerceptron:
+        """Train a network of the data's sizes by full-batch gradient descent on the mean
+        squared error: ``max_iter`` epochs, step ``learning_rate_init`` (the seed's
+        ``train``)."""
+        name = type(self).__name__
+        lr, epochs = self.learning_rate_init, self.max_iter
+        if not (isinstance(lr, (int, float, np.number)) and not isinstance(lr, bool)
+                and lr > 0):
+            raise ValueError(f"{name}: learning_rate_init must be a number > 0, got {lr!r}")
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) \
+                or epochs < 1:
+            raise ValueError(f"{name}: max_iter must be an int >= 1, got {epochs!r}")
+        raw = getattr(X, "dtype", None)
+        X = self._check_X(X, "fit", reset=True)
+        y = self._check_regression_y(y, "fit")
+        self._check_y_length(X, y, "fit")
+        n_out = 1 if y.ndim == 1 else y.shape[1]
+        for what, want, got in (("input_dim", self.input_dim, X.shape[1]),
+                                ("output_dim", self.output_dim, n_out)):
+            if want is not None and want != got:
+                raise ValueError(f"{name}.fit: the data has {got} "
+                                 f"{'features' if what == 'input_dim' else 'outputs'}, but "
+                                 f"the model was built with {what}={want}")
+        dt = self._fit_dtype(np.empty(0, raw if isinstance(raw, np.dtype) else np.float64))
+        self._y_1d = y.ndim == 1
+        target = y.reshape(len(y), n_out).astype(dt)
+        with seeded(self.random_state):
+            self.model_ = make_mlp([X.shape[1], *self._hidden(), n_out], self.activation, dt,
+                                   where=name)
+            opt = optim.SGD(self.model_.parameters(), lr=float(lr))
+            loader = DataLoader(TensorDataset(X.astype(dt), target), batch_size=len(X),
+                                shuffle=False)
+            trainer = Trainer(self.model_, F.mse_loss, opt, loader, verbose=0)
+            self.history_ = trainer.fit(int(epochs))
+        self.loss_curve_ = [float(v) for v in self.history_["loss"]]
+        self.loss_ = self.loss_curve_[-1]
+        self.n_iter_ = len(self.loss_curve_)
+        self.n_outputs_ = n_out
+        self._fit_dt = dt
+        self.model_.eval()
+        return self
+
+    def predict(self, x) -> np.ndarray:
+        """After ``fit``: the fitted network's output for X (n, n_features), float64, (n,)
+        for a 1-D y. Before ``fit``, on a model built the seed's way: the seed network's
+        output without recording a graph (one sample (input_dim,) allowed)."""
+        if not self._is_fitted() and self.__dict__.get("net") is not None:
+            with no_grad():
+                xt, single = self._seed_input(x, "predict")
+                out = self.net(xt).data
+            return out[0] if single else out
+        X = self._check_X(x, "predict", reset=False)
+        with no_grad():
+            out = self.model_(Tensor(X.astype(self._fit_dt))).data.astype(np.float64)
+        return out.ravel() if self._y_1d else out
+
+    @classmethod
+    def _shendu_restore(cls, arrays, state, path="<state>"):
+        """``shendu.load``; a file written before these classes were estimators (its
+        attributes only) still loads, with today's defaults for the new settings."""
+        if isinstance(state, dict) and state.get("via") == "attrs":
+            from shendu.io.state import _object_restore
+
+            obj = _object_restore(path, cls, arrays, state)
+            for name, p in inspect.signature(cls.__init__).parameters.items():
+                if name != "self" and name not in obj.__dict__:
+                    setattr(obj, name, p.default)
+            return obj
+        return super()._shendu_restore(arrays, state, path)
+
+    # --------------------------------------------------------- the seed's net
     def parameters(self):
-        return self.net.parameters()
+        return self._seed_net("parameters").parameters()
 
     def state_dict(self):
-        return self.net.state_dict()
+        return self._seed_net("state_dict").state_dict()
 
     def load_state_dict(self, state_dict, strict: bool = True):
-        return self.net.load_state_dict(state_dict, strict)
-
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}(input_dim={self.input_dim}, hidden_dim="
-                f"{self.hidden_dim}, output_dim={self.output_dim}, "
-                f"activation={self.activation!r})")
+        return self._seed_net("load_state_dict").load_state_dict(state_dict, strict)
 
 
 class NeuralNetwork(MultiLayerPerceptron):
     """The seed's ``NeuralNetwork(input_dim, hidden_dim, output_dim)``: one hidden layer
     of ``hidden_dim`` units. See :class:`MultiLayerPerceptron`."""
 
-    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int,
-                 activation: str = "tanh", random_state: int | None = None,
-                 dtype=None) -> None:
-        if not isinstance(hidden_dim, (int, np.integer)):
+    def __init__(self, input_dim: int | None = None, hidden_dim: int | None = None,
+                 output_dim: int | None = None, activation: str = "tanh",
+                 random_state: int | None = None, dtype=None, *, max_iter: int = 1000,
+                 learning_rate_init: float = 0.1) -> None:
+        if hidden_dim is not None and not isinstance(hidden_dim, (int, np.integer)):
             raise TypeError(f"NeuralNetwork: hidden_dim is one layer's width (an int), got "
                             f"{hidden_dim!r}; use MultiLayerPerceptron for several layers")
-        super().__init__(input_dim, hidden_dim, output_dim, activation, random_state, dtype)
+        super().__init__(input_dim, hidden_dim, output_dim, activation, random_state, dtype,
+                         max_iter=max_iter, learning_rate_init=learning_rate_init)
