@@ -99,16 +99,21 @@ def _tri_mask(x: Tensor, diagonal: int, upper: bool, op: str) -> np.ndarray:
     return (np.triu if upper else np.tril)(np.ones((r, c), bool), diagonal)
 
 
+def _zero(x: Tensor) -> Tensor:
+    """A 0-d zero of ``x``'s dtype, so ``where`` keeps it (a bool mask stays bool, as torch)."""
+    return Tensor(np.zeros((), x.data.dtype))
+
+
 def tril(x, diagonal: int = 0) -> Tensor:
     """The lower triangle (``j - i <= diagonal``) of the last two dims, zeros elsewhere."""
     x = as_tensor(x)
-    return where(Tensor(_tri_mask(x, diagonal, False, "tril")), x, 0)
+    return where(Tensor(_tri_mask(x, diagonal, False, "tril")), x, _zero(x))
 
 
 def triu(x, diagonal: int = 0) -> Tensor:
     """The upper triangle (``j - i >= diagonal``) of the last two dims, zeros elsewhere."""
     x = as_tensor(x)
-    return where(Tensor(_tri_mask(x, diagonal, True, "triu")), x, 0)
+    return where(Tensor(_tri_mask(x, diagonal, True, "triu")), x, _zero(x))
 
 
 def narrow(x, dim: int, start: int, length: int) -> Tensor:
