@@ -44,6 +44,7 @@ def test_sequence_task_reverse_copy_sort():
         sequence_task("copy", length_range=(5, 2))
 
 
+@pytest.mark.slow
 def test_transformer_classifier_digits_rows_as_tokens():
     from shendu.data import datasets
 
@@ -61,6 +62,7 @@ def test_transformer_classifier_digits_rows_as_tokens():
         m.predict(Xte.reshape(-1, 16, 4))
 
 
+@pytest.mark.slow
 def test_transformer_classifier_tokens_with_padding_is_seeded():
     # label: does token 1 occur before token 2? (order matters: needs positions + attention)
     rng = np.random.default_rng(0)
@@ -88,6 +90,7 @@ def test_transformer_classifier_tokens_with_padding_is_seeded():
             np.testing.assert_allclose(full, trimmed, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_char_lm_is_causal_learns_and_generates():
     text = "abcde" * 40
     vocab = sorted(set(text))
@@ -124,6 +127,7 @@ def test_char_lm_is_causal_learns_and_generates():
         lm(np.zeros((1, 17), np.int64))
 
 
+@pytest.mark.slow
 def test_char_transformer_lm_on_tinyshakespeare_beats_unigram():
     """90/10 split of tiny-shakespeare; 120 AdamW steps of a one-layer d=32 model must
     beat the unigram baseline (~3.35 nats/char) by more than half a nat."""

@@ -144,6 +144,7 @@ def test_long_file_memory_is_bounded(bad_files):
 MEL = dict(n_fft=256, hop_length=80, n_mels=40)
 
 
+@pytest.mark.slow
 def test_melspectrogram_matches_librosa():
     x = speech_like()
     ours = MelSpectrogram(SR, **MEL)(shendu.from_numpy(x[None].copy())).data[0]
@@ -332,6 +333,7 @@ def test_speed_perturb_and_fit_length():
 
 
 # ---------------------------------------------------------------------------- FSDD
+@pytest.mark.slow
 def test_fsdd_split_and_speakers():
     from shendu.data.datasets import fsdd, fsdd_recordings, leave_one_speaker_out
 
@@ -374,6 +376,7 @@ def _subset(n_per_digit_train=12, takes_test=range(5)):
     return [w[i] for i in tr], [w[i] for i in te], rec.labels[tr], rec.labels[te], rec, te
 
 
+@pytest.mark.slow
 def test_audio_classifier_learns_spoken_digits():
     from shendu.models import AudioClassifier
 
@@ -386,6 +389,7 @@ def test_audio_classifier_learns_spoken_digits():
     assert acc >= 0.70, acc        # chance is 0.10; this budget reaches about 0.79
 
 
+@pytest.mark.slow
 def test_audio_classifier_same_seed_same_model():
     from shendu.models import AudioClassifier
 
@@ -398,6 +402,7 @@ def test_audio_classifier_same_seed_same_model():
     assert not np.array_equal(a, c)
 
 
+@pytest.mark.slow
 def test_audio_classifier_test_speeds_average_log_probabilities():
     from shendu.audio import speed_perturb
     from shendu.models import AudioClassifier
@@ -419,6 +424,7 @@ def test_audio_classifier_test_speeds_average_log_probabilities():
         m.set_params(test_speeds=(3.0,)).fit(Xtr[:4], ytr[:4])
 
 
+@pytest.mark.slow
 def test_audio_classifier_save_load_and_predict_from_wav_paths(tmp_path):
     from shendu.models import AudioClassifier
 
@@ -459,6 +465,7 @@ def _cli(*args, cwd=None):
                           capture_output=True, text=True, env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_train_audio_eval_and_predict_wavs(tmp_path, bad_files):
     root = fsdd_root()
     data = tmp_path / "mini"
@@ -500,11 +507,13 @@ def test_cli_train_audio_eval_and_predict_wavs(tmp_path, bad_files):
     assert r.returncode == 0 and "[train, 60 samples]" in r.stdout, r.stderr
 
 
+@pytest.mark.slow
 def test_cli_predict_audio_with_a_non_audio_checkpoint(tmp_path):
     r = _cli("predict", tmp_path / "none.ckpt", tmp_path / "a.wav")
     assert r.returncode == 1 and "no such checkpoint" in r.stderr
 
 
+@pytest.mark.slow
 def test_import_shendu_does_not_import_audio_deps():
     code = ("import sys, shendu, shendu.models, shendu.data.datasets; "
             "bad = [m for m in ('soundfile', 'librosa', 'scipy', 'shendu.audio') "

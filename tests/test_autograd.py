@@ -22,6 +22,7 @@ def tleaf(values, dtype=torch.float64):
 
 
 # ------------------------------------------------------------------ deep graphs
+@pytest.mark.slow
 def test_100k_op_chain_backpropagates_without_recursion():
     x = leaf(1.0)
     y = x

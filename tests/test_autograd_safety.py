@@ -712,6 +712,7 @@ def outcome(lib, program, a0, b0):
 @given(program=st.lists(step, min_size=1, max_size=8),
        a0=st.lists(st.sampled_from([-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5]), min_size=6,
                    max_size=6))
+@pytest.mark.slow
 def test_random_graphs_match_torch(program, a0):
     a0 = np.array(a0).reshape(2, 3)
     b0 = np.array([[0.5, -1.0, 2.0], [1.5, 0.25, -0.75]])

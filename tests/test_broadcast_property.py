@@ -2,6 +2,7 @@
 axes and keepdim for the reductions, values and gradients against torch."""
 
 import numpy as np
+import pytest
 import torch
 from helpers import compare_with_torch
 from hypothesis import HealthCheck, given, settings
@@ -40,6 +41,7 @@ def _arrays(shapes, seed, positive):
 pairs = mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=4, max_side=4)
 
 
+@pytest.mark.slow
 @MANY
 @given(op=st.sampled_from(sorted(BINARY)), shapes=pairs, seed=st.integers(0, 2**16))
 def test_binary_ops_broadcast_like_torch(op, shapes, seed):

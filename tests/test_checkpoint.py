@@ -194,6 +194,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_sigint_to_a_training_process(tmp_path):
     code = CHILD.format(tests=os.path.dirname(__file__), ckdir=str(tmp_path / "ck"))
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,

@@ -26,6 +26,7 @@ def assert_one_line_error(r, *words, code=1):
         assert w in lines[0], (w, lines[0])
 
 
+@pytest.mark.slow
 def test_version_and_help():
     r = shendu("--version")
     assert r.returncode == 0 and r.stdout.startswith("shendu ")
@@ -44,6 +45,7 @@ def trained(tmp_path_factory):
     return out, r
 
 
+@pytest.mark.slow
 def test_train_writes_checkpoints_and_reports(trained):
     out, r = trained
     assert (out / "mlp" / "last.ckpt").exists() and (out / "mlp" / "best.ckpt").exists()
@@ -52,6 +54,7 @@ def test_train_writes_checkpoints_and_reports(trained):
     assert acc > 0.8
 
 
+@pytest.mark.slow
 def test_eval_matches_train_report(trained):
     out, r = trained
     e = shendu("eval", out / "mlp" / "last.ckpt")
@@ -59,6 +62,7 @@ def test_eval_matches_train_report(trained):
     assert r.stdout.split("test:  ")[1].splitlines()[0] in e.stdout
 
 
+@pytest.mark.slow
 def test_resume_is_bit_identical(trained, tmp_path):
     out, _ = trained
     # 3 epochs + 2 resumed == 5 in one go
@@ -77,6 +81,7 @@ def test_resume_is_bit_identical(trained, tmp_path):
         assert np.array_equal(p.data, q.data), n
 
 
+@pytest.mark.slow
 def test_predict_to_stdout_and_file(trained, tmp_path):
     out, _ = trained
     from shendu.data.datasets import digits
@@ -96,6 +101,7 @@ def test_predict_to_stdout_and_file(trained, tmp_path):
     assert list(p.argmax(1)) == labels
 
 
+@pytest.mark.slow
 def test_train_on_user_files(tmp_path):
     rng = np.random.default_rng(0)
     X = rng.normal(size=(120, 3))
@@ -126,6 +132,7 @@ def test_train_on_user_files(tmp_path):
     assert "32 train / 8 test" in r.stdout
 
 
+@pytest.mark.slow
 def test_bad_input_gives_one_line_and_nonzero_exit(tmp_path, trained):
     out, _ = trained
     (tmp_path / "bad.csv").write_text("a,b,y\n1,2,0\n3,oops,1\n")
@@ -163,6 +170,7 @@ def test_bad_input_gives_one_line_and_nonzero_exit(tmp_path, trained):
     assert r.returncode != 0 and "Traceback" in r.stderr
 
 
+@pytest.mark.slow
 def test_gradcheck_prints_each_parameter():
     r = shendu("gradcheck", "mlp")
     assert r.returncode == 0, r.stderr
@@ -194,6 +202,7 @@ def test_gradcheck_catches_a_wrong_gradient(monkeypatch):
     assert bad[0][2] > 1e-2  # the first layer's weight gets a wrong gradient
 
 
+@pytest.mark.slow
 def test_bench_runs_a_workload():
     r = shendu("bench", "--list")
     assert r.returncode == 0 and "mlp" in r.stdout
@@ -203,6 +212,7 @@ def test_bench_runs_a_workload():
     assert_one_line_error(shendu("bench", "--only", "nope"), "unknown benchmark 'nope'")
 
 
+@pytest.mark.slow
 def test_train_eval_predict_sequence_models(tmp_path):
     """Every family from the command line: recurrent, transformer, seq2seq with attention,
     the seed's network; checkpoints hold the whole model."""
@@ -231,6 +241,7 @@ def test_train_eval_predict_sequence_models(tmp_path):
     assert float(r.stdout.split("test:  MSE ")[1].split()[0]) < 0.01
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["char-lm", "char-transformer"])
 def test_char_language_models_train_and_generate(tmp_path, model):
     text = "the quick brown fox jumps over the lazy dog. " * 60
@@ -253,6 +264,7 @@ def test_char_language_models_train_and_generate(tmp_path, model):
                           "never saw")
 
 
+@pytest.mark.slow
 def test_model_and_data_mismatches_are_one_line(tmp_path, trained):
     out, _ = trained
     np.savetxt(tmp_path / "five.csv", np.random.default_rng(0).normal(size=(20, 6)),
@@ -276,6 +288,7 @@ def test_model_and_data_mismatches_are_one_line(tmp_path, trained):
 @pytest.mark.parametrize("model", ["cnn", "lstm", "gru", "transformer", "attention",
                                    "self-attention", "char-lm", "char-transformer",
                                    "NeuralNetwork"])
+@pytest.mark.slow
 def test_gradcheck_every_model(model):
     from shendu.cli import _cmd_gradcheck, build_parser
 

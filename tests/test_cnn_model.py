@@ -74,6 +74,7 @@ def test_same_seed_same_model_and_partial_fit():
     assert ConvolutionalNeuralNetwork(batch_norm=True).get_params()["batch_norm"] is True
 
 
+@pytest.mark.slow
 def test_digits_8x8_reaches_98_5_percent():
     """The issue's bar on the digits split of the MLP issue (stratified 80/20, seed 0)."""
     pytest.importorskip("sklearn")
@@ -87,6 +88,7 @@ def test_digits_8x8_reaches_98_5_percent():
     assert m.score(X_te, y_te) >= 0.985
 
 
+@pytest.mark.slow
 def test_mnist_lenet_ci_budget():
     """CI-sized real MNIST: LeNet-5 on the first 8,000 t10k images for 3 epochs (about 4 CPU
     seconds), tested on the last 2,000, with a lower bar than the full run

@@ -11,6 +11,7 @@ import textwrap
 import time
 
 import numpy as np
+import pytest
 
 import shendu
 from shendu.checkpoint import latest_checkpoint, list_checkpoints
@@ -54,6 +55,7 @@ def _temporaries(ckdir) -> set:
         return set()
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume(tmp_path):
     t_start = time.monotonic()
     ref = _start(tmp_path / "ref", tmp_path / "ref.shendu")

@@ -27,6 +27,7 @@ def loopback():
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_import_shendu_does_not_import_mpi4py():
     code = ("import sys, shendu, shendu.distributed, shendu.nn.parallel; "
             "print('mpi4py' in sys.modules)")

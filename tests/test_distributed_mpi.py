@@ -181,6 +181,7 @@ def mpi_run(tmp_path_factory):
     return res
 
 
+@pytest.mark.slow
 def test_collectives_over_mpi(mpi_run):
     for r, res in enumerate(mpi_run):
         np.testing.assert_array_equal(res["allreduce_SUM"], [3.0, -2.0, 6.0])
@@ -193,6 +194,7 @@ def test_collectives_over_mpi(mpi_run):
         np.testing.assert_array_equal(res["reduce_scatter"], 2 * (np.arange(3.0) + 10 * r) + 1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scenario", ["plain", "accumulate", "syncbn"])
 def test_mpi_runs_match_one_process(mpi_run, scenario):
     """2 ranks × B/2 with DDP end with the weights (and BatchNorm statistics, with
@@ -209,12 +211,14 @@ def test_mpi_runs_match_one_process(mpi_run, scenario):
     assert any(not np.allclose(init[k], ref[k]) for k in ref if k.endswith("weight"))
 
 
+@pytest.mark.slow
 def test_mismatched_models_refused_at_wrap(mpi_run):
     for res in mpi_run:
         msg = res["mismatch"].tobytes().decode()
         assert "differs across ranks" in msg, msg
 
 
+@pytest.mark.slow
 def test_communication_starts_during_backward(mpi_run):
     """The first bucket's Iallreduce starts before backward has finished computing (the
     last bucket becomes ready), so communication overlaps the rest of backward."""

@@ -6,6 +6,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 import shendu
 import shendu.functional as F
 from shendu import nn
@@ -28,6 +30,7 @@ def test_one_pool_and_empty_cache_releases_it():
     assert workspace.nbytes == 0
 
 
+@pytest.mark.slow
 def test_drawing_leaves_pyplot_alone(tmp_path):
     code = f"""
 import matplotlib
@@ -49,6 +52,7 @@ print(matplotlib.get_backend(), plt.get_fignums())
     assert (tmp_path / "att.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_import_changes_no_process_limit():
     code = ("import resource\n"
             "before = resource.getrlimit(resource.RLIMIT_AS)\n"

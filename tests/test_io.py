@@ -216,6 +216,7 @@ def _summary(obj):
 
 @pytest.mark.parametrize("kind, examples", [("module", 1500), ("checkpoint", 800),
                                             ("model", 800), ("optimizer", 400)])
+@pytest.mark.slow
 def test_fuzz_mutated_and_truncated_files(good_files, kind, examples, tmp_path):
     """Thousands of damaged files: each one that differs from the original in any byte ends
     in FileFormatError (the checksum covers the whole file), quickly."""
@@ -302,6 +303,7 @@ def _edit(root, path, op, new):
     return root
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["module", "checkpoint", "model", "optimizer"])
 def test_fuzz_hostile_headers_with_valid_checksums(good_files, kind, tmp_path):
     """Files an attacker made: the shendu description or a tensor entry edited at random
@@ -360,6 +362,7 @@ def _hostile(p, desc: dict, arrays: dict | None = None):
         {"format": "shendu", "format_version": 1, **desc})}))
 
 
+@pytest.mark.slow
 def test_hostile_module_cannot_allocate_gigabytes(tmp_path):
     import resource
 

@@ -95,6 +95,7 @@ def test_saving_does_not_advance_the_seeded_generator(tmp_path):
     np.testing.assert_array_equal(shendu.backend.rng().random(4), ref)
 
 
+@pytest.mark.slow
 def test_transformer_encoder_does_not_keep_its_template_layer(tmp_path):
     layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0)
     alive = weakref.ref(layer)
@@ -229,6 +230,7 @@ def test_huge_integer_in_a_header_is_a_file_format_error(tmp_path):
         load(q)
 
 
+@pytest.mark.slow
 def test_a_file_of_countless_tiny_modules_is_refused(tmp_path):
     p = tmp_path / "many.sd"
     tiny = {"__module__": "shendu.nn.activation.ReLU", "args": [], "kwargs": {}}

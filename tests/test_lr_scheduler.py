@@ -127,6 +127,7 @@ def test_onecycle_matches_torch_lr_and_momentum(opt_name, opt_kw, kw):
         s_sched.step()
 
 
+@pytest.mark.slow
 def test_onecycle_drives_sgd_momentum_in_the_update():
     """The momentum OneCycleLR sets is the one SGD's next step uses."""
     p = nn.Parameter(shendu.tensor([1.0]))

@@ -360,6 +360,7 @@ def test_control_flow_over_sizes_is_refused():
     check(Steps(), (_rand(4, 2, 3),), ["x"], {"x": {1: "n"}}, [(_rand(4, 5, 3, seed=1),)])
 
 
+@pytest.mark.slow
 def test_import_shendu_does_not_import_onnx():
     import subprocess
     import sys

@@ -46,6 +46,7 @@ def lenet():
                          nn.Linear(84, 10))
 
 
+@pytest.mark.slow
 def test_lenet_trained_on_mnist_same_predictions_in_onnx_runtime():
     root = _shared("mnist/t10k-images-idx3-ubyte.gz").parent
     from shendu.data import mnist_split

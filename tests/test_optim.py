@@ -198,6 +198,7 @@ def test_trajectory_matches_torch(cfg, dtype):
     assert not np.allclose(prob.s_params[0].data, prob.init[0], atol=1e-2)   # it moved
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("cfg", CONFIGS, ids=[_ids(c) for c in CONFIGS])
 def test_regression_trajectory_matches_torch(cfg, dtype):

@@ -68,6 +68,7 @@ def test_averaged_same_as_sklearn_sgd(name, tol):
     dict(penalty="elasticnet", alpha=1e-3, l1_ratio=0.3), dict(class_weight="balanced"),
     dict(class_weight={1: 3.0}), dict(sample_weight=True), dict(tol=None, max_iter=4),
 ])
+@pytest.mark.slow
 def test_penalties_and_weights_same_as_sklearn(name, kw):
     X, _, y, _ = DATA[name]()
     kw = dict(kw)

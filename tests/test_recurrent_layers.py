@@ -93,6 +93,7 @@ def test_default_state_unbatched_and_no_bias(kind):
         np.testing.assert_allclose(a.data, b.detach().numpy(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_tanh"])
 def test_layer_gradcheck(kind):
     """float64 central differences through a 2-layer bidirectional stack with lengths."""

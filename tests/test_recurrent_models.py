@@ -31,6 +31,7 @@ def test_adding_problem_data():
         adding_problem(10, 1)
 
 
+@pytest.mark.slow
 def test_adding_problem_lstm_solves_it_tanh_rnn_does_not():
     """CI-sized Hochreiter & Schmidhuber (1997) experiment: T=30, 2,000 training
     sequences, 20 epochs of Adam, same size and budget for both (a few CPU seconds)."""
@@ -46,6 +47,7 @@ def test_adding_problem_lstm_solves_it_tanh_rnn_does_not():
     assert mse_rnn > 0.05, mse_rnn
 
 
+@pytest.mark.slow
 def test_sequential_digits_lstm_above_95_percent():
     Xtr, Xte, ytr, yte = sequential_digits()
     assert Xtr.shape[1:] == (8, 8)
@@ -67,6 +69,7 @@ def _text():
     return "".join(rng.choice(words, 20000))
 
 
+@pytest.mark.slow
 def test_char_lm_beats_unigram_and_generates():
     shendu.manual_seed(0)
     corpus = CharCorpus(_text(), val_fraction=0.1)

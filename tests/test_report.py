@@ -26,6 +26,7 @@ def _png_size(path) -> tuple[int, int]:
     return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
 
 
+@pytest.mark.slow
 @needs_mpl
 def test_every_plot_writes_a_png(tmp_path):
     rng = np.random.default_rng(0)
@@ -51,6 +52,7 @@ def test_plots_reject_wrong_shapes(tmp_path):
         plots.conv_filters(tmp_path / "f.png", np.zeros((2, 3)))
 
 
+@pytest.mark.slow
 def test_matplotlib_not_imported_by_shendu():
     code = "import sys, shendu, shendu.report, shendu.cli; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -102,6 +104,7 @@ def tour_report(tmp_path_factory):
     return res
 
 
+@pytest.mark.slow
 @needs_mpl
 def test_report_renders_in_headless_chromium(tour_report, tmp_path):
     browser = _chromium()

@@ -30,6 +30,7 @@ def _one_blas_thread():
         yield
 
 
+@pytest.mark.slow
 def test_import_shendu_does_not_import_gymnasium():
     code = ("import sys, shendu, shendu.rl; "
             "print('gymnasium' in sys.modules, 'torch' in sys.modules)")
@@ -145,6 +146,7 @@ def _short_run(seed):
     return agent
 
 
+@pytest.mark.slow
 def test_same_seed_same_run_bit_for_bit():
     a, b = _short_run(7), _short_run(7)
     assert a.history["episode_returns"] == b.history["episode_returns"]
@@ -238,6 +240,7 @@ def test_progress_bar_shows_running_return(capsys):
     assert "return" in err and "300/300" in err
 
 
+@pytest.mark.slow
 def test_reinforce_learns_cartpole_partly():
     agent = REINFORCE("CartPole-v1", seed=0)
     agent.learn(30_000)
@@ -260,6 +263,7 @@ def cli(*args, input=None, cwd=None):
                           capture_output=True, text=True, timeout=600, input=input, cwd=cwd)
 
 
+@pytest.mark.slow
 def test_cli_train_and_eval_cartpole(tmp_path):
     r = cli("train", "cartpole", "--timesteps", "3000", "--no-progress", "--out", tmp_path)
     assert r.returncode == 0, r.stderr
@@ -271,6 +275,7 @@ def test_cli_train_and_eval_cartpole(tmp_path):
     assert "DQN (3000 steps) on CartPole-v1" in e.stdout
 
 
+@pytest.mark.slow
 def test_cli_unknown_env_is_one_line(tmp_path):
     r = cli("train", "rl", "--env", "NoSuchEnv-v0", "--out", tmp_path)
     assert r.returncode == 1
@@ -280,6 +285,7 @@ def test_cli_unknown_env_is_one_line(tmp_path):
     assert r.returncode == 1 and "discrete action space" in r.stderr
 
 
+@pytest.mark.slow
 def test_cli_train_other_models_still_need_data():
     r = cli("train", "mlp")
     assert r.returncode == 2 and "--data" in r.stderr
@@ -306,6 +312,7 @@ def test_cli_play_rejects_bad_moves(tmp_path):
     assert any(w in text for w in ("you win", "computer wins", "draw"))
 
 
+@pytest.mark.slow
 def test_tour_game_ai_chapter(tmp_path):
     from shendu.tour import run_tour
 

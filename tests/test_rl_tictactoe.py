@@ -64,6 +64,7 @@ def trained():
     return TDSelfPlay(seed=0).learn(30_000)
 
 
+@pytest.mark.slow
 def test_never_loses_to_perfect_play_from_every_opening(trained):
     # every opening (all nine first moves when it plays second) and every perfect reply
     for as_first in (True, False):
@@ -71,6 +72,7 @@ def test_never_loses_to_perfect_play_from_every_opening(trained):
         assert games > 0 and losses == 0, (as_first, losses, games)
 
 
+@pytest.mark.slow
 def test_never_loses_to_any_opponent(trained):
     # stronger still: every legal reply of the opponent at every turn
     for as_first in (True, False):
@@ -78,6 +80,7 @@ def test_never_loses_to_any_opponent(trained):
         assert losses == 0, (as_first, losses, games)
 
 
+@pytest.mark.slow
 def test_against_random_play(trained):
     first = play_match(trained, RandomPlayer(1), 1000)
     second = play_match(RandomPlayer(2), trained, 1000)

@@ -172,6 +172,7 @@ SEED_CLASSES = ["NeuralNetwork", "MultiLayerPerceptron", "Perceptron", "Recurren
          "LongShortTermMemory", "ConvolutionalNeuralNetwork", "AttentionMechanism"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("name", SEED_CLASSES)
 def test_the_seeds_calls_learn_the_classic_task(name, dtype):

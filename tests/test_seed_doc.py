@@ -21,6 +21,7 @@ def test_every_code_block_is_python():
     assert [lang for lang, _ in blocks if lang.strip() != "python"] == []
 
 
+@pytest.mark.slow
 def test_every_code_block_runs(tmp_path, monkeypatch, capsys):
     pytest.importorskip("sklearn")          # the digits come from scikit-learn's copy
     monkeypatch.chdir(tmp_path)

@@ -141,6 +141,7 @@ def test_greedy_decoding_matches_torch_attention_weights():
 
 
 # ------------------------------------------------------------------ learning
+@pytest.mark.slow
 def test_reversal_attention_beats_the_bottleneck_and_is_anti_diagonal():
     """CI-sized: lengths 8-14, 3,000 training sequences, 5 epochs (the full-size run,
     lengths 10-20, is examples/seq2seq_reversal.py)."""
@@ -159,6 +160,7 @@ def test_reversal_attention_beats_the_bottleneck_and_is_anti_diagonal():
     assert mirrored_fraction(w, test.lengths) >= 0.95
 
 
+@pytest.mark.slow
 def test_ragged_lists_single_sequences_lstm_and_scheduled_sampling():
     rng = np.random.default_rng(0)
     X = [rng.integers(0, 4, rng.integers(2, 5)) for _ in range(400)]

@@ -32,6 +32,7 @@ ESTIMATORS = [
 ]
 
 
+@pytest.mark.slow
 def test_import_shendu_does_not_import_sklearn_or_torch():
     code = ("import sys, shendu, shendu.models, shendu.train, shendu.data.datasets; "
             "print(sorted(m for m in ('sklearn', 'torch', 'scipy') if m in sys.modules))")
@@ -93,6 +94,7 @@ def test_grid_search_over_perceptron_and_mlp():
     assert len(gs.cv_results_["mean_test_score"]) == 2
 
 
+@pytest.mark.slow
 def test_regressor_in_grid_search():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(90, 2))

@@ -68,6 +68,7 @@ def _one_thread():
         yield
 
 
+@pytest.mark.slow
 @parametrize_with_checks(TABULAR, expected_failed_checks=_expected)
 def test_sklearn_check_estimator(estimator, check):
     check(estimator)

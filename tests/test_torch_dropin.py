@@ -321,6 +321,7 @@ def test_adadelta_trajectory_matches_torch(kw, dtype):
     assert set(again.state[prob.s_params[0]]) == {"step", "square_avg", "acc_delta"}
 
 
+@pytest.mark.slow
 def test_adadelta_rejects_bad_hyperparameters():
     w = shendu.nn.Parameter(shendu.zeros(2))
     for kw in (dict(lr=-1.0), dict(rho=1.5), dict(eps=-1.0), dict(weight_decay=-0.1)):
@@ -340,6 +341,7 @@ ADAM_FAMILY = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("name,kw", ADAM_FAMILY, ids=[f"{n}{k}" for n, k in ADAM_FAMILY])
 def test_adam_family_trajectory_matches_torch(name, kw, dtype):
@@ -370,6 +372,7 @@ def test_adam_family_trajectory_matches_torch(name, kw, dtype):
     assert set(again.state[prob.s_params[0]]) == set(s_opt.state[prob.s_params[0]])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["Adamax", "NAdam", "RAdam"])
 def test_adam_family_rejects_bad_hyperparameters(name):
     w = shendu.nn.Parameter(shendu.zeros(2))

@@ -22,6 +22,7 @@ def quick_tour(tmp_path_factory):
     return out, r
 
 
+@pytest.mark.slow
 def test_quick_tour_prints_the_table(quick_tour):
     out, r = quick_tour
     for h in HEADER:
@@ -33,6 +34,7 @@ def test_quick_tour_prints_the_table(quick_tour):
     assert "it/s" in r.stderr or "s/it" in r.stderr  # the progress bars
 
 
+@pytest.mark.slow
 def test_quick_tour_results(quick_tour):
     out, _ = quick_tour
     res = json.loads((out / "results.json").read_text())
@@ -67,6 +69,7 @@ def test_quick_tour_results(quick_tour):
     assert res["cpu_seconds"] > 0
 
 
+@pytest.mark.slow
 def test_quick_tour_writes_the_report(quick_tour):
     out, r = quick_tour
     page = (out / "report.html").read_text(encoding="utf-8")
