@@ -263,3 +263,22 @@ def test_scheduler_state_cannot_replace_methods(tmp_path):
     p.write_bytes(_serialize(arrays, {"shendu": json.dumps(desc)}))
     with pytest.raises(FileFormatError, match="step"):
         load(p, optimizer=opt)
+
+
+def test_tensors_go_through_the_safetensors_package(tmp_path, monkeypatch):
+    import safetensors.numpy as stn
+
+    calls = []
+    real_save, real_load = stn.save, stn.load
+    monkeypatch.setattr(stn, "save", lambda *a, **k: calls.append("save") or real_save(*a, **k))
+    monkeypatch.setattr(stn, "load", lambda *a, **k: calls.append("load") or real_load(*a, **k))
+    m = nn.Linear(3, 2)
+    save(m, tmp_path / "m.sd")
+    _same_module(m, load(tmp_path / "m.sd"))
+    assert calls == ["save", "load"]
+    # and any safetensors reader gets the weights and shendu's metadata out
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "m.sd"), framework="numpy") as f:
+        assert sorted(f.keys()) == ["bias", "weight"]
+        assert json.loads(f.metadata()["shendu"])["kind"] == "module"
