@@ -225,9 +225,25 @@ _SIZE_AT = {"uniform": 2, "normal": 2, "integers": 2, "binomial": 2, "standard_n
             "random": 0, "standard_exponential": 0}
 
 
+def _mid(args, kwargs, at: int, key: str, default: float):
+    return kwargs[key] if key in kwargs else args[at] if len(args) > at else default
+
+
+#: What a rebuild "draws" instead of random numbers: every array it initialises is
+#: overwritten by the file's weights, so a constant (the middle of the distribution) does,
+#: at the cost of a fill.
+_FILL = {
+    "uniform": lambda a, k: (_mid(a, k, 0, "low", 0.0) + _mid(a, k, 1, "high", 1.0)) / 2,
+    "normal": lambda a, k: _mid(a, k, 0, "loc", 0.0),
+    "standard_normal": lambda a, k: 0.0,
+    "random": lambda a, k: 0.5,
+}
+
+
 class _BudgetGenerator:
-    """A throw-away generator for rebuilding: every draw is charged against the budget
-    *before* it allocates, and shendu's own generator is not advanced by a load."""
+    """The generator a rebuild runs with: every draw is charged against the budget *before*
+    it allocates; the common draws of initialisation are constant fills (the weights are
+    replaced by the file's); shendu's own generator is not advanced by a load or a save."""
 
     def __init__(self, budget: _Budget) -> None:
         self._gen = np.random.Generator(np.random.PCG64(0))
@@ -251,7 +267,16 @@ class _BudgetGenerator:
             else:
                 n = int(np.prod(size, dtype=object))
             self._budget.charge(8 * n)
-            return fn(*args, **kwargs)
+            fill = _FILL.get(name)
+            if fill is None or np.ndim(fill(args, kwargs)) != 0:
+                return fn(*args, **kwargs)
+            dtype = kwargs.get("dtype", np.float64)
+            if out is not None:
+                out[...] = fill(args, kwargs)
+                return out
+            if size is None:
+                return np.asarray(fill(args, kwargs), dtype)[()]
+            return np.full(size, fill(args, kwargs), dtype)
 
         return draw
 
