@@ -104,7 +104,7 @@ class Tensor:
     def dim(self) -> int:
         return self.data.ndim
 
-    def size(self, dim: int | None = None) -> Tensor:
+    def size(self, dim: int | None = None) -> tuple | int:
         return self.data.shape if dim is None else self.data.shape[dim]
 
     def numel(self) -> int:
@@ -168,7 +168,7 @@ class Tensor:
             )
         return self.data
 
-    def item(self) -> Tensor:
+    def item(self) -> float | int | bool:
         if self.data.size != 1:
             raise ValueError(
                 f"item: only a one-element tensor can be converted to a Python scalar, "
@@ -176,7 +176,7 @@ class Tensor:
             )
         return self.data.reshape(()).item()
 
-    def tolist(self) -> Tensor:
+    def tolist(self) -> list | float | int | bool:
         return self.data.tolist()
 
     def __float__(self) -> float:

@@ -180,12 +180,14 @@ def _train_epochs(args, spec, cls, Xtr, ytr, Xte, yte, key, info, last, best):
 def _train_once(args, spec, cls, Xtr, ytr, key, data):
     """Recurrent, transformer and seq2seq estimators: one ``fit`` of all the epochs (one
     line per epoch)."""
-    extra = {"verbose": 2, "epochs": args.epochs or 20}
+    extra = {"verbose": 2}
     if spec.task == "auto":
         extra["task"] = "classification" if key == "accuracy" else "regression"
     if spec.input == "seq2seq":
         extra.update(pad_id=data.pad_id, vocab_size=int(data.pad_id))
     model = _construct(cls, args)
+    # scikit-learn's name for the number of epochs where the model has it
+    extra["max_iter" if hasattr(model, "max_iter") else "epochs"] = args.epochs or 20
     for k, v in extra.items():
         if hasattr(model, k):
             setattr(model, k, v)

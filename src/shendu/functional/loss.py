@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from shendu.autograd import Function
+from shendu.functional.activation import _sigmoid
 from shendu.functional.math import sign0
 from shendu.tensor import Tensor
 
@@ -250,11 +251,6 @@ def binary_cross_entropy(input: Tensor, target, weight=None, *, reduction: str =
 def _log_sigmoid(x: np.ndarray) -> np.ndarray:
     """``log(1 / (1 + e^{-x})) = -(max(-x, 0) + log(1 + e^{-|x|}))``, finite for any x."""
     return -(np.maximum(-x, 0) + np.log1p(np.exp(-np.abs(x))))
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
 
 
 class BCEWithLogits(Function):
