@@ -8,7 +8,7 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = pathlib.Path(os.environ.get("SHENDU_DATA") or ROOT.parent / "shared" / "data")
 
 RUNS = {
     "adding_problem.py": (["--T", "8", "--n-train", "64", "--epochs", "1", "--hidden", "8"],
@@ -42,6 +42,10 @@ def test_example_runs(script, tmp_path):
             pytest.skip(f"{text} is not here")
     if script == "speech_loso.py":
         pytest.importorskip("soundfile")
+        if not (DATA / "fsdd").is_dir():
+            pytest.skip(f"{DATA / 'fsdd'} is not here")
+    if script == "mnist_lenet.py" and not (DATA / "mnist").is_dir():
+        pytest.skip(f"{DATA / 'mnist'} is not here")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1",
            "OPENBLAS_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
     p = subprocess.run([sys.executable, str(ROOT / "examples" / script), *args], cwd=tmp_path,

@@ -52,6 +52,8 @@ def test_quick_tour_results(quick_tour):
         assert float(r[3].split("%")[0]) > 85, r
     for r in res["rows"]:
         assert not r[3].startswith(("not available yet", "failed")), r
+        if r[3].startswith("skipped"):  # a chapter whose data or extra is absent says so
+            continue
         assert float(r[5]) >= 0
     # the famous contrasts, measured: the LSTM solves the adding problem, the tanh RNN not
     lstm = next(r for r in res["rows"] if r[0].startswith("Long short-term"))
