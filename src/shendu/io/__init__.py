@@ -1,4 +1,4 @@
-r"""Saving and loading: weights as safetensors, everything else as JSON (no pickle anywhere).
+r"""Saving and loading: weights as safetensors, everything else as JSON, no code deserialised.
 
 ``shendu.save(obj, path)`` writes a module, an optimizer, a learning-rate scheduler, a ready
 model (estimator) or a dict of arrays; ``shendu.load(path)`` gives it back without the caller

@@ -29,5 +29,7 @@ from shendu.nn.transformer import __all__ as _tf
 
 __all__ = ["Module", "Parameter", "init", "utils", *_act, *_attn, *_con, *_conv, *_drop, *_lin,
            *_loss, *_norm, *_pool, *_rec, *_sparse, *_tf]
-from shendu.nn import functional  # noqa: E402,F401  (torch: import torch.nn.functional as F)
-from shendu.nn import parallel  # noqa: E402,F401  (DistributedDataParallel)
+from shendu.nn import (
+           functional,  # noqa: E402,F401  (torch: import torch.nn.functional as F)
+           parallel,  # noqa: E402,F401  (DistributedDataParallel)
+)
