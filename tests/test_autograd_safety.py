@@ -764,3 +764,40 @@ def test_autograd_rules_page_runs():
     ns: dict = {}
     for code in blocks:
         exec(compile(code, str(page), "exec"), ns)  # noqa: S102
+
+
+# ------------------------------------------- float64 central differences for the new ops
+def _gc(fn, *shapes, seed=0):
+    rng = np.random.default_rng(seed)
+    xs = [shendu.tensor(rng.uniform(-2, 2, s), dtype=shendu.float64, requires_grad=True)
+          for s in shapes]
+    assert shendu.gradcheck(fn, xs)
+
+
+def test_gradcheck_hardtanh_relu6_away_from_kinks():
+    _gc(lambda x: shendu.nn.functional.hardtanh(x * 0.7, -1.0, 1.0), (4, 5))
+    _gc(lambda x: shendu.nn.functional.relu6(x * 3.0 + 2.0), (4, 5), seed=1)
+
+
+def test_gradcheck_setitem_fill_copy_and_view_writes():
+    def setitem(a, v):
+        z = a * 1.0
+        z[1:3, 0] = v
+        return z * a
+
+    def copy_fill(a, v):
+        z = a * 2.0
+        z[0].copy_(v[0])          # through a view: the base's CopySlices
+        z[2].fill_(v[1, 1])
+        return z.sum(1) * z[:, 0]
+
+    def inplace_chain(a, v):
+        z = a.exp()
+        w = z.clone()
+        w.mul_(v).add_(a)
+        w[:, 1:].tanh_()
+        return w
+
+    _gc(setitem, (4, 3), (2,))
+    _gc(copy_fill, (3, 3), (3, 3), seed=2)
+    _gc(inplace_chain, (3, 3), (3, 3), seed=3)
