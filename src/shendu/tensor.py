@@ -466,7 +466,6 @@ class Tensor:
         if not isinstance(src, Tensor):
             src = Tensor(np.asarray(src))
         try:
-            np.broadcast_shapes(src.data.shape, self.data.shape)
             if np.broadcast_shapes(src.data.shape, self.data.shape) != self.data.shape:
                 raise ValueError
         except ValueError:
