@@ -172,7 +172,9 @@ def test_seed_api_matches_estimator():
     np.testing.assert_array_equal(seed.W, est.W)
     np.testing.assert_array_equal(seed.b, est.b)
     out = seed.forward(X)
-    np.testing.assert_array_equal(out[:, 0], np.where(y == 1, 1.0, -1.0))
+    assert out.shape == (len(X), 1)
+    np.testing.assert_allclose(out, X @ seed.W + seed.b)        # scores, not signs
+    np.testing.assert_array_equal(np.sign(out[:, 0]), np.where(y == 1, 1.0, -1.0))
 
 
 def test_seed_backward_is_the_rule():

@@ -523,9 +523,10 @@ class Perceptron(ClassifierMixin, BaseEstimator):
         return y
 
     def forward(self, x) -> np.ndarray:
-        """``sign(x W + b)`` for a batch ``x`` (n, input_dim): -1, +1, or 0 exactly on the
-        hyperplane (which no label equals, so it counts as a mistake). Remembers ``x``
-        for :meth:`backward`."""
+        """The scores ``x W + b`` (n, output_dim) for a batch ``x`` (n, input_dim); the
+        perceptron's answer is their sign (``np.sign(model.forward(x))``: -1, +1, or 0
+        exactly on the hyperplane, which no label equals, so it counts as a mistake).
+        Remembers ``x`` for :meth:`backward`."""
         self._seed_weights("forward")
         x = np.asarray(x, dtype=np.float64)
         if x.ndim == 1:
@@ -534,18 +535,19 @@ class Perceptron(ClassifierMixin, BaseEstimator):
             raise ValueError(f"Perceptron.forward: expected input (n, {self.W.shape[0]}), "
                              f"got {x.shape}")
         self._x = x
-        self._out = np.sign(x @ self.W + self.b)
-        return self._out
+        self._out = x @ self.W + self.b
+        return self._out.copy()
 
     def backward(self, y, learning_rate: float = 1.0) -> int:
         """The perceptron rule on the last :meth:`forward`: for every sample and output
-        whose sign is not its label ``y`` (±1), ``W += learning_rate * y * x`` and
+        whose score's sign is not its label ``y`` (±1), that is ``y * score <= 0``,
+        ``W += learning_rate * y * x`` and
         ``b += learning_rate * y`` (summed over the batch; on one sample this is
         Rosenblatt's rule exactly). Returns the number of mistakes."""
         if getattr(self, "_out", None) is None:
             raise RuntimeError("Perceptron.backward: call forward(x) first")
         y = self._seed_y(y, len(self._x), "backward")
-        err = np.where(self._out != y, y, 0.0)             # (n, K): y on mistakes, else 0
+        err = np.where(y * self._out <= 0, y, 0.0)         # (n, K): y on mistakes, else 0
         if err.any():
             self.W += learning_rate * (self._x.T @ err)
             if self.fit_intercept:
