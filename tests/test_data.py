@@ -483,3 +483,118 @@ def test_package_exports_and_lazy_datasets():
     assert shendu.data is sd and "data" in shendu.__all__
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         getattr(sd, "nope")  # noqa: B009
+
+
+# ----------------------------------------------------- torch's worker options, batch samplers
+WORKER_OPTIONS = [
+    {},
+    {"num_workers": 2},
+    {"num_workers": 2, "pin_memory": True, "persistent_workers": True, "prefetch_factor": 4},
+    {"num_workers": 1, "timeout": 5, "in_order": False},
+    {"num_workers": -1},
+    {"timeout": -1},
+    {"prefetch_factor": 2},
+    {"num_workers": 1, "prefetch_factor": -1},
+    {"persistent_workers": True},
+]
+
+
+@pytest.mark.parametrize("options", WORKER_OPTIONS, ids=lambda o: ",".join(map(str, o.items())))
+def test_worker_options_accepted_and_refused_as_torch_does(options):
+    x, y = np.arange(20, dtype=np.float32).reshape(10, 2), np.arange(10)
+    try:
+        tud.DataLoader(tud.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
+                       batch_size=3, **options)
+        torch_error = None
+    except (ValueError, TypeError) as e:
+        torch_error = type(e)
+    if torch_error is not None:
+        with pytest.raises(torch_error):
+            DataLoader(TensorDataset(x, y), batch_size=3, **options)
+        return
+    loader = DataLoader(TensorDataset(x, y), batch_size=3, shuffle=True, generator=0,
+                        **options)
+    plain = DataLoader(TensorDataset(x, y), batch_size=3, shuffle=True, generator=0)
+    assert order_of(loader) == order_of(plain)       # same batches whatever the options say
+
+
+def test_torch_positional_order():
+    ds = index_ds(5)
+    # torch: (dataset, batch_size, shuffle, sampler, batch_sampler, num_workers, collate_fn,
+    #         pin_memory, drop_last)
+    loader = DataLoader(ds, 2, False, None, None, 0, None, False, True)
+    assert loader.drop_last and len(loader) == 2 and order_of(loader) == [0, 1, 2, 3]
+    assert shendu.data.get_worker_info() is None and tud.get_worker_info() is None
+
+
+def test_worker_init_fn_runs_once_per_epoch_with_workers():
+    calls = []
+    loader = DataLoader(index_ds(4), batch_size=2, num_workers=2, worker_init_fn=calls.append)
+    for _ in range(3):
+        list(loader)
+    assert calls == [0, 0, 0]
+    list(DataLoader(index_ds(4), batch_size=2, worker_init_fn=calls.append))
+    assert calls == [0, 0, 0]                        # no workers asked for: never called
+    with pytest.raises(TypeError, match="worker_init_fn callable"):
+        DataLoader(index_ds(4), num_workers=1, worker_init_fn=3)
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_batch_sampler_matches_torch(drop_last):
+    x, y = np.arange(22, dtype=np.float32).reshape(11, 2), np.arange(11)
+    ours = shendu.data.BatchSampler(SequentialSampler(range(11)), 4, drop_last)
+    theirs = tud.BatchSampler(tud.SequentialSampler(range(11)), 4, drop_last)
+    assert list(ours) == list(theirs) and len(ours) == len(theirs)
+    uneven = [[3, 1], [0, 2, 9, 10], [5], [4, 6, 7, 8]]
+    got = DataLoader(TensorDataset(x, y), batch_sampler=uneven)
+    want = tud.DataLoader(tud.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
+                          batch_sampler=uneven)
+    assert len(got) == len(want) == 4
+    for (gx, gy), (wx, wy) in zip(got, want, strict=True):
+        np.testing.assert_array_equal(gx.numpy(), wx.numpy())
+        np.testing.assert_array_equal(gy.numpy(), wy.numpy())
+    for bad in ({"batch_size": 2}, {"shuffle": True}, {"drop_last": True},
+                {"sampler": SequentialSampler(range(11))}):
+        with pytest.raises(ValueError, match="batch_sampler option is mutually exclusive"):
+            DataLoader(TensorDataset(x, y), batch_sampler=uneven, **bad)
+        with pytest.raises(ValueError, match="mutually exclusive"):
+            tud.DataLoader(tud.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
+                           batch_sampler=uneven, **bad)
+
+
+def test_batch_sampler_resumes_mid_epoch():
+    ds = index_ds(10)
+    batches = [[9, 8, 7], [1], [2, 3, 4, 5], [0, 6]]
+    loader = DataLoader(ds, batch_sampler=batches)
+    it = iter(loader)
+    next(it), next(it)
+    state = json.loads(json.dumps(loader.state_dict()))
+    again = DataLoader(ds, batch_sampler=batches)
+    again.load_state_dict(state)
+    assert [b[1].tolist() for b in again] == batches[2:]
+
+
+def test_lazy_draws_with_replacement_cost_no_memory_and_resume():
+    ds = index_ds(7)
+    sampler = RandomSampler(ds, replacement=True, num_samples=int(1e10), generator=3)
+    loader = DataLoader(ds, batch_size=50_000, sampler=sampler)
+    assert len(loader) == int(1e10) // 50_000
+    it = iter(loader)
+    first = [next(it)[1].numpy().copy() for _ in range(3)]   # crosses a 65,536 chunk edge
+    assert all(b.shape == (50_000,) and b.min() >= 0 and b.max() < 7 for b in first)
+    counts = np.bincount(np.concatenate(first), minlength=7) / 150_000
+    np.testing.assert_allclose(counts, 1 / 7, atol=0.01)      # uniform draws
+    state = json.loads(json.dumps(loader.state_dict()))
+    assert len(json.dumps(state)) < 1000                     # saved as its seed, not the order
+    fourth = next(it)[1].numpy()
+    again = DataLoader(ds, batch_size=50_000, sampler=RandomSampler(
+        ds, replacement=True, num_samples=int(1e10), generator=3))
+    again.load_state_dict(state)
+    np.testing.assert_array_equal(next(iter(again))[1].numpy(), fourth)
+    # the draws read back in any slicing are one sequence
+    order = loader._current.order
+    np.testing.assert_array_equal(order[0:150_000], np.concatenate(first))
+    np.testing.assert_array_equal(order[65_530:65_540], np.concatenate(first)[65_530:65_540])
+    head = [i for _, i in zip(range(10), iter(RandomSampler(
+        ds, replacement=True, num_samples=int(1e10), generator=3)))]
+    np.testing.assert_array_equal(head, first[0][:10])

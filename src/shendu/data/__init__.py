@@ -8,11 +8,13 @@ from __future__ import annotations
 import importlib
 
 from shendu.data.dataloader import (
+    BatchSampler,
     DataLoader,
     RandomSampler,
     Sampler,
     SequentialSampler,
     default_collate,
+    get_worker_info,
 )
 from shendu.data.dataset import Dataset, Subset, TensorDataset, random_split
 from shendu.data.mnist import mnist, mnist_split, read_idx
@@ -21,7 +23,7 @@ from shendu.data.sampler import DistributedSampler
 __all__ = [
     "Dataset", "TensorDataset", "Subset", "random_split",
     "DataLoader", "default_collate", "Sampler", "SequentialSampler", "RandomSampler",
-    "DistributedSampler",
+    "BatchSampler", "DistributedSampler", "get_worker_info",
     "mnist", "mnist_split", "read_idx",
 ]
 

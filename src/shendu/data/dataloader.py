@@ -33,7 +33,13 @@ from shendu.backend import get_default_dtype
 from shendu.data.dataset import Subset, TensorDataset, as_generator
 from shendu.tensor import Tensor, from_numpy
 
-__all__ = ["DataLoader", "default_collate", "Sampler", "SequentialSampler", "RandomSampler"]
+__all__ = ["DataLoader", "default_collate", "Sampler", "SequentialSampler", "RandomSampler",
+           "BatchSampler", "get_worker_info"]
+
+# Draws with replacement beyond this many are made lazily, a chunk at a time (minGPT's
+# ``RandomSampler(ds, replacement=True, num_samples=int(1e10))``).
+_LAZY_DRAWS = 1 << 20
+_CHUNK = 1 << 16
 
 
 # ---------------------------------------------------------------------------------- samplers
@@ -90,22 +96,109 @@ class RandomSampler(Sampler):
         n = self._num_samples
         return len(self.data_source) if n is None else int(n)
 
-    def indices(self) -> np.ndarray:
-        """One epoch's order as an int64 array (draws from the generator)."""
+    def indices(self) -> np.ndarray | _LazyDraws:
+        """One epoch's order as an int64 array (draws from the generator). More than
+        2**20 draws with replacement come as a lazy sequence instead, drawn a chunk at a
+        time from a stream seeded by one draw from the generator, so a sampler of
+        ``num_samples=int(1e10)`` costs no memory."""
         gen = self.generator if self.generator is not None else backend.rng()
         n, m = len(self.data_source), self.num_samples
         if self.replacement:
             if n == 0 and m:
                 raise ValueError("RandomSampler: cannot draw with replacement from an empty "
                                  "dataset")
+            if m > _LAZY_DRAWS:
+                return _LazyDraws(int(gen.integers(0, 2**63, dtype=np.int64)), n, m)
             return gen.integers(0, n, size=m, dtype=np.int64)
         return gen.permutation(n)[:m].astype(np.int64, copy=False)
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.indices().tolist())
+        order = self.indices()
+        if isinstance(order, _LazyDraws):
+            return order.iter_ints()
+        return iter(order.tolist())
 
     def __len__(self) -> int:
         return self.num_samples
+
+
+class _LazyDraws:
+    """``m`` uniform draws from ``range(n)``, made a chunk of 2**16 at a time from a PCG64
+    stream seeded by ``seed``: sliceable in order like an array, and saved as its seed."""
+
+    def __init__(self, seed: int, n: int, m: int) -> None:
+        self.seed, self.n, self.m = seed, n, m
+        self._gen = None
+        self._chunk_no = -1
+        self._chunk = np.empty(0, np.int64)
+
+    def __len__(self) -> int:
+        return self.m
+
+    def _get_chunk(self, k: int) -> np.ndarray:
+        if k < self._chunk_no or self._gen is None:          # rewind: replay the stream
+            self._gen = np.random.Generator(np.random.PCG64(self.seed))
+            self._chunk_no = -1
+        while self._chunk_no < k:
+            size = min(_CHUNK, self.m - (self._chunk_no + 1) * _CHUNK)
+            self._chunk = self._gen.integers(0, self.n, size=size, dtype=np.int64)
+            self._chunk_no += 1
+        return self._chunk
+
+    def __getitem__(self, sl: slice) -> np.ndarray:
+        if not isinstance(sl, slice) or sl.step not in (None, 1):
+            raise TypeError("lazy sampler draws can only be read in contiguous slices")
+        start, stop, _ = sl.indices(self.m)
+        parts = []
+        while start < stop:
+            k, off = divmod(start, _CHUNK)
+            chunk = self._get_chunk(k)
+            take = chunk[off:off + stop - start]
+            parts.append(take)
+            start += len(take)
+        return np.concatenate(parts) if parts else np.empty(0, np.int64)
+
+    def iter_ints(self) -> Iterator[int]:
+        for k in range(-(-self.m // _CHUNK)):
+            yield from self._get_chunk(k).tolist()
+
+    def state(self) -> dict:
+        return {"lazy_seed": self.seed, "n": self.n, "m": self.m}
+
+
+class BatchSampler(Sampler):
+    """Wrap a sampler to yield lists of ``batch_size`` indices (torch's
+    ``torch.utils.data.BatchSampler``); the last, shorter list is kept unless
+    ``drop_last``. Give it to ``DataLoader(batch_sampler=...)``."""
+
+    def __init__(self, sampler, batch_size: int, drop_last: bool) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+                or batch_size <= 0:
+            raise ValueError(f"BatchSampler expected batch_size a positive int, got "
+                             f"{batch_size!r}")
+        if not isinstance(drop_last, bool):
+            raise ValueError(f"BatchSampler expected drop_last a bool, got {drop_last!r}")
+        self.sampler, self.batch_size, self.drop_last = sampler, int(batch_size), drop_last
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batch: list[int] = []
+        for i in self.sampler:
+            batch.append(int(i))
+            if len(batch) == self.batch_size:
+                yield batch
+                batch = []
+        if batch and not self.drop_last:
+            yield batch
+
+    def __len__(self) -> int:
+        n = len(self.sampler)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+
+def get_worker_info():
+    """``None``: shendu's loader reads every batch in the calling process (torch returns
+    ``None`` there too, outside a worker)."""
+    return None
 
 
 # ----------------------------------------------------------------------------------- collate
@@ -234,6 +327,16 @@ class DataLoader:
     collate_fn : merges a list of samples into a batch (default :func:`default_collate`).
     generator : ``numpy.random.Generator`` or int seed for shuffling.
     sampler : your own iterable of indices with ``__len__`` (then leave ``shuffle`` off).
+    batch_sampler : your own iterable of index lists, one a batch (e.g.
+        :class:`BatchSampler`); excludes ``batch_size``, ``shuffle``, ``sampler`` and
+        ``drop_last``.
+    num_workers, pin_memory, timeout, worker_init_fn, multiprocessing_context,
+    prefetch_factor, persistent_workers, pin_memory_device, in_order : torch's, checked
+        as torch checks them. shendu reads every batch in the calling process (NumPy
+        indexing of a whole batch at once is faster than worker processes for the data sets
+        it is used on), so the batches are the ones torch gives and the options only
+        change when ``worker_init_fn(0)`` runs: at the start of each epoch, in this process,
+        when ``num_workers > 0``.
 
     ``len(loader)`` is the number of batches per epoch. Each ``iter(loader)`` starts a new
     epoch. ``state_dict()`` / ``load_state_dict()`` save and restore the position (epoch,
@@ -243,13 +346,33 @@ class DataLoader:
     one, whose state a checkpoint restores with ``shendu.set_rng_state``.
     """
 
-    def __init__(self, dataset, batch_size: int = 1, shuffle: bool = False,
-                 drop_last: bool = False, collate_fn: Callable[[list], Any] | None = None,
-                 generator: np.random.Generator | int | None = None, sampler=None) -> None:
+    def __init__(self, dataset, batch_size: int | None = 1, shuffle: bool | None = None,
+                 sampler=None, batch_sampler=None, num_workers: int = 0,
+                 collate_fn: Callable[[list], Any] | None = None, pin_memory: bool = False,
+                 drop_last: bool = False, timeout: float = 0, worker_init_fn=None,
+                 multiprocessing_context=None,
+                 generator: np.random.Generator | int | None = None, *,
+                 prefetch_factor: int | None = None, persistent_workers: bool = False,
+                 pin_memory_device: str = "", in_order: bool = True) -> None:
         if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
             raise TypeError(f"DataLoader expected a map-style dataset (with __len__ and "
                             f"__getitem__), got {type(dataset).__name__}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+        self._check_worker_options(num_workers, timeout, prefetch_factor, persistent_workers,
+                                   worker_init_fn)
+        shuffle = bool(shuffle)
+        if batch_sampler is not None:
+            if batch_size != 1 or shuffle or sampler is not None or drop_last:
+                raise ValueError("DataLoader: batch_sampler option is mutually exclusive with "
+                                 "batch_size, shuffle, sampler, and drop_last")
+            if not (hasattr(batch_sampler, "__iter__") and hasattr(batch_sampler, "__len__")):
+                raise TypeError(f"DataLoader expected a batch_sampler with __iter__ and "
+                                f"__len__, got {type(batch_sampler).__name__}")
+            batch_size = None
+        elif batch_size is None:
+            raise ValueError("DataLoader expected batch_size a positive int, got None (torch's "
+                             "batch_size=None, no automatic batching, is not supported: use "
+                             "batch_size=1 and take batch[0])")
+        elif isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
                 or batch_size <= 0:
             raise ValueError(f"DataLoader expected batch_size a positive int, got {batch_size!r}")
         if collate_fn is not None and not callable(collate_fn):
@@ -271,8 +394,19 @@ class DataLoader:
             if generator is not None:
                 as_generator(generator, "DataLoader")  # validate even if unused
             sampler = SequentialSampler(dataset)
+        self.batch_sampler = batch_sampler
+        self.num_workers = int(num_workers)
+        self.pin_memory = bool(pin_memory)
+        self.pin_memory_device = pin_memory_device
+        self.timeout = timeout
+        self.worker_init_fn = worker_init_fn
+        self.multiprocessing_context = multiprocessing_context
+        self.prefetch_factor = (2 if prefetch_factor is None and self.num_workers > 0
+                                else prefetch_factor)
+        self.persistent_workers = bool(persistent_workers)
+        self.in_order = bool(in_order)
         self.dataset = dataset
-        self.batch_size = int(batch_size)
+        self.batch_size = None if batch_size is None else int(batch_size)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
         self.collate_fn = collate_fn if collate_fn is not None else default_collate
@@ -283,25 +417,68 @@ class DataLoader:
         self._current: _LoaderIterator | None = None
         self._resume: tuple[np.ndarray, int] | None = None
 
+    @staticmethod
+    def _check_worker_options(num_workers, timeout, prefetch_factor, persistent_workers,
+                              worker_init_fn) -> None:
+        """torch's checks of the worker options. shendu reads every batch in the calling
+        process whatever ``num_workers`` says (the batches are the same; see docs/torch.md),
+        so the other options are accepted and have nothing to do."""
+        if isinstance(num_workers, bool) or not isinstance(num_workers, (int, np.integer)) \
+                or num_workers < 0:
+            raise ValueError(f"DataLoader: num_workers option should be a non-negative int; "
+                             f"use num_workers=0 to disable multiprocessing, got "
+                             f"{num_workers!r}")
+        if not isinstance(timeout, (int, float)) or timeout < 0:
+            raise ValueError(f"DataLoader: timeout option should be non-negative, got "
+                             f"{timeout!r}")
+        if num_workers == 0 and prefetch_factor is not None:
+            raise ValueError("DataLoader: prefetch_factor option could only be specified in "
+                             "multiprocessing. let num_workers > 0 to enable multiprocessing, "
+                             "otherwise set prefetch_factor to None.")
+        if prefetch_factor is not None and (isinstance(prefetch_factor, bool) or not isinstance(
+                prefetch_factor, (int, np.integer)) or prefetch_factor < 0):
+            raise ValueError(f"DataLoader: prefetch_factor option should be a non-negative "
+                             f"int, got {prefetch_factor!r}")
+        if persistent_workers and num_workers == 0:
+            raise ValueError("DataLoader: persistent_workers option needs num_workers > 0")
+        if worker_init_fn is not None and not callable(worker_init_fn):
+            raise TypeError(f"DataLoader expected worker_init_fn callable, got "
+                            f"{type(worker_init_fn).__name__}")
+
     def __len__(self) -> int:
+        if self.batch_sampler is not None:
+            return len(self.batch_sampler)
         n = len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def _draw_order(self) -> np.ndarray:
+    def _draw_order(self):
+        """This epoch's order: an int64 array (or lazy draws) and, under a batch sampler,
+        the batch boundaries in it."""
+        if self.batch_sampler is not None:
+            batches = [np.asarray(list(b), dtype=np.int64) for b in self.batch_sampler]
+            bounds = np.cumsum([0] + [len(b) for b in batches], dtype=np.int64)
+            order = np.concatenate(batches) if batches else np.empty(0, np.int64)
+            return order, bounds
         s = self.sampler
-        order = s.indices() if isinstance(s, RandomSampler) else np.fromiter(
-            iter(s), dtype=np.int64)
-        return np.asarray(order, dtype=np.int64)
+        if isinstance(s, RandomSampler):
+            order = s.indices()
+            if isinstance(order, _LazyDraws):
+                return order, None
+        else:
+            order = np.fromiter(iter(s), dtype=np.int64)
+        return np.asarray(order, dtype=np.int64), None
 
     def __iter__(self) -> _LoaderIterator:
         if self._resume is not None:
-            order, start = self._resume
+            (order, bounds), start = self._resume
             self._resume = None
         else:
             if self._current is not None and not self._current.done:
                 self._epoch += 1  # the previous epoch was left unfinished
-            order, start = self._draw_order(), 0
-        self._current = _LoaderIterator(self, order, start)
+            (order, bounds), start = self._draw_order(), 0
+            if self.worker_init_fn is not None and self.num_workers > 0:
+                self.worker_init_fn(0)      # the one "worker" is this process
+        self._current = _LoaderIterator(self, order, start, bounds)
         return self._current
 
     def _fetch(self, idx: np.ndarray):
@@ -318,18 +495,26 @@ class DataLoader:
         order, ``None`` between epochs) and ``generator`` (the shuffling generator's
         bit-generator state after drawing that order, or ``None`` if it uses the global one)."""
         gen = getattr(self.sampler, "generator", None)
-        order, batch = None, 0
+        order, bounds, batch = None, None, 0
         if self._resume is not None:
-            order, batch = self._resume
+            (order, bounds), batch = self._resume
         elif self._current is not None and not self._current.done:
-            order, batch = self._current.order, self._current.batch
-        return {
+            order, bounds = self._current.order, self._current.bounds
+            batch = self._current.batch
+        if isinstance(order, _LazyDraws):
+            order = order.state()
+        elif order is not None:
+            order = order.tolist()
+        state = {
             "epoch": self._epoch,
             "batch": batch,
-            "order": None if order is None else order.tolist(),
+            "order": order,
             "generator": gen.bit_generator.state if isinstance(gen, np.random.Generator)
             else None,
         }
+        if bounds is not None:                 # a batch sampler's batch boundaries
+            state["bounds"] = bounds.tolist()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a position saved by :meth:`state_dict`; the next ``iter(self)`` resumes."""
@@ -338,11 +523,24 @@ class DataLoader:
             raise KeyError(f"DataLoader.load_state_dict: missing keys {sorted(missing)}")
         order = state["order"]
         batch = int(state["batch"])
-        if order is not None:
-            order = np.asarray(order, dtype=np.int64)
-            if order.ndim != 1 or len(order) != len(self.sampler):
-                raise ValueError(f"DataLoader.load_state_dict: saved order has {order.size} "
+        bounds = state.get("bounds")
+        if bounds is not None:
+            bounds = np.asarray(bounds, dtype=np.int64)
+        if isinstance(order, dict):
+            if set(order) != {"lazy_seed", "n", "m"}:
+                raise ValueError(f"DataLoader.load_state_dict: a lazy order holds lazy_seed, n "
+                                 f"and m, got {sorted(order)}")
+            order = _LazyDraws(int(order["lazy_seed"]), int(order["n"]), int(order["m"]))
+            if len(order) != len(self.sampler):
+                raise ValueError(f"DataLoader.load_state_dict: saved order has {len(order)} "
                                  f"indices, but this loader's sampler yields {len(self.sampler)}")
+        elif order is not None:
+            order = np.asarray(order, dtype=np.int64)
+            n_expected = int(bounds[-1]) if bounds is not None else len(self.sampler)
+            if order.ndim != 1 or len(order) != n_expected:
+                raise ValueError(f"DataLoader.load_state_dict: saved order has {order.size} "
+                                 f"indices, but this loader's sampler yields {n_expected}")
+        if order is not None:
             if not 0 <= batch <= len(self):
                 raise ValueError(f"DataLoader.load_state_dict: batch {batch} out of range for "
                                  f"{len(self)} batches per epoch")
@@ -354,7 +552,7 @@ class DataLoader:
             gen.bit_generator.state = state["generator"]
         self._epoch = int(state["epoch"])
         self._current = None
-        self._resume = None if order is None else (order, batch)
+        self._resume = None if order is None else ((order, bounds), batch)
 
     def __repr__(self) -> str:
         return (f"DataLoader({type(self.dataset).__name__} of {len(self.dataset)}, "
@@ -366,12 +564,17 @@ class _LoaderIterator:
     """One epoch of a :class:`DataLoader`. Several may run at once; the loader records the
     position of the newest one."""
 
-    def __init__(self, loader: DataLoader, order: np.ndarray, start: int) -> None:
+    def __init__(self, loader: DataLoader, order, start: int,
+                 bounds: np.ndarray | None = None) -> None:
         self.loader = loader
         self.order = order
+        self.bounds = bounds        # batch b is order[bounds[b]:bounds[b + 1]] (batch sampler)
         self.batch = start
-        bs, n = loader.batch_size, len(order)
-        self.n_batches = n // bs if loader.drop_last else -(-n // bs)
+        if bounds is not None:
+            self.n_batches = len(bounds) - 1
+        else:
+            bs, n = loader.batch_size, len(order)
+            self.n_batches = n // bs if loader.drop_last else -(-n // bs)
         self.done = False
 
     def __iter__(self) -> _LoaderIterator:
@@ -389,7 +592,11 @@ class _LoaderIterator:
             if self.loader._current is self:
                 self.loader._epoch += 1
             raise StopIteration
-        bs = self.loader.batch_size
-        out = self.loader._fetch(self.order[b * bs:(b + 1) * bs])
+        if self.bounds is not None:
+            idx = self.order[self.bounds[b]:self.bounds[b + 1]]
+        else:
+            bs = self.loader.batch_size
+            idx = self.order[b * bs:(b + 1) * bs]
+        out = self.loader._fetch(idx)
         self.batch = b + 1
         return out
