@@ -124,6 +124,41 @@ def test_atomic_write_leaves_no_temporaries(tmp_path):
     assert os.listdir(tmp_path) == ["m.safetensors"]
 
 
+def test_nested_dict_saves_as_torch_saves_it(tmp_path):
+    """torch.save({"model": ..., "optimizer": ..., "iter_num": ...}) and of an optimizer's
+    state_dict: the same dict comes back, and training continues exactly from it."""
+    m = _mlp()
+    opt = shendu.optim.AdamW(m.parameters(), lr=1e-2)
+    for _ in range(2):
+        opt.zero_grad()
+        m(shendu.randn(5, 4)).pow(2).sum().backward()
+        opt.step()
+    ckpt = {"model": m.state_dict(), "optimizer": opt.state_dict(), "iter_num": 2,
+            "best_val_loss": float("inf"), "config": {"n_layer": 2, "bias": False}}
+    save(ckpt, tmp_path / "ckpt.pt")
+    back = load(tmp_path / "ckpt.pt")
+    assert back["iter_num"] == 2 and back["best_val_loss"] == float("inf")
+    assert back["config"] == {"n_layer": 2, "bias": False}
+    m2 = _mlp()
+    m2.load_state_dict(back["model"])
+    opt2 = shendu.optim.AdamW(m2.parameters(), lr=1e-2)
+    opt2.load_state_dict(back["optimizer"])
+    x = shendu.randn(5, 4)
+    for model, o in ((m, opt), (m2, opt2)):
+        o.zero_grad()
+        model(x).pow(2).sum().backward()
+        o.step()
+    for a, b in zip(m.parameters(), m2.parameters(), strict=True):
+        np.testing.assert_array_equal(a.detach().numpy(), b.detach().numpy())
+    save(opt.state_dict(), tmp_path / "opt.pt")
+    assert set(load(tmp_path / "opt.pt")) == {"state", "param_groups"}
+    save({"w": np.ones(3)}, tmp_path / "plain.safetensors")      # arrays only: plain file
+    np.testing.assert_array_equal(load(tmp_path / "plain.safetensors")["w"], np.ones(3))
+    with pytest.raises(TypeError, match="keys must be strings, got 1"):
+        save({1: np.zeros(2), "a": 3}, tmp_path / "bad.pt")
+    assert not (tmp_path / "bad.pt").exists()
+
+
 def test_checkpoint_state_tree_roundtrip(tmp_path):
     from shendu.io import load_checkpoint, save_checkpoint
 

@@ -78,14 +78,21 @@ def _to_bytes(obj) -> bytes:
             a = v.data if hasattr(v, "grad") else v
             if hasattr(a, "detach") and hasattr(a, "numpy"):  # a torch tensor
                 a = a.detach().cpu().numpy()
-            if not isinstance(a, np.ndarray):
-                raise TypeError(f"save: a dict is saved as named arrays, but {k!r} is a "
-                                f"{type(v).__name__}; use save_checkpoint for other values")
+            if not isinstance(a, np.ndarray) or not isinstance(k, str):
+                break
             arrays[k] = a
-        desc = _describe("arrays")
+        else:
+            return _serialize(arrays, {"shendu": _describe("arrays")})
+        # a nested dict (an optimizer's state_dict, {"model": ..., "iter_num": ...}): a
+        # checkpoint whose parts are its items, which load() gives back as a dict
+        if not all(isinstance(k, str) for k in obj):
+            bad = next(k for k in obj if not isinstance(k, str))
+            raise TypeError(f"save: a dict's keys must be strings, got {bad!r} "
+                            f"({type(bad).__name__})")
+        return _checkpoint_bytes(obj)
     else:
         raise TypeError(f"save: don't know how to save a {type(obj).__name__} (a Module, an "
-                        "optimizer, a scheduler, a shendu model or a dict of arrays)")
+                        "optimizer, a scheduler, a shendu model or a dict)")
     return _serialize(arrays, {"shendu": desc})
 
 
@@ -95,8 +102,12 @@ def save(obj, path) -> None:
     ``obj`` is a ``Module`` (class, constructor arguments, train/eval mode and weights), an
     optimizer (class, hyper-parameters and state; parameters are matched on load), a
     learning-rate scheduler, a ready model from ``shendu.models`` (constructor parameters,
-    fitted attributes, network and optimizer), another shendu object (by its attributes)
-    or a dict of arrays (a ``state_dict``; torch tensors are converted).
+    fitted attributes, network and optimizer), another shendu object (by its attributes),
+    a dict of arrays (a ``state_dict``, written as a plain safetensors file; torch tensors
+    are converted) or any other dict with string keys (an optimizer's ``state_dict()``,
+    ``{"model": model.state_dict(), "optimizer": opt.state_dict(), "iter_num": 5}``),
+    written as a checkpoint (see :func:`save_checkpoint`) that :func:`load` gives back as
+    the same dict.
     """
     atomic_write(path, _to_bytes(obj))
 
