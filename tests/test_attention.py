@@ -183,6 +183,140 @@ def test_sdpa_float32_stays_float32():
     assert q.grad.dtype == np.float32
 
 
+# ------------------------------------------------------------------ blockwise kernel
+@pytest.fixture
+def blockwise(monkeypatch):
+    """Every call takes the blockwise kernel, in 3x3 tiles (so small inputs span many)."""
+    from shendu.functional import _flash
+    from shendu.functional import attention as A
+
+    monkeypatch.setattr(A, "BLOCKWISE_MIN_SCORES", 0)
+    monkeypatch.setattr(_flash, "MIN_BLOCK", 3)
+    monkeypatch.setattr(_flash, "MAX_BLOCK", 3)
+
+
+def _keep_with_dead_rows():
+    m = np.ones((2, 1, 7, 8), bool)
+    m[0, 0, 2] = False                 # a query row with no key
+    m[1, 0, :, 5:] = False             # key padding: batch row 1 has 5 keys
+    return m
+
+
+def _mask_case(kind):
+    """(shendu kwargs, torch kwargs) for each kind of mask."""
+    if kind == "none":
+        return {}, {}
+    if kind == "causal":
+        return {"is_causal": True}, {"is_causal": True}
+    if kind == "padding":
+        m = np.ones((2, 1, 1, 8), bool)
+        m[1, ..., 5:] = False
+        return {"attn_mask": m}, {"attn_mask": torch.tensor(m)}
+    if kind == "dead_rows":
+        m = _keep_with_dead_rows()
+        return {"attn_mask": m}, {"attn_mask": torch.tensor(m)}
+    if kind == "additive":
+        b = np.random.default_rng(5).normal(size=(7, 8))
+        b[3, :] = -np.inf               # a row that no key reaches
+        b[1, 4] = -np.inf
+        return {"attn_mask": b}, {"attn_mask": torch.tensor(b)}
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["none", "causal", "padding", "dead_rows", "additive"])
+def test_sdpa_blockwise_matches_torch(blockwise, kind):
+    sk, tk = _mask_case(kind)
+
+    def tfn(q, k, v):
+        kw = dict(tk)
+        if "attn_mask" in kw and kw["attn_mask"].dtype != torch.bool:
+            kw["attn_mask"] = kw["attn_mask"].to(q.dtype)
+        return torch.nan_to_num(TF.scaled_dot_product_attention(q, k, v, **kw))
+
+    check_op(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, **sk),
+             [(2, 2, 7, 3), (2, 2, 8, 3), (2, 2, 8, 4)], torch_fn=tfn)
+
+
+def test_sdpa_blockwise_learned_bias_and_broadcast_heads(blockwise):
+    # keys/values shared over heads and a learned additive bias broadcast over the batch
+    check_op(lambda q, k, v, b: F.scaled_dot_product_attention(q, k, v, attn_mask=b),
+             [(2, 3, 7, 3), (2, 1, 8, 3), (2, 1, 8, 2), (1, 3, 7, 8)],
+             torch_fn=lambda q, k, v, b: TF.scaled_dot_product_attention(
+                 q, k.expand(2, 3, 8, 3), v.expand(2, 3, 8, 2), attn_mask=b))
+
+
+def test_sdpa_blockwise_equals_fused(monkeypatch):
+    # the two kernels compute one function: float64 results agree to rounding
+    from shendu.functional import _flash
+    from shendu.functional import attention as A
+
+    arrs = make_inputs([(2, 3, 9, 4), (2, 3, 10, 4), (2, 3, 10, 5)])
+    m = np.ones((2, 1, 9, 10), bool)
+    m[0, 0, :, 7:] = False              # key padding
+    m[1, 0, 4] = False                  # a row with no key
+    results = []
+    for threshold in (1 << 60, 0):
+        monkeypatch.setattr(A, "BLOCKWISE_MIN_SCORES", threshold)
+        monkeypatch.setattr(_flash, "MAX_BLOCK", 4)
+        q, k, v = (shendu.tensor(a, requires_grad=True) for a in arrs)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=m, is_causal=True)
+        (out * out).sum().backward()
+        results.append([out.data, q.grad.data, k.grad.data, v.grad.data])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_sdpa_blockwise_dropout(blockwise):
+    def fn(q, k, v):
+        shendu.manual_seed(9)
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=0.3, is_causal=True)
+
+    arrays = make_inputs([(2, 7, 3), (2, 8, 3), (2, 8, 8)])
+    check_gradcheck(fn, arrays)
+    q, k = (shendu.tensor(a) for a in arrays[:2])
+    eye = shendu.tensor(np.broadcast_to(np.eye(8), (2, 8, 8)).copy())
+    w = fn(q, k, eye).data                      # V = I: the output is the dropped weights
+    np.testing.assert_array_equal(w, fn(q, k, eye).data)        # same seed, same bits
+    _, p = F.scaled_dot_product_attention(q, k, eye, is_causal=True, need_weights=True)
+    kept = w != 0
+    assert 0.5 < kept[p.data != 0].mean() < 0.9
+    np.testing.assert_allclose(w[kept], p.data[kept] / 0.7, rtol=1e-12)
+    shendu.manual_seed(10)
+    other = F.scaled_dot_product_attention(q, k, eye, dropout_p=0.3, is_causal=True).data
+    assert not np.array_equal(other != 0, kept)
+
+
+def test_sdpa_large_inputs_take_blockwise_kernel():
+    from shendu.functional import attention as A
+
+    big = np.zeros((4, 1024, 8), np.float32)
+    assert A._use_blockwise(big, big, big, None, None)
+    assert not A._use_blockwise(big[:, :64], big[:, :64], big[:, :64], None, None)
+    assert not A._use_blockwise(big, big, big, np.zeros((3, 4, 1024, 1024), bool)[:, :, :1],
+                                None)  # a mask that widens the leading dims
+
+
+def test_sdpa_blockwise_memory_is_linear(blockwise, monkeypatch):
+    # forward + backward at L = S = 2048 never holds a (L, S) float matrix: the fused
+    # kernel keeps P, 2 * 2048 * 2048 * 4 bytes = 32 MiB (the causal mask is 4 MiB of bool)
+    import tracemalloc
+
+    from shendu.functional import _flash
+
+    monkeypatch.setattr(_flash, "MIN_BLOCK", 32)
+    monkeypatch.setattr(_flash, "MAX_BLOCK", 256)
+    arrs = make_inputs([(2, 2048, 16)] * 3, np.float32)
+    q, k, v = (shendu.tensor(a, requires_grad=True) for a in arrs)
+    tracemalloc.start()
+    try:
+        F.scaled_dot_product_attention(q, k, v, is_causal=True).sum().backward()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+    assert np.isfinite(q.grad.data).all()
+
+
 def test_sdpa_errors():
     q = shendu.randn(2, 4, 3)
     k = shendu.randn(2, 5, 3)

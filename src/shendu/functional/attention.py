@@ -33,6 +33,7 @@ import numpy as np
 
 from shendu.autograd import Function
 from shendu.backend import rng
+from shendu.functional import _flash
 from shendu.functional._util import unbroadcast
 from shendu.tensor import Tensor
 
@@ -72,6 +73,9 @@ class ScaledDotProductAttention(Function):
 
     def forward(self, q, k, v, bias=None, keep=None, scale=1.0, dropout_p=0.0,
                 need_weights=False):
+        self.blockwise = not need_weights and _use_blockwise(q, k, v, bias, keep)
+        if self.blockwise:
+            return self._forward_blockwise(q, k, v, bias, keep, scale, dropout_p)
         s = q @ _swap(k)                                    # (..., L, S)
         s *= scale
         if bias is not None:
@@ -105,7 +109,35 @@ class ScaledDotProductAttention(Function):
             return out, pd
         return out
 
+    def _forward_blockwise(self, q, k, v, bias, keep, scale, dropout_p):
+        lead = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+        self.masks = _flash._Masks(lead, keep, bias)
+        # one draw from shendu's generator seeds every dropout tile (redrawn in backward)
+        self.seed = int(rng().integers(0, 2**63)) if dropout_p > 0.0 else 0
+        out, self.lse = _flash.attention_forward(q, k, v, self.masks, scale, dropout_p,
+                                                 self.seed)
+        self.q, self.k, self.v, self.out = q, k, v, out
+        self.scale, self.dropout_p, self.has_bias = scale, dropout_p, bias is not None
+        if bias is not None:
+            self.bias_shape = bias.shape
+        return out
+
+    def _backward_blockwise(self, g_out):
+        q, k, v = self.q, self.k, self.v
+        need = self.needs_input_grad
+        need_bias = self.has_bias and need[3]
+        gq, gk, gv, gb = _flash.attention_backward(
+            g_out, q, k, v, self.out, self.lse, self.masks, self.scale, self.dropout_p,
+            self.seed, need[:3], need_bias)
+        gq = unbroadcast(gq, q.shape) if gq is not None else None
+        gk = unbroadcast(gk, k.shape) if gk is not None else None
+        gv = unbroadcast(gv, v.shape) if gv is not None else None
+        gb = gb.reshape(self.bias_shape) if gb is not None else None
+        return _grads(gq, gk, gv, gb, self.has_bias)
+
     def backward(self, g_out, g_w=None):
+        if self.blockwise:
+            return self._backward_blockwise(g_out)
         q, k, v, p, pd = self.q, self.k, self.v, self.p, self.pd
         if pd is None:
             pd = p * self.keep_d
@@ -135,6 +167,24 @@ class ScaledDotProductAttention(Function):
         return _grads(gq, gk, gv, gb, self.has_bias)
 
 
+#: Blockwise attention runs when one (L, S) score matrix per head, over all heads, would
+#: hold at least this many elements (below it the fused kernel is as fast; see
+#: docs/attention.md for the measurement).
+BLOCKWISE_MIN_SCORES = 1 << 22
+
+
+def _use_blockwise(q, k, v, bias, keep) -> bool:
+    """Whether the blockwise kernel takes this call: a large score matrix, and masks that
+    do not widen the leading dims."""
+    lead = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    n = math.prod(lead) * q.shape[-2] * k.shape[-2]
+    if n < BLOCKWISE_MIN_SCORES:
+        return False
+    full = lead + (q.shape[-2], k.shape[-2])
+    return all(m is None or (m.ndim <= len(full) and np.broadcast_shapes(m.shape, full) == full)
+               for m in (bias, keep))
+
+
 def _grads(gq, gk, gv, gb, has_bias):
     return (gq, gk, gv, gb) if has_bias else (gq, gk, gv)
 
@@ -145,7 +195,7 @@ def causal_mask(L: int, S: int | None = None) -> np.ndarray:
     Aligned at the top-left corner, as torch's ``is_causal=True``.
     """
     S = L if S is None else S
-    return np.tril(np.ones((L, S), dtype=bool))
+    return np.arange(L)[:, None] >= np.arange(S)
 
 
 def _mask_array(m) -> np.ndarray:
