@@ -74,7 +74,8 @@ def test_penalties_and_weights_same_as_sklearn(name, kw):
     kw = dict(kw)
     fit_kw = {}
     if kw.pop("sample_weight", False):
-        fit_kw["sample_weight"] = np.random.default_rng(0).uniform(0.2, 2.0, len(X))
+        # in (0, 1] a sample weight scales the one step, as scikit-learn's does
+        fit_kw["sample_weight"] = np.random.default_rng(0).uniform(0.2, 1.0, len(X))
     kw.setdefault("max_iter", 6)
     ours = _quiet_fit(Perceptron(shuffle=False, **kw), X, y, **fit_kw)
     sk = SkPerceptron(shuffle=False, **kw)
@@ -145,6 +146,57 @@ def test_shuffle_is_seeded():
     b = _quiet_fit(Perceptron(max_iter=5, tol=None, random_state=3), X, y)
     c = _quiet_fit(Perceptron(max_iter=5, tol=None, random_state=4), X, y)
     np.testing.assert_array_equal(a.coef_, b.coef_)
+    assert not np.array_equal(a.coef_, c.coef_)
+
+
+WEIGHT_OPTIONS = [dict(), dict(average=True), dict(penalty="l2", alpha=1e-3),
+                  dict(penalty="elasticnet", alpha=1e-3, average=True),
+                  dict(class_weight="balanced"), dict(tol=None, fit_intercept=False)]
+
+
+@pytest.mark.parametrize("kw", WEIGHT_OPTIONS, ids=lambda kw: "-".join(map(str, kw.values())))
+def test_whole_sample_weights_are_repetitions(kw):
+    """A weight k trains as k copies of the sample (0 as no sample), whatever the order
+    of the rows: the shuffle orders samples by a seeded hash of their contents."""
+    X, _, y, _ = iris(dtype="float64")
+    rng = np.random.default_rng(1)
+    sw = rng.integers(0, 4, len(X))
+    perm = rng.permutation(len(X))
+    weighted = _quiet_fit(Perceptron(max_iter=8, **kw), X[perm], y[perm],
+                          sample_weight=sw[perm])
+    repeated = _quiet_fit(Perceptron(max_iter=8, **kw), X.repeat(sw, axis=0), y.repeat(sw))
+    np.testing.assert_array_equal(weighted.coef_, repeated.coef_)
+    np.testing.assert_array_equal(weighted.intercept_, repeated.intercept_)
+    assert weighted.n_iter_ == repeated.n_iter_ and weighted.t_ == repeated.t_
+    np.testing.assert_array_equal(weighted.mistakes_, repeated.mistakes_)
+    ones = _quiet_fit(Perceptron(max_iter=8, **kw), X, y, sample_weight=np.ones(len(X)))
+    plain = _quiet_fit(Perceptron(max_iter=8, **kw), X, y)
+    np.testing.assert_array_equal(ones.coef_, plain.coef_)
+    assert not np.array_equal(weighted.coef_, plain.coef_)
+
+
+def test_fractional_weight_is_whole_copies_then_a_scaled_step():
+    X, _, y, _ = iris(dtype="float64")
+    sw = np.where(np.arange(len(X)) % 3 == 0, 2.5, 1.0)
+    weighted = _quiet_fit(Perceptron(max_iter=6, average=True), X, y, sample_weight=sw)
+    reps = np.where(sw == 2.5, 3, 1)
+    rows = np.repeat(np.arange(len(X)), reps)
+    first = np.r_[True, rows[1:] != rows[:-1]]
+    tail = np.r_[rows[1:] != rows[:-1], True]
+    split = np.where(tail & ~first, 0.5, 1.0)             # the copies: 1, 1, then 0.5
+    copies = _quiet_fit(Perceptron(max_iter=6, average=True), X[rows], y[rows],
+                        sample_weight=split)
+    np.testing.assert_array_equal(weighted.coef_, copies.coef_)
+    np.testing.assert_array_equal(weighted.intercept_, copies.intercept_)
+
+
+def test_shuffled_fit_does_not_depend_on_row_order():
+    X, _, y, _ = digits(dtype="float64")
+    perm = np.random.default_rng(2).permutation(len(X))
+    a = _quiet_fit(Perceptron(max_iter=4), X, y)
+    b = _quiet_fit(Perceptron(max_iter=4), X[perm], y[perm])
+    np.testing.assert_array_equal(a.coef_, b.coef_)
+    c = _quiet_fit(Perceptron(max_iter=4, shuffle=False), X[perm], y[perm])
     assert not np.array_equal(a.coef_, c.coef_)
 
 

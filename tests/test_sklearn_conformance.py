@@ -2,6 +2,7 @@
 a test for each defect of issue #16."""
 
 import warnings
+from functools import partial
 
 import numpy as np
 import pytest
@@ -49,10 +50,6 @@ _SEED_INIT = ("the seed's constructor Model(input_dim, hidden_dim, output_dim) b
               "network at once, so bad sizes or dtype raise there, not in fit")
 
 EXPECTED_FAILURES = {
-    # scikit-learn lists the same expected failure for its own Perceptron: a sample weight
-    # scales the online step, which is not the same as repeating the sample in the pass.
-    "Perceptron": {"check_sample_weight_equivalence_on_dense_data":
-                   "online rule: a weighted step is not a repeated sample (as scikit-learn's)"},
     "NeuralNetwork": {"check_do_not_raise_errors_in_init_or_set_params": _SEED_INIT},
     "MultiLayerPerceptron": {"check_do_not_raise_errors_in_init_or_set_params": _SEED_INIT},
 }
@@ -212,13 +209,21 @@ def _accuracy_pair(make_ours, make_sk, X_tr, y_tr, X_te, y_te):
 
 
 def test_docstring_perceptron_digits_within_one_point():
+    """scikit-learn's Perceptron docstring example, import changed. Which samples come when
+    is drawn from each library's own generator, and on digits that alone moves either
+    library's training accuracy by several points from seed to seed (scikit-learn's own
+    range over seeds 0-9 is 0.94-0.98), so the example's seed is held to "not a point
+    worse" and the mean over ten seeds to within one point either way."""
     from sklearn.datasets import load_digits
     from sklearn.linear_model import Perceptron as SkPerceptron
 
     X, y = load_digits(return_X_y=True)
-    a, b = _accuracy_pair(lambda: Perceptron(tol=1e-3, random_state=0),
-                          lambda: SkPerceptron(tol=1e-3, random_state=0), X, y, X, y)
-    assert abs(a - b) <= 0.01, (a, b)
+    pairs = [_accuracy_pair(partial(Perceptron, tol=1e-3, random_state=seed),
+                            partial(SkPerceptron, tol=1e-3, random_state=seed), X, y, X, y)
+             for seed in range(10)]
+    ours, theirs = np.array(pairs).T
+    assert ours[0] >= theirs[0] - 0.01, (ours[0], theirs[0])
+    assert abs(ours.mean() - theirs.mean()) <= 0.01, (ours, theirs)
 
 
 # ------------------------------------------- one naming scheme across the neural models

@@ -52,6 +52,32 @@ from shendu.models._base import BaseEstimator, ClassifierMixin, ConvergenceWarni
 
 __all__ = ["Perceptron"]
 
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix64(h: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser (Steele et al. 2014): a bijection of uint64 whose every
+    output bit depends on every input bit, so nearby inputs land far apart."""
+    h = h ^ (h >> np.uint64(30))
+    h = h * np.uint64(0xBF58476D1CE4E5B9)
+    h = h ^ (h >> np.uint64(27))
+    h = h * np.uint64(0x94D049BB133111EB)
+    return h ^ (h >> np.uint64(31))
+
+
+def _fingerprints(X: np.ndarray, Y: np.ndarray, rows: int = 4096) -> np.ndarray:
+    """A 64-bit hash of each sample's features and targets (n,): equal samples get equal
+    hashes, different ones (almost surely) different. Each value's bits are mixed with a
+    per-column constant and the columns summed mod 2**64; ``+ 0.0`` makes -0.0 hash as
+    0.0. Done ``rows`` samples at a time to bound the temporaries."""
+    A = np.hstack([X, Y]).astype(np.float64, copy=False)
+    col = _mix64(np.arange(1, A.shape[1] + 1, dtype=np.uint64) * _GOLDEN)
+    out = np.empty(len(A), np.uint64)
+    for lo in range(0, len(A), rows):
+        bits = np.ascontiguousarray(A[lo:lo + rows] + 0.0).view(np.uint64)
+        out[lo:lo + rows] = _mix64(bits ^ col).sum(axis=1, dtype=np.uint64)
+    return out
+
 
 _DEPRECATED = {"lr": "eta0", "max_epochs": "max_iter"}
 
@@ -237,15 +263,23 @@ class Perceptron(ClassifierMixin, BaseEstimator):
 
     # ----------------------------------------------------------- the learning
     def _epoch(self, X: np.ndarray, Y: np.ndarray, active: np.ndarray, order,
-               st: dict, step_w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+               st: dict, step_w: np.ndarray, reps: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray, int]:
         """One pass of the perceptron rule over ``X[order]`` for the binary problems that
         are ``active``; ``Y`` (n, K) holds ±1, ``step_w`` (n, K) each sample's step factor
-        (class weight times sample weight) and ``st`` the raw weights ``W``, ``b`` (and,
-        when averaging, ``U``, ``Ub``: each update times its step number minus one, and
-        ``t``: steps taken). Returns mistakes and summed loss ``max(0, -y s)`` per problem.
+        (its class weight) and ``st`` the raw weights ``W``, ``b`` (and, when averaging,
+        ``U``, ``Ub``: each update times its step number minus one, and ``t``: steps taken).
 
-        With a penalty every step first shrinks ``W`` (L2 part) and afterwards applies the
-        cumulative L1 penalty, in scikit-learn's order (``_plain_sgd``)."""
+        ``reps`` (n,) are the sample weights, read as repetitions: a sample of weight ``w``
+        is taken as ``floor(w)`` full steps in a row, then one step scaled by
+        ``w - floor(w)``. A weight in (0, 1] therefore scales the sample's one step, as
+        scikit-learn's does; a whole weight ``k`` is exactly ``k`` copies of the sample side
+        by side, and 0 removes it. Without a penalty the copies after the first one on the
+        right side change nothing, so they are counted, not run.
+
+        Returns mistakes and summed loss ``max(0, -y s)`` per problem, and the number of
+        steps taken. With a penalty every step first shrinks ``W`` (L2 part) and afterwards
+        applies the cumulative L1 penalty, in scikit-learn's order (``_plain_sgd``)."""
         W, b, lr = st["W"], st["b"], st["eta0"]
         fit_b, avg = bool(self.fit_intercept), bool(self.average)
         pen = self.penalty
@@ -258,16 +292,23 @@ class Perceptron(ClassifierMixin, BaseEstimator):
         loss = np.zeros(K)
         t = st["t"]
         cols = np.flatnonzero(active)
-        for pos, i in enumerate(order):
-            x, y = X[i], Y[i]
+        pos = 0                                            # steps taken in this epoch
+
+        def step(x: np.ndarray, y: np.ndarray, sw: np.ndarray) -> bool:
+            """One step of the rule on sample ``x``; True when some problem erred."""
+            nonlocal pos
             s = x @ W + b                                  # (K,) scores
             z = y * s
             wrong = (z <= 0) & active
+            erred = bool(wrong.any())
+            if erred:
+                mistakes[:] += wrong
+                loss[:] -= np.where(wrong, z, 0.0)
             if pen is not None:
                 if l2 is not None:
                     W[:, cols] *= l2
-                if wrong.any():
-                    self._update(W, b, x, y, wrong, lr, step_w[i], fit_b)
+                if erred:
+                    self._update(W, b, x, y, wrong, lr, sw, fit_b)
                 if l1 is not None:
                     u = st["u"]
                     u[cols] += l1
@@ -280,24 +321,36 @@ class Perceptron(ClassifierMixin, BaseEstimator):
                     st["S"][:, cols] += W[:, cols]
                     st["Sb"][cols] += b[cols]
                     t[cols] += 1
-                mistakes += wrong
-                loss -= np.where(wrong, z, 0.0)
+            elif erred:
+                k = np.flatnonzero(wrong)
+                c = self._update(W, b, x, y, wrong, lr, sw, fit_b)
+                if avg:
+                    n_before = t[k] + pos                  # this step's number minus one
+                    st["U"][:, k] += np.multiply.outer(x, c * n_before)
+                    if fit_b:
+                        st["Ub"][k] += c * n_before
+            pos += 1
+            return erred
+
+        for i in order:
+            x, y, sw = X[i], Y[i], step_w[i]
+            r = 1.0 if reps is None else float(reps[i])
+            if r == 1.0:
+                step(x, y, sw)
                 continue
-            if not wrong.any():
-                continue
-            mistakes += wrong
-            loss -= np.where(wrong, z, 0.0)
-            k = np.flatnonzero(wrong)
-            c = self._update(W, b, x, y, wrong, lr, step_w[i], fit_b)
-            if avg:
-                step = t[k] + pos                          # this step's number minus one
-                st["U"][:, k] += np.multiply.outer(x, c * step)
-                if fit_b:
-                    st["Ub"][k] += c * step
+            whole = int(r)
+            frac = r - whole
+            for j in range(whole):
+                if not step(x, y, sw) and pen is None:
+                    pos += whole - j - 1 + (frac > 0)      # the rest would change nothing
+                    break
+            else:
+                if frac > 0:
+                    step(x, y, sw * frac)
         if avg and pen is None:
-            t[active] += len(order)
-        st["updates"] += len(order)
-        return mistakes, loss
+            t[active] += pos
+        st["updates"] += pos
+        return mistakes, loss, pos
 
     @staticmethod
     def _update(W, b, x, y, wrong, lr, sw, fit_b) -> np.ndarray:
@@ -329,11 +382,18 @@ class Perceptron(ClassifierMixin, BaseEstimator):
                 "updates": 0, "penalty": self.penalty}
 
     def _run(self, X: np.ndarray, Y: np.ndarray, epochs: int, st: dict, warn: bool,
-             step_w: np.ndarray, val=None) -> None:
+             step_w: np.ndarray, reps: np.ndarray | None = None, val=None) -> None:
         """Up to ``epochs`` epochs, each binary problem stopping on its own; sets the
-        weights used for prediction and the history on ``self``. ``val``: held-out
-        ``(X, Y)`` for ``early_stopping``."""
+        weights used for prediction and the history on ``self``. ``reps``: the sample
+        weights (see :meth:`_epoch`); ``val``: held-out ``(X, Y)`` for ``early_stopping``.
+
+        With ``shuffle`` each epoch visits the samples in the order of a seeded hash of
+        their contents (:func:`_fingerprints`), not of their positions: a random order, the
+        same whatever order the rows came in, in which equal samples sit side by side. So
+        the fit does not depend on the order of the rows, and a sample of weight ``k``
+        trains exactly as ``k`` copies of it would."""
         n, K = Y.shape
+        keys = _fingerprints(X, Y) if self.shuffle else None
         active = np.ones(K, bool)
         best = np.full(K, np.inf if val is None else -np.inf)
         no_improve = np.zeros(K, np.int64)
@@ -341,15 +401,19 @@ class Perceptron(ClassifierMixin, BaseEstimator):
         extra = np.zeros(K, np.int64)   # epochs scikit-learn would still run, weights frozen
         frozen = self.penalty is None   # without a penalty a clean epoch changes nothing
         for epoch in range(epochs):
-            order = backend.rng().permutation(n) if self.shuffle else range(n)
-            mistakes, loss = self._epoch(X, Y, active, order, st, step_w)
+            if keys is None:
+                order = range(n)
+            else:
+                salt = backend.rng().integers(0, 2 ** 64, dtype=np.uint64)
+                order = np.argsort(_mix64(keys ^ salt), kind="stable")
+            mistakes, loss, steps = self._epoch(X, Y, active, order, st, step_w, reps)
             history.append(mistakes)
             if self.verbose:
                 print(f"Perceptron epoch {epoch + 1}: {int(mistakes.sum())} mistakes")
             clean = active & (mistakes == 0) if frozen else np.zeros(K, bool)
             if self.tol is not None:
                 if val is None:
-                    mean_loss = loss / n
+                    mean_loss = loss / max(steps, 1)
                     worse = mean_loss > best - self.tol
                     best = np.minimum(best, mean_loss)
                 else:
@@ -370,7 +434,7 @@ class Perceptron(ClassifierMixin, BaseEstimator):
         if self.average and self.penalty is None:
             # mean of the weights after every step, W_avg = (T W - U) / T, where the steps
             # scikit-learn would still take with frozen weights count too
-            T = np.maximum(st["t"] + extra * n, 1)
+            T = np.maximum(st["t"] + extra * steps, 1)
             self._W = st["W"] - st["U"] / T
             self._b = st["b"] - st["Ub"] / T
         elif self.average:
@@ -403,12 +467,14 @@ class Perceptron(ClassifierMixin, BaseEstimator):
     def _step_weights(self, idx: np.ndarray, Y: np.ndarray, sample_weight) -> np.ndarray:
         """(n, K) factor of each sample's step in each binary problem: scikit-learn's class
         weight (one-vs-rest: the positive class's weight for its samples, 1 for the rest;
-        two classes: each class its own) times ``sample_weight``."""
+        two classes: each class its own). Sample weights count as repetitions instead
+        (:meth:`_epoch`), so ``"balanced"`` counts each class's summed sample weight, as
+        ``sklearn.utils.compute_class_weight(..., sample_weight=)`` does."""
         K = len(self.classes_)
         cw = np.ones(K)
         if self.class_weight == "balanced":
-            counts = np.bincount(idx, minlength=K)
-            cw = len(idx) / (K * np.maximum(counts, 1))
+            counts = np.bincount(idx, weights=sample_weight, minlength=K)
+            cw = counts.sum() / (K * np.where(counts > 0, counts, 1.0))
         elif isinstance(self.class_weight, dict):
             for label, wt in self.class_weight.items():
                 hit = np.flatnonzero(self.classes_ == label)
@@ -420,8 +486,6 @@ class Perceptron(ClassifierMixin, BaseEstimator):
             f = cw[idx][:, None]
         else:
             f = np.where(Y > 0, cw[None, :], 1.0)
-        if sample_weight is not None:
-            f = f * sample_weight[:, None]
         return np.ascontiguousarray(f, dtype=np.float64)
 
     def _validation_split(self, X, idx):
@@ -466,7 +530,8 @@ class Perceptron(ClassifierMixin, BaseEstimator):
                 tr, va = self._validation_split(X, idx)
                 val = (X[va], Y[va])
                 X, Y, step_w = X[tr], Y[tr], step_w[tr]
-            self._run(X, Y, max_iter, st, warn=True, step_w=step_w, val=val)
+                sw = None if sw is None else sw[tr]
+            self._run(X, Y, max_iter, st, warn=True, step_w=step_w, reps=sw, val=val)
         return self
 
     def partial_fit(self, X, y, classes=None, sample_weight=None) -> Perceptron:
@@ -483,7 +548,7 @@ class Perceptron(ClassifierMixin, BaseEstimator):
         Y = self._targets(idx)
         st = self._start_state(X.shape[1], Y.shape[1], fresh=first, eta0=eta0)
         with seeded(self.random_state, getattr(self, "_rng_state", None)):
-            self._run(X, Y, 1, st, warn=False, step_w=self._step_weights(idx, Y, sw))
+            self._run(X, Y, 1, st, warn=False, step_w=self._step_weights(idx, Y, sw), reps=sw)
             if self.random_state is not None:
                 self._rng_state = backend.get_rng_state()
         return self
