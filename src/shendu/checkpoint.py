@@ -31,6 +31,12 @@ second Ctrl-C aborts at once, as usual. A callback may ask for the same by raisi
 ``KeyboardInterrupt`` from any hook. (A ``KeyboardInterrupt`` raised anywhere else — in the
 model, in the data loading — propagates as usual, and the last periodic checkpoint is what
 remains.)
+
+Distributed runs (``fit(..., distributed=True)``). Every rank holds the same state, so rank
+0 alone writes, in the same format; the folder given to ``resume`` must be visible to every
+rank (rank 0 picks the file, every rank reads it). A Ctrl-C on any rank stops every rank
+after the same batch and rank 0 writes the checkpoint; a rank that dies leaves the newest
+file whole (each is written atomically).
 """
 
 from __future__ import annotations
@@ -121,6 +127,9 @@ class ModelCheckpoint(Callback):
         self.best, self.best_epoch = state.get("best"), state.get("best_epoch")
 
     def on_train_begin(self, logs: dict) -> None:
+        self._saved_at = None
+        if not getattr(self.trainer, "is_main_process", True):
+            return      # on a process group rank 0 alone writes
         self.dirpath.mkdir(parents=True, exist_ok=True)
         for n in os.listdir(self.dirpath):  # temporaries of a save that a crash cut short
             if n.startswith(".tmp-") and n.endswith(".part"):
@@ -153,17 +162,20 @@ class ModelCheckpoint(Callback):
         at = (t.global_step, in_epoch, t.epoch)
         if not best and at == self._saved_at:
             return
-        data = _checkpoint_bytes(t.state_dict())
+        main = getattr(t, "is_main_process", True)  # the others know the names, write nothing
+        data = _checkpoint_bytes(t.state_dict()) if main else b""
         if periodic:
             name = f"epoch{t.epoch + 1:04d}-step{t.global_step:08d}{'-mid' if in_epoch else ''}"
             path = self.dirpath / f"{name}.ckpt"
-            atomic_write(path, data)
+            if main:
+                atomic_write(path, data)
+                self._prune(keep=path)
             self.last_path, self._saved_at = path, at
-            self._prune(keep=path)
         if best:
             self.best_path = self.dirpath / _BEST
-            atomic_write(self.best_path, data)
-        if self.verbose:
+            if main:
+                atomic_write(self.best_path, data)
+        if self.verbose and main:
             what = ", ".join(w for w, on in (("checkpoint", periodic), ("best", best)) if on)
             print(f"ModelCheckpoint: wrote {what} at epoch {t.epoch + 1}, step "
                   f"{t.global_step}", file=sys.stderr)

@@ -410,7 +410,11 @@ def deferred_interrupt(trainer):
         return
 
     def handler(signum, frame):
-        trainer.interrupted = True
+        request = getattr(trainer, "_request_stop", None)
+        if request is not None:
+            request()   # (on a process group: every rank stops after the same batch)
+        else:
+            trainer.interrupted = True
         signal.signal(signal.SIGINT, signal.default_int_handler)
         print("\nfit: interrupted - finishing the current batch, then stopping (Ctrl-C again "
               "to abort now)", file=sys.stderr)
@@ -423,6 +427,15 @@ def deferred_interrupt(trainer):
 
 
 # ------------------------------------------------------------------------------ trainer
+def _process_group(trainer, distributed):
+    """The process group a ``fit`` trains on, or ``None`` (one process)."""
+    if distributed is not True and "shendu.distributed.backend" not in sys.modules:
+        return None    # no group can have been initialized: nothing to import
+    from shendu.distributed.training import TrainerGroup
+
+    return TrainerGroup.resolve(trainer, distributed)
+
+
 def _split_batch(batch, where: str) -> tuple[tuple, Any]:
     """A batch is ``(inputs..., target)``."""
     if isinstance(batch, (tuple, list)) and len(batch) >= 2:
@@ -453,13 +466,34 @@ class _Meter:
         self.counts = {name: 0 for name in self.sums}
 
     def add(self, loss: float, n: int, output, target) -> None:
-        self.sums["loss"] += loss * n
-        self.counts["loss"] += n
+        sums, counts = self.batch_sums(loss, n, output, target)
+        for name in self.sums:
+            self.sums[name] += sums[name]
+            self.counts[name] += counts[name]
+
+    def batch_sums(self, loss: float, n: int, output, target) -> tuple[dict, dict]:
+        """One batch's sums and counts (what :meth:`add` adds)."""
+        sums, counts = {"loss": loss * n}, {"loss": n}
         for name, fn in self.metrics.items():
             r = fn(output, target)
             s, c = r if isinstance(r, tuple) else (float(r) * n, n)
-            self.sums[name] += float(s)
-            self.counts[name] += int(c)
+            sums[name], counts[name] = float(s), int(c)
+        return sums, counts
+
+    def vector(self, sums: dict | None = None, counts: dict | None = None) -> np.ndarray:
+        """Sums then counts as one float64 array (zeros when not given), to all-reduce."""
+        return np.array([(sums or {}).get(k, 0.0) for k in self.sums]
+                        + [(counts or {}).get(k, 0) for k in self.sums], np.float64)
+
+    def add_vector(self, v: np.ndarray) -> tuple[float, int]:
+        """Add a :meth:`vector` (summed over the ranks); returns that batch's mean loss
+        and its number of samples."""
+        k = len(self.sums)
+        for i, name in enumerate(self.sums):
+            self.sums[name] += float(v[i])
+            self.counts[name] += int(v[k + i])
+        n = int(v[k])
+        return (float(v[0]) / n if n else 0.0), n
 
     def means(self, prefix: str = "") -> dict[str, float]:
         return {prefix + k: self.sums[k] / self.counts[k] for k in self.sums if self.counts[k]}
@@ -473,7 +507,10 @@ class Trainer:
                  val_loader: Iterable | None = None, metrics: Sequence = (),
                  callbacks: Sequence[Callback] = (), scheduler=None,
                  scheduler_interval: str = "epoch", verbose: int = 1,
-                 check_finite: bool = True) -> None:
+                 check_finite: bool = True, distributed: bool | None = None) -> None:
+        if distributed not in (None, True, False):
+            raise ValueError(f"fit: distributed must be True, False or None, got "
+                             f"{distributed!r}")
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         self.train_loader, self.val_loader = train_loader, val_loader
         self.metrics = _resolve_metrics(metrics)
@@ -493,17 +530,34 @@ class Trainer:
         self.in_epoch = False       # an epoch is in progress: ``batch`` of its batches done
         self.batch = 0
         self._meter: _Meter | None = None
+        self.distributed = distributed
+        self._dist = None           # the process group during a distributed fit
+        self._stop_requested = False  # this rank's Ctrl-C, not yet agreed on by all
         for cb in self.callbacks:
             cb.set_trainer(self)
+
+    @property
+    def is_main_process(self) -> bool:
+        """False on the ranks other than 0 of a distributed fit: they neither print nor
+        write checkpoints."""
+        return self._dist is None or self._dist.main
+
+    def _request_stop(self) -> None:
+        """Ctrl-C: stop after the current batch (on a process group, after the batch on
+        which every rank has heard of it)."""
+        if self._dist is None:
+            self.interrupted = True
+        else:
+            self._stop_requested = True
 
     def _call(self, hook: str, *args) -> None:
         for cb in self.callbacks:
             try:
                 getattr(cb, hook)(*args)
             except KeyboardInterrupt:
-                if self.interrupted:   # a second one aborts
+                if self.interrupted or self._stop_requested:   # a second one aborts
                     raise
-                self.interrupted = True  # a callback asks to stop, as Ctrl-C does
+                self._request_stop()   # a callback asks to stop, as Ctrl-C does
 
     def _lr(self) -> float | None:
         groups = getattr(self.optimizer, "param_groups", None)
@@ -541,27 +595,50 @@ class Trainer:
         meter = self._meter if start_batch and self._meter is not None else _Meter(self.metrics)
         self._meter, self.batch, self.in_epoch = meter, start_batch, True
         n_batches = len(self.train_loader) if hasattr(self.train_loader, "__len__") else None
-        bar = _bar(f"epoch {self.epoch + 1}/{self.epochs}", n_batches, self.verbose == 1)
+        d = self._dist      # a process group: each rank takes its slice of every batch
+        model = self.model if d is None else d.forward_model()
+        bar = _bar(f"epoch {self.epoch + 1}/{self.epochs}", n_batches,
+                   self.verbose == 1 and self.is_main_process)
+        if d is not None:
+            d.start_epoch(self.train_loader, self.epoch)
         batches = iter(self.train_loader)
+        if d is not None:
+            d.check_order(_loader_state(self.train_loader), n_batches)
         if start_batch and not hasattr(self.train_loader, "load_state_dict"):
             batches = itertools.islice(batches, start_batch, None)  # e.g. a list of batches
         for b, batch in enumerate(batches, start=start_batch):
             inputs, target = _split_batch(batch, "fit")
+            weight = 1.0
+            if d is None:
+                n = len(_as_np(target))
+            else:
+                inputs, target, n, weight = d.shard(inputs, target)
             self._call("on_batch_begin", b, {})
             self.optimizer.zero_grad()
-            output = self.model(*inputs)
+            output = model(*inputs)
             loss = self.loss_fn(output, target)
             value = loss.item()
             if self.check_finite:
                 self._guard_loss(value, b, n_batches, inputs)
+            if d is not None:   # every rank's sums (and stop request), reduced during backward
+                sums = meter.vector(*(meter.batch_sums(value, n, output, target) if n
+                                      else ({}, {})))
+                summing = d.start_sum(np.concatenate([[float(self._stop_requested)], sums]))
+                if weight != 1.0:
+                    loss = loss * weight  # the average over the ranks is the global mean
             loss.backward()
             if self.check_finite:
                 self._guard_grads(b)
             self._call("on_after_backward", b, {"loss": value})
             self.optimizer.step()
             self.global_step += 1
-            n = len(_as_np(target))
-            meter.add(value, n, output, target)
+            if d is None:
+                meter.add(value, n, output, target)
+            else:
+                total = d.finish(summing)
+                value, n = meter.add_vector(total[1:])   # the global batch's
+                if total[0] > 0:
+                    self.interrupted = True   # some rank was asked to stop
             self.batch = b + 1
             self._call("on_batch_end", b, {"loss": value, "batch_size": n})
             if bar is not None:
@@ -579,13 +656,23 @@ class Trainer:
         was_training = getattr(self.model, "training", True)
         self.model.eval()
         meter = _Meter(self.metrics)
+        d = self._dist
         with no_grad():
             for batch in loader:
                 inputs, target = _split_batch(batch, "evaluate")
+                if d is not None:    # this rank's slice; the sums are reduced at the end
+                    mine = d.eval_shard(inputs, target)
+                    if mine is None:
+                        continue
+                    inputs, target = mine
                 output = self.model(*inputs)
                 value = self.loss_fn(output, target).item()
                 meter.add(value, len(_as_np(target)), output, target)
         self.model.train(was_training)
+        if d is not None:
+            total = d.finish(d.start_sum(meter.vector(meter.sums, meter.counts)))
+            meter = _Meter(self.metrics)
+            meter.add_vector(total)
         return meter.means()
 
     # ------------------------------------------------------------------- the loop
@@ -596,7 +683,8 @@ class Trainer:
             raise ValueError(f"fit: epochs must be a non-negative int, got {epochs!r}")
         self.epochs = int(epochs)
         was_training = getattr(self.model, "training", True)
-        self.stop_training = self.interrupted = self.in_epoch = False
+        self.stop_training = self.interrupted = self.in_epoch = self._stop_requested = False
+        d = self._dist = _process_group(self, self.distributed)
         self._call("on_train_begin", {})
         start_batch = 0
         try:
@@ -604,11 +692,20 @@ class Trainer:
                 start = self.resume(resume)
                 if start is not None:
                     initial_epoch, start_batch = start
+            if d is not None:
+                d.wrap()            # rank 0's weights to every rank
+                d.install_sigterm()
             with deferred_interrupt(self):
                 self._loop(initial_epoch, start_batch)
             if self.interrupted:
                 self._call("on_checkpoint", "interrupt")
+        except BaseException as e:
+            if d is not None:
+                d.fail(e)           # print it, and end every rank (none waits forever)
+            raise
         finally:
+            if d is not None:
+                d.close()
             self._call("on_train_end", {"interrupted": True} if self.interrupted else {})
             self.model.train(was_training)
         return self.history
@@ -625,12 +722,15 @@ class Trainer:
         for cb in self.callbacks:
             st = cb.state_dict() if callable(getattr(cb, "state_dict", None)) else None
             callbacks.append(None if st is None else {"class": type(cb).__name__, "state": st})
+        trainer = {"version": TRAINER_STATE_VERSION, "epoch": int(self.epoch),
+                   "batch": int(self.batch) if in_epoch else 0,
+                   "in_epoch": in_epoch, "global_step": int(self.global_step),
+                   "stop_training": bool(self.stop_training),
+                   "epochs": int(getattr(self, "epochs", 0))}
+        if self._dist is not None:
+            trainer["world_size"] = self._dist.world   # (absent: one process)
         return {
-            "trainer": {"version": TRAINER_STATE_VERSION, "epoch": int(self.epoch),
-                        "batch": int(self.batch) if in_epoch else 0,
-                        "in_epoch": in_epoch, "global_step": int(self.global_step),
-                        "stop_training": bool(self.stop_training),
-                        "epochs": int(getattr(self, "epochs", 0))},
+            "trainer": trainer,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "callbacks": callbacks,
@@ -649,6 +749,12 @@ class Trainer:
         where :meth:`state_dict` was taken. Returns ``(epoch, batch)``: the epoch to run
         next and how many of its batches are done."""
         t = state["trainer"]
+        world = 1 if self._dist is None else self._dist.world
+        if int(t.get("world_size", 1)) != world:
+            warnings.warn(f"{where}: the checkpoint was written by a run of "
+                          f"{t.get('world_size', 1)} process(es), this one has {world}: "
+                          "training goes on over the same global batches, equal up to "
+                          "rounding but not bit for bit", UserWarning, stacklevel=3)
         try:
             self.model.load_state_dict(state["model"])
         except (KeyError, ValueError, RuntimeError) as e:
@@ -714,14 +820,21 @@ class Trainer:
         (``None``, and nothing changed, when it holds none)."""
         from shendu.io import FileFormatError, load_checkpoint
 
-        p = Path(os.fspath(resume))
-        if p.is_dir():
-            p = latest_checkpoint(p)
-            if p is None:
-                return None
-        elif not p.exists():
-            raise FileNotFoundError(f"fit: resume={str(p)!r}: no such checkpoint file or "
-                                    "folder")
+        def find() -> str:
+            p = Path(os.fspath(resume))
+            if p.is_dir():
+                p = latest_checkpoint(p)
+                return "" if p is None else str(p)
+            if not p.exists():
+                raise FileNotFoundError(f"fit: resume={str(p)!r}: no such checkpoint file or "
+                                        "folder")
+            return str(p)
+
+        # on a process group rank 0 picks the file (the folder must be shared) for all
+        found = find() if self._dist is None else self._dist.resume_path(find)
+        if not found:
+            return None
+        p = Path(found)
         st = load_checkpoint(p)
         t = st.get("trainer")
         if not isinstance(t, dict) or t.get("version") != TRAINER_STATE_VERSION:
@@ -749,6 +862,10 @@ class Trainer:
             if lr is not None:
                 logs["lr"] = lr
             self._call("on_epoch_end", epoch, logs)
+            if self._dist is not None:   # a stop asked on any rank stops every rank
+                self.stop_training, stop = self._dist.agree(self.stop_training,
+                                                            self._stop_requested)
+                self.interrupted = self.interrupted or stop
             self.history.append(epoch, logs)
             self.in_epoch = False
             self._report(logs)
@@ -765,7 +882,7 @@ class Trainer:
         if self._bar is not None:
             self._bar.set_postfix(text, refresh=False)
             self._bar.close()
-        elif self.verbose >= 2:
+        elif self.verbose >= 2 and self.is_main_process:
             print(f"epoch {self.epoch + 1}/{self.epochs}: "
                   + "  ".join(f"{k}={v}" for k, v in text.items()))
 
@@ -774,7 +891,7 @@ def fit(model, loss_fn: Callable, optimizer, train_loader: Iterable, epochs: int
         val_loader: Iterable | None = None, metrics: Sequence = (),
         callbacks: Sequence[Callback] = (), scheduler=None, scheduler_interval: str = "epoch",
         verbose: int = 1, initial_epoch: int = 0, check_finite: bool = True,
-        resume=None) -> History:
+        resume=None, distributed: bool | None = None) -> History:
     """Train ``model`` and return its :class:`History`.
 
     Parameters
@@ -801,9 +918,20 @@ def fit(model, loss_fn: Callable, optimizer, train_loader: Iterable, epochs: int
         everything as for the first run; training continues where the checkpoint left it
         (mid-epoch too) and ends bit-identical to an uninterrupted run.
 
+    distributed : ``True``: data-parallel training on the process group of
+        :mod:`shendu.distributed` (joined with ``init_process_group("mpi")`` if it is not
+        yet; start the script with ``mpiexec -n 4 python train.py``); ``None`` (default):
+        the same whenever a group of more than one process is initialized; ``False``: this
+        process alone. The loaders are built as for one process (``batch_size`` is the
+        global batch); each rank trains on its slice of every batch, gradients are averaged
+        (DistributedDataParallel), the logged values are over the global batches, rank 0
+        alone prints and writes checkpoints, and the result equals one process's run on the
+        same batches (see :mod:`shendu.distributed.training`).
+
     The first Ctrl-C finishes the current batch, lets each ``ModelCheckpoint`` write a
-    checkpoint and returns the history of the completed epochs; a second one aborts.
+    checkpoint and returns the history of the completed epochs; a second one aborts. On a
+    process group a Ctrl-C on any rank stops every rank after the same batch.
     """
     trainer = Trainer(model, loss_fn, optimizer, train_loader, val_loader, metrics, callbacks,
-                      scheduler, scheduler_interval, verbose, check_finite)
+                      scheduler, scheduler_interval, verbose, check_finite, distributed)
     return trainer.fit(epochs, initial_epoch, resume)

@@ -8,8 +8,10 @@ joins it: with ``backend="mpi"`` each process reads its rank and the world size 
 
 Collectives work on tensors in place, as torch's: ``all_reduce(t)`` leaves the sum (or
 ``ReduceOp.AVG``/``MAX``/``MIN``) of every rank's ``t`` in each rank's ``t``. Only MPI's
-buffer-based calls are used (``Allreduce``, ``Iallreduce``, ``Bcast``, ``Allgather``,
-``Reduce_scatter``) on NumPy arrays: nothing is ever pickled.
+buffer-based, non-blocking calls are used (``Iallreduce``, ``Ibcast``, ``Iallgather``,
+``Ireduce_scatter``, ``Ibarrier``) on NumPy arrays: nothing is ever pickled. Every wait is
+bounded by the group's ``timeout`` (:class:`DistributedTimeoutError`), so a rank that died
+or hangs cannot make the others wait forever.
 
 ``import shendu`` does not import mpi4py; the first ``init_process_group(backend="mpi")``
 does.
@@ -26,8 +28,10 @@ does.
 from __future__ import annotations
 
 from shendu.distributed.backend import (
+    DistributedTimeoutError,
     ReduceOp,
     Work,
+    abort,
     all_gather,
     all_reduce,
     barrier,
@@ -47,4 +51,5 @@ __all__ = [
     "ReduceOp", "Work", "init_process_group", "destroy_process_group", "is_initialized",
     "is_available", "is_mpi_available", "get_backend", "get_rank", "get_world_size",
     "barrier", "all_reduce", "broadcast", "all_gather", "reduce_scatter",
+    "DistributedTimeoutError", "abort",
 ]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import enum
+import time
 
 import numpy as np
 
@@ -12,7 +14,16 @@ __all__ = [
     "ReduceOp", "Work", "init_process_group", "destroy_process_group", "is_initialized",
     "is_available", "is_mpi_available", "get_backend", "get_rank", "get_world_size",
     "barrier", "all_reduce", "broadcast", "all_gather", "reduce_scatter",
+    "DistributedTimeoutError", "abort",
 ]
+
+#: How long a collective waits for the other ranks before it gives up (torch's default).
+DEFAULT_TIMEOUT = datetime.timedelta(minutes=30)
+
+
+class DistributedTimeoutError(RuntimeError):
+    """A collective did not complete within the process group's ``timeout``: another rank
+    died, hangs, or stopped calling the same collectives."""
 
 
 class ReduceOp(enum.Enum):
@@ -30,8 +41,9 @@ class _Group:
     of ``COMM_WORLD``, so the library's messages never meet the user's) or None for the
     one-process loopback group."""
 
-    def __init__(self, backend: str, comm, rank: int, size: int) -> None:
+    def __init__(self, backend: str, comm, rank: int, size: int, timeout: float) -> None:
         self.backend, self.comm, self.rank, self.size = backend, comm, rank, size
+        self.timeout = timeout
 
 
 _WORLD: _Group | None = None
@@ -64,10 +76,16 @@ def init_process_group(backend: str = "mpi", init_method: str | None = None,
 
     ``backend="mpi"``: rank and world size come from MPI (``mpiexec``, ``srun``); a given
     ``world_size``/``rank`` must agree with them. ``backend="loopback"``: this process
-    alone (rank 0 of 1). ``init_method`` and ``timeout`` are accepted for torch's signature
-    and not used (MPI's launcher does the rendezvous).
+    alone (rank 0 of 1). ``init_method`` is accepted for torch's signature and not used
+    (MPI's launcher does the rendezvous).
+
+    ``timeout`` (a ``datetime.timedelta`` or seconds; default 30 minutes, as torch): every
+    collective, DistributedDataParallel's gradient averaging included, raises
+    :class:`DistributedTimeoutError` when the other ranks have not joined it within that
+    time (a rank that died or hangs), instead of waiting forever.
     """
     global _WORLD
+    seconds = _timeout_seconds(timeout)
     if _WORLD is not None:
         raise RuntimeError("init_process_group: trying to initialize the default process "
                            "group twice! (call destroy_process_group first)")
@@ -87,7 +105,33 @@ def init_process_group(backend: str = "mpi", init_method: str | None = None,
     if rank not in (-1, None) and int(rank) != r:
         raise ValueError(f"init_process_group: rank={rank} but the {backend} launcher gave "
                          f"this process rank {r}")
-    _WORLD = _Group(backend, comm, r, n)
+    _WORLD = _Group(backend, comm, r, n, seconds)
+
+
+def _timeout_seconds(timeout) -> float:
+    if timeout is None:
+        timeout = DEFAULT_TIMEOUT
+    if isinstance(timeout, datetime.timedelta):
+        timeout = timeout.total_seconds()
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float, np.integer,
+                                                             np.floating)) or not timeout > 0:
+        raise ValueError(f"init_process_group: timeout must be a positive timedelta or "
+                         f"number of seconds, got {timeout!r}")
+    return float(timeout)
+
+
+def abort(errorcode: int = 1) -> None:
+    """End every process of the run at once (``MPI_Abort``): what a rank does when it
+    cannot go on, so that the others do not wait for it. On the loopback group (or with no
+    group) it raises ``SystemExit(errorcode)`` instead."""
+    g = _WORLD
+    if g is not None and g.comm is not None:
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        g.comm.Abort(int(errorcode))
+    raise SystemExit(int(errorcode))
 
 
 def destroy_process_group(group=None) -> None:
@@ -135,8 +179,8 @@ class Work:
     """A collective in flight (torch's ``Work``): ``wait()`` blocks until it is done
     and the result sits in its tensor; ``is_completed()`` asks without blocking."""
 
-    def __init__(self, request=None, finish=None) -> None:
-        self._req, self._finish, self._done = request, finish, False
+    def __init__(self, request=None, finish=None, what: str = "collective") -> None:
+        self._req, self._finish, self._done, self._what = request, finish, False, what
 
     def is_completed(self) -> bool:
         if self._done:
@@ -148,11 +192,34 @@ class Work:
     def wait(self, timeout=None) -> bool:
         if not self._done:
             if self._req is not None:
-                self._req.Wait()
+                wait(self._req, self._what)
             self._done = True
             if self._finish is not None:
                 self._finish()
         return True
+
+
+def wait(request, what: str, group=None) -> None:
+    """Wait for the MPI ``request`` of the collective ``what``; raise
+    :class:`DistributedTimeoutError` after the group's timeout. ``Test`` is polled (a
+    spin, then short sleeps) rather than a blocking ``Wait``, so that the interpreter keeps
+    running signal handlers — a launcher's SIGTERM, a Ctrl-C — while it waits."""
+    if request is None or request.Test():
+        return
+    g = _group(what, group)
+    start = time.monotonic()
+    deadline = start + g.timeout
+    pause = 0.0
+    while not request.Test():
+        now = time.monotonic()
+        if now > deadline:
+            raise DistributedTimeoutError(
+                f"{what}: rank {g.rank} of {g.size} waited {g.timeout:g} s for the other "
+                f"ranks (the process group's timeout); a rank has died, hangs, or stopped "
+                f"calling the same collectives")
+        if now - start > 0.002:       # after 2 ms of spinning, yield the core
+            pause = min(pause + 5e-5, 1e-3)
+            time.sleep(pause)
 
 
 def _mpi_op(op: ReduceOp, name: str):
@@ -217,11 +284,8 @@ def all_reduce(tensor: Tensor, op: ReduceOp = ReduceOp.SUM, group=None,
             buf[...] /= g.size
         _written(tensor, buf)
 
-    req = iallreduce_array(buf, op, group) if async_op else None
-    if not async_op and g.comm is not None:
-        MPI = _mpi()
-        g.comm.Allreduce(MPI.IN_PLACE, buf, op=_mpi_op(op, "all_reduce"))
-    work = Work(req, finish)
+    req = iallreduce_array(buf, op, group)
+    work = Work(req, finish, "all_reduce")
     if async_op:
         return work
     work.wait()
@@ -236,7 +300,7 @@ def broadcast(tensor: Tensor, src: int = 0, group=None, async_op: bool = False):
         raise ValueError(f"broadcast: src must be a rank in 0..{g.size - 1}, got {src}")
     buf = _buffer(tensor)
     if g.comm is not None:
-        g.comm.Bcast(buf, root=int(src))
+        wait(g.comm.Ibcast(buf, root=int(src)), "broadcast")
     _written(tensor, buf)
     return Work() if async_op else None
 
@@ -257,7 +321,7 @@ def all_gather(tensor_list: list, tensor: Tensor, group=None, async_op: bool = F
                              f"tensor, got {t.data.shape} {t.data.dtype}")
     out = np.empty((g.size,) + a.shape, a.dtype)
     if g.comm is not None:
-        g.comm.Allgather(a, out)
+        wait(g.comm.Iallgather(a, out), "all_gather")
     else:
         out[0] = a
     for i, t in enumerate(tensor_list):
@@ -290,8 +354,10 @@ def reduce_scatter(output: Tensor, input_list: list, op: ReduceOp = ReduceOp.SUM
     if g.comm is not None:
         send = np.concatenate([np.ascontiguousarray(t.data).reshape(-1) for t in input_list])
         counts = [int(t.data.size) for t in input_list]
-        g.comm.Reduce_scatter(send, buf.reshape(-1), recvcounts=counts,
-                              op=_mpi_op(op, "reduce_scatter"))
+        recv = np.empty(buf.size, buf.dtype)
+        wait(g.comm.Ireduce_scatter(send, recv, recvcounts=counts,
+                                    op=_mpi_op(op, "reduce_scatter")), "reduce_scatter")
+        buf.reshape(-1)[...] = recv
     else:
         buf[...] = mine.reshape(buf.shape)
     if op is ReduceOp.AVG and g.size > 1:
@@ -304,7 +370,32 @@ def barrier(group=None, async_op: bool = False):
     """Wait until every rank has reached this call."""
     g = _group("barrier", group)
     if g.comm is not None:
-        g.comm.Barrier()
+        wait(g.comm.Ibarrier(), "barrier")
     return Work() if async_op else None
+
+
+def allreduce_array(a: np.ndarray, op: ReduceOp = ReduceOp.SUM, what: str = "all_reduce"
+                    ) -> np.ndarray:
+    """The ``op`` over the ranks of the array ``a`` (a new C-contiguous array; a copy on
+    the loopback group), waiting at most the group's timeout."""
+    out = np.array(a, copy=True, order="C")
+    g = _group(what)
+    if g.comm is not None:
+        wait(iallreduce_array(out, op), what)
+    return out
+
+
+def broadcast_bytes(data: bytes | None, src: int = 0, what: str = "broadcast") -> bytes:
+    """Rank ``src``'s ``data`` on every rank (the others pass ``None``): raw bytes through
+    two ``Ibcast`` calls (the length, then the bytes), nothing pickled."""
+    g = _group(what)
+    if g.comm is None:
+        return bytes(data or b"")
+    n = np.array([len(data) if g.rank == src else 0], np.int64)
+    wait(g.comm.Ibcast(n, root=src), what)
+    buf = (np.frombuffer(data, np.uint8).copy() if g.rank == src
+           else np.empty(int(n[0]), np.uint8))
+    wait(g.comm.Ibcast(buf, root=src), what)
+    return buf.tobytes()
 
 

@@ -17,10 +17,7 @@ def _allreduce_sum(a: np.ndarray) -> np.ndarray:
     g = _dist._group("sync_batch_norm")
     if g.comm is None:
         return a
-    a = np.ascontiguousarray(a)
-    out = np.empty_like(a)
-    g.comm.Allreduce(a, out)
-    return out
+    return _dist.allreduce_array(a, what="sync_batch_norm")
 
 
 class SyncBatchNormFunction(Function):

@@ -119,7 +119,7 @@ class DistributedDataParallel(Module):
                          zlib.crc32(desc.encode())], np.int64)
         every = np.empty((g.size, 3), np.int64)
         if g.comm is not None:
-            g.comm.Allgather(mine, every)
+            _dist.wait(g.comm.Iallgather(mine, every), "DistributedDataParallel")
         else:
             every[0] = mine
         bad = [r for r in range(g.size) if not np.array_equal(every[r], every[0])]
@@ -243,7 +243,7 @@ class DistributedDataParallel(Module):
         self.timeline["wait_begin"] = time.perf_counter()
         for b in self._buckets:
             if b.request is not None:
-                b.request.Wait()
+                _dist.wait(b.request, "DistributedDataParallel (gradient averaging)")
             b.request = None
         self.timeline["wait_end"] = time.perf_counter()
         for b in self._buckets:
@@ -253,6 +253,13 @@ class DistributedDataParallel(Module):
             b.ready.clear()
             b.started = False
         self._next_launch = 0
+
+    def _remove_hooks(self) -> None:
+        """Stop averaging: unregister the gradient hooks (the trainer does this when a
+        ``fit`` that wrapped the model ends, so a later wrapper starts clean)."""
+        for h in self._grad_hooks:
+            h.remove()
+        self._grad_hooks = []
 
     def extra_repr(self) -> str:
         return (f"world_size={self._group_.size}, buckets={len(self._buckets)}, "
