@@ -166,7 +166,6 @@ class _TransformerSpec(_Spec):
 
 def _spec(est) -> _Spec:
     from shendu.models import (
-        AudioClassifier,
         ConvolutionalNeuralNetwork,
         MLPClassifier,
         MLPRegressor,
@@ -175,11 +174,6 @@ def _spec(est) -> _Spec:
     from shendu.models.recurrent import _RecurrentEstimator
 
     name = type(est).__name__
-    if isinstance(est, AudioClassifier):
-        raise UnsupportedOperatorError(
-            f"onnx.export_estimator: {name} is not exported yet: its input is a list of "
-            "waveforms of any length, padded and turned into mel features in NumPy; export "
-            "its network with shendu.onnx.export(est.model_, ...) on feature batches")
     fitted = "model_" in getattr(est, "__dict__", {})
     if isinstance(est, (MLPClassifier, MLPRegressor, _RecurrentEstimator,
                         TransformerClassifier)) and not fitted:
@@ -257,8 +251,12 @@ def build_estimator(est, verify: bool = True):
     import onnx
     from onnx import helper
 
+    from shendu.models import AudioClassifier
+    from shendu.onnx._audio import build_audio
     from shendu.onnx._export import build
 
+    if isinstance(est, AudioClassifier):
+        return build_audio(est, verify)
     spec = _spec(est)
     rng = np.random.default_rng(20240608)
     X1 = spec.example(3, rng)

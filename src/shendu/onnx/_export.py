@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 
 from shendu.nn.module import Module
-from shendu.onnx import _ops, _recurrent  # noqa: F401 - registers the recurrent mappings
+from shendu.onnx import _audio, _ops, _overrides, _recurrent  # noqa: F401 - registrations
 from shendu.onnx._graph import OPSET, Ctx, Graph, UnsupportedOperatorError, Value, dtype_code
 from shendu.onnx._trace import trace
 from shendu.tensor import Tensor
@@ -78,6 +78,16 @@ def _second_inputs(arrays: list[np.ndarray], names: list[str], dyn: dict) -> lis
             raise TypeError(f"onnx.export: inputs of dtype {a.dtype} are not supported")
         out.append(b)
     return out
+
+
+def _param_follows_input(g: Graph, a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether an array argument of an op (a mask, an index) depends on the inputs: it is
+    a graph value that does, or an array the graph doesn't know whose values differ
+    between the two runs (a copy of a comparison's output; the mapping finds it again)."""
+    v = g.maps[0].get(id(a))
+    if v is not None and v is g.maps[1].get(id(b)):
+        return v.dyn
+    return a.shape != b.shape or not np.array_equal(a, b)
 
 
 def _run_model(model, args, kwargs, tensor_pos, tensors):
@@ -168,9 +178,7 @@ def build(model: Module, args, input_names=None, output_names=None, dynamic_axes
                                                                      np.ndarray)]
         arrays2 = [r2.params.get(k) for k in r1.params if isinstance(r1.params.get(k),
                                                                      np.ndarray)]
-        dyn_param = any(
-            (v := g.maps[0].get(id(a))) is not None and v is g.maps[1].get(id(b)) and v.dyn
-            for a, b in zip(arrays, arrays2))
+        dyn_param = any(_param_follows_input(g, a, b) for a, b in zip(arrays, arrays2))
         if not any(v.dyn for v in ins) and not dyn_param:
             for o1, o2 in zip(r1.outputs, r2.outputs):   # constant folding
                 g.bind(Value(None, False, o1.data, o2.data), o1, o2)

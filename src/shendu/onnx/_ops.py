@@ -555,8 +555,8 @@ def _mask_name(c: Ctx, v, q: str, k: str, kind: str) -> str:
     found = c.g.rediscover(v)
     if found is not None:
         return found
-    for m in c.g.inputs:
-        if m.a1.dtype != np.bool_ or m.a1.ndim != 2:
+    for m in c.g.masks[::-1] + c.g.inputs:
+        if m.a1.dtype != np.bool_ or m.a1.ndim != 2 or m.a2.ndim != 2:
             continue
         for causal in (False, True):
             if all(_synth(a, pad, causal, kind) for a, pad in ((v.a1, m.a1), (v.a2, m.a2))):
