@@ -424,6 +424,66 @@ def test_audio_classifier_test_speeds_average_log_probabilities():
         m.set_params(test_speeds=(3.0,)).fit(Xtr[:4], ytr[:4])
 
 
+def test_weight_average_is_an_exponential_moving_average():
+    from shendu.models.audio import _WeightAverage
+
+    net = shendu.nn.Sequential(shendu.nn.Linear(3, 2), shendu.nn.BatchNorm1d(2))
+    avg = _WeightAverage(net, 0.9)
+    w = net[0].weight
+    want = w.data.astype(np.float64)
+    rng = np.random.default_rng(0)
+    for s in range(30):
+        w.data = rng.standard_normal(w.shape).astype(w.data.dtype)   # a fresh array each step
+        net[1].running_mean.data[...] += 1.0                          # updated in place
+        net[1].num_batches_tracked.data = np.asarray(s + 1)
+        d = min(0.9, (1 + s) / (10 + s))
+        want = d * want + (1 - d) * w.data
+        avg.update(s, 30)
+    avg.copy_to(net)
+    np.testing.assert_allclose(net[0].weight.data, want, rtol=1e-6)
+    assert net[0].weight.data.dtype == np.float32
+    assert 1.0 < net[1].running_mean.data[0] < 30.0      # averaged, below its last value
+    assert int(net[1].num_batches_tracked.data) == 30    # a counter is not averaged
+
+
+def test_mixup_blends_features_and_targets_alike():
+    from shendu.backend import rng
+    from shendu.models import AudioClassifier
+
+    m = AudioClassifier(mixup=0.4)
+    m.classes_ = np.arange(5)
+    f = np.random.default_rng(1).standard_normal((8, 4, 6)).astype(np.float32)
+    t = np.array([0, 1, 2, 3, 4, 0, 1, 2])
+    shendu.manual_seed(0)
+    mixed, soft = m._mix(shendu.Tensor(f), t, rng())
+    assert mixed.shape == f.shape and soft.shape == (8, 5)
+    np.testing.assert_allclose(soft.sum(1), 1.0, rtol=1e-6)
+    lam = soft[np.arange(8), t]                          # the item's own share (>= 1/2)
+    assert (lam >= 0.5 - 1e-6).all() and (lam < 1).any()
+    # each mixed item is lam * itself + (1 - lam) * one other item of the batch
+    for i in np.flatnonzero(lam < 0.999):
+        rest = (mixed.data[i] - lam[i] * f[i]) / (1 - lam[i])
+        assert min(np.abs(rest - f[j]).max() for j in range(8)) < 1e-3
+
+
+def test_audio_classifier_ema_and_mixup_are_seeded():
+    from shendu.models import AudioClassifier
+
+    X = [speech_like(s, 3000 + 200 * s).astype(np.float32) for s in range(8)]
+    y = np.arange(8) % 2
+    kw = dict(epochs=2, batch_size=4, channels=(8,), random_state=3)
+    plain = AudioClassifier(**kw, ema=0.0, mixup=0.0).fit(X, y).predict_proba(X)
+    for extra in (dict(ema=0.9), dict(mixup=0.4)):
+        a = AudioClassifier(**kw, **extra).fit(X, y).predict_proba(X)
+        b = AudioClassifier(**kw, **extra).fit(X, y).predict_proba(X)
+        np.testing.assert_array_equal(a, b)
+        assert not np.allclose(a, plain)
+    with pytest.raises(ValueError, match="ema"):
+        AudioClassifier(ema=1.0).fit(X[:2], y[:2])
+    with pytest.raises(ValueError, match="mixup"):
+        AudioClassifier(mixup=-1).fit(X[:2], y[:2])
+
+
 @pytest.mark.slow
 def test_audio_classifier_save_load_and_predict_from_wav_paths(tmp_path):
     from shendu.models import AudioClassifier

@@ -87,8 +87,16 @@ class AudioNet(nn.Module):
         return self.norm(self.to_db(self.features(waveform)))
 
     def forward(self, waveform: Tensor) -> Tensor:
+        return self.classify(self.front(waveform))
+
+    def front(self, waveform: Tensor) -> Tensor:
+        """Waveforms (B, L) -> normalised log-mel features (B, n_mels, frames), warped in
+        training (no gradient unless the waveform asks for one)."""
         with no_grad() if not waveform.requires_grad else _nullcontext():
-            f = self.norm(self.freq_warp(self.to_db(self.features(waveform))))
+            return self.norm(self.freq_warp(self.to_db(self.features(waveform))))
+
+    def classify(self, f: Tensor) -> Tensor:
+        """Features (B, n_mels, frames) -> logits (B, n_classes); masked in training."""
         f = self.time_masking(self.freq_masking(f))
         h = self.body(f)                                      # (B, C, T')
         pooled = F.cat([F.mean(h, dim=-1), F.amax(h, dim=-1)], dim=1)   # (B, 2C)
@@ -127,6 +135,31 @@ def _colour(noise: np.ndarray, g, db: float, knots: int = 6) -> np.ndarray:
     env = 10 ** (np.interp(np.linspace(0, knots - 1, len(spec)), np.arange(knots), gains) / 20)
     out = np.fft.irfft(spec * env, n=len(noise))
     return out / (np.sqrt(np.mean(out * out)) + 1e-12)
+
+
+class _WeightAverage:
+    """An exponential moving average of a network's weights and buffers over training
+    steps (Polyak averaging; the ``decay`` grows as ``(1 + s) / (10 + s)`` up to its value
+    early on, so the first steps do not weigh in). Integer buffers (counters) are not
+    averaged: the network's own are kept."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        sd = model.state_dict(keep_vars=True)
+        self.names = [k for k, v in sd.items() if v.data.dtype.kind == "f"]
+        self.live = [sd[k] for k in self.names]
+        self.avg = [v.data.astype(np.float64) for v in self.live]
+
+    def update(self, step: int, total: int) -> None:
+        d = min(self.decay, (1.0 + step) / (10.0 + step))
+        for a, v in zip(self.avg, self.live):
+            a *= d
+            a += (1.0 - d) * v.data
+
+    def copy_to(self, model: nn.Module) -> None:
+        sd = model.state_dict(keep_vars=True)
+        for k, a in zip(self.names, self.avg):
+            sd[k].data = a.astype(sd[k].data.dtype)
 
 
 def _is_path(x) -> bool:
@@ -175,7 +208,8 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
                  epochs: int = 40,
                  batch_size: int = 64,
                  learning_rate: float = 3e-3, weight_decay: float = 1e-3,
-                 label_smoothing: float = 0.1, test_speeds=None,
+                 label_smoothing: float = 0.1, mixup: float = 0.0, ema: float = 0.0,
+                 test_speeds=None,
                  random_state: int | None = 0,
                  dtype: str = "float32", verbose: int = 0) -> None:
         self.sample_rate = sample_rate
@@ -200,6 +234,8 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         self.label_smoothing = label_smoothing
+        self.mixup = mixup
+        self.ema = ema
         self.test_speeds = test_speeds
         self.random_state = random_state
         self.dtype = dtype
@@ -263,6 +299,10 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
         if ts is not None and (not len(ts) or not all(0.5 <= float(f) <= 2.0 for f in ts)):
             raise ValueError(f"{name}: test_speeds must be None or speeds in [0.5, 2], got "
                              f"{ts!r}")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"{name}: ema must be in [0, 1), got {self.ema}")
+        if not self.mixup >= 0:
+            raise ValueError(f"{name}: mixup must be >= 0, got {self.mixup}")
         if not self.learning_rate > 0:
             raise ValueError(f"{name}: learning_rate must be > 0, got {self.learning_rate}")
 
@@ -318,6 +358,7 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
         self.loss_curve_ = []
         step = 0
         self.model_.train()
+        avg = _WeightAverage(self.model_, float(self.ema)) if self.ema else None
         for epoch in range(int(self.epochs)):
             order = g.permutation(n)
             running = 0.0
@@ -328,18 +369,40 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
                 for group in self.optimizer_.param_groups:
                     group["lr"] = lr
                 self.optimizer_.zero_grad()
-                loss = F.cross_entropy(self.model_(Tensor(xb)), t[idx],
-                                       label_smoothing=self.label_smoothing)
+                target = t[idx]
+                if self.mixup:
+                    f, target = self._mix(self.model_.front(Tensor(xb)), target, g)
+                    z = self.model_.classify(f)
+                else:
+                    z = self.model_(Tensor(xb))
+                loss = F.cross_entropy(z, target, label_smoothing=self.label_smoothing)
                 loss.backward()
                 self.optimizer_.step()
+                if avg is not None:
+                    avg.update(step, total)
                 running += float(loss.data) * len(idx)
                 step += 1
             self.loss_curve_.append(running / n)
             if self.verbose:
                 print(f"{type(self).__name__}: epoch {epoch + 1}/{self.epochs} "
                       f"loss {running / n:.4f}", flush=True)
+        if avg is not None:
+            avg.copy_to(self.model_)
         self.n_iter_ = int(self.epochs)
         self.model_.eval()
+
+    def _mix(self, f: Tensor, target: np.ndarray, g) -> tuple:
+        """Mixup (Zhang et al. 2018) of a batch of features: each item blended with a
+        random other one by ``lam ~ Beta(mixup, mixup)`` (the larger share kept for the
+        item itself), and the one-hot targets blended alike."""
+        n, k = len(target), len(self.classes_)
+        lam = g.beta(self.mixup, self.mixup, n)
+        lam = np.maximum(lam, 1 - lam).astype(f.data.dtype)
+        perm = g.permutation(n)
+        mixed = f.data * lam[:, None, None] + f.data[perm] * (1 - lam)[:, None, None]
+        eye = np.eye(k, dtype=f.data.dtype)
+        soft = eye[target] * lam[:, None] + eye[target[perm]] * (1 - lam)[:, None]
+        return Tensor(mixed), soft
 
     # ------------------------------------------------------------ prediction
     def _check_fitted(self, where: str) -> None:
