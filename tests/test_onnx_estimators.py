@@ -152,6 +152,25 @@ def test_transformer_classifier_features_and_tokens():
     check_classifier(clf_t, [tok[:5], rng.integers(0, 12, (3, 6))])
 
 
+def test_transformer_classifier_pad_id_mask_built_in_graph():
+    """With pad_id, the key padding mask and the mean over real tokens come from
+    ``tokens == pad_id`` in the graph: other batch sizes, lengths and paddings match."""
+    rng = np.random.default_rng(3)
+    tok = rng.integers(1, 12, (40, 8))
+    tok[np.arange(8)[None] >= rng.integers(2, 9, 40)[:, None]] = 0
+    clf = TransformerClassifier(d_model=8, nhead=2, num_layers=2, dim_feedforward=16,
+                                pad_id=0, max_iter=2, random_state=0).fit(tok, tok[:, 0] % 3)
+    ragged = np.where(rng.random((6, 5)) < 0.4, 0, rng.integers(1, 12, (6, 5)))
+    ragged[0] = 0                                     # a row of padding only
+    sess = check_classifier(clf, [tok[:5], tok[5:16, :6], ragged])
+    graph_ops = {n.op_type for n in onnx.load_from_string(
+        clf.to_onnx(io.BytesIO()).SerializeToString()).graph.node}
+    assert "Equal" in graph_ops                        # the mask follows the tokens
+    unpadded = tok[:4].copy()
+    unpadded[unpadded == 0] = 5                        # no padding: another answer
+    assert not np.allclose(sess.run(None, {"X": unpadded})[1], clf.predict_proba(tok[:4]))
+
+
 def test_export_to_path_and_refusals(tmp_path):
     X = _tab(30)
     clf = MLPClassifier((4,), max_iter=3, random_state=0).fit(X, X[:, 0] > 50)

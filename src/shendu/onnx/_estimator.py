@@ -154,7 +154,10 @@ class _TransformerSpec(_Spec):
         est, t = self.est, self.t
         if est.tokens_:
             vocab = self.net.embed.num_embeddings
-            return rng.integers(0, vocab, (n, t)).astype(np.int64)
+            x = rng.integers(0, vocab, (n, t)).astype(np.int64)
+            if est.pad_id is not None and t > 1:   # padding at the end of the first row
+                x[0, t // 2:] = est.pad_id
+            return x
         return rng.standard_normal((n, t, int(est.seq_shape_[1])))
 
     def pre(self, b, x):
