@@ -101,8 +101,9 @@ def test_errors():
         net.train(np.full((3, 2), np.nan), np.zeros(3), epochs=1)
     with pytest.raises(ValueError, match="X has 3 samples but y has 2"):
         net.train(np.zeros((3, 2)), np.zeros(2), epochs=1)
+    wide = NeuralNetwork(2, (4, 4), 1)          # __init__ never raises (scikit-learn's rule)
     with pytest.raises(TypeError, match="MultiLayerPerceptron"):
-        NeuralNetwork(2, (4, 4), 1)
+        wide.forward(np.zeros((3, 2)))         # the first use of the network does
     X = np.linspace(-3, 3, 20)[:, None]
     with pytest.raises(NonFiniteError, match="at epoch \\d+ of train"):
         with np.errstate(all="ignore"):
@@ -311,9 +312,12 @@ def test_cnn_names_expected_and_received_shapes():
 
 
 def test_estimator_settings_are_keywords_and_the_old_positional_call_is_an_error():
-    with pytest.raises(ValueError, match=r"RecurrentNeuralNetwork\(input_dim, hidden_dim, "
-                                         r"output_dim\) expects three positive ints"):
-        RecurrentNeuralNetwork(64)      # once hidden_size=64; now it would be ambiguous
+    old = RecurrentNeuralNetwork(64)    # once hidden_size=64; now it would be ambiguous
+    X = np.zeros((4, 3, 2))
+    for call in (lambda: old.fit(X, np.arange(4) % 2), lambda: old.forward(X)):
+        with pytest.raises(ValueError, match=r"RecurrentNeuralNetwork\(input_dim, hidden_dim, "
+                                             r"output_dim\) expects three positive ints"):
+            call()
     with pytest.raises(TypeError):
         LongShortTermMemory(4, 8, 3, 2)  # no fourth positional argument
     m = ConvolutionalNeuralNetwork()

@@ -11,11 +11,16 @@ pytest.importorskip("sklearn")
 from sklearn.exceptions import NotFittedError as SkNotFittedError  # noqa: E402
 from sklearn.utils import get_tags  # noqa: E402
 from sklearn.utils.estimator_checks import (  # noqa: E402
+    check_do_not_raise_errors_in_init_or_set_params,
+    check_estimator_cloneable,
     check_estimator_repr,
+    check_estimator_tags_renamed,
     check_get_params_invariance,
+    check_mixin_order,
     check_no_attributes_set_in_init,
     check_parameters_default_constructible,
     check_set_params,
+    check_valid_tag_types,
     parametrize_with_checks,
 )
 from threadpoolctl import threadpool_limits  # noqa: E402
@@ -46,13 +51,7 @@ TABULAR = [
     MultiLayerPerceptron(hidden_dim=(8, 8), max_iter=200),
 ]
 
-_SEED_INIT = ("the seed's constructor Model(input_dim, hidden_dim, output_dim) builds its "
-              "network at once, so bad sizes or dtype raise there, not in fit")
-
-EXPECTED_FAILURES = {
-    "NeuralNetwork": {"check_do_not_raise_errors_in_init_or_set_params": _SEED_INIT},
-    "MultiLayerPerceptron": {"check_do_not_raise_errors_in_init_or_set_params": _SEED_INIT},
-}
+EXPECTED_FAILURES: dict[str, dict[str, str]] = {}
 
 
 def _expected(est):
@@ -76,8 +75,10 @@ def test_sklearn_check_estimator(estimator, check):
 # checks that need no data still apply.
 NON_TABULAR = [RecurrentNeuralNetwork(), LongShortTermMemory(), GatedRecurrentUnit(),
                TransformerClassifier(), ConvolutionalNeuralNetwork(), AttentionMechanism()]
-DATA_FREE = [check_estimator_repr, check_no_attributes_set_in_init, check_get_params_invariance,
-             check_set_params, check_parameters_default_constructible]
+DATA_FREE = [check_estimator_cloneable, check_estimator_tags_renamed, check_valid_tag_types,
+             check_estimator_repr, check_no_attributes_set_in_init, check_get_params_invariance,
+             check_set_params, check_parameters_default_constructible,
+             check_do_not_raise_errors_in_init_or_set_params, check_mixin_order]
 
 
 @pytest.mark.parametrize("est", NON_TABULAR, ids=lambda e: type(e).__name__)
@@ -323,8 +324,15 @@ def test_seed_classes_clone_and_keep_the_seed_api():
     x = np.random.default_rng(0).normal(size=(4, 3))
     np.testing.assert_array_equal(c.forward(x), m.forward(x))
     np.testing.assert_array_equal(m.predict(x), m.forward(x))      # unfitted: the seed's net
+    bad = NeuralNetwork(3, None, 2)          # scikit-learn's rule: __init__ never raises ...
     with pytest.raises(ValueError, match="needs all three sizes"):
-        NeuralNetwork(3, None, 2)
+        bad.forward(x)                       # ... the first call that needs the net does
+    with pytest.raises(ValueError, match="needs all three sizes"):
+        bad.fit(x, np.zeros(4))
+    with pytest.raises(TypeError, match="one layer's width"):
+        NeuralNetwork(3, [4, 4], 2).train(x, np.zeros((4, 2)), epochs=1)
+    fixed = clone(bad).set_params(hidden_dim=5)
+    assert fixed.forward(x).shape == (4, 2)  # sizes set later: the net is built on first use
     with pytest.raises(SkNotFittedError):
         NeuralNetwork().predict(x)
 
@@ -333,8 +341,9 @@ LMS = [CharLM("abcdef", hidden_size=8, num_layers=1, embedding_dim=4),
        CharTransformerLM(7, d_model=8, nhead=2, num_layers=1, dim_feedforward=8, block_size=8)]
 LM_EXPECTED = {
     # a torch-style Module builds its layers in __init__ and keeps its train/eval flag there
-    "check_no_attributes_set_in_init": "an nn.Module sets `training` (and its layers) in "
-                                       "__init__",
+    "check_no_attributes_set_in_init": (AssertionError, "training"),
+    # ... so it cannot be built from nonsense sizes: its parameters exist from __init__ on
+    "check_do_not_raise_errors_in_init_or_set_params": (ValueError, "must be"),
 }
 
 
@@ -342,7 +351,8 @@ LM_EXPECTED = {
 @pytest.mark.parametrize("check", DATA_FREE, ids=lambda c: c.__name__)
 def test_data_free_checks_on_language_models(est, check):
     if check.__name__ in LM_EXPECTED:
-        with pytest.raises(AssertionError, match="training"):
+        exc, match = LM_EXPECTED[check.__name__]
+        with pytest.raises(exc, match=match):
             check(type(est).__name__, est)
         return
     with warnings.catch_warnings():

@@ -190,11 +190,16 @@ class ConvolutionalNeuralNetwork(SeedAPI, MLPClassifier):
         self.optimizer = optimizer
         self.weight_decay = weight_decay
         self.input_dim, self.hidden_dim, self.output_dim = input_dim, hidden_dim, output_dim
-        if check_seed_dims(type(self).__name__, input_dim, hidden_dim, output_dim):
-            dt = as_dtype(dtype)
-            with seeded(random_state):
-                net = make_seed_cnn(int(input_dim), int(hidden_dim), int(output_dim), dt)
-            self._seed_build(net, dt)
+        self._seed_init()
+
+    def _seed_make(self) -> None:
+        """Build the seed's network from the three sizes (see ``SeedAPI._seed_init``)."""
+        check_seed_dims(type(self).__name__, self.input_dim, self.hidden_dim, self.output_dim)
+        dt = as_dtype(self.dtype)
+        with seeded(self.random_state):
+            net = make_seed_cnn(int(self.input_dim), int(self.hidden_dim),
+                                int(self.output_dim), dt)
+        self._seed_build(net, dt)
 
     def _seed_check(self, x: np.ndarray, where: str) -> tuple[np.ndarray, bool]:
         C = self.input_dim
@@ -213,6 +218,8 @@ class ConvolutionalNeuralNetwork(SeedAPI, MLPClassifier):
         name = type(self).__name__
         if not reset:
             self._check_fitted(where)
+        else:
+            self._seed_validate()
         X = as_array(X, f"{name}.{where}", dtype=dtype)
         if X.ndim == 2:
             side = math.isqrt(X.shape[1])

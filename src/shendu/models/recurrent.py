@@ -116,11 +116,9 @@ class _RecurrentEstimator(SeedAPI, BaseEstimator):
         self._seed_init()
 
     # ---------------------------------------------------------------- seed API
-    def _seed_init(self) -> None:
-        """Build the seed's network when the three sizes are given."""
-        if not check_seed_dims(type(self).__name__, self.input_dim, self.hidden_dim,
-                               self.output_dim):
-            return
+    def _seed_make(self) -> None:
+        """Build the seed's network from the three sizes (see ``SeedAPI._seed_init``)."""
+        check_seed_dims(type(self).__name__, self.input_dim, self.hidden_dim, self.output_dim)
         dt = as_dtype(self.dtype)
         with seeded(self.random_state):
             net = RecurrentHeadNet(self._cell, int(self.input_dim), int(self.hidden_dim), 1,
@@ -222,6 +220,7 @@ class _RecurrentEstimator(SeedAPI, BaseEstimator):
         if self.task not in _TASKS:
             raise ValueError(f"{name}: task must be 'classification' or 'regression', got "
                              f"{self.task!r}")
+        self._seed_validate()
         cfg = training_settings(self)
         X = self._check_seq(X, "fit", reset=True)
         t, n_out = self._targets(X, y)

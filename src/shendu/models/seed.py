@@ -121,6 +121,34 @@ class SeedAPI:
 
     _seed_sequence = False
 
+    def _seed_sizes_given(self) -> bool:
+        """Whether the model was built the seed's way (some of the three sizes given)."""
+        return any(getattr(self, d, None) is not None
+                   for d in ("input_dim", "hidden_dim", "output_dim"))
+
+    def _seed_validate(self) -> None:
+        """Raise the seed constructor's error for bad sizes (each class may add its own
+        checks); does nothing when no size is given."""
+        check_seed_dims(type(self).__name__, getattr(self, "input_dim", None),
+                        getattr(self, "hidden_dim", None), getattr(self, "output_dim", None))
+
+    def _seed_make(self) -> None:
+        """Validate the sizes and build ``self.net`` (with :meth:`_seed_build`)."""
+        raise NotImplementedError
+
+    def _seed_init(self) -> None:
+        """Build the seed's network at once when its sizes are given, as the seed does.
+        Bad sizes or settings leave it unbuilt instead of raising: scikit-learn's rule is
+        that ``__init__`` (and so ``clone``/``set_params``) never raises, so the error comes
+        from the first call that needs the network (``forward``, ``train``, ``predict``) or
+        from ``fit``."""
+        if not self._seed_sizes_given():
+            return
+        try:
+            self._seed_make()
+        except (ValueError, TypeError):
+            self.__dict__.pop("net", None)
+
     def _seed_build(self, net: nn.Module, dtype) -> None:
         self.net = net
         self._seed_dtype = np.dtype(dtype)
@@ -128,6 +156,9 @@ class SeedAPI:
 
     def _seed_net(self, where: str) -> nn.Module:
         net = self.__dict__.get("net")
+        if net is None and self._seed_sizes_given():
+            self._seed_make()      # the error __init__ held back, or (sizes since set) the net
+            net = self.__dict__.get("net")
         if net is None:
             name = type(self).__name__
             raise RuntimeError(f"{name}.{where}: this {name} has no seed network; build it "
@@ -268,19 +299,33 @@ class MultiLayerPerceptron(SeedAPI, RegressorMixin, BaseEstimator):
         self.activation = activation
         self.random_state, self.dtype = random_state, dtype
         self.max_iter, self.learning_rate_init = max_iter, learning_rate_init
-        dims = (input_dim, hidden_dim, output_dim)
-        if input_dim is None and output_dim is None:
-            return              # an estimator: fit takes the sizes from the data
+        self._seed_init()
+
+    def _seed_sizes_given(self) -> bool:
+        # hidden_dim alone is the estimator's width: fit takes the other sizes from the data
+        return self.input_dim is not None or self.output_dim is not None
+
+    def _seed_validate(self) -> None:
+        if not self._seed_sizes_given():
+            return
+        dims = (self.input_dim, self.hidden_dim, self.output_dim)
         if any(d is None for d in dims):
             raise ValueError(f"{type(self).__name__}(input_dim, hidden_dim, output_dim) "
                              f"needs all three sizes for the seed's network, got "
-                             f"input_dim={input_dim!r}, hidden_dim={hidden_dim!r}, "
-                             f"output_dim={output_dim!r} (leave input_dim and output_dim "
+                             f"input_dim={dims[0]!r}, hidden_dim={dims[1]!r}, "
+                             f"output_dim={dims[2]!r} (leave input_dim and output_dim "
                              f"None for an estimator that takes them from the data)")
-        dt = as_dtype(dtype)
-        with seeded(random_state):
-            net = make_mlp([input_dim, *self._hidden(), output_dim], activation, dt,
-                           where=type(self).__name__)
+        for what, d in (("input_dim", dims[0]), ("output_dim", dims[2])):
+            if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
+                raise ValueError(f"{type(self).__name__}: {what} must be a positive int, "
+                                 f"got {d!r}")
+
+    def _seed_make(self) -> None:
+        self._seed_validate()
+        dt = as_dtype(self.dtype)
+        with seeded(self.random_state):
+            net = make_mlp([self.input_dim, *self._hidden(), self.output_dim],
+                           self.activation, dt, where=type(self).__name__)
         self._seed_build(net, dt)
 
     def _hidden(self) -> list:
@@ -316,6 +361,7 @@ class MultiLayerPerceptron(SeedAPI, RegressorMixin, BaseEstimator):
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) \
                 or epochs < 1:
             raise ValueError(f"{name}: max_iter must be an int >= 1, got {epochs!r}")
+        self._seed_validate()
         raw = getattr(X, "dtype", None)
         X = self._check_X(X, "fit", reset=True)
         y = self._check_regression_y(y, "fit")
@@ -350,7 +396,7 @@ class MultiLayerPerceptron(SeedAPI, RegressorMixin, BaseEstimator):
         """After ``fit``: the fitted network's output for X (n, n_features), float64, (n,)
         for a 1-D y. Before ``fit``, on a model built the seed's way: the seed network's
         output without recording a graph (one sample (input_dim,) allowed)."""
-        if not self._is_fitted() and self.__dict__.get("net") is not None:
+        if not self._is_fitted() and self._seed_sizes_given():
             with no_grad():
                 xt, single = self._seed_input(x, "predict")
                 out = self.net(xt).data
@@ -393,8 +439,12 @@ class NeuralNetwork(MultiLayerPerceptron):
                  output_dim: int | None = None, activation: str = "tanh",
                  random_state: int | None = None, dtype=None, *, max_iter: int = 1000,
                  learning_rate_init: float = 0.1) -> None:
-        if hidden_dim is not None and not isinstance(hidden_dim, (int, np.integer)):
-            raise TypeError(f"NeuralNetwork: hidden_dim is one layer's width (an int), got "
-                            f"{hidden_dim!r}; use MultiLayerPerceptron for several layers")
         super().__init__(input_dim, hidden_dim, output_dim, activation, random_state, dtype,
                          max_iter=max_iter, learning_rate_init=learning_rate_init)
+
+    def _hidden(self) -> list:
+        h = self.hidden_dim
+        if h is not None and (isinstance(h, bool) or not isinstance(h, (int, np.integer))):
+            raise TypeError(f"NeuralNetwork: hidden_dim is one layer's width (an int), got "
+                            f"{h!r}; use MultiLayerPerceptron for several layers")
+        return super()._hidden()

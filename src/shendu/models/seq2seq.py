@@ -346,11 +346,16 @@ class AttentionMechanism(SeedAPI, BaseEstimator):
         self.epochs, self.clip_norm, self.lr_schedule = epochs, clip_norm, lr_schedule
         self.callbacks, self.random_state, self.verbose = callbacks, random_state, verbose
         self.dtype = dtype
-        if check_seed_dims(type(self).__name__, input_dim, hidden_dim, output_dim):
-            dt = as_dtype(dtype)
-            with seeded(random_state):
-                net = SelfAttentionNet(int(input_dim), int(hidden_dim), int(output_dim), dt)
-            self._seed_build(net, dt)
+        self._seed_init()
+
+    def _seed_make(self) -> None:
+        """Build the seed's network from the three sizes (see ``SeedAPI._seed_init``)."""
+        check_seed_dims(type(self).__name__, self.input_dim, self.hidden_dim, self.output_dim)
+        dt = as_dtype(self.dtype)
+        with seeded(self.random_state):
+            net = SelfAttentionNet(int(self.input_dim), int(self.hidden_dim),
+                                   int(self.output_dim), dt)
+        self._seed_build(net, dt)
 
     def _seed_check(self, x: np.ndarray, where: str) -> tuple[np.ndarray, bool]:
         if x.ndim != 3 or x.shape[2] != self.input_dim or 0 in x.shape[:2]:
@@ -433,6 +438,7 @@ class AttentionMechanism(SeedAPI, BaseEstimator):
     def fit(self, X, y) -> AttentionMechanism:
         """Train on source sequences ``X`` and target sequences ``y`` (same count)."""
         name = type(self).__name__
+        self._seed_validate()
         cfg = training_settings(self, schedules=("cosine", "constant"))
         xs, xl, _ = self._parse(X, "fit", "X", single_ok=False)
         ys, yl, _ = self._parse(y, "fit", "y", single_ok=False)
