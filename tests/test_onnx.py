@@ -112,6 +112,23 @@ def test_pooling(m):
     check(m, (_rand(2, 3, 9, 8),), ["x"], {"x": {0: "n"}}, [(_rand(5, 3, 9, 8, seed=1),)])
 
 
+@pytest.mark.parametrize("m", [nn.MaxPool2d(2), nn.MaxPool2d(3, 2, 1, ceil_mode=True),
+                               nn.AvgPool2d(2), nn.AvgPool2d(3, 2),
+                               nn.AdaptiveAvgPool2d(2), nn.AdaptiveAvgPool2d((3, 1))], ids=repr)
+def test_pooling_along_dynamic_height_and_width(m):
+    """The window is fixed, H and W are free (adaptive bins are built in the graph)."""
+    check(m, (_rand(2, 3, 8, 9),), ["x"], {"x": {0: "n", 2: "h", 3: "w"}},
+          [(_rand(3, 3, 13, 7, seed=1),), (_rand(1, 3, 16, 16, seed=2),)])
+
+
+def test_pooling_dynamic_size_with_size_dependent_divisor_is_refused():
+    from shendu import onnx as sonnx
+
+    with pytest.raises(sonnx.UnsupportedOperatorError, match="AvgPool2d in module"):
+        sonnx.export(nn.AvgPool2d(3, 2, 1), (Tensor(_rand(2, 3, 8, 9)),), io.BytesIO(),
+                     input_names=["x"], dynamic_axes={"x": {2: "h"}})
+
+
 def test_pooling_unbatched():
     check(nn.MaxPool2d(2), (_rand(3, 8, 8),), ["x"], None, [])
 

@@ -194,12 +194,32 @@ def _batched(c: Ctx, fn):
 
 
 def _pool_attrs(c: Ctx):
-    h, w, ho, wo, k, s, p, d = c.static("geom")
-    floor = [(n + 2 * pp - dd * (kk - 1) - 1) // ss + 1
-             for n, kk, ss, pp, dd in zip((h, w), k, s, p, d)]
-    ceil = int((ho, wo) != tuple(floor))
+    """ONNX pooling attributes; the window is fixed, the input's H and W may change
+    between the runs (then ``ceil_mode`` must explain both runs' output sizes)."""
+    g1, g2 = c.p["geom"], c.p2["geom"]
+    if tuple(g1[4:]) != tuple(g2[4:]):
+        c.fail(f"its window changes with the input's size (kernel, stride, padding, "
+               f"dilation {g1[4:]} vs {g2[4:]}); the graph can't follow it")
+    h, w, ho, wo, k, s, p, d = g1
+    modes = set()
+    for hh, ww, hho, wwo in (g1[:4], g2[:4]):
+        fits = set()
+        for ceil in (0, 1):
+            sizes = []
+            for n, kk, ss, pp, dd in zip((hh, ww), k, s, p, d):
+                span = n + 2 * pp - dd * (kk - 1) - 1
+                o = (-(-span // ss) if ceil else span // ss) + 1
+                if ceil and (o - 1) * ss >= n + pp:    # the last window must start inside
+                    o -= 1
+                sizes.append(o)
+            if tuple(sizes) == (hho, wwo):
+                fits.add(ceil)
+        modes = fits if not modes else modes & fits
+        if not modes:
+            c.fail(f"its output sizes {(hho, wwo)} for input {(hh, ww)} follow neither "
+                   "ceil_mode of ONNX's pooling")
     return dict(kernel_shape=list(k), strides=list(s), pads=[p[0], p[1], p[0], p[1]],
-                ceil_mode=ceil), (h, w, ho, wo, k, s, p, d)
+                ceil_mode=min(modes)), (h, w, ho, wo, k, s, p, d)
 
 
 @maps(P.MaxPool2d)
@@ -211,16 +231,28 @@ def _maxpool(c: Ctx):
 
 @maps(P.AvgPool2d)
 def _avgpool(c: Ctx):
-    attrs, (h, w, ho, wo, k, s, p, _) = _pool_attrs(c)
-    div = c.static("div")
+    attrs, _ = _pool_attrs(c)
     dt = _dt(c)
-    # ONNX averages over the window's elements inside the explicitly padded input
-    # (count_include_pad=0 and no implicit pads); shendu's divisor is fixed up after
-    counts = [np.array([min(u * ss + kk, n + 2 * pp) - u * ss for u in range(no)])
-              for n, no, kk, ss, pp in zip((h, w), (ho, wo), k, s, p)]
-    onnx_div = (counts[0][:, None] * counts[1][None, :]).astype(np.float64)
-    fix = onnx_div / np.broadcast_to(np.asarray(div, np.float64), onnx_div.shape)
+
+    def correction(geom, div):
+        # ONNX averages over the window's elements inside the explicitly padded input
+        # (count_include_pad=0 and no implicit pads); shendu's divisor is fixed up after
+        h, w, ho, wo, k, s, p, _ = geom
+        counts = [np.array([min(u * ss + kk, n + 2 * pp) - u * ss for u in range(no)])
+                  for n, no, kk, ss, pp in zip((h, w), (ho, wo), k, s, p)]
+        onnx_div = (counts[0][:, None] * counts[1][None, :]).astype(np.float64)
+        return onnx_div / np.broadcast_to(np.asarray(div, np.float64), onnx_div.shape)
+
+    fix = correction(c.p["geom"], c.p["div"])
+    fix2 = correction(c.p2["geom"], c.p2["div"])
+    p = c.p["geom"][6]
     attrs.pop("pads")
+    if fix.shape != fix2.shape or not np.array_equal(fix, fix2):
+        if not (np.allclose(fix, 1.0, rtol=0, atol=1e-12) and
+                np.allclose(fix2, 1.0, rtol=0, atol=1e-12)):
+            c.fail("average pooling along an axis whose size changes, with a divisor other "
+                   "than the number of input elements in each window (padding counted, "
+                   "ceil_mode or divisor_override), has no ONNX form that follows the size")
 
     def fn(x):
         if any(p):
@@ -235,13 +267,36 @@ def _avgpool(c: Ctx):
 
 @maps(P.AdaptiveAvgPool2d)
 def _adaptive_avgpool(c: Ctx):
-    h, w = c.a(0).shape[-2:]
+    """``P_h x P_w^T``; along an axis whose size changes the averaging matrix is built in
+    the graph: row ``o`` is ``1 / (b - a)`` on ``[a, b)``, ``a = floor(o n / n_o)``,
+    ``b = ceil((o + 1) n / n_o)``."""
+    (h, w), (h2, w2) = c.a(0).shape[-2:], c.ins[0].a2.shape[-2:]
     ho, wo = c.static("out_size")
     dt = _dt(c)
-    ph = P._adaptive_matrix(h, ho, dt)
-    pw = P._adaptive_matrix(w, wo, dt)
-    y = c.node("MatMul", [c.x(0), c.const(np.ascontiguousarray(pw.T))])
-    return c.node("MatMul", [c.const(ph), y])
+    x = c.x(0)
+
+    def matrix(size, size2, n_out, axis):
+        if size == size2:
+            return c.const(P._adaptive_matrix(size, n_out, dt))
+        n = c.node("Shape", [x], start=axis) if axis == -1 else \
+            c.node("Shape", [x], start=axis, end=axis + 1)                          # [n]
+        o = c.const(np.arange(n_out, dtype=np.int64)[:, None])                     # (n_o, 1)
+        no = c.i64(n_out)
+        a = c.node("Div", [c.node("Mul", [o, n]), no])
+        b = c.node("Div", [c.node("Add", [c.node("Mul", [c.node("Add", [o, c.i64(1)]), n]),
+                                          c.i64(n_out - 1)]), no])
+        pos = c.node("Range", [c.const(np.asarray(0, np.int64)),
+                               c.node("Squeeze", [n, c.i64([0])]),
+                               c.const(np.asarray(1, np.int64))])                  # (n,)
+        inside = c.node("And", [c.node("GreaterOrEqual", [pos, a]), c.node("Less", [pos, b])])
+        inv = c.node("Div", [c.scalar(1.0, dt), c.node("Cast", [c.node("Sub", [b, a])],
+                                                        to=dtype_code(dt))])
+        return c.node("Where", [inside, inv, c.scalar(0.0, dt)])                   # (n_o, n)
+
+    ph = matrix(h, h2, ho, -2)
+    pw = matrix(w, w2, wo, -1)
+    y = c.node("MatMul", [x, c.node("Transpose", [pw], perm=[1, 0])])
+    return c.node("MatMul", [ph, y])
 
 
 # --------------------------------------------------------------- normalization

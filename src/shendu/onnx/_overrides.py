@@ -14,8 +14,10 @@ import numpy as np
 
 from shendu import functional as F
 from shendu.audio.features import UtteranceNorm
+from shendu.functional.pooling import AdaptiveAvgPool2d as AdaptiveAvgPoolOp
 from shendu.models.attention import SequenceEncoderNet
 from shendu.nn.linear import Linear
+from shendu.nn.pooling import AdaptiveAvgPool2d
 from shendu.onnx._trace import OVERRIDES
 from shendu.tensor import Tensor
 
@@ -53,6 +55,19 @@ def _sequence_encoder(m: SequenceEncoderNet, args, kwargs) -> Tensor:
     return m.head(F.sum(h * keep, dim=1) / denom)
 
 
+def _adaptive_avg_pool(m: AdaptiveAvgPool2d, args, kwargs) -> Tensor:
+    """``AdaptiveAvgPool2d`` always as its averaging matrices (``F.adaptive_avg_pool2d``
+    takes an average pool when the sizes divide, a choice made on the traced size): the
+    graph then follows any input size."""
+    x = args[0] if args else kwargs["x"]
+    h, w = x.shape[-2:]
+    size = m.output_size
+    ho, wo = (size, size) if size is None or isinstance(size, (int, np.integer)) else size
+    out = (h if ho is None else int(ho), w if wo is None else int(wo))
+    return AdaptiveAvgPoolOp.apply(x, out_size=out, unbatched=x.ndim == 3)
+
+
+OVERRIDES[AdaptiveAvgPool2d] = (lambda m: True, _adaptive_avg_pool)
 OVERRIDES[UtteranceNorm] = (lambda m: m.active_db is not None, _utterance_norm)
 OVERRIDES[SequenceEncoderNet] = (
     lambda m: m.pad_id is not None and not isinstance(m.embed, Linear), _sequence_encoder)
