@@ -16,12 +16,16 @@ ort = pytest.importorskip("onnxruntime")
 
 import shendu.onnx  # noqa: E402
 from shendu.models import (  # noqa: E402
+    AttentionMechanism,
     AudioClassifier,
     ConvolutionalNeuralNetwork,
     GatedRecurrentUnit,
     LongShortTermMemory,
     MLPClassifier,
     MLPRegressor,
+    MultiLayerPerceptron,
+    NeuralNetwork,
+    Perceptron,
     RecurrentNeuralNetwork,
     TransformerClassifier,
 )
@@ -169,6 +173,76 @@ def test_transformer_classifier_pad_id_mask_built_in_graph():
     unpadded = tok[:4].copy()
     unpadded[unpadded == 0] = 5                        # no padding: another answer
     assert not np.allclose(sess.run(None, {"X": unpadded})[1], clf.predict_proba(tok[:4]))
+
+
+@pytest.mark.parametrize("labels", [np.array(["no", "yes"]), np.array([3, 5, 8])])
+def test_perceptron_fitted_labels_and_scores(labels):
+    X = _tab(60)
+    k = (X[:, 0] > 50).astype(int) + (X[:, 1] > 50)
+    y = labels[np.minimum(k, len(labels) - 1)]
+    clf = Perceptron(max_iter=20).fit(X, y)
+    sess = _session(clf)
+    assert [o.name for o in sess.get_outputs()] == ["label", "scores"]
+    for Xo in (X[:5], _tab(13, seed=4)):
+        label, scores = sess.run(None, {"X": Xo})
+        assert np.array_equal(label, clf.predict(Xo))
+        np.testing.assert_allclose(scores, clf.decision_function(Xo), rtol=RTOL, atol=ATOL)
+
+
+def _seed_outputs(est, inputs):
+    sess = _session(est)
+    assert [o.name for o in sess.get_outputs()] == ["output"]
+    for X in inputs:
+        got, = sess.run(None, {"X": X})
+        want = est.forward(X)
+        assert got.shape == want.shape and got.dtype == want.dtype
+        np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+
+
+def test_perceptron_seed_api_after_train():
+    X = _tab(40, d=3) - 50
+    p = Perceptron(3, 2)
+    p.train(X, np.where(X[:, :2] > 0, 1.0, -1.0), epochs=5)
+    assert np.abs(p.W).sum() > 0
+    _seed_outputs(p, [X[:4], _tab(9, d=3, seed=5) - 50])
+
+
+@pytest.mark.parametrize("cls", [NeuralNetwork, MultiLayerPerceptron])
+def test_seed_mlp_after_train_and_after_fit(cls):
+    X = _tab(30, d=4) / 50 - 1
+    m = cls(4, 6, 2, random_state=0)
+    m.train(X, X[:, :2] ** 2, epochs=10)
+    _seed_outputs(m, [X[:3], X[5:16]])
+    reg = cls(max_iter=15, random_state=0).fit(X, X[:, 0] ** 2)
+    check_regressor(reg, [X[:4], X[10:27]])
+
+
+@pytest.mark.parametrize("cls", [RecurrentNeuralNetwork, LongShortTermMemory,
+                                 AttentionMechanism])
+def test_seed_sequence_models_after_train(cls):
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((10, 6, 3))
+    m = cls(3, 5, 2, random_state=0)
+    m.train(X, X[:, :, :2], epochs=3)
+    _seed_outputs(m, [X[:4], rng.standard_normal((7, 9, 3))])
+
+
+def test_seed_cnn_after_train_any_image_size():
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((6, 2, 9, 10))
+    m = ConvolutionalNeuralNetwork(2, 4, 3, random_state=0)
+    m.train(X, rng.standard_normal((6, 3)), epochs=3)
+    _seed_outputs(m, [X, rng.standard_normal((2, 2, 13, 7))])
+
+
+def test_fitted_attention_mechanism_refused_by_name():
+    rng = np.random.default_rng(8)
+    X = rng.integers(0, 5, (12, 4))
+    est = AttentionMechanism(max_iter=1, hidden_size=4, embed_dim=4,
+                             random_state=0).fit(X, X[:, ::-1])
+    with pytest.raises(shendu.onnx.UnsupportedOperatorError,
+                       match="AttentionMechanism predicts by greedy decoding"):
+        est.to_onnx(io.BytesIO())
 
 
 def test_export_to_path_and_refusals(tmp_path):

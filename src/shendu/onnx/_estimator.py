@@ -90,6 +90,59 @@ class _Spec:
     def net_input(self, X: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    #: the file's outputs come from :func:`_post` (None) or from :meth:`post`
+    custom_post = False
+
+    def reference(self, name: str, X: np.ndarray) -> np.ndarray:
+        """What the estimator gives for the file's output ``name`` on ``X``."""
+        return self.est.predict_proba(X) if name == "probabilities" else self.est.predict(X)
+
+
+class _SeedSpec(_Spec):
+    """A model built the seed's way (``Model(input_dim, hidden_dim, output_dim)``) and
+    trained with its ``train``, not ``fit``: the file gives what ``forward(x)`` gives (the
+    network's output, in its dtype) for a batch ``X`` (float64, cast as ``forward``
+    casts); the batch size is dynamic, and so are the length of sequences and the height
+    and width of images."""
+
+    custom_post = True
+
+    def __init__(self, est) -> None:
+        from shendu.models import ConvolutionalNeuralNetwork, MultiLayerPerceptron
+
+        self.est = est
+        self.net = est.net
+        self.dt = np.dtype(est._seed_dtype)
+        d = int(est.input_dim)
+        if isinstance(est, MultiLayerPerceptron):
+            self.shape, self.dynamic = (3, d), {0: "N"}
+        elif isinstance(est, ConvolutionalNeuralNetwork):
+            self.shape, self.dynamic = (3, d, 8, 8), {0: "N", 2: "H", 3: "W"}
+        else:                                            # recurrent, self-attention
+            self.shape, self.dynamic = (3, 5, d), {0: "N", 1: "T"}
+
+    def x_dims(self):
+        labels = {0: "N", 1: "T", 2: "H", 3: "W"}
+        return [labels[i] if i in self.dynamic else int(s) for i, s in enumerate(self.shape)]
+
+    def example(self, n, rng):
+        return rng.standard_normal((n, *self.shape[1:]))
+
+    def net_input(self, X):
+        return X.astype(self.dt)
+
+    def post(self, b: _Builder, outputs: list) -> None:
+        b.node("Identity", ["net_output"], "output")
+        outputs.append(("output", self.dt))
+
+    def reference(self, name, X):
+        est = self.est
+        saved = est.__dict__.get("_out")
+        try:
+            return est.forward(X)
+        finally:
+            est._out = saved                     # forward keeps its graph for backward
+
 
 class _MLPSpec(_Spec):
     def x_dims(self):
@@ -107,6 +160,24 @@ class _MLPSpec(_Spec):
 
     def net_input(self, X):
         return self.est._scale(X).astype(self.dt)
+
+
+class _SeedMLPSpec(_Spec):
+    """A fitted ``MultiLayerPerceptron``/``NeuralNetwork``: ``predict`` casts ``X`` to the
+    fitted dtype, runs ``model_`` and gives float64 (raveled for a 1-D ``y``)."""
+
+    def __init__(self, est) -> None:
+        super().__init__(est)
+        self.dt = np.dtype(est._fit_dt)
+
+    def x_dims(self):
+        return ["N", int(self.est.n_features_in_)]
+
+    def example(self, n, rng):
+        return rng.standard_normal((n, int(self.est.n_features_in_)))
+
+    def net_input(self, X):
+        return X.astype(self.dt)
 
 
 class _CNNSpec(_MLPSpec):
@@ -169,19 +240,34 @@ class _TransformerSpec(_Spec):
 
 def _spec(est) -> _Spec:
     from shendu.models import (
+        AttentionMechanism,
         ConvolutionalNeuralNetwork,
         MLPClassifier,
         MLPRegressor,
+        MultiLayerPerceptron,
         TransformerClassifier,
     )
     from shendu.models.recurrent import _RecurrentEstimator
+    from shendu.models.seed import SeedAPI
 
     name = type(est).__name__
     fitted = "model_" in getattr(est, "__dict__", {})
+    if isinstance(est, SeedAPI) and not fitted and est.__dict__.get("net") is not None:
+        return _SeedSpec(est)
     if isinstance(est, (MLPClassifier, MLPRegressor, _RecurrentEstimator,
-                        TransformerClassifier)) and not fitted:
+                        TransformerClassifier, MultiLayerPerceptron,
+                        AttentionMechanism)) and not fitted:
         raise ValueError(f"onnx.export_estimator: this {name} is not fitted yet; call "
-                         "fit(X, y) first")
+                         "fit(X, y) first (or, for the seed's API, build it as "
+                         f"{name}(input_dim, hidden_dim, output_dim))")
+    if isinstance(est, AttentionMechanism):
+        raise UnsupportedOperatorError(
+            f"onnx.export_estimator: a fitted {name} predicts by greedy decoding, a loop "
+            "that feeds each step's arg-max token back until every sequence has ended; "
+            "shendu.onnx does not write ONNX Loop graphs, so it is not exported (its seed "
+            f"network, {name}(input_dim, hidden_dim, output_dim), is)")
+    if isinstance(est, MultiLayerPerceptron):
+        return _SeedMLPSpec(est)
     if isinstance(est, ConvolutionalNeuralNetwork):
         return _CNNSpec(est)
     if isinstance(est, (MLPClassifier, MLPRegressor)):
@@ -209,7 +295,7 @@ def _post(b: _Builder, est, z: str, z_ndim: int, spec: _Spec, outputs: list) -> 
     if not _is_classifier(est):
         zd = b.cast(z, _DOUBLE)
         trailing = tuple(getattr(est, "_y_trailing_", ()) or ())
-        if getattr(est, "_y_ndim", 2) == 1:                       # MLPRegressor on 1-D y
+        if getattr(est, "_y_ndim", 2) == 1 or getattr(est, "_y_1d", False):   # 1-D y
             zd = b.node("Squeeze", [zd, b.const(np.asarray([1], np.int64))])
         elif hasattr(est, "_y_trailing_"):                          # recurrent regressor
             lead = [0] * (z_ndim - 1)
@@ -254,12 +340,14 @@ def build_estimator(est, verify: bool = True):
     import onnx
     from onnx import helper
 
-    from shendu.models import AudioClassifier
+    from shendu.models import AudioClassifier, Perceptron
     from shendu.onnx._audio import build_audio
     from shendu.onnx._export import build
 
     if isinstance(est, AudioClassifier):
         return build_audio(est, verify)
+    if isinstance(est, Perceptron):
+        return _build_perceptron(est, verify)
     spec = _spec(est)
     rng = np.random.default_rng(20240608)
     X1 = spec.example(3, rng)
@@ -275,7 +363,10 @@ def build_estimator(est, verify: bool = True):
     b.node("Identity", [pre_out], "net_input")
     pre_nodes, b.nodes = b.nodes, []
     outputs: list = []
-    _post(b, est, "net_output", len(spec.net_out_shape), spec, outputs)
+    if spec.custom_post:
+        spec.post(b, outputs)
+    else:
+        _post(b, est, "net_output", len(spec.net_out_shape), spec, outputs)
 
     X_grown = X1
     for ax in spec.dynamic:                    # one more along every dynamic axis
@@ -285,8 +376,7 @@ def build_estimator(est, verify: bool = True):
     out_infos = []
     for name, dt in outputs:
         code = onnx.TensorProto.STRING if dt == np.dtype(object) else dtype_code(dt)
-        fn = est.predict_proba if name == "probabilities" else est.predict
-        s1, s2 = np.shape(fn(X1)), np.shape(fn(X_grown))
+        s1, s2 = np.shape(spec.reference(name, X1)), np.shape(spec.reference(name, X_grown))
         dims = [int(a) if a == b else (spec.dynamic.get(i) or f"{name}_dim{i}")
                 for i, (a, b) in enumerate(zip(s1, s2))]
         out_infos.append(helper.make_tensor_value_info(name, code, dims))
@@ -300,6 +390,77 @@ def build_estimator(est, verify: bool = True):
     if verify:
         _verify(model, est, spec, [X1, spec.example(7, np.random.default_rng(1))])
     return model
+
+
+def _build_perceptron(est, verify: bool):
+    """``Perceptron``: the scores ``X W + b`` in float64 (as ``decision_function``) and,
+    fitted, the label (``classes_[score > 0]`` for two classes, else the arg-max); built
+    the seed's way and trained with ``train``, the file gives ``forward``'s scores."""
+    import onnx
+    from onnx import helper
+
+    name = type(est).__name__
+    if "_W" not in est.__dict__:
+        raise ValueError(f"onnx.export_estimator: this {name} has no weights yet; call "
+                         f"fit(X, y) first, or build it as {name}(input_dim, output_dim)")
+    W, bias = np.asarray(est._W, np.float64), np.asarray(est._b, np.float64)
+    fitted = est._is_fitted() and hasattr(est, "classes_")
+    b = _Builder()
+    s = b.node("Add", [b.node("MatMul", ["X", b.const(W)]), b.const(bias)])   # (N, K)
+    K = W.shape[1]
+    if not fitted:
+        b.node("Identity", [s], "output")
+        outs = [helper.make_tensor_value_info("output", onnx.TensorProto.DOUBLE, ["N", K])]
+    else:
+        classes = np.asarray(est.classes_)
+        if classes.dtype.kind in "US":
+            classes = classes.astype(object)
+        elif classes.dtype.kind == "b":
+            classes = classes.astype(np.int64)
+        if K == 1:
+            s = b.node("Squeeze", [s, b.const(np.asarray([1], np.int64))])
+            idx = b.cast(b.node("Greater", [s, b.const(np.asarray(0.0))]), np.int64)
+        else:
+            idx = b.node("ArgMax", [s], axis=1, keepdims=0)
+        b.node("Gather", [b.const(classes), idx], "label", axis=0)
+        b.node("Identity", [s], "scores")
+        code = onnx.TensorProto.STRING if classes.dtype == object else dtype_code(classes.dtype)
+        outs = [helper.make_tensor_value_info("label", code, ["N"]),
+                helper.make_tensor_value_info("scores", onnx.TensorProto.DOUBLE,
+                                              ["N"] if K == 1 else ["N", K])]
+    graph = helper.make_graph(
+        b.nodes, name, [helper.make_tensor_value_info("X", onnx.TensorProto.DOUBLE,
+                                                      ["N", W.shape[0]])], outs, b.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="shendu")
+    model.ir_version = min(model.ir_version, 10)
+    onnx.checker.check_model(model, full_check=True)
+    if verify:
+        _verify_perceptron(model, est, fitted, W.shape[0])
+    return model
+
+
+def _verify_perceptron(model, est, fitted: bool, n_features: int) -> None:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return
+    from shendu.onnx._export import _close
+
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    X = np.random.default_rng(20240611).standard_normal((7, n_features))
+    got = sess.run(None, {"X": X})
+    if fitted:
+        ok = np.array_equal(got[0], est.predict(X)) and _close(got[1], est.decision_function(X))
+    else:
+        saved = {k: est.__dict__.get(k) for k in ("_x", "_out")}
+        try:
+            ok = _close(got[0], est.forward(X))
+        finally:
+            est.__dict__.update(saved)
+    if not ok:
+        raise UnsupportedOperatorError(f"onnx.export_estimator: the exported graph does not "
+                                       f"reproduce {type(est).__name__}'s outputs")
 
 
 def _verify(model, est, spec, inputs) -> None:
@@ -319,7 +480,11 @@ def _verify(model, est, spec, inputs) -> None:
     names = [o.name for o in sess.get_outputs()]
     for X in inputs:
         got = dict(zip(names, sess.run(None, {"X": X})))
-        if "probabilities" in got:
+        if spec.custom_post:
+            want = spec.reference("output", X)
+            ok = got["output"].shape == want.shape and _close(got["output"], want)
+            what = "forward"
+        elif "probabilities" in got:
             want = est.predict_proba(X)
             ok = got["probabilities"].shape == want.shape and _close(got["probabilities"],
                                                                     want.astype(np.float32))
