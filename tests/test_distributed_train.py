@@ -273,6 +273,38 @@ def test_a_hung_rank_times_out_the_others(tmp_path):
     assert "rank 0 of 2 failed" in p.stderr
 
 
+@pytest.mark.slow
+def test_cli_train_under_mpiexec(tmp_path):
+    """``mpiexec -n 2 shendu train mlp ...``: one process prints, one writes."""
+    if importlib.util.find_spec("mpi4py") is None or shutil.which("mpiexec") is None:
+        pytest.skip("mpi4py or mpiexec is missing (pip install 'shendu[dist]')")
+    from shendu.cli.registry import load_model_checkpoint
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    p = subprocess.run([shutil.which("mpiexec"), "--allow-run-as-root", "--oversubscribe",
+                        "-n", "2", sys.executable, "-m", "shendu", "train", "mlp", "--data",
+                        "digits", "--epochs", "2", "--out", str(tmp_path / "run")],
+                       env=env, capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stdout.count("distributed: 2 processes (MPI)") == 1, p.stdout
+    assert p.stdout.count("checkpoints:") == 1, p.stdout
+    model, info = load_model_checkpoint(tmp_path / "run" / "last.ckpt")
+    assert info["epoch"] == 2 and len(info["history"]) == 2
+    assert info["history"][-1]["accuracy"] > 0.3   # it learned (chance: 0.1)
+
+
+def test_cli_train_help_text(capsys):
+    from shendu.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "mpiexec -n 2 shendu train cnn --data mnist" in text
+    assert "Rank 0 alone prints and writes the checkpoints" in text
+
+
 # ------------------------------------------------------------ one process, no MPI needed
 def test_distributed_on_one_process_is_plain_training():
     import shendu.distributed as dist

@@ -39,13 +39,52 @@ def _cmd_tour(args) -> int:
     return 0
 
 
+#: Set by MPI launchers in the processes they start: Open MPI, MPICH/Intel MPI/Slurm's PMI,
+#: PMIx (Slurm ``srun --mpi=pmix``).
+_MPI_LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK")
+
+
+def _join_mpi_run() -> int:
+    """When an MPI launcher started this process, join the process group; returns the
+    world size (1 when not launched by MPI, or launched as one process)."""
+    if not any(v in os.environ for v in _MPI_LAUNCHER_VARS):
+        return 1
+    import shendu.distributed as dist
+
+    if not dist.is_initialized():
+        if not dist.is_mpi_available():
+            raise CLIError("started by an MPI launcher, but mpi4py is not installed: "
+                           "pip install 'shendu[dist]'")
+        dist.init_process_group("mpi")
+    return dist.get_world_size()
+
+
 def _cmd_train(args) -> int:
-    import shendu
+    import contextlib
 
     if args.model.lower() in ("audio", "audioclassifier"):   # speech: shendu.audio.cli
         from shendu.audio.cli import train_audio
 
         return train_audio(args)
+    world = _join_mpi_run()
+    rank = 0
+    if world > 1:
+        import shendu.distributed as dist
+
+        rank = dist.get_rank()
+        if rank == 0:
+            print(f"distributed: {world} processes (MPI); each trains on 1/{world} of every "
+                  "batch, rank 0 prints and writes the checkpoints")
+    args.main_process = rank == 0
+    if rank == 0:
+        return _train(args)
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+        return _train(args)    # the other ranks: same work, nothing printed or written
+
+
+def _train(args) -> int:
+    import shendu
+
     spec, cls = _model_spec(args.model)
     for name in ("epochs", "batch_size", "steps"):
         v = getattr(args, name, None)
@@ -98,8 +137,9 @@ def _cmd_train(args) -> int:
                     f"val_{key}": te[key]}]
         best_val = te[key]
         info.update(epoch=history[-1]["epoch"], history=history, rng=shendu.get_rng_state())
-        save_model_checkpoint(last, model, info)
-        save_model_checkpoint(best, model, info)
+        if getattr(args, "main_process", True):
+            save_model_checkpoint(last, model, info)
+            save_model_checkpoint(best, model, info)
     seconds = time.perf_counter() - t0
     print(f"{spec.cls} on {data.name}: {len(Xtr)} train / {len(Xte)} test, "
           f"epochs {start_epoch + 1}-{history[-1]['epoch']}, {seconds:.1f} s")
@@ -149,7 +189,7 @@ def _train_epochs(args, spec, cls, Xtr, ytr, Xte, yte, key, info, last, best):
     classes = np.unique(ytr) if spec.task == "classify" else None
     every = max(1, (epochs - start_epoch) // 50)     # at most ~50 checkpoints per run
     bar = progress(range(start_epoch, epochs), desc=f"{spec.cls} on {info['data']}",
-                   total=epochs - start_epoch)
+                   total=epochs - start_epoch, disable=not getattr(args, "main_process", True))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for epoch in bar:
@@ -170,10 +210,13 @@ def _train_epochs(args, spec, cls, Xtr, ytr, Xte, yte, key, info, last, best):
             history.append(row)
             bar.set_postfix({key: f"{tr[key]:.4g}", f"val_{key}": f"{te[key]:.4g}"})
             info.update(epoch=epoch + 1, history=history, rng=shendu.get_rng_state())
-            save_model_checkpoint(last, model, info)
+            main = getattr(args, "main_process", True)
+            if main:
+                save_model_checkpoint(last, model, info)
             if best_val is None or better(te[key], best_val):
                 best_val = te[key]
-                save_model_checkpoint(best, model, info)
+                if main:
+                    save_model_checkpoint(best, model, info)
     return model, start_epoch, history, best_val
 
 
@@ -231,8 +274,9 @@ def _train_lm(args, spec, cls, data, info) -> int:
     info.update(epoch=0, steps=steps, vocab=corpus.vocab, history=log,
                 rng=__import__("shendu").get_rng_state())
     last, best = os.path.join(args.out, "last.ckpt"), os.path.join(args.out, "best.ckpt")
-    save_model_checkpoint(last, model, info)
-    save_model_checkpoint(best, model, info)
+    if getattr(args, "main_process", True):
+        save_model_checkpoint(last, model, info)
+        save_model_checkpoint(best, model, info)
     print(f"{spec.cls} on {data.name}: {len(corpus.train):,} train / {len(corpus.val):,} "
           f"validation characters, vocabulary {corpus.vocab_size}, {steps} steps, "
           f"{time.perf_counter() - t0:.1f} s")

@@ -40,6 +40,13 @@ chapters: {chapters}""",
   shendu train char-lm --data shakespeare --steps 500
   shendu train char-transformer --data my_text.txt --steps 300
   shendu train NeuralNetwork --data xor --epochs 2000 --lr 2 --hidden 4
+  mpiexec -n 2 shendu train cnn --data mnist --epochs 3 --out runs/cnn2
+distributed: started by an MPI launcher (mpiexec -n N, mpirun, srun), each of the N
+processes trains on 1/N of every batch of the models that train through shendu.train
+(mlp, MLPRegressor, cnn, the recurrent and attention models), gradients averaged over MPI:
+the same batches, so the same result as one process. Rank 0 alone prints and writes the
+checkpoints; --out (and --resume) must be a folder every process can read. The other
+models train identically on every process. Needs pip install 'shendu[dist]'.
 models: {models}
 built-in data: {data}
 files: .csv (numeric; target = last column or --target), .npz (X, y or
