@@ -419,3 +419,93 @@ def test_ready_model_network():
     y = (X[:, 0] > 0).astype(np.int64)
     clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=5, random_state=0).fit(X, y)
     check(clf.model_, (X[:4],), ["x"], {"x": {0: "n"}}, [(X[4:13],)])
+
+
+# ------------------------------------------------------------------ the rest of shendu.nn
+class Cells(nn.Module):
+    """One step of each cell, cumsum and einsum, Unflatten/Identity/channel dropout."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn, self.lstm, self.gru = nn.RNNCell(4, 5), nn.LSTMCell(4, 5), nn.GRUCell(4, 5)
+        self.unflat, self.ident = nn.Unflatten(1, (2, 2)), nn.Identity()
+        self.drop1, self.drop2 = nn.Dropout1d(0.5), nn.Dropout2d(0.5)
+
+    def forward(self, x):                          # x (N, 4)
+        h = self.rnn(x)
+        h2, c2 = self.lstm(x, (h, h))
+        g = self.gru(x, h2)
+        e = shendu.einsum("nk,nj->nkj", g, c2).sum(1)
+        u = self.drop2(self.unflat(self.ident(x)[:, :, None]))      # (N, 2, 2, 1)
+        return e, shendu.cumsum(x, 1), self.drop1(u[..., 0]), c2
+
+
+def test_cells_cumsum_einsum_and_shape_layers():
+    check(Cells(), (_rand(3, 4),), ["x"], {"x": {0: "n"}}, [(_rand(6, 4, seed=1),)])
+
+
+def test_full_transformer_with_masks():
+    class T(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.t = nn.Transformer(8, 2, num_encoder_layers=1, num_decoder_layers=1,
+                                    dim_feedforward=16, batch_first=True)
+
+        def forward(self, src, tgt):
+            mask = nn.Transformer.generate_square_subsequent_mask(tgt.shape[1])
+            return self.t(src, tgt, tgt_mask=mask)
+
+    check(T(), (_rand(2, 5, 8), _rand(2, 4, 8, seed=1)), ["src", "tgt"],
+          {"src": {0: "n", 1: "s"}, "tgt": {0: "n", 1: "t"}},
+          [(_rand(3, 3, 8, seed=2), _rand(3, 6, 8, seed=3))])
+
+
+@pytest.mark.parametrize("fn, op", [
+    (lambda x: F.mse_loss(x, x * 0), "MSE"),
+    (lambda x: F.l1_loss(x, x * 0), "L1"),
+    (lambda x: F.nll_loss(x, np.zeros(x.shape[0], np.int64)), "NLL"),
+], ids=["mse", "l1", "nll"])
+def test_losses_are_refused_by_name(fn, op):
+    from shendu.onnx import UnsupportedOperatorError
+
+    class Loss(nn.Module):
+        def forward(self, x):
+            return fn(x)
+
+    with pytest.raises(UnsupportedOperatorError, match=rf"{op} in module <model> \(Loss\)"):
+        shendu.onnx.export(Loss(), Tensor(_rand(2, 4)), io.BytesIO())
+
+
+def test_in_place_assignment_is_refused_by_name():
+    from shendu.onnx import UnsupportedOperatorError
+
+    class Assign(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 3)
+
+        def forward(self, x):
+            y = self.lin(x)
+            y[:, 0] = x[:, 1]
+            mask = shendu.zeros(3)          # changing a constant in place folds
+            mask[1] = 1.0
+            return y * mask
+
+    with pytest.raises(UnsupportedOperatorError,
+                       match=r"InPlace in module <model> \(Assign\): the in-place op __setitem__"):
+        shendu.onnx.export(Assign(), Tensor(_rand(2, 3)), io.BytesIO())
+
+
+def test_in_place_change_of_a_constant_folds():
+    class Masked(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 3)
+
+        def forward(self, x):
+            mask = shendu.zeros(3)
+            mask[1] = 1.0
+            mask += 0.5
+            return self.lin(x) * mask
+
+    check(Masked(), (_rand(2, 3),), ["x"], {"x": {0: "n"}}, [(_rand(5, 3, seed=1),)])

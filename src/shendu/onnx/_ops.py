@@ -15,10 +15,10 @@ from shendu.onnx import _trace
 from shendu.onnx._graph import Ctx, dtype_code
 
 # the modules themselves (``shendu.functional.linear`` etc. are also function names there)
-A, AT, C, D, LI, M, N, P, R, S, SP = (
+A, AT, C, D, LI, M, N, P, R, S, SP, TO = (
     importlib.import_module(f"shendu.functional.{m}") for m in (
         "activation", "attention", "conv", "dropout", "linear", "math", "normalization",
-        "pooling", "reduction", "shape", "sparse"))
+        "pooling", "reduction", "shape", "sparse", "torch_ops"))
 #: Function class -> mapping
 MAP: dict = {}
 
@@ -97,6 +97,20 @@ def _where(c: Ctx):
 @maps(M.MatMul)
 def _matmul(c: Ctx):
     return c.node("MatMul", [c.x(0), c.x(1)])
+
+
+@maps(TO.Cumsum)
+def _cumsum(c: Ctx):
+    x = c.x(0)
+    if c.a(0).dtype != c.o1[0].dtype:                 # integers and bools sum as int64
+        x = c.node("Cast", [x], to=dtype_code(c.o1[0].dtype))
+    return c.node("CumSum", [x, c.i64(int(c.static("dim")))])
+
+
+@maps(TO.Einsum)
+def _einsum(c: Ctx):
+    return c.node("Einsum", [c.x(j) for j in range(len(c.ins))],
+                  equation=str(c.static("spec")))
 
 
 @maps(M.Cast)
@@ -681,6 +695,13 @@ def _additive(c: Ctx):
 
 
 # ------------------------------------------------------------- comparisons
+@maps(_trace.InPlace)
+def _inplace(c: Ctx):
+    c.fail(f"the in-place op {c.static('op')} changes a tensor that depends on the inputs "
+           "(or writes values that do); the graph has no in-place form — write it out of "
+           "place (where, cat, masked_fill)")
+
+
 @maps(_trace.Compare)
 def _compare(c: Ctx):
     op = c.static("op")

@@ -46,6 +46,12 @@ class Compare:
     which shendu computes outside :class:`~shendu.autograd.Function` (no gradient)."""
 
 
+class InPlace:
+    """Pseudo-op of the trace: an in-place change of a tensor (``t[i] = v``, ``add_``...),
+    which shendu runs outside :class:`~shendu.autograd.Function` when no graph is recorded.
+    Exported only when it changes a constant (then it folds); see ``_ops``."""
+
+
 _COMPARE = {"__gt__": "Greater", "__ge__": "GreaterOrEqual", "__lt__": "Less",
             "__le__": "LessOrEqual", "__eq__": "Equal", "__ne__": "NotEqual",
             "__and__": "And", "__or__": "Or", "__invert__": "Not"}
@@ -126,10 +132,21 @@ def trace(model: Module, args: tuple, kwargs: dict) -> tuple[list[Record], list[
         records.append(Record(cls, tuple(inputs), dict(params), outs,
                               stack[-1] if stack else f"<model> ({type(model).__name__})"))
 
+    orig_inplace = Tensor._inplace
+
+    def inplace(self, op, compute, write, operands=(), saves_self=True):
+        res = orig_inplace(self, op, compute, write, operands, saves_self)
+        if not paused[0] and threading.get_ident() == me:
+            records.append(Record(InPlace, (self,) + tuple(
+                o for o in operands if isinstance(o, Tensor)), {"op": op},
+                (self,), stack[-1] if stack else f"<model> ({type(model).__name__})"))
+        return res
+
     if autograd._tracer is not None:
         raise RuntimeError("onnx.export: another export is tracing a model right now")
     saved = {k: Tensor.__dict__[k] for k in _COMPARE}
     Module.__call__ = call
+    Tensor._inplace = inplace
     autograd._tracer = tracer
     for k, op in _COMPARE.items():
         setattr(Tensor, k, _compare_wrapper(saved[k], op, tracer))
@@ -139,6 +156,7 @@ def trace(model: Module, args: tuple, kwargs: dict) -> tuple[list[Record], list[
     finally:
         autograd._tracer = None
         Module.__call__ = orig_call
+        Tensor._inplace = orig_inplace
         for k, f in saved.items():
             setattr(Tensor, k, f)
     return records, _flatten(out, [])
