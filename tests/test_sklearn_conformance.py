@@ -29,6 +29,7 @@ from shendu.models import (  # noqa: E402
     AttentionMechanism,
     CharLM,
     CharTransformerLM,
+    ConvergenceWarning,
     ConvolutionalNeuralNetwork,
     GatedRecurrentUnit,
     LongShortTermMemory,
@@ -273,6 +274,59 @@ def test_old_names_warn_and_train_the_same_model(cls):
     assert any(not np.array_equal(a, b) for a, b in zip(_weights(new), _weights(other)))
 
 
+@pytest.mark.parametrize("cls", SEQUENCE_MODELS, ids=lambda c: c.__name__)
+def test_sequence_models_take_sklearns_alpha_and_tol(cls):
+    params = cls().get_params()
+    assert params["alpha"] == 0.0 and params["tol"] is None and params["n_iter_no_change"] == 10
+    full = _fit_small(cls, max_iter=6)
+    assert full.n_iter_ == 6 and len(full.loss_curve_) == 6           # tol=None: no rule
+    assert full.best_loss_ == min(full.loss_curve_) and full.loss_ == full.loss_curve_[-1]
+    # scikit-learn's rule: stop once more than n_iter_no_change epochs in a row fail to
+    # lower the best loss by tol; a tol larger than any loss fires it after epoch 1 + 2
+    early = _fit_small(cls, max_iter=6, tol=100.0, n_iter_no_change=1)
+    assert early.n_iter_ == 3
+    with pytest.warns(ConvergenceWarning, match="tol="):
+        _fit_small(cls, max_iter=2, tol=0.0, n_iter_no_change=5)
+    penalised = _fit_small(cls, max_iter=2, alpha=1.0)
+    plain = _fit_small(cls, max_iter=2)
+    assert penalised.loss_curve_[0] > plain.loss_curve_[0]          # the term is in the loss
+    assert any(not np.array_equal(a, b) for a, b in zip(_weights(penalised), _weights(plain)))
+
+
+def test_l2_penalized_is_sklearns_term():
+    """alpha / 2 * sum ||W||^2 / n_batch on the weight matrices only; its gradient is
+    alpha * W / n_batch (float64, against a central difference and the closed form)."""
+    from shendu import nn
+    from shendu.models._base import l2_penalized
+    from shendu.tensor import Tensor
+
+    model = nn.Sequential(nn.Linear(3, 4, dtype="float64"), nn.Tanh(),
+                          nn.Linear(4, 2, dtype="float64"))
+    x = Tensor(np.random.default_rng(0).normal(size=(5, 3)))
+    target = np.zeros(5, np.int64)
+    base = nn.CrossEntropyLoss()
+    loss = l2_penalized(base, model, alpha=0.3)
+    W1, b1, W2, _ = model.parameters()
+    expected = 0.5 * 0.3 * ((W1.data ** 2).sum() + (W2.data ** 2).sum()) / 5
+    value = loss(model(x), target)
+    np.testing.assert_allclose(value.item() - base(model(x), target).item(), expected,
+                               rtol=1e-12)
+    value.backward()
+    g_pen = W2.grad.data.copy()
+    for p in model.parameters():
+        p.grad = None
+    base(model(x), target).backward()
+    np.testing.assert_allclose(g_pen - W2.grad.data, 0.3 * W2.data / 5, rtol=1e-10)
+    eps, (i, j) = 1e-6, (1, 2)
+    W2.data[i, j] += eps
+    up = loss(model(x), target).item()
+    W2.data[i, j] -= 2 * eps
+    down = loss(model(x), target).item()
+    W2.data[i, j] += eps
+    np.testing.assert_allclose((up - down) / (2 * eps), g_pen[i, j], rtol=1e-6)
+    assert l2_penalized(base, model, 0.0) is base
+
+
 def test_attention_mechanism_old_clip_norm_and_lr_schedule():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -293,7 +347,9 @@ def test_bad_training_settings_name_the_parameter(cls):
     for kw, match in ((dict(max_iter=-1), "max_iter must be"),
                       (dict(learning_rate_init=0.0), "learning_rate_init must be"),
                       (dict(learning_rate="adaptive"), r"learning_rate \(the schedule\)"),
-                      (dict(clip_grad_norm=-1.0), "clip_grad_norm must be")):
+                      (dict(clip_grad_norm=-1.0), "clip_grad_norm must be"),
+                      (dict(alpha=-1.0), "alpha must be"), (dict(tol=-1.0), "tol must be"),
+                      (dict(n_iter_no_change=0), "n_iter_no_change must be")):
         with pytest.raises(ValueError, match=match):
             _fit_small(cls, **kw)
 

@@ -20,10 +20,11 @@ import warnings
 import numpy as np
 
 from shendu import backend
+from shendu.train import Callback
 
 __all__ = ["BaseEstimator", "ModuleEstimator", "ClassifierMixin", "RegressorMixin",
            "NotFittedError", "ConvergenceWarning", "not_fitted_error", "type_of_target",
-           "training_settings"]
+           "training_settings", "l2_penalized", "LossPlateau"]
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -505,10 +506,12 @@ def _is_number(v) -> bool:
 def training_settings(est, schedules: tuple[str, ...] = ("constant",)) -> dict:
     """The training settings every neural estimator shares, under scikit-learn's names:
     ``max_iter`` (epochs), ``learning_rate_init`` (the step), ``learning_rate`` (the
-    schedule, one of ``schedules``) and ``clip_grad_norm`` — with the older names still
-    read (``epochs``, a number as ``learning_rate``, ``lr_schedule``, ``clip_norm``), each
-    with a FutureWarning. Returns ``{"max_iter", "learning_rate_init", "schedule",
-    "clip_grad_norm"}``; bad values are a ValueError naming the model."""
+    schedule, one of ``schedules``), ``clip_grad_norm``, ``alpha`` (the L2 penalty, see
+    :func:`l2_penalized`), ``tol`` and ``n_iter_no_change`` (see :class:`LossPlateau`) —
+    with the older names still read (``epochs``, a number as ``learning_rate``,
+    ``lr_schedule``, ``clip_norm``), each with a FutureWarning. Returns a dict of those
+    (``"schedule"`` for ``learning_rate``); bad values are a ValueError naming the model and
+    the parameter."""
     name = type(est).__name__
 
     def old(attr: str, new: str, note: str = ""):
@@ -533,6 +536,9 @@ def training_settings(est, schedules: tuple[str, ...] = ("constant",)) -> dict:
         schedule = old_schedule
     clip_norm = old("clip_norm", "clip_grad_norm")
     clip = getattr(est, "clip_grad_norm", None) if clip_norm is None else clip_norm
+    alpha = getattr(est, "alpha", 0.0)
+    tol = getattr(est, "tol", None)
+    patience = getattr(est, "n_iter_no_change", 10)
     bad = None
     if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) \
             or max_iter < 0:
@@ -544,10 +550,73 @@ def training_settings(est, schedules: tuple[str, ...] = ("constant",)) -> dict:
                f"{', '.join(map(repr, schedules))}, got {schedule!r}")
     elif clip is not None and not (_is_number(clip) and clip > 0):
         bad = f"clip_grad_norm must be None or a number > 0, got {clip!r}"
+    elif not (_is_number(alpha) and alpha >= 0):
+        bad = f"alpha must be a number >= 0, got {alpha!r}"
+    elif tol is not None and not (_is_number(tol) and tol >= 0):
+        bad = f"tol must be None or a number >= 0, got {tol!r}"
+    elif isinstance(patience, bool) or not isinstance(patience, (int, np.integer)) \
+            or patience < 1:
+        bad = f"n_iter_no_change must be an int >= 1, got {patience!r}"
     if bad:
         raise ValueError(f"{name}: {bad}")
     return {"max_iter": int(max_iter), "learning_rate_init": float(lr_init),
-            "schedule": schedule, "clip_grad_norm": None if clip is None else float(clip)}
+            "schedule": schedule, "clip_grad_norm": None if clip is None else float(clip),
+            "alpha": float(alpha), "tol": None if tol is None else float(tol),
+            "n_iter_no_change": int(patience)}
+
+
+def l2_penalized(loss_fn, model, alpha: float):
+    """``loss_fn`` plus scikit-learn's L2 penalty (its ``alpha``), as its MLP adds it:
+    ``alpha / 2 * sum ||W||^2 / n_batch`` over the weight matrices (every parameter named
+    ``*weight`` with two or more dimensions: linear, recurrent, convolution and embedding
+    weights, not biases or norm scales); ``n_batch`` is the length of the batch's target.
+    Its gradient adds ``alpha * W / n_batch`` to each weight's."""
+    if not alpha:
+        return loss_fn
+    weights = [p for n, p in model.named_parameters() if n.endswith("weight") and p.ndim >= 2]
+    scale = 0.5 * float(alpha)
+
+    def loss(output, target):
+        value = loss_fn(output, target)
+        n = len(getattr(target, "data", target))
+        sq = None
+        for W in weights:
+            term = (W * W).sum()
+            sq = term if sq is None else sq + term
+        return value if sq is None else value + sq * (scale / n)
+    return loss
+
+
+class LossPlateau(Callback):
+    """scikit-learn's stopping rule on the training loss, as its MLP applies it: after each
+    epoch, count the epochs in a row whose loss is not below the best so far minus ``tol``,
+    and stop once the count exceeds ``n_iter_no_change``. ``tol=None`` never stops. Keeps
+    ``loss_curve_``, ``loss_`` and ``best_loss_`` on the estimator; ``stopped`` says whether
+    the rule fired."""
+
+    def __init__(self, est, tol: float | None, n_iter_no_change: int) -> None:
+        self.est, self.tol, self.patience = est, tol, n_iter_no_change
+        self.count, self.stopped = 0, False
+        est.loss_curve_, est.best_loss_ = [], np.inf
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        est, loss = self.est, float(logs["loss"])
+        est.loss_curve_.append(loss)
+        est.loss_ = loss
+        if self.tol is not None:
+            self.count = self.count + 1 if loss > est.best_loss_ - self.tol else 0
+            if self.count > self.patience:
+                self.stopped = True
+                self.trainer.stop_training = True
+        est.best_loss_ = min(est.best_loss_, loss)
+
+    def warn_if_not_converged(self, max_iter: int) -> None:
+        """scikit-learn's ConvergenceWarning when ``tol`` is set and the budget ran out."""
+        if self.tol is not None and not self.stopped and max_iter > 0 \
+                and len(self.est.loss_curve_) >= max_iter:
+            warnings.warn(f"{type(self.est).__name__}: maximum iterations ({max_iter}) "
+                          f"reached and the training loss has not settled within tol="
+                          f"{self.tol} (raise max_iter)", ConvergenceWarning, stacklevel=3)
 
 
 @contextlib.contextmanager

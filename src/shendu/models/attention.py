@@ -20,8 +20,10 @@ from shendu.data import DataLoader, TensorDataset
 from shendu.models._base import (
     BaseEstimator,
     ClassifierMixin,
+    LossPlateau,
     ModuleEstimator,
     as_array,
+    l2_penalized,
     seeded,
     training_settings,
 )
@@ -87,8 +89,12 @@ class TransformerClassifier(ClassifierMixin, BaseEstimator):
     mini-batches of ``batch_size`` reshuffled each epoch from shendu's generator
     (``random_state`` seeds it for the fit); ``clip_grad_norm`` (None: off) clips the
     global gradient norm. ``learning_rate`` is scikit-learn's schedule (only
-    ``"constant"`` here); ``epochs`` and a number as ``learning_rate`` are the deprecated
-    names of ``max_iter`` and ``learning_rate_init`` (FutureWarning).
+    ``"constant"`` here); ``alpha`` is scikit-learn's L2 penalty ``alpha / 2 * sum ||W||^2 /
+    n_batch`` on the weight matrices in the loss (default 0), apart from AdamW's decoupled
+    ``weight_decay``; ``tol``/``n_iter_no_change`` are scikit-learn's stopping rule on the
+    training loss (default ``tol=None``: run ``max_iter`` epochs), with ``loss_curve_``,
+    ``loss_``, ``best_loss_`` after ``fit``. ``epochs`` and a number as ``learning_rate``
+    are the deprecated names of ``max_iter`` and ``learning_rate_init`` (FutureWarning).
     """
 
     def __init__(self, d_model: int = 64, nhead: int = 4, num_layers: int = 2,
@@ -96,7 +102,9 @@ class TransformerClassifier(ClassifierMixin, BaseEstimator):
                  pad_id=None, max_iter: int = 30, batch_size: int = 64,
                  learning_rate="constant", learning_rate_init: float = 1e-3,
                  weight_decay: float = 0.0, clip_grad_norm: float | None = None,
+                 alpha: float = 0.0, tol: float | None = None, n_iter_no_change: int = 10,
                  random_state=None, verbose: int = 0, epochs=None) -> None:
+        self.alpha, self.tol, self.n_iter_no_change = alpha, tol, n_iter_no_change
         self.d_model, self.nhead, self.num_layers = d_model, nhead, num_layers
         self.dim_feedforward, self.dropout = dim_feedforward, dropout
         self.vocab_size, self.pad_id = vocab_size, pad_id
@@ -155,13 +163,16 @@ class TransformerClassifier(ClassifierMixin, BaseEstimator):
             opt = optim.AdamW(params, lr=cfg["learning_rate_init"],
                               weight_decay=self.weight_decay)
             clip = cfg["clip_grad_norm"]
-            callbacks = [] if clip is None else [LambdaCallback(
+            plateau = LossPlateau(self, cfg["tol"], cfg["n_iter_no_change"])
+            callbacks = [plateau] if clip is None else [plateau, LambdaCallback(
                 on_after_backward=lambda batch, logs: nn.utils.clip_grad_norm_(params, clip))]
             loader = DataLoader(TensorDataset(X, t), batch_size=self.batch_size, shuffle=True)
-            trainer = Trainer(self.model_, nn.CrossEntropyLoss(), opt, loader,
-                              callbacks=callbacks, verbose=self.verbose)
+            loss_fn = l2_penalized(nn.CrossEntropyLoss(), self.model_, cfg["alpha"])
+            trainer = Trainer(self.model_, loss_fn, opt, loader, callbacks=callbacks,
+                              verbose=self.verbose)
             self.history_ = trainer.fit(cfg["max_iter"])
         self.n_iter_ = len(self.history_.epochs)
+        plateau.warn_if_not_converged(cfg["max_iter"])
         self.model_.eval()
         return self
 

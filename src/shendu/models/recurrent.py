@@ -38,8 +38,10 @@ from shendu.backend import as_dtype, rng
 from shendu.data import DataLoader, TensorDataset
 from shendu.models._base import (
     BaseEstimator,
+    LossPlateau,
     ModuleEstimator,
     as_array,
+    l2_penalized,
     seeded,
     training_settings,
     type_of_target,
@@ -103,8 +105,10 @@ class _RecurrentEstimator(SeedAPI, BaseEstimator):
                  bidirectional: bool = False, dropout: float = 0.0, max_iter: int = 30,
                  batch_size: int = 64, learning_rate="constant",
                  learning_rate_init: float = 1e-2, clip_grad_norm: float | None = 1.0,
+                 alpha: float = 0.0, tol: float | None = None, n_iter_no_change: int = 10,
                  random_state=None, dtype=None, verbose: int = 0, epochs=None) -> None:
         self.input_dim, self.hidden_dim, self.output_dim = input_dim, hidden_dim, output_dim
+        self.alpha, self.tol, self.n_iter_no_change = alpha, tol, n_iter_no_change
         self.hidden_size, self.num_layers = hidden_size, num_layers
         self.task, self.output = task, output
         self.bidirectional, self.dropout = bidirectional, dropout
@@ -238,16 +242,18 @@ class _RecurrentEstimator(SeedAPI, BaseEstimator):
                     return F.cross_entropy(out.reshape(-1, out.shape[-1]), target.reshape(-1))
                 return F.mse_loss(out, target)
 
-            callbacks = []
+            plateau = LossPlateau(self, cfg["tol"], cfg["n_iter_no_change"])
+            callbacks = [plateau]
             clip = cfg["clip_grad_norm"]
             if clip:
                 callbacks.append(LambdaCallback(
                     on_after_backward=lambda batch, logs: clip_grad_norm_(params, clip)))
             loader = DataLoader(TensorDataset(X, t), batch_size=self.batch_size, shuffle=True)
-            trainer = Trainer(self.model_, loss_fn, opt, loader, callbacks=callbacks,
-                              verbose=self.verbose)
+            trainer = Trainer(self.model_, l2_penalized(loss_fn, self.model_, cfg["alpha"]),
+                              opt, loader, callbacks=callbacks, verbose=self.verbose)
             self.history_ = trainer.fit(cfg["max_iter"])
         self.n_iter_ = len(self.history_.epochs)
+        plateau.warn_if_not_converged(cfg["max_iter"])
         self.model_.eval()
         return self
 
@@ -301,8 +307,12 @@ _SHAPES = """
     ``output``, ``max_iter``, ``learning_rate_init``, ``batch_size``, ``clip_grad_norm``,
     ``random_state``...), ``fit(X, y)`` with X (N, T, F); ``dtype`` (default float32) is the
     dtype of both networks. ``learning_rate`` is scikit-learn's schedule (only
-    ``"constant"`` here); ``epochs`` and a number as ``learning_rate`` are the deprecated
-    names of ``max_iter`` and ``learning_rate_init``."""
+    ``"constant"`` here); ``alpha`` is scikit-learn's L2 penalty ``alpha / 2 * sum ||W||^2 /
+    n_batch`` on the weight matrices (default 0: none); ``tol``/``n_iter_no_change`` are
+    scikit-learn's stopping rule on the training loss (default ``tol=None``: run
+    ``max_iter`` epochs), with ``loss_curve_``, ``loss_``, ``best_loss_`` after ``fit``;
+    ``epochs`` and a number as ``learning_rate`` are the deprecated names of ``max_iter``
+    and ``learning_rate_init``."""
 
 
 class RecurrentNeuralNetwork(_RecurrentEstimator):
@@ -319,6 +329,7 @@ class RecurrentNeuralNetwork(_RecurrentEstimator):
                  bidirectional: bool = False, dropout: float = 0.0, max_iter: int = 30,
                  batch_size: int = 64, learning_rate="constant",
                  learning_rate_init: float = 1e-2, clip_grad_norm: float | None = 1.0,
+                 alpha: float = 0.0, tol: float | None = None, n_iter_no_change: int = 10,
                  random_state=None, dtype=None, verbose: int = 0, epochs=None) -> None:
         self.nonlinearity = nonlinearity      # the seed network (built by super) needs it
         super().__init__(input_dim, hidden_dim, output_dim, hidden_size=hidden_size,
@@ -326,7 +337,8 @@ class RecurrentNeuralNetwork(_RecurrentEstimator):
                          bidirectional=bidirectional, dropout=dropout, max_iter=max_iter,
                          batch_size=batch_size, learning_rate=learning_rate,
                          learning_rate_init=learning_rate_init,
-                         clip_grad_norm=clip_grad_norm, random_state=random_state,
+                         clip_grad_norm=clip_grad_norm, alpha=alpha, tol=tol,
+                         n_iter_no_change=n_iter_no_change, random_state=random_state,
                          dtype=dtype, verbose=verbose, epochs=epochs)
 
     def _net_kwargs(self) -> dict:

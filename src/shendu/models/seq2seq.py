@@ -74,7 +74,13 @@ from shendu import nn, optim
 from shendu.autograd import no_grad
 from shendu.backend import as_dtype, rng
 from shendu.data import DataLoader, TensorDataset
-from shendu.models._base import BaseEstimator, seeded, training_settings
+from shendu.models._base import (
+    BaseEstimator,
+    LossPlateau,
+    l2_penalized,
+    seeded,
+    training_settings,
+)
 from shendu.models.seed import SeedAPI, SelfAttentionNet, check_seed_dims
 from shendu.tensor import Tensor
 from shendu.train import Callback, Trainer
@@ -300,6 +306,12 @@ class AttentionMechanism(SeedAPI, BaseEstimator):
         ``weight_decay``) for ``max_iter`` epochs on mini-batches reshuffled every epoch,
         step ``learning_rate_init``; ``clip_grad_norm`` clips the global gradient norm
         (None: no clipping).
+    alpha : scikit-learn's L2 penalty ``alpha / 2 * sum ||W||^2 / n_batch`` on the weight
+        matrices, added to the loss (default 0), apart from AdamW's decoupled
+        ``weight_decay``.
+    tol, n_iter_no_change : scikit-learn's stopping rule on the training loss: stop once
+        more than ``n_iter_no_change`` epochs in a row have not lowered the best loss by
+        ``tol`` (default ``tol=None``: run all ``max_iter`` epochs).
     learning_rate : the schedule, scikit-learn's name: ``"cosine"`` anneals the step to 0
         over the ``max_iter`` budget, batch by batch (Loshchilov & Hutter 2017, without
         restarts); ``"constant"`` keeps it.
@@ -329,7 +341,8 @@ class AttentionMechanism(SeedAPI, BaseEstimator):
                  location_aware: bool = True, teacher_forcing_ratio: float = 1.0,
                  max_iter: int = 20, batch_size: int = 64, learning_rate="cosine",
                  learning_rate_init: float = 3e-3, weight_decay: float = 0.0,
-                 clip_grad_norm: float | None = 1.0,
+                 clip_grad_norm: float | None = 1.0, alpha: float = 0.0,
+                 tol: float | None = None, n_iter_no_change: int = 10,
                  callbacks: Sequence[Callback] | None = None,
                  random_state: int | None = None, dtype=None, verbose: int = 0,
                  epochs=None, clip_norm=None, lr_schedule=None) -> None:
@@ -343,6 +356,7 @@ class AttentionMechanism(SeedAPI, BaseEstimator):
         self.max_iter, self.batch_size = max_iter, batch_size
         self.learning_rate, self.learning_rate_init = learning_rate, learning_rate_init
         self.weight_decay, self.clip_grad_norm = weight_decay, clip_grad_norm
+        self.alpha, self.tol, self.n_iter_no_change = alpha, tol, n_iter_no_change
         self.epochs, self.clip_norm, self.lr_schedule = epochs, clip_norm, lr_schedule
         self.callbacks, self.random_state, self.verbose = callbacks, random_state, verbose
         self.dtype = dtype
@@ -474,7 +488,8 @@ class AttentionMechanism(SeedAPI, BaseEstimator):
                                      self.teacher_forcing_ratio, dtype=as_dtype(self.dtype))
             opt = optim.AdamW(self.model_.parameters(), lr=cfg["learning_rate_init"],
                               weight_decay=self.weight_decay)
-            callbacks = list(self.callbacks or [])
+            plateau = LossPlateau(self, cfg["tol"], cfg["n_iter_no_change"])
+            callbacks = [plateau, *(self.callbacks or [])]
             if cfg["clip_grad_norm"] is not None:
                 callbacks.insert(0, _ClipGradNorm(cfg["clip_grad_norm"]))
             loader = DataLoader(TensorDataset(src, xl, dec_in, target),
@@ -483,11 +498,13 @@ class AttentionMechanism(SeedAPI, BaseEstimator):
             epochs = cfg["max_iter"]
             if cfg["schedule"] == "cosine" and epochs > 0:
                 sched = optim.lr_scheduler.CosineAnnealingLR(opt, epochs * len(loader))
-            trainer = Trainer(self.model_, _sequence_loss, opt, loader, callbacks=callbacks,
+            loss_fn = l2_penalized(_sequence_loss, self.model_, cfg["alpha"])
+            trainer = Trainer(self.model_, loss_fn, opt, loader, callbacks=callbacks,
                               scheduler=sched, scheduler_interval="batch",
                               verbose=self.verbose)
             self.history_ = trainer.fit(epochs)
         self.n_iter_ = len(self.history_.epochs)
+        plateau.warn_if_not_converged(epochs)
         self.model_.eval()
         return self
 
