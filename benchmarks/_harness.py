@@ -62,9 +62,13 @@ def compare(name: str, shendu_step, torch_step, steps: int = 50, repeats: int = 
 
 def print_result(res: dict) -> None:
     line = f"{res['name']:<12} shendu {res['shendu_steps_per_s']:8.1f} steps/s"
+    if "shendu_gflops" in res:
+        line += f" ({res['shendu_gflops']:.1f} GFLOP/s)"
     if "ratio" in res:
-        line += (f"   torch {res['torch_steps_per_s']:8.1f} steps/s   "
-                 f"shendu/torch {res['ratio']:.2f}x (runs: {res['ratios']})")
+        line += f"   torch {res['torch_steps_per_s']:8.1f} steps/s"
+        if "torch_gflops" in res:
+            line += f" ({res['torch_gflops']:.1f} GFLOP/s)"
+        line += f"   shendu/torch {res['ratio']:.2f}x (runs: {res['ratios']})"
     for k in ("shendu_peak_mb", "torch_peak_mb"):
         if k in res:
             line += f"   {k.split('_')[0]} peak +{res[k]:.1f} MiB"
@@ -139,3 +143,35 @@ def train_step_fn(lib: str, build, xs, ys, lr: float = 0.01, momentum: float = 0
         return loss
 
     return step
+
+
+def infer_step_fn(lib: str, build, xs):
+    """One inference pass (``model.eval()``, no graph: ``no_grad``) of ``build(nn)`` on the
+    next of the fixed batches ``xs``, as a closure — the same code in shendu and torch."""
+    if lib == "shendu":
+        import shendu as lib_mod
+        from shendu import nn
+    else:
+        import torch as lib_mod
+        from torch import nn
+    lib_mod.manual_seed(0)
+    model = build(nn)
+    model.eval()
+    batches = [lib_mod.from_numpy(x) for x in xs]
+    i = [0]
+
+    def step():
+        x = batches[i[0] % len(batches)]
+        i[0] += 1
+        with lib_mod.no_grad():
+            return model(x)
+
+    return step
+
+
+def compare_inference(name: str, build, xs, with_torch: bool, steps: int, repeats: int,
+                      warmup: int = 3) -> dict:
+    """Inference (eval, no_grad) passes/s of shendu and torch, interleaved as :func:`compare`."""
+    torch_step = infer_step_fn("torch", build, xs) if with_torch else None
+    return compare(name, infer_step_fn("shendu", build, xs), torch_step, steps, repeats,
+                   warmup)

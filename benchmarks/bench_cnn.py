@@ -100,6 +100,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--no-inference", action="store_true")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--malloc-cache", action="store_true")
     ap.add_argument("--memory-probe", choices=["shendu", "torch"], help=argparse.SUPPRESS)
@@ -135,6 +136,9 @@ def main() -> None:
             if torch_step is not None:
                 res["torch_peak_mb"] = H.memory_in_subprocess(__file__, "torch", w)
         H.print_result(res)
+        if not args.no_inference:
+            H.print_result(H.compare_inference("  infer", lambda nn, w=w: build(nn, w), xs,
+                                               torch_step is not None, steps, args.repeats))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,13 @@
 """The ``mlp`` workload of DESIGN.md: Linear 784-256-256-10 with ReLU, batch 128, SGD,
-cross-entropy — train steps/s of shendu and torch in one run, and their ratio.
+cross-entropy — train steps/s of shendu and torch in one run, and their ratio; then
+inference (eval, no_grad) passes/s.
 
-    python benchmarks/bench_mlp.py [--steps 50] [--repeats 5] [--threads N]
+``--large``: the physical limit instead — batch 1024 through 4096-wide layers
+(4096-4096-4096-10), where a step is almost all GEMM: each framework's achieved GFLOP/s
+against this machine's sgemm peak, measured here as NumPy's float32 matmul of the same
+sizes ((1024, 4096) @ (4096, 4096)) on the same threads.
+
+    python benchmarks/bench_mlp.py [--steps 50] [--repeats 5] [--threads N] [--large]
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import _harness as H  # noqa: E402
 
 B, D_IN, H1, H2, D_OUT = 128, 784, 256, 256, 10
+LARGE_B, LARGE_W = 1024, 4096
 
 
 def make_data(seed: int = 0, n_batches: int = 8):
@@ -29,6 +36,67 @@ def make_data(seed: int = 0, n_batches: int = 8):
 def build(nn):
     return nn.Sequential(nn.Linear(D_IN, H1), nn.ReLU(), nn.Linear(H1, H2), nn.ReLU(),
                          nn.Linear(H2, D_OUT))
+
+
+def build_large(nn):
+    return nn.Sequential(nn.Linear(LARGE_W, LARGE_W), nn.ReLU(), nn.Linear(LARGE_W, LARGE_W),
+                         nn.ReLU(), nn.Linear(LARGE_W, D_OUT))
+
+
+def large_flops() -> tuple[float, float]:
+    """FLOPs of one train step and of one inference pass of the large MLP: 2·B·K·N per
+    GEMM; forward one GEMM per layer, backward two (the input's gradient and the
+    weight's), except the first layer's input, which needs no gradient. Element-wise work
+    (bias, ReLU, softmax, SGD) is left out: it is < 0.1% here."""
+    layers = [(LARGE_W, LARGE_W), (LARGE_W, LARGE_W), (LARGE_W, D_OUT)]
+    fwd = sum(2 * LARGE_B * k * n for k, n in layers)
+    bwd = 2 * fwd - 2 * LARGE_B * LARGE_W * LARGE_W
+    return fwd + bwd, fwd
+
+
+def sgemm_peak(repeats: int) -> float:
+    """GFLOP/s of NumPy's float32 (1024, 4096) @ (4096, 4096): the best of ``repeats``."""
+    import time
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((LARGE_B, LARGE_W)).astype(np.float32)
+    b = rng.standard_normal((LARGE_W, LARGE_W)).astype(np.float32)
+    out = np.empty((LARGE_B, LARGE_W), np.float32)
+    np.matmul(a, b, out=out)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(3):
+            np.matmul(a, b, out=out)
+        best = min(best, (time.perf_counter() - t0) / 3)
+    return 2 * LARGE_B * LARGE_W * LARGE_W / best / 1e9
+
+
+def run_large(args) -> None:
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal((LARGE_B, LARGE_W)).astype(np.float32) for _ in range(2)]
+    ys = [rng.integers(0, D_OUT, LARGE_B) for _ in range(2)]
+    peak = sgemm_peak(max(args.repeats, 3))
+    train_f, infer_f = large_flops()
+    print(H.threads_note())
+    print(f"sgemm peak (NumPy float32 (1024, 4096) @ (4096, 4096)): {peak:.1f} GFLOP/s")
+    with_torch = not args.no_torch
+    steps = max(2, args.steps // 10)
+    res = H.compare("mlp-large", H.train_step_fn("shendu", build_large, xs, ys),
+                    H.train_step_fn("torch", build_large, xs, ys) if with_torch else None,
+                    steps, args.repeats, warmup=1)
+    inf = H.compare_inference("  infer", build_large, xs, with_torch, steps, args.repeats,
+                              warmup=1)
+    for r, flops in ((res, train_f), (inf, infer_f)):
+        for f in ("shendu", "torch"):
+            if f"{f}_steps_per_s" in r:
+                r[f"{f}_gflops"] = r[f"{f}_steps_per_s"] * flops / 1e9
+        H.print_result(r)
+    for label, r in (("train", res), ("inference", inf)):
+        line = f"{label}: shendu {100 * r['shendu_gflops'] / peak:.0f}% of sgemm peak"
+        if "torch_gflops" in r:
+            line += f", torch {100 * r['torch_gflops'] / peak:.0f}%"
+        print(line)
 
 
 def shendu_step_fn(xs, ys):
@@ -48,10 +116,16 @@ def main() -> None:
                     help="threads for both NumPy's BLAS and torch (default: each library's own)")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--no-inference", action="store_true")
+    ap.add_argument("--large", action="store_true",
+                    help="the large-batch MLP (batch 1024, 4096 wide) against the sgemm peak")
     ap.add_argument("--memory-probe", choices=["shendu", "torch"], help=argparse.SUPPRESS)
     ap.add_argument("--workload", default="mlp", help=argparse.SUPPRESS)
     args = ap.parse_args()
     H.set_threads(args.threads)
+    if args.large:
+        run_large(args)
+        return
     xs, ys = make_data()
     if args.memory_probe:
         make = shendu_step_fn if args.memory_probe == "shendu" else torch_step_fn
@@ -75,6 +149,9 @@ def main() -> None:
             res["torch_peak_mb"] = H.memory_in_subprocess(__file__, "torch", "mlp")
     print(H.threads_note())
     H.print_result(res)
+    if not args.no_inference:
+        H.print_result(H.compare_inference("  infer", build, xs, torch_step is not None,
+                                           args.steps, args.repeats))
 
 
 if __name__ == "__main__":

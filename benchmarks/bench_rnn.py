@@ -99,6 +99,7 @@ def main() -> None:
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--no-scaling", action="store_true")
+    ap.add_argument("--no-inference", action="store_true")
     ap.add_argument("--probe", choices=["shendu", "torch"], help=argparse.SUPPRESS)
     ap.add_argument("--T", type=int, default=50, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -117,6 +118,9 @@ def main() -> None:
             for f in frameworks:
                 res[f"{f}_peak_mb"] = probe_in_subprocess(f, w, 50, 10)["peak_mb"]
         Hn.print_result(res)
+        if not args.no_inference:
+            Hn.print_result(Hn.compare_inference("  infer", lambda nn, w=w: build(nn, w), xs,
+                                                 not args.no_torch, args.steps, args.repeats))
     if args.no_scaling:
         return
     print("\nscaling in T: ms per train step (median of interleaved runs in this process) and "

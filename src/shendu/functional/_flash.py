@@ -38,7 +38,7 @@ from __future__ import annotations
 import numpy as np
 
 #: Upper bound on the elements of one (heads, queries, keys) tile of scores.
-TILE_ELEMS = 1 << 19
+TILE_ELEMS = 1 << 21
 #: Largest query or key block.
 MAX_BLOCK = 256
 #: Smallest query or key block (a tile narrower than this spends its time in Python).
