@@ -131,3 +131,39 @@ def test_shendu_export_is_a_subcommand_of_the_cli(tmp_path, capsys):
     sess = _sess(tmp_path / "m.onnx")
     got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
     np.testing.assert_allclose(got, net(Tensor(x)).data, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.slow
+def test_export_checkpoint_of_shendu_train_audio(tmp_path, capsys):
+    """The model behind ``shendu train audio``, from its checkpoint to an ONNX file that
+    takes raw waveforms (padded, with their lengths)."""
+    pytest.importorskip("librosa")
+    import os
+
+    from conftest import data_dir
+
+    from shendu.audio import load
+    from shendu.cli import main
+
+    d = data_dir()
+    if d is None or not (d / "fsdd").is_dir():
+        pytest.skip("the shared FSDD recordings (../shared/data/fsdd or $SHENDU_DATA) are absent")
+    folder = tmp_path / "wavs"
+    folder.mkdir()
+    names = [f"{digit}_{s}_{t}.wav" for s in ("george", "lucas") for digit in range(10)
+             for t in (0, 5, 6)]
+    for name in names:
+        os.symlink(d / "fsdd" / name, folder / name)
+    assert main(["train", "audio", "--data", str(folder), "--epochs", "1", "--batch-size",
+                 "32", "--out", str(tmp_path / "run")]) in (0, None)
+    run(tmp_path / "run" / "best.ckpt", tmp_path / "speech.onnx")
+    assert "X[N,W] lengths[N] -> label[N] probabilities[N,10]" in capsys.readouterr().out
+    model = shendu.load(tmp_path / "run" / "best.ckpt")["model"]
+    waves = [load(folder / n, 8000)[0] for n in names[::7]]
+    lens = np.array([len(w) for w in waves], np.int64)
+    X = np.zeros((len(waves), lens.max()), np.float32)
+    for i, w in enumerate(waves):
+        X[i, :len(w)] = w
+    label, proba = _sess(tmp_path / "speech.onnx").run(None, {"X": X, "lengths": lens})
+    assert np.array_equal(label, model.predict(waves))
+    np.testing.assert_allclose(proba, model.predict_proba(waves), rtol=RTOL, atol=ATOL)

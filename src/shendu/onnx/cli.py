@@ -130,7 +130,7 @@ def export_file(model_path, out_path, *, input_shape=None, input_dtype=None, dyn
         obj = obj["model"]
     import shendu.onnx as sonnx
 
-    if isinstance(obj, BaseEstimator) and hasattr(obj, "model_"):
+    if isinstance(obj, BaseEstimator) and not isinstance(obj, nn.Module):   # ready models
         if input_shape or input_dtype or dynamic is not None:
             raise _error("--input-shape, --input-dtype and --dynamic are for networks; a ready "
                          "model's input is what its predict takes")
