@@ -235,14 +235,32 @@ def test_seed_cnn_after_train_any_image_size():
     _seed_outputs(m, [X, rng.standard_normal((2, 2, 13, 7))])
 
 
-def test_fitted_attention_mechanism_refused_by_name():
+@pytest.mark.parametrize("kw", [dict(pad_id=9), dict(pad_id=None, cell="lstm",
+                                                    location_aware=False)],
+                         ids=["gru-location-pad", "lstm-full-rows"])
+def test_attention_mechanism_greedy_decoding_as_loop(kw):
+    """A fitted AttentionMechanism's predict (encode, then greedy steps until every
+    sequence has ended) as an ONNX Loop: the same tokens at other batch sizes, widths and
+    padding."""
     rng = np.random.default_rng(8)
-    X = rng.integers(0, 5, (12, 4))
-    est = AttentionMechanism(max_iter=1, hidden_size=4, embed_dim=4,
-                             random_state=0).fit(X, X[:, ::-1])
-    with pytest.raises(shendu.onnx.UnsupportedOperatorError,
-                       match="AttentionMechanism predicts by greedy decoding"):
-        est.to_onnx(io.BytesIO())
+    X = rng.integers(0, 6, (120, 5))
+    if kw["pad_id"] is not None:
+        X[np.arange(5)[None] >= rng.integers(1, 6, 120)[:, None]] = kw["pad_id"]
+    y = X[:, ::-1] if kw["pad_id"] is None else [r[r != 9][::-1] for r in X]
+    est = AttentionMechanism(vocab_size=6, max_iter=12, hidden_size=16, embed_dim=8,
+                             random_state=0, **kw).fit(X, y)
+    sess = _session(est)
+    assert [o.name for o in sess.get_outputs()] == ["tokens"]
+    assert "Loop" in {n.op_type for n in onnx.load_from_string(
+        est.to_onnx(io.BytesIO()).SerializeToString()).graph.node}
+    wide = rng.integers(0, 6, (6, 8))
+    if kw["pad_id"] is not None:
+        wide[np.arange(8)[None] >= np.array([8, 1, 3, 6, 2, 7])[:, None]] = kw["pad_id"]
+    for Xo in (X[:7], X[7:10, :3], wide):
+        got, = sess.run(None, {"X": Xo.astype(np.int64)})
+        want = est.predict(Xo)
+        assert got.shape == want.shape and np.array_equal(got, want)
+    assert len(np.unique(est.predict(X[:20]))) > 3          # the decoder says something
 
 
 def test_export_to_path_and_refusals(tmp_path):

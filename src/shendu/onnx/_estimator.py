@@ -29,14 +29,15 @@ class _Builder:
     """Nodes and initializers around the network's graph, under names that can't clash
     with the network's (every name here starts with ``est_``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = "est_") -> None:
         self.nodes: list = []
         self.inits: list = []
         self.n = 0
+        self.prefix = prefix
 
     def fresh(self, base: str) -> str:
         self.n += 1
-        return f"est_{base}_{self.n}"
+        return f"{self.prefix}{base}_{self.n}"
 
     def const(self, arr) -> str:
         from onnx import numpy_helper
@@ -260,12 +261,6 @@ def _spec(est) -> _Spec:
         raise ValueError(f"onnx.export_estimator: this {name} is not fitted yet; call "
                          "fit(X, y) first (or, for the seed's API, build it as "
                          f"{name}(input_dim, hidden_dim, output_dim))")
-    if isinstance(est, AttentionMechanism):
-        raise UnsupportedOperatorError(
-            f"onnx.export_estimator: a fitted {name} predicts by greedy decoding, a loop "
-            "that feeds each step's arg-max token back until every sequence has ended; "
-            "shendu.onnx does not write ONNX Loop graphs, so it is not exported (its seed "
-            f"network, {name}(input_dim, hidden_dim, output_dim), is)")
     if isinstance(est, MultiLayerPerceptron):
         return _SeedMLPSpec(est)
     if isinstance(est, ConvolutionalNeuralNetwork):
@@ -340,14 +335,17 @@ def build_estimator(est, verify: bool = True):
     import onnx
     from onnx import helper
 
-    from shendu.models import AudioClassifier, Perceptron
+    from shendu.models import AttentionMechanism, AudioClassifier, Perceptron
     from shendu.onnx._audio import build_audio
     from shendu.onnx._export import build
+    from shendu.onnx._seq2seq import build_seq2seq
 
     if isinstance(est, AudioClassifier):
         return build_audio(est, verify)
     if isinstance(est, Perceptron):
         return _build_perceptron(est, verify)
+    if isinstance(est, AttentionMechanism) and "model_" in est.__dict__:
+        return build_seq2seq(est, verify)
     spec = _spec(est)
     rng = np.random.default_rng(20240608)
     X1 = spec.example(3, rng)
