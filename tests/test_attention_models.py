@@ -174,5 +174,5 @@ def test_char_lm_evaluate_scores_every_character_once():
     logp = shendu.functional.log_softmax(lm(short[None, :2]), -1).data[0]
     np.testing.assert_allclose(lm.evaluate(short), -(logp[0, short[1]] + logp[1, short[2]]) / 2,
                                rtol=1e-5)
-    with pytest.raises(ValueError, match="lr_schedule must be"):
-        lm.fit(CharCorpus("abcde" * 20), steps=1, lr_schedule="linear")
+    with pytest.raises(ValueError, match=r"learning_rate \(the schedule\) must be"):
+        lm.fit(CharCorpus("abcde" * 20), steps=1, learning_rate="linear")

@@ -435,3 +435,105 @@ def test_language_models_clone_set_params_and_tags(est):
     assert c.get_params() == before                                  # unchanged on error
     with pytest.raises(ValueError, match="invalid parameter"):
         c.set_params(nope=1)
+
+
+# ------------------------------------- the two character LMs: one API, through the Trainer
+def _tiny_corpus():
+    from shendu.data.sequences import CharCorpus
+
+    words = ["ab ", "ba ", "abc ", "cab ", "\n"]
+    return CharCorpus("".join(np.random.default_rng(0).choice(words, 300)), val_fraction=0.2)
+
+
+def _lm(cls, vocab):
+    import shendu
+
+    shendu.manual_seed(0)
+    if cls is CharLM:
+        return CharLM(vocab, hidden_size=8, num_layers=1, embedding_dim=4)
+    return CharTransformerLM(vocab, d_model=8, nhead=2, num_layers=1, dim_feedforward=8,
+                             dropout=0.0, block_size=8)
+
+
+def _lm_weights(lm):
+    return [p.data.copy() for p in lm.parameters()]
+
+
+LM_CLASSES = [CharLM, CharTransformerLM]
+
+
+def test_language_models_share_one_api():
+    import inspect
+
+    for method in ("fit", "evaluate", "generate"):
+        a, b = (list(inspect.signature(getattr(c, method)).parameters)[:4]
+                for c in LM_CLASSES)
+        assert a[1:] == b[1:] or method == "generate", (method, a, b)
+    fit_a, fit_b = (inspect.signature(c.fit) for c in LM_CLASSES)
+    assert fit_a == fit_b                                      # one fit for both
+    corpus = _tiny_corpus()
+    for cls in LM_CLASSES:
+        lm = _lm(cls, corpus.vocab)                            # both take the vocabulary
+        text = lm.generate("ab", 5, temperature=0)
+        assert isinstance(text, str) and len(text) == 7 and text.startswith("ab")
+        ids = lm.generate(corpus.encode("ab"), 5, temperature=0)
+        assert ids.shape == (1, 7) and corpus.decode(ids[0]) == text
+        assert np.isfinite(lm.evaluate(corpus.val[:40]))       # an id array too
+    with pytest.raises(ValueError, match="needs the vocabulary"):
+        _lm(CharTransformerLM, corpus.vocab_size).generate("ab", 2)
+
+
+@pytest.mark.parametrize("cls", LM_CLASSES, ids=lambda c: c.__name__)
+def test_language_model_fit_checkpoints_stops_and_resumes_bit_for_bit(cls, tmp_path):
+    from shendu.checkpoint import ModelCheckpoint
+    from shendu.train import LambdaCallback
+
+    corpus = _tiny_corpus()
+    kw = dict(steps=6, batch_size=4, seq_len=8, eval_every=2, eval_chars=60)
+    full = _lm(cls, corpus.vocab)
+    log = full.fit(corpus, **kw)
+    assert [e["step"] for e in log] == [2, 4, 6]
+    assert all(np.isfinite(e["train_loss"]) and np.isfinite(e["val_nats"]) for e in log)
+    assert log == [{"step": s, "train_loss": t, "val_nats": v} for s, t, v in zip(
+        full.history_["step"], full.history_["loss"], full.history_["val_nats"])]
+
+    def ctrl_c(batch, logs):        # what the Trainer does with Ctrl-C: finish, save, return
+        if stopper.trainer.global_step == 3:
+            raise KeyboardInterrupt
+
+    stopper = LambdaCallback(on_batch_end=ctrl_c)
+    part = _lm(cls, corpus.vocab)
+    short = part.fit(corpus, callbacks=[ModelCheckpoint(tmp_path, keep_last=None), stopper],
+                     **kw)
+    assert [e["step"] for e in short] == [2]                  # stopped inside the 2nd block
+    resumed = _lm(cls, corpus.vocab)
+    again = resumed.fit(corpus, resume=tmp_path, **kw)
+    for a, b in zip(_lm_weights(full), _lm_weights(resumed)):
+        np.testing.assert_array_equal(a, b)
+    assert again == log
+
+
+@pytest.mark.parametrize("cls", LM_CLASSES, ids=lambda c: c.__name__)
+def test_language_model_fit_guards_and_old_names(cls):
+    from shendu.train import NonFiniteError
+
+    corpus = _tiny_corpus()
+    kw = dict(steps=2, batch_size=4, seq_len=8)
+    new = _lm(cls, corpus.vocab)
+    new.fit(corpus, learning_rate_init=0.01, learning_rate="constant", **kw)
+    old = _lm(cls, corpus.vocab)
+    with pytest.warns(FutureWarning, match="learning_rate_init"), \
+            pytest.warns(FutureWarning, match="lr_schedule"):
+        old.fit(corpus, learning_rate=0.01, lr_schedule="constant", **kw)
+    for a, b in zip(_lm_weights(new), _lm_weights(old)):
+        np.testing.assert_array_equal(a, b)
+    broken = _lm(cls, corpus.vocab)
+    next(iter(broken.parameters())).data[...] = np.nan
+    with pytest.raises(NonFiniteError, match="at epoch 1, batch 1"):
+        broken.fit(corpus, **kw)
+    for bad, match in ((dict(steps=0), "steps must be"),
+                       (dict(learning_rate="adaptive"), r"learning_rate \(the schedule\)"),
+                       (dict(clip_grad_norm=-1.0), "clip_grad_norm must be"),
+                       (dict(seq_len=0), "seq_len must be")):
+        with pytest.raises(ValueError, match=match):
+            _lm(cls, corpus.vocab).fit(corpus, **{**kw, **bad})

@@ -24,7 +24,7 @@ from shendu.train import Callback
 
 __all__ = ["BaseEstimator", "ModuleEstimator", "ClassifierMixin", "RegressorMixin",
            "NotFittedError", "ConvergenceWarning", "not_fitted_error", "type_of_target",
-           "training_settings", "l2_penalized", "LossPlateau"]
+           "training_settings", "l2_penalized", "LossPlateau", "CharLMTraining"]
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -641,3 +641,167 @@ def seeded(random_state, state=None):
         yield
     finally:
         backend.set_rng_state(saved)
+
+
+# ------------------------------------------------------------ the language models' fit
+class _WindowBatches:
+    """The training batches of a character language model for :class:`shendu.train.Trainer`:
+    ``steps`` batches of ``batch_size`` random windows of ``seq_len`` characters
+    (``corpus.windows``, drawn from shendu's generator), served in blocks of ``block`` —
+    the Trainer's epochs, one evaluation after each. It remembers how far into its block it
+    is (``state_dict``), so a run resumed from a mid-block checkpoint draws exactly the
+    windows the uninterrupted run would have."""
+
+    def __init__(self, corpus, steps: int, block: int, batch_size: int, seq_len: int) -> None:
+        self.corpus, self.steps, self.block = corpus, steps, block
+        self.batch_size, self.seq_len = batch_size, seq_len
+        self.epoch = 0          # the Trainer's epoch (set by _LMEvaluation)
+        self.served = 0         # batches of this block already drawn
+
+    def __len__(self) -> int:
+        return max(0, min(self.block, self.steps - self.epoch * self.block))
+
+    def __iter__(self):
+        n = len(self)
+        while self.served < n:
+            x, y = self.corpus.windows(self.batch_size, self.seq_len)   # (B, L), (B, L)
+            self.served += 1
+            yield x, y
+        self.served = 0
+
+    def state_dict(self) -> dict:
+        return {"served": int(self.served)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.served = int(state.get("served", 0))
+
+
+class _LMEvaluation(Callback):
+    """After each block of steps: the validation nats per character (the model's
+    ``evaluate``, on the first ``eval_chars`` characters) and the step count, logged."""
+
+    def __init__(self, model, corpus, batches: _WindowBatches, eval_chars, verbose) -> None:
+        self.model, self.corpus, self.batches = model, corpus, batches
+        self.eval_chars, self.verbose = eval_chars, verbose
+
+    def on_epoch_begin(self, epoch: int, logs: dict) -> None:
+        self.batches.epoch = epoch
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        logs["step"] = float(self.trainer.global_step)
+        logs["val_nats"] = self.model.evaluate(self.corpus, "val", max_chars=self.eval_chars)
+        if self.verbose:
+            print(f"step {self.trainer.global_step}: train {logs['loss']:.3f}  "
+                  f"val {logs['val_nats']:.3f} nats/char", flush=True)
+
+
+class CharLMTraining:
+    """``fit`` of the character language models (:class:`~shendu.models.CharLM`,
+    :class:`~shendu.models.CharTransformerLM`): the same call for both, run by
+    :class:`shendu.train.Trainer` — so training stops with a clear error on a NaN or
+    infinite loss or gradient, writes checkpoints through callbacks such as
+    :class:`shendu.checkpoint.ModelCheckpoint`, resumes from one bit for bit
+    (``resume=``), and returns what it has after the first Ctrl-C.
+
+    A model using it has ``_default_step``, ``_default_schedule``, :meth:`_lm_vocab_size`
+    and :meth:`_lm_seq_len`, and its ``forward`` returns the logits (N, T, V) or a tuple
+    whose first item they are."""
+
+    _default_step = 2e-3
+    _default_schedule = "constant"
+
+    def _lm_seq_len(self, seq_len) -> int:
+        """The training window's length (``seq_len`` checked, or the model's default)."""
+        raise NotImplementedError
+
+    def _lm_vocab_size(self) -> int:
+        raise NotImplementedError
+
+    def fit(self, corpus, steps: int = 1000, batch_size: int = 32, seq_len: int | None = None,
+            learning_rate=None, learning_rate_init: float | None = None,
+            weight_decay: float = 0.0, clip_grad_norm: float | None = 1.0,
+            eval_every: int = 0, eval_chars: int | None = None, verbose: int = 0,
+            callbacks=(), resume=None, lr_schedule=None) -> list[dict]:
+        """Train on a :class:`~shendu.data.sequences.CharCorpus` (anything with its
+        ``windows(batch, L)`` and ``train``/``val`` id arrays) for ``steps`` AdamW steps
+        (Loshchilov & Hutter 2019; step ``learning_rate_init``, decoupled
+        ``weight_decay``), each on ``batch_size`` random training windows of ``seq_len``
+        characters, with the next-character cross-entropy at every position;
+        ``clip_grad_norm`` (None: off) clips the global gradient norm.
+        ``learning_rate`` is the schedule, as for the estimators: ``"constant"`` or
+        ``"cosine"`` (annealed to 0 over the steps, Loshchilov & Hutter 2017).
+
+        Every ``eval_every`` steps (0: only at the end) the validation nats/char
+        (``evaluate`` on the first ``eval_chars`` validation characters) are measured.
+        Returns the log, one ``{"step", "train_loss", "val_nats"}`` per evaluation
+        (``train_loss``: the mean over the steps since the last one); ``history_`` holds
+        the Trainer's :class:`~shendu.train.History`. ``callbacks`` go to the Trainer;
+        ``resume`` is a checkpoint file or folder to continue from (build and seed the
+        model as for the first run). ``lr_schedule`` and a number as ``learning_rate`` are
+        the deprecated names of ``learning_rate`` and ``learning_rate_init``."""
+        from shendu import functional as F
+        from shendu import optim
+        from shendu.train import GradientClipping, Trainer
+
+        name = type(self).__name__
+        step, schedule = learning_rate_init, learning_rate
+        if _is_number(learning_rate):
+            warnings.warn(f"{name}.fit(learning_rate={learning_rate!r}): a number here is "
+                          f"deprecated; the step is learning_rate_init= and learning_rate "
+                          f"is the schedule ('constant' or 'cosine')", FutureWarning,
+                          stacklevel=2)
+            step, schedule = float(learning_rate), None
+        if lr_schedule is not None:
+            warnings.warn(f"{name}.fit(lr_schedule=...) is deprecated; use learning_rate= "
+                          f"(the schedule)", FutureWarning, stacklevel=2)
+            schedule = lr_schedule
+        step = self._default_step if step is None else step
+        schedule = self._default_schedule if schedule is None else schedule
+        bad = None
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+            bad = f"steps must be a positive int, got {steps!r}"
+        elif isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+                or batch_size < 1:
+            bad = f"batch_size must be a positive int, got {batch_size!r}"
+        elif not (_is_number(step) and step > 0):
+            bad = f"learning_rate_init must be a number > 0, got {step!r}"
+        elif schedule not in ("constant", "cosine"):
+            bad = f"learning_rate (the schedule) must be 'constant' or 'cosine', got {schedule!r}"
+        elif not (_is_number(weight_decay) and weight_decay >= 0):
+            bad = f"weight_decay must be a number >= 0, got {weight_decay!r}"
+        elif clip_grad_norm is not None and not (_is_number(clip_grad_norm)
+                                                 and clip_grad_norm > 0):
+            bad = f"clip_grad_norm must be None or a number > 0, got {clip_grad_norm!r}"
+        elif isinstance(eval_every, bool) or not isinstance(eval_every, (int, np.integer)) \
+                or eval_every < 0:
+            bad = f"eval_every must be an int >= 0, got {eval_every!r}"
+        if bad:
+            raise ValueError(f"{name}.fit: {bad}")
+        seq_len = self._lm_seq_len(seq_len)
+        V = self._lm_vocab_size()
+        top = int(max(np.max(corpus.train), np.max(corpus.val)))
+        if top >= V:
+            raise ValueError(f"{name}.fit: the corpus has token id {top}, but the model's "
+                             f"vocabulary has {V} symbols")
+
+        def loss_fn(output, target):
+            logits = output[0] if isinstance(output, tuple) else output     # (B, L, V)
+            return F.cross_entropy(logits.reshape(-1, V), target.reshape(-1))
+
+        block = int(eval_every) or int(steps)
+        batches = _WindowBatches(corpus, int(steps), block, int(batch_size), seq_len)
+        opt = optim.AdamW(list(self.parameters()), lr=float(step),
+                          weight_decay=float(weight_decay))
+        own = [_LMEvaluation(self, corpus, batches, eval_chars, verbose)]
+        if clip_grad_norm is not None:
+            own.append(GradientClipping(float(clip_grad_norm)))
+        sched = optim.lr_scheduler.CosineAnnealingLR(opt, int(steps)) \
+            if schedule == "cosine" else None
+        trainer = Trainer(self, loss_fn, opt, batches, callbacks=[*own, *callbacks],
+                          scheduler=sched, scheduler_interval="batch", verbose=0)
+        self.history_ = trainer.fit(-(-int(steps) // block), resume=resume)
+        self.eval()
+        h = self.history_
+        return [{"step": int(s), "train_loss": float(t), "val_nats": float(v)}
+                for s, t, v in zip(h.get("step", []), h.get("loss", []),
+                                   h.get("val_nats", []))]

@@ -19,6 +19,7 @@ from shendu.backend import rng
 from shendu.data import DataLoader, TensorDataset
 from shendu.models._base import (
     BaseEstimator,
+    CharLMTraining,
     ClassifierMixin,
     LossPlateau,
     ModuleEstimator,
@@ -190,14 +191,21 @@ class TransformerClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[self.predict_proba(X).argmax(1)]
 
 
-class CharTransformerLM(nn.Module, ModuleEstimator):
+class CharTransformerLM(CharLMTraining, nn.Module, ModuleEstimator):
     """A causal (GPT-style, Radford et al. 2018) character transformer language model.
 
     ``forward(idx)``: (N, T) int token ids -> (N, T, vocab) next-token logits; position
     ``t`` sees only positions ``<= t`` (a causal mask). ``generate(idx, n)`` samples ``n``
     more tokens from shendu's generator (``temperature``, ``top_k``); ``fit(corpus, steps)``
-    trains on a :class:`~shendu.data.sequences.CharCorpus` and ``evaluate(corpus)`` gives
-    the validation nats per character.
+    trains on random windows (``seq_len``, default ``block_size``) of a
+    :class:`~shendu.data.sequences.CharCorpus` through :class:`shendu.train.Trainer` (see
+    :class:`~shendu.models._base.CharLMTraining` for the arguments, the same as
+    :class:`~shendu.models.CharLM`'s), and ``evaluate(corpus)`` gives the validation nats
+    per character.
+
+    ``vocab_size`` is the number of symbols, or the vocabulary itself as a string of
+    distinct characters (``CharCorpus.vocab``, as ``CharLM`` takes it): then
+    ``generate`` also takes and gives text.
 
     It is also a scikit-learn estimator as far as one applies to a language model:
     ``get_params``/``set_params`` (which builds the network again), ``clone`` and tags
@@ -206,21 +214,28 @@ class CharTransformerLM(nn.Module, ModuleEstimator):
 
     _input_kinds = {"two_d_array": False}
 
-    def __init__(self, vocab_size: int, d_model: int = 64, nhead: int = 4,
+    def __init__(self, vocab_size: int | str, d_model: int = 64, nhead: int = 4,
                  num_layers: int = 2, dim_feedforward: int = 256, dropout: float = 0.1,
                  block_size: int = 64) -> None:
         super().__init__()
+        if isinstance(vocab_size, str):
+            if len(vocab_size) < 2 or len(set(vocab_size)) != len(vocab_size):
+                raise ValueError("CharTransformerLM: a vocabulary given as a string must "
+                                 "hold at least 2 distinct characters")
+            self._V, self._index = len(vocab_size), {c: i for i, c in enumerate(vocab_size)}
+        else:
+            self._V, self._index = vocab_size, None
         self.vocab_size, self.block_size = vocab_size, block_size
         self.d_model, self.nhead, self.num_layers = d_model, nhead, num_layers
         self.dim_feedforward, self.dropout = dim_feedforward, dropout
-        self.embed = nn.Embedding(vocab_size, d_model)
+        self.embed = nn.Embedding(self._V, d_model)
         self.pos = nn.PositionalEncoding(d_model, max_len=block_size, dropout=dropout,
                                          batch_first=True)
         layer = nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout,
                                            activation=_gelu_tanh, batch_first=True,
                                            norm_first=True)
         self.blocks = nn.TransformerEncoder(layer, num_layers, norm=nn.LayerNorm(d_model))
-        self.head = nn.Linear(d_model, vocab_size)
+        self.head = nn.Linear(d_model, self._V)
 
     def forward(self, idx) -> Tensor:
         idx = np.asarray(idx.data if isinstance(idx, Tensor) else idx)
@@ -233,57 +248,21 @@ class CharTransformerLM(nn.Module, ModuleEstimator):
         h = self.blocks(x, mask=causal, is_causal=True)
         return self.head(h)
 
-    def fit(self, corpus, steps: int = 1000, batch_size: int = 32,
-            learning_rate: float = 3e-3, weight_decay: float = 0.0,
-            clip_grad_norm: float | None = 1.0, lr_schedule: str = "cosine",
-            eval_every: int = 0, eval_chars: int | None = None, verbose: int = 0
-            ) -> list[dict]:
-        """Train on a :class:`~shendu.data.sequences.CharCorpus` (or anything with its
-        ``windows(batch, L, split)`` and ``train``/``val`` id arrays) for ``steps`` AdamW
-        steps, each on ``batch_size`` random training windows of ``block_size`` characters
-        drawn from shendu's generator, with next-character cross-entropy at every position.
-        ``lr_schedule="cosine"`` anneals the learning rate to 0 over the steps (Loshchilov &
-        Hutter 2017). Returns the log: every ``eval_every`` steps (and at the end) the mean
-        training loss since the last entry and the validation nats/char
-        (:meth:`evaluate`, on the first ``eval_chars`` validation characters)."""
-        name = type(self).__name__
-        if lr_schedule not in ("cosine", "constant"):
-            raise ValueError(f"{name}.fit: lr_schedule must be 'cosine' or 'constant', got "
-                             f"{lr_schedule!r}")
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-            raise ValueError(f"{name}.fit: steps must be a positive int, got {steps!r}")
-        top = int(max(corpus.train.max(), corpus.val.max()))
-        if top >= self.vocab_size:
-            raise ValueError(f"{name}(vocab_size={self.vocab_size}).fit: the corpus has "
-                             f"token id {top}")
-        params = list(self.parameters())
-        opt = optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
-        sched = (optim.lr_scheduler.CosineAnnealingLR(opt, int(steps))
-                 if lr_schedule == "cosine" else None)
-        log, running = [], []
-        for step in range(1, steps + 1):
-            self.train()
-            x, y = corpus.windows(batch_size, self.block_size)          # (B, T), (B, T)
-            logits = self(x)                                             # (B, T, V)
-            loss = F.cross_entropy(logits.reshape(-1, self.vocab_size), y.reshape(-1))
-            opt.zero_grad()
-            loss.backward()
-            if clip_grad_norm is not None:
-                nn.utils.clip_grad_norm_(params, clip_grad_norm)
-            opt.step()
-            if sched is not None:
-                sched.step()
-            running.append(float(loss.item()))
-            if (eval_every and step % eval_every == 0) or step == steps:
-                entry = {"step": step, "train_loss": float(np.mean(running)),
-                         "val_nats": self.evaluate(corpus, "val", max_chars=eval_chars)}
-                running = []
-                log.append(entry)
-                if verbose:
-                    print(f"step {step}: train {entry['train_loss']:.3f}  "
-                          f"val {entry['val_nats']:.3f} nats/char", flush=True)
-        self.eval()
-        return log
+    # fit: CharLMTraining's (shendu.train.Trainer), the same call as CharLM's
+    _default_step = 3e-3
+    _default_schedule = "cosine"
+
+    def _lm_vocab_size(self) -> int:
+        return self._V
+
+    def _lm_seq_len(self, seq_len) -> int:
+        if seq_len is None:
+            return int(self.block_size)
+        if isinstance(seq_len, bool) or not isinstance(seq_len, (int, np.integer)) \
+                or not 1 <= seq_len <= self.block_size:
+            raise ValueError(f"CharTransformerLM.fit: seq_len must be an int in [1, "
+                             f"block_size={self.block_size}], got {seq_len!r}")
+        return int(seq_len)
 
     def evaluate(self, corpus_or_ids, split: str = "val", max_chars: int | None = None,
                  batch_size: int = 64) -> float:
@@ -325,9 +304,23 @@ class CharTransformerLM(nn.Module, ModuleEstimator):
         return total / (n - 1)
 
     def generate(self, idx, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int | None = None) -> np.ndarray:
+                 top_k: int | None = None):
         """Extend ``idx`` (N, T) by ``max_new_tokens`` sampled tokens (greedy if
-        ``temperature == 0``), attending to at most the last ``block_size`` tokens."""
+        ``temperature == 0``), attending to at most the last ``block_size`` tokens. When the
+        model was built with its vocabulary as a string, ``idx`` may be a string prompt,
+        and the answer is then the string (as ``CharLM.generate``)."""
+        text = isinstance(idx, str)
+        if text:
+            if self._index is None:
+                raise ValueError("CharTransformerLM.generate: a text prompt needs the "
+                                 "vocabulary; build the model as CharTransformerLM(vocab) "
+                                 "with vocab a string, or pass token ids")
+            bad = sorted(set(idx) - set(self._index))
+            if not idx or bad:
+                raise ValueError("CharTransformerLM.generate: the prompt needs at least one "
+                                 "character" if not idx else f"CharTransformerLM.generate: "
+                                 f"characters {''.join(bad)!r} are not in the vocabulary")
+            idx = [self._index[c] for c in idx]
         idx = np.array(idx.data if isinstance(idx, Tensor) else idx, dtype=np.int64)
         if idx.ndim == 1:
             idx = idx[None]
@@ -349,4 +342,4 @@ class CharTransformerLM(nn.Module, ModuleEstimator):
                     nxt = np.minimum((p.cumsum(1) < u).sum(1), p.shape[1] - 1)
                 idx = np.concatenate([idx, nxt[:, None].astype(np.int64)], 1)
         self.train(was)
-        return idx
+        return "".join(self.vocab_size[i] for i in idx[0]) if text else idx

@@ -38,6 +38,7 @@ from shendu.backend import as_dtype, rng
 from shendu.data import DataLoader, TensorDataset
 from shendu.models._base import (
     BaseEstimator,
+    CharLMTraining,
     LossPlateau,
     ModuleEstimator,
     as_array,
@@ -362,14 +363,17 @@ class GatedRecurrentUnit(_RecurrentEstimator):
 
 
 # ----------------------------------------------------------------------- CharLM
-class CharLM(nn.Module, ModuleEstimator):
+class CharLM(CharLMTraining, nn.Module, ModuleEstimator):
     """A character-level language model: embedding, an LSTM (or GRU) stack, a linear
     readout to next-character logits (the char-rnn of Karpathy 2015, after Graves 2013).
 
     ``CharLM(vocab)`` — ``vocab`` a string of the characters (e.g. ``CharCorpus.vocab``).
-    :meth:`fit` trains on random windows of a :class:`~shendu.data.sequences.CharCorpus`;
-    :meth:`evaluate` gives nats per character on a whole split, streaming it with the state
-    carried across windows; :meth:`generate` samples text.
+    :meth:`fit` trains on random windows of a :class:`~shendu.data.sequences.CharCorpus`
+    through :class:`shendu.train.Trainer` (``seq_len`` characters, default 100; see
+    :class:`~shendu.models._base.CharLMTraining` for the arguments, the same as
+    :class:`~shendu.models.CharTransformerLM`'s); :meth:`evaluate` gives nats per
+    character on a whole split (or an id array), streaming it with the state carried
+    across windows; :meth:`generate` samples text from a string prompt, or ids from ids.
 
     It is also a scikit-learn estimator as far as one applies to a language model:
     ``get_params``/``set_params`` (which builds the network again), ``clone`` and tags
@@ -400,43 +404,31 @@ class CharLM(nn.Module, ModuleEstimator):
         out, state = self.rnn(self.embed(idx), state)
         return self.head(out), state
 
-    def fit(self, corpus, steps: int = 1000, batch_size: int = 32, seq_len: int = 100,
-            learning_rate: float = 2e-3, clip_grad_norm: float = 1.0, eval_every: int = 0,
-            eval_chars: int | None = None, verbose: int = 0) -> list[dict]:
-        """``steps`` Adam steps on random training windows; returns the log (every
-        ``eval_every`` steps: training loss and validation nats/char)."""
-        if corpus.vocab != self.vocab:
-            raise ValueError("CharLM.fit: the corpus has a different vocabulary")
-        params = list(self.parameters())
-        opt = optim.Adam(params, lr=learning_rate)
-        log, running = [], []
-        for step in range(1, steps + 1):
-            self.train()
-            x, y = corpus.windows(batch_size, seq_len)
-            logits, _ = self(x)
-            loss = F.cross_entropy(logits.reshape(-1, len(self.vocab)), y.reshape(-1))
-            opt.zero_grad()
-            loss.backward()
-            clip_grad_norm_(params, clip_grad_norm)
-            opt.step()
-            running.append(float(loss.item()))
-            if eval_every and (step % eval_every == 0 or step == steps):
-                entry = {"step": step, "train_loss": float(np.mean(running)),
-                         "val_nats": self.evaluate(corpus, "val", max_chars=eval_chars)}
-                running = []
-                log.append(entry)
-                if verbose:
-                    print(f"step {step}: train {entry['train_loss']:.3f}  "
-                          f"val {entry['val_nats']:.3f} nats/char", flush=True)
-        self.eval()
-        return log
+    # fit: CharLMTraining's (shendu.train.Trainer), the same call as CharTransformerLM's
+    _default_step = 2e-3
+    _default_schedule = "constant"
 
-    def evaluate(self, corpus, split: str = "val", max_chars: int | None = None,
+    def _lm_vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def _lm_seq_len(self, seq_len) -> int:
+        if seq_len is None:
+            return 100
+        if isinstance(seq_len, bool) or not isinstance(seq_len, (int, np.integer)) \
+                or seq_len < 1:
+            raise ValueError(f"CharLM.fit: seq_len must be a positive int, got {seq_len!r}")
+        return int(seq_len)
+
+    def evaluate(self, corpus_or_ids, split: str = "val", max_chars: int | None = None,
                  streams: int = 32, window: int = 256) -> float:
-        """Mean negative log-likelihood (nats per character) of a split: the text is cut
-        into ``streams`` contiguous pieces read side by side, the state carried from window
-        to window (so every prediction sees its full history)."""
-        data = corpus.val if split == "val" else corpus.train
+        """Mean negative log-likelihood (nats per character) of a split of a corpus (or of
+        an id array): the text is cut into ``streams`` contiguous pieces read side by side,
+        the state carried from window to window (so every prediction sees its full
+        history)."""
+        if isinstance(corpus_or_ids, np.ndarray):
+            data = corpus_or_ids.reshape(-1).astype(np.int64)
+        else:
+            data = corpus_or_ids.val if split == "val" else corpus_or_ids.train
         if max_chars is not None:
             data = data[:max_chars]
         n = (len(data) - 1) // streams
@@ -457,35 +449,51 @@ class CharLM(nn.Module, ModuleEstimator):
         self.train(was)
         return total / (streams * n)
 
-    def generate(self, prompt: str, length: int, temperature: float = 1.0,
-                 top_k: int | None = None) -> str:
+    def generate(self, prompt, length: int, temperature: float = 1.0,
+                 top_k: int | None = None):
         """``prompt`` followed by ``length`` sampled characters (shendu's generator; greedy
-        when ``temperature == 0``; only the ``top_k`` likeliest when given)."""
-        if not prompt:
-            raise ValueError("CharLM.generate: the prompt needs at least one character")
-        try:
-            ids = [self._index[c] for c in prompt]
-        except KeyError as e:
-            raise ValueError(f"CharLM.generate: character {e.args[0]!r} is not in the "
-                             "vocabulary") from None
+        when ``temperature == 0``; only the ``top_k`` likeliest when given). A string
+        prompt gives a string; ids ((T,) or (N, T), as ``CharTransformerLM.generate``
+        takes) give ids (N, T + length)."""
+        text = isinstance(prompt, str)
+        if text:
+            if not prompt:
+                raise ValueError("CharLM.generate: the prompt needs at least one character")
+            try:
+                ids = np.array([[self._index[c] for c in prompt]], np.int64)
+            except KeyError as e:
+                raise ValueError(f"CharLM.generate: character {e.args[0]!r} is not in the "
+                                 "vocabulary") from None
+        else:
+            ids = np.array(getattr(prompt, "data", prompt), dtype=np.int64)
+            if ids.ndim == 1:
+                ids = ids[None]
+            if ids.ndim != 2 or ids.shape[1] == 0 or ids.min() < 0 \
+                    or ids.max() >= len(self.vocab):
+                raise ValueError(f"CharLM.generate: expected a string or token ids (T,) or "
+                                 f"(N, T) in [0, {len(self.vocab)}) with T >= 1, got "
+                                 f"{ids.shape}")
         was = self.training
         self.eval()
-        out = list(prompt)
+        out = [ids]
         with no_grad():
-            logits, state = self(np.array([ids]))
-            z = logits.data[0, -1].astype(np.float64)
+            logits, state = self(ids)
+            z = logits.data[:, -1].astype(np.float64)                   # (N, V)
             for _ in range(length):
                 if temperature == 0:
-                    nxt = int(z.argmax())
+                    nxt = z.argmax(1)
                 else:
                     z = z / temperature
-                    if top_k is not None and top_k < len(z):
-                        z = np.where(z < np.sort(z)[-top_k], -np.inf, z)
-                    p = np.exp(z - z.max())
-                    p /= p.sum()
-                    nxt = int(min(np.searchsorted(p.cumsum(), rng().random()), len(p) - 1))
-                out.append(self.vocab[nxt])
-                logits, state = self(np.array([[nxt]]), state)
-                z = logits.data[0, -1].astype(np.float64)
+                    if top_k is not None and top_k < z.shape[1]:
+                        z = np.where(z < np.sort(z, 1)[:, -top_k][:, None], -np.inf, z)
+                    p = np.exp(z - z.max(1, keepdims=True))
+                    p /= p.sum(1, keepdims=True)
+                    u = rng().random((len(p), 1))
+                    nxt = np.minimum((p.cumsum(1) < u).sum(1), p.shape[1] - 1)
+                nxt = nxt.astype(np.int64)[:, None]                     # (N, 1)
+                out.append(nxt)
+                logits, state = self(nxt, state)
+                z = logits.data[:, -1].astype(np.float64)
         self.train(was)
-        return "".join(out)
+        ids = np.concatenate(out, 1)
+        return "".join(self.vocab[i] for i in ids[0]) if text else ids
