@@ -114,6 +114,8 @@ def test_pooling(m):
 
 @pytest.mark.parametrize("m", [nn.MaxPool2d(2), nn.MaxPool2d(3, 2, 1, ceil_mode=True),
                                nn.AvgPool2d(2), nn.AvgPool2d(3, 2),
+                               nn.AvgPool2d(3, 2, 1, count_include_pad=False),
+                               nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False),
                                nn.AdaptiveAvgPool2d(2), nn.AdaptiveAvgPool2d((3, 1))], ids=repr)
 def test_pooling_along_dynamic_height_and_width(m):
     """The window is fixed, H and W are free (adaptive bins are built in the graph)."""
@@ -125,7 +127,7 @@ def test_pooling_dynamic_size_with_size_dependent_divisor_is_refused():
     from shendu import onnx as sonnx
 
     with pytest.raises(sonnx.UnsupportedOperatorError, match="AvgPool2d in module"):
-        sonnx.export(nn.AvgPool2d(3, 2, 1, count_include_pad=False), (Tensor(_rand(2, 3, 8, 9)),),
+        sonnx.export(nn.AvgPool2d(3, 2, 1, divisor_override=5), (Tensor(_rand(2, 3, 8, 9)),),
                      io.BytesIO(),
                      input_names=["x"], dynamic_axes={"x": {2: "h"}})
 

@@ -257,6 +257,18 @@ def _avgpool(c: Ctx):
         onnx_div = (counts[0][:, None] * counts[1][None, :]).astype(np.float64)
         return onnx_div / np.broadcast_to(np.asarray(div, np.float64), onnx_div.shape)
 
+    def real_counts(geom):
+        # elements of the unpadded input in each window (count_include_pad=False)
+        h, w, ho, wo, k, s, p, _ = geom
+        counts = [np.array([min(u * ss - pp + kk, n) - max(u * ss - pp, 0) for u in range(no)])
+                  for n, no, kk, ss, pp in zip((h, w), (ho, wo), k, s, p)]
+        return (counts[0][:, None] * counts[1][None, :]).astype(np.float64)
+
+    if all(np.array_equal(real_counts(g), np.broadcast_to(np.asarray(dv, np.float64),
+                                                          real_counts(g).shape))
+           for g, dv in ((c.p["geom"], c.p["div"]), (c.p2["geom"], c.p2["div"]))):
+        # the divisor is the number of real elements: ONNX's own count_include_pad=0
+        return _batched(c, lambda x: c.node("AveragePool", [x], count_include_pad=0, **attrs))
     fix = correction(c.p["geom"], c.p["div"])
     fix2 = correction(c.p2["geom"], c.p2["div"])
     p = c.p["geom"][6]
