@@ -258,6 +258,37 @@ def test_cell_gradcheck():
                      inputs)
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_gru_cell_step_gradcheck_and_scan(bias):
+    # the GRU cell's own one-step kernel: float64 gradcheck, and the same values and
+    # gradients as one step of the scan
+    rng = np.random.default_rng(5)
+    shapes = [(3, 4), (3, 5), (15, 4), (15, 5)] + ([(15,), (15,)] if bias else [])
+    arrs = [rng.uniform(-1, 1, s) for s in shapes]
+    inputs = [shendu.tensor(a, dtype="float64", requires_grad=True) for a in arrs]
+    assert gradcheck(F.gru_cell, inputs)
+    out = F.gru_cell(*inputs)
+    g = rng.standard_normal(out.shape)
+    out.backward(shendu.tensor(g))
+    cell = [t.grad.data.copy() for t in inputs]
+    for t in inputs:
+        t.grad = None
+    x, h, *w = inputs
+    ref = F.gru(x.reshape(1, 3, 4), h, *w)[1]
+    ref.backward(shendu.tensor(g))
+    np.testing.assert_allclose(out.data, ref.data, rtol=1e-13, atol=1e-13)
+    for a, t in zip(cell, inputs):
+        np.testing.assert_allclose(a, t.grad.data, rtol=1e-12, atol=1e-12)
+
+
+def test_gru_cell_errors():
+    w_ih, w_hh = shendu.zeros(15, 4), shendu.zeros(15, 5)
+    with pytest.raises(ValueError, match=r"gru_cell: expected input \(B, input_size\)"):
+        F.gru_cell(shendu.zeros(4), shendu.zeros(1, 5), w_ih, w_hh)
+    with pytest.raises(ValueError, match=r"gru_cell: expected h of shape \(3, 5\)"):
+        F.gru_cell(shendu.zeros(3, 4), shendu.zeros(2, 5), w_ih, w_hh)
+
+
 def test_cell_errors():
     cell = nn.LSTMCell(4, 6)
     with pytest.raises(ValueError, match="LSTMCell expected input size 4 at dim -1, got 5"):

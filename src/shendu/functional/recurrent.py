@@ -77,6 +77,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from shendu import autograd
 from shendu.autograd import Function
 from shendu.tensor import Tensor
 from shendu.workspace import Workspace, workspace
@@ -728,8 +729,81 @@ def lstm_cell(x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor,
     return h_n, c_n
 
 
+class GRUCellStep(Function):
+    """One GRU step, batch-major: the decoder's cell, called once per output step, where
+    the scan's column buffers cost more than they save. Same equations as :class:`GRUScan`
+    (``r, z, n`` in torch's order); backward, with ``g = dL/dh'``::
+
+        δa_n = g (1-z)(1-n²)     δa_z = g (h-n) z(1-z)     δa_r = δa_n (W_hn h + b_hn) r(1-r)
+        dx = [δa_r, δa_z, δa_n] W_ih      dh = g z + [δa_r, δa_z, δa_n r] W_hh
+    """
+
+    saved_inputs = None
+
+    def forward(self, x, h, w_ih, w_hh, *bias):
+        H = h.shape[1]
+        gi = x @ w_ih.T                                   # (B, 3H): W_i[rzn] x
+        gh = h @ w_hh.T                                   # (B, 3H): W_h[rzn] h
+        if bias:
+            gi += bias[0]
+            gh += bias[1]
+        rz = gi[:, :2 * H]
+        rz += gh[:, :2 * H]
+        rz *= 0.5                                         # σ(a) = (1 + tanh(a/2)) / 2
+        np.tanh(rz, out=rz)
+        rz *= 0.5
+        rz += 0.5
+        r, z = rz[:, :H], rz[:, H:]
+        hn = gh[:, 2 * H:]                                # W_hn h + b_hn
+        n = gi[:, 2 * H:]
+        n += r * hn
+        np.tanh(n, out=n)
+        out = h - n                                       # h' = n + z (h - n)
+        out *= z
+        out += n
+        self.x, self.h, self.w_ih, self.w_hh = x, h, w_ih, w_hh
+        self.gi, self.hn, self.has_bias = gi, hn, bool(bias)
+        return out
+
+    def backward(self, g):
+        x, h, w_ih, w_hh, gi = self.x, self.h, self.w_ih, self.w_hh, self.gi
+        H = h.shape[1]
+        r, z, n = gi[:, :H], gi[:, H:2 * H], gi[:, 2 * H:]
+        da = np.empty_like(gi)                            # [δa_r, δa_z, δa_n]
+        dar, daz, dan = da[:, :H], da[:, H:2 * H], da[:, 2 * H:]
+        np.subtract(1, z, out=dan)
+        dan *= g
+        dan *= 1 - n * n                                  # δa_n = g (1-z)(1-n²)
+        np.subtract(h, n, out=daz)
+        daz *= g
+        daz *= z * (1 - z)                                # δa_z = g (h-n) z(1-z)
+        np.multiply(dan, self.hn, out=dar)
+        dar *= r * (1 - r)                                # δa_r = δa_n (W_hn h + b_hn) r(1-r)
+        need = self.needs_input_grad
+        dx = da @ w_ih if need[0] else None
+        dw_ih = da.T @ x if need[2] else None
+        db_ih = da.sum(axis=0) if self.has_bias and need[4] else None
+        dan *= r                                          # δ(W_hn h + b_hn) = δa_n r
+        dh = None
+        if need[1]:
+            dh = da @ w_hh
+            dh += g * z
+        dw_hh = da.T @ h if need[3] else None
+        if not self.has_bias:
+            return dx, dh, dw_ih, dw_hh
+        db_hh = da.sum(axis=0) if need[5] else None
+        return dx, dh, dw_ih, dw_hh, db_ih, db_hh
+
+
 def gru_cell(x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None = None,
              b_hh: Tensor | None = None) -> Tensor:
     """One GRU step: returns ``h'``; x (B, I), h (B, H)."""
-    _, h_n = gru(_step_input("gru_cell", x), h, w_ih, w_hh, b_ih, b_hh)
-    return h_n
+    if x.ndim != 2:
+        raise ValueError(f"gru_cell: expected input (B, input_size), got shape "
+                         f"{tuple(x.shape)}")
+    if autograd._tracer is not None:  # while tracing (ONNX export): the scan, ONNX's GRU
+        _, h_n = gru(_step_input("gru_cell", x), h, w_ih, w_hh, b_ih, b_hh)
+        return h_n
+    _check("gru_cell", np.broadcast_to(x.data, (1,) + x.data.shape), (("h", h),), w_ih, w_hh,
+           b_ih, b_hh, 3)
+    return GRUCellStep.apply(x, h, w_ih, w_hh, *_biases(b_ih, b_hh))
