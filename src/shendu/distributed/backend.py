@@ -217,7 +217,7 @@ def wait(request, what: str, group=None) -> None:
                 f"{what}: rank {g.rank} of {g.size} waited {g.timeout:g} s for the other "
                 f"ranks (the process group's timeout); a rank has died, hangs, or stopped "
                 f"calling the same collectives")
-        if now - start > 0.002:       # after 2 ms of spinning, yield the core
+        if now - start > 3e-4:       # after 0.3 ms of spinning, yield the core
             pause = min(pause + 5e-5, 1e-3)
             time.sleep(pause)
 
