@@ -82,12 +82,16 @@ def _second_inputs(arrays: list[np.ndarray], names: list[str], dyn: dict) -> lis
 
 def _param_follows_input(g: Graph, a: np.ndarray, b: np.ndarray) -> bool:
     """Whether an array argument of an op (a mask, an index) depends on the inputs: it is
-    a graph value that does, or an array the graph doesn't know whose values differ
-    between the two runs (a copy of a comparison's output; the mapping finds it again)."""
+    a graph value that does, or a copy of one (equal to a comparison's output or an input
+    in both runs: the mapping finds it again)."""
     v = g.maps[0].get(id(a))
     if v is not None and v is g.maps[1].get(id(b)):
         return v.dyn
-    return a.shape != b.shape or not np.array_equal(a, b)
+    if a.shape == b.shape and np.array_equal(a, b):
+        return False
+    return any(m.a1.shape == a.shape and m.a2.shape == b.shape and
+               np.array_equal(m.a1.astype(a.dtype), a) and np.array_equal(m.a2.astype(b.dtype), b)
+               for m in g.masks + g.inputs)
 
 
 def _run_model(model, args, kwargs, tensor_pos, tensors):
