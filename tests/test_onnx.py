@@ -511,3 +511,33 @@ def test_in_place_change_of_a_constant_folds():
             return self.lin(x) * mask
 
     check(Masked(), (_rand(2, 3),), ["x"], {"x": {0: "n"}}, [(_rand(5, 3, seed=1),)])
+
+
+def test_additive_attention_with_padding_mask():
+    class Add(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.AdditiveAttention(4, 6, 5)
+
+        def forward(self, q, keys, pad):
+            return self.attn(q, keys, key_padding_mask=pad)
+
+    pad = np.array([[False, False, True], [False, False, False]])
+    pad2 = np.array([[False, True, True, True, True], [False] * 5, [False, False, True, True,
+                                                                     True]])
+    check(Add(), (_rand(2, 4), _rand(2, 3, 6, seed=1), pad), ["q", "keys", "pad"],
+          {"q": {0: "n"}, "keys": {0: "n", 1: "s"}, "pad": {0: "n", 1: "s"}},
+          [(_rand(3, 4, seed=2), _rand(3, 5, 6, seed=3), pad2)])
+
+
+def test_positional_encoding_and_sync_batch_norm():
+    class P(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pos = nn.PositionalEncoding(6, max_len=20, batch_first=True)
+            self.bn = _bn(nn.SyncBatchNorm(6))
+
+        def forward(self, x):                      # (N, T, 6)
+            return self.bn(self.pos(x).transpose(1, 2))
+
+    check(P(), (_rand(2, 5, 6),), ["x"], {"x": {0: "n", 1: "t"}}, [(_rand(3, 11, 6, seed=1),)])

@@ -636,6 +636,14 @@ def _mask_name(c: Ctx, v, q: str, k: str, kind: str) -> str:
     found = c.g.rediscover(v)
     if found is not None:
         return found
+    for m in c.g.masks[::-1] + c.g.inputs:      # keep = ~padding, (N, S) or (N, 1, S)
+        if m.a1.dtype != np.bool_ or m.a1.ndim != 2 or m.a2.ndim != 2:
+            continue
+        if all(a.shape in (p.shape, (p.shape[0], 1, p.shape[1])) and
+               np.array_equal(a.reshape(p.shape), ~p) for a, p in ((v.a1, m.a1), (v.a2, m.a2))
+               ) and v.a1.ndim == v.a2.ndim and kind == "bool" and v.a1.dtype == np.bool_:
+            keep = c.node("Not", [m.name])
+            return keep if v.a1.ndim == 2 else c.node("Unsqueeze", [keep, c.i64([1])])
     for m in c.g.masks[::-1] + c.g.inputs:
         if m.a1.dtype != np.bool_ or m.a1.ndim != 2 or m.a2.ndim != 2:
             continue

@@ -61,7 +61,6 @@ class _Step(Module):
             if net.location is not None:          # windows a_{i-1, j-1..j+1}: (N, S, 3)
                 f = F.stack([a_prev[:, :-2], a_prev[:, 1:-1], a_prev[:, 2:]], 2)
                 kpt = kp + net.location(f)
-            _ = ~pad[:, None, :]                  # the attention's keep mask, in the graph
             ctx, w = net.attention(h, keys, vals, key_padding_mask=pad, projected_keys=kpt)
             a_next = F.pad(w, (1, 1))                                       # (N, S + 2)
         else:
