@@ -173,6 +173,68 @@ def test_feature_names_in_and_reordered_columns():
         p.predict(X)
 
 
+class _Frame:
+    """The two things scikit-learn (and shendu) read of a DataFrame: string ``columns`` and
+    ``iloc``; the values through ``__array__``. Lets the feature-name rules run without
+    pandas."""
+
+    def __init__(self, values, columns):
+        self.values, self.columns = np.asarray(values), list(columns)
+        self.iloc = self.values
+
+    def __array__(self, dtype=None, copy=None):
+        return self.values if dtype is None else self.values.astype(dtype)
+
+    def __len__(self):
+        return len(self.values)
+
+    def reordered(self, order):
+        return _Frame(self.values[:, order], [self.columns[i] for i in order])
+
+
+@pytest.mark.parametrize("make", [lambda: Perceptron(max_iter=5),
+                                  lambda: MLPClassifier(max_iter=3),
+                                  lambda: MLPRegressor(max_iter=3)])
+def test_feature_names_without_pandas(make):
+    X = np.random.default_rng(0).normal(size=(40, 3))
+    y = (X[:, 0] > 0).astype(int)
+    frame = _Frame(X, ["a", "b", "c"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = make().fit(frame, y)
+    assert list(est.feature_names_in_) == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="feature names should match"):
+        est.predict(frame.reordered([2, 1, 0]))
+    with pytest.warns(UserWarning, match="does not have valid feature names"):
+        plain = est.predict(X)
+    np.testing.assert_array_equal(est.predict(frame), plain)     # same columns, same answer
+    refit = make().fit(X, y)                          # plain arrays: no names kept
+    assert not hasattr(refit, "feature_names_in_")
+    with pytest.warns(UserWarning, match="fitted without feature names"):
+        refit.predict(frame)
+
+
+def test_non_tabular_models_in_cross_val_score_and_grid_search():
+    """Defect 5: scikit-learn's model selection on a token-sequence model and a 3-D one."""
+    from sklearn.model_selection import GridSearchCV, cross_val_score
+
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 5, (24, 4))
+    scores = cross_val_score(AttentionMechanism(hidden_size=4, embed_dim=4, max_iter=2,
+                                                batch_size=8, random_state=0), X, X[:, ::-1],
+                             cv=3)
+    assert scores.shape == (3,) and np.all((scores >= 0) & (scores <= 1))
+    gs = GridSearchCV(AttentionMechanism(hidden_size=4, embed_dim=4, batch_size=8,
+                                         random_state=0), {"max_iter": [1, 2]}, cv=2)
+    gs.fit(X, X[:, ::-1])
+    assert gs.best_params_["max_iter"] in (1, 2) and hasattr(gs.best_estimator_, "model_")
+    Xs = _seq(24)
+    ys = (Xs[:, -1, 0] > 0).astype(int)
+    scores = cross_val_score(LongShortTermMemory(hidden_size=4, max_iter=2, batch_size=8,
+                                                 random_state=0), Xs, ys, cv=3)
+    assert scores.shape == (3,) and np.all((scores >= 0) & (scores <= 1))
+
+
 def test_mlp_sklearn_parameter_names_and_defaults():
     from sklearn.neural_network import MLPClassifier as SkMLPClassifier
     from sklearn.neural_network import MLPRegressor as SkMLPRegressor
