@@ -24,15 +24,16 @@ same pass over the data, each stopping on its own.
 gradient descent on the loss ``max(0, -y s)`` with a constant step ``eta0``, whose
 subgradient step is exactly the rule above (it treats ``y s <= 0`` as a mistake too), one
 binary problem per class with the class ``classes_[i]`` as +1 (for two classes, one
-problem with ``classes_[1]`` as +1). With ``shuffle=False``, ``penalty=None``,
-``eta0 = lr`` and the same ``fit_intercept``, both produce the same ``coef_`` and
-``intercept_`` after the same number of epochs. Its stopping rule is reproduced too:
-with ``tol`` set, a binary problem stops after ``n_iter_no_change`` epochs in a row whose
-mean loss ``sum max(0, -y s) / n`` is not below the best so far minus ``tol``; with
-``tol=None`` (our default) it runs ``max_epochs`` epochs — where ours stops at the first
-epoch without a mistake, since the weights cannot change after it.
+problem with ``classes_[1]`` as +1). With ``shuffle=False``, ``penalty=None``, the same
+``eta0`` and ``fit_intercept``, both produce the same ``coef_`` and ``intercept_`` after the
+same number of epochs (with sample weights up to 1 too; a larger weight here is that many
+copies of the sample, where scikit-learn scales the one step). Its stopping rule is
+reproduced too: with ``tol`` set (default 1e-3), a binary problem stops after
+``n_iter_no_change`` epochs in a row whose mean loss ``sum max(0, -y s) / n`` is not below
+the best so far minus ``tol``; with ``tol=None`` it runs ``max_iter`` epochs — where ours
+stops at the first epoch without a mistake, since the weights cannot change after it.
 
-**Two ways to use the same class.** As an estimator, ``Perceptron(lr=..., max_epochs=...)``
+**Two ways to use the same class.** As an estimator, ``Perceptron(eta0=..., max_iter=...)``
 then ``fit(X, y)`` with any labels (``classes_``, ``predict``, ``score``...). As in the
 seed, ``Perceptron(input_dim, output_dim)`` allocates zero weights ``W`` (input_dim,
 output_dim) and ``b`` right away, and ``forward(x)`` / ``backward(y, learning_rate)`` /
@@ -100,8 +101,10 @@ class Perceptron(ClassifierMixin, BaseEstimator):
         row whose mean loss ``sum max(0, -y s) / n`` is not below the best so far minus
         ``tol`` (``tol=None``: run ``max_iter`` epochs, or until an epoch without a
         mistake when there is no penalty).
-    shuffle, random_state : reshuffle the samples before each epoch, drawing from
-        shendu's generator seeded by ``random_state`` (an int, default 0).
+    shuffle, random_state : visit the samples in a new random order each epoch: the order
+        of a hash of each sample's contents salted by shendu's generator (seeded by
+        ``random_state``, an int, default 0), so the fit does not depend on the order of
+        the rows and equal samples are visited side by side.
     verbose : print the mistakes of each epoch.
     eta0 : the step ``eta0`` of ``W += eta0 * y * x``.
     n_jobs : accepted for scikit-learn's signature; the K one-vs-rest problems are already
@@ -110,7 +113,8 @@ class Perceptron(ClassifierMixin, BaseEstimator):
         the data and stop each binary problem when its validation accuracy has not risen
         by ``tol`` for ``n_iter_no_change`` epochs.
     class_weight : ``None``, ``"balanced"`` or ``{label: weight}``; multiplies the step of
-        the samples of each class (one-vs-rest: the positive class of each problem).
+        the samples of each class (one-vs-rest: the positive class of each problem);
+        ``"balanced"`` counts each class's summed sample weight.
     warm_start : let ``fit`` start from the current weights instead of zeros.
     average : (shendu) predict with the mean of the weights over every step of training
         (Freund & Schapire 1999); scikit-learn's ``SGDClassifier(loss="perceptron",
@@ -509,7 +513,9 @@ class Perceptron(ClassifierMixin, BaseEstimator):
             ) -> Perceptron:
         """Learn from ``(X, y)`` from zero weights (or ``coef_init``/``intercept_init``,
         or the current ones with ``warm_start``) until the stopping rule or ``max_iter``
-        (then it warns)."""
+        (then it warns). ``sample_weight`` counts as repetitions: a weight ``k`` trains as
+        ``k`` copies of the sample, a fraction as one step scaled by it (see
+        :meth:`_epoch`)."""
         eta0, max_iter = self._check_hyper()
         X = self._check_X(X, "fit", reset=True)
         if self.input_dim is not None and X.shape[1] != self.input_dim:
