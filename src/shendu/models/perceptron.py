@@ -12,7 +12,7 @@ A score of exactly 0 counts as a mistake (so learning starts from zero weights).
 that some hyperplane separates with margin ``gamma`` inside a ball of radius ``R`` the rule
 makes at most ``(R / gamma)²`` mistakes (Novikoff 1962), so an epoch without a mistake
 comes and training stops; on data that no hyperplane separates — XOR is the smallest
-case (Minsky & Papert 1969) — it never does, and training stops at ``max_epochs`` with a
+case (Minsky & Papert 1969) — it never does, and training stops at ``max_iter`` with a
 :class:`~shendu.models.ConvergenceWarning`.
 
 More than two classes are learnt one-vs-rest: one weight vector per class, the class's
