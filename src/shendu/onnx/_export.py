@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 
 from shendu.nn.module import Module
-from shendu.onnx import _audio, _ops, _overrides, _recurrent  # noqa: F401 - registrations
+from shendu.onnx import _audio, _losses, _ops, _overrides, _recurrent  # noqa: F401 - registrations
 from shendu.onnx._graph import OPSET, Ctx, Graph, UnsupportedOperatorError, Value, dtype_code
 from shendu.onnx._trace import trace
 from shendu.tensor import Tensor
