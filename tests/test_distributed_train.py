@@ -53,7 +53,7 @@ def _data(kind: str, root: str | None):
 
 def run(kind: str, epochs: int = EPOCHS, distributed: bool = False, root=None, ckdir=None,
         every_n_steps=None, resume=None, stop_at=None, kill_at=None, hang_at=None,
-        verbose: int = 0):
+        usr1_at=None, verbose: int = 0, sampler_world=None):
     """One training run, the same code on one process and on each rank: returns the
     weights, the history and the trainer's global step."""
     import shendu
@@ -73,6 +73,14 @@ def run(kind: str, epochs: int = EPOCHS, distributed: bool = False, root=None, c
         opt = optim.Adam(model.parameters(), lr=2e-3)
     loader = DataLoader(TensorDataset(X, y), batch_size=B, shuffle=True)
     val = DataLoader(TensorDataset(Xv, yv), batch_size=100)
+    if sampler_world is not None:   # torch's way: each rank loads its share, B/R a batch
+        from shendu.data import DistributedSampler
+
+        X, y = X[:23 * B], y[:23 * B]   # whole global batches: the shares line up with them
+        ds = TensorDataset(X, y)
+        rank = 0 if sampler_world == 1 else None
+        loader = DataLoader(ds, batch_size=B // sampler_world, sampler=DistributedSampler(
+            ds, num_replicas=sampler_world, rank=rank, shuffle=True, seed=5))
     callbacks = []
     if ckdir is not None:
         callbacks.append(ModelCheckpoint(ckdir, every_n_steps=every_n_steps, keep_last=None))
@@ -81,7 +89,11 @@ def run(kind: str, epochs: int = EPOCHS, distributed: bool = False, root=None, c
         import shendu.distributed as dist
 
         step = trainer.global_step
-        if not dist.is_initialized() or dist.get_rank() != 1:
+        if not dist.is_initialized():
+            return
+        if step == usr1_at and dist.get_rank() == 0:
+            os.kill(os.getppid(), signal.SIGUSR1)     # to mpiexec, which forwards it to all
+        if dist.get_rank() != 1:
             return
         if step == stop_at:
             os.kill(os.getpid(), signal.SIGINT)       # Ctrl-C on rank 1 only
@@ -129,6 +141,9 @@ def _worker(mode: str, out: str, root: str) -> None:
     ck = os.path.join(out, "ctrlc")
     _pack("stopped", run("mlp", distributed=True, ckdir=ck, stop_at=STOP_AT), res)
     _pack("resumed", run("mlp", distributed=True, ckdir=ck, resume=ck), res)
+    _pack("sampler", run("mlp", distributed=True, sampler_world=dist.get_world_size()), res)
+    _pack("usr1", run("mlp", distributed=True, ckdir=os.path.join(out, "usr1"),
+                      usr1_at=STOP_AT), res)
     rank = dist.get_rank()
     np.savez(os.path.join(out, f"rank{rank}.npz"), **res)
     dist.destroy_process_group()
@@ -229,6 +244,14 @@ def test_lenet_on_mnist_matches_one_process(mpi_train):
 
 
 @pytest.mark.slow
+def test_loaders_with_a_distributed_sampler_are_used_as_they_are(mpi_train):
+    """A DistributedSampler's loader (B/2 a rank) equals one process's at B on the same
+    order: the trainer neither slices it again nor forgets ``set_epoch``."""
+    ranks, _, _ = mpi_train
+    _assert_matches_one_process(ranks, "sampler", run("mlp", sampler_world=1))
+
+
+@pytest.mark.slow
 def test_rank0_alone_prints(mpi_train):
     _, stdout, _ = mpi_train
     for e in range(1, EPOCHS + 1):
@@ -252,6 +275,20 @@ def test_ctrl_c_on_one_rank_stops_every_rank_and_resume_is_exact(mpi_train):
             np.testing.assert_array_equal(w[k], s[0][k], err_msg=k)
         for k in s[1]:
             np.testing.assert_array_equal(h[k], s[1][k], err_msg=k)
+
+
+@pytest.mark.slow
+def test_sigusr1_to_mpiexec_stops_every_rank_cleanly(mpi_train):
+    """``kill -USR1 <mpiexec>``: Open MPI forwards it to every rank; they stop after the same
+    batch (the one after it arrived) and rank 0 checkpoints there."""
+    from shendu.io import load_checkpoint
+    from shendu.train import latest_checkpoint
+
+    ranks, _, out = mpi_train
+    steps = {_unpack(res, "usr1")[2] for res in ranks}
+    assert len(steps) == 1 and steps <= {STOP_AT + 1, STOP_AT + 2}, steps
+    last = latest_checkpoint(out / "usr1")
+    assert load_checkpoint(last)["trainer"]["global_step"] == steps.pop()
 
 
 @pytest.mark.slow

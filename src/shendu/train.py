@@ -274,7 +274,7 @@ class EarlyStopping(Callback):
         if self.wait >= self.patience:
             self.stopped_epoch = epoch
             self.trainer.stop_training = True
-            if self.verbose:
+            if self.verbose and getattr(self.trainer, "is_main_process", True):
                 print(f"EarlyStopping: {self.monitor} has not improved for {self.wait} "
                       f"epochs; best {self.best:.6g} at epoch {self.best_epoch + 1}; "
                       f"stopping after epoch {epoch + 1}")
@@ -599,8 +599,11 @@ class Trainer:
         model = self.model if d is None else d.forward_model()
         bar = _bar(f"epoch {self.epoch + 1}/{self.epochs}", n_batches,
                    self.verbose == 1 and self.is_main_process)
+        sampler = getattr(self.train_loader, "sampler", None)
+        if callable(getattr(sampler, "set_epoch", None)):
+            sampler.set_epoch(self.epoch)   # a DistributedSampler's shuffle for this epoch
         if d is not None:
-            d.start_epoch(self.train_loader, self.epoch)
+            d.start_epoch()
         batches = iter(self.train_loader)
         if d is not None:
             d.check_order(_loader_state(self.train_loader), n_batches)
@@ -657,11 +660,12 @@ class Trainer:
         self.model.eval()
         meter = _Meter(self.metrics)
         d = self._dist
+        presharded = d is not None and d.is_presharded(loader)
         with no_grad():
             for batch in loader:
                 inputs, target = _split_batch(batch, "evaluate")
                 if d is not None:    # this rank's slice; the sums are reduced at the end
-                    mine = d.eval_shard(inputs, target)
+                    mine = d.eval_shard(inputs, target, presharded)
                     if mine is None:
                         continue
                     inputs, target = mine
@@ -694,7 +698,7 @@ class Trainer:
                     initial_epoch, start_batch = start
             if d is not None:
                 d.wrap()            # rank 0's weights to every rank
-                d.install_sigterm()
+                d.install_signals()
             with deferred_interrupt(self):
                 self._loop(initial_epoch, start_batch)
             if self.interrupted:

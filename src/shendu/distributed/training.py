@@ -8,7 +8,7 @@ process is initialized) runs the same loop on every rank, with these changes:
   and keeps its own contiguous slice of each batch — rank ``r`` of ``R`` the rows
   ``np.array_split`` gives it. A loader whose sampler is a
   :class:`~shendu.data.DistributedSampler` is already one rank's share: its batches are
-  used whole, and ``set_epoch`` is called each epoch.
+  used whole (the trainer calls a sampler's ``set_epoch`` each epoch, on one process too).
 - **Gradients.** The model is wrapped in :class:`~shendu.nn.parallel.DistributedDataParallel`
   (unless it already is one). Each rank's loss (a mean over its slice) is weighted by
   ``n_r R / N`` before backward, so the average DDP forms is the mean over the whole
@@ -27,9 +27,12 @@ process is initialized) runs the same loop on every rank, with these changes:
   batch, rank 0 checkpoints, and ``fit`` returns on every rank. ``stop_training`` set by a
   callback on any rank stops every rank after the epoch. An exception on one rank (or a
   second Ctrl-C) prints the error with its rank and ends every process (``MPI_Abort``);
-  SIGTERM from the launcher (what ``mpiexec`` sends the others when a rank dies) prints
-  where training stopped and exits; a collective that waits longer than the group's
-  ``timeout`` raises :class:`~shendu.distributed.DistributedTimeoutError`, then aborts.
+  SIGTERM from the launcher (what ``mpiexec`` sends the others when a rank dies, and every
+  rank when ``mpiexec`` itself gets Ctrl-C) prints where training stopped and exits; a
+  collective that waits longer than the group's ``timeout`` raises
+  :class:`~shendu.distributed.DistributedTimeoutError`, then aborts. SIGUSR1, which
+  ``mpiexec`` forwards to every rank (``kill -USR1 <mpiexec pid>``), stops the run cleanly
+  as Ctrl-C on a rank does.
 """
 
 from __future__ import annotations
@@ -76,12 +79,16 @@ class TrainerGroup:
         self.rank = _dist.get_rank()
         self.world = _dist.get_world_size()
         self.ddp = None
-        self._old_term = None
-        loader = trainer.train_loader
+        self._old: dict = {}
+        self.presharded = self.is_presharded(trainer.train_loader)
+        self.sum_loss = getattr(trainer.loss_fn, "reduction", "mean") == "sum"
+
+    @staticmethod
+    def is_presharded(loader) -> bool:
+        """A loader whose sampler is a DistributedSampler yields this rank's share."""
         from shendu.data.sampler import DistributedSampler
 
-        self.presharded = isinstance(getattr(loader, "sampler", None), DistributedSampler)
-        self.sum_loss = getattr(trainer.loss_fn, "reduction", "mean") == "sum"
+        return isinstance(getattr(loader, "sampler", None), DistributedSampler)
 
     @staticmethod
     def resolve(trainer, distributed) -> TrainerGroup | None:
@@ -117,30 +124,40 @@ class TrainerGroup:
     def forward_model(self):
         return self.ddp if self.ddp is not None else self.trainer.model
 
-    def install_sigterm(self) -> None:
-        """SIGTERM (the launcher ending the run because another rank failed): say where
-        training stopped, then exit. Main thread, default handler only."""
-        if (threading.current_thread() is not threading.main_thread()
-                or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+    def install_signals(self) -> None:
+        """SIGTERM (the launcher ending the run: another rank failed, or Ctrl-C on
+        ``mpiexec``): say where training stopped, then exit. SIGUSR1 (which ``mpiexec``
+        forwards to every rank): stop cleanly after the current batch, as Ctrl-C on a
+        rank. Main thread only, and only over the default handlers."""
+        if threading.current_thread() is not threading.main_thread():
             return
         t = self.trainer
 
-        def handler(signum, frame):
+        def term(signum, frame):
             print(f"\nfit: rank {self.rank} of {self.world} terminated (SIGTERM) at epoch "
                   f"{t.epoch + 1}, batch {t.batch}, step {t.global_step}: the launcher is "
-                  "ending the run, most likely because another rank failed; resume from the "
-                  "last checkpoint", file=sys.stderr, flush=True)
+                  "ending the run (another rank failed, or mpiexec was interrupted); resume "
+                  "from the last checkpoint", file=sys.stderr, flush=True)
             os._exit(128 + signal.SIGTERM)
 
-        self._old_term = signal.signal(signal.SIGTERM, handler)
+        def usr1(signum, frame):
+            t._request_stop()
+            if self.main:
+                print("\nfit: SIGUSR1 - every rank stops after the current batch, then "
+                      "rank 0 checkpoints", file=sys.stderr, flush=True)
+
+        self._old = {}
+        for sig, handler in ((signal.SIGTERM, term), (signal.SIGUSR1, usr1)):
+            if signal.getsignal(sig) is signal.SIG_DFL:
+                self._old[sig] = signal.signal(sig, handler)
 
     def close(self) -> None:
         if self.ddp is not None and self._own_ddp:
             self.ddp._remove_hooks()
         self.ddp = None
-        if self._old_term is not None:
-            signal.signal(signal.SIGTERM, self._old_term)
-            self._old_term = None
+        for sig, old in getattr(self, "_old", {}).items():
+            signal.signal(sig, old)
+        self._old = {}
 
     def fail(self, exc: BaseException) -> None:
         """An exception escaped one rank's loop: print it with the rank and end every
@@ -154,11 +171,9 @@ class TrainerGroup:
         _dist.abort(1)
 
     # ------------------------------------------------------------------ epochs
-    def start_epoch(self, loader, epoch: int) -> None:
+    def start_epoch(self) -> None:
         """Before ``iter(loader)``: every rank takes rank 0's random state (the same
-        shuffle), and a DistributedSampler is told the epoch."""
-        if self.presharded:
-            loader.sampler.set_epoch(epoch)
+        shuffle)."""
         from shendu import backend
 
         state = json.dumps(backend.get_rng_state()).encode() if self.main else None
@@ -199,9 +214,9 @@ class TrainerGroup:
             weight = float(world) if self.sum_loss else mine * world / n
         return _slice(inputs, lo, hi), _slice(target, lo, hi), mine, weight
 
-    def eval_shard(self, inputs: tuple, target):
+    def eval_shard(self, inputs: tuple, target, presharded: bool):
         """This rank's rows of a validation batch, or ``None`` when it has none."""
-        if self.presharded:
+        if presharded:
             return inputs, target
         n, r, world = _rows(target), self.rank, self.world
         base, extra = divmod(n, world)
