@@ -233,3 +233,50 @@ def test_errors():
         tr(shendu.zeros(5, 2, D), shendu.zeros(4, 3, D))
     with pytest.raises(ValueError, match=r"Transformer\(d_model=8\) expected src and tgt"):
         tr(shendu.zeros(5, 2, 4), shendu.zeros(4, 2, 4))
+
+
+# ------------------------------------------------------------- the fused feed-forward op
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("p", [0.0, 0.3, 1.0])
+def test_feed_forward_op_gradcheck(bias, p):
+    from shendu.autograd import gradcheck
+    from shendu.nn.transformer import _FeedForward
+
+    shapes = [(2, 3, 4), (6, 4), (6,), (4, 6), (4,)] if bias else [(2, 3, 4), (6, 4), (4, 6)]
+    inputs = [shendu.tensor(a, dtype="float64", requires_grad=True)
+              for a in make_inputs(shapes, seed=3)]
+
+    def fn(*ts):
+        shendu.manual_seed(11)   # one dropout mask for every evaluation
+        return _FeedForward.apply(*ts, p=p)
+
+    assert gradcheck(fn, inputs)
+
+
+@pytest.mark.parametrize("decoder", [False, True])
+@pytest.mark.parametrize("dropout", [0.0, 0.2])
+def test_feed_forward_op_equals_the_modules_bit_for_bit(decoder, dropout):
+    # the fused op and linear2(dropout(relu(linear1(x)))): same values, same gradients,
+    # same random stream
+    import shendu.functional as F
+
+    def run(fused: bool):
+        shendu.manual_seed(0)
+        layer = (nn.TransformerDecoderLayer if decoder else nn.TransformerEncoderLayer)(
+            8, 2, 16, dropout=dropout, batch_first=True)
+        if not fused:
+            layer.activation = lambda t: F.relu(t)   # not F.relu itself: module by module
+        x = shendu.tensor(make_inputs([(3, 5, 8)], np.float32, seed=1)[0], requires_grad=True)
+        args = (x, shendu.tensor(make_inputs([(3, 4, 8)], np.float32, seed=2)[0])) \
+            if decoder else (x,)
+        out = layer(*args)
+        (out * out).sum().backward()
+        grads = {n: p.grad.data for n, p in layer.named_parameters()}
+        return out.data, x.grad.data, grads, shendu.backend.rng().random()
+
+    a, b = run(True), run(False)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    for n in a[2]:
+        np.testing.assert_array_equal(a[2][n], b[2][n], err_msg=n)
+    assert a[3] == b[3]

@@ -15,8 +15,11 @@ from collections.abc import Callable
 
 import numpy as np
 
+from shendu import autograd
 from shendu import functional as F
-from shendu.backend import get_default_dtype
+from shendu.autograd import Function
+from shendu.backend import get_default_dtype, rng
+from shendu.functional.linear import check_same_dtype
 from shendu.nn import init
 from shendu.nn.attention import MultiheadAttention
 from shendu.nn.container import ModuleList
@@ -42,6 +45,94 @@ def _activation(activation) -> Callable:
         raise TypeError(f"transformer: activation must be a string or a callable, got "
                         f"{type(activation).__name__}")
     return activation
+
+
+class _FeedForward(Function):
+    r"""The position-wise feed-forward network with ReLU as one op:
+    ``y = W_2 D(relu(W_1 x + b_1)) + b_2``, ``D`` inverted dropout with keep-mask ``M``.
+
+    The same arithmetic, in the same order, as ``linear2(dropout(relu(linear1(x))))``, but
+    only ``H = D(relu(W_1 x + b_1))`` (and ``M``) is kept: ReLU and dropout run in place on
+    the first product, whose pre-activation no backward needs. Backward::
+
+        dW_2 = dy^T H    db_2 = Σ dy    dH = dy W_2
+        dA = dH ⊙ M/(1-p) ⊙ [H > 0]     dW_1 = dA^T x    db_1 = Σ dA    dx = dA W_1
+
+    Inputs ``x, W_1, b_1, W_2, b_2`` (or ``x, W_1, W_2`` without biases).
+    """
+
+    saved_inputs = None
+
+    def forward(self, x, w1, *rest, p=0.0):
+        self.bias = len(rest) == 3
+        b1, w2, b2 = rest if self.bias else (None, rest[0], None)
+        x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])      # (M, d)
+        h = x2 @ w1.T                                               # (M, ff)
+        if b1 is not None:
+            h += b1
+        np.maximum(h, 0, out=h)
+        dt = h.dtype
+        self.keep, self.p = None, p
+        if p == 1.0:
+            h *= dt.type(0)
+        elif p > 0.0:                   # the draw F.dropout makes, so one seed, one result
+            u = rng().random(h.shape, dtype=np.float32 if dt == np.float32 else np.float64)
+            self.keep = u >= p
+            del u
+            self.inv = dt.type(1.0 / (1.0 - p))
+            h *= self.inv
+            h *= self.keep
+        y = h @ w2.T                                                # (M, d)
+        if b2 is not None:
+            y += b2
+        self.x2, self.w1, self.w2, self.h, self.shape = x2, w1, w2, h, x.shape
+        return y if x.ndim == 2 else y.reshape(x.shape[:-1] + (w2.shape[0],))
+
+    def backward(self, g):
+        x2, w1, w2, h = self.x2, self.w1, self.w2, self.h
+        g2 = g if g.ndim == 2 else g.reshape(-1, g.shape[-1])
+        need = self.needs_input_grad
+        i_w2 = 3 if self.bias else 2
+        gw2 = g2.T @ h if need[i_w2] else None
+        gb2 = g2.sum(axis=0) if self.bias and need[4] else None
+        da = g2 @ w2                                                # dH (M, ff)
+        if self.p == 1.0:
+            da *= da.dtype.type(0)
+        elif self.p > 0.0:
+            da *= self.inv
+            da *= self.keep
+        alive = np.less_equal(h, 0)
+        np.logical_not(alive, out=alive)                            # relu' (NaN passes g)
+        da *= alive
+        del alive
+        gx = None
+        if need[0]:
+            gx = da @ w1
+            if len(self.shape) != 2:
+                gx = gx.reshape(self.shape)
+        gw1 = da.T @ x2 if need[1] else None
+        if not self.bias:
+            return gx, gw1, gw2
+        gb1 = da.sum(axis=0) if need[2] else None
+        return gx, gw1, gb1, gw2, gb2
+
+
+def _feed_forward(layer, x: Tensor) -> Tensor:
+    """``layer.linear2(layer.dropout(layer.activation(layer.linear1(x))))``, as one
+    :class:`_FeedForward` op when that is what the layer holds (ReLU, plain Linear and
+    Dropout modules) and no exporter is tracing the ops; else module by module."""
+    l1, l2, drop = layer.linear1, layer.linear2, layer.dropout
+    if (layer.activation is not F.relu or autograd._tracer is not None
+            or type(l1) is not Linear or type(l2) is not Linear or type(drop) is not Dropout
+            or (l1.bias is None) != (l2.bias is None)):
+        return l2(drop(layer.activation(l1(x))))
+    if x.data.ndim == 0 or x.data.shape[-1] != l1.weight.data.shape[1]:
+        return l2(drop(layer.activation(l1(x))))   # the layers' own error messages
+    check_same_dtype("linear", x, l1.weight)
+    p = drop.p if drop.training else 0.0
+    ins = (x, l1.weight, l1.bias, l2.weight, l2.bias) if l1.bias is not None else \
+        (x, l1.weight, l2.weight)
+    return _FeedForward.apply(*ins, p=float(p))
 
 
 def _clones(module: Module, n: int) -> ModuleList:
@@ -85,8 +176,7 @@ class TransformerEncoderLayer(Module):
         return self.dropout1(x)
 
     def _ff_block(self, x):
-        x = self.linear2(self.dropout(self.activation(self.linear1(x))))
-        return self.dropout2(x)
+        return self.dropout2(_feed_forward(self, x))
 
     def forward(self, src: Tensor, src_mask=None, src_key_padding_mask=None,
                 is_causal: bool = False) -> Tensor:
@@ -173,8 +263,7 @@ class TransformerDecoderLayer(Module):
         return self.dropout2(x)
 
     def _ff_block(self, x):
-        x = self.linear2(self.dropout(self.activation(self.linear1(x))))
-        return self.dropout3(x)
+        return self.dropout3(_feed_forward(self, x))
 
     def forward(self, tgt: Tensor, memory: Tensor, tgt_mask=None, memory_mask=None,
                 tgt_key_padding_mask=None, memory_key_padding_mask=None,
