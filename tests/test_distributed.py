@@ -302,3 +302,40 @@ def test_sync_batchnorm_layer_matches_torch_batchnorm(loopback, dtype):
     x = rng.standard_normal((2, 3, 5, 5)).astype(dtype)
     np.testing.assert_allclose(s(shendu.tensor(x)).data,
                                t(torch.tensor(x)).detach().numpy(), **tol)
+
+
+def test_timeout_argument_and_abort_on_one_process():
+    import datetime
+
+    for bad in (0, -1, "10", True):
+        with pytest.raises(ValueError, match="timeout must be a positive timedelta or number "
+                                             "of seconds"):
+            dist.init_process_group(backend="loopback", timeout=bad)
+    assert not dist.is_initialized()
+    dist.init_process_group(backend="loopback", timeout=datetime.timedelta(seconds=90))
+    try:
+        from shendu.distributed.backend import _group
+
+        assert _group("test").timeout == 90.0
+        with pytest.raises(SystemExit) as e:   # no MPI job to end: a plain exit
+            dist.abort(3)
+        assert e.value.code == 3
+    finally:
+        dist.destroy_process_group()
+    dist.init_process_group(backend="loopback")
+    try:
+        from shendu.distributed.backend import DEFAULT_TIMEOUT, _group
+
+        assert _group("test").timeout == DEFAULT_TIMEOUT.total_seconds() == 1800.0
+    finally:
+        dist.destroy_process_group()
+
+
+def test_the_test_extra_brings_the_dist_extra():
+    """CI installs .[test]; the MPI tests need what .[dist] brings."""
+    tomllib = pytest.importorskip("tomllib")
+    from pathlib import Path
+
+    with open(Path(__file__).resolve().parents[1] / "pyproject.toml", "rb") as f:
+        extras = tomllib.load(f)["project"]["optional-dependencies"]
+    assert set(extras["dist"]) <= set(extras["test"])
