@@ -582,3 +582,27 @@ def test_every_functional_op_has_a_mapping():
                   and not c.__name__.startswith("_")}
     unmapped = sorted(c.__name__ for c in found if c not in MAP)
     assert unmapped == ["SetItem"]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_gru_cell_step_kernel(bias):
+    """The one-step GRU kernel (nn.GRUCell takes the scan while an export traces; the
+    kernel itself also has its ONNX form)."""
+    import importlib
+
+    rc = importlib.import_module("shendu.functional.recurrent")
+    if not hasattr(rc, "GRUCellStep"):
+        pytest.skip("no one-step GRU kernel in this version")
+
+    class Step(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cell = nn.GRUCell(3, 4, bias=bias)
+
+        def forward(self, x, h):
+            c = self.cell
+            b = (c.bias_ih, c.bias_hh) if bias else ()
+            return rc.GRUCellStep.apply(x, h, c.weight_ih, c.weight_hh, *b)
+
+    check(Step(), (_rand(2, 3), _rand(2, 4, seed=1)), ["x", "h"],
+          {"x": {0: "n"}, "h": {0: "n"}}, [(_rand(5, 3, seed=2), _rand(5, 4, seed=3))])

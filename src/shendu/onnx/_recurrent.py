@@ -74,3 +74,24 @@ def _scan(c: Ctx):
     y = c.node("Squeeze", [outs[0], c.i64([1])])                 # (T, 1, B, H) -> (T, B, H)
     finals = [c.node("Squeeze", [o, c.i64([0])]) for o in outs[1:]]  # (1, B, H) -> (B, H)
     return [y, *finals]
+
+
+def _gru_cell_step(c: Ctx):
+    """One GRU step (B, I), (B, H) -> (B, H): ``r, z = sigmoid(.)``, ``n = tanh(W_in x +
+    b_in + r (W_hn h + b_hn))``, ``h' = n + z (h - n)`` (torch's gate order r, z, n)."""
+    x, h, w_ih, w_hh = (c.x(j) for j in range(4))
+    H = c.a(1).shape[1]
+    bias = [[c.x(4)], [c.x(5)]] if len(c.ins) > 4 else [[], []]
+    gi = c.node("Gemm", [x, w_ih, *bias[0]], transB=1)                  # (B, 3H)
+    gh = c.node("Gemm", [h, w_hh, *bias[1]], transB=1)
+    sizes = c.i64([H, H, H])
+    ir, iz, i_n = c.node("Split", [gi, sizes], n_out=3, axis=1)
+    hr, hz, hn = c.node("Split", [gh, sizes], n_out=3, axis=1)
+    r = c.node("Sigmoid", [c.node("Add", [ir, hr])])
+    z = c.node("Sigmoid", [c.node("Add", [iz, hz])])
+    n = c.node("Tanh", [c.node("Add", [i_n, c.node("Mul", [r, hn])])])
+    return c.node("Add", [n, c.node("Mul", [z, c.node("Sub", [h, n])])])
+
+
+if hasattr(RC, "GRUCellStep"):         # the decoder's one-step GRU kernel
+    maps(RC.GRUCellStep)(_gru_cell_step)
