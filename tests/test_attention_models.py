@@ -142,7 +142,7 @@ def test_char_transformer_lm_on_tinyshakespeare_beats_unigram():
                            dim_feedforward=128, dropout=0.0, block_size=32)
     before = lm.evaluate(corpus, max_chars=5000)
     assert abs(before - np.log(65)) < 0.5                # untrained: about uniform
-    log = lm.fit(corpus, steps=120, batch_size=32, learning_rate=5e-3, eval_every=60,
+    log = lm.fit(corpus, steps=120, batch_size=32, learning_rate_init=5e-3, eval_every=60,
                  eval_chars=20000)
     assert [e["step"] for e in log] == [60, 120]
     unigram = corpus.unigram_nats()

@@ -74,7 +74,7 @@ def test_char_lm_beats_unigram_and_generates():
     shendu.manual_seed(0)
     corpus = CharCorpus(_text(), val_fraction=0.1)
     model = CharLM(corpus.vocab, hidden_size=64, num_layers=1, embedding_dim=32)
-    log = model.fit(corpus, steps=150, batch_size=32, seq_len=64, learning_rate=1e-2,
+    log = model.fit(corpus, steps=150, batch_size=32, seq_len=64, learning_rate_init=1e-2,
                     eval_every=150, eval_chars=20000)
     assert log[-1]["val_nats"] < corpus.unigram_nats() - 0.5
     text = model.generate(corpus.decode(corpus.val[:5]), 50, temperature=0.8, top_k=10)
