@@ -43,7 +43,7 @@ def main() -> None:
     model = CharLM(corpus.vocab, hidden_size=args.hidden, num_layers=args.layers)
     t0 = time.process_time()
     log = model.fit(corpus, steps=args.steps, batch_size=args.batch, seq_len=args.seq_len,
-                    learning_rate=args.lr, eval_every=args.eval_every, verbose=1)
+                    learning_rate_init=args.lr, eval_every=args.eval_every, verbose=1)
     print(f"CPU time {time.process_time() - t0:.0f} s; final validation "
           f"{log[-1]['val_nats']:.3f} nats/char", flush=True)
     for prompt in ("ROMEO:", "First Citizen:\n"):

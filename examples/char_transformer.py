@@ -64,7 +64,7 @@ def main() -> None:
           f"{args.heads} heads, context {args.block}", flush=True)
     with one_thread():
         t0 = time.process_time()
-        lm.fit(corpus, steps=args.steps, batch_size=args.batch, learning_rate=args.lr,
+        lm.fit(corpus, steps=args.steps, batch_size=args.batch, learning_rate_init=args.lr,
                eval_every=args.eval_every, eval_chars=20_000, verbose=1)
         cpu = time.process_time() - t0
         val = lm.evaluate(corpus, "val")

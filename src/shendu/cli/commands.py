@@ -259,7 +259,7 @@ def _train_lm(args, spec, cls, data, info) -> int:
     corpus = data.corpus
     steps = args.steps or 300
     hidden = (args.hidden or [128])[0]
-    kw = {"learning_rate": args.lr or (2e-3 if spec.cls == "CharLM" else 3e-3),
+    kw = {"learning_rate_init": args.lr or (2e-3 if spec.cls == "CharLM" else 3e-3),
           "batch_size": args.batch_size or 32, "eval_every": max(steps // 5, 1),
           "eval_chars": 20000, "verbose": 1}
     if spec.cls == "CharLM":
