@@ -18,6 +18,8 @@ import shendu.onnx  # noqa: E402
 from shendu.models import (  # noqa: E402
     AttentionMechanism,
     AudioClassifier,
+    CharLM,
+    CharTransformerLM,
     ConvolutionalNeuralNetwork,
     GatedRecurrentUnit,
     LongShortTermMemory,
@@ -261,6 +263,31 @@ def test_attention_mechanism_greedy_decoding_as_loop(kw):
         want = est.predict(Xo)
         assert got.shape == want.shape and np.array_equal(got, want)
     assert len(np.unique(est.predict(X[:20]))) > 3          # the decoder says something
+
+
+@pytest.mark.parametrize("make", [
+    lambda: CharLM("abcdefgh", hidden_size=8, num_layers=2, embedding_dim=4),
+    lambda: CharTransformerLM(8, d_model=8, nhead=2, num_layers=1, dim_feedforward=16,
+                              block_size=16)], ids=["CharLM", "CharTransformerLM"])
+def test_language_models_to_onnx(make):
+    """The language models (modules and estimators) export their forward on token ids:
+    logits (and an LSTM's final state) at other batch sizes and lengths."""
+    import shendu
+
+    lm = make()
+    sess = _session(lm)
+    assert lm.training                                    # the mode is given back
+    lm.eval()
+    for seed, shape in ((1, (3, 11)), (2, (1, 16))):
+        x = np.random.default_rng(seed).integers(0, 8, shape)
+        got = sess.run(None, {"X": x})
+        with shendu.no_grad():
+            out = lm(shendu.Tensor(x))
+        want = [out[0].data, *(s.data for s in out[1])] if isinstance(out, tuple) \
+            else [out.data]
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=RTOL, atol=ATOL)
 
 
 def test_export_to_path_and_refusals(tmp_path):

@@ -274,7 +274,9 @@ def _spec(est) -> _Spec:
     raise TypeError(f"onnx.export_estimator: expected a fitted ready model of shendu.models "
                     f"(MLPClassifier, MLPRegressor, ConvolutionalNeuralNetwork, "
                     f"RecurrentNeuralNetwork, LongShortTermMemory, GatedRecurrentUnit, "
-                    f"TransformerClassifier), got {name}")
+                    f"TransformerClassifier, Perceptron, NeuralNetwork, MultiLayerPerceptron, "
+                    f"AttentionMechanism, AudioClassifier, CharLM, CharTransformerLM), got "
+                    f"{name}")
 
 
 def _is_classifier(est) -> bool:
@@ -336,6 +338,7 @@ def build_estimator(est, verify: bool = True):
     from onnx import helper
 
     from shendu.models import AttentionMechanism, AudioClassifier, Perceptron
+    from shendu.nn.module import Module
     from shendu.onnx._audio import build_audio
     from shendu.onnx._export import build
     from shendu.onnx._seq2seq import build_seq2seq
@@ -346,6 +349,8 @@ def build_estimator(est, verify: bool = True):
         return _build_perceptron(est, verify)
     if isinstance(est, AttentionMechanism) and "model_" in est.__dict__:
         return build_seq2seq(est, verify)
+    if isinstance(est, Module):
+        return _build_language_model(est, verify)
     spec = _spec(est)
     rng = np.random.default_rng(20240608)
     X1 = spec.example(3, rng)
@@ -388,6 +393,36 @@ def build_estimator(est, verify: bool = True):
     if verify:
         _verify(model, est, spec, [X1, spec.example(7, np.random.default_rng(1))])
     return model
+
+
+def _build_language_model(est, verify: bool):
+    """A language model that is a module and an estimator (``CharLM``,
+    ``CharTransformerLM``): the file takes token ids ``X`` int64 (N, T) and gives what
+    ``forward`` gives — ``logits`` (N, T, V), and a recurrent model's final state
+    (``state_0``, ...); N and T are dynamic (T up to a transformer's ``block_size``)."""
+    from shendu.autograd import no_grad
+    from shendu.nn.sparse import Embedding
+    from shendu.onnx._export import build
+    from shendu.onnx._trace import _flatten
+
+    name = type(est).__name__
+    emb = next((m for m in est.modules() if isinstance(m, Embedding)), None)
+    if emb is None:
+        raise TypeError(f"onnx.export_estimator: {name} is a module without a token "
+                        "embedding; export it with shendu.onnx.export(model, example_input)")
+    block = getattr(est, "block_size", None)
+    t = 5 if block is None else max(1, min(5, int(block) - 2))
+    x = np.random.default_rng(20240614).integers(0, emb.num_embeddings, (2, t))
+    was = est.training
+    est.eval()
+    try:
+        with no_grad():
+            n_out = len(_flatten(est(Tensor(x)), []))
+    finally:
+        est.train(was)
+    outs = ["logits"] + [f"state_{i}" for i in range(n_out - 1)]
+    dyn = {"X": {0: "N", 1: "T"} if block is None or int(block) >= t + 2 else {0: "N"}}
+    return build(est, (Tensor(x),), ["X"], outs, dyn, verify=verify)
 
 
 def _build_perceptron(est, verify: bool):
