@@ -82,6 +82,16 @@ DATA_FREE = [check_estimator_cloneable, check_estimator_tags_renamed, check_vali
              check_do_not_raise_errors_in_init_or_set_params, check_mixin_order]
 
 
+@parametrize_with_checks(NON_TABULAR + [
+    CharLM("abcdef", hidden_size=8, num_layers=1, embedding_dim=4),
+    CharTransformerLM(7, d_model=8, nhead=2, num_layers=1, dim_feedforward=8, block_size=8)])
+def test_sklearn_suite_on_non_tabular_models(estimator, check):
+    """What scikit-learn's own suite runs on them (cloning; it has no data for the rest)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        check(estimator)
+
+
 @pytest.mark.parametrize("est", NON_TABULAR, ids=lambda e: type(e).__name__)
 @pytest.mark.parametrize("check", DATA_FREE, ids=lambda c: c.__name__)
 def test_data_free_checks_on_non_tabular_models(est, check):
