@@ -606,3 +606,14 @@ def test_gru_cell_step_kernel(bias):
 
     check(Step(), (_rand(2, 3), _rand(2, 4, seed=1)), ["x", "h"],
           {"x": {0: "n"}, "h": {0: "n"}}, [(_rand(5, 3, seed=2), _rand(5, 4, seed=3))])
+
+
+def test_graph_the_runtime_cannot_run_is_one_clear_error():
+    from shendu import onnx as sonnx
+
+    conv = nn.Conv2d(2, 3, 3, dtype="float64")
+    x = Tensor(np.random.default_rng(0).standard_normal((1, 2, 5, 5)))
+    with pytest.raises(sonnx.UnsupportedOperatorError, match="float64 convolutions"):
+        sonnx.export(conv, (x,), io.BytesIO())
+    proto = sonnx.export(conv, (x,), io.BytesIO(), verify=False)    # valid ONNX all the same
+    onnx.checker.check_model(proto, full_check=True)

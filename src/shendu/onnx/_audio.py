@@ -222,19 +222,19 @@ def _verify_audio(model, est, L: int) -> None:
     import warnings
 
     try:
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401
     except ImportError:
         warnings.warn("onnx.export_estimator: onnxruntime is not installed, so the graph was "
                       "not run against the estimator (pip install 'shendu[onnx]')",
                       stacklevel=4)
         return
-    from shendu.onnx._export import _close
+    from shendu.onnx._export import _close, runtime_session
 
     rng = np.random.default_rng(20240610)
     waves = [(0.1 * rng.standard_normal(n) * np.hanning(n)).astype(np.float32)
              for n in (L // 2, L + L // 3, max(est.n_fft + 1, L // 5))]
     X, lens = _waves_to_batch(waves)
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = runtime_session(model, "onnx.export_estimator")
     label, proba = sess.run(None, {"X": X, "lengths": lens})
     want = est.predict_proba(waves)
     if proba.shape != want.shape or not _close(proba, want.astype(np.float32)) or \

@@ -475,12 +475,12 @@ def _build_perceptron(est, verify: bool):
 
 def _verify_perceptron(model, est, fitted: bool, n_features: int) -> None:
     try:
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401
     except ImportError:
         return
-    from shendu.onnx._export import _close
+    from shendu.onnx._export import _close, runtime_session
 
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = runtime_session(model, "onnx.export_estimator")
     X = np.random.default_rng(20240611).standard_normal((7, n_features))
     got = sess.run(None, {"X": X})
     if fitted:
@@ -501,15 +501,15 @@ def _verify(model, est, spec, inputs) -> None:
     import warnings
 
     try:
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401
     except ImportError:
         warnings.warn("onnx.export_estimator: onnxruntime is not installed, so the graph was "
                       "not run against the estimator (pip install 'shendu[onnx]')",
                       stacklevel=4)
         return
-    from shendu.onnx._export import _close
+    from shendu.onnx._export import _close, runtime_session
 
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = runtime_session(model, "onnx.export_estimator")
     names = [o.name for o in sess.get_outputs()]
     for X in inputs:
         got = dict(zip(names, sess.run(None, {"X": X})))

@@ -243,16 +243,13 @@ def build(model: Module, args, input_names=None, output_names=None, dynamic_axes
 def _verify(proto, names, in1, in2, outs1, outs2) -> None:
     """Run the graph in ONNX Runtime on both traced inputs; it must give shendu's outputs."""
     try:
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401
     except ImportError:
         warnings.warn("onnx.export: onnxruntime is not installed, so the exported graph was "
                       "not run against shendu's outputs (pip install 'shendu[onnx]')",
                       stacklevel=3)
         return
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(proto.SerializeToString(), opts,
-                                providers=["CPUExecutionProvider"])
+    sess = runtime_session(proto, "onnx.export")
     for ins, outs, which in ((in1, outs1, "the example"), (in2, outs2, "other")):
         got = sess.run(None, dict(zip(names, ins)))
         for i, (a, b) in enumerate(zip(got, outs)):
@@ -264,6 +261,24 @@ def _verify(proto, names, in1, in2, outs1, outs2) -> None:
                     f"onnx.export: the exported graph does not reproduce output {i} on "
                     f"{which} inputs (ONNX Runtime vs shendu: {err}); an op of the forward "
                     "pass depends on its inputs in a way the trace did not see")
+
+
+def runtime_session(proto, where: str):
+    """An ONNX Runtime (CPU) session of ``proto``; a graph the runtime has no kernel for
+    (e.g. a float64 ``Conv``) raises one clear error instead of the runtime's."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(proto.SerializeToString(), opts,
+                                    providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - the runtime's own exception types
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UnsupportedOperatorError(
+            f"{where}: the graph is valid ONNX (onnx.checker) but ONNX Runtime's CPU provider "
+            f"can't run it ({first}); float64 convolutions, for one, have no kernel there — "
+            "export a float32 model, or pass verify=False to write the file anyway") from None
 
 
 def _close(a: np.ndarray, b: np.ndarray) -> bool:
