@@ -48,7 +48,7 @@ TABULAR = [
     Perceptron(max_iter=20),
     MLPClassifier(hidden_layer_sizes=(8,), max_iter=100, learning_rate_init=0.01),
     MLPRegressor(hidden_layer_sizes=(8,), max_iter=100, learning_rate_init=0.01),
-    NeuralNetwork(hidden_dim=16, max_iter=200),
+    NeuralNetwork(max_iter=200),                  # the default 100 units and step 0.01
     MultiLayerPerceptron(hidden_dim=(8, 8), max_iter=200),
 ]
 

@@ -294,7 +294,7 @@ class MultiLayerPerceptron(SeedAPI, RegressorMixin, BaseEstimator):
     def __init__(self, input_dim: int | None = None, hidden_dim=None,
                  output_dim: int | None = None, activation: str = "tanh",
                  random_state: int | None = None, dtype=None, *, max_iter: int = 1000,
-                 learning_rate_init: float = 0.1) -> None:
+                 learning_rate_init: float = 0.01) -> None:
         self.input_dim, self.hidden_dim, self.output_dim = input_dim, hidden_dim, output_dim
         self.activation = activation
         self.random_state, self.dtype = random_state, dtype
@@ -438,7 +438,7 @@ class NeuralNetwork(MultiLayerPerceptron):
     def __init__(self, input_dim: int | None = None, hidden_dim: int | None = None,
                  output_dim: int | None = None, activation: str = "tanh",
                  random_state: int | None = None, dtype=None, *, max_iter: int = 1000,
-                 learning_rate_init: float = 0.1) -> None:
+                 learning_rate_init: float = 0.01) -> None:
         super().__init__(input_dim, hidden_dim, output_dim, activation, random_state, dtype,
                          max_iter=max_iter, learning_rate_init=learning_rate_init)
 
