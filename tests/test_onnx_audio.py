@@ -130,3 +130,26 @@ def test_audio_classifier_active_frames_and_test_speeds(fsdd_small):
 def test_audio_classifier_not_fitted():
     with pytest.raises(ValueError, match="not fitted"):
         AudioClassifier().to_onnx(io.BytesIO())
+
+
+@pytest.mark.parametrize("active_db", [None, 50.0])
+def test_audio_net_any_batch_and_length(active_db):
+    """The network itself (shendu.onnx.export) from waveforms of any length: frames,
+    pooled frames and the utterance statistics follow the length."""
+    from shendu.models.audio import AudioNet
+
+    shendu.manual_seed(0)
+    net = AudioNet(10, channels=(8, 8), active_db=active_db)
+    net.eval()
+    waves, _ = _fsdd(("jackson",), range(5, 6))
+    audio = np.concatenate(waves).astype(np.float32)
+    buf = io.BytesIO()
+    shendu.onnx.export(net, (Tensor(audio[:2 * 4000].reshape(2, 4000)),), buf,
+                       input_names=["wave"], dynamic_axes={"wave": {0: "N", 1: "L"}})
+    sess = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    for n, length in ((3, 6001), (1, 2950)):
+        x = audio[:n * length].reshape(n, length)
+        got, = sess.run(None, {"wave": x})
+        with shendu.no_grad():
+            want = net(Tensor(x)).data
+        np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)

@@ -48,16 +48,19 @@ def _dyn_spec(names: list[str], dynamic_axes, shapes: dict) -> dict:
     return out
 
 
-def _second_inputs(arrays: list[np.ndarray], names: list[str], dyn: dict) -> list[np.ndarray]:
+def _second_inputs(arrays: list[np.ndarray], names: list[str], dyn: dict,
+                   big: bool = False) -> list[np.ndarray]:
     """Inputs for the second traced run: other values, and along every dynamic axis another
-    size (labels sharing a size keep sharing one)."""
+    size (labels sharing a size keep sharing one): one, two... more, or with ``big`` about
+    twice as many (so that sizes a model divides — STFT frames, strided convolutions,
+    pooling — change too)."""
     rng = np.random.default_rng(20240607)
     grow: dict = {}
     step = 1
-    for name in names:
-        for _, label in sorted(dyn.get(name, {}).items()):
+    for a, name in zip(arrays, names):
+        for ax, label in sorted(dyn.get(name, {}).items()):
             if label not in grow:
-                grow[label] = step
+                grow[label] = step + (a.shape[ax] if big else 0)
                 step += 1
     out = []
     for a, name in zip(arrays, names):
@@ -128,19 +131,37 @@ def build(model: Module, args, input_names=None, output_names=None, dynamic_axes
     names += [k if w == "k" else f"input_{k}" for w, k in tensor_pos[len(names):]]
     shapes = {n: t.shape for n, t in zip(names, t1)}
     dyn = _dyn_spec(names, dynamic_axes, shapes)
-    a2 = _second_inputs([t.data for t in t1], names, dyn)
-    t2 = [Tensor(a) for a in a2]
+    small = _second_inputs([t.data for t in t1], names, dyn)
+    large = _second_inputs([t.data for t in t1], names, dyn, big=True) if dyn else None
 
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
+    third = None                      # inputs of a third size, for the check in the runtime
     try:
         recs1, outs1 = _run_model(model, args, kwargs, tensor_pos, t1)
         try:
+            if large is None:
+                raise LookupError
+            a2 = large                # twice the size; a model with a size limit (a
+            t2 = [Tensor(a) for a in a2]   # positional table) may refuse it
             recs2, outs2 = _run_model(model, args, kwargs, tensor_pos, t2)
-        except Exception as e:  # noqa: BLE001 - the model refuses the other size
-            raise ValueError(f"onnx.export: the model fails on inputs of another size along "
-                             f"the dynamic axes {dyn} ({type(e).__name__}: {e}); is every "
-                             "dynamic axis really free?") from e
+            third = small
+        except Exception:  # noqa: BLE001 - then one or two more along each axis
+            a2 = small
+            t2 = [Tensor(a) for a in a2]
+            try:
+                recs2, outs2 = _run_model(model, args, kwargs, tensor_pos, t2)
+            except Exception as e:  # noqa: BLE001 - the model refuses the other size
+                raise ValueError(f"onnx.export: the model fails on inputs of another size "
+                                 f"along the dynamic axes {dyn} ({type(e).__name__}: {e}); "
+                                 "is every dynamic axis really free?") from e
+        if third is not None:
+            try:
+                _, outs3 = _run_model(model, args, kwargs, tensor_pos,
+                                      [Tensor(a) for a in third])
+                third = (third, outs3)
+            except Exception:  # noqa: BLE001 - checked on the two traced sizes only
+                third = None
     finally:
         for m, mode in modes:
             m.training = mode
@@ -236,11 +257,14 @@ def build(model: Module, args, input_names=None, output_names=None, dynamic_axes
     proto.ir_version = min(proto.ir_version, 10)
     onnx.checker.check_model(proto, full_check=True)
     if verify:
-        _verify(proto, names, [t.data for t in t1], a2, outs1, outs2)
+        runs = [([t.data for t in t1], outs1, "the example"), (a2, outs2, "other")]
+        if third is not None:
+            runs.append((third[0], third[1], "a third size of"))
+        _verify(proto, names, runs)
     return proto
 
 
-def _verify(proto, names, in1, in2, outs1, outs2) -> None:
+def _verify(proto, names, runs) -> None:
     """Run the graph in ONNX Runtime on both traced inputs; it must give shendu's outputs."""
     try:
         import onnxruntime  # noqa: F401
@@ -250,8 +274,15 @@ def _verify(proto, names, in1, in2, outs1, outs2) -> None:
                       stacklevel=3)
         return
     sess = runtime_session(proto, "onnx.export")
-    for ins, outs, which in ((in1, outs1, "the example"), (in2, outs2, "other")):
-        got = sess.run(None, dict(zip(names, ins)))
+    for ins, outs, which in runs:
+        try:
+            got = sess.run(None, dict(zip(names, ins)))
+        except Exception as e:  # noqa: BLE001 - the runtime's own exception types
+            raise UnsupportedOperatorError(
+                f"onnx.export: the exported graph fails in ONNX Runtime on {which} inputs "
+                f"({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}); "
+                "a size both traced runs shared was written as a constant — export with an "
+                "example input of another size") from None
         for i, (a, b) in enumerate(zip(got, outs)):
             want = b.data
             if a.shape != want.shape or not _close(a, want):
