@@ -108,6 +108,59 @@ def test_tags_say_what_the_input_is(est):
         assert tags.estimator_type == "classifier"
 
 
+def _contract_data(est):
+    rng = np.random.default_rng(0)
+    if isinstance(est, AttentionMechanism):
+        X = rng.integers(0, 5, (16, 4))
+        return X, X[:, ::-1]
+    if isinstance(est, ConvolutionalNeuralNetwork):
+        X = rng.normal(size=(16, 1, 6, 6))
+        return X, (X[:, 0, 0, 0] > 0).astype(int)
+    X = _seq(16)
+    return X, (X[:, -1, 0] > 0).astype(int)
+
+
+CONTRACT = [RecurrentNeuralNetwork(hidden_size=4, max_iter=2, batch_size=8, random_state=0),
+            LongShortTermMemory(hidden_size=4, max_iter=2, batch_size=8, random_state=0),
+            GatedRecurrentUnit(hidden_size=4, max_iter=2, batch_size=8, random_state=0),
+            TransformerClassifier(d_model=8, nhead=2, num_layers=1, dim_feedforward=8,
+                                  max_iter=2, batch_size=8, random_state=0),
+            ConvolutionalNeuralNetwork(conv_channels=(2,), kernel_size=3, hidden_layer_sizes=(4,),
+                                       max_iter=2, batch_size=8, random_state=0),
+            AttentionMechanism(hidden_size=4, embed_dim=4, max_iter=2, batch_size=8,
+                               random_state=0)]
+
+
+@pytest.mark.parametrize("est", CONTRACT, ids=lambda e: type(e).__name__)
+def test_api_contract_on_non_tabular_models(est):
+    """scikit-learn's API checks that need data, on each model's own kind of data: fit
+    returns self and leaves the parameters alone, sets only attributes ending in ``_``,
+    predicting changes nothing, read-only input is fine, and refitting with the same
+    random_state gives the same model."""
+    from sklearn.base import clone
+
+    X, y = _contract_data(est)
+    X.setflags(write=False)
+    est = clone(est)
+    params = est.get_params()
+    public = {k for k in vars(est) if not k.startswith("_")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        assert est.fit(X, y) is est
+    assert est.get_params() == params
+    new = {k for k in vars(est) if not k.startswith("_")} - public
+    assert new and all(k.endswith("_") for k in new), sorted(new)
+    before = dict(vars(est))
+    first = est.predict(X)
+    assert set(vars(est)) == set(before)
+    assert all(vars(est)[k] is v for k, v in before.items())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        again = clone(est).fit(X, y).predict(X)
+    np.testing.assert_array_equal(np.asarray(first, dtype=object),
+                                  np.asarray(again, dtype=object))
+
+
 # ------------------------------------------------------------------- the defects
 def _seq(n=12):
     return np.random.default_rng(0).normal(size=(n, 4, 2)).astype(np.float32)
