@@ -474,9 +474,14 @@ def _build_perceptron(est, verify: bool):
 
 
 def _verify_perceptron(model, est, fitted: bool, n_features: int) -> None:
+    import warnings
+
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
+        warnings.warn("onnx.export_estimator: onnxruntime is not installed, so the graph was "
+                      "not run against the estimator (pip install 'shendu[onnx]')",
+                      stacklevel=4)
         return
     from shendu.onnx._export import _close, runtime_session
 

@@ -237,9 +237,14 @@ def build_seq2seq(est, verify: bool = True):
 
 
 def _verify_seq2seq(model, est, V: int) -> None:
+    import warnings
+
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
+        warnings.warn("onnx.export_estimator: onnxruntime is not installed, so the graph was "
+                      "not run against the estimator (pip install 'shendu[onnx]')",
+                      stacklevel=4)
         return
     from shendu.onnx._export import runtime_session
 
