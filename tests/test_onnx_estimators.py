@@ -220,7 +220,7 @@ def test_seed_mlp_after_train_and_after_fit(cls):
 
 
 @pytest.mark.parametrize("cls", [RecurrentNeuralNetwork, LongShortTermMemory,
-                                 AttentionMechanism])
+                                 GatedRecurrentUnit, AttentionMechanism])
 def test_seed_sequence_models_after_train(cls):
     rng = np.random.default_rng(6)
     X = rng.standard_normal((10, 6, 3))
