@@ -17,9 +17,11 @@ onnxruntime is installed, by running it against shendu on two inputs.
 
 MODEL is a file of shendu.save or a checkpoint of `shendu train`:
   - a ready model (shendu.models: MLPClassifier, ConvolutionalNeuralNetwork, the recurrent
-    models, TransformerClassifier...) is exported with its preprocessing: the file takes
-    what predict takes (X, float64; int64 tokens) and gives `label` and `probabilities`
-    (classifiers) or `predictions` (regressors);
+    models, TransformerClassifier, Perceptron, AttentionMechanism...) is exported with its
+    preprocessing: the file takes what predict takes (X, float64; int64 tokens) and gives
+    `label` and `probabilities` (classifiers) or `predictions` (regressors); an
+    AudioClassifier (`shendu train audio`) takes waveforms X float32 (N, W), zero-padded,
+    and their `lengths` int64 (N,); a model built the seed's way gives forward's `output`;
   - a network (nn.Module) is traced on an example input: its shape comes from the first
     layer (Linear, Embedding, RNN/LSTM/GRU) or from --input-shape; axis 0 (and the
     sequence axis of token and recurrent inputs) may change size in the ONNX file.
@@ -27,7 +29,8 @@ MODEL is a file of shendu.save or a checkpoint of `shendu train`:
 examples:
   shendu export mlp.safetensors mlp.onnx
   shendu export lenet.shendu lenet.onnx --input-shape 1,1,28,28
-  shendu export charlm.shendu charlm.onnx --dynamic 0,1"""
+  shendu export charlm.shendu charlm.onnx --dynamic 0,1
+  shendu export run/best.ckpt speech.onnx        # after `shendu train audio`"""
 
 
 def add_export(sub, parents) -> None:
