@@ -29,7 +29,7 @@ def models():
     """(library, what, estimator) in table order."""
     return [
         ("shendu", "MLPClassifier((256,), batch 64, 60 epochs, label_smoothing=0.1)",
-         MLPClassifier(hidden_layer_sizes=(256,), batch_size=64, epochs=60,
+         MLPClassifier(hidden_layer_sizes=(256,), batch_size=64, max_iter=60,
                        label_smoothing=0.1, random_state=0)),
         ("shendu", "MLPClassifier() defaults: (100,), adam, standardize",
          MLPClassifier(random_state=0)),
@@ -39,12 +39,12 @@ def models():
                                                          random_state=0))),
         ("sklearn", "MLPClassifier() defaults",
          SkMLPClassifier(random_state=0)),
-        ("shendu", "Perceptron(average=True, max_epochs=20)",
-         Perceptron(average=True, max_epochs=20)),
+        ("shendu", "Perceptron(average=True, max_iter=20)",
+         Perceptron(average=True, max_iter=20)),
         ("shendu", "Perceptron(shuffle=True, tol=1e-3, random_state=0)",
          Perceptron(shuffle=True, tol=1e-3, random_state=0)),
-        ("shendu", "Perceptron(max_epochs=20), no shuffle",
-         Perceptron(max_epochs=20)),
+        ("shendu", "Perceptron(shuffle=False, max_iter=20, tol=None)",
+         Perceptron(shuffle=False, max_iter=20, tol=None)),
         ("sklearn", "Perceptron() defaults (shuffle, tol=1e-3, random_state=0)",
          SkPerceptron(random_state=0)),
         ("sklearn", "Perceptron(shuffle=False, max_iter=20, tol=None)",
@@ -68,7 +68,7 @@ def main() -> None:
     for lib, what, est in models():
         if args.quick:
             est.set_params(**{k: 2 for k in est.get_params()
-                              if k.split("__")[-1] in ("epochs", "max_iter", "max_epochs")})
+                              if k.split("__")[-1] == "max_iter"})
         with threadpool_limits(1), warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             warnings.simplefilter("ignore", SkConvergenceWarning)
