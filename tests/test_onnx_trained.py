@@ -89,7 +89,7 @@ def test_charlm_trained_same_logits_and_state_in_onnx_runtime():
     text = path.read_text(encoding="utf-8")[:60_000]
     corpus = CharCorpus(text)
     lm = CharLM(corpus.vocab, hidden_size=32, num_layers=2, embedding_dim=16)
-    log = lm.fit(corpus, steps=30, batch_size=16, seq_len=32, learning_rate=1e-2,
+    log = lm.fit(corpus, steps=30, batch_size=16, seq_len=32, learning_rate_init=1e-2,
                  eval_every=30, eval_chars=2000)
     assert log[-1]["val_nats"] < np.log(corpus.vocab_size)     # it learned something
     lm.eval()
@@ -117,7 +117,7 @@ def test_transformer_classifier_trained_same_outputs_in_onnx_runtime():
     X = rng.standard_normal((n, T, Fd)).astype(np.float32)
     y = (X[:, :, 0].sum(1) > 0).astype(np.int64)
     clf = TransformerClassifier(d_model=16, nhead=2, num_layers=2, dim_feedforward=32,
-                                epochs=4, batch_size=32, learning_rate=3e-3, random_state=0)
+                                max_iter=4, batch_size=32, learning_rate_init=3e-3, random_state=0)
     clf.fit(X, y)
     net = clf.model_
     assert len(net.encoder.layers) == 2
