@@ -32,6 +32,11 @@ writes that state to files, ``fit(..., resume=path)`` continues from one bit for
 the first Ctrl-C finishes the current batch, checkpoints and returns the history so far.
 (This module never imports :mod:`shendu.checkpoint`; the dependency is one-way.)
 
+On a process group of several processes (``fit(..., distributed=True)``, or any ``fit``
+under ``mpiexec``) the same loop runs on every rank, each on its slice of every batch, with
+gradients averaged, values reduced, rank 0 alone printing and checkpointing, and a stop
+asked on any rank agreed on by all: :mod:`shendu.distributed.training` says how.
+
 >>> import numpy as np, shendu
 >>> from shendu import nn, optim
 >>> from shendu.data import DataLoader, TensorDataset
@@ -921,7 +926,6 @@ def fit(model, loss_fn: Callable, optimizer, train_loader: Iterable, epochs: int
         folder (the newest checkpoint in it; a fresh start if there is none). Build and seed
         everything as for the first run; training continues where the checkpoint left it
         (mid-epoch too) and ends bit-identical to an uninterrupted run.
-
     distributed : ``True``: data-parallel training on the process group of
         :mod:`shendu.distributed` (joined with ``init_process_group("mpi")`` if it is not
         yet; start the script with ``mpiexec -n 4 python train.py``); ``None`` (default):
