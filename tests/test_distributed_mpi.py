@@ -121,11 +121,14 @@ def _worker(out: str) -> None:
         for k, v in sd.items():
             res[f"{scenario}/{k}"] = v
     # a mismatched model is refused at wrap time, on every rank
-    try:
-        DDP(nn.Linear(4, 4 + rank))
-        res["mismatch"] = np.frombuffer(b"no error", np.uint8)
-    except RuntimeError as e:
-        res["mismatch"] = np.frombuffer(str(e).encode(), np.uint8)
+    for key, make in (("mismatch", lambda: nn.Linear(4, 4 + rank)),
+                      ("mismatch_count", lambda: nn.Sequential(
+                          *[nn.Linear(3, 3) for _ in range(1 + rank)]))):
+        try:
+            DDP(make())
+            res[key] = np.frombuffer(b"no error", np.uint8)
+        except RuntimeError as e:
+            res[key] = np.frombuffer(str(e).encode(), np.uint8)
     # overlap: when each bucket's Iallreduce starts, against the end of backward
     shendu.manual_seed(0)
     big = nn.Sequential(*[m for _ in range(4) for m in (nn.Linear(128, 128), nn.ReLU())],
@@ -217,9 +220,14 @@ def test_mpi_runs_match_one_process(mpi_run, scenario):
 
 @pytest.mark.slow
 def test_mismatched_models_refused_at_wrap(mpi_run):
-    for res in mpi_run:
-        msg = res["mismatch"].tobytes().decode()
-        assert "differs across ranks" in msg, msg
+    msgs = [res["mismatch"].tobytes().decode() for res in mpi_run]
+    assert msgs[0] == msgs[1]     # every rank raises the same error
+    assert ("the model differs across ranks: parameter 0 ('weight' on this rank) has shape "
+            "(5, 4) on rank 1 but (4, 4) on rank 0") in msgs[0], msgs[0]
+    counts = [res["mismatch_count"].tobytes().decode() for res in mpi_run]
+    assert counts[0] == counts[1]
+    assert ("differs across ranks; rank 1 has 4 parameters with 24 elements, rank 0 has 2 "
+            "with 12") in counts[0], counts[0]
 
 
 @pytest.mark.slow

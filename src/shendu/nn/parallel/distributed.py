@@ -99,7 +99,8 @@ class DistributedDataParallel(Module):
         object.__setattr__(self, "_group_", g)
         params = [p for p in module.parameters() if p.requires_grad]
         object.__setattr__(self, "_params", params)
-        self._check_same_shapes(g, params)
+        names = {id(p): n for n, p in module.named_parameters()}
+        self._check_same_shapes(g, params, [names.get(id(p), "?") for p in params])
         self._sync_module_states(g)
         buckets = self._make_buckets(params, int(self.bucket_cap_mb * 1024 * 1024))
         object.__setattr__(self, "_buckets", buckets)
@@ -113,25 +114,39 @@ class DistributedDataParallel(Module):
 
     # ------------------------------------------------------------------ wrap time
     @staticmethod
-    def _check_same_shapes(g, params) -> None:
+    def _check_same_shapes(g, params, names) -> None:
+        """Every rank must hold the same parameters (count, shapes, dtypes): a gathered
+        summary first; if it differs and the counts agree, every rank's shapes, to name the
+        first parameter that differs. Every rank raises the same error."""
         desc = ";".join(f"{tuple(p.data.shape)}:{p.data.dtype}" for p in params)
         mine = np.array([len(params), sum(p.data.size for p in params),
                          zlib.crc32(desc.encode())], np.int64)
-        every = np.empty((g.size, 3), np.int64)
-        if g.comm is not None:
-            _dist.wait(g.comm.Iallgather(mine, every), "DistributedDataParallel")
-        else:
-            every[0] = mine
+        every = _allgather(g, mine)
         bad = [r for r in range(g.size) if not np.array_equal(every[r], every[0])]
-        if bad:
-            r = bad[0]
-            raise RuntimeError(
-                f"DistributedDataParallel: the model differs across ranks: rank {r} has "
-                f"{every[r, 0]} parameters with {every[r, 1]} elements, rank 0 has "
-                f"{every[0, 0]} with {every[0, 1]}"
-                + ("" if every[r, 0] != every[0, 0] or every[r, 1] != every[0, 1]
-                   else " (same counts, different shapes or dtypes)")
-                + f"; this rank ({g.rank}) has shapes {desc}")
+        if not bad:
+            return
+        r = bad[0]
+        where = ""
+        if (every[:, 0] == every[0, 0]).all():     # same count: compare shape by shape
+            rows = np.full((len(params), 10), -1, np.int64)
+            for i, p in enumerate(params):
+                shape = p.data.shape[:8]
+                rows[i, 0], rows[i, 1] = p.data.ndim, zlib.crc32(str(p.data.dtype).encode())
+                rows[i, 2:2 + len(shape)] = shape
+            table = _allgather(g, rows)
+            i = int(np.flatnonzero((table[r] != table[0]).any(axis=1))[0])
+
+            def show(row) -> str:
+                return str(tuple(int(v) for v in row[2:2 + row[0]]))
+
+            where = (f": parameter {i} ({names[i]!r} on this rank) has shape "
+                     f"{show(table[r, i])} on rank {r} but {show(table[0, i])} on rank 0"
+                     + (" (or another dtype)" if show(table[r, i]) == show(table[0, i])
+                        else ""))
+        raise RuntimeError(
+            f"DistributedDataParallel: the model differs across ranks{where}; rank {r} has "
+            f"{every[r, 0]} parameters with {every[r, 1]} elements, rank 0 has "
+            f"{every[0, 0]} with {every[0, 1]}. Build the same model on every rank")
 
     def _sync_module_states(self, g) -> None:
         if g.size == 1:
@@ -264,6 +279,16 @@ class DistributedDataParallel(Module):
     def extra_repr(self) -> str:
         return (f"world_size={self._group_.size}, buckets={len(self._buckets)}, "
                 f"bucket_cap_mb={self.bucket_cap_mb}")
+
+
+def _allgather(g, a: np.ndarray) -> np.ndarray:
+    """Every rank's ``a`` (the same shape and dtype everywhere), stacked by rank."""
+    out = np.empty((g.size,) + a.shape, a.dtype)
+    if g.comm is not None:
+        _dist.wait(g.comm.Iallgather(np.ascontiguousarray(a), out), "DistributedDataParallel")
+    else:
+        out[0] = a
+    return out
 
 
 def _reachable_leaves(out) -> set[int]:
