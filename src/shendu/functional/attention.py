@@ -314,7 +314,8 @@ class AdditiveAttention(Function):
         dp *= p                                             # de (..., L, S)
         gw = unbroadcast(np.einsum("...ls,...lsh->...h", dp, t), w.shape) \
             if self.needs_input_grad[2] else None
-        du = 1 - t * t
+        du = t * t
+        np.subtract(1, du, out=du)                          # 1 - T²
         du *= dp[..., None]
         du *= w                                             # (..., L, S, H)
         gq = unbroadcast(du.sum(axis=-2), self.qshape) if self.needs_input_grad[0] else None
