@@ -100,7 +100,8 @@ class DistributedDataParallel(Module):
         params = [p for p in module.parameters() if p.requires_grad]
         object.__setattr__(self, "_params", params)
         names = {id(p): n for n, p in module.named_parameters()}
-        self._check_same_shapes(g, params, [names.get(id(p), "?") for p in params])
+        self._check_same_shapes(g, params, [names.get(id(p), "?") for p in params],
+                                sum(b.data.nbytes for b in module.buffers()))
         self._sync_module_states(g)
         buckets = self._make_buckets(params, int(self.bucket_cap_mb * 1024 * 1024))
         object.__setattr__(self, "_buckets", buckets)
@@ -114,18 +115,24 @@ class DistributedDataParallel(Module):
 
     # ------------------------------------------------------------------ wrap time
     @staticmethod
-    def _check_same_shapes(g, params, names) -> None:
+    def _check_same_shapes(g, params, names, buffer_bytes: int = 0) -> None:
         """Every rank must hold the same parameters (count, shapes, dtypes): a gathered
         summary first; if it differs and the counts agree, every rank's shapes, to name the
         first parameter that differs. Every rank raises the same error."""
         desc = ";".join(f"{tuple(p.data.shape)}:{p.data.dtype}" for p in params)
         mine = np.array([len(params), sum(p.data.size for p in params),
-                         zlib.crc32(desc.encode())], np.int64)
+                         zlib.crc32(desc.encode()), buffer_bytes], np.int64)
         every = _allgather(g, mine)
         bad = [r for r in range(g.size) if not np.array_equal(every[r], every[0])]
         if not bad:
             return
         r = bad[0]
+        if np.array_equal(every[r, :3], every[0, :3]):
+            raise RuntimeError(
+                f"DistributedDataParallel: the model's buffers differ across ranks: "
+                f"{every[r, 3]} bytes on rank {r}, {every[0, 3]} on rank 0 (e.g. BatchNorm "
+                "with track_running_stats on some ranks only). Build the same model on every "
+                "rank")
         where = ""
         if (every[:, 0] == every[0, 0]).all():     # same count: compare shape by shape
             rows = np.full((len(params), 10), -1, np.int64)
@@ -151,10 +158,7 @@ class DistributedDataParallel(Module):
     def _sync_module_states(self, g) -> None:
         if g.size == 1:
             return
-        for p in self._params:
-            _dist.broadcast(p, 0)
-        for b in self.module.buffers():
-            _dist.broadcast(b, 0)
+        _broadcast_coalesced(g, list(self._params) + list(self.module.buffers()))
 
     @staticmethod
     def _make_buckets(params, cap: int) -> list[_Bucket]:
@@ -189,8 +193,7 @@ class DistributedDataParallel(Module):
         g = self._group_
         if (self.broadcast_buffers and g.size > 1 and self.module.training
                 and autograd.is_grad_enabled()):
-            for b in self.module.buffers():
-                _dist.broadcast(b, 0)
+            _broadcast_coalesced(g, list(self.module.buffers()))
         out = self.module(*inputs, **kwargs)
         if (self.find_unused_parameters and self.require_backward_grad_sync
                 and autograd.is_grad_enabled()):
@@ -279,6 +282,28 @@ class DistributedDataParallel(Module):
     def extra_repr(self) -> str:
         return (f"world_size={self._group_.size}, buckets={len(self._buckets)}, "
                 f"bucket_cap_mb={self.bucket_cap_mb}")
+
+
+def _broadcast_coalesced(g, tensors: list) -> None:
+    """Rank 0's values of ``tensors`` on every rank, in one ``Ibcast`` of their bytes
+    (parameters and buffers of mixed dtypes; the shapes are the same everywhere, checked at
+    wrap time)."""
+    if g.size == 1 or not tensors:
+        return
+    arrays = [np.ascontiguousarray(t.data) for t in tensors]
+    sizes = [a.nbytes for a in arrays]
+    if g.rank == 0:
+        flat = np.concatenate([a.reshape(-1).view(np.uint8) for a in arrays])
+    else:
+        flat = np.empty(sum(sizes), np.uint8)
+    _dist.wait(g.comm.Ibcast(flat, root=0), "DistributedDataParallel (broadcast)")
+    if g.rank == 0:
+        return
+    off = 0
+    for t, a, n in zip(tensors, arrays, sizes):
+        t.data[...] = flat[off:off + n].view(a.dtype).reshape(a.shape)
+        t._version[0] += 1
+        off += n
 
 
 def _allgather(g, a: np.ndarray) -> np.ndarray:
