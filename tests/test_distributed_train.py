@@ -400,3 +400,22 @@ def test_shards_partition_each_batch_and_weights_give_the_global_mean(n, world):
         total += weight * float(ys.data.astype(np.float64).mean()) / world
     assert rows == list(range(n))   # every row once, in order
     np.testing.assert_allclose(total, np.arange(n).mean())
+
+
+def test_a_fit_under_mpiexec_without_a_group_warns(monkeypatch):
+    """Started by mpiexec but never joined: each process would train alone, silently."""
+    import sys as _sys
+
+    import shendu
+    from shendu import nn, optim
+    from shendu.train import fit
+
+    if "shendu.distributed.backend" in _sys.modules:
+        monkeypatch.delitem(_sys.modules, "shendu.distributed.backend")
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "4")
+    m = nn.Linear(2, 2)
+    batches = [(shendu.zeros(4, 2), shendu.tensor(np.zeros(4, np.int64)))]
+    with pytest.warns(UserWarning, match="one of 4 processes, but no process group is "
+                                         "initialized"):
+        fit(m, nn.CrossEntropyLoss(), optim.SGD(m.parameters(), lr=0.1), batches, 1,
+            verbose=0)

@@ -434,8 +434,17 @@ def deferred_interrupt(trainer):
 # ------------------------------------------------------------------------------ trainer
 def _process_group(trainer, distributed):
     """The process group a ``fit`` trains on, or ``None`` (one process)."""
-    if distributed is not True and "shendu.distributed.backend" not in sys.modules:
+    if distributed is None and "shendu.distributed.backend" not in sys.modules:
+        size = os.environ.get("OMPI_COMM_WORLD_SIZE") or os.environ.get("PMI_SIZE")
+        if size and size.isdigit() and int(size) > 1:
+            warnings.warn(f"fit: started by an MPI launcher as one of {size} processes, but "
+                          "no process group is initialized: each process trains alone on "
+                          "all the data. Pass distributed=True (or call shendu.distributed."
+                          "init_process_group('mpi') first) to train data-parallel",
+                          UserWarning, stacklevel=4)
         return None    # no group can have been initialized: nothing to import
+    if distributed is False:
+        return None
     from shendu.distributed.training import TrainerGroup
 
     return TrainerGroup.resolve(trainer, distributed)
