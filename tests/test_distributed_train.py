@@ -53,7 +53,8 @@ def _data(kind: str, root: str | None):
 
 def run(kind: str, epochs: int = EPOCHS, distributed: bool = False, root=None, ckdir=None,
         every_n_steps=None, resume=None, stop_at=None, kill_at=None, hang_at=None,
-        usr1_at=None, verbose: int = 0, sampler_world=None):
+        usr1_at=None, verbose: int = 0, sampler_world=None, dropout: bool = False,
+        batch: int = B):
     """One training run, the same code on one process and on each rank: returns the
     weights, the history and the trainer's global step."""
     import shendu
@@ -66,12 +67,13 @@ def run(kind: str, epochs: int = EPOCHS, distributed: bool = False, root=None, c
     shendu.manual_seed(0)
     X, y, Xv, yv = _data(kind, root)
     if kind == "mlp":
-        model = nn.Sequential(nn.Linear(64, 48), nn.Tanh(), nn.Linear(48, 10))
+        model = nn.Sequential(nn.Linear(64, 48), nn.Tanh(), *([nn.Dropout(0.3)] if dropout
+                                                               else []), nn.Linear(48, 10))
         opt = optim.Adam(model.parameters(), lr=3e-3)
     else:
         model = make_cnn((1, 28, 28), 10)
         opt = optim.Adam(model.parameters(), lr=2e-3)
-    loader = DataLoader(TensorDataset(X, y), batch_size=B, shuffle=True)
+    loader = DataLoader(TensorDataset(X, y), batch_size=batch, shuffle=True)
     val = DataLoader(TensorDataset(Xv, yv), batch_size=100)
     if sampler_world is not None:   # torch's way: each rank loads its share, B/R a batch
         from shendu.data import DistributedSampler
@@ -141,6 +143,11 @@ def _worker(mode: str, out: str, root: str) -> None:
     ck = os.path.join(out, "ctrlc")
     _pack("stopped", run("mlp", distributed=True, ckdir=ck, stop_at=STOP_AT), res)
     _pack("resumed", run("mlp", distributed=True, ckdir=ck, resume=ck), res)
+    # dropout with slices of 32 and 31 rows: the ranks' random states part within an epoch
+    ck = os.path.join(out, "dropout")
+    for name, kw in (("drop_straight", {}), ("drop_stopped", {"ckdir": ck, "stop_at": STOP_AT}),
+                     ("drop_resumed", {"ckdir": ck, "resume": ck})):
+        _pack(name, run("mlp", distributed=True, dropout=True, batch=63, **kw), res)
     _pack("sampler", run("mlp", distributed=True, sampler_world=dist.get_world_size()), res)
     _pack("usr1", run("mlp", distributed=True, ckdir=os.path.join(out, "usr1"),
                       usr1_at=STOP_AT), res)
@@ -275,6 +282,31 @@ def test_ctrl_c_on_one_rank_stops_every_rank_and_resume_is_exact(mpi_train):
             np.testing.assert_array_equal(w[k], s[0][k], err_msg=k)
         for k in s[1]:
             np.testing.assert_array_equal(h[k], s[1][k], err_msg=k)
+
+
+@pytest.mark.slow
+def test_resume_is_exact_when_the_ranks_random_states_differ(mpi_train):
+    """Dropout on unequal slices (32 and 31 rows): each rank's random state goes its own
+    way within an epoch; the checkpoint holds every rank's, so the resumed run is still
+    bit-identical to the uninterrupted one."""
+    ranks, _, out = mpi_train
+    from shendu.io import load_checkpoint
+    from shendu.train import latest_checkpoint
+
+    mid = [p for p in (out / "dropout").iterdir() if p.name.endswith("-mid.ckpt")]
+    assert len(mid) == 1
+    states = load_checkpoint(mid[0])["rng_ranks"]
+    assert len(states) == 2 and states[0] != states[1]   # they did part
+    assert latest_checkpoint(out / "dropout") is not None
+    for res in ranks:
+        assert _unpack(res, "drop_stopped")[2] == STOP_AT + 1
+        w, h, step = _unpack(res, "drop_resumed")
+        ws, hs, steps = _unpack(res, "drop_straight")
+        assert step == steps
+        for k in ws:
+            np.testing.assert_array_equal(w[k], ws[k], err_msg=k)
+        for k in hs:
+            np.testing.assert_array_equal(h[k], hs[k], err_msg=k)
 
 
 @pytest.mark.slow

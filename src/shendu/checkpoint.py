@@ -163,7 +163,8 @@ class ModelCheckpoint(Callback):
         if not best and at == self._saved_at:
             return
         main = getattr(t, "is_main_process", True)  # the others know the names, write nothing
-        data = _checkpoint_bytes(t.state_dict()) if main else b""
+        ranks = t._rank_states() if callable(getattr(t, "_rank_states", None)) else {}
+        data = _checkpoint_bytes({**t.state_dict(), **ranks}) if main else b""
         if periodic:
             name = f"epoch{t.epoch + 1:04d}-step{t.global_step:08d}{'-mid' if in_epoch else ''}"
             path = self.dirpath / f"{name}.ckpt"

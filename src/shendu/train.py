@@ -616,8 +616,8 @@ class Trainer:
         sampler = getattr(self.train_loader, "sampler", None)
         if callable(getattr(sampler, "set_epoch", None)):
             sampler.set_epoch(self.epoch)   # a DistributedSampler's shuffle for this epoch
-        if d is not None:
-            d.start_epoch()
+        if d is not None and not start_batch:
+            d.start_epoch()     # (a resumed epoch goes on with each rank's own state)
         batches = iter(self.train_loader)
         if d is not None:
             d.check_order(_loader_state(self.train_loader), n_batches)
@@ -808,10 +808,20 @@ class Trainer:
         else:
             start = (epoch + 1, 0)
         self.epoch = epoch
-        backend.set_rng_state(state["rng"])
+        ranks = state.get("rng_ranks")      # every rank's, from a distributed run
+        if self._dist is not None and isinstance(ranks, list) and len(ranks) == world:
+            backend.set_rng_state(ranks[self._dist.rank])
+        else:
+            backend.set_rng_state(state["rng"])
         if self.stop_training:  # a callback had ended the run: it stays ended
             return (max(start[0], int(getattr(self, "epochs", start[0]))), 0)
         return start
+
+    def _rank_states(self) -> dict:
+        """On a process group, what a checkpoint needs beyond :meth:`state_dict`: every
+        rank's random state (``rng_ranks``). A collective: every rank calls it at the same
+        point (``ModelCheckpoint`` does, from ``on_checkpoint``); ``{}`` on one process."""
+        return {} if self._dist is None else {"rng_ranks": self._dist.rng_states()}
 
     def _restore_callbacks(self, saved: list, where: str) -> None:
         """Give each saved callback state to the next callback of the same class."""

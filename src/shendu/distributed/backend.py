@@ -385,6 +385,23 @@ def allreduce_array(a: np.ndarray, op: ReduceOp = ReduceOp.SUM, what: str = "all
     return out
 
 
+def all_gather_bytes(data: bytes, what: str = "all_gather") -> list[bytes]:
+    """Every rank's ``data`` (any lengths), in rank order: the longest length by an
+    all-reduce, then one ``Iallgather`` of the padded bytes. Nothing pickled."""
+    g = _group(what)
+    if g.comm is None:
+        return [bytes(data)]
+    n = np.array([len(data)], np.int64)
+    longest = int(allreduce_array(n, ReduceOp.MAX, what)[0])
+    lengths = np.empty(g.size, np.int64)
+    wait(g.comm.Iallgather(n, lengths), what)
+    mine = np.zeros(longest, np.uint8)
+    mine[:len(data)] = np.frombuffer(data, np.uint8)
+    every = np.empty((g.size, longest), np.uint8)
+    wait(g.comm.Iallgather(mine, every), what)
+    return [every[r, :int(lengths[r])].tobytes() for r in range(g.size)]
+
+
 def broadcast_bytes(data: bytes | None, src: int = 0, what: str = "broadcast") -> bytes:
     """Rank ``src``'s ``data`` on every rank (the others pass ``None``): raw bytes through
     two ``Ibcast`` calls (the length, then the bytes), nothing pickled."""

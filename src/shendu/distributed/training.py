@@ -20,8 +20,10 @@ process is initialized) runs the same loop on every rank, with these changes:
   epoch's values, the progress bar and ``logs["loss"]`` of ``on_batch_end`` are over the
   global batch and the same on every rank. Validation is sliced and summed the same way.
 - **Rank 0 alone** shows progress, prints and writes checkpoints; the checkpoint is the
-  one-process format (every rank's state is the same), so a run may be resumed with any
-  number of processes, and with the same number it continues bit for bit.
+  one-process format (every rank's state is the same but for the random state, which may
+  differ within an epoch — unequal slices draw unequal dropout masks — so a checkpoint also
+  holds every rank's, ``rng_ranks``), so a run may be resumed with any number of processes,
+  and with the same number it continues bit for bit.
 - **Stopping.** Ctrl-C (SIGINT) on any rank, or ``KeyboardInterrupt`` from a callback, is
   a request that rides on the next batch's all-reduce; every rank stops after the same
   batch, rank 0 checkpoints, and ``fit`` returns on every rank. ``stop_training`` set by a
@@ -178,6 +180,13 @@ class TrainerGroup:
 
         state = json.dumps(backend.get_rng_state()).encode() if self.main else None
         backend.set_rng_state(json.loads(_dist.broadcast_bytes(state, 0, "fit")))
+
+    def rng_states(self) -> list[dict]:
+        """Every rank's random state, in rank order (a collective: every rank calls it)."""
+        from shendu import backend
+
+        mine = json.dumps(backend.get_rng_state()).encode()
+        return [json.loads(b) for b in _dist.all_gather_bytes(mine, "fit (checkpoint)")]
 
     def check_order(self, state: dict | None, n_batches) -> None:
         """The loader's order this epoch (``state["order"]``) must be the same on every
