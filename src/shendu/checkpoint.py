@@ -32,8 +32,9 @@ second Ctrl-C aborts at once, as usual. A callback may ask for the same by raisi
 model, in the data loading — propagates as usual, and the last periodic checkpoint is what
 remains.)
 
-Distributed runs (``fit(..., distributed=True)``). Every rank holds the same state, so rank
-0 alone writes, in the same format; the folder given to ``resume`` must be visible to every
+Distributed runs (``fit(..., distributed=True)``). Every rank holds the same state (but for
+its random state, which the checkpoint holds for every rank as ``rng_ranks``), so rank 0
+alone writes, in the same format; the folder given to ``resume`` must be visible to every
 rank (rank 0 picks the file, every rank reads it). A Ctrl-C on any rank stops every rank
 after the same batch and rank 0 writes the checkpoint; a rank that dies leaves the newest
 file whole (each is written atomically).
