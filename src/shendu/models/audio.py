@@ -45,14 +45,16 @@ class AudioNet(nn.Module):
     ``n_fft``-point STFT with hop ``hop_length`` at ``sample_rate``; ``freq_mask`` /
     ``time_mask``: widest SpecAugment bands (0: none); ``freq_warp``: training-time warp of
     the mel axis by up to that fraction (0: none); ``front="mel"`` or ``"linear"`` (the
-    plain power spectrogram in dB, for contrast).
+    plain power spectrogram in dB, for contrast); ``top_db``: the dB floor under each
+    recording's peak.
     """
 
     def __init__(self, n_classes: int, sample_rate: int = 8000, n_fft: int = 256,
                  hop_length: int = 80, n_mels: int = 40, channels=(64, 96, 128),
                  kernel_size: int = 5, dropout: float = 0.2, freq_mask: int = 6,
                  time_mask: int = 10, front: str = "mel", dtype=None,
-                 freq_warp: float = 0.0, active_db: float | None = None) -> None:
+                 freq_warp: float = 0.0, active_db: float | None = None,
+                 top_db: float = 80.0) -> None:
         super().__init__()
         from shendu.audio.augment import FrequencyMasking, FrequencyWarp, TimeMasking
         from shendu.audio.features import AmplitudeToDB, MelSpectrogram, Spectrogram, UtteranceNorm
@@ -66,7 +68,7 @@ class AudioNet(nn.Module):
         else:
             self.features = Spectrogram(n_fft=n_fft, hop_length=hop_length)
             n_in = n_fft // 2 + 1
-        self.to_db = AmplitudeToDB("power", top_db=80.0)
+        self.to_db = AmplitudeToDB("power", top_db=top_db)
         self.norm = UtteranceNorm(active_db=active_db)
         self.freq_warp = FrequencyWarp(freq_warp)
         self.freq_masking = FrequencyMasking(freq_mask)
@@ -183,6 +185,8 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
         of tempo) by a factor drawn from ``[1 - r, 1 + r]`` per recording (0: none).
     active_db : normalise each recording over its active frames only (loudest band within
         ``active_db`` dB of the recording's peak), the others set to 0 (``None``: all frames).
+    top_db : the log-mel floor, in dB under each recording's loudest value: quieter detail
+        (breath, room tone, the noise floor of a quiet microphone) is flattened to it.
     freq_mask, time_mask : widest SpecAugment bands (mel channels, frames); 0: none.
     shift : place each training recording at a random offset in the window (else centred).
     noise_snr : ``(low, high)`` dB: half the training windows get white noise at a
@@ -203,7 +207,8 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
                  n_fft: int = 256, hop_length: int = 80, channels=(64, 96, 128),
                  kernel_size: int = 5, dropout: float = 0.2, front: str = "mel",
                  speed_range: float = 0.2, freq_warp: float = 0.0,
-                 active_db: float | None = None, freq_mask: int = 8, time_mask: int = 15,
+                 active_db: float | None = None, top_db: float = 80.0, freq_mask: int = 8,
+                 time_mask: int = 15,
                  shift: bool = True, noise_snr=(5.0, 30.0), noise_color: float = 0.0,
                  epochs: int = 40,
                  batch_size: int = 64,
@@ -224,6 +229,7 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
         self.speed_range = speed_range
         self.freq_warp = freq_warp
         self.active_db = active_db
+        self.top_db = top_db
         self.freq_mask = freq_mask
         self.time_mask = time_mask
         self.shift = shift
@@ -299,6 +305,8 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
         if ts is not None and (not len(ts) or not all(0.5 <= float(f) <= 2.0 for f in ts)):
             raise ValueError(f"{name}: test_speeds must be None or speeds in [0.5, 2], got "
                              f"{ts!r}")
+        if not self.top_db > 0:
+            raise ValueError(f"{name}: top_db must be > 0, got {self.top_db}")
         if not 0 <= self.ema < 1:
             raise ValueError(f"{name}: ema must be in [0, 1), got {self.ema}")
         if not self.mixup >= 0:
@@ -343,7 +351,8 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
                                    self.hop_length, self.n_mels, tuple(self.channels),
                                    self.kernel_size, self.dropout, self.freq_mask,
                                    self.time_mask, self.front, as_dtype(self.dtype),
-                                   float(self.freq_warp), self.active_db)
+                                   float(self.freq_warp), self.active_db,
+                                   float(self.top_db))
             params = list(self.model_.parameters())
             self.optimizer_ = optim.AdamW(params, lr=self.learning_rate,
                                           weight_decay=self.weight_decay)
