@@ -289,10 +289,10 @@ def test_sdpa_blockwise_dropout(blockwise):
 def test_sdpa_large_inputs_take_blockwise_kernel():
     from shendu.functional import attention as A
 
-    big = np.zeros((4, 1024, 8), np.float32)
+    big = np.zeros((16, 1024, 8), np.float32)
     assert A._use_blockwise(big, big, big, None, None)
     assert not A._use_blockwise(big[:, :64], big[:, :64], big[:, :64], None, None)
-    assert not A._use_blockwise(big, big, big, np.zeros((3, 4, 1024, 1024), bool)[:, :, :1],
+    assert not A._use_blockwise(big, big, big, np.zeros((3, 16, 1, 1024), bool),
                                 None)  # a mask that widens the leading dims
 
 

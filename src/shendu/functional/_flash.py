@@ -108,7 +108,12 @@ def attention_forward(q, k, v, masks: _Masks, scale: float, dropout_p: float, se
     bq, bk = block_sizes(int(np.prod(lead)), L, S)
     qs = q * dt.type(scale)
     kt = _swap(k)
-    out = np.empty(lead + (L, Ev), dt)
+    if lead:
+        # heads innermost in memory, (..., L, H, Ev) seen as (..., H, L, Ev): the layout
+        # multi-head attention merges the heads into, so that merge is free (a view)
+        out = np.empty(lead[:-1] + (L, lead[-1], Ev), dt).swapaxes(-2, -3)
+    else:
+        out = np.empty((L, Ev), dt)
     lse = np.empty(lead + (L, 1), dt)
     inv = dt.type(1.0 / (1.0 - dropout_p)) if dropout_p < 1.0 else dt.type(0)
     masked = masks.keep is not None or masks.bias is not None
