@@ -462,6 +462,8 @@ def test_shards_partition_each_batch_and_weights_give_the_global_mean(n, world):
         g.rank, g.world, g.presharded, g.sum_loss = rank, world, False, False
         (xs,), ys, mine, weight = g.shard((x,), y)
         assert len(xs.data) == len(ys.data) >= 1
+        g.sum_loss = True     # a summed loss: DDP's average of the sums times R is the sum
+        assert g.shard((x,), y)[3] == (world if mine else 0.0)
         if mine:
             rows += ys.data.tolist()
             assert len(ys.data) == mine
