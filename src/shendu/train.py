@@ -669,11 +669,13 @@ class Trainer:
         return meter.means()
 
     def evaluate(self, loader: Iterable) -> dict[str, float]:
-        """Mean loss and metrics over ``loader`` in eval mode without recording a graph."""
+        """Mean loss and metrics over ``loader`` in eval mode without recording a graph.
+        After or during a distributed fit, while the process group lives, each rank takes
+        its slice of every batch and the sums are reduced: every rank must call it."""
         was_training = getattr(self.model, "training", True)
         self.model.eval()
         meter = _Meter(self.metrics)
-        d = self._dist
+        d = self._dist if self._dist is not None and self._dist.alive() else None
         presharded = d is not None and d.is_presharded(loader)
         with no_grad():
             for batch in loader:

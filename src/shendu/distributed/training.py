@@ -113,6 +113,11 @@ class TrainerGroup:
     def main(self) -> bool:
         return self.rank == 0
 
+    @staticmethod
+    def alive() -> bool:
+        """The process group has not been destroyed since."""
+        return _dist.is_initialized()
+
     # ------------------------------------------------------------------ set-up
     def wrap(self) -> None:
         """Wrap the model in DistributedDataParallel (rank 0's weights to every rank)."""
