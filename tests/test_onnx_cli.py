@@ -110,7 +110,7 @@ def test_export_checkpoint_of_shendu_train(tmp_path):
 
     rng = np.random.default_rng(4)
     X = rng.standard_normal((24, 5, 2))
-    est = LongShortTermMemory(hidden_size=4, epochs=1, random_state=0).fit(X, X[:, 0, 0] > 0)
+    est = LongShortTermMemory(hidden_size=4, max_iter=1, random_state=0).fit(X, X[:, 0, 0] > 0)
     save_checkpoint(tmp_path / "best.shendu", model=est, cli={"model": "lstm"})
     run(tmp_path / "best.shendu", tmp_path / "lstm.onnx")
     X2 = rng.standard_normal((6, 9, 2))

@@ -406,7 +406,7 @@ class _BaseMLP(BaseEstimator):
         theta0 = np.concatenate([p.data.ravel() for p in params]).astype(np.float64)
         res = minimize(fun, theta0, method="L-BFGS-B", jac=True,
                        options={"maxfun": int(self.max_fun), "maxiter": int(max_iter),
-                                "iprint": -1, "gtol": float(self.tol)})
+                                "gtol": float(self.tol)})
         put(res.x)
         for p in params:
             p.grad = None
