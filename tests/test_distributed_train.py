@@ -413,6 +413,39 @@ def test_cli_train_under_mpiexec(tmp_path):
     assert info["history"][-1]["accuracy"] > 0.3   # it learned (chance: 0.1)
 
 
+@pytest.mark.slow
+def test_cli_train_under_mpiexec_stops_cleanly_on_sigusr1(tmp_path):
+    """``kill -USR1 <mpiexec>`` during ``shendu train``: every rank stops after the same
+    epoch, rank 0 writes last.ckpt there, and the command ends normally."""
+    exe = _mpiexec()
+    from shendu.cli.registry import load_model_checkpoint
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    out = tmp_path / "run"
+    p = subprocess.Popen([exe, "--allow-run-as-root", "--oversubscribe", "-n", "2",
+                          sys.executable, "-m", "shendu", "train", "mlp", "--data", "digits",
+                          "--epochs", "500", "--out", str(out)],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not (out / "last.ckpt").exists():   # training has started: the first epochs
+            assert p.poll() is None and time.monotonic() < deadline, p.communicate()
+            time.sleep(0.2)
+        p.send_signal(signal.SIGUSR1)
+        stdout, stderr = p.communicate(timeout=180)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, stdout + stderr
+    assert stdout.count("stopped after epoch") == 1, stdout
+    stopped = int(stdout.split("stopped after epoch ")[1].split(":")[0])
+    assert stopped < 500
+    model, info = load_model_checkpoint(out / "last.ckpt")
+    assert info["epoch"] == stopped
+
+
 def test_cli_train_help_text(capsys):
     from shendu.cli import main
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -60,8 +64,6 @@ def _join_mpi_run() -> int:
 
 
 def _cmd_train(args) -> int:
-    import contextlib
-
     if args.model.lower() in ("audio", "audioclassifier"):   # speech: shendu.audio.cli
         from shendu.audio.cli import train_audio
 
@@ -75,11 +77,57 @@ def _cmd_train(args) -> int:
         if rank == 0:
             print(f"distributed: {world} processes (MPI); each trains on 1/{world} of every "
                   "batch, rank 0 prints and writes the checkpoints")
-    args.main_process = rank == 0
-    if rank == 0:
+    args.main_process, args.world = rank == 0, world
+    if world == 1:
         return _train(args)
-    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
-        return _train(args)    # the other ranks: same work, nothing printed or written
+    with contextlib.ExitStack() as stack:
+        if rank != 0:   # the other ranks: same work, nothing printed or written
+            stack.enter_context(contextlib.redirect_stdout(
+                stack.enter_context(open(os.devnull, "w"))))
+        try:
+            return _train(args)
+        except BaseException as e:  # a rank that stops alone would leave the others waiting
+            import shendu.distributed as dist
+
+            print(f"shendu train: rank {rank} of {world} failed ({type(e).__name__}: {e}); "
+                  "stopping every rank", file=sys.stderr, flush=True)
+            dist.abort(1)
+            raise
+
+
+class _EpochStop:
+    """Under ``mpiexec``: SIGUSR1 (which ``mpiexec`` forwards to every rank) or Ctrl-C on a
+    rank asks the epoch loop of ``shendu train`` to stop after the current epoch; the ranks
+    agree on it after each epoch (an all-reduce), so they stop together."""
+
+    def __init__(self) -> None:
+        self.asked = False
+        self._old: dict = {}
+
+    def __enter__(self) -> _EpochStop:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGUSR1, signal.SIGINT):
+                if signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler):
+                    self._old[sig] = signal.signal(sig, self._ask)
+        return self
+
+    def _ask(self, signum, frame) -> None:
+        if self.asked and signum == signal.SIGINT:
+            raise KeyboardInterrupt   # a second Ctrl-C: now
+        self.asked = True
+        print("\nshendu train: stopping after this epoch (every rank)", file=sys.stderr,
+              flush=True)
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def agreed(self) -> bool:
+        import shendu.distributed as dist
+        from shendu.distributed.backend import allreduce_array
+
+        flag = np.array([1.0 if self.asked else 0.0])
+        return bool(allreduce_array(flag, dist.ReduceOp.MAX, "shendu train")[0] > 0)
 
 
 def _train(args) -> int:
@@ -190,7 +238,8 @@ def _train_epochs(args, spec, cls, Xtr, ytr, Xte, yte, key, info, last, best):
     every = max(1, (epochs - start_epoch) // 50)     # at most ~50 checkpoints per run
     bar = progress(range(start_epoch, epochs), desc=f"{spec.cls} on {info['data']}",
                    total=epochs - start_epoch, disable=not getattr(args, "main_process", True))
-    with warnings.catch_warnings():
+    stop = _EpochStop() if getattr(args, "world", 1) > 1 else None
+    with warnings.catch_warnings(), (stop or contextlib.nullcontext()):
         warnings.simplefilter("ignore")
         for epoch in bar:
             try:
@@ -203,7 +252,8 @@ def _train_epochs(args, spec, cls, Xtr, ytr, Xte, yte, key, info, last, best):
                     model.partial_fit(Xtr, ytr)
             except (ValueError, TypeError, FloatingPointError) as e:
                 raise CLIError(f"{spec.cls} on {info['data']}: {e}") from None
-            if (epoch + 1) % every and epoch + 1 != epochs:
+            halt = stop is not None and stop.agreed()
+            if not halt and (epoch + 1) % every and epoch + 1 != epochs:
                 continue
             tr, te = _scores(model, spec, Xtr, ytr), _scores(model, spec, Xte, yte)
             row = {"epoch": epoch + 1, key: tr[key], f"val_{key}": te[key]}
@@ -217,6 +267,9 @@ def _train_epochs(args, spec, cls, Xtr, ytr, Xte, yte, key, info, last, best):
                 best_val = te[key]
                 if main:
                     save_model_checkpoint(best, model, info)
+            if halt:
+                print(f"stopped after epoch {epoch + 1}: go on with --resume {last}")
+                break
     return model, start_epoch, history, best_val
 
 
