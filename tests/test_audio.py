@@ -518,6 +518,8 @@ def test_audio_classifier_input_errors():
         AudioClassifier(speed_range=0.7).fit([np.zeros(800)] * 2, [0, 1])
     with pytest.raises(ValueError, match="top_db"):
         AudioClassifier(top_db=0).fit([np.zeros(800)] * 2, [0, 1])
+    with pytest.raises(ValueError, match="instance_norm"):
+        AudioClassifier(instance_norm=4).fit([np.zeros(800)] * 2, [0, 1])
 
 
 # ----------------------------------------------------------------------------- CLI

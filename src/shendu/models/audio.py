@@ -46,7 +46,9 @@ class AudioNet(nn.Module):
     ``time_mask``: widest SpecAugment bands (0: none); ``freq_warp``: training-time warp of
     the mel axis by up to that fraction (0: none); ``front="mel"`` or ``"linear"`` (the
     plain power spectrogram in dB, for contrast); ``top_db``: the dB floor under each
-    recording's peak.
+    recording's peak; ``instance_norm``: the first that many conv blocks normalise each
+    recording's channels over time (instance normalisation, :class:`UtteranceNorm`) before
+    their batch normalisation.
     """
 
     def __init__(self, n_classes: int, sample_rate: int = 8000, n_fft: int = 256,
@@ -54,7 +56,7 @@ class AudioNet(nn.Module):
                  kernel_size: int = 5, dropout: float = 0.2, freq_mask: int = 6,
                  time_mask: int = 10, front: str = "mel", dtype=None,
                  freq_warp: float = 0.0, active_db: float | None = None,
-                 top_db: float = 80.0) -> None:
+                 top_db: float = 80.0, instance_norm: int = 0) -> None:
         super().__init__()
         from shendu.audio.augment import FrequencyMasking, FrequencyWarp, TimeMasking
         from shendu.audio.features import AmplitudeToDB, MelSpectrogram, Spectrogram, UtteranceNorm
@@ -74,10 +76,12 @@ class AudioNet(nn.Module):
         self.freq_masking = FrequencyMasking(freq_mask)
         self.time_masking = TimeMasking(time_mask)
         layers: list[nn.Module] = []
-        for c in channels:
-            layers += [nn.Conv1d(n_in, int(c), kernel_size, padding=kernel_size // 2,
-                                 dtype=dtype),
-                       nn.BatchNorm1d(int(c), dtype=dtype), nn.ReLU()]
+        for i, c in enumerate(channels):
+            layers.append(nn.Conv1d(n_in, int(c), kernel_size, padding=kernel_size // 2,
+                                    dtype=dtype))
+            if i < instance_norm:
+                layers.append(UtteranceNorm())
+            layers += [nn.BatchNorm1d(int(c), dtype=dtype), nn.ReLU()]
             layers.append(_MaxPoolTime(2))
             n_in = int(c)
         self.body = nn.Sequential(*layers)
@@ -187,6 +191,9 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
         ``active_db`` dB of the recording's peak), the others set to 0 (``None``: all frames).
     top_db : the log-mel floor, in dB under each recording's loudest value: quieter detail
         (breath, room tone, the noise floor of a quiet microphone) is flattened to it.
+    instance_norm : the first that many conv blocks normalise each recording's channels
+        over time before their batch normalisation (instance normalisation in the shallow
+        layers takes out what is constant over a recording: voice, room, microphone).
     freq_mask, time_mask : widest SpecAugment bands (mel channels, frames); 0: none.
     shift : place each training recording at a random offset in the window (else centred).
     noise_snr : ``(low, high)`` dB: half the training windows get white noise at a
@@ -207,8 +214,8 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
                  n_fft: int = 256, hop_length: int = 80, channels=(64, 96, 128),
                  kernel_size: int = 5, dropout: float = 0.2, front: str = "mel",
                  speed_range: float = 0.2, freq_warp: float = 0.0,
-                 active_db: float | None = None, top_db: float = 80.0, freq_mask: int = 8,
-                 time_mask: int = 15,
+                 active_db: float | None = None, top_db: float = 80.0,
+                 instance_norm: int = 0, freq_mask: int = 8, time_mask: int = 15,
                  shift: bool = True, noise_snr=(5.0, 30.0), noise_color: float = 0.0,
                  epochs: int = 40,
                  batch_size: int = 64,
@@ -230,6 +237,7 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
         self.freq_warp = freq_warp
         self.active_db = active_db
         self.top_db = top_db
+        self.instance_norm = instance_norm
         self.freq_mask = freq_mask
         self.time_mask = time_mask
         self.shift = shift
@@ -305,6 +313,11 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
         if ts is not None and (not len(ts) or not all(0.5 <= float(f) <= 2.0 for f in ts)):
             raise ValueError(f"{name}: test_speeds must be None or speeds in [0.5, 2], got "
                              f"{ts!r}")
+        k = self.instance_norm
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or \
+                not 0 <= k <= len(self.channels):
+            raise ValueError(f"{name}: instance_norm must be an int in [0, "
+                             f"len(channels)={len(self.channels)}], got {k!r}")
         if not self.top_db > 0:
             raise ValueError(f"{name}: top_db must be > 0, got {self.top_db}")
         if not 0 <= self.ema < 1:
@@ -352,7 +365,7 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
                                    self.kernel_size, self.dropout, self.freq_mask,
                                    self.time_mask, self.front, as_dtype(self.dtype),
                                    float(self.freq_warp), self.active_db,
-                                   float(self.top_db))
+                                   float(self.top_db), int(self.instance_norm))
             params = list(self.model_.parameters())
             self.optimizer_ = optim.AdamW(params, lr=self.learning_rate,
                                           weight_decay=self.weight_decay)
