@@ -6,7 +6,8 @@ four speakers, test on the unseen fifth), each fold's accuracy and CPU time.
                                    [--set key=value ...]
 
 ``--data`` defaults to $SHENDU_DATA/fsdd or ../shared/data/fsdd; ``--set`` overrides any
-AudioClassifier parameter (``--set speed_range=0.2``). One BLAS thread. The numbers of
+AudioClassifier parameter (``--set speed_range=0.2``); ``--folds all`` times a fit on every
+recording. One BLAS thread. The numbers of
 docs/speech.md come from this script with its defaults.
 """
 
@@ -38,7 +39,8 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(default_root()))
     ap.add_argument("--folds", nargs="+", default=["takes", *SPEAKERS],
-                    help="'takes' (FSDD's split) and/or speakers to hold out")
+                    help="'takes' (FSDD's split) and/or speakers to hold out; 'all' fits on "
+                         "every recording (its CPU time; no test)")
     ap.add_argument("--epochs", type=int)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
@@ -69,6 +71,7 @@ def main() -> None:
     folds = {spk: (tr, te) for spk, tr, te in leave_one_speaker_out(rec.speakers)}
     test_takes = np.isin(rec.takes, np.arange(5))
     folds["takes"] = (np.flatnonzero(~test_takes), np.flatnonzero(test_takes))
+    folds["all"] = (np.arange(len(rec.labels)), np.arange(0))
     if args.quick:
         folds["takes"] = tuple(ix[::len(ix) // 30][:30] for ix in folds["takes"])
     loso, also = [], []
@@ -77,6 +80,9 @@ def main() -> None:
         t = time.process_time()
         m = AudioClassifier(**kw).fit([rec.waveforms[i] for i in tr], rec.labels[tr])
         cpu = time.process_time() - t
+        if name == "all":
+            print(f"{'all recordings':<30} fit {cpu:.1f} s CPU ({len(tr)} train)", flush=True)
+            continue
         acc = m.score([rec.waveforms[i] for i in te], rec.labels[te])
         what = "FSDD split (takes 0-4 test)" if name == "takes" else f"unseen speaker {name}"
         line = (f"{what:<30} accuracy {acc:.4f}   ({len(tr)} train / {len(te)} test, "
