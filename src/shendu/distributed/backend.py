@@ -93,6 +93,7 @@ def init_process_group(backend: str = "mpi", init_method: str | None = None,
     if backend == "mpi":
         MPI = _mpi()
         comm = MPI.COMM_WORLD.Dup()
+        comm.Set_errhandler(MPI.ERRORS_RETURN)  # MPI's errors as exceptions (MPI.Exception)
         r, n = comm.Get_rank(), comm.Get_size()
     elif backend == "loopback":
         comm, r, n = None, 0, 1
