@@ -525,3 +525,13 @@ def test_a_fit_under_mpiexec_without_a_group_warns(monkeypatch):
                                          "initialized"):
         fit(m, nn.CrossEntropyLoss(), optim.SGD(m.parameters(), lr=0.1), batches, 1,
             verbose=0)
+
+
+def test_the_mpi_tests_skip_with_a_reason_without_mpiexec(monkeypatch, tmp_path):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(sysconfig, "get_path", lambda name: str(tmp_path))  # no mpiexec there
+    with pytest.raises(pytest.skip.Exception, match="mpiexec is not on PATH nor beside python"):
+        _mpiexec()
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(pytest.skip.Exception, match="mpi4py is not installed"):
+        _mpiexec()
