@@ -484,7 +484,7 @@ def _attention(ctx: _Context) -> None:
 
     lo, hi = (5, 8) if ctx.quick else (10, 20)
     n_train = 2000 if ctx.quick else 6000
-    epochs = 6 if ctx.quick else 10
+    epochs = 6 if ctx.quick else 7
     vocab = 10
     tr = sequence_task("reverse", n_train, (lo, hi), vocab, seed=0)
     te = sequence_task("reverse", 300, (lo, hi), vocab, seed=1)
