@@ -414,6 +414,31 @@ def test_cli_train_under_mpiexec(tmp_path):
 
 
 @pytest.mark.slow
+def test_cli_train_mnist_on_four_processes(tmp_path):
+    """The issue's command as written: ``mpiexec -n 4 shendu train mnist`` (LeNet on the
+    MNIST split), one epoch: one process prints, the checkpoint is written once and learned."""
+    exe = _mpiexec()
+    root = _root()
+    if root is None:
+        pytest.skip("needs the MNIST files (shared/data/mnist or $SHENDU_DATA)")
+    from shendu.cli.registry import load_model_checkpoint
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    p = subprocess.run([exe, "--allow-run-as-root", "--oversubscribe", "-n", "4",
+                        sys.executable, "-m", "shendu", "train", "mnist", "--epochs", "1",
+                        "--data-root", root, "--out", str(tmp_path / "run"), "--no-progress"],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stdout.count("distributed: 4 processes (MPI)") == 1, p.stdout
+    assert p.stdout.count("checkpoints:") == 1, p.stdout
+    model, info = load_model_checkpoint(tmp_path / "run" / "last.ckpt")
+    assert type(model).__name__ == "ConvolutionalNeuralNetwork" and info["data"] == "mnist"
+    assert info["history"][-1]["val_accuracy"] > 0.8, info["history"]   # chance: 0.1
+
+
+@pytest.mark.slow
 def test_cli_train_under_mpiexec_stops_cleanly_on_sigusr1(tmp_path):
     """``kill -USR1 <mpiexec>`` during ``shendu train``: every rank stops after the same
     epoch, rank 0 writes last.ckpt there, and the command ends normally."""
@@ -452,7 +477,7 @@ def test_cli_train_help_text(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "mpiexec -n 2 shendu train cnn --data mnist" in text
+    assert "mpiexec -n 4 shendu train mnist" in text and "tasks: mnist (= cnn --data mnist)" in text
     assert "Rank 0 alone prints and writes the checkpoints" in text
 
 

@@ -10,7 +10,7 @@ from shendu.cli.commands import _cmd_eval, _cmd_predict, _cmd_tour, _cmd_train
 from shendu.cli.data import BUILTIN_DATA
 from shendu.cli.errors import CLIError
 from shendu.cli.gradcheck import GRADCHECK_MODELS, _cmd_gradcheck
-from shendu.cli.registry import _ALIASES, MODELS
+from shendu.cli.registry import _ALIASES, MODELS, TASKS, resolve_task
 
 
 # ========================================================================== parser
@@ -40,7 +40,8 @@ chapters: {chapters}""",
   shendu train char-lm --data shakespeare --steps 500
   shendu train char-transformer --data my_text.txt --steps 300
   shendu train NeuralNetwork --data xor --epochs 2000 --lr 2 --hidden 4
-  mpiexec -n 2 shendu train cnn --data mnist --epochs 3 --out runs/cnn2
+  shendu train mnist --epochs 3              # the classic task: cnn (LeNet) on MNIST
+  mpiexec -n 4 shendu train mnist --epochs 3 --out runs/cnn4
 distributed: started by an MPI launcher (mpiexec -n N, mpirun, srun), each of the N
 processes trains on 1/N of every batch of the models that train through shendu.train
 (mlp, MLPRegressor, cnn, the recurrent and attention models), gradients averaged over MPI:
@@ -50,6 +51,7 @@ checkpoints; --out (and --resume) must be a folder every process can read; kill 
 mpiexec stops every process after the current epoch (Ctrl-C on mpiexec ends them at once).
 The other models train identically on every process. Needs pip install 'shendu[dist]'.
 models: {models}
+tasks: {tasks}
 built-in data: {data}
 files: .csv (numeric; target = last column or --target), .npz (X, y or
 X_train/y_train/X_test/y_test), IDX images (+ labels file), .txt (text for the
@@ -117,8 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
              "last.ckpt after every epoch and best.ckpt (best test score).",
              models=", ".join(s.cls for s in MODELS.values()) + " (aliases: "
              + ", ".join(_ALIASES) + ")",
-             data=", ".join(BUILTIN_DATA))
-    tr.add_argument("model", metavar="MODEL", help="model name, e.g. mlp or Perceptron")
+             data=", ".join(BUILTIN_DATA),
+             tasks=", ".join(f"{t} (= {m} --data {d})" for t, (m, d) in TASKS.items()))
+    tr.add_argument("model", metavar="MODEL", help="model name, e.g. mlp or Perceptron, "
+                    "or a classic task: " + ", ".join(TASKS))
     tr.add_argument("--data", required=True, metavar="NAME|PATH",
                     help="built-in data set name or a .csv/.npz/IDX file")
     tr.add_argument("--target", metavar="COL", help="CSV target column (name or index; "
@@ -213,6 +217,8 @@ def main(argv=None) -> int:
     """Entry point of the ``shendu`` command; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "command", None) == "train":
+        resolve_task(args)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

@@ -64,6 +64,19 @@ MODELS: dict[str, ModelSpec] = {s.cls.lower(): s for s in [
 ]}
 _ALIASES = {a: key for key, s in MODELS.items() for a in s.aliases}
 
+#: Classic tasks by name: ``shendu train mnist`` is ``shendu train cnn --data mnist``.
+TASKS: dict[str, tuple[str, str]] = {"mnist": ("cnn", "mnist")}
+
+
+def resolve_task(args) -> None:
+    """Turn ``shendu train TASK`` into its model and (unless ``--data`` says otherwise)
+    its data set."""
+    task = TASKS.get(str(args.model).lower())
+    if task is not None:
+        args.model = task[0]
+        if getattr(args, "data", None) is None:
+            args.data = task[1]
+
 _HYPER = {"epochs": ("epochs", "max_epochs", "max_iter", "n_epochs"),
           "lr": ("learning_rate", "lr", "learning_rate_init", "eta0"),
           "batch_size": ("batch_size",),
