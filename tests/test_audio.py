@@ -26,11 +26,13 @@ from shendu.audio import (  # noqa: E402
     MelSpectrogram,
     Spectrogram,
     TimeMasking,
+    TimeStretch,
     UtteranceNorm,
     fit_length,
     load,
     speed_perturb,
 )
+from shendu.audio.augment import stretch_matrix  # noqa: E402
 
 SR = 8000
 
@@ -294,6 +296,48 @@ def test_frequency_warp_moves_content_along_the_axis():
     assert shendu.gradcheck(warped, [_x64((2, 7, 4))])
     with pytest.raises(ValueError, match="FrequencyWarp: max_warp"):
         FrequencyWarp(0.7)
+
+
+def test_time_stretch_resamples_time_about_the_centre():
+    x = np.random.default_rng(0).standard_normal((3, 4, 21))
+    xt = shendu.from_numpy(x)
+    s = TimeStretch(0.2)
+    s.eval()
+    assert s(xt) is xt
+    s.train()
+    shendu.manual_seed(1)
+    y = s(xt).data
+    shendu.manual_seed(1)                                          # the factors it drew
+    alpha = 1.0 + 0.2 * (2.0 * shendu.backend.rng().random((3,)) - 1.0)
+    assert np.ptp(alpha) > 0.01                                    # one factor per utterance
+    t = np.arange(21)
+    for i in range(3):                                             # each row: np.interp at
+        src = np.clip(10 + (t - 10) / alpha[i], 0, 20)             # c + (t - c) / alpha
+        for c in range(4):
+            np.testing.assert_allclose(y[i, c], np.interp(src, t, x[i, c]), rtol=1e-12)
+    np.testing.assert_allclose(y[:, :, 10], x[:, :, 10])           # the centre stays put
+    shendu.manual_seed(1)
+    np.testing.assert_array_equal(s(xt).data, y)                  # same seed, same stretch
+
+    def stretched(a):                                              # the same draw each call
+        shendu.manual_seed(2)
+        return s(a)
+    assert shendu.gradcheck(stretched, [_x64((2, 3, 9))])
+    torch = pytest.importorskip("torch")
+    shendu.manual_seed(2)
+    alpha = 1.0 + 0.2 * (2.0 * shendu.backend.rng().random((2,)) - 1.0)
+    m = stretch_matrix(9, alpha)
+    a = _x64((2, 3, 9), 4)
+    g = np.random.default_rng(5).standard_normal((2, 3, 9))
+    ours = stretched(a)
+    ours.backward(shendu.from_numpy(g))
+    ta = torch.tensor(a.data, requires_grad=True)
+    want = ta @ torch.from_numpy(m)
+    want.backward(torch.from_numpy(g))
+    np.testing.assert_allclose(ours.data, want.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(a.grad.data, ta.grad.numpy(), rtol=1e-12)
+    with pytest.raises(ValueError, match="TimeStretch: max_stretch"):
+        TimeStretch(0.5)
 
 
 def test_utterance_norm_over_active_frames_ignores_padding():

@@ -6,7 +6,8 @@
   :class:`Spectrogram`, :class:`AmplitudeToDB`, :class:`UtteranceNorm` — torchaudio's
   names and arguments, differentiable shendu modules.
 * :mod:`shendu.audio.augment`: SpecAugment's :class:`FrequencyMasking` /
-  :class:`TimeMasking`, :class:`FrequencyWarp` (VTLP), :func:`speed_perturb`, :func:`fit_length`.
+  :class:`TimeMasking`, :class:`FrequencyWarp` (VTLP), :class:`TimeStretch` (tempo),
+  :func:`speed_perturb`, :func:`fit_length`.
 
 The ready model is :class:`shendu.models.AudioClassifier`; the data set
 :func:`shendu.data.datasets.fsdd`. soundfile, SciPy and librosa (the ``audio`` extra) are
@@ -18,6 +19,7 @@ from shendu.audio.augment import (
     FrequencyMasking,
     FrequencyWarp,
     TimeMasking,
+    TimeStretch,
     fit_length,
     speed_perturb,
 )
@@ -37,4 +39,5 @@ from shendu.audio.io import AudioFileError, AudioInfo, info, load, resample, to_
 __all__ = ["load", "info", "resample", "to_mono", "AudioFileError", "AudioInfo",
            "MelSpectrogram", "MFCC", "Spectrogram", "AmplitudeToDB", "UtteranceNorm",
            "PowerSTFT", "power_stft", "mel_filterbank", "dct_matrix",
-           "FrequencyMasking", "TimeMasking", "FrequencyWarp", "speed_perturb", "fit_length"]
+           "FrequencyMasking", "TimeMasking", "FrequencyWarp", "TimeStretch", "speed_perturb",
+           "fit_length"]

@@ -7,6 +7,10 @@ waveform perturbations (speed, placement in time) as functions.
 * :class:`FrequencyWarp` stretches or squeezes the frequency axis of each utterance's
   (mel) spectrogram by a factor drawn from ``[1 - r, 1 + r]`` in training mode: vocal-tract
   length perturbation (Jaitly & Hinton 2013) on the mel axis, independent of tempo.
+* :class:`TimeStretch` stretches or squeezes the time axis of each utterance's features by
+  a factor drawn from ``[1 - r, 1 + r]`` about the window's centre in training mode:
+  tempo without pitch (SpecAugment's time warp, Park et al. 2019, as one uniform
+  stretch), independent of the waveform's speed perturbation.
 * :func:`speed_perturb` plays a waveform faster or slower (tempo and pitch together, as
   Kaldi's speed perturbation, Ko et al. 2015): a speaker-independent model then sees
   shorter and longer vocal tracts than its training voices had.
@@ -25,8 +29,8 @@ from shendu.functional import matmul, mul
 from shendu.nn.module import Module
 from shendu.tensor import Tensor
 
-__all__ = ["FrequencyMasking", "TimeMasking", "FrequencyWarp", "warp_matrix", "speed_perturb",
-           "fit_length"]
+__all__ = ["FrequencyMasking", "TimeMasking", "FrequencyWarp", "TimeStretch", "warp_matrix",
+           "stretch_matrix", "speed_perturb", "fit_length"]
 
 
 class _AxisMasking(Module):
@@ -132,6 +136,54 @@ class FrequencyWarp(Module):
 
     def extra_repr(self) -> str:
         return f"max_warp={self.max_warp}"
+
+
+def stretch_matrix(n: int, factors: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """Linear-interpolation matrices ``(..., n, n)`` that stretch a length-``n`` axis by
+    ``factors`` about its centre: ``x @ M`` has at position ``t`` the value of ``x`` at
+    ``c + (t - c) / alpha`` (``c = (n - 1) / 2``; clipped to the ends, so the edge values
+    are repeated), i.e. ``alpha > 1`` lasts longer (slower)."""
+    factors = np.asarray(factors, dtype=np.float64)
+    c = (n - 1) / 2
+    src = np.clip(c + (np.arange(n) - c) / factors[..., None], 0, n - 1)   # (..., n)
+    lo = np.floor(src).astype(np.int64)
+    hi = np.minimum(lo + 1, n - 1)
+    frac = src - lo
+    m = np.zeros(factors.shape + (n, n))                   # m[..., source, target]
+    rows = np.arange(n)
+    idx = np.indices(factors.shape)
+    np.add.at(m, (*[i[..., None] for i in idx], lo, rows), 1 - frac)
+    np.add.at(m, (*[i[..., None] for i in idx], hi, rows), frac)
+    return m.astype(dtype)
+
+
+class TimeStretch(Module):
+    """Tempo perturbation on the time axis of (..., freq, time) features: in training mode
+    each utterance's frames are resampled by ``alpha ~ U[1-r, 1+r]`` (``r = max_stretch``)
+    about the centre frame (linear interpolation; ``alpha > 1`` slower), leaving the
+    frequency axis — the pitch and formants — alone; identity in eval mode.
+    Differentiable (a matrix product with the interpolation weights)."""
+
+    def __init__(self, max_stretch: float = 0.1) -> None:
+        super().__init__()
+        if not 0.0 <= max_stretch < 0.5:
+            raise ValueError(f"TimeStretch: max_stretch must be in [0, 0.5), got "
+                             f"{max_stretch}")
+        self.max_stretch = float(max_stretch)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.max_stretch == 0:
+            return x
+        if x.ndim < 2:
+            raise ValueError(f"TimeStretch expected (..., freq, time), got shape "
+                             f"{tuple(x.shape)}")
+        lead = tuple(x.shape[:-2])
+        alpha = 1.0 + self.max_stretch * (2.0 * rng().random(lead) - 1.0)
+        m = stretch_matrix(x.shape[-1], alpha, x.data.dtype)      # (..., T, T)
+        return matmul(x, Tensor(m))
+
+    def extra_repr(self) -> str:
+        return f"max_stretch={self.max_stretch}"
 
 
 def speed_perturb(x: np.ndarray, factor: float) -> np.ndarray:

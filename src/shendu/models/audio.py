@@ -48,7 +48,8 @@ class AudioNet(nn.Module):
     plain power spectrogram in dB, for contrast); ``top_db``: the dB floor under each
     recording's peak; ``instance_norm``: the first that many conv blocks normalise each
     recording's channels over time (instance normalisation, :class:`UtteranceNorm`) before
-    their batch normalisation.
+    their batch normalisation; ``time_stretch``: training-time stretch of the time axis by
+    up to that fraction (0: none).
     """
 
     def __init__(self, n_classes: int, sample_rate: int = 8000, n_fft: int = 256,
@@ -56,9 +57,10 @@ class AudioNet(nn.Module):
                  kernel_size: int = 5, dropout: float = 0.2, freq_mask: int = 6,
                  time_mask: int = 10, front: str = "mel", dtype=None,
                  freq_warp: float = 0.0, active_db: float | None = None,
-                 top_db: float = 80.0, instance_norm: int = 0) -> None:
+                 top_db: float = 80.0, instance_norm: int = 0,
+                 time_stretch: float = 0.0) -> None:
         super().__init__()
-        from shendu.audio.augment import FrequencyMasking, FrequencyWarp, TimeMasking
+        from shendu.audio.augment import FrequencyMasking, FrequencyWarp, TimeMasking, TimeStretch
         from shendu.audio.features import AmplitudeToDB, MelSpectrogram, Spectrogram, UtteranceNorm
 
         if front not in ("mel", "linear"):
@@ -73,6 +75,7 @@ class AudioNet(nn.Module):
         self.to_db = AmplitudeToDB("power", top_db=top_db)
         self.norm = UtteranceNorm(active_db=active_db)
         self.freq_warp = FrequencyWarp(freq_warp)
+        self.time_stretch = TimeStretch(time_stretch)
         self.freq_masking = FrequencyMasking(freq_mask)
         self.time_masking = TimeMasking(time_mask)
         layers: list[nn.Module] = []
@@ -99,7 +102,8 @@ class AudioNet(nn.Module):
         """Waveforms (B, L) -> normalised log-mel features (B, n_mels, frames), warped in
         training (no gradient unless the waveform asks for one)."""
         with no_grad() if not waveform.requires_grad else _nullcontext():
-            return self.norm(self.freq_warp(self.to_db(self.features(waveform))))
+            f = self.freq_warp(self.to_db(self.features(waveform)))
+            return self.norm(self.time_stretch(f))
 
     def classify(self, f: Tensor) -> Tensor:
         """Features (B, n_mels, frames) -> logits (B, n_classes); masked in training."""
@@ -191,6 +195,8 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
         ``active_db`` dB of the recording's peak), the others set to 0 (``None``: all frames).
     top_db : the log-mel floor, in dB under each recording's loudest value: quieter detail
         (breath, room tone, the noise floor of a quiet microphone) is flattened to it.
+    time_stretch : training tempo perturbation of the features (pitch kept), by a factor
+        drawn from ``[1 - r, 1 + r]`` per recording, on top of ``speed_range`` (0: none).
     instance_norm : the first that many conv blocks normalise each recording's channels
         over time before their batch normalisation (instance normalisation in the shallow
         layers takes out what is constant over a recording: voice, room, microphone).
@@ -215,7 +221,8 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
                  kernel_size: int = 5, dropout: float = 0.2, front: str = "mel",
                  speed_range: float = 0.2, freq_warp: float = 0.0,
                  active_db: float | None = None, top_db: float = 80.0,
-                 instance_norm: int = 0, freq_mask: int = 8, time_mask: int = 15,
+                 instance_norm: int = 0, time_stretch: float = 0.0, freq_mask: int = 8,
+                 time_mask: int = 15,
                  shift: bool = True, noise_snr=(5.0, 30.0), noise_color: float = 0.0,
                  epochs: int = 40,
                  batch_size: int = 64,
@@ -238,6 +245,7 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
         self.active_db = active_db
         self.top_db = top_db
         self.instance_norm = instance_norm
+        self.time_stretch = time_stretch
         self.freq_mask = freq_mask
         self.time_mask = time_mask
         self.shift = shift
@@ -299,6 +307,9 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
         if not 0 <= self.speed_range < 0.5:
             raise ValueError(f"{name}: speed_range must be in [0, 0.5), got "
                              f"{self.speed_range}")
+        if not 0 <= self.time_stretch < 0.5:
+            raise ValueError(f"{name}: time_stretch must be in [0, 0.5), got "
+                             f"{self.time_stretch}")
         if not 0 <= self.freq_warp < 0.5:
             raise ValueError(f"{name}: freq_warp must be in [0, 0.5), got {self.freq_warp}")
         if not self.max_seconds > 0 or int(round(self.max_seconds * self.sample_rate)) <= \
@@ -365,7 +376,8 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
                                    self.kernel_size, self.dropout, self.freq_mask,
                                    self.time_mask, self.front, as_dtype(self.dtype),
                                    float(self.freq_warp), self.active_db,
-                                   float(self.top_db), int(self.instance_norm))
+                                   float(self.top_db), int(self.instance_norm),
+                                   float(self.time_stretch))
             params = list(self.model_.parameters())
             self.optimizer_ = optim.AdamW(params, lr=self.learning_rate,
                                           weight_decay=self.weight_decay)
