@@ -29,6 +29,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +133,23 @@ def _run(kind: str, epochs: int = EPOCHS, distributed: bool = False, root=None, 
     return weights, hist, trainer.global_step
 
 
+def run_estimator():
+    """scikit-learn's MLPClassifier with a strong L2 penalty ``alpha`` on the digits: its
+    fit goes data-parallel on an initialized group; the penalty must stay the one-process
+    one (divided by the global batch, not by each rank's slice)."""
+    from shendu.models import MLPClassifier
+
+    X, y, _, _ = _data("mlp", None)
+    est = MLPClassifier(hidden_layer_sizes=(32,), alpha=0.5, batch_size=B, max_iter=EPOCHS,
+                        learning_rate_init=3e-3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                      # ConvergenceWarning at 3 epochs
+        est.fit(X, y)
+    weights = {f"coef{i}": c.copy() for i, c in enumerate(est.coefs_)}
+    weights.update({f"intercept{i}": b.copy() for i, b in enumerate(est.intercepts_)})
+    return weights, {"loss": list(est.loss_curve_)}, est.n_iter_
+
+
 def _pack(prefix: str, res, out: dict) -> None:
     weights, hist, step = res
     for k, v in weights.items():
@@ -156,6 +174,7 @@ def _worker(mode: str, out: str, root: str) -> None:
         return
     res: dict = {}
     _pack("mlp", run("mlp", distributed=True, verbose=2), res)
+    _pack("estimator", run_estimator(), res)
     if root is not None:
         _pack("lenet", run("lenet", distributed=True, root=root), res)
         _pack("lenet64", run("lenet", distributed=True, root=root, dtype="float64"), res)
@@ -257,6 +276,14 @@ def test_mlp_on_digits_matches_one_process(mpi_train):
     ref = run("mlp")
     _assert_matches_one_process(ranks, "mlp", ref)
     assert ref[1]["accuracy"][-1] > 0.8   # it learned: not two untrained models compared
+
+
+@pytest.mark.slow
+def test_estimator_with_an_l2_penalty_matches_one_process(mpi_train):
+    """MLPClassifier(alpha=0.5) fit on two processes: the same coefficients and loss curve
+    as on one (the penalty divided by the global batch, not twice as strong)."""
+    ranks, _, _ = mpi_train
+    _assert_matches_one_process(ranks, "estimator", run_estimator())
 
 
 @pytest.mark.slow

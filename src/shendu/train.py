@@ -549,6 +549,18 @@ class Trainer:
         self._stop_requested = False  # this rank's Ctrl-C, not yet agreed on by all
         for cb in self.callbacks:
             cb.set_trainer(self)
+        if hasattr(loss_fn, "set_trainer"):   # a loss that needs the world size (see below)
+            loss_fn.set_trainer(self)
+
+    @property
+    def world_size(self) -> int:
+        """How many processes share each batch: the process group's size during a
+        distributed fit, else 1. A loss term that divides by the batch, such as
+        scikit-learn's L2 penalty ``alpha / 2 * ||W||^2 / n_batch``, divides by this many
+        times its slice to stay the one-process term (each rank's loss is weighted by
+        ``n_r R / N``; see :mod:`shendu.distributed.training`). A ``loss_fn`` with a
+        ``set_trainer`` method is given the trainer when it is built."""
+        return 1 if self._dist is None else int(self._dist.world)
 
     @property
     def is_main_process(self) -> bool:

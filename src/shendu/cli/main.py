@@ -45,8 +45,7 @@ chapters: {chapters}""",
 distributed: started by an MPI launcher (mpiexec -n N, mpirun, srun), each of the N
 processes trains on 1/N of every batch of the models that train through shendu.train
 (mlp, MLPRegressor, cnn, the recurrent and attention models), gradients averaged over MPI:
-the same batches, so one process's result (up to rounding; the MLPs' L2 penalty alpha, which
-each process divides by its own batch, weighs N times more). Rank 0 alone prints and writes the
+the same batches, so one process's result (up to rounding). Rank 0 alone prints and writes the
 checkpoints; --out (and --resume) must be a folder every process can read; kill -USR1 on
 mpiexec stops every process after the current epoch (Ctrl-C on mpiexec ends them at once).
 The other models train identically on every process. Needs pip install 'shendu[dist]'.

@@ -24,7 +24,7 @@ from shendu.train import Callback
 
 __all__ = ["BaseEstimator", "ModuleEstimator", "ClassifierMixin", "RegressorMixin",
            "NotFittedError", "ConvergenceWarning", "not_fitted_error", "type_of_target",
-           "training_settings", "l2_penalized", "LossPlateau", "CharLMTraining"]
+           "training_settings", "l2_penalized", "L2Penalized", "LossPlateau", "CharLMTraining"]
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -565,26 +565,41 @@ def training_settings(est, schedules: tuple[str, ...] = ("constant",)) -> dict:
             "n_iter_no_change": int(patience)}
 
 
-def l2_penalized(loss_fn, model, alpha: float):
+class L2Penalized:
     """``loss_fn`` plus scikit-learn's L2 penalty (its ``alpha``), as its MLP adds it:
     ``alpha / 2 * sum ||W||^2 / n_batch`` over the weight matrices (every parameter named
     ``*weight`` with two or more dimensions: linear, recurrent, convolution and embedding
-    weights, not biases or norm scales); ``n_batch`` is the length of the batch's target.
-    Its gradient adds ``alpha * W / n_batch`` to each weight's."""
-    if not alpha:
-        return loss_fn
-    weights = [p for n, p in model.named_parameters() if n.endswith("weight") and p.ndim >= 2]
-    scale = 0.5 * float(alpha)
+    weights, not biases or norm scales). ``n_batch`` is ``rows(target)`` (default: the
+    length of the batch's target) times the trainer's ``world_size``, so in a distributed
+    fit the penalty is the one-process one, not ``world_size`` times it. Its gradient adds
+    ``alpha * W / n_batch`` to each weight's."""
 
-    def loss(output, target):
-        value = loss_fn(output, target)
-        n = len(getattr(target, "data", target))
+    def __init__(self, loss_fn, model, alpha: float, rows=None) -> None:
+        self.loss_fn, self.scale = loss_fn, 0.5 * float(alpha)
+        self.weights = [p for n, p in model.named_parameters()
+                        if n.endswith("weight") and p.ndim >= 2]
+        self.rows = rows if rows is not None else (lambda t: len(getattr(t, "data", t)))
+        self.trainer = None
+
+    def set_trainer(self, trainer) -> None:
+        self.trainer = trainer
+
+    def __call__(self, output, target):
+        value = self.loss_fn(output, target)
         sq = None
-        for W in weights:
+        for W in self.weights:
             term = (W * W).sum()
             sq = term if sq is None else sq + term
-        return value if sq is None else value + sq * (scale / n)
-    return loss
+        if sq is None:
+            return value
+        world = 1 if self.trainer is None else self.trainer.world_size
+        return value + sq * (self.scale / (self.rows(target) * world))
+
+
+def l2_penalized(loss_fn, model, alpha: float, rows=None):
+    """``loss_fn`` with scikit-learn's L2 penalty added (:class:`L2Penalized`); ``loss_fn``
+    itself when ``alpha`` is 0."""
+    return L2Penalized(loss_fn, model, alpha, rows) if alpha else loss_fn
 
 
 class LossPlateau(Callback):

@@ -41,6 +41,7 @@ from shendu.models._base import (
     ClassifierMixin,
     ConvergenceWarning,
     RegressorMixin,
+    l2_penalized,
     seeded,
 )
 from shendu.tensor import Tensor
@@ -298,29 +299,21 @@ class _BaseMLP(BaseEstimator):
     def _split(self, X: np.ndarray, t: np.ndarray):
         raise NotImplementedError
 
-    def _weight_matrices(self) -> list:
-        return [p for n, p in self.model_.named_parameters()
-                if n.endswith("weight") and p.ndim >= 2]
-
     def _loss_fn(self):
         """``loss(out, packed)``: packed = [targets..., sample weight]; scikit-learn's loss,
-        the weighted mean over the batch plus ``alpha / 2 * sum ||W||^2 / sum(weights)``."""
-        alpha = float(self._alpha())
+        the weighted mean over the batch plus ``alpha / 2 * sum ||W||^2 / sum(weights)``
+        (:class:`~shendu.models._base.L2Penalized`)."""
+
+        def unpack(packed) -> np.ndarray:
+            return np.asarray(packed.data if isinstance(packed, Tensor) else packed)
 
         def loss(out, packed):
-            T = np.asarray(packed.data if isinstance(packed, Tensor) else packed)
-            sw, t = T[:, -1], T[:, :-1]
-            per = self._per_sample_loss(out, t)                     # (n,)
-            total = float(sw.sum())
-            value = (per * Tensor(sw.astype(per.dtype))).sum() / total
-            if alpha:
-                sq = None
-                for W in self._weight_matrices():
-                    term = (W * W).sum()
-                    sq = term if sq is None else sq + term
-                value = value + sq * (0.5 * alpha / total)
-            return value
-        return loss
+            T = unpack(packed)
+            sw = T[:, -1]
+            per = self._per_sample_loss(out, T[:, :-1])             # (n,)
+            return (per * Tensor(sw.astype(per.dtype))).sum() / float(sw.sum())
+        return l2_penalized(loss, self.model_, float(self._alpha()),
+                            rows=lambda packed: float(unpack(packed)[:, -1].sum()))
 
     def _val_score(self, Xv: np.ndarray, tv: np.ndarray) -> float:
         raise NotImplementedError
