@@ -26,7 +26,7 @@ import math
 import numpy as np
 
 from shendu.audio.features import PowerSTFT
-from shendu.onnx._graph import OPSET, Ctx, UnsupportedOperatorError, dtype_code
+from shendu.onnx._graph import Ctx, UnsupportedOperatorError, dtype_code
 from shendu.onnx._ops import maps
 from shendu.tensor import Tensor
 
@@ -153,8 +153,8 @@ def build_audio(est, verify: bool = True):
     import onnx
     from onnx import helper
 
-    from shendu.onnx._estimator import _Builder, _net_dtype
-    from shendu.onnx._export import build
+    from shendu.onnx._estimator import _Builder, _net_dtype, label_constant
+    from shendu.onnx._export import build, finish_model
 
     name = type(est).__name__
     if "model_" not in getattr(est, "__dict__", {}):
@@ -185,20 +185,12 @@ def build_audio(est, verify: bool = True):
         z = b.node("LogSoftmax", [b.node("Reshape", [z, _i64(b, [len(speeds), -1, n_cls])])],
                    axis=-1)
         z = b.node("ReduceMean", [z, _i64(b, [0])], keepdims=0)
-    classes = np.asarray(est.classes_)
-    if classes.dtype.kind in "US":
-        classes = classes.astype(object)
-    elif classes.dtype.kind == "b":
-        classes = classes.astype(np.int64)
-    elif classes.dtype.kind not in "iuf":
-        raise UnsupportedOperatorError(f"onnx.export_estimator: class labels of dtype "
-                                       f"{classes.dtype} have no ONNX tensor type")
+    classes = label_constant(est)
     b.node("Gather", [b.const(classes), b.node("ArgMax", [z], axis=1, keepdims=0)], "label",
            axis=0)
     b.node("Softmax", [z], "probabilities", axis=-1)
 
-    label_type = onnx.TensorProto.STRING if classes.dtype == object else \
-        dtype_code(classes.dtype)
+    label_type = dtype_code(classes.dtype)
     graph = helper.make_graph(
         pre + list(proto.graph.node) + b.nodes, name,
         [helper.make_tensor_value_info("X", onnx.TensorProto.FLOAT, ["N", "W"]),
@@ -207,10 +199,7 @@ def build_audio(est, verify: bool = True):
          helper.make_tensor_value_info("probabilities", onnx.TensorProto.DOUBLE,
                                        ["N", len(est.classes_)])],
         list(proto.graph.initializer) + b.inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="shendu")
-    model.ir_version = proto.ir_version
-    onnx.checker.check_model(model, full_check=True)
+    model = finish_model(graph, ir_version=proto.ir_version)
     if verify:
         _verify_audio(model, est, L)
     return model
@@ -219,22 +208,15 @@ def build_audio(est, verify: bool = True):
 def _verify_audio(model, est, L: int) -> None:
     """The file in ONNX Runtime on recordings shorter and longer than the window must give
     ``predict_proba`` and ``predict``."""
-    import warnings
-
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        warnings.warn("onnx.export_estimator: onnxruntime is not installed, so the graph was "
-                      "not run against the estimator (pip install 'shendu[onnx]')",
-                      stacklevel=4)
-        return
-    from shendu.onnx._export import _close, runtime_session
+    from shendu.onnx._export import _close, session_or_warn
 
     rng = np.random.default_rng(20240610)
     waves = [(0.1 * rng.standard_normal(n) * np.hanning(n)).astype(np.float32)
              for n in (L // 2, L + L // 3, max(est.n_fft + 1, L // 5))]
     X, lens = _waves_to_batch(waves)
-    sess = runtime_session(model, "onnx.export_estimator")
+    sess = session_or_warn(model, "onnx.export_estimator", 5)
+    if sess is None:
+        return
     label, proba = sess.run(None, {"X": X, "lengths": lens})
     want = est.predict_proba(waves)
     if proba.shape != want.shape or not _close(proba, want.astype(np.float32)) or \

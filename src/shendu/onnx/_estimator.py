@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from shendu.onnx._graph import OPSET, UnsupportedOperatorError, dtype_code
+from shendu.onnx._graph import UnsupportedOperatorError, dtype_code
 from shendu.tensor import Tensor
 
 _DOUBLE = np.dtype(np.float64)
@@ -284,6 +284,20 @@ def _is_classifier(est) -> bool:
         hasattr(est, "classes_") and getattr(est, "task", "classification") == "classification")
 
 
+def label_constant(est) -> np.ndarray:
+    """``est.classes_`` as the constant the ``label`` output gathers from: strings as
+    ONNX strings (object), booleans as int64, numbers as they are."""
+    classes = np.asarray(est.classes_)
+    if classes.dtype.kind in "US":
+        return classes.astype(object)
+    if classes.dtype.kind == "b":
+        return classes.astype(np.int64)
+    if classes.dtype.kind not in "iuf":
+        raise UnsupportedOperatorError(f"onnx.export_estimator: class labels of dtype "
+                                       f"{classes.dtype} have no ONNX tensor type")
+    return classes
+
+
 def _post(b: _Builder, est, z: str, z_ndim: int, spec: _Spec, outputs: list) -> None:
     """Logits ``z`` (the network's dtype) -> ``label`` and ``probabilities`` (classifier)
     or ``predictions`` (regressor), as the estimator's predict methods compute them."""
@@ -301,7 +315,7 @@ def _post(b: _Builder, est, z: str, z_ndim: int, spec: _Spec, outputs: list) -> 
         b.node("Identity", [zd], "predictions")
         outputs.append(("predictions", _DOUBLE))
         return
-    classes = np.asarray(est.classes_)
+    classes = label_constant(est)
     axis = z_ndim - 1
     if isinstance(est, TransformerClassifier):                  # softmax in float32, then
         p = b.cast(b.node("Softmax", [z], axis=-1), _DOUBLE)    # float64 (as predict_proba)
@@ -319,13 +333,6 @@ def _post(b: _Builder, est, z: str, z_ndim: int, spec: _Spec, outputs: list) -> 
         else:
             p = b.node("Softmax", [zd], axis=-1)
             idx = b.node("ArgMax", [zd], axis=axis, keepdims=0)
-    if classes.dtype.kind in "US":
-        classes = classes.astype(object)
-    elif classes.dtype.kind == "b":
-        classes = classes.astype(np.int64)
-    elif classes.dtype.kind not in "iuf":
-        raise UnsupportedOperatorError(f"onnx.export_estimator: class labels of dtype "
-                                       f"{classes.dtype} have no ONNX tensor type")
     b.node("Gather", [b.const(classes), idx], "label", axis=0)
     b.node("Identity", [p], "probabilities")
     outputs.append(("label", classes.dtype))
@@ -340,7 +347,7 @@ def build_estimator(est, verify: bool = True):
     from shendu.models import AttentionMechanism, AudioClassifier, Perceptron
     from shendu.nn.module import Module
     from shendu.onnx._audio import build_audio
-    from shendu.onnx._export import build
+    from shendu.onnx._export import build, finish_model
     from shendu.onnx._seq2seq import build_seq2seq
 
     if isinstance(est, AudioClassifier):
@@ -386,10 +393,7 @@ def build_estimator(est, verify: bool = True):
     graph = helper.make_graph(pre_nodes + list(proto.graph.node) + b.nodes,
                               type(est).__name__, [x_info], out_infos,
                               list(proto.graph.initializer) + b.inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="shendu")
-    model.ir_version = proto.ir_version
-    onnx.checker.check_model(model, full_check=True)
+    model = finish_model(graph, ir_version=proto.ir_version)
     if verify:
         _verify(model, est, spec, [X1, spec.example(7, np.random.default_rng(1))])
     return model
@@ -432,6 +436,8 @@ def _build_perceptron(est, verify: bool):
     import onnx
     from onnx import helper
 
+    from shendu.onnx._export import finish_model
+
     name = type(est).__name__
     if "_W" not in est.__dict__:
         raise ValueError(f"onnx.export_estimator: this {name} has no weights yet; call "
@@ -445,11 +451,7 @@ def _build_perceptron(est, verify: bool):
         b.node("Identity", [s], "output")
         outs = [helper.make_tensor_value_info("output", onnx.TensorProto.DOUBLE, ["N", K])]
     else:
-        classes = np.asarray(est.classes_)
-        if classes.dtype.kind in "US":
-            classes = classes.astype(object)
-        elif classes.dtype.kind == "b":
-            classes = classes.astype(np.int64)
+        classes = label_constant(est)
         if K == 1:
             s = b.node("Squeeze", [s, b.const(np.asarray([1], np.int64))])
             idx = b.cast(b.node("Greater", [s, b.const(np.asarray(0.0))]), np.int64)
@@ -457,35 +459,24 @@ def _build_perceptron(est, verify: bool):
             idx = b.node("ArgMax", [s], axis=1, keepdims=0)
         b.node("Gather", [b.const(classes), idx], "label", axis=0)
         b.node("Identity", [s], "scores")
-        code = onnx.TensorProto.STRING if classes.dtype == object else dtype_code(classes.dtype)
-        outs = [helper.make_tensor_value_info("label", code, ["N"]),
+        outs = [helper.make_tensor_value_info("label", dtype_code(classes.dtype), ["N"]),
                 helper.make_tensor_value_info("scores", onnx.TensorProto.DOUBLE,
                                               ["N"] if K == 1 else ["N", K])]
     graph = helper.make_graph(
         b.nodes, name, [helper.make_tensor_value_info("X", onnx.TensorProto.DOUBLE,
                                                       ["N", W.shape[0]])], outs, b.inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="shendu")
-    model.ir_version = min(model.ir_version, 10)
-    onnx.checker.check_model(model, full_check=True)
+    model = finish_model(graph)
     if verify:
         _verify_perceptron(model, est, fitted, W.shape[0])
     return model
 
 
 def _verify_perceptron(model, est, fitted: bool, n_features: int) -> None:
-    import warnings
+    from shendu.onnx._export import _close, session_or_warn
 
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        warnings.warn("onnx.export_estimator: onnxruntime is not installed, so the graph was "
-                      "not run against the estimator (pip install 'shendu[onnx]')",
-                      stacklevel=4)
+    sess = session_or_warn(model, "onnx.export_estimator", 5)
+    if sess is None:
         return
-    from shendu.onnx._export import _close, runtime_session
-
-    sess = runtime_session(model, "onnx.export_estimator")
     X = np.random.default_rng(20240611).standard_normal((7, n_features))
     got = sess.run(None, {"X": X})
     if fitted:
@@ -503,18 +494,11 @@ def _verify_perceptron(model, est, fitted: bool, n_features: int) -> None:
 
 def _verify(model, est, spec, inputs) -> None:
     """The graph in ONNX Runtime on two inputs must give the estimator's own outputs."""
-    import warnings
+    from shendu.onnx._export import _close, session_or_warn
 
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        warnings.warn("onnx.export_estimator: onnxruntime is not installed, so the graph was "
-                      "not run against the estimator (pip install 'shendu[onnx]')",
-                      stacklevel=4)
+    sess = session_or_warn(model, "onnx.export_estimator", 5)
+    if sess is None:
         return
-    from shendu.onnx._export import _close, runtime_session
-
-    sess = runtime_session(model, "onnx.export_estimator")
     names = [o.name for o in sess.get_outputs()]
     for X in inputs:
         got = dict(zip(names, sess.run(None, {"X": X})))

@@ -110,7 +110,6 @@ def _run_model(model, args, kwargs, tensor_pos, tensors):
 def build(model: Module, args, input_names=None, output_names=None, dynamic_axes=None,
           opset_version=None, verify: bool = True):
     """The ONNX ModelProto of ``model`` on ``args`` (see :func:`shendu.onnx.export`)."""
-    import onnx
     from onnx import helper
 
     if not isinstance(model, Module):
@@ -252,10 +251,7 @@ def build(model: Module, args, input_names=None, output_names=None, dynamic_axes
         [info(n, o1.data, o2.data, dyn_out.get(n, {}))
          for n, o1, o2 in zip(out_names, outs1, outs2)],
         g.inits)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
-                              producer_name="shendu")
-    proto.ir_version = min(proto.ir_version, 10)
-    onnx.checker.check_model(proto, full_check=True)
+    proto = finish_model(graph, opset)
     if verify:
         runs = [([t.data for t in t1], outs1, "the example"), (a2, outs2, "other")]
         if third is not None:
@@ -264,16 +260,37 @@ def build(model: Module, args, input_names=None, output_names=None, dynamic_axes
     return proto
 
 
-def _verify(proto, names, runs) -> None:
-    """Run the graph in ONNX Runtime on both traced inputs; it must give shendu's outputs."""
+def finish_model(graph, opset: int = OPSET, ir_version: int | None = None):
+    """The model of ``graph`` at ``opset`` (IR version ``ir_version``, else the newest
+    ONNX Runtime reads, 10), validated by ``onnx.checker``."""
+    import onnx
+    from onnx import helper
+
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                              producer_name="shendu")
+    proto.ir_version = min(proto.ir_version, 10) if ir_version is None else ir_version
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def session_or_warn(proto, where: str, stacklevel: int = 4):
+    """An ONNX Runtime session of ``proto`` to check it against shendu, or ``None`` (with
+    a warning that the check was skipped) when onnxruntime is not installed."""
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
-        warnings.warn("onnx.export: onnxruntime is not installed, so the exported graph was "
-                      "not run against shendu's outputs (pip install 'shendu[onnx]')",
-                      stacklevel=3)
+        warnings.warn(f"{where}: onnxruntime is not installed, so the exported graph was not "
+                      f"run against shendu's outputs (pip install 'shendu[onnx]')",
+                      stacklevel=stacklevel)
+        return None
+    return runtime_session(proto, where)
+
+
+def _verify(proto, names, runs) -> None:
+    """Run the graph in ONNX Runtime on both traced inputs; it must give shendu's outputs."""
+    sess = session_or_warn(proto, "onnx.export")
+    if sess is None:
         return
-    sess = runtime_session(proto, "onnx.export")
     for ins, outs, which in runs:
         try:
             got = sess.run(None, dict(zip(names, ins)))
