@@ -289,7 +289,7 @@ def test_sdpa_blockwise_dropout(blockwise):
 def test_sdpa_large_inputs_take_blockwise_kernel():
     from shendu.functional import attention as A
 
-    big = np.zeros((16, 1024, 8), np.float32)
+    big = np.zeros((16, 1024, 8), np.float32)     # 16 * 1024 * 1024 = 2^24 scores
     assert A._use_blockwise(big, big, big, None, None)
     assert not A._use_blockwise(big[:, :64], big[:, :64], big[:, :64], None, None)
     assert not A._use_blockwise(big, big, big, np.zeros((3, 16, 1, 1024), bool),

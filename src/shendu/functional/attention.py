@@ -170,7 +170,7 @@ class ScaledDotProductAttention(Function):
 #: Blockwise attention runs when one (L, S) score matrix per head, over all heads, would
 #: hold at least this many elements (below it the fused kernel is as fast; see
 #: docs/attention.md for the measurement).
-BLOCKWISE_MIN_SCORES = 1 << 23
+BLOCKWISE_MIN_SCORES = 1 << 24
 
 
 def _use_blockwise(q, k, v, bias, keep) -> bool:
