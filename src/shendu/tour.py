@@ -244,7 +244,7 @@ def _perceptron(ctx: _Context) -> None:
 
     t0 = time.perf_counter()
     Xtr, Xte, ytr, yte = blobs(n_samples=200, random_state=0)
-    p = Perceptron(max_epochs=100)
+    p = Perceptron(max_iter=100)
     for _ in progress(range(1), desc="perceptron on blobs"):
         p.fit(Xtr, ytr)
     ctx.row("Perceptron (Rosenblatt rule)", "Frank Rosenblatt 1958",
@@ -258,7 +258,7 @@ def _perceptron(ctx: _Context) -> None:
     t0 = time.perf_counter()
     X, _, y, _ = xor()
     epochs = 20 if ctx.quick else 100
-    p = Perceptron(max_epochs=epochs)
+    p = Perceptron(max_iter=epochs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         for _ in progress(range(1), desc="perceptron on XOR"):
@@ -316,7 +316,7 @@ def _mlp(ctx: _Context) -> None:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        p = Perceptron(max_epochs=5 if ctx.quick else 20, average=True, shuffle=True,
+        p = Perceptron(max_iter=5 if ctx.quick else 20, average=True, shuffle=True,
                        random_state=0).fit(Xtr, ytr)
     ctx.row("Multi-layer perceptron + backpropagation",
             "David Rumelhart, Geoffrey Hinton & Ronald Williams 1986",
@@ -690,8 +690,8 @@ def _speech(ctx: _Context) -> None:
                 out.append(np.concatenate([m.mean(1), m.std(1)]))
         return np.stack(out)
 
-    lin = MLPClassifier(hidden_layer_sizes=(), epochs=60 if ctx.quick else 200,
-                        learning_rate=1e-2, random_state=0).fit(pooled(Xtr), ytr)
+    lin = MLPClassifier(hidden_layer_sizes=(), max_iter=60 if ctx.quick else 200,
+                        learning_rate_init=1e-2, random_state=0).fit(pooled(Xtr), ytr)
     lin_acc = lin.score(pooled(Xte), yte)
     ctx.row("Speech recognition (conv net on log-mels)",
             "Waibel et al. 1989 (TDNN); Park et al. 2019 (SpecAugment)",
