@@ -427,7 +427,7 @@ def test_audio_classifier_learns_spoken_digits():
     Xtr, Xte, ytr, yte, _, _ = _subset(12)
     # a small budget: light augmentation (the defaults' heavier one needs more epochs)
     m = AudioClassifier(epochs=10, channels=(32, 48, 64), speed_range=0.1, noise_snr=None,
-                        freq_mask=4, time_mask=8, random_state=0).fit(Xtr, ytr)
+                        freq_mask=4, time_mask=8, mixup=0.0, random_state=0).fit(Xtr, ytr)
     acc = m.score(Xte, yte)
     assert m.loss_curve_[-1] < m.loss_curve_[0]
     assert acc >= 0.70, acc        # chance is 0.10; this budget reaches about 0.79
@@ -453,12 +453,16 @@ def test_audio_classifier_test_speeds_average_log_probabilities():
 
     Xtr, Xte, ytr, _, _, _ = _subset(2)
     m = AudioClassifier(epochs=1, channels=(8, 8), random_state=3).fit(Xtr, ytr)
+    assert m.test_speeds == (0.9, 1.0, 1.1)                    # the default
     X = Xte[:12]
+    default = m.predict_proba(X)
+    m.set_params(test_speeds=None)
     plain = m.predict_proba(X)
     m.set_params(test_speeds=(1.0,))
     np.testing.assert_allclose(m.predict_proba(X), plain, rtol=1e-12, atol=1e-15)
     m.set_params(test_speeds=(0.9, 1.0, 1.1))
     p = m.predict_proba(X)
+    np.testing.assert_array_equal(p, default)
     m.set_params(test_speeds=None)
     logs = [np.log(m.predict_proba([speed_perturb(x, f) for x in X])) for f in (0.9, 1, 1.1)]
     want = np.exp(np.mean(logs, axis=0))

@@ -13,9 +13,11 @@ waveform to its answer with the code it was trained with::
 Training (``fit``) draws, every epoch and for every recording, a speed factor
 (``speed_perturb``: tempo and pitch together, Ko et al. 2015) and a place in the
 fixed-length window (``max_seconds``) and, for half of them, white noise at 5-30 dB SNR
-(FSDD's speakers recorded in different rooms); the masks of SpecAugment (Park et al. 2019) are drawn
-per batch. Those are the levers that carry a model to voices it never heard. The optimizer
-is AdamW with a cosine learning-rate schedule and label smoothing.
+(FSDD's speakers recorded in different rooms); the masks of SpecAugment (Park et al. 2019)
+and the mixup pairs (Zhang et al. 2018) are drawn per batch. Those are the levers that
+carry a model to voices it never heard. The optimizer is AdamW with a cosine learning-rate
+schedule and label smoothing. Prediction averages the log-probabilities of each recording
+played at 0.9, 1 and 1.1 times its speed (``test_speeds``).
 
 ``X`` is a list of 1-D waveforms (at ``sample_rate``) or of audio file paths (read with
 :func:`shendu.audio.load`, resampled to ``sample_rate``).
@@ -207,9 +209,13 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
     noise_color : that noise gets a random smooth spectral envelope of up to
         ``±noise_color`` dB (0: white).
     epochs, batch_size, learning_rate, weight_decay, label_smoothing : AdamW, cosine
-        schedule from ``learning_rate`` to 0 over ``epochs``.
-    test_speeds : playback speeds to average the prediction over (e.g. ``(0.9, 1.0, 1.1)``:
-        the mean of the log-probabilities of the three versions); ``None``: as recorded.
+        schedule from ``learning_rate`` to 0 over ``epochs`` (50).
+    mixup : every training batch's normalised log-mels are blended pairwise, with their
+        targets, by ``lam ~ Beta(mixup, mixup)`` (Zhang et al. 2018) (0.4; 0: none).
+    ema : keep an exponential moving average of the weights with this decay and end with it
+        (0: the last weights).
+    test_speeds : playback speeds to average the prediction over (the mean of the
+        log-probabilities of the versions; ``(0.9, 1.0, 1.1)``); ``None``: as recorded.
     random_state : seed (the same seed gives the same model, bit for bit).
     dtype, verbose : float32 by default; ``verbose=1`` prints a line per epoch.
 
@@ -224,11 +230,11 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
                  instance_norm: int = 0, time_stretch: float = 0.0, freq_mask: int = 8,
                  time_mask: int = 15,
                  shift: bool = True, noise_snr=(5.0, 30.0), noise_color: float = 0.0,
-                 epochs: int = 40,
+                 epochs: int = 50,
                  batch_size: int = 64,
                  learning_rate: float = 3e-3, weight_decay: float = 1e-3,
-                 label_smoothing: float = 0.1, mixup: float = 0.0, ema: float = 0.0,
-                 test_speeds=None,
+                 label_smoothing: float = 0.1, mixup: float = 0.4, ema: float = 0.0,
+                 test_speeds=(0.9, 1.0, 1.1),
                  random_state: int | None = 0,
                  dtype: str = "float32", verbose: int = 0) -> None:
         self.sample_rate = sample_rate
