@@ -28,6 +28,7 @@ from shendu.nn.linear import Linear
 from shendu.nn.module import Module
 from shendu.nn.normalization import LayerNorm
 from shendu.tensor import Tensor
+from shendu.workspace import workspace
 
 __all__ = ["TransformerEncoderLayer", "TransformerEncoder", "TransformerDecoderLayer",
            "TransformerDecoder", "Transformer", "PositionalEncoding"]
@@ -67,7 +68,8 @@ class _FeedForward(Function):
         self.bias = len(rest) == 3
         b1, w2, b2 = rest if self.bias else (None, rest[0], None)
         x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])      # (M, d)
-        h = x2 @ w1.T                                               # (M, ff)
+        h = workspace.get((x2.shape[0], w1.shape[0]), np.result_type(x2, w1))
+        np.matmul(x2, w1.T, out=h)                                  # (M, ff)
         if b1 is not None:
             h += b1
         np.maximum(h, 0, out=h)
@@ -85,6 +87,9 @@ class _FeedForward(Function):
         y = h @ w2.T                                                # (M, d)
         if b2 is not None:
             y += b2
+        if not any(self.needs_input_grad):
+            workspace.put(h)                                        # no backward will read it
+            h = None
         self.x2, self.w1, self.w2, self.h, self.shape = x2, w1, w2, h, x.shape
         return y if x.ndim == 2 else y.reshape(x.shape[:-1] + (w2.shape[0],))
 
@@ -95,7 +100,8 @@ class _FeedForward(Function):
         i_w2 = 3 if self.bias else 2
         gw2 = g2.T @ h if need[i_w2] else None
         gb2 = g2.sum(axis=0) if self.bias and need[4] else None
-        da = g2 @ w2                                                # dH (M, ff)
+        da = workspace.get(h.shape, np.result_type(g2, w2))
+        np.matmul(g2, w2, out=da)                                   # dH (M, ff)
         if self.p == 1.0:
             da *= da.dtype.type(0)
         elif self.p > 0.0:
@@ -111,10 +117,17 @@ class _FeedForward(Function):
             if len(self.shape) != 2:
                 gx = gx.reshape(self.shape)
         gw1 = da.T @ x2 if need[1] else None
+        gb1 = da.sum(axis=0) if self.bias and need[2] else None
+        workspace.put(da)
         if not self.bias:
             return gx, gw1, gw2
-        gb1 = da.sum(axis=0) if need[2] else None
         return gx, gw1, gb1, gw2, gb2
+
+    def _free(self) -> None:
+        h = self.__dict__.get("h")
+        if h is not None:
+            workspace.put(h)             # the hidden activation: private to the op
+        super()._free()
 
 
 def _feed_forward(layer, x: Tensor) -> Tensor:
