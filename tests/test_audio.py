@@ -486,7 +486,7 @@ def test_weight_average_is_an_exponential_moving_average():
         net[1].num_batches_tracked.data = np.asarray(s + 1)
         d = min(0.9, (1 + s) / (10 + s))
         want = d * want + (1 - d) * w.data
-        avg.update(s, 30)
+        avg.update(s)
     avg.copy_to(net)
     np.testing.assert_allclose(net[0].weight.data, want, rtol=1e-6)
     assert net[0].weight.data.dtype == np.float32

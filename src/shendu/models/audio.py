@@ -162,7 +162,7 @@ class _WeightAverage:
         self.live = [sd[k] for k in self.names]
         self.avg = [v.data.astype(np.float64) for v in self.live]
 
-    def update(self, step: int, total: int) -> None:
+    def update(self, step: int) -> None:
         d = min(self.decay, (1.0 + step) / (10.0 + step))
         for a, v in zip(self.avg, self.live):
             a *= d
@@ -419,7 +419,7 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
                 loss.backward()
                 self.optimizer_.step()
                 if avg is not None:
-                    avg.update(step, total)
+                    avg.update(step)
                 running += float(loss.data) * len(idx)
                 step += 1
             self.loss_curve_.append(running / n)
