@@ -68,8 +68,11 @@ class _FeedForward(Function):
         self.bias = len(rest) == 3
         b1, w2, b2 = rest if self.bias else (None, rest[0], None)
         x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])      # (M, d)
-        h = workspace.get((x2.shape[0], w1.shape[0]), np.result_type(x2, w1))
-        np.matmul(x2, w1.T, out=h)                                  # (M, ff)
+        if any(self.needs_input_grad):  # kept for backward: memory reused between steps
+            h = workspace.get((x2.shape[0], w1.shape[0]), np.result_type(x2, w1))
+            np.matmul(x2, w1.T, out=h)                              # (M, ff)
+        else:
+            h = x2 @ w1.T
         if b1 is not None:
             h += b1
         np.maximum(h, 0, out=h)
@@ -88,7 +91,6 @@ class _FeedForward(Function):
         if b2 is not None:
             y += b2
         if not any(self.needs_input_grad):
-            workspace.put(h)                                        # no backward will read it
             h = None
         self.x2, self.w1, self.w2, self.h, self.shape = x2, w1, w2, h, x.shape
         return y if x.ndim == 2 else y.reshape(x.shape[:-1] + (w2.shape[0],))
