@@ -19,6 +19,26 @@ def rss_mb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def keep_freed_memory() -> bool:
+    """glibc only, for the whole process (every library in it): keep up to 1 GiB of freed
+    heap and serve blocks up to 32 MiB from it (``mallopt`` trim and mmap thresholds, what
+    ``MALLOC_TRIM_THRESHOLD_`` / ``MALLOC_MMAP_THRESHOLD_`` do). NumPy allocates every
+    activation afresh, so without it a step pays page faults for memory the previous step
+    gave back to the OS. Returns False where there is no glibc ``mallopt``."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    libc = ctypes.CDLL(name)
+    if not hasattr(libc, "mallopt"):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(libc.mallopt(m_trim_threshold, 1 << 30)
+                and libc.mallopt(m_mmap_threshold, 1 << 25))
+
+
 def peak_rss_mb() -> float:
     """Peak resident set size of this process (VmHWM; unlike ru_maxrss it is not inherited
     from the parent across fork+exec)."""

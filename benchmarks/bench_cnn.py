@@ -64,22 +64,6 @@ def torch_step_fn(workload, xs, ys):
     return H.train_step_fn("torch", lambda nn: build(nn, workload), xs, ys)
 
 
-def keep_freed_memory() -> bool:
-    """glibc only: keep up to 1 GiB of freed heap, serve blocks up to 32 MiB from it."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
-    libc = ctypes.CDLL(name)
-    if not hasattr(libc, "mallopt"):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(libc.mallopt(m_trim_threshold, 1 << 30)
-                and libc.mallopt(m_mmap_threshold, 1 << 25))
-
-
 def set_threads(n: int) -> None:
     """The same number of threads for torch, NumPy's BLAS and shendu's kernel loops."""
     import torch
@@ -106,7 +90,7 @@ def main() -> None:
     ap.add_argument("--memory-probe", choices=["shendu", "torch"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     workloads = ["lenet", "cnn32"] if args.workload == "all" else [args.workload]
-    if args.malloc_cache and not keep_freed_memory():
+    if args.malloc_cache and not H.keep_freed_memory():
         print("--malloc-cache: not a glibc system, ignored")
     if args.threads:
         set_threads(args.threads)

@@ -155,6 +155,8 @@ def main() -> None:
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--no-inference", action="store_true")
+    ap.add_argument("--malloc-cache", action="store_true",
+                    help="glibc keeps freed memory (whole process, both libraries)")
     ap.add_argument("--memory-table", action="store_true",
                     help="print only the peak memory of a training step against T "
                          "(--lengths, then --long-lengths for shendu and torch at dropout 0)")
@@ -165,6 +167,8 @@ def main() -> None:
     ap.add_argument("--workload", default="transformer_T64", help=argparse.SUPPRESS)
     args = ap.parse_args()
     H.set_threads(args.threads)
+    if args.malloc_cache and not H.keep_freed_memory():
+        print("--malloc-cache: not a glibc system, ignored")
     if args.memory_probe:
         _probe(args)
         return
@@ -199,7 +203,8 @@ def main() -> None:
             H.print_result(inf)
             res["infer"] = inf
     print(f"threads {args.threads} (BLAS and torch), {H.threads_note()}, dropout "
-          f"{args.dropout}, batch {B}, d {D}, heads {HEADS}, ff {FF}")
+          f"{args.dropout}, batch {B}, d {D}, heads {HEADS}, ff {FF}"
+          + (", glibc keeps freed memory" if args.malloc_cache else ""))
     if len(results) > 1:
         print(f"{'T':>5} {'shendu ms/step':>15} {'torch ms/step':>14} {'ratio':>6} "
               f"{'shendu MiB':>11} {'torch MiB':>10} {'infer ratio':>12}")
