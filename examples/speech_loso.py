@@ -60,7 +60,7 @@ def main() -> None:
         pass
     kw = {"random_state": args.seed}
     if args.epochs:
-        kw["epochs"] = args.epochs
+        kw["max_iter"] = args.epochs
     for item in args.set:
         k, _, v = item.partition("=")
         kw[k] = ast.literal_eval(v)

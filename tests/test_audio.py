@@ -426,7 +426,7 @@ def test_audio_classifier_learns_spoken_digits():
 
     Xtr, Xte, ytr, yte, _, _ = _subset(12)
     # a small budget: light augmentation (the defaults' heavier one needs more epochs)
-    m = AudioClassifier(epochs=10, channels=(32, 48, 64), speed_range=0.1, noise_snr=None,
+    m = AudioClassifier(max_iter=10, channels=(32, 48, 64), speed_range=0.1, noise_snr=None,
                         freq_mask=4, time_mask=8, mixup=0.0, random_state=0).fit(Xtr, ytr)
     acc = m.score(Xte, yte)
     assert m.loss_curve_[-1] < m.loss_curve_[0]
@@ -438,7 +438,7 @@ def test_audio_classifier_same_seed_same_model():
     from shendu.models import AudioClassifier
 
     Xtr, Xte, ytr, _, _, _ = _subset(2)
-    kw = dict(epochs=1, channels=(8, 8), random_state=3)
+    kw = dict(max_iter=1, channels=(8, 8), random_state=3)
     a = AudioClassifier(**kw).fit(Xtr, ytr).predict_proba(Xte[:20])
     b = AudioClassifier(**kw).fit(Xtr, ytr).predict_proba(Xte[:20])
     np.testing.assert_array_equal(a, b)
@@ -447,12 +447,30 @@ def test_audio_classifier_same_seed_same_model():
 
 
 @pytest.mark.slow
+def test_audio_classifier_old_names_warn_and_mean_the_same():
+    """``epochs=`` and a number as ``learning_rate`` are the deprecated names of
+    ``max_iter`` and ``learning_rate_init`` (the names of every ready model)."""
+    from shendu.models import AudioClassifier
+
+    Xtr, Xte, ytr, _, _, _ = _subset(2)
+    kw = dict(channels=(8,), random_state=3)
+    new = AudioClassifier(max_iter=1, learning_rate_init=1e-2, **kw).fit(Xtr, ytr)
+    with pytest.warns(FutureWarning, match="epochs=.... is deprecated; use max_iter="):
+        with pytest.warns(FutureWarning, match="learning_rate_init="):
+            old = AudioClassifier(epochs=1, learning_rate=1e-2, **kw).fit(Xtr, ytr)
+    assert old.n_iter_ == new.n_iter_ == 1
+    np.testing.assert_array_equal(old.predict_proba(Xte[:8]), new.predict_proba(Xte[:8]))
+    with pytest.raises(ValueError, match="learning_rate .the schedule. must be one of 'cosine'"):
+        AudioClassifier(learning_rate="adaptive", **kw).fit(Xtr, ytr)
+
+
+@pytest.mark.slow
 def test_audio_classifier_test_speeds_average_log_probabilities():
     from shendu.audio import speed_perturb
     from shendu.models import AudioClassifier
 
     Xtr, Xte, ytr, _, _, _ = _subset(2)
-    m = AudioClassifier(epochs=1, channels=(8, 8), random_state=3).fit(Xtr, ytr)
+    m = AudioClassifier(max_iter=1, channels=(8, 8), random_state=3).fit(Xtr, ytr)
     assert m.test_speeds == (0.9, 1.0, 1.1)                    # the default
     X = Xte[:12]
     default = m.predict_proba(X)
@@ -519,7 +537,7 @@ def test_audio_classifier_ema_and_mixup_are_seeded():
 
     X = [speech_like(s, 3000 + 200 * s).astype(np.float32) for s in range(8)]
     y = np.arange(8) % 2
-    kw = dict(epochs=2, batch_size=4, channels=(8,), random_state=3)
+    kw = dict(max_iter=2, batch_size=4, channels=(8,), random_state=3)
     plain = AudioClassifier(**kw, ema=0.0, mixup=0.0).fit(X, y).predict_proba(X)
     for extra in (dict(ema=0.9), dict(mixup=0.4)):
         a = AudioClassifier(**kw, **extra).fit(X, y).predict_proba(X)
@@ -537,7 +555,7 @@ def test_audio_classifier_save_load_and_predict_from_wav_paths(tmp_path):
     from shendu.models import AudioClassifier
 
     Xtr, Xte, ytr, yte, rec, te = _subset(3)
-    m = AudioClassifier(epochs=2, channels=(16, 16), random_state=0).fit(Xtr, ytr)
+    m = AudioClassifier(max_iter=2, channels=(16, 16), random_state=0).fit(Xtr, ytr)
     path = tmp_path / "digits.shendu"
     shendu.save(m, path)
     m2 = shendu.load(path)

@@ -105,7 +105,7 @@ def fsdd_small():
 def test_audio_classifier_from_raw_waveforms(fsdd_small):
     waves, y = fsdd_small
     shendu.manual_seed(0)
-    clf = AudioClassifier(epochs=2, channels=(16, 16), batch_size=32,
+    clf = AudioClassifier(max_iter=2, channels=(16, 16), batch_size=32,
                           random_state=0).fit(waves, y)
     sess = _session(clf)
     too_long = np.concatenate([waves[3], waves[40], waves[77]])       # > the 1 s window
@@ -121,7 +121,7 @@ def test_audio_classifier_active_frames_and_test_speeds(fsdd_small):
     """UtteranceNorm over the active frames (its mask from the features' values) and the
     average over playback speeds are in the graph too."""
     waves, y = fsdd_small
-    clf = AudioClassifier(epochs=1, channels=(8,), active_db=40.0, test_speeds=(0.9, 1.0, 1.15),
+    clf = AudioClassifier(max_iter=1, channels=(8,), active_db=40.0, test_speeds=(0.9, 1.0, 1.15),
                           random_state=0).fit(waves, y)
     sess = _session(clf)
     _check(clf, sess, [waves[10:13], [np.concatenate(waves[20:23])] + waves[50:55]])

@@ -675,7 +675,7 @@ def _speech(ctx: _Context) -> None:
     ytr, yte = rec.labels[tr], rec.labels[te]
     shendu.manual_seed(0)
     # --quick: a small network, light augmentation (the defaults' heavier one needs epochs)
-    kw = dict(epochs=30, channels=(32, 48, 64), speed_range=0.1, noise_snr=None, freq_mask=4,
+    kw = dict(max_iter=30, channels=(32, 48, 64), speed_range=0.1, noise_snr=None, freq_mask=4,
               time_mask=8) if ctx.quick else {}
     model = AudioClassifier(random_state=0, **kw).fit(Xtr, ytr)
     pred = model.predict(Xte)

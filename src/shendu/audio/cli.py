@@ -89,9 +89,9 @@ def train_audio(args) -> int:
     Xtr, Xte, ytr, yte, name = read_folder(data, args.test_size, args.seed or 0)
     kw = {"random_state": args.seed or 0, "verbose": 1}
     if args.epochs is not None:
-        kw["epochs"] = args.epochs
+        kw["max_iter"] = args.epochs
     if args.lr is not None:
-        kw["learning_rate"] = args.lr
+        kw["learning_rate_init"] = args.lr
     if args.batch_size is not None:
         kw["batch_size"] = args.batch_size
     shendu.manual_seed(args.seed or 0)

@@ -34,7 +34,7 @@ from shendu import functional as F
 from shendu import nn, optim
 from shendu.autograd import no_grad
 from shendu.backend import as_dtype, rng
-from shendu.models._base import BaseEstimator, ClassifierMixin, seeded
+from shendu.models._base import BaseEstimator, ClassifierMixin, seeded, training_settings
 from shendu.tensor import Tensor
 
 __all__ = ["AudioClassifier", "AudioNet"]
@@ -208,8 +208,10 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
         signal-to-noise ratio drawn from that range (``None``: no noise).
     noise_color : that noise gets a random smooth spectral envelope of up to
         ``±noise_color`` dB (0: white).
-    epochs, batch_size, learning_rate, weight_decay, label_smoothing : AdamW, cosine
-        schedule from ``learning_rate`` to 0 over ``epochs`` (50).
+    max_iter, batch_size, learning_rate_init, weight_decay, label_smoothing : AdamW for
+        ``max_iter`` epochs (50), its step following a cosine from ``learning_rate_init``
+        to 0 (``learning_rate="cosine"``, the schedule: scikit-learn's name). The older
+        ``epochs=`` and a number as ``learning_rate`` still work, with a FutureWarning.
     mixup : every training batch's normalised log-mels are blended pairwise, with their
         targets, by ``lam ~ Beta(mixup, mixup)`` (Zhang et al. 2018) (0.4; 0: none).
     ema : keep an exponential moving average of the weights with this decay and end with it
@@ -230,13 +232,14 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
                  instance_norm: int = 0, time_stretch: float = 0.0, freq_mask: int = 8,
                  time_mask: int = 15,
                  shift: bool = True, noise_snr=(5.0, 30.0), noise_color: float = 0.0,
-                 epochs: int = 50,
+                 max_iter: int = 50,
                  batch_size: int = 64,
-                 learning_rate: float = 3e-3, weight_decay: float = 1e-3,
+                 learning_rate="cosine", learning_rate_init: float = 3e-3,
+                 weight_decay: float = 1e-3,
                  label_smoothing: float = 0.1, mixup: float = 0.4, ema: float = 0.0,
                  test_speeds=(0.9, 1.0, 1.1),
                  random_state: int | None = 0,
-                 dtype: str = "float32", verbose: int = 0) -> None:
+                 dtype: str = "float32", verbose: int = 0, epochs=None) -> None:
         self.sample_rate = sample_rate
         self.max_seconds = max_seconds
         self.n_mels = n_mels
@@ -257,9 +260,11 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
         self.shift = shift
         self.noise_snr = noise_snr
         self.noise_color = noise_color
+        self.max_iter = max_iter
         self.epochs = epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
         self.weight_decay = weight_decay
         self.label_smoothing = label_smoothing
         self.mixup = mixup
@@ -279,13 +284,23 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
         from shendu.audio.io import load
 
         name = type(self).__name__
-        if isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype.kind == "f":
-            X = list(X)
+        if type(X).__module__.startswith("scipy.sparse"):
+            raise TypeError(f"{name}.{where}: sparse input is not supported; pass the "
+                            f"recordings as a list of 1-D arrays or a dense 2-D array")
+        if not isinstance(X, (list, tuple, np.ndarray, str, os.PathLike)) and \
+                hasattr(X, "__array__"):
+            X = np.asarray(X)                  # an array-like (a DataFrame, ...): its rows
+        if isinstance(X, np.ndarray) and X.ndim == 2:
+            if X.shape[1] == 0:
+                raise ValueError(f"{name}.{where}: 0 feature(s) (shape={X.shape}) while a "
+                                 f"minimum of 1 is required: a recording has at least one "
+                                 f"sample")
+            X = list(X)                        # each row one recording
         if _is_path(X) or (isinstance(X, np.ndarray) and X.ndim == 1 and
-                           X.dtype.kind == "f"):
+                           X.dtype.kind in "fiu"):
             raise ValueError(f"{name}.{where}: expected a list of waveforms or file paths, "
                              f"got a single {'path' if _is_path(X) else 'waveform'}; wrap it "
-                             f"in a list")
+                             f"in a list (Reshape your data: X[None, :] for one recording)")
         out = []
         for i, x in enumerate(X):
             if _is_path(x):
@@ -296,8 +311,8 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
                 try:
                     x = np.asarray(x, dtype=np.float32)
                 except (TypeError, ValueError) as e:
-                    raise ValueError(f"{name}.{where}: X[{i}] is neither a waveform nor a "
-                                     f"file path ({e})") from None
+                    raise TypeError(f"{name}.{where}: X[{i}] is neither a waveform nor a "
+                                    f"file path ({e})") from None
                 if x.ndim != 1 or len(x) == 0:
                     raise ValueError(f"{name}.{where}: X[{i}] must be a non-empty 1-D "
                                      f"waveform, got shape {x.shape}")
@@ -322,10 +337,9 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
                 self.n_fft:
             raise ValueError(f"{name}: max_seconds must hold more than n_fft={self.n_fft} "
                              f"samples, got {self.max_seconds}")
-        for k in ("epochs", "batch_size"):
-            v = getattr(self, k)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name}: {k} must be a positive int, got {v!r}")
+        v = self.batch_size
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name}: batch_size must be a positive int, got {v!r}")
         ts = self.test_speeds
         if ts is not None and (not len(ts) or not all(0.5 <= float(f) <= 2.0 for f in ts)):
             raise ValueError(f"{name}: test_speeds must be None or speeds in [0.5, 2], got "
@@ -341,8 +355,6 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"{name}: ema must be in [0, 1), got {self.ema}")
         if not self.mixup >= 0:
             raise ValueError(f"{name}: mixup must be >= 0, got {self.mixup}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"{name}: learning_rate must be > 0, got {self.learning_rate}")
 
     def _batch(self, waves: list, train: bool) -> np.ndarray:
         """(B, L) window of each waveform (perturbed and shifted when training)."""
@@ -373,9 +385,9 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
     def fit(self, X, y) -> AudioClassifier:
         """Train a fresh network on waveforms or paths ``X`` and labels ``y``."""
         self._check_hyper()
+        cfg = training_settings(self, ("cosine",))
         waves = self._waveforms(X, "fit")
         t = self._encode_y(y, np.empty(len(waves)), "fit")
-        self.n_features_in_ = 1
         with seeded(self.random_state):
             self.model_ = AudioNet(len(self.classes_), self.sample_rate, self.n_fft,
                                    self.hop_length, self.n_mels, tuple(self.channels),
@@ -385,27 +397,27 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
                                    float(self.top_db), int(self.instance_norm),
                                    float(self.time_stretch))
             params = list(self.model_.parameters())
-            self.optimizer_ = optim.AdamW(params, lr=self.learning_rate,
+            self.optimizer_ = optim.AdamW(params, lr=cfg["learning_rate_init"],
                                           weight_decay=self.weight_decay)
-            self._train(waves, t)
+            self._train(waves, t, cfg["max_iter"], cfg["learning_rate_init"])
         return self
 
-    def _train(self, waves: list, t: np.ndarray) -> None:
+    def _train(self, waves: list, t: np.ndarray, epochs: int, lr0: float) -> None:
         g = rng()
         n, bs = len(waves), min(int(self.batch_size), len(waves))
         steps_per_epoch = math.ceil(n / bs)
-        total = steps_per_epoch * int(self.epochs)
+        total = max(steps_per_epoch * epochs, 1)
         self.loss_curve_ = []
         step = 0
         self.model_.train()
         avg = _WeightAverage(self.model_, float(self.ema)) if self.ema else None
-        for epoch in range(int(self.epochs)):
+        for epoch in range(epochs):
             order = g.permutation(n)
             running = 0.0
             for s in range(0, n, bs):
                 idx = order[s:s + bs]
                 xb = self._batch([waves[i] for i in idx], train=True)
-                lr = 0.5 * self.learning_rate * (1 + math.cos(math.pi * step / total))
+                lr = 0.5 * lr0 * (1 + math.cos(math.pi * step / total))
                 for group in self.optimizer_.param_groups:
                     group["lr"] = lr
                 self.optimizer_.zero_grad()
@@ -424,11 +436,11 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
                 step += 1
             self.loss_curve_.append(running / n)
             if self.verbose:
-                print(f"{type(self).__name__}: epoch {epoch + 1}/{self.epochs} "
+                print(f"{type(self).__name__}: epoch {epoch + 1}/{epochs} "
                       f"loss {running / n:.4f}", flush=True)
         if avg is not None:
             avg.copy_to(self.model_)
-        self.n_iter_ = int(self.epochs)
+        self.n_iter_ = epochs
         self.model_.eval()
 
     def _mix(self, f: Tensor, target: np.ndarray, g) -> tuple:
@@ -445,8 +457,10 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
         return Tensor(mixed), soft
 
     # ------------------------------------------------------------ prediction
-    def _check_fitted(self, where: str) -> None:
-        super()._check_fitted(where)
+    def _is_fitted(self) -> bool:
+        # no n_features_in_: a recording's length is not a number of features (any length
+        # is valid input), so scikit-learn's feature-count checks do not apply
+        return hasattr(self, "model_") and hasattr(self, "classes_")
 
     def _logits(self, waves: list) -> np.ndarray:
         """Logits of each recording; with ``test_speeds``, the mean over those playback
