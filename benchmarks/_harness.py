@@ -118,6 +118,7 @@ def set_threads(n: int | None) -> None:
     """The same number of threads for NumPy's BLAS and torch's intra-op pool (None: defaults)."""
     if not n:
         return
+    import numpy  # noqa: F401 - loads its BLAS, which threadpoolctl can only limit once loaded
     try:
         from threadpoolctl import threadpool_limits
 
