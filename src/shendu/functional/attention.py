@@ -48,6 +48,7 @@ def _swap(a: np.ndarray) -> np.ndarray:
 #: :func:`_masked_softmax_`): NumPy reduces along a short contiguous row one row at a time
 #: (the row max of (32, 4, 64, 64) scores takes three times as long as the column max of
 #: their transpose); from about 256 keys on the rows are long enough for it not to matter.
+#: Not when the weights are returned (they keep the row-major layout callers expect).
 _SHORT_ROWS = 128
 
 
@@ -93,7 +94,7 @@ class ScaledDotProductAttention(Function):
         self.blockwise = not need_weights and _use_blockwise(q, k, v, bias, keep)
         if self.blockwise:
             return self._forward_blockwise(q, k, v, bias, keep, scale, dropout_p)
-        if dropout_p == 0.0 and k.shape[-2] <= _SHORT_ROWS:
+        if dropout_p == 0.0 and not need_weights and k.shape[-2] <= _SHORT_ROWS:
             s = _swap(k @ _swap(q))                         # (..., L, S), stored (..., S, L)
         else:
             s = q @ _swap(k)                                # (..., L, S)
