@@ -12,6 +12,15 @@ try:  # one BLAS thread: the suite's matrices are small, and extra threads only 
     _blas_limits = threadpool_limits(1)
 except ImportError:  # pragma: no cover
     pass
+try:  # property and fuzz tests draw the same examples every run (same seed, same result);
+    # HYPOTHESIS_PROFILE=explore draws fresh ones to hunt for new failures
+    from hypothesis import settings as _hypothesis_settings
+
+    _hypothesis_settings.register_profile("repeatable", derandomize=True)
+    _hypothesis_settings.register_profile("explore", derandomize=False)
+    _hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
+except ImportError:  # pragma: no cover
+    pass
 try:
     import torch
 

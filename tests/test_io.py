@@ -462,6 +462,24 @@ def test_header_edits_without_a_new_checksum_are_caught(tmp_path):
         load(p)
 
 
+def test_a_damaged_checksum_key_is_caught(tmp_path):
+    """A one-byte change in the checksum's own key (found by the fuzz test) leaves a file
+    with shendu's metadata and no checksum: corrupted, not a foreign safetensors file."""
+    p = tmp_path / "m.shendu"
+    save(_mlp(), p)
+    raw = p.read_bytes()
+    i = raw.index(b'"shendu.checksum"')
+    p.write_bytes(raw[:i + 1] + b" " + raw[i + 2:])           # " hendu.checksum"
+    with pytest.raises(FileFormatError, match="without its checksum"):
+        load(p)
+    save_arrays({"w": np.ones(3, np.float32)}, tmp_path / "a.safetensors")
+    header, data = _split((tmp_path / "a.safetensors").read_bytes())
+    header["__metadata__"] = {"format": "pt"}                  # another program's file
+    hb = json.dumps(header, separators=(",", ":")).encode()
+    (tmp_path / "b.safetensors").write_bytes(struct.pack("<Q", len(hb)) + hb + data)
+    np.testing.assert_array_equal(load_arrays(tmp_path / "b.safetensors")[0]["w"], np.ones(3))
+
+
 def test_no_pickle_in_src():
     """Nothing unpickles: the word appears only to say why not, or to refuse it."""
     import pathlib

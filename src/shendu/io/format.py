@@ -302,6 +302,10 @@ def _check_entries(path, header: dict, data_len: int) -> None:
 def _verify_checksum(path, meta: dict, head: bytes, hb: bytes, data: bytes) -> None:
     value = meta.pop(_SUM_KEY, None)
     if value is None:
+        if any(k == "shendu" or k.startswith("shendu.") for k in meta):
+            # shendu seals every file it writes: its own keys without the seal mean the
+            # checksum field itself was damaged
+            raise FileFormatError(path, "corrupted: shendu's metadata without its checksum")
         return  # a safetensors file written by another program
     if not re.fullmatch(r"crc32:[0-9a-f]{8}", value):
         raise FileFormatError(path, f"malformed checksum {value[:40]!r}")
