@@ -186,13 +186,15 @@ def test_sdpa_float32_stays_float32():
 # ------------------------------------------------------------------ blockwise kernel
 @pytest.fixture
 def blockwise(monkeypatch):
-    """Every call takes the blockwise kernel, in 3x3 tiles (so small inputs span many)."""
+    """Every call takes the blockwise kernel, in tiles of 2 heads x 3 queries x 3 keys (so
+    small inputs span many, and the online softmax runs over several key blocks)."""
     from shendu.functional import _flash
     from shendu.functional import attention as A
 
     monkeypatch.setattr(A, "BLOCKWISE_MIN_SCORES", 0)
     monkeypatch.setattr(_flash, "MIN_BLOCK", 3)
     monkeypatch.setattr(_flash, "MAX_BLOCK", 3)
+    monkeypatch.setattr(_flash, "TILE_ELEMS", 18)
 
 
 def _keep_with_dead_rows():
@@ -264,6 +266,33 @@ def test_sdpa_blockwise_equals_fused(monkeypatch):
         results.append([out.data, q.grad.data, k.grad.data, v.grad.data])
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("tile, block", [(1 << 18, 4096), (5 * 4 * 4, 4), (2 * 3 * 3, 3),
+                                         (7, 2)])
+def test_sdpa_blockwise_tilings_agree_with_fused(monkeypatch, tile, block):
+    # one tile for everything, uneven head groups (4 + 2 of 6 heads), one head per tile:
+    # outputs and gradients (a learned bias broadcast over the batch, a causal keep-mask,
+    # shared keys, rows with no key) equal the fused kernel's to rounding
+    from shendu.functional import _flash
+    from shendu.functional import attention as A
+
+    arrs = make_inputs([(2, 3, 9, 4), (2, 1, 10, 4), (2, 3, 10, 5), (1, 3, 9, 10)])
+    arrs[3][0, 1, 4] = -np.inf           # head 1: query 4 sees no key
+    arrs[3][0, 2, :, 7:] = -np.inf       # head 2: keys 7.. masked out
+    results = []
+    for forced in (False, True):
+        monkeypatch.setattr(A, "BLOCKWISE_MIN_SCORES", 0 if forced else 1 << 60)
+        monkeypatch.setattr(A, "BLOCKWISE_MIN_KEYS", 0 if forced else 1 << 60)
+        monkeypatch.setattr(_flash, "TILE_ELEMS", tile)
+        monkeypatch.setattr(_flash, "MAX_BLOCK", block)
+        monkeypatch.setattr(_flash, "MIN_BLOCK", 1)
+        q, k, v, b = (shendu.tensor(a, requires_grad=True) for a in arrs)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=b, is_causal=True)
+        (out * out).sum().backward()
+        results.append([out.data, q.grad.data, k.grad.data, v.grad.data, b.grad.data])
+    for a, c in zip(*results):
+        np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
 
 
 def test_sdpa_blockwise_dropout(blockwise):

@@ -26,7 +26,14 @@ which recomputes ``P_ij = exp(S_ij - lse_i)`` tile by tile:
 
 with ``P^d = P ⊙ M / (1 - p)`` and ``D = rowsum(dO ⊙ O)``. Memory is linear in L and S.
 
-The dropout mask of tile ``(i, j)`` is drawn from a generator seeded with ``(seed, i, j)``,
+Tiles run over a group of heads (the leading dims, flattened), a block of queries and, up to
+:data:`MAX_BLOCK` keys, every key: then the online softmax has one step, the row reductions
+run along long rows, and the score tile (at most :data:`TILE_ELEMS` elements, 1 MiB in
+float32) stays in the core's cache for its element-wise passes. Backward folds ``- lse`` and
+``- D`` into its two recomputing products as one more column (``[Q, -lse] [K, 1]^T``), which
+saves two passes over each tile.
+
+The dropout mask of tile ``(h, i, j)`` is drawn from a generator seeded with ``(seed, h, i, j)``,
 ``seed`` one draw from shendu's generator per call, so backward redraws the same mask and
 one seed gives one result bit for bit. Rows with every key masked give zero output and
 zero gradient, as in the fused kernel. Tiles that a boolean mask removes entirely (above the
@@ -35,61 +42,102 @@ diagonal of a causal mask) are skipped.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 #: Upper bound on the elements of one (heads, queries, keys) tile of scores.
-TILE_ELEMS = 1 << 21
-#: Largest query or key block.
-MAX_BLOCK = 256
-#: Smallest query or key block (a tile narrower than this spends its time in Python).
+TILE_ELEMS = 1 << 18
+#: Largest query or key block (longer key sequences take the online softmax over blocks).
+MAX_BLOCK = 4096
+#: Smallest query block (a tile narrower than this spends its time in Python).
 MIN_BLOCK = 32
 
 
-def block_sizes(g: int, L: int, S: int) -> tuple[int, int]:
-    """Query and key block sizes for ``g`` heads: a tile of at most :data:`TILE_ELEMS`."""
-    side = int((TILE_ELEMS / max(g, 1)) ** 0.5)
-    b = max(MIN_BLOCK, min(MAX_BLOCK, side))
-    return min(b, L), min(b, S)
+def block_sizes(g: int, L: int, S: int) -> tuple[int, int, int]:
+    """Heads, queries and keys per tile for ``g`` heads: every key up to
+    :data:`MAX_BLOCK`, then as many queries and heads as :data:`TILE_ELEMS` allows."""
+    bk = max(1, min(S, MAX_BLOCK))
+    bq = max(1, min(L, MAX_BLOCK, max(MIN_BLOCK, TILE_ELEMS // bk)))
+    hg = max(1, min(g, TILE_ELEMS // (bq * bk)))
+    return hg, bq, bk
+
+
+def _flat(a: np.ndarray, lead: tuple) -> np.ndarray:
+    """``a`` (..., n, m) broadcast to ``lead`` and seen as (prod(lead), n, m); a copy only
+    where the broadcast cannot be one view (linear in the sequence lengths)."""
+    return np.broadcast_to(a, lead + a.shape[-2:]).reshape((-1,) + a.shape[-2:])
 
 
 class _Masks:
     """The boolean keep-mask and the additive mask, broadcastable to ``lead + (L, S)``,
-    cut into tiles without broadcasting them in full."""
+    cut into (heads, queries, keys) tiles without broadcasting them in full."""
 
     def __init__(self, lead: tuple, keep, bias):
         nd = len(lead) + 2
+        self.lead = lead
         self.keep = None if keep is None else keep.reshape((1,) * (nd - keep.ndim) + keep.shape)
         self.bias = None if bias is None else bias.reshape((1,) * (nd - bias.ndim) + bias.shape)
 
     @staticmethod
     def cut(a: np.ndarray, i0: int, i1: int, j0: int, j1: int) -> tuple:
-        """Index of tile (i0:i1, j0:j1) in ``a``, a size-1 axis taken whole."""
+        """Index of rows i0:i1, columns j0:j1 in ``a``, a size-1 axis taken whole."""
         li = slice(None) if a.shape[-2] == 1 else slice(i0, i1)
         sj = slice(None) if a.shape[-1] == 1 else slice(j0, j1)
         return (Ellipsis, li, sj)
 
-    def keep_tile(self, i0, i1, j0, j1):
+    def heads(self, a: np.ndarray, h0: int, h1: int) -> tuple:
+        """Index of the flattened heads h0:h1 in ``a``'s leading dims (0 where ``a`` has
+        size 1); ``None`` when ``a`` has no leading extent (one tile serves every head)."""
+        if all(n == 1 for n in a.shape[:-2]):
+            return None
+        idx = np.unravel_index(np.arange(h0, h1), self.lead)
+        return tuple(ix if n != 1 else np.zeros_like(ix) for ix, n in zip(idx, a.shape[:-2]))
+
+    def tile(self, a: np.ndarray, h0, h1, i0, i1, j0, j1) -> np.ndarray:
+        """Tile of ``a``: (h1 - h0 or 1, i1 - i0 or 1, j1 - j0 or 1)."""
+        rows = a[self.cut(a, i0, i1, j0, j1)]
+        hi = self.heads(a, h0, h1)
+        if hi is None:
+            return rows.reshape((1,) + rows.shape[-2:])
+        return rows[hi]
+
+    def keep_tile(self, h0, h1, i0, i1, j0, j1):
         """The keep-mask tile, ``None`` when it keeps everything, ``False`` when nothing."""
         if self.keep is None:
             return None
-        t = self.keep[self.cut(self.keep, i0, i1, j0, j1)]
+        t = self.tile(self.keep, h0, h1, i0, i1, j0, j1)
         if t.all():
             return None
         if not t.any():
             return False
         return t
 
-    def apply(self, s: np.ndarray, keep_t, i0, i1, j0, j1) -> None:
-        """Add the additive mask to the score tile ``s`` (..., bi, bj) and set ``-inf``
+    def apply(self, s: np.ndarray, keep_t, h0, h1, i0, i1, j0, j1) -> None:
+        """Add the additive mask to the score tile ``s`` (h, bi, bj) and set ``-inf``
         where the keep tile is False, in place."""
         if self.bias is not None:
-            s += self.bias[self.cut(self.bias, i0, i1, j0, j1)]
+            s += self.tile(self.bias, h0, h1, i0, i1, j0, j1)
         if keep_t is not None:
             np.copyto(s, -np.inf, where=~keep_t)
 
+    def add_bias_grad(self, gb: np.ndarray, ds: np.ndarray, h0, h1, i0, i1, j0, j1) -> None:
+        """``gb`` (the additive mask's shape) += the score-gradient tile ``ds`` (h, bi, bj),
+        summed over what the mask broadcasts."""
+        axes = tuple(ax for ax, n in ((-2, gb.shape[-2]), (-1, gb.shape[-1]))
+                     if n == 1 and ds.shape[ax] != 1)
+        if axes:
+            ds = ds.sum(axis=axes, keepdims=True)
+        idx = self.cut(gb, i0, i1, j0, j1)
+        hi = self.heads(gb, h0, h1)
+        if hi is None:
+            gb[idx] += ds.sum(axis=0)
+        else:
+            np.add.at(gb, hi + idx[1:], ds)
 
-def _dropout_keep(seed: int, i: int, j: int, shape: tuple, dtype, p: float) -> np.ndarray:
-    u = np.random.default_rng([seed, i, j]).random(
+
+def _dropout_keep(seed: int, h: int, i: int, j: int, shape: tuple, dtype, p: float):
+    u = np.random.default_rng([seed, h, i, j]).random(
         shape, dtype=np.float32 if dtype == np.float32 else np.float64)
     return u >= p
 
@@ -98,64 +146,82 @@ def _swap(a: np.ndarray) -> np.ndarray:
     return a.swapaxes(-1, -2)
 
 
+def _with_column(a: np.ndarray, col) -> np.ndarray:
+    """``[a, col]``: (G, n, m) -> (G, n, m + 1), ``col`` broadcast to (G, n, 1)."""
+    out = np.empty(a.shape[:-1] + (a.shape[-1] + 1,), a.dtype)
+    out[..., :-1] = a
+    out[..., -1:] = col
+    return out
+
+
 def attention_forward(q, k, v, masks: _Masks, scale: float, dropout_p: float, seed: int):
     """Blockwise attention. ``q`` (..., L, E), ``k`` (..., S, E), ``v`` (..., S, Ev), the
     leading dims broadcast to ``lead``. Returns ``out`` (lead, L, Ev) and ``lse``
     (lead, L, 1) (``+inf`` on rows with no key)."""
     lead = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
     L, S, Ev = q.shape[-2], k.shape[-2], v.shape[-1]
+    G = math.prod(lead)
     dt = q.dtype
-    bq, bk = block_sizes(int(np.prod(lead)), L, S)
-    qs = q * dt.type(scale)
-    kt = _swap(k)
-    if lead:
-        # heads innermost in memory, (..., L, H, Ev) seen as (..., H, L, Ev): the layout
-        # multi-head attention merges the heads into, so that merge is free (a view)
-        out = np.empty(lead[:-1] + (L, lead[-1], Ev), dt).swapaxes(-2, -3)
-    else:
-        out = np.empty((L, Ev), dt)
-    lse = np.empty(lead + (L, 1), dt)
+    hg, bq, bk = block_sizes(G, L, S)
+    qf = _flat(q, lead) * dt.type(scale)
+    kf, vf = _flat(k, lead), _flat(v, lead)
+    out = np.empty((G, L, Ev), dt)
+    lse = np.empty((G, L, 1), dt)
+    ones = np.ones((bk, 1), dt)
     inv = dt.type(1.0 / (1.0 - dropout_p)) if dropout_p < 1.0 else dt.type(0)
     masked = masks.keep is not None or masks.bias is not None
-    for ib, i0 in enumerate(range(0, L, bq)):
-        i1 = min(i0 + bq, L)
-        qb = qs[..., i0:i1, :]                              # (..., bi, E)
-        m = np.full(lead + (i1 - i0, 1), -np.inf, dt)       # running row max
-        den = np.zeros(lead + (i1 - i0, 1), dt)             # running normaliser l
-        acc = np.zeros(lead + (i1 - i0, Ev), dt)            # unnormalised output A
-        for jb, j0 in enumerate(range(0, S, bk)):
-            j1 = min(j0 + bk, S)
-            keep_t = masks.keep_tile(i0, i1, j0, j1)
-            if keep_t is False:
-                continue
-            s = qb @ kt[..., j0:j1]                         # (..., bi, bj)
-            masks.apply(s, keep_t, i0, i1, j0, j1)
-            m_new = np.maximum(m, s.max(axis=-1, keepdims=True))
-            shift = m_new
-            if masked:
-                dead = np.isneginf(m_new)
-                if dead.any():                              # a row with no key yet
-                    shift = np.where(dead, dt.type(0), m_new)
-            s -= shift
-            np.exp(s, out=s)                                # E = exp(S - m')
-            alpha = np.exp(m - shift)                       # (..., bi, 1)
-            den *= alpha
-            den += s.sum(axis=-1, keepdims=True)
+    for hb, h0 in enumerate(range(0, G, hg)):
+        h1 = min(h0 + hg, G)
+        kt, vh = _swap(kf[h0:h1]), vf[h0:h1]
+        for ib, i0 in enumerate(range(0, L, bq)):
+            i1 = min(i0 + bq, L)
+            qb = qf[h0:h1, i0:i1]                           # (h, bi, E)
+            m = np.full((h1 - h0, i1 - i0, 1), -np.inf, dt)  # running row max
+            den = np.zeros((h1 - h0, i1 - i0, 1), dt)       # running normaliser l
+            acc = None                                      # unnormalised output A
+            for jb, j0 in enumerate(range(0, S, bk)):
+                j1 = min(j0 + bk, S)
+                keep_t = masks.keep_tile(h0, h1, i0, i1, j0, j1)
+                if keep_t is False:
+                    continue
+                s = qb @ kt[..., j0:j1]                     # (h, bi, bj)
+                masks.apply(s, keep_t, h0, h1, i0, i1, j0, j1)
+                m_new = np.maximum(m, s.max(axis=-1, keepdims=True))
+                shift = m_new
+                if masked:
+                    dead = np.isneginf(m_new)
+                    if dead.any():                          # a row with no key yet
+                        shift = np.where(dead, dt.type(0), m_new)
+                s -= shift
+                np.exp(s, out=s)                            # E = exp(S - m')
+                rowsum = s @ ones[:j1 - j0]                 # a product: NumPy's row sums
+                if acc is None:                             # are slower (short rows)
+                    den = rowsum
+                else:
+                    alpha = np.exp(m - shift)               # (h, bi, 1)
+                    den *= alpha
+                    den += rowsum
+                if dropout_p > 0.0:
+                    s *= _dropout_keep(seed, hb, ib, jb, s.shape, dt, dropout_p)
+                pv = s @ vh[:, j0:j1]
+                if acc is None:
+                    acc = pv
+                else:
+                    acc *= alpha
+                    acc += pv
+                m = m_new
+            if acc is None:                                 # every key masked
+                acc = np.zeros((h1 - h0, i1 - i0, Ev), dt)
+            dead = den == 0
+            if dead.any():
+                den[dead] = 1
+                m = np.where(dead, dt.type(np.inf), m)
+            acc /= den
             if dropout_p > 0.0:
-                s *= _dropout_keep(seed, ib, jb, s.shape, dt, dropout_p)
-            acc *= alpha
-            acc += s @ v[..., j0:j1, :]
-            m = m_new
-        dead = den == 0
-        if dead.any():
-            den[dead] = 1
-            m = np.where(dead, dt.type(np.inf), m)
-        acc /= den
-        if dropout_p > 0.0:
-            acc *= inv
-        out[..., i0:i1, :] = acc
-        lse[..., i0:i1, :] = m + np.log(den)
-    return out, lse
+                acc *= inv
+            out[h0:h1, i0:i1] = acc
+            lse[h0:h1, i0:i1] = m + np.log(den)
+    return out.reshape(lead + (L, Ev)), lse.reshape(lead + (L, 1))
 
 
 def attention_backward(g_out, q, k, v, out, lse, masks: _Masks, scale: float,
@@ -164,61 +230,79 @@ def attention_backward(g_out, q, k, v, out, lse, masks: _Masks, scale: float,
     leading shape (the caller undoes broadcasting; ``gbias`` in the mask's shape padded to
     lead's length), None where not needed."""
     lead = out.shape[:-2]
-    L, S, E = q.shape[-2], k.shape[-2], q.shape[-1]
+    L, S, E, Ev = q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1]
+    G = math.prod(lead)
     dt = q.dtype
-    bq, bk = block_sizes(int(np.prod(lead)), L, S)
+    hg, bq, bk = block_sizes(G, L, S)
     sc = dt.type(scale)
-    qs = q * sc
-    kt, vt = _swap(k), _swap(v)
-    d = (g_out * out).sum(axis=-1, keepdims=True)           # D = rowsum(dO O), (..., L, 1)
-    gq = np.empty(lead + (L, E), dt) if need[0] else None
-    gk = np.zeros(lead + (S, E), dt) if need[1] else None
-    gv = np.zeros(lead + v.shape[-2:], dt) if need[2] else None
+    gof = _flat(g_out, lead)
+    d = (gof * _flat(out, lead)).sum(axis=-1, keepdims=True)   # D = rowsum(dO O), (G, L, 1)
+    # S - lse = [alpha Q, -lse] [K, 1]^T, and with no dropout dP - D = [dO, -D] [V, 1]^T:
+    # one more column in each product instead of a pass over each tile
+    neg_lse = -_flat(lse, lead)
+    neg_lse[np.isneginf(neg_lse)] = -np.finfo(dt).max           # rows with no key: P = 0
+    qa = _with_column(_flat(q, lead) * sc, neg_lse)             # (G, L, E + 1)
+    ka = _with_column(_flat(k, lead), dt.type(1))               # (G, S, E + 1)
+    qs, kf = qa[..., :E], ka[..., :E]
+    vf = _flat(v, lead)
+    fold_d = dropout_p == 0.0
+    if fold_d:
+        goa = _with_column(gof, -d)                             # (G, L, Ev + 1)
+        va = _with_column(vf, dt.type(1))                       # (G, S, Ev + 1)
+    gq = np.empty((G, L, E), dt) if need[0] else None
+    gk = np.zeros((G, S, E), dt) if need[1] else None
+    gv = np.zeros((G, S, Ev), dt) if need[2] else None
     gb = np.zeros(masks.bias.shape, dt) if need_bias else None
     inv = dt.type(1.0 / (1.0 - dropout_p)) if dropout_p < 1.0 else dt.type(0)
-    for ib, i0 in enumerate(range(0, L, bq)):
-        i1 = min(i0 + bq, L)
-        qb, gob = qs[..., i0:i1, :], g_out[..., i0:i1, :]
-        lse_b, d_b = lse[..., i0:i1, :], d[..., i0:i1, :]
-        gq_b = np.zeros(lead + (i1 - i0, E), dt) if gq is not None else None
-        for jb, j0 in enumerate(range(0, S, bk)):
-            j1 = min(j0 + bk, S)
-            keep_t = masks.keep_tile(i0, i1, j0, j1)
-            if keep_t is False:
-                continue
-            p = qb @ kt[..., j0:j1]                         # (..., bi, bj)
-            masks.apply(p, keep_t, i0, i1, j0, j1)
-            p -= lse_b
-            np.exp(p, out=p)                                # P = exp(S - lse)
-            if dropout_p > 0.0:
-                pd = p * _dropout_keep(seed, ib, jb, p.shape, dt, dropout_p)
-                pd *= inv
-            else:
-                pd = p
-            if gv is not None:
-                gv[..., j0:j1, :] += _swap(pd) @ gob
-            ds = gob @ vt[..., j0:j1]                       # dPd (..., bi, bj)
-            if dropout_p > 0.0:                             # dS = Pd dPd - P D
-                ds *= pd
-                p *= d_b
-                ds -= p
-            else:                                           # dS = P (dP - D)
-                ds -= d_b
-                ds *= p
-            if gb is not None:
-                idx = masks.cut(gb, i0, i1, j0, j1)
-                gb[idx] += _unbroadcast(ds, gb[idx].shape)
-            if gq_b is not None:
-                gq_b += ds @ k[..., j0:j1, :]
-            if gk is not None:
-                gk[..., j0:j1, :] += _swap(ds) @ qb
-        if gq is not None:
-            gq_b *= sc
-            gq[..., i0:i1, :] = gq_b
-    return gq, gk, gv, gb
+    for hb, h0 in enumerate(range(0, G, hg)):
+        h1 = min(h0 + hg, G)
+        kat = _swap(ka[h0:h1])
+        vat = _swap(va[h0:h1]) if fold_d else _swap(vf[h0:h1])
+        for ib, i0 in enumerate(range(0, L, bq)):
+            i1 = min(i0 + bq, L)
+            qab, qb, gob = qa[h0:h1, i0:i1], qs[h0:h1, i0:i1], gof[h0:h1, i0:i1]
+            gab = goa[h0:h1, i0:i1] if fold_d else gob
+            gq_b = None
+            for jb, j0 in enumerate(range(0, S, bk)):
+                j1 = min(j0 + bk, S)
+                keep_t = masks.keep_tile(h0, h1, i0, i1, j0, j1)
+                if keep_t is False:
+                    continue
+                p = qab @ kat[..., j0:j1]                   # S - lse, (h, bi, bj)
+                masks.apply(p, keep_t, h0, h1, i0, i1, j0, j1)
+                np.exp(p, out=p)                            # P = exp(S - lse)
+                if dropout_p > 0.0:
+                    pd = p * _dropout_keep(seed, hb, ib, jb, p.shape, dt, dropout_p)
+                    pd *= inv
+                else:
+                    pd = p
+                if gv is not None:
+                    gv[h0:h1, j0:j1] += _swap(pd) @ gob
+                ds = gab @ vat[..., j0:j1]                  # dPd (- D when folded)
+                if fold_d:                                  # dS = P (dP - D)
+                    ds *= p
+                else:                                       # dS = Pd dPd - P D
+                    ds *= pd
+                    p *= d[h0:h1, i0:i1]
+                    ds -= p
+                if gb is not None:
+                    masks.add_bias_grad(gb, ds, h0, h1, i0, i1, j0, j1)
+                if gq is not None:
+                    t = ds @ kf[h0:h1, j0:j1]
+                    if gq_b is None:
+                        gq_b = t
+                    else:
+                        gq_b += t
+                if gk is not None:
+                    gk[h0:h1, j0:j1] += _swap(ds) @ qb
+            if gq is not None:
+                if gq_b is None:
+                    gq[h0:h1, i0:i1] = 0
+                else:
+                    gq_b *= sc
+                    gq[h0:h1, i0:i1] = gq_b
 
+    def back(a, n, m):
+        return None if a is None else a.reshape(lead + (n, m))
 
-def _unbroadcast(a: np.ndarray, shape: tuple) -> np.ndarray:
-    """Sum ``a`` over the axes where ``shape`` (same length) has 1."""
-    axes = tuple(i for i, n in enumerate(shape) if n == 1 and a.shape[i] != 1)
-    return a.sum(axis=axes, keepdims=True) if axes else a
+    return back(gq, L, E), back(gk, S, E), back(gv, S, Ev), gb

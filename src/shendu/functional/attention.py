@@ -191,18 +191,21 @@ class ScaledDotProductAttention(Function):
         return _grads(gq, gk, gv, gb, self.has_bias)
 
 
-#: Blockwise attention runs when one (L, S) score matrix per head, over all heads, would
-#: hold at least this many elements (below it the fused kernel is as fast; see
-#: docs/attention.md for the measurement).
-BLOCKWISE_MIN_SCORES = 1 << 24
+#: Blockwise attention runs when each query has at least this many keys (the tiles then hold
+#: every key of a block of queries: long rows, and no (L, S) matrix kept; measured faster
+#: than the fused kernel from 256 keys on, see docs/attention.md) ...
+BLOCKWISE_MIN_KEYS = 256
+#: ... or, with fewer keys, when the (L, S) scores of every head would hold at least this
+#: many elements (256 MiB in float32): the fused kernel keeps them for backward.
+BLOCKWISE_MIN_SCORES = 1 << 26
 
 
 def _use_blockwise(q, k, v, bias, keep) -> bool:
-    """Whether the blockwise kernel takes this call: a large score matrix, and masks that
-    do not widen the leading dims."""
+    """Whether the blockwise kernel takes this call: long key rows or a large score matrix,
+    and masks that do not widen the leading dims."""
     lead = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
     n = math.prod(lead) * q.shape[-2] * k.shape[-2]
-    if n < BLOCKWISE_MIN_SCORES:
+    if n == 0 or (k.shape[-2] < BLOCKWISE_MIN_KEYS and n < BLOCKWISE_MIN_SCORES):
         return False
     full = lead + (q.shape[-2], k.shape[-2])
     return all(m is None or (m.ndim <= len(full) and np.broadcast_shapes(m.shape, full) == full)
