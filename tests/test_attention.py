@@ -295,6 +295,58 @@ def test_sdpa_blockwise_tilings_agree_with_fused(monkeypatch, tile, block):
         np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("offset", [0.0, 100.0, -100.0])
+def test_sdpa_blockwise_large_and_small_scores(monkeypatch, offset):
+    # scores far from 0 (the softmax's shift is needed) and near it (skipped): equal to the
+    # fused kernel, and finite, in float32 and float64
+    from shendu.functional import _flash
+    from shendu.functional import attention as A
+
+    for dt, tol in ((np.float64, 1e-12), (np.float32, 2e-5)):
+        arrs = make_inputs([(2, 2, 6, 4), (2, 2, 9, 4), (2, 2, 9, 3), (6, 9)], dt)
+        arrs[0] *= 4
+        arrs[3] += offset
+        arrs[3][2] -= 2 * offset                # one row on the other side
+        results = []
+        for forced in (False, True):
+            monkeypatch.setattr(A, "BLOCKWISE_MIN_SCORES", 0 if forced else 1 << 60)
+            monkeypatch.setattr(A, "BLOCKWISE_MIN_KEYS", 0 if forced else 1 << 60)
+            monkeypatch.setattr(_flash, "MAX_BLOCK", 4)
+            q, k, v, b = (shendu.tensor(a, requires_grad=True) for a in arrs)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=b)
+            (out * out).sum().backward()
+            results.append([out.data, q.grad.data, k.grad.data, v.grad.data, b.grad.data])
+        for a, c in zip(*results):
+            assert np.isfinite(c).all()
+            np.testing.assert_allclose(a, c, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.2])
+def test_sdpa_blockwise_threads_give_the_same_bits(monkeypatch, p):
+    # head groups split over the kernels' threads: the same bits as one thread
+    from shendu.functional import _flash, conv
+    from shendu.functional import attention as A
+
+    monkeypatch.setattr(A, "BLOCKWISE_MIN_SCORES", 0)
+    monkeypatch.setattr(_flash, "TILE_ELEMS", 64)
+    monkeypatch.setattr(conv, "PARALLEL_MIN", 0)
+    arrs = make_inputs([(3, 4, 7, 4), (3, 4, 8, 4), (3, 4, 8, 5)], np.float32)
+    results = []
+    before = conv._N_THREADS
+    try:
+        for threads in (1, 3):
+            conv.set_kernel_threads(threads)
+            shendu.manual_seed(3)
+            q, k, v = (shendu.tensor(a, requires_grad=True) for a in arrs)
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+            (out * out).sum().backward()
+            results.append([out.data, q.grad.data, k.grad.data, v.grad.data])
+    finally:
+        conv.set_kernel_threads(before)
+    for a, c in zip(*results):
+        np.testing.assert_array_equal(a, c)
+
+
 def test_sdpa_blockwise_dropout(blockwise):
     def fn(q, k, v):
         shendu.manual_seed(9)

@@ -136,6 +136,21 @@ class _Masks:
             np.add.at(gb, hi + idx[1:], ds)
 
 
+#: A first score block whose row maxima all lie within +-this is exponentiated as it is
+#: (no overflow, and no row underflows whole): the softmax's shift, a pass over the tile,
+#: is skipped; ``lse`` stays exact.
+_NO_SHIFT = 16.0
+
+
+def _run(fn, n: int, size: int) -> None:
+    """``fn(lo, hi)`` over head groups ``0..n-1``, split over the kernels' threads
+    (:func:`shendu.functional.conv.set_kernel_threads`) when ``size`` is large; each group
+    writes its own rows, so the result does not depend on the split."""
+    from shendu.functional.conv import parallel
+
+    parallel(fn, n, size)
+
+
 def _dropout_keep(seed: int, h: int, i: int, j: int, shape: tuple, dtype, p: float):
     u = np.random.default_rng([seed, h, i, j]).random(
         shape, dtype=np.float32 if dtype == np.float32 else np.float64)
@@ -170,57 +185,69 @@ def attention_forward(q, k, v, masks: _Masks, scale: float, dropout_p: float, se
     ones = np.ones((bk, 1), dt)
     inv = dt.type(1.0 / (1.0 - dropout_p)) if dropout_p < 1.0 else dt.type(0)
     masked = masks.keep is not None or masks.bias is not None
-    for hb, h0 in enumerate(range(0, G, hg)):
-        h1 = min(h0 + hg, G)
-        kt, vh = _swap(kf[h0:h1]), vf[h0:h1]
-        for ib, i0 in enumerate(range(0, L, bq)):
-            i1 = min(i0 + bq, L)
-            qb = qf[h0:h1, i0:i1]                           # (h, bi, E)
-            m = np.full((h1 - h0, i1 - i0, 1), -np.inf, dt)  # running row max
-            den = np.zeros((h1 - h0, i1 - i0, 1), dt)       # running normaliser l
-            acc = None                                      # unnormalised output A
-            for jb, j0 in enumerate(range(0, S, bk)):
-                j1 = min(j0 + bk, S)
-                keep_t = masks.keep_tile(h0, h1, i0, i1, j0, j1)
-                if keep_t is False:
-                    continue
-                s = qb @ kt[..., j0:j1]                     # (h, bi, bj)
-                masks.apply(s, keep_t, h0, h1, i0, i1, j0, j1)
-                m_new = np.maximum(m, s.max(axis=-1, keepdims=True))
-                shift = m_new
+    big = dt.type(_NO_SHIFT)
+
+    def heads(c0: int, c1: int) -> None:           # head groups c0..c1-1: disjoint outputs
+        for hb in range(c0, c1):
+            h0 = hb * hg
+            h1 = min(h0 + hg, G)
+            kt, vh = _swap(kf[h0:h1]), vf[h0:h1]
+            for ib, i0 in enumerate(range(0, L, bq)):
+                i1 = min(i0 + bq, L)
+                _forward_rows(hb, h0, h1, ib, i0, i1, kt, vh)
+
+    def _forward_rows(hb, h0, h1, ib, i0, i1, kt, vh) -> None:
+        qb = qf[h0:h1, i0:i1]                               # (h, bi, E)
+        m = np.full((h1 - h0, i1 - i0, 1), -np.inf, dt)     # running row max
+        den = np.zeros((h1 - h0, i1 - i0, 1), dt)           # running normaliser l
+        acc = None                                          # unnormalised output A
+        for jb, j0 in enumerate(range(0, S, bk)):
+            j1 = min(j0 + bk, S)
+            keep_t = masks.keep_tile(h0, h1, i0, i1, j0, j1)
+            if keep_t is False:
+                continue
+            s = qb @ kt[..., j0:j1]                         # (h, bi, bj)
+            masks.apply(s, keep_t, h0, h1, i0, i1, j0, j1)
+            m_new = np.maximum(m, s.max(axis=-1, keepdims=True))
+            if acc is None and bool((np.abs(m_new) < big).all()):
+                shift = None                                # exp(S) cannot overflow and
+            else:                                           # no row underflows whole:
+                shift = m_new                               # skip the pass S - m
                 if masked:
                     dead = np.isneginf(m_new)
                     if dead.any():                          # a row with no key yet
                         shift = np.where(dead, dt.type(0), m_new)
                 s -= shift
-                np.exp(s, out=s)                            # E = exp(S - m')
-                rowsum = s @ ones[:j1 - j0]                 # a product: NumPy's row sums
-                if acc is None:                             # are slower (short rows)
-                    den = rowsum
-                else:
-                    alpha = np.exp(m - shift)               # (h, bi, 1)
-                    den *= alpha
-                    den += rowsum
-                if dropout_p > 0.0:
-                    s *= _dropout_keep(seed, hb, ib, jb, s.shape, dt, dropout_p)
-                pv = s @ vh[:, j0:j1]
-                if acc is None:
-                    acc = pv
-                else:
-                    acc *= alpha
-                    acc += pv
-                m = m_new
-            if acc is None:                                 # every key masked
-                acc = np.zeros((h1 - h0, i1 - i0, Ev), dt)
-            dead = den == 0
-            if dead.any():
-                den[dead] = 1
-                m = np.where(dead, dt.type(np.inf), m)
-            acc /= den
+            np.exp(s, out=s)                                # E = exp(S - m')
+            rowsum = s @ ones[:j1 - j0]                     # a product: NumPy's row sums
+            if acc is None:                                 # of short rows are slower
+                den = rowsum
+            else:
+                alpha = np.exp(m - shift)                   # (h, bi, 1)
+                den *= alpha
+                den += rowsum
             if dropout_p > 0.0:
-                acc *= inv
-            out[h0:h1, i0:i1] = acc
-            lse[h0:h1, i0:i1] = m + np.log(den)
+                s *= _dropout_keep(seed, hb, ib, jb, s.shape, dt, dropout_p)
+            pv = s @ vh[:, j0:j1]
+            if acc is None:
+                acc = pv
+            else:
+                acc *= alpha
+                acc += pv
+            m = m_new if shift is not None else np.zeros_like(m_new)
+        if acc is None:                                     # every key masked
+            acc = np.zeros((h1 - h0, i1 - i0, Ev), dt)
+        dead = den == 0
+        if dead.any():
+            den[dead] = 1
+            m = np.where(dead, dt.type(np.inf), m)
+        acc /= den
+        if dropout_p > 0.0:
+            acc *= inv
+        out[h0:h1, i0:i1] = acc
+        lse[h0:h1, i0:i1] = m + np.log(den)
+
+    _run(heads, -(-G // hg), G * L * S)
     return out.reshape(lead + (L, Ev)), lse.reshape(lead + (L, 1))
 
 
@@ -254,53 +281,62 @@ def attention_backward(g_out, q, k, v, out, lse, masks: _Masks, scale: float,
     gv = np.zeros((G, S, Ev), dt) if need[2] else None
     gb = np.zeros(masks.bias.shape, dt) if need_bias else None
     inv = dt.type(1.0 / (1.0 - dropout_p)) if dropout_p < 1.0 else dt.type(0)
-    for hb, h0 in enumerate(range(0, G, hg)):
-        h1 = min(h0 + hg, G)
-        kat = _swap(ka[h0:h1])
-        vat = _swap(va[h0:h1]) if fold_d else _swap(vf[h0:h1])
-        for ib, i0 in enumerate(range(0, L, bq)):
-            i1 = min(i0 + bq, L)
-            qab, qb, gob = qa[h0:h1, i0:i1], qs[h0:h1, i0:i1], gof[h0:h1, i0:i1]
-            gab = goa[h0:h1, i0:i1] if fold_d else gob
-            gq_b = None
-            for jb, j0 in enumerate(range(0, S, bk)):
-                j1 = min(j0 + bk, S)
-                keep_t = masks.keep_tile(h0, h1, i0, i1, j0, j1)
-                if keep_t is False:
-                    continue
-                p = qab @ kat[..., j0:j1]                   # S - lse, (h, bi, bj)
-                masks.apply(p, keep_t, h0, h1, i0, i1, j0, j1)
-                np.exp(p, out=p)                            # P = exp(S - lse)
-                if dropout_p > 0.0:
-                    pd = p * _dropout_keep(seed, hb, ib, jb, p.shape, dt, dropout_p)
-                    pd *= inv
-                else:
-                    pd = p
-                if gv is not None:
-                    gv[h0:h1, j0:j1] += _swap(pd) @ gob
-                ds = gab @ vat[..., j0:j1]                  # dPd (- D when folded)
-                if fold_d:                                  # dS = P (dP - D)
-                    ds *= p
-                else:                                       # dS = Pd dPd - P D
-                    ds *= pd
-                    p *= d[h0:h1, i0:i1]
-                    ds -= p
-                if gb is not None:
-                    masks.add_bias_grad(gb, ds, h0, h1, i0, i1, j0, j1)
-                if gq is not None:
-                    t = ds @ kf[h0:h1, j0:j1]
-                    if gq_b is None:
-                        gq_b = t
-                    else:
-                        gq_b += t
-                if gk is not None:
-                    gk[h0:h1, j0:j1] += _swap(ds) @ qb
+
+    def heads(c0: int, c1: int) -> None:           # head groups c0..c1-1: disjoint outputs
+        for hb in range(c0, c1):
+            h0 = hb * hg
+            h1 = min(h0 + hg, G)
+            kat = _swap(ka[h0:h1])
+            vat = _swap(va[h0:h1]) if fold_d else _swap(vf[h0:h1])
+            for ib, i0 in enumerate(range(0, L, bq)):
+                i1 = min(i0 + bq, L)
+                _backward_rows(hb, h0, h1, ib, i0, i1, kat, vat)
+
+    def _backward_rows(hb, h0, h1, ib, i0, i1, kat, vat) -> None:
+        qab, qb, gob = qa[h0:h1, i0:i1], qs[h0:h1, i0:i1], gof[h0:h1, i0:i1]
+        gab = goa[h0:h1, i0:i1] if fold_d else gob
+        gq_b = None
+        for jb, j0 in enumerate(range(0, S, bk)):
+            j1 = min(j0 + bk, S)
+            keep_t = masks.keep_tile(h0, h1, i0, i1, j0, j1)
+            if keep_t is False:
+                continue
+            p = qab @ kat[..., j0:j1]                       # S - lse, (h, bi, bj)
+            masks.apply(p, keep_t, h0, h1, i0, i1, j0, j1)
+            np.exp(p, out=p)                                # P = exp(S - lse)
+            if dropout_p > 0.0:
+                pd = p * _dropout_keep(seed, hb, ib, jb, p.shape, dt, dropout_p)
+                pd *= inv
+            else:
+                pd = p
+            if gv is not None:
+                gv[h0:h1, j0:j1] += _swap(pd) @ gob
+            ds = gab @ vat[..., j0:j1]                      # dPd (- D when folded)
+            if fold_d:                                      # dS = P (dP - D)
+                ds *= p
+            else:                                           # dS = Pd dPd - P D
+                ds *= pd
+                p *= d[h0:h1, i0:i1]
+                ds -= p
+            if gb is not None:
+                masks.add_bias_grad(gb, ds, h0, h1, i0, i1, j0, j1)
             if gq is not None:
+                t = ds @ kf[h0:h1, j0:j1]
                 if gq_b is None:
-                    gq[h0:h1, i0:i1] = 0
+                    gq_b = t
                 else:
-                    gq_b *= sc
-                    gq[h0:h1, i0:i1] = gq_b
+                    gq_b += t
+            if gk is not None:
+                gk[h0:h1, j0:j1] += _swap(ds) @ qb
+        if gq is not None:
+            if gq_b is None:
+                gq[h0:h1, i0:i1] = 0
+            else:
+                gq_b *= sc
+                gq[h0:h1, i0:i1] = gq_b
+
+    # the bias gradient sums over heads that share its entries: one thread then
+    _run(heads, -(-G // hg), G * L * S if gb is None else 0)
 
     def back(a, n, m):
         return None if a is None else a.reshape(lead + (n, m))
