@@ -33,6 +33,7 @@ would depend on the other items of its batch.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -153,24 +154,67 @@ def power_stft(x: Tensor, n_fft: int, hop_length: int, window: np.ndarray,
     return F.reshape(out, lead + tuple(out.shape[1:]))
 
 
+def _hz_to_mel(f: np.ndarray, htk: bool) -> np.ndarray:
+    """Hertz to mels (``librosa.hz_to_mel``): HTK's ``2595 log10(1 + f/700)``, or
+    Slaney's scale (linear below 1 kHz, logarithmic above)."""
+    f = np.asanyarray(f, dtype=np.float64)
+    if htk:
+        return 2595.0 * np.log10(1.0 + f / 700.0)
+    f_sp = 200.0 / 3
+    mels = f / f_sp
+    min_log_mel, logstep = 1000.0 / f_sp, np.log(6.4) / 27.0
+    return np.where(f >= 1000.0, min_log_mel + np.log(np.maximum(f, 1000.0) / 1000.0) /
+                    logstep, mels)
+
+
+def _mel_to_hz(m: np.ndarray, htk: bool) -> np.ndarray:
+    """Mels to hertz (``librosa.mel_to_hz``), the inverse of :func:`_hz_to_mel`."""
+    if htk:
+        return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+    f_sp = 200.0 / 3
+    freqs = f_sp * m
+    min_log_mel, logstep = 1000.0 / f_sp, np.log(6.4) / 27.0
+    log_t = m >= min_log_mel
+    freqs[log_t] = 1000.0 * np.exp(logstep * (m[log_t] - min_log_mel))
+    return freqs
+
+
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0,
                    f_max: float | None = None, norm: str | None = None,
                    mel_scale: str = "htk") -> np.ndarray:
     """The (n_mels, n_fft // 2 + 1) triangular mel filterbank of ``librosa.filters.mel``
-    (float64). ``mel_scale`` is ``"htk"`` (torchaudio's default) or ``"slaney"``
-    (librosa's); ``norm`` is ``None`` or ``"slaney"`` (each filter's area 1)."""
+    (float64, computed by the same formulas; the tests compare the two). ``mel_scale`` is
+    ``"htk"`` (torchaudio's default) or ``"slaney"`` (librosa's); ``norm`` is ``None`` or
+    ``"slaney"`` (each filter's area 1).
+
+    Filter ``i`` rises linearly from mel point ``i`` to ``i + 1`` and falls to ``i + 2``,
+    the ``n_mels + 2`` points evenly spaced in mels from ``f_min`` to ``f_max``."""
     if mel_scale not in ("htk", "slaney"):
         raise ValueError(f"mel_filterbank: mel_scale must be 'htk' or 'slaney', got "
                          f"{mel_scale!r}")
     if norm not in (None, "slaney"):
         raise ValueError(f"mel_filterbank: norm must be None or 'slaney', got {norm!r}")
-    try:
-        import librosa
-    except ImportError as e:  # pragma: no cover
-        raise ImportError("mel_filterbank needs librosa (pip install 'shendu[audio]')") from e
-    return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=f_min,
-                               fmax=f_max, htk=mel_scale == "htk", norm=norm,
-                               dtype=np.float64)
+    htk = mel_scale == "htk"
+    fmax = float(sample_rate) / 2 if f_max is None else f_max
+    n_mels = int(n_mels)
+    fftfreqs = np.fft.rfftfreq(n=n_fft, d=1.0 / sample_rate)
+    mels = np.linspace(_hz_to_mel(f_min, htk), _hz_to_mel(fmax, htk), n_mels + 2)
+    mel_f = _mel_to_hz(mels, htk)
+    fdiff = np.diff(mel_f)
+    ramps = np.subtract.outer(mel_f, fftfreqs)
+    weights = np.zeros((n_mels, int(1 + n_fft // 2)), dtype=np.float64)
+    for i in range(n_mels):
+        lower = -ramps[i] / fdiff[i]
+        upper = ramps[i + 2] / fdiff[i + 1]
+        weights[i] = np.maximum(0, np.minimum(lower, upper))
+    if norm == "slaney":
+        enorm = 2.0 / (mel_f[2:n_mels + 2] - mel_f[:n_mels])
+        weights *= enorm[:, np.newaxis]
+    if not np.all((mel_f[:-2] == 0) | (weights.max(axis=1) > 0)):
+        warnings.warn("mel_filterbank: empty filters (all zero): some mel channels will "
+                      "always be 0; raise the sample rate (and f_max) or lower n_mels",
+                      stacklevel=2)
+    return weights
 
 
 def dct_matrix(n_mfcc: int, n_mels: int, norm: str | None = "ortho") -> np.ndarray:
