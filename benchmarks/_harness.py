@@ -115,10 +115,16 @@ def threads_note() -> str:
 
 
 def set_threads(n: int | None) -> None:
-    """The same number of threads for NumPy's BLAS and torch's intra-op pool (None: defaults)."""
+    """The same number of threads for NumPy's BLAS, shendu's kernel threads (the element-wise
+    loops of convolution, pooling and blockwise attention) and torch's intra-op pool (None:
+    defaults)."""
     if not n:
         return
     import numpy  # noqa: F401 - loads its BLAS, which threadpoolctl can only limit once loaded
+
+    from shendu.functional.conv import set_kernel_threads
+
+    set_kernel_threads(n)
     try:
         from threadpoolctl import threadpool_limits
 

@@ -119,9 +119,10 @@ PARALLEL_MIN = 1 << 18  # elements below which a memory-bound loop stays on one 
 
 
 def set_kernel_threads(n: int) -> None:
-    """How many threads the memory-bound loops of the conv and pooling kernels may use
-    (default: the CPUs this process may run on, at most 4). ``1`` keeps them on the calling
-    thread, e.g. to compare with a library restricted to one thread."""
+    """How many threads the memory-bound loops of the conv and pooling kernels, and the head
+    groups of blockwise attention, may use (default: the CPUs this process may run on, at
+    most 4). ``1`` keeps them on the calling thread, e.g. to compare with a library
+    restricted to one thread. Results do not depend on the count."""
     global _N_THREADS, _executor
     if not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"set_kernel_threads: expected a positive int, got {n!r}")
