@@ -265,6 +265,53 @@ def test_char_language_models_train_and_generate(tmp_path, model):
 
 
 @pytest.mark.slow
+def test_char_lm_resumes_after_ctrl_c_exactly(tmp_path):
+    # a run stopped by Ctrl-C and resumed from its --out folder ends with the same weights,
+    # bit for bit, as the same run left alone
+    import os
+    import signal
+    import time
+
+    from shendu.cli.registry import load_model_checkpoint
+
+    text = "the quick brown fox jumps over the lazy dog. " * 60
+    (tmp_path / "t.txt").write_text(text)
+    cmd = ("train", "char-lm", "--data", tmp_path / "t.txt", "--steps", "40", "--hidden", "16")
+    whole = shendu(*cmd, "--out", tmp_path / "whole")
+    assert whole.returncode == 0 and "40 of 40 steps" in whole.stdout, whole.stderr
+    p = subprocess.Popen([sys.executable, "-m", "shendu", *map(str, cmd), "--out",
+                          str(tmp_path / "cut")], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "cut" / "trainer").glob("*.ckpt")):   # the first block
+        assert p.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0 and "stopped after step" in out, (out, err)
+    done = int(out.split("stopped after step ")[1].split()[0])
+    assert 8 <= done < 40
+    # the saved settings are the run's: a different --steps is refused, none is fine
+    assert_one_line_error(shendu("train", "char-lm", "--data", tmp_path / "t.txt", "--steps",
+                                 "80", "--resume", tmp_path / "cut", "--out",
+                                 tmp_path / "cut"), "--steps 40, not 80")
+    again = shendu("train", "char-lm", "--data", tmp_path / "t.txt", "--resume",
+                   tmp_path / "cut" / "last.ckpt", "--out", tmp_path / "cut")
+    assert again.returncode == 0 and "40 of 40 steps" in again.stdout, again.stderr
+    assert "step 8:" in whole.stdout and "step 8:" not in again.stdout   # went on, not anew
+    a, _ = load_model_checkpoint(str(tmp_path / "whole" / "last.ckpt"))
+    b, _ = load_model_checkpoint(str(tmp_path / "cut" / "last.ckpt"))
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        np.testing.assert_array_equal(np.asarray(sa[k]), np.asarray(sb[k]), err_msg=k)
+    assert_one_line_error(shendu("train", "char-transformer", "--data", tmp_path / "t.txt",
+                                 "--resume", tmp_path / "cut"), "trains a CharLM")
+    assert_one_line_error(shendu("train", "char-lm", "--data", tmp_path / "t.txt",
+                                 "--resume", tmp_path), "no language-model run")
+
+
+@pytest.mark.slow
 def test_model_and_data_mismatches_are_one_line(tmp_path, trained):
     out, _ = trained
     np.savetxt(tmp_path / "five.csv", np.random.default_rng(0).normal(size=(20, 6)),

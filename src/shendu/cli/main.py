@@ -143,7 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "files (default: $SHENDU_DATA)")
     tr.add_argument("--out", metavar="DIR", default="shendu-run",
                     help="folder for checkpoints (default: %(default)s)")
-    tr.add_argument("--resume", metavar="CKPT", help="continue from a checkpoint")
+    tr.add_argument("--resume", metavar="CKPT", help="continue from a checkpoint (char-lm and "
+                    "char-transformer: the run's --out folder, which --resume continues "
+                    "exactly after a Ctrl-C or a crash)")
     tr.set_defaults(func=_cmd_train)
     rl_cli.add_train_options(tr)  # train cartpole | rl --env ID | tictactoe
 

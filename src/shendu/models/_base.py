@@ -750,7 +750,8 @@ class CharLMTraining:
         (``evaluate`` on the first ``eval_chars`` validation characters) are measured.
         Returns the log, one ``{"step", "train_loss", "val_nats"}`` per evaluation
         (``train_loss``: the mean over the steps since the last one); ``history_`` holds
-        the Trainer's :class:`~shendu.train.History`. ``callbacks`` go to the Trainer;
+        the Trainer's :class:`~shendu.train.History`, ``n_steps_`` the steps taken (fewer
+        than ``steps`` when Ctrl-C stopped the run). ``callbacks`` go to the Trainer;
         ``resume`` is a checkpoint file or folder to continue from (build and seed the
         model as for the first run). ``lr_schedule`` and a number as ``learning_rate`` are
         the deprecated names of ``learning_rate`` and ``learning_rate_init``."""
@@ -815,6 +816,7 @@ class CharLMTraining:
         trainer = Trainer(self, loss_fn, opt, batches, callbacks=[*own, *callbacks],
                           scheduler=sched, scheduler_interval="batch", verbose=0)
         self.history_ = trainer.fit(-(-int(steps) // block), resume=resume)
+        self.n_steps_ = int(trainer.global_step)      # fewer than steps after a Ctrl-C
         self.eval()
         h = self.history_
         return [{"step": int(s), "train_loss": float(t), "val_nats": float(v)}
