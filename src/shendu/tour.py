@@ -29,7 +29,7 @@ report holds the table.
 
 Every run is seeded (``shendu.manual_seed(0)`` before each chapter), so the tour prints the
 same numbers on every run on the same machine. ``quick=True`` shrinks every budget (about ten
-CPU seconds in all, the full tour about 90); a chapter whose building blocks are missing
+CPU seconds in all, the full tour about 110); a chapter whose building blocks are missing
 from this build of shendu is listed as "not available yet" instead of failing the tour.
 """
 
