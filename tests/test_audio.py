@@ -146,6 +146,40 @@ def test_long_file_memory_is_bounded(bad_files):
 MEL = dict(n_fft=256, hop_length=80, n_mels=40)
 
 
+@pytest.mark.parametrize("sr,n_fft,n_mels", [(8000, 256, 40), (16000, 400, 128),
+                                             (22050, 2048, 64), (8000, 200, 20)])
+@pytest.mark.parametrize("mel_scale,norm", [("htk", None), ("slaney", "slaney"),
+                                            ("slaney", None), ("htk", "slaney")])
+def test_mel_filterbank_equals_librosa(sr, n_fft, n_mels, mel_scale, norm):
+    """The filterbank is librosa's, computed by the same formulas: equal bit for bit (and
+    building a MelSpectrogram does not import librosa)."""
+    from shendu.audio.features import mel_filterbank
+
+    for fmin, fmax in ((0.0, None), (60.0, sr / 3)):
+        ours = mel_filterbank(sr, n_fft, n_mels, fmin, fmax, norm, mel_scale)
+        ref = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax,
+                                  htk=mel_scale == "htk", norm=norm, dtype=np.float64)
+        assert ours.dtype == np.float64 and ours.shape == ref.shape
+        assert np.array_equal(ours, ref)
+
+
+def test_mel_filterbank_warns_of_empty_filters():
+    from shendu.audio.features import mel_filterbank
+
+    with pytest.warns(UserWarning, match="empty filters"):
+        mel_filterbank(8000, 64, 80)
+
+
+def test_melspectrogram_without_gradient_equals_with():
+    """Without a gradient the power spectrum is squared in place: the same numbers."""
+    x = np.random.default_rng(0).standard_normal((3, 2000)).astype(np.float32)
+    m = MelSpectrogram(SR, **MEL)
+    with shendu.no_grad():
+        a = m(shendu.from_numpy(x)).data
+    b = m(shendu.tensor(x, requires_grad=True)).data
+    assert np.array_equal(a, b)
+
+
 @pytest.mark.slow
 def test_melspectrogram_matches_librosa():
     x = speech_like()

@@ -367,6 +367,35 @@ def test_bptt_norms_vanish_faster_for_rnn_than_lstm():
     assert r[0] / r[-1] < 1e-3 * (m[0] / m[-1])
 
 
+def test_rnn_backward_flushes_subnormal_gradients():
+    """A float32 tanh RNN whose carried gradient underflows (small W_hh, a long sequence,
+    the loss on the last step): the gradient reaching the early steps passes through the
+    subnormal range on its way to 0, where it is flushed to 0 (products of subnormals cost
+    tens of times more): the steps whose exact input gradient lies deep in that range get
+    exactly 0, and what a normal number would notice is unchanged: the gradients match
+    float64 torch."""
+    rng = np.random.default_rng(0)
+    Tl = 80
+    a = dict(x=rng.uniform(-1, 1, (Tl, B, I)), h0=rng.uniform(-1, 1, (B, H)),
+             w_ih=rng.uniform(-1, 1, (H, I)), w_hh=rng.uniform(-0.05, 0.05, (H, H)),
+             b_ih=rng.uniform(-1, 1, H), b_hh=rng.uniform(-1, 1, H))
+    t = {k: shendu.tensor(v.astype(np.float32), requires_grad=True) for k, v in a.items()}
+    out, _ = F.rnn(t["x"], t["h0"], t["w_ih"], t["w_hh"], t["b_ih"], t["b_hh"])
+    out[-1].sum().backward()
+    tt = {k: torch.tensor(v, requires_grad=True) for k, v in a.items()}
+    h = tt["h0"]
+    for s in range(Tl):
+        h = torch.tanh(tt["x"][s] @ tt["w_ih"].T + tt["b_ih"] + h @ tt["w_hh"].T + tt["b_hh"])
+    h.sum().backward()
+    tiny = np.finfo(np.float32).tiny
+    exact = np.abs(tt["x"].grad.numpy()).max(axis=(1, 2))          # per step
+    deep = (exact < tiny * 2.0 ** -10) & (exact > 0)
+    assert deep.sum() >= 2                          # the test reaches the subnormal range
+    assert (t["x"].grad.data[deep] == 0).all()
+    for k in a:
+        np.testing.assert_allclose(t[k].grad.data, tt[k].grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_lent_buffers_come_back_only_when_every_view_is_gone():
     ws = F.recurrent._Workspace()
     a = ws.lend((4, 3), np.float32)
