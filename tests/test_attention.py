@@ -333,6 +333,7 @@ def test_sdpa_blockwise_threads_give_the_same_bits(monkeypatch, p):
     arrs = make_inputs([(3, 4, 7, 4), (3, 4, 8, 4), (3, 4, 8, 5)], np.float32)
     results = []
     before = conv._N_THREADS
+    blas = [lib.num_threads for lib in conv._blas()]
     try:
         for threads in (1, 3):
             conv.set_kernel_threads(threads)
@@ -343,6 +344,8 @@ def test_sdpa_blockwise_threads_give_the_same_bits(monkeypatch, p):
             results.append([out.data, q.grad.data, k.grad.data, v.grad.data])
     finally:
         conv.set_kernel_threads(before)
+    # BLAS ran on one thread inside the parallel loop, and has its threads back
+    assert [lib.num_threads for lib in conv._blas()] == blas
     for a, c in zip(*results):
         np.testing.assert_array_equal(a, c)
 

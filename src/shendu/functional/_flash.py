@@ -144,11 +144,12 @@ _NO_SHIFT = 16.0
 
 def _run(fn, n: int, size: int) -> None:
     """``fn(lo, hi)`` over head groups ``0..n-1``, split over the kernels' threads
-    (:func:`shendu.functional.conv.set_kernel_threads`) when ``size`` is large; each group
-    writes its own rows, so the result does not depend on the split."""
+    (:func:`shendu.functional.conv.set_kernel_threads`, BLAS on one thread meanwhile) when
+    ``size`` is large; each group writes its own rows, so the result does not depend on the
+    split."""
     from shendu.functional.conv import parallel
 
-    parallel(fn, n, size)
+    parallel(fn, n, size, calls_blas=True)
 
 
 def _dropout_keep(seed: int, h: int, i: int, j: int, shape: tuple, dtype, p: float):
