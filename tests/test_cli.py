@@ -268,7 +268,6 @@ def test_char_language_models_train_and_generate(tmp_path, model):
 def test_char_lm_resumes_after_ctrl_c_exactly(tmp_path):
     # a run stopped by Ctrl-C and resumed from its --out folder ends with the same weights,
     # bit for bit, as the same run left alone
-    import os
     import signal
     import time
 
