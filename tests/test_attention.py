@@ -330,6 +330,7 @@ def test_sdpa_blockwise_threads_give_the_same_bits(monkeypatch, p):
     monkeypatch.setattr(A, "BLOCKWISE_MIN_SCORES", 0)
     monkeypatch.setattr(_flash, "TILE_ELEMS", 64)
     monkeypatch.setattr(conv, "PARALLEL_MIN", 0)
+    monkeypatch.setattr(_flash, "_PARALLEL_MIN_SCORES", 0)
     arrs = make_inputs([(3, 4, 7, 4), (3, 4, 8, 4), (3, 4, 8, 5)], np.float32)
     results = []
     before = conv._N_THREADS

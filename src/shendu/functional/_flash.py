@@ -142,6 +142,10 @@ class _Masks:
 _NO_SHIFT = 16.0
 
 
+#: Score elements below which the head groups stay on the calling thread.
+_PARALLEL_MIN_SCORES = 1 << 22
+
+
 def _run(fn, n: int, size: int) -> None:
     """``fn(lo, hi)`` over head groups ``0..n-1``, split over the kernels' threads
     (:func:`shendu.functional.conv.set_kernel_threads`, BLAS on one thread meanwhile) when
@@ -149,7 +153,10 @@ def _run(fn, n: int, size: int) -> None:
     split."""
     from shendu.functional.conv import parallel
 
-    parallel(fn, n, size, calls_blas=True)
+    if size < _PARALLEL_MIN_SCORES:               # too little work to restart BLAS's threads
+        fn(0, n)
+    else:
+        parallel(fn, n, size, calls_blas=True)
 
 
 def _dropout_keep(seed: int, h: int, i: int, j: int, shape: tuple, dtype, p: float):
