@@ -265,10 +265,16 @@ def _perceptron(ctx: _Context) -> None:
             p.fit(X, y)
     acc = p.score(X, y)
     ctx.measured["perceptron_xor"] = acc
+    if p.converged_:
+        how = f"converged in epoch {p.n_iter_}"
+    elif p.n_iter_ < epochs:       # tol / n_iter_no_change, scikit-learn's stopping rule
+        how = (f"never converges: {p.mistakes_[-1]} mistakes in epoch {p.n_iter_}, where "
+               f"{p.n_iter_no_change} epochs without progress stop it")
+    else:
+        how = f"never converges ({p.mistakes_[-1]} mistakes in epoch {epochs} of {epochs})"
     ctx.row("Perceptron on XOR", "Marvin Minsky & Seymour Papert 1969", "XOR (4 points)",
-            f"{_pct(acc)}; {'converged' if p.converged_ else 'never converges'} "
-            f"({p.mistakes_[-1]} mistakes in epoch {p.n_iter_} of {epochs})",
-            "not linearly separable: at most 3 of 4 right", time.perf_counter() - t0)
+            f"{_pct(acc)}; {how}", "not linearly separable: at most 3 of 4 right",
+            time.perf_counter() - t0)
 
 
 def _mlp(ctx: _Context) -> None:

@@ -23,7 +23,7 @@ class _Parser(argparse.ArgumentParser):
 
 _EPILOGS = {
     "tour": """examples:
-  shendu tour                       # every chapter (about 1.5 CPU minutes)
+  shendu tour                       # every chapter (under 2 CPU minutes)
   shendu tour --quick               # small budgets (about 15 CPU seconds)
   shendu tour --only lstm --out tour-lstm
 chapters: {chapters}""",
