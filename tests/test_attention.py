@@ -351,6 +351,57 @@ def test_sdpa_blockwise_threads_give_the_same_bits(monkeypatch, p):
         np.testing.assert_array_equal(a, c)
 
 
+_BESIDE_BLAS = """
+import threading
+import numpy as np
+from threadpoolctl import threadpool_limits
+import shendu, shendu.functional as F
+from shendu.functional import conv
+
+threadpool_limits(2)                       # BLAS with a pool of its own
+conv.set_kernel_threads(2)                 # and attention's head groups on two threads
+rng = np.random.default_rng(0)
+arrs = [rng.standard_normal((8, 4, 512, 32)).astype(np.float32) for _ in range(3)]
+
+def attention():
+    q, k, v = (shendu.tensor(a, requires_grad=True) for a in arrs)
+    out = F.scaled_dot_product_attention(q, k, v)
+    out.sum().backward()
+    return out.data, q.grad.data
+
+alone = attention()
+a = rng.standard_normal((1500, 1500)).astype(np.float32)
+stop = []
+def products():                            # another thread in BLAS all along
+    while not stop:
+        a @ a
+t = threading.Thread(target=products)
+t.start()
+try:
+    for _ in range(3):
+        out, gq = attention()
+        assert np.array_equal(out, alone[0]) and np.array_equal(gq, alone[1])
+finally:
+    stop.append(1)
+    t.join()
+assert [lib.num_threads for lib in conv._blas()] == [2] * len(conv._blas())
+print("ok")
+"""
+
+
+@pytest.mark.slow
+def test_sdpa_threads_beside_another_thread_in_blas():
+    # attention's parallel head groups while another thread multiplies matrices: no hang
+    # (stopping OpenBLAS's idle threads then would hang the other thread's product), the
+    # same bits, and BLAS's thread count restored
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _BESIDE_BLAS], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
 def test_sdpa_blockwise_dropout(blockwise):
     def fn(q, k, v):
         shendu.manual_seed(9)

@@ -152,23 +152,33 @@ def _blas() -> list:
     return _blas_libs
 
 
+def _no_other_threads() -> bool:
+    """Whether this is the only Python thread that could be in a BLAS call (the kernels'
+    own pool and tqdm's monitor aside)."""
+    me = threading.current_thread()
+    return all(t is me or t.name.startswith("shendu-kernel") or type(t).__name__ == "TMonitor"
+               for t in threading.enumerate())
+
+
 @contextlib.contextmanager
 def _one_blas_thread():
     """NumPy's BLAS on one thread while the kernels' own threads split the work (the
     calls inside each run as a single thread of a parallel loop do in torch); the thread
-    counts come back when the last caller leaves. OpenBLAS's idle threads are stopped too
-    (``blas_thread_shutdown_``, what it runs itself before a fork): they would spin beside
-    ours for a tenth of a second after its last product (attention's forward+backward at
-    T=256 measured 93 ms with them, 65 ms without); its next parallel product restarts
-    them."""
+    counts come back when the last caller leaves. When no other Python thread could be in
+    a BLAS call, OpenBLAS's idle threads are stopped too (``blas_thread_shutdown_``, what
+    it runs itself before a fork): they would spin beside ours for a tenth of a second
+    after its last product (attention's forward+backward at T=256 measured 93 ms with
+    them, 65 ms without); its next parallel product restarts them. Beside another thread
+    that might be inside a product they are left alone (stopping them then can hang it)."""
     libs = _blas()
     with _blas_lock:
         if _blas_single[0] == 0:
             _blas_single[1] = tuple(lib.num_threads for lib in libs)
+            alone = _no_other_threads()
             for lib in libs:
                 lib.set_num_threads(1)
                 stop = getattr(getattr(lib, "dynlib", None), "blas_thread_shutdown_", None)
-                if stop is not None:
+                if alone and stop is not None:
                     stop()
         _blas_single[0] += 1
     try:
