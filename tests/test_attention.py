@@ -402,6 +402,64 @@ def test_sdpa_threads_beside_another_thread_in_blas():
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
 
 
+@pytest.fixture
+def by_heads(monkeypatch):
+    """The fused kernel by groups of heads on three kernel threads, whatever the size."""
+    from shendu.functional import attention as A
+    from shendu.functional import conv
+
+    monkeypatch.setattr(A, "BY_HEADS_MIN_SCORES", 0)
+    monkeypatch.setattr(conv, "PARALLEL_MIN", 0)
+    before = conv._N_THREADS
+    conv.set_kernel_threads(3)
+    yield
+    conv.set_kernel_threads(before)
+
+
+@pytest.mark.parametrize("kind", ["none", "causal", "long"])
+def test_sdpa_by_heads_matches_torch(by_heads, kind):
+    # torch values and gradients, and the float64 gradcheck, through the by-heads path
+    from shendu.functional import attention as A
+
+    S = 200 if kind == "long" else 8                   # long rows: the row-major layout
+    shapes = [(2, 3, 7, 4), (2, 3, S, 4), (2, 3, S, 5)]
+    assert A._by_heads(*(np.zeros(s) for s in shapes), None)
+    causal = kind == "causal"
+    check_op(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=causal),
+             shapes, torch_fn=lambda q, k, v: TF.scaled_dot_product_attention(
+                 q, k, v, is_causal=causal))
+
+
+def test_sdpa_by_heads_gives_the_fused_kernels_bits(monkeypatch):
+    # one piece on one thread, or by groups of heads on three: the same bits (rows with no
+    # key included), and only where q, k, v share their leading dims
+    from shendu.functional import attention as A
+    from shendu.functional import conv
+
+    monkeypatch.setattr(A, "BY_HEADS_MIN_SCORES", 0)
+    monkeypatch.setattr(conv, "PARALLEL_MIN", 0)
+    arrs = make_inputs([(4, 5, 9, 4), (4, 5, 10, 4), (4, 5, 10, 6)], np.float32)
+    keep = np.tril(np.ones((9, 10), bool))
+    keep[3] = False
+    results = []
+    before = conv._N_THREADS
+    try:
+        for threads in (1, 3):
+            conv.set_kernel_threads(threads)
+            assert A._by_heads(*arrs, keep) == (threads > 1)
+            q, k, v = (shendu.tensor(a, requires_grad=True) for a in arrs)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+            (out * out).sum().backward()
+            results.append([out.data, q.grad.data, k.grad.data, v.grad.data])
+        assert not A._by_heads(arrs[0], arrs[1][:, :1], arrs[2], None)   # shared keys
+        assert not A._by_heads(*arrs, np.ones((4, 1, 9, 10), bool))      # per-batch mask
+    finally:
+        conv.set_kernel_threads(before)
+    for a, c in zip(*results):
+        np.testing.assert_array_equal(a, c)
+    assert not np.isnan(results[0][0]).any() and (results[0][0][:, :, 3] == 0).all()
+
+
 def test_sdpa_blockwise_dropout(blockwise):
     def fn(q, k, v):
         shendu.manual_seed(9)

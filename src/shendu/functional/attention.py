@@ -94,6 +94,10 @@ class ScaledDotProductAttention(Function):
         self.blockwise = not need_weights and _use_blockwise(q, k, v, bias, keep)
         if self.blockwise:
             return self._forward_blockwise(q, k, v, bias, keep, scale, dropout_p)
+        self.by_heads = (bias is None and dropout_p == 0.0 and not need_weights
+                         and _by_heads(q, k, v, keep))
+        if self.by_heads:
+            return self._forward_by_heads(q, k, v, keep, scale)
         if dropout_p == 0.0 and not need_weights and k.shape[-2] <= _SHORT_ROWS:
             s = _swap(k @ _swap(q))                         # (..., L, S), stored (..., S, L)
         else:
@@ -156,9 +160,76 @@ class ScaledDotProductAttention(Function):
         gb = gb.reshape(self.bias_shape) if gb is not None else None
         return _grads(gq, gk, gv, gb, self.has_bias)
 
+    def _forward_by_heads(self, q, k, v, keep, scale):
+        """The fused kernel over groups of heads on the kernels' threads (BLAS on one
+        thread meanwhile): the same numbers as in one piece, group by group."""
+        from shendu.functional.conv import parallel
+
+        lead, L, (S, Ev) = q.shape[:-2], q.shape[-2], v.shape[-2:]
+        G = math.prod(lead)
+        qf, kf, vf = (a.reshape((G,) + a.shape[-2:]) for a in (q, k, v))
+        short = S <= _SHORT_ROWS
+        p = np.empty((G, S, L) if short else (G, L, S), q.dtype)
+        out = np.empty((G, L, Ev), q.dtype)
+
+        def heads(lo: int, hi: int) -> None:
+            if short:                                       # (h, L, S), stored (h, S, L)
+                s = _swap(np.matmul(kf[lo:hi], _swap(qf[lo:hi]), out=p[lo:hi]))
+            else:
+                s = np.matmul(qf[lo:hi], _swap(kf[lo:hi]), out=p[lo:hi])
+            s *= scale
+            if keep is not None:
+                np.copyto(s, -np.inf, where=~keep)
+            _masked_softmax_(s)
+            np.matmul(s, vf[lo:hi], out=out[lo:hi])
+
+        parallel(heads, G, G * L * S, calls_blas=True)
+        self.p = _swap(p) if short else p                   # (G, L, S)
+        self.q, self.k, self.v, self.out = qf, kf, vf, out
+        self.scale, self.has_bias, self.lead = scale, False, lead
+        return out.reshape(lead + (L, Ev))
+
+    def _backward_by_heads(self, g_out):
+        from shendu.functional.conv import parallel
+
+        q, k, v, p, out = self.q, self.k, self.v, self.p, self.out
+        G, L, S = p.shape
+        need = self.needs_input_grad
+        go = g_out.reshape((G,) + g_out.shape[-2:])
+        gq = np.empty_like(q) if need[0] else None
+        gk = np.empty_like(k) if need[1] else None
+        gv = np.empty_like(v) if need[2] else None
+        transposed = p.strides[-1] != p.itemsize
+
+        def heads(lo: int, hi: int) -> None:
+            pc, gc = p[lo:hi], go[lo:hi]
+            if gv is not None:
+                np.matmul(_swap(pc), gc, out=gv[lo:hi])
+            if gq is None and gk is None:
+                return
+            d = (gc * out[lo:hi]).sum(axis=-1, keepdims=True)
+            if transposed:                                  # dP laid out as P
+                dp = _swap(v[lo:hi] @ _swap(gc))
+            else:
+                dp = gc @ _swap(v[lo:hi])
+            dp -= d
+            dp *= pc                                        # dS = P (dP - D)
+            dp *= self.scale
+            if gq is not None:
+                np.matmul(dp, k[lo:hi], out=gq[lo:hi])
+            if gk is not None:
+                np.matmul(_swap(dp), q[lo:hi], out=gk[lo:hi])
+
+        parallel(heads, G, G * L * S, calls_blas=True)
+        lead = self.lead
+        return tuple(None if a is None else a.reshape(lead + a.shape[-2:])
+                     for a in (gq, gk, gv))
+
     def backward(self, g_out, g_w=None):
         if self.blockwise:
             return self._backward_blockwise(g_out)
+        if self.by_heads:
+            return self._backward_by_heads(g_out)
         q, k, v, p, pd = self.q, self.k, self.v, self.p, self.pd
         if pd is None:
             pd = p * self.keep_d
@@ -210,6 +281,25 @@ def _use_blockwise(q, k, v, bias, keep) -> bool:
     full = lead + (q.shape[-2], k.shape[-2])
     return all(m is None or (m.ndim <= len(full) and np.broadcast_shapes(m.shape, full) == full)
                for m in (bias, keep))
+
+
+#: Scores (over every head) from which the fused kernel splits the heads over the kernels'
+#: threads, when there are several.
+BY_HEADS_MIN_SCORES = 1 << 19
+
+
+def _by_heads(q, k, v, keep) -> bool:
+    """Whether the fused kernel runs by groups of heads on the kernels' threads: several
+    threads, enough scores, q, k and v with the same leading dims (no broadcasting) and a
+    keep-mask that is the same for every head (or none)."""
+    from shendu.functional import conv
+
+    lead = q.shape[:-2]
+    if conv._N_THREADS < 2 or not lead or k.shape[:-2] != lead or v.shape[:-2] != lead:
+        return False
+    if math.prod(lead) < 2 or math.prod(lead) * q.shape[-2] * k.shape[-2] < BY_HEADS_MIN_SCORES:
+        return False
+    return keep is None or keep.ndim <= 2
 
 
 def _grads(gq, gk, gv, gb, has_bias):
