@@ -386,7 +386,7 @@ def test_loader_over_plain_python_dataset():
 # ------------------------------------------------------------------------- loader options
 def test_loader_argument_errors():
     ds = index_ds(4)
-    for bad in (0, -1, 1.5, True, None):
+    for bad in (0, -1, 1.5, True):             # None: no batching (test below)
         with pytest.raises(ValueError, match="DataLoader expected batch_size a positive int"):
             DataLoader(ds, batch_size=bad)
     with pytest.raises(TypeError, match="map-style dataset"):
@@ -598,3 +598,75 @@ def test_lazy_draws_with_replacement_cost_no_memory_and_resume():
     head = [i for _, i in zip(range(10), iter(RandomSampler(
         ds, replacement=True, num_samples=int(1e10), generator=3)))]
     np.testing.assert_array_equal(head, first[0][:10])
+
+
+# ------------------------------------------------------------ batch_size=None: no batching
+class _Samples:
+    """Samples of every kind default_convert meets: an array, a NumPy scalar, a Python int,
+    a string, a dict and a namedtuple."""
+
+    Pair = namedtuple("Pair", "a b")
+
+    def __len__(self):
+        return 5
+
+    def __getitem__(self, i):
+        return (np.arange(3, dtype=np.float32) + i, np.int64(i), i, f"s{i}",
+                {"v": np.full(2, i, np.float64)}, self.Pair(np.int32(i), 1.5))
+
+
+def _plain(x):
+    """A sample with its tensors (shendu's or torch's) as NumPy arrays, for comparison."""
+    if isinstance(x, (shendu.Tensor, torch.Tensor)):
+        return ("tensor", np.asarray(x.numpy()), str(x.numpy().dtype))
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (tuple, list)):
+        return (type(x).__name__, [_plain(v) for v in x])
+    return (type(x).__name__, x)
+
+
+def _same(a, b):
+    if isinstance(a, tuple) and a and a[0] == "tensor":
+        assert b[0] == "tensor" and a[2] == b[2]
+        np.testing.assert_array_equal(a[1], b[1])
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for k in a:
+            _same(a[k], b[k])
+    elif isinstance(a, tuple) and isinstance(a[1], list):
+        assert a[0] == b[0] and len(a[1]) == len(b[1])
+        for u, v in zip(a[1], b[1]):
+            _same(u, v)
+    else:
+        assert a == b
+
+
+def test_batch_size_none_yields_converted_samples_as_torch():
+    ours = list(DataLoader(_Samples(), batch_size=None))
+    theirs = list(tud.DataLoader(_Samples(), batch_size=None))
+    assert len(DataLoader(_Samples(), batch_size=None)) == len(ours) == len(theirs) == 5
+    for a, b in zip(ours, theirs):
+        _same(_plain(a), _plain(b))
+    shuffled = [s[2] for s in DataLoader(_Samples(), batch_size=None, shuffle=True, generator=0)]
+    assert sorted(shuffled) == list(range(5))
+    with pytest.raises(ValueError, match="drop_last"):
+        DataLoader(_Samples(), batch_size=None, drop_last=True)
+    with pytest.raises(ValueError, match="drop_last"):
+        tud.DataLoader(_Samples(), batch_size=None, drop_last=True)
+
+
+def test_batch_size_none_resumes_mid_epoch():
+    loader = DataLoader(index_ds(7), batch_size=None, shuffle=True, generator=3)
+    it = iter(loader)
+    seen = [next(it) for _ in range(3)]
+    state = json.loads(json.dumps(loader.state_dict()))
+    rest = list(it)
+    again = DataLoader(index_ds(7), batch_size=None, shuffle=True, generator=3)
+    again.load_state_dict(state)
+
+    def labels(samples):
+        return [int(y.numpy()) for _, y in samples]
+
+    assert labels(again) == labels(rest) and len(rest) == 4
+    assert sorted(labels(seen) + labels(rest)) == list(range(7))

@@ -14,6 +14,7 @@ from shendu.data.dataloader import (
     Sampler,
     SequentialSampler,
     default_collate,
+    default_convert,
     get_worker_info,
 )
 from shendu.data.dataset import Dataset, Subset, TensorDataset, random_split
@@ -22,7 +23,8 @@ from shendu.data.sampler import DistributedSampler
 
 __all__ = [
     "Dataset", "TensorDataset", "Subset", "random_split",
-    "DataLoader", "default_collate", "Sampler", "SequentialSampler", "RandomSampler",
+    "DataLoader", "default_collate", "default_convert", "Sampler", "SequentialSampler",
+    "RandomSampler",
     "BatchSampler", "DistributedSampler", "get_worker_info",
     "mnist", "mnist_split", "read_idx",
 ]

@@ -33,7 +33,8 @@ from shendu.backend import get_default_dtype
 from shendu.data.dataset import Subset, TensorDataset, as_generator
 from shendu.tensor import Tensor, from_numpy
 
-__all__ = ["DataLoader", "default_collate", "Sampler", "SequentialSampler", "RandomSampler",
+__all__ = ["DataLoader", "default_collate", "default_convert", "Sampler", "SequentialSampler",
+           "RandomSampler",
            "BatchSampler", "get_worker_info"]
 
 # Draws with replacement beyond this many are made lazily, a chunk at a time (minGPT's
@@ -300,6 +301,35 @@ def default_collate(batch: list) -> Any:
     return _collate(list(batch), "")
 
 
+def default_convert(sample: Any) -> Any:
+    """One sample as it is, with its NumPy arrays and scalars made Tensors (torch's
+    ``default_convert``, the ``collate_fn`` of a loader with ``batch_size=None``): no
+    batch dimension is added and dtypes are kept; dicts, lists and namedtuples keep their
+    type, a plain tuple becomes a list (as torch's); strings, Python numbers and Tensors
+    stay what they are."""
+    if isinstance(sample, (np.ndarray, np.generic)) and not isinstance(sample, (np.str_,
+                                                                              np.bytes_)):
+        a = np.asarray(sample)
+        return a if a.dtype.kind in "OUS" else from_numpy(a.copy())     # dtype kept
+    if isinstance(sample, cabc.Mapping):
+        out = {k: default_convert(v) for k, v in sample.items()}
+        try:
+            return type(sample)(out)
+        except TypeError:
+            return out
+    if isinstance(sample, tuple) and hasattr(sample, "_fields"):          # namedtuple
+        return type(sample)(*(default_convert(v) for v in sample))
+    if isinstance(sample, tuple):           # a list, as torch's (its "backwards compatibility")
+        return [default_convert(v) for v in sample]
+    if isinstance(sample, list):
+        out = [default_convert(v) for v in sample]
+        try:
+            return type(sample)(out)
+        except TypeError:
+            return out
+    return sample
+
+
 # -------------------------------------------------------------------------------- the loader
 def _fast_source(dataset) -> tuple[TensorDataset, np.ndarray | None] | None:
     """If ``dataset`` is a TensorDataset, or Subsets of one (not subclasses that change
@@ -320,7 +350,8 @@ class DataLoader:
     Parameters
     ----------
     dataset : map-style data set (``__len__`` and ``__getitem__``).
-    batch_size : samples per batch (positive int).
+    batch_size : samples per batch (positive int), or ``None``: no automatic batching, each
+        sample as it is (through ``collate_fn``, default :func:`default_convert`), as torch.
     shuffle : a fresh random order each epoch (drawn from ``generator``, else from shendu's
         global generator).
     drop_last : drop the last batch when it is smaller than ``batch_size``.
@@ -368,10 +399,10 @@ class DataLoader:
                 raise TypeError(f"DataLoader expected a batch_sampler with __iter__ and "
                                 f"__len__, got {type(batch_sampler).__name__}")
             batch_size = None
-        elif batch_size is None:
-            raise ValueError("DataLoader expected batch_size a positive int, got None (torch's "
-                             "batch_size=None, no automatic batching, is not supported: use "
-                             "batch_size=1 and take batch[0])")
+        elif batch_size is None:            # no automatic batching: one sample at a time
+            if drop_last:
+                raise ValueError("DataLoader: batch_size=None option disables auto-batching "
+                                 "and is mutually exclusive with drop_last")
         elif isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
                 or batch_size <= 0:
             raise ValueError(f"DataLoader expected batch_size a positive int, got {batch_size!r}")
@@ -409,7 +440,9 @@ class DataLoader:
         self.batch_size = None if batch_size is None else int(batch_size)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
-        self.collate_fn = collate_fn if collate_fn is not None else default_collate
+        self._unbatched = batch_sampler is None and batch_size is None
+        self.collate_fn = collate_fn if collate_fn is not None else \
+            (default_convert if self._unbatched else default_collate)
         self.sampler = sampler
         self._fast = _fast_source(dataset)  # used while collate_fn is default_collate
         # position: the epoch index, and the iterator of the epoch in progress (if any)
@@ -449,6 +482,8 @@ class DataLoader:
         if self.batch_sampler is not None:
             return len(self.batch_sampler)
         n = len(self.sampler)
+        if self._unbatched:
+            return n
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def _draw_order(self):
@@ -482,6 +517,8 @@ class DataLoader:
         return self._current
 
     def _fetch(self, idx: np.ndarray):
+        if self._unbatched:                 # one index: the sample, converted
+            return self.collate_fn(self.dataset[int(idx[0])])
         if self._fast is not None and self.collate_fn is default_collate:
             ds, index_map = self._fast
             return tuple(_batch_tensor(a) for a in ds._take(
@@ -573,7 +610,7 @@ class _LoaderIterator:
         if bounds is not None:
             self.n_batches = len(bounds) - 1
         else:
-            bs, n = loader.batch_size, len(order)
+            bs, n = loader.batch_size or 1, len(order)
             self.n_batches = n // bs if loader.drop_last else -(-n // bs)
         self.done = False
 
@@ -595,7 +632,7 @@ class _LoaderIterator:
         if self.bounds is not None:
             idx = self.order[self.bounds[b]:self.bounds[b + 1]]
         else:
-            bs = self.loader.batch_size
+            bs = self.loader.batch_size or 1
             idx = self.order[b * bs:(b + 1) * bs]
         out = self.loader._fetch(idx)
         self.batch = b + 1
