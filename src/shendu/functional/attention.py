@@ -52,6 +52,21 @@ def _swap(a: np.ndarray) -> np.ndarray:
 _SHORT_ROWS = 128
 
 
+def _scores(q: np.ndarray, k: np.ndarray, short: bool, out=None) -> np.ndarray:
+    """``Q K^T`` (..., L, S); with ``short`` computed as ``K Q^T`` and stored (..., S, L)
+    (the result is its transposed view; see :data:`_SHORT_ROWS`). ``out``: in that layout."""
+    if short:
+        return _swap(np.matmul(k, _swap(q), out=out))
+    return np.matmul(q, _swap(k), out=out)
+
+
+def _score_grads(g_out: np.ndarray, v: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """``dP = dO V^T`` (..., L, S), laid out in memory as ``p`` is."""
+    if p.strides[-1] != p.itemsize:                         # p transposed: (..., S, L) memory
+        return _swap(v @ _swap(g_out))
+    return g_out @ _swap(v)
+
+
 def _masked_softmax_(s: np.ndarray) -> np.ndarray:
     """Softmax over the last axis of ``s``, in place; rows that are all ``-inf`` become 0.
 
@@ -98,10 +113,7 @@ class ScaledDotProductAttention(Function):
                          and _by_heads(q, k, v, keep))
         if self.by_heads:
             return self._forward_by_heads(q, k, v, keep, scale)
-        if dropout_p == 0.0 and not need_weights and k.shape[-2] <= _SHORT_ROWS:
-            s = _swap(k @ _swap(q))                         # (..., L, S), stored (..., S, L)
-        else:
-            s = q @ _swap(k)                                # (..., L, S)
+        s = _scores(q, k, dropout_p == 0.0 and not need_weights and k.shape[-2] <= _SHORT_ROWS)
         s *= scale
         if bias is not None:
             if np.broadcast_shapes(s.shape, bias.shape) == s.shape:
@@ -173,10 +185,7 @@ class ScaledDotProductAttention(Function):
         out = np.empty((G, L, Ev), q.dtype)
 
         def heads(lo: int, hi: int) -> None:
-            if short:                                       # (h, L, S), stored (h, S, L)
-                s = _swap(np.matmul(kf[lo:hi], _swap(qf[lo:hi]), out=p[lo:hi]))
-            else:
-                s = np.matmul(qf[lo:hi], _swap(kf[lo:hi]), out=p[lo:hi])
+            s = _scores(qf[lo:hi], kf[lo:hi], short, out=p[lo:hi])
             s *= scale
             if keep is not None:
                 np.copyto(s, -np.inf, where=~keep)
@@ -199,7 +208,6 @@ class ScaledDotProductAttention(Function):
         gq = np.empty_like(q) if need[0] else None
         gk = np.empty_like(k) if need[1] else None
         gv = np.empty_like(v) if need[2] else None
-        transposed = p.strides[-1] != p.itemsize
 
         def heads(lo: int, hi: int) -> None:
             pc, gc = p[lo:hi], go[lo:hi]
@@ -208,10 +216,7 @@ class ScaledDotProductAttention(Function):
             if gq is None and gk is None:
                 return
             d = (gc * out[lo:hi]).sum(axis=-1, keepdims=True)
-            if transposed:                                  # dP laid out as P
-                dp = _swap(v[lo:hi] @ _swap(gc))
-            else:
-                dp = gc @ _swap(v[lo:hi])
+            dp = _score_grads(gc, v[lo:hi], pc)
             dp -= d
             dp *= pc                                        # dS = P (dP - D)
             dp *= self.scale
@@ -240,10 +245,7 @@ class ScaledDotProductAttention(Function):
             return _grads(None, None, gv, None, self.has_bias)
         # D = rowsum(dP * Pd) = rowsum(dO * O) (+ rowsum(dW * Pd) for the weights output)
         d = (g_out * self.out).sum(axis=-1, keepdims=True)  # (..., L, 1)
-        if p.strides[-1] != p.itemsize:                     # dP laid out as P (transposed)
-            dp = _swap(v @ _swap(g_out))
-        else:
-            dp = g_out @ _swap(v)                           # (..., L, S) = dPd
+        dp = _score_grads(g_out, v, p)                      # (..., L, S) = dPd
         if g_w is not None and g_w.any():
             dp += g_w
             d = d + (g_w * pd).sum(axis=-1, keepdims=True)
