@@ -46,6 +46,8 @@ import math
 
 import numpy as np
 
+from shendu.functional._gemm import matmul
+
 #: Upper bound on the elements of one (heads, queries, keys) tile of scores.
 TILE_ELEMS = 1 << 18
 #: Largest query or key block (longer key sequences take the online softmax over blocks).
@@ -214,7 +216,7 @@ def attention_forward(q, k, v, masks: _Masks, scale: float, dropout_p: float, se
             keep_t = masks.keep_tile(h0, h1, i0, i1, j0, j1)
             if keep_t is False:
                 continue
-            s = qb @ kt[..., j0:j1]                         # (h, bi, bj)
+            s = matmul(qb, kt[..., j0:j1])                       # (h, bi, bj)
             masks.apply(s, keep_t, h0, h1, i0, i1, j0, j1)
             m_new = np.maximum(m, s.max(axis=-1, keepdims=True))
             if acc is None and bool((np.abs(m_new) < big).all()):
@@ -236,7 +238,7 @@ def attention_forward(q, k, v, masks: _Masks, scale: float, dropout_p: float, se
                 den += rowsum
             if dropout_p > 0.0:
                 s *= _dropout_keep(seed, hb, ib, jb, s.shape, dt, dropout_p)
-            pv = s @ vh[:, j0:j1]
+            pv = matmul(s, vh[:, j0:j1])
             if acc is None:
                 acc = pv
             else:
@@ -309,7 +311,7 @@ def attention_backward(g_out, q, k, v, out, lse, masks: _Masks, scale: float,
             keep_t = masks.keep_tile(h0, h1, i0, i1, j0, j1)
             if keep_t is False:
                 continue
-            p = qab @ kat[..., j0:j1]                       # S - lse, (h, bi, bj)
+            p = matmul(qab, kat[..., j0:j1])                     # S - lse, (h, bi, bj)
             masks.apply(p, keep_t, h0, h1, i0, i1, j0, j1)
             np.exp(p, out=p)                                # P = exp(S - lse)
             if dropout_p > 0.0:
@@ -318,8 +320,8 @@ def attention_backward(g_out, q, k, v, out, lse, masks: _Masks, scale: float,
             else:
                 pd = p
             if gv is not None:
-                gv[h0:h1, j0:j1] += _swap(pd) @ gob
-            ds = gab @ vat[..., j0:j1]                      # dPd (- D when folded)
+                gv[h0:h1, j0:j1] += matmul(_swap(pd), gob)
+            ds = matmul(gab, vat[..., j0:j1])                    # dPd (- D when folded)
             if fold_d:                                      # dS = P (dP - D)
                 ds *= p
             else:                                           # dS = Pd dPd - P D
@@ -329,13 +331,13 @@ def attention_backward(g_out, q, k, v, out, lse, masks: _Masks, scale: float,
             if gb is not None:
                 masks.add_bias_grad(gb, ds, h0, h1, i0, i1, j0, j1)
             if gq is not None:
-                t = ds @ kf[h0:h1, j0:j1]
+                t = matmul(ds, kf[h0:h1, j0:j1])
                 if gq_b is None:
                     gq_b = t
                 else:
                     gq_b += t
             if gk is not None:
-                gk[h0:h1, j0:j1] += _swap(ds) @ qb
+                gk[h0:h1, j0:j1] += matmul(_swap(ds), qb)
         if gq is not None:
             if gq_b is None:
                 gq[h0:h1, i0:i1] = 0

@@ -34,6 +34,7 @@ import numpy as np
 from shendu.autograd import Function
 from shendu.backend import rng
 from shendu.functional import _flash
+from shendu.functional._gemm import matmul
 from shendu.functional._util import unbroadcast
 from shendu.tensor import Tensor
 
@@ -56,15 +57,15 @@ def _scores(q: np.ndarray, k: np.ndarray, short: bool, out=None) -> np.ndarray:
     """``Q K^T`` (..., L, S); with ``short`` computed as ``K Q^T`` and stored (..., S, L)
     (the result is its transposed view; see :data:`_SHORT_ROWS`). ``out``: in that layout."""
     if short:
-        return _swap(np.matmul(k, _swap(q), out=out))
-    return np.matmul(q, _swap(k), out=out)
+        return _swap(matmul(k, _swap(q), out=out))
+    return matmul(q, _swap(k), out=out)
 
 
 def _score_grads(g_out: np.ndarray, v: np.ndarray, p: np.ndarray) -> np.ndarray:
     """``dP = dO V^T`` (..., L, S), laid out in memory as ``p`` is."""
     if p.strides[-1] != p.itemsize:                         # p transposed: (..., S, L) memory
-        return _swap(v @ _swap(g_out))
-    return g_out @ _swap(v)
+        return _swap(matmul(v, _swap(g_out)))
+    return matmul(g_out, _swap(v))
 
 
 def _masked_softmax_(s: np.ndarray) -> np.ndarray:
@@ -137,7 +138,7 @@ class ScaledDotProductAttention(Function):
             pd *= self.inv
         # keep Pd only if it is returned anyway (else rebuilt from P and keep in backward)
         self.pd = pd if (need_weights or not self.dropped) else None
-        out = pd @ v                                        # (..., L, Ev)
+        out = matmul(pd, v)                                      # (..., L, Ev)
         self.q, self.k, self.v, self.out = q, k, v, out
         self.scale, self.has_bias = scale, bias is not None
         if bias is not None:
@@ -190,7 +191,7 @@ class ScaledDotProductAttention(Function):
             if keep is not None:
                 np.copyto(s, -np.inf, where=~keep)
             _masked_softmax_(s)
-            np.matmul(s, vf[lo:hi], out=out[lo:hi])
+            matmul(s, vf[lo:hi], out=out[lo:hi])
 
         parallel(heads, G, G * L * S, calls_blas=True)
         self.p = _swap(p) if short else p                   # (G, L, S)
@@ -212,7 +213,7 @@ class ScaledDotProductAttention(Function):
         def heads(lo: int, hi: int) -> None:
             pc, gc = p[lo:hi], go[lo:hi]
             if gv is not None:
-                np.matmul(_swap(pc), gc, out=gv[lo:hi])
+                matmul(_swap(pc), gc, out=gv[lo:hi])
             if gq is None and gk is None:
                 return
             d = (gc * out[lo:hi]).sum(axis=-1, keepdims=True)
@@ -221,9 +222,9 @@ class ScaledDotProductAttention(Function):
             dp *= pc                                        # dS = P (dP - D)
             dp *= self.scale
             if gq is not None:
-                np.matmul(dp, k[lo:hi], out=gq[lo:hi])
+                matmul(dp, k[lo:hi], out=gq[lo:hi])
             if gk is not None:
-                np.matmul(_swap(dp), q[lo:hi], out=gk[lo:hi])
+                matmul(_swap(dp), q[lo:hi], out=gk[lo:hi])
 
         parallel(heads, G, G * L * S, calls_blas=True)
         lead = self.lead
@@ -240,7 +241,7 @@ class ScaledDotProductAttention(Function):
             pd = p * self.keep_d
             pd *= self.inv
         need = self.needs_input_grad
-        gv = unbroadcast(_swap(pd) @ g_out, v.shape) if need[2] else None
+        gv = unbroadcast(matmul(_swap(pd), g_out), v.shape) if need[2] else None
         if not (need[0] or need[1] or (self.has_bias and need[3])):
             return _grads(None, None, gv, None, self.has_bias)
         # D = rowsum(dP * Pd) = rowsum(dO * O) (+ rowsum(dW * Pd) for the weights output)
@@ -259,8 +260,8 @@ class ScaledDotProductAttention(Function):
         if gb is not None and gb is dp:
             gb = dp.copy()
         dp *= self.scale
-        gq = unbroadcast(dp @ k, q.shape) if need[0] else None
-        gk = unbroadcast(_swap(dp) @ q, k.shape) if need[1] else None
+        gq = unbroadcast(matmul(dp, k), q.shape) if need[0] else None
+        gk = unbroadcast(matmul(_swap(dp), q), k.shape) if need[1] else None
         return _grads(gq, gk, gv, gb, self.has_bias)
 
 
@@ -416,16 +417,17 @@ class AdditiveAttention(Function):
                 e = np.array(np.broadcast_to(e, np.broadcast_shapes(e.shape, keep.shape)))
             np.copyto(e, -np.inf, where=~keep)
         p = _masked_softmax_(e)
-        out = p @ values                                    # (..., L, Dv)
+        out = matmul(p, values)                                  # (..., L, Dv)
         self.t, self.p, self.out, self.w, self.values = t, p, out, w, values
         self.qshape, self.kshape = qp.shape, kp.shape
         return out, p
 
     def backward(self, g_out, g_w):
         t, p, w, values = self.t, self.p, self.w, self.values
-        gvals = unbroadcast(_swap(p) @ g_out, values.shape) if self.needs_input_grad[3] else None
+        gvals = (unbroadcast(matmul(_swap(p), g_out), values.shape)
+                 if self.needs_input_grad[3] else None)
         d = (g_out * self.out).sum(axis=-1, keepdims=True)
-        dp = g_out @ _swap(values)
+        dp = matmul(g_out, _swap(values))
         if g_w.any():
             dp += g_w
             d = d + (g_w * p).sum(axis=-1, keepdims=True)

@@ -35,6 +35,7 @@ import numpy as np
 
 from shendu.autograd import Function
 from shendu.backend import rng
+from shendu.functional._gemm import matmul
 from shendu.functional.dropout import Dropout
 from shendu.tensor import Tensor
 from shendu.workspace import workspace  # the library's one scratch pool
@@ -204,7 +205,6 @@ def parallel(fn, n: int, size: int, calls_blas: bool = False) -> None:
     12% slower), so loops without products then stay on the calling thread. Loops that
     make products (``calls_blas``) run their chunks in parallel with BLAS on one thread.
     """
-    global _executor, _executor_pid
     t = min(_N_THREADS, n)
     if t <= 1 or size < PARALLEL_MIN:
         fn(0, n)
@@ -214,17 +214,36 @@ def parallel(fn, n: int, size: int, calls_blas: bool = False) -> None:
     if many and not calls_blas:
         fn(0, n)
         return
+    with _one_blas_thread() if many else contextlib.nullcontext():
+        split_threads(fn, n, t)
+
+
+_region = threading.local()     # .depth: split_threads calls this thread is inside
+
+
+def split_threads(fn, n: int, t: int) -> None:
+    """``fn(lo, hi)`` over ``range(n)`` in ``t`` contiguous chunks, the first on the calling
+    thread and the others on the kernels' pool (``t`` ≤ the kernel thread count)."""
+    global _executor, _executor_pid
     if _executor is None or _executor_pid != os.getpid():   # a forked child needs its own
         _executor = ThreadPoolExecutor(_N_THREADS - 1, thread_name_prefix="shendu-kernel")
         _executor_pid = os.getpid()
     bounds = [n * i // t for i in range(t + 1)]
-    with _one_blas_thread() if many else contextlib.nullcontext():
-        futs = [_executor.submit(fn, bounds[i], bounds[i + 1]) for i in range(1, t)]
-        try:
-            fn(bounds[0], bounds[1])
-        finally:
-            for f in futs:
-                f.result()
+    futs = [_executor.submit(fn, bounds[i], bounds[i + 1]) for i in range(1, t)]
+    _region.depth = getattr(_region, "depth", 0) + 1
+    try:
+        fn(bounds[0], bounds[1])
+    finally:
+        _region.depth -= 1
+        for f in futs:
+            f.result()
+
+
+def in_parallel_region() -> bool:
+    """Whether this thread is running a chunk of :func:`split_threads` (work inside one
+    must not split again: the pool's threads are all busy)."""
+    return (getattr(_region, "depth", 0) > 0
+            or threading.current_thread().name.startswith("shendu-kernel"))
 
 
 def to_chwn(a: np.ndarray) -> np.ndarray:
@@ -319,9 +338,9 @@ class Conv2d(Function):
         m = ho * wo * n
         kg = cg * kh * kw
         if groups == 1:
-            y = w.reshape(o, kg) @ cols.reshape(kg, m)                 # (O, Ho*Wo*N)
+            y = matmul(w.reshape(o, kg), cols.reshape(kg, m))               # (O, Ho*Wo*N)
         else:
-            y = np.matmul(w.reshape(groups, o // groups, kg),
+            y = matmul(w.reshape(groups, o // groups, kg),
                           cols.reshape(groups, kg, m)).reshape(o, m)   # (G, O/G, M)
         if b is not None:
             def add_bias(lo: int, hi: int) -> None:
@@ -347,18 +366,18 @@ class Conv2d(Function):
         if need[1]:
             cols = self.cols
             if groups == 1:
-                gw = g2 @ cols.reshape(kg, m).T
+                gw = matmul(g2, cols.reshape(kg, m).T)
             else:
-                gw = np.matmul(g2.reshape(groups, o // groups, m),
+                gw = matmul(g2.reshape(groups, o // groups, m),
                                cols.reshape(groups, kg, m).transpose(0, 2, 1))
             gw = gw.reshape(w.shape)
         if need[0]:
             dcols = workspace.get((c, kh, kw, ho, wo, n), g2.dtype)
             if groups == 1:
-                np.matmul(w.reshape(o, kg).T, g2, out=dcols.reshape(kg, m))
+                matmul(w.reshape(o, kg).T, g2, out=dcols.reshape(kg, m))
             else:
                 wg = w.reshape(groups, o // groups, kg)
-                np.matmul(wg.transpose(0, 2, 1), g2.reshape(groups, o // groups, m),
+                matmul(wg.transpose(0, 2, 1), g2.reshape(groups, o // groups, m),
                           out=dcols.reshape(groups, kg, m))
             gx = from_chwn(_col2im(dcols, geo, h, wd))
             workspace.put(dcols)
@@ -420,9 +439,9 @@ class Conv1d(Function):
             dst[:, o1:] = 0
         m, kg = lo * n, cg * k
         if groups == 1:
-            y = w.reshape(o, kg) @ cols.reshape(kg, m)                # (O, Lo*N)
+            y = matmul(w.reshape(o, kg), cols.reshape(kg, m))              # (O, Lo*N)
         else:
-            y = np.matmul(w.reshape(groups, o // groups, kg),
+            y = matmul(w.reshape(groups, o // groups, kg),
                           cols.reshape(groups, kg, m)).reshape(o, m)  # (G, O/G, M)
         if b is not None:
             y += b[:, None]
@@ -448,17 +467,17 @@ class Conv1d(Function):
         if need[1]:
             cols = self.cols.reshape(groups, kg, m)
             if groups == 1:
-                gw = g2 @ cols[0].T
+                gw = matmul(g2, cols[0].T)
             else:
-                gw = np.matmul(g2.reshape(groups, o // groups, m), cols.transpose(0, 2, 1))
+                gw = matmul(g2.reshape(groups, o // groups, m), cols.transpose(0, 2, 1))
             gw = gw.reshape(w.shape)
         if need[0]:
             dcols = workspace.get((c, k, lo, n), g2.dtype)
             if groups == 1:
-                np.matmul(w.reshape(o, kg).T, g2, out=dcols.reshape(kg, m))
+                matmul(w.reshape(o, kg).T, g2, out=dcols.reshape(kg, m))
             else:
                 wg = w.reshape(groups, o // groups, kg)
-                np.matmul(wg.transpose(0, 2, 1), g2.reshape(groups, o // groups, m),
+                matmul(wg.transpose(0, 2, 1), g2.reshape(groups, o // groups, m),
                           out=dcols.reshape(groups, kg, m))
             dx = np.zeros((c, length, n), g2.dtype)                   # (C, L, N)
             for j, (o0, o1, i0) in enumerate(geo):

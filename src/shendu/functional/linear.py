@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from shendu.autograd import Function
+from shendu.functional._gemm import matmul
 from shendu.tensor import Tensor
 
 __all__ = ["linear"]
@@ -21,7 +22,7 @@ class Linear(Function):
         self.shape = x.shape
         x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])  # (M, in): one big GEMM
         self.x, self.w = x2, w
-        y = x2 @ w.T  # (M, out)
+        y = matmul(x2, w.T)  # (M, out)
         if b is not None:
             y += b
         return y if x.ndim == 2 else y.reshape(x.shape[:-1] + (w.shape[0],))
@@ -31,11 +32,11 @@ class Linear(Function):
         g2 = g if g.ndim == 2 else g.reshape(-1, g.shape[-1])  # (M, out)
         gx = gw = gb = None
         if self.needs_input_grad[0]:
-            gx = g2 @ w  # (M, in)
+            gx = matmul(g2, w)  # (M, in)
             if g.ndim != 2:
                 gx = gx.reshape(self.shape)
         if self.needs_input_grad[1]:
-            gw = g2.T @ x2  # (out, in)
+            gw = matmul(g2.T, x2)  # (out, in)
         if len(self.needs_input_grad) > 2 and self.needs_input_grad[2]:
             gb = g2.sum(axis=0)
         return gx, gw, gb

@@ -16,6 +16,7 @@ import numpy as np
 
 from shendu.autograd import Function
 from shendu.backend import get_default_dtype
+from shendu.functional._gemm import matmul as _gemm
 from shendu.functional._util import as_tensor, pair, unbroadcast
 from shendu.tensor import Tensor
 
@@ -393,18 +394,18 @@ class MatMul(Function):
 
     def forward(self, a, b):
         self.a, self.b = a, b
-        return np.matmul(a, b)
+        return _gemm(a, b)
 
     def backward(self, g):
         a, b = self.a, self.b
         ga = gb = None
         if self.needs_input_grad[0]:
-            ga = unbroadcast(np.matmul(g, np.swapaxes(b, -1, -2)), a.shape)
+            ga = unbroadcast(_gemm(g, np.swapaxes(b, -1, -2)), a.shape)
         if self.needs_input_grad[1]:
-            if a.ndim == 2 and g.ndim == 2:
-                gb = a.T @ g
-            else:
-                gb = unbroadcast(np.matmul(np.swapaxes(a, -1, -2), g), b.shape)
+            if b.ndim == 2 and a.flags.c_contiguous and g.flags.c_contiguous:
+                gb = _gemm(a.reshape(-1, a.shape[-1]).T, g.reshape(-1, g.shape[-1]))
+            else:                       # (the stacked rows of a and g: one product)
+                gb = unbroadcast(_gemm(np.swapaxes(a, -1, -2), g), b.shape)
         return ga, gb
 
 

@@ -79,6 +79,7 @@ import numpy as np
 
 from shendu import autograd
 from shendu.autograd import Function
+from shendu.functional._gemm import matmul
 from shendu.tensor import Tensor
 from shendu.workspace import Workspace, workspace
 
@@ -212,13 +213,13 @@ def _weight_grads(fn: Function, dA: np.ndarray, Z: np.ndarray, cols, o: int, w_i
     dA2 = dA.reshape(GH, T * B)
     Zin = _workspace.get((K, T, B), Z.dtype)         # the step columns, side by side
     np.copyto(Zin, Z[cols].transpose(1, 0, 2))
-    dW = dA2 @ Zin.reshape(K, T * B).T               # (G·H, K)
+    dW = matmul(dA2, Zin.reshape(K, T * B).T)              # (G·H, K)
     _workspace.put(Zin)
     dw_ih = np.ascontiguousarray(dW[:, o:o + I])
     dw_hh = np.ascontiguousarray(dW[:, o + I:])
     dx = None
     if fn.needs_input_grad[0]:
-        dx = (w_ih.T @ dA2).reshape(I, T, B).transpose(1, 2, 0)
+        dx = matmul(w_ih.T, dA2).reshape(I, T, B).transpose(1, 2, 0)
     db = () if not o else (dW[:, 0].copy(), dW[:, 0].copy())
     return dx, dw_ih, dw_hh, db
 
@@ -255,7 +256,7 @@ class RNNScan(Function):
         a = np.empty((H, B), x.dtype)
         Zh[T if reverse else 0] = h0.T
         for t, p, n in _order(T, reverse):
-            np.matmul(W, Z[p], out=a)                 # W_ih x_t + W_hh h_{t-1} + b: one product
+            matmul(W, Z[p], out=a)                 # W_ih x_t + W_hh h_{t-1} + b: one product
             hn = Zh[n]
             if relu:
                 np.maximum(a, 0, out=hn)
@@ -305,7 +306,7 @@ class RNNScan(Function):
             if watch == 0:
                 watch = _flush_subnormal(da, tiny)
             watch -= 1
-            np.matmul(whhT, da, out=dh_rec)
+            matmul(whhT, da, out=dh_rec)
             if idx is not None:
                 dh_rec[:, idx] = carry
         dA = _workspace.get((H, T, B), dt)              # unit-major for the weight product
@@ -382,9 +383,9 @@ class LSTMScan(Function):
             s, sn = S[j], S[j + 1]
             gt = s[:4 * H]
             if k == 0 and Wx is not None:
-                np.matmul(Wx, Z[p][:Wx.shape[1]], out=gt)
+                matmul(Wx, Z[p][:Wx.shape[1]], out=gt)
             else:
-                np.matmul(W, Z[p], out=gt)             # all four gates of the step: one product
+                matmul(W, Z[p], out=gt)             # all four gates of the step: one product
             np.tanh(gt, out=gt)                        # one activation call for every gate
             sg = s[:3 * H]
             sg *= 0.5
@@ -471,7 +472,7 @@ class LSTMScan(Function):
             if not final or need_c0:
                 dc *= ft[5]                            # carried to c_{t-1}
             if not final or need_h0:
-                np.matmul(whhT, da, out=dh)            # carried to h_{t-1}
+                matmul(whhT, da, out=dh)            # carried to h_{t-1}
             if idx is not None:
                 dh[:, idx] = carry_h
                 dc[:, idx] = carry_c
@@ -485,13 +486,13 @@ class LSTMScan(Function):
                 Zm = Zc.reshape(K, C * B)[:, :m * B] if m == C else \
                     np.ascontiguousarray(Zc[:, :m]).reshape(K, m * B)
                 if first:
-                    np.matmul(Dm, Zm.T, out=dW)
+                    matmul(Dm, Zm.T, out=dW)
                     first = False
                 else:
-                    np.matmul(Dm, Zm.T, out=dWc)
+                    matmul(Dm, Zm.T, out=dWc)
                     dW += dWc
                 if dx is not None:
-                    dx[t0:t1] = (Dm.T @ wi).reshape(m, B, I)
+                    dx[t0:t1] = matmul(Dm.T, wi).reshape(m, B, I)
         dw_ih = _unblock(np.empty((G, I), dt), dW[:, o:o + I], _LSTM_BLOCKS, H)
         dw_hh = _unblock(np.empty((G, H), dt), dW[:, o + I:], _LSTM_BLOCKS, H)
         db = ()
@@ -533,7 +534,7 @@ class GRUScan(Function):
         Wx[:, o:] = w_ih
         Wx *= scale[:, None]
         X = _workspace.get((T, 3 * H, B), dt)
-        np.matmul(Wx, Z[cols, :o + I], out=X)     # (T, 3H, B)
+        matmul(Wx, Z[cols, :o + I], out=X)     # (T, 3H, B)
         whh = w_hh * scale[:, None]
         Ts = T if train else 1
         RZ = _workspace.get((Ts, 2 * H, B), dt)   # r, z
@@ -546,7 +547,7 @@ class GRUScan(Function):
             s = t if train else 0
             xt, rz, nt, hn = X[t], RZ[s], N[s], HN[s]
             hprev = Zh[p]
-            np.matmul(whh, hprev, out=hp)
+            matmul(whh, hprev, out=hp)
             np.add(xt[:2 * H], hp[:2 * H], out=rz)
             np.tanh(rz, out=rz)
             rz *= 0.5
@@ -618,7 +619,7 @@ class GRUScan(Function):
             np.multiply(Fh[t].reshape(3, H, B), dh, out=da.reshape(3, H, B))
             np.multiply(Pn[t], dh, out=dAn[:, t])
             np.multiply(dh, z[t], out=tmp)
-            np.matmul(whhT, da, out=dh_rec)
+            matmul(whhT, da, out=dh_rec)
             dh_rec += tmp
             if idx is not None:
                 dh_rec[:, idx] = carry
@@ -626,14 +627,14 @@ class GRUScan(Function):
         Zin = _workspace.get((K, T, B), dt)              # the step columns, side by side
         np.copyto(Zin, Z[cols].transpose(1, 0, 2))
         Zin2 = Zin.reshape(K, T * B)
-        dw_hh = dAh2 @ Zin2[K - H:].T
+        dw_hh = matmul(dAh2, Zin2[K - H:].T)
         db_hh = dAh2.sum(axis=1) if o else None
         dAh[2 * H:] = dAn                                # the input side has δa_n there
-        dWx = dAh2 @ Zin2[:o + I].T                      # [db_ih | dW_ih]
+        dWx = matmul(dAh2, Zin2[:o + I].T)                     # [db_ih | dW_ih]
         _workspace.put(Zin)
         dx = None
         if self.needs_input_grad[0]:
-            dx = (w_ih.T @ dAh2).reshape(I, T, B).transpose(1, 2, 0)
+            dx = matmul(w_ih.T, dAh2).reshape(I, T, B).transpose(1, 2, 0)
         _workspace.put(Pn, omz, Fh, dAh)
         dw_ih = np.ascontiguousarray(dWx[:, o:])
         if o:
@@ -764,8 +765,8 @@ class GRUCellStep(Function):
 
     def forward(self, x, h, w_ih, w_hh, *bias):
         H = h.shape[1]
-        gi = x @ w_ih.T                                   # (B, 3H): W_i[rzn] x
-        gh = h @ w_hh.T                                   # (B, 3H): W_h[rzn] h
+        gi = matmul(x, w_ih.T)                                  # (B, 3H): W_i[rzn] x
+        gh = matmul(h, w_hh.T)                                  # (B, 3H): W_h[rzn] h
         if bias:
             gi += bias[0]
             gh += bias[1]
@@ -802,15 +803,15 @@ class GRUCellStep(Function):
         np.multiply(dan, self.hn, out=dar)
         dar *= r * (1 - r)                                # δa_r = δa_n (W_hn h + b_hn) r(1-r)
         need = self.needs_input_grad
-        dx = da @ w_ih if need[0] else None
-        dw_ih = da.T @ x if need[2] else None
+        dx = matmul(da, w_ih) if need[0] else None
+        dw_ih = matmul(da.T, x) if need[2] else None
         db_ih = da.sum(axis=0) if self.has_bias and need[4] else None
         dan *= r                                          # δ(W_hn h + b_hn) = δa_n r
         dh = None
         if need[1]:
-            dh = da @ w_hh
+            dh = matmul(da, w_hh)
             dh += g * z
-        dw_hh = da.T @ h if need[3] else None
+        dw_hh = matmul(da.T, h) if need[3] else None
         if not self.has_bias:
             return dx, dh, dw_ih, dw_hh
         db_hh = da.sum(axis=0) if need[5] else None

@@ -19,6 +19,7 @@ from shendu import autograd
 from shendu import functional as F
 from shendu.autograd import Function
 from shendu.backend import get_default_dtype, rng
+from shendu.functional._gemm import matmul
 from shendu.functional.linear import check_same_dtype
 from shendu.nn import init
 from shendu.nn.attention import MultiheadAttention
@@ -70,9 +71,9 @@ class _FeedForward(Function):
         x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])      # (M, d)
         if any(self.needs_input_grad):  # kept for backward: memory reused between steps
             h = workspace.get((x2.shape[0], w1.shape[0]), np.result_type(x2, w1))
-            np.matmul(x2, w1.T, out=h)                              # (M, ff)
+            matmul(x2, w1.T, out=h)                              # (M, ff)
         else:
-            h = x2 @ w1.T
+            h = matmul(x2, w1.T)
         if b1 is not None:
             h += b1
         np.maximum(h, 0, out=h)
@@ -87,7 +88,7 @@ class _FeedForward(Function):
             self.inv = dt.type(1.0 / (1.0 - p))
             h *= self.inv
             h *= self.keep
-        y = h @ w2.T                                                # (M, d)
+        y = matmul(h, w2.T)                                              # (M, d)
         if b2 is not None:
             y += b2
         if not any(self.needs_input_grad):
@@ -100,10 +101,10 @@ class _FeedForward(Function):
         g2 = g if g.ndim == 2 else g.reshape(-1, g.shape[-1])
         need = self.needs_input_grad
         i_w2 = 3 if self.bias else 2
-        gw2 = g2.T @ h if need[i_w2] else None
+        gw2 = matmul(g2.T, h) if need[i_w2] else None
         gb2 = g2.sum(axis=0) if self.bias and need[4] else None
         da = workspace.get(h.shape, np.result_type(g2, w2))
-        np.matmul(g2, w2, out=da)                                   # dH (M, ff)
+        matmul(g2, w2, out=da)                                   # dH (M, ff)
         if self.p == 1.0:
             da *= da.dtype.type(0)
         elif self.p > 0.0:
@@ -115,10 +116,10 @@ class _FeedForward(Function):
         del alive
         gx = None
         if need[0]:
-            gx = da @ w1
+            gx = matmul(da, w1)
             if len(self.shape) != 2:
                 gx = gx.reshape(self.shape)
-        gw1 = da.T @ x2 if need[1] else None
+        gw1 = matmul(da.T, x2) if need[1] else None
         gb1 = da.sum(axis=0) if self.bias and need[2] else None
         workspace.put(da)
         if not self.bias:

@@ -1,0 +1,269 @@
+"""Matrix products for the kernels: Intel MKL's GEMM when the optional ``mkl`` wheel is
+installed (``pip install shendu[mkl]``), NumPy's ``matmul`` otherwise.
+
+NumPy's wheels bring OpenBLAS, whose sgemm runs 10–50% below MKL's on the shapes of our
+layers (a (2048, 128) × (128, 512) product, an im2col convolution's (16384, 288) × (288, 64):
+see BENCHMARKS.md). MKL is called through ``ctypes`` on its single-threaded layer; with
+several kernel threads (:func:`shendu.functional.conv.set_kernel_threads`) a product is
+split by rows, or by matrices of a batch, over those threads. Each row of the result is
+computed by the same call whatever the split, so results do not depend on the thread count.
+
+:func:`matmul` takes what ``np.matmul`` takes and returns what it returns; the shapes MKL
+cannot take as they are (integer dtypes, mixed dtypes, strides that are not a matrix layout,
+small products where a foreign call costs more than it saves) go to ``np.matmul``.
+``SHENDU_GEMM=numpy`` in the environment keeps every product on NumPy (the path the tests
+also run), ``SHENDU_GEMM=mkl`` makes a missing MKL an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import threading
+
+import numpy as np
+
+__all__ = ["matmul", "backend", "numpy_products"]
+
+MIN_FLOPS = 1 << 22     # m·n·k below which np.matmul wins (a call here costs ~7 µs more)
+SPLIT_FLOPS = 1 << 21   # m·n·k from which a product is split over the kernel threads
+SPLIT_ROWS = 64         # fewest rows (or matrices) a thread's piece gets
+
+_NO_TRANS, _TRANS, _ROW_MAJOR = 111, 112, 101
+_lock = threading.Lock()
+_state: dict = {}       # "lib", "gemm" {dtype: fn}, "batch" {dtype: fn}, "name"
+_GEMM: dict | None = None   # _state["gemm"] once loaded ({} on the NumPy path)
+_conv = None                # shendu.functional.conv (its kernel threads), once loaded
+
+
+def _find_mkl_rt() -> str | None:
+    """The path of ``mkl_rt`` as the ``mkl`` wheel installs it, if it does."""
+    try:
+        from importlib import metadata
+
+        files = metadata.distribution("mkl").files or []
+    except Exception:
+        return None
+    names = ("libmkl_rt.so", "mkl_rt", "libmkl_rt.")
+    for f in files:
+        base = os.path.basename(str(f))
+        if base.startswith(names) and (".so" in base or base.endswith((".dll", ".dylib"))):
+            p = str(f.locate())
+            if os.path.exists(p):
+                return p
+    return None
+
+
+def _load() -> dict:
+    global _GEMM, _conv
+    with _lock:
+        if _state:
+            return _state
+        choice = os.environ.get("SHENDU_GEMM", "auto").lower()
+        if choice not in ("auto", "mkl", "numpy"):
+            raise ValueError(f"SHENDU_GEMM should be 'auto', 'mkl' or 'numpy', got {choice!r}")
+        lib = None
+        if choice != "numpy":
+            path = _find_mkl_rt()
+            if path is not None:
+                try:
+                    lib = ctypes.CDLL(path)
+                    lib.MKL_Set_Threading_Layer(1)          # MKL_THREADING_SEQUENTIAL
+                except (OSError, AttributeError):
+                    lib = None
+            if lib is None and choice == "mkl":
+                raise RuntimeError("SHENDU_GEMM=mkl, but Intel MKL could not be loaded: "
+                                   "pip install 'shendu[mkl]' (Linux and Windows on x86-64)")
+        from shendu.functional import conv as _conv
+
+        _state["lib"] = lib
+        _state["name"] = "numpy" if lib is None else "mkl"
+        _state["gemm"], _state["batch"] = {}, {}
+        if lib is not None:
+            P, I = ctypes.c_void_p, ctypes.c_longlong if _ilp64(lib) else ctypes.c_int
+            i = ctypes.c_int
+            gemm, batch = {}, {}
+            for dt, scal, name in ((np.float32, ctypes.c_float, "s"),
+                                   (np.float64, ctypes.c_double, "d")):
+                f = getattr(lib, f"cblas_{name}gemm")
+                f.argtypes = [i, i, i, I, I, I, scal, P, I, P, I, scal, P, I]
+                f.restype = None
+                gemm[np.dtype(dt)] = f
+                f = getattr(lib, f"cblas_{name}gemm_batch_strided", None)
+                if f is not None:
+                    f.argtypes = [i, i, i, I, I, I, scal, P, I, I, P, I, I, scal, P, I, I, I]
+                    f.restype = None
+                    batch[np.dtype(dt)] = f
+            _state["gemm"], _state["batch"] = gemm, batch
+        _GEMM = _state["gemm"]
+        return _state
+
+
+def _ilp64(lib) -> bool:
+    """mkl_rt's default interface is LP64 (32-bit ints); it stays so unless the environment
+    asks otherwise."""
+    return os.environ.get("MKL_INTERFACE_LAYER", "").upper().startswith("ILP64")
+
+
+def backend() -> str:
+    """``"mkl"`` when the products run on Intel MKL, ``"numpy"`` when on NumPy's BLAS."""
+    return _load()["name"]
+
+
+@contextlib.contextmanager
+def numpy_products():
+    """Every product on NumPy inside the block. Which library computes a product depends on
+    its size (:data:`MIN_FLOPS`), and the two round differently; a comparison of runs whose
+    products have different sizes (one process against ranks on half batches) holds to
+    the last bits only on one library."""
+    global _GEMM
+    _load()
+    before, _GEMM = _GEMM, {}
+    try:
+        yield
+    finally:
+        _GEMM = before
+
+
+def _layout(a: np.ndarray):
+    """(transpose flag, leading dimension) of the last two axes of ``a`` as a BLAS matrix,
+    or None when they are not one (the leading dimension must be a whole, positive
+    number of elements of at least the other side)."""
+    r, c = a.shape[-2:]
+    s0, s1 = a.strides[-2:]
+    isz = a.itemsize
+    if (c == 1 or s1 == isz) and (r == 1 or (s0 % isz == 0 and s0 // isz >= max(c, 1))):
+        return _NO_TRANS, (s0 // isz if r > 1 else max(c, 1))
+    if (r == 1 or s0 == isz) and (c == 1 or (s1 % isz == 0 and s1 // isz >= max(r, 1))):
+        return _TRANS, (s1 // isz if c > 1 else max(r, 1))
+    return None
+
+
+def _batch_stride(a: np.ndarray, lead: tuple):
+    """The one element stride between consecutive matrices of ``a`` broadcast to the batch
+    shape ``lead`` (0 where it is broadcast), or None when its batch axes do not flatten."""
+    pad = len(lead) - (a.ndim - 2)
+    shape, strides = (1,) * pad + a.shape[:-2], (0,) * pad + a.strides[:-2]
+    step, run = None, 1
+    for size, n, s in reversed(list(zip(lead, shape, strides))):
+        if size == 1:
+            continue
+        s = 0 if n == 1 else s
+        if step is None:
+            step, run = s, size                 # the innermost batch axis: its stride
+        elif s != step * run:
+            return None
+        else:
+            run *= size
+    step = step or 0
+    return None if step % a.itemsize else step // a.itemsize
+
+
+def matmul(a, b, out: np.ndarray | None = None) -> np.ndarray:
+    """``np.matmul(a, b, out=out)``, on MKL's GEMM where it applies."""
+    gemm = _GEMM if _GEMM is not None else _load()["gemm"]
+    if (not gemm or type(a) is not np.ndarray or type(b) is not np.ndarray
+            or a.dtype != b.dtype or a.ndim < 2 or b.ndim < 2 or a.dtype not in gemm):
+        return np.matmul(a, b, out=out)
+    m, k = a.shape[-2:]
+    k2, n = b.shape[-2:]
+    if k != k2 or m * n * k < MIN_FLOPS:
+        return np.matmul(a, b, out=out)
+    if a.ndim == 2 and b.ndim == 2:
+        res = _matmul2(gemm[a.dtype], a, b, out)
+        return np.matmul(a, b, out=out) if res is None else res
+    if b.ndim == 2 and a.flags.c_contiguous and (out is None or out.flags.c_contiguous):
+        # a stack of row blocks times one matrix: one product of the stacked rows
+        res = _matmul2(gemm[a.dtype], a.reshape(-1, k), b,
+                       None if out is None else out.reshape(-1, n))
+        if res is None:
+            return np.matmul(a, b, out=out)
+        return out if out is not None else res.reshape(a.shape[:-1] + (n,))
+    return _batched(_load(), a, b, out)
+
+
+def _matmul2(f, a, b, out):
+    """``a @ b`` of two matrices into ``out`` (new when None) by ``f`` (cblas_?gemm), or
+    None when ``a``, ``b`` or ``out`` is not laid out as BLAS needs."""
+    la, lb = _layout(a), _layout(b)
+    if la is None or lb is None:
+        return None
+    m, k = a.shape
+    n = b.shape[1]
+    if out is None:
+        out = np.empty((m, n), a.dtype)
+    elif (type(out) is not np.ndarray or out.shape != (m, n) or out.dtype != a.dtype
+          or not out.flags.c_contiguous or not out.flags.writeable
+          or np.may_share_memory(out, a) or np.may_share_memory(out, b)):
+        return None
+    if m == 0 or n == 0:
+        return out
+    (ta, lda), (tb, ldb) = la, lb
+    pa, pb, pc = a.ctypes.data, b.ctypes.data, out.ctypes.data
+    t = _conv._N_THREADS
+    if t == 1 or m * n * k < SPLIT_FLOPS or _conv.in_parallel_region():
+        f(_ROW_MAJOR, ta, tb, m, n, k, 1.0, pa, lda, pb, ldb, 0.0, pc, n)
+        return out
+    isz = a.itemsize
+
+    def rows(lo, hi):
+        off = lo * (lda if ta == _NO_TRANS else 1) * isz
+        f(_ROW_MAJOR, ta, tb, hi - lo, n, k, 1.0, pa + off, lda, pb, ldb, 0.0,
+          pc + lo * n * isz, n)
+
+    def cols(lo, hi):
+        off = lo * (1 if tb == _NO_TRANS else ldb) * isz
+        f(_ROW_MAJOR, ta, tb, m, hi - lo, k, 1.0, pa, lda, pb + off, ldb, 0.0,
+          pc + lo * isz, n)
+
+    # each piece a whole product of its own: the split changes no bit of the result
+    if m >= SPLIT_ROWS * t:
+        _conv.split_threads(rows, m, t)
+    elif n >= SPLIT_ROWS * t:
+        _conv.split_threads(cols, n, t)
+    else:
+        rows(0, m)
+    return out
+
+
+def _batched(st, a, b, out):
+    """``np.matmul`` of stacks: one strided batch call (per thread)."""
+    f = st["batch"].get(a.dtype)
+    if f is None:
+        return np.matmul(a, b, out=out)
+    try:
+        lead = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except ValueError:
+        return np.matmul(a, b, out=out)     # np.matmul's own error
+    m, k = a.shape[-2:]
+    n = b.shape[-1]
+    la, lb = _layout(a), _layout(b)
+    sa, sb = _batch_stride(a, lead), _batch_stride(b, lead)
+    if la is None or lb is None or sa is None or sb is None:
+        return np.matmul(a, b, out=out)
+    shape = lead + (m, n)
+    if out is None:
+        out = np.empty(shape, a.dtype)
+    elif (type(out) is not np.ndarray or out.shape != shape or out.dtype != a.dtype
+          or not out.flags.c_contiguous or not out.flags.writeable
+          or np.may_share_memory(out, a) or np.may_share_memory(out, b)):
+        return np.matmul(a, b, out=out)
+    count = int(np.prod(lead, dtype=np.int64))
+    if count == 0 or m == 0 or n == 0:
+        return out
+    (ta, lda), (tb, ldb) = la, lb
+    isz = a.itemsize
+    pa, pb, pc, sc = a.ctypes.data, b.ctypes.data, out.ctypes.data, m * n
+
+    def mats(lo, hi):
+        f(_ROW_MAJOR, ta, tb, m, n, k, 1.0, pa + lo * sa * isz, lda, sa,
+          pb + lo * sb * isz, ldb, sb, 0.0, pc + lo * sc * isz, n, sc, hi - lo)
+
+    t = _conv._N_THREADS
+    if (t > 1 and count >= 2 * t and count * m * n * k >= SPLIT_FLOPS
+            and not _conv.in_parallel_region()):
+        _conv.split_threads(mats, count, t)
+    else:
+        mats(0, count)
+    return out

@@ -1,0 +1,174 @@
+"""The matrix products of the kernels (``shendu.functional._gemm``): on Intel MKL when the
+``mkl`` extra is installed, on NumPy otherwise. Every layout BLAS can take (row-major,
+transposed, sliced rows, stacks with a batch stride, broadcast stacks) must give
+``np.matmul``'s result, ``out=`` included, the same bits for any kernel thread count; and
+the NumPy path must pass the op and layer parity tests as the MKL path does."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from shendu.functional import _gemm, conv
+
+MKL = _gemm.backend() == "mkl"
+needs_mkl = pytest.mark.skipif(not MKL, reason="the mkl extra is not installed here")
+
+
+def _array(rng, shape, dtype, layout):
+    """An array of ``shape`` whose last two axes are laid out as ``layout`` says."""
+    if layout == "c":                                  # row-major
+        return rng.standard_normal(shape).astype(dtype)
+    if layout == "t":                                  # the transpose of a row-major array
+        a = rng.standard_normal(shape[:-2] + shape[-2:][::-1]).astype(dtype)
+        return a.swapaxes(-1, -2)
+    if layout == "s":                                  # rows cut out of wider rows
+        a = rng.standard_normal(shape[:-1] + (shape[-1] + 3,)).astype(dtype)
+        return a[..., 1:shape[-1] + 1]
+    raise ValueError(layout)
+
+
+SHAPES = [((70, 90), (90, 50)), ((300, 64), (64, 200)), ((5, 40, 33), (33, 60)),
+          ((4, 3, 40, 33), (4, 3, 33, 60)), ((40, 33), (6, 33, 60)),
+          ((6, 1, 40, 33), (1, 5, 33, 60)), ((7, 128, 32), (7, 32, 128)),
+          ((2, 520, 300), (300, 64)), ((1, 4096), (4096, 700)), ((700, 4096), (4096, 1))]
+
+
+@pytest.fixture
+def every_product(monkeypatch):
+    """Every product through the MKL path, however small, and splits from 2 threads up."""
+    monkeypatch.setattr(_gemm, "MIN_FLOPS", 0)
+    monkeypatch.setattr(_gemm, "SPLIT_FLOPS", 0)
+    before = conv._N_THREADS
+    yield
+    conv.set_kernel_threads(before)
+
+
+@needs_mkl
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_every_layout_gives_numpys_product(every_product, dtype, threads):
+    conv.set_kernel_threads(threads)
+    rng = np.random.default_rng(0)
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    for (sa, sb), (la, lb) in itertools.product(SHAPES, itertools.product("cts", "cts")):
+        a, b = _array(rng, sa, dtype, la), _array(rng, sb, dtype, lb)
+        want = np.matmul(a, b)
+        got = _gemm.matmul(a, b)
+        assert got.shape == want.shape and got.dtype == want.dtype, (sa, sb, la, lb)
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * 10,
+                                   err_msg=f"{sa} @ {sb}, layouts {la}{lb}")
+        out = np.full(want.shape, np.nan, dtype)
+        assert _gemm.matmul(a, b, out=out) is out
+        np.testing.assert_array_equal(out, got)
+
+
+@needs_mkl
+def test_products_are_taken_by_mkl(every_product, monkeypatch):
+    """The fuzz above would pass with every product on NumPy: count the foreign calls."""
+    calls = []
+    st = _gemm._load()
+    f32 = st["gemm"][np.dtype(np.float32)]
+    b32 = st["batch"][np.dtype(np.float32)]
+    monkeypatch.setitem(st["gemm"], np.dtype(np.float32),
+                        lambda *a: (calls.append("gemm"), f32(*a)))
+    monkeypatch.setitem(st["batch"], np.dtype(np.float32),
+                        lambda *a: (calls.append("batch"), b32(*a)))
+    conv.set_kernel_threads(1)
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((3, 40, 30)).astype(np.float32)
+    b = rng.standard_normal((30, 20)).astype(np.float32)
+    _gemm.matmul(a, b)                                   # stacked rows: one product
+    _gemm.matmul(a[0].T, a[1])                           # transposed operand
+    _gemm.matmul(a, a.swapaxes(-1, -2))                  # a stack: one batch call
+    assert calls == ["gemm", "gemm", "batch"]
+    with _gemm.numpy_products():
+        np.testing.assert_array_equal(_gemm.matmul(a, b), np.matmul(a, b))
+    assert calls == ["gemm", "gemm", "batch"]
+    _gemm.matmul(a, b)
+    assert calls[-1] == "gemm"
+
+
+@needs_mkl
+def test_what_blas_cannot_take_goes_to_numpy(every_product):
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((50, 40)).astype(np.float32)
+    b = rng.standard_normal((40, 30)).astype(np.float32)
+    cases = [
+        (a, b.astype(np.float64)),                       # mixed dtypes: NumPy's promotion
+        (a.astype(np.int64), b.astype(np.int64)),        # integers
+        (a[::2, ::3], b[::3]),                           # strided both ways
+        (a, b[:, :, None][:, :, 0]),                     # a view of a view
+    ]
+    for x, y in cases:
+        got = _gemm.matmul(x, y)
+        want = np.matmul(x, y)
+        assert got.dtype == want.dtype
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+    out = np.empty((50, 30), np.float32)
+    out_f = np.asfortranarray(out)
+    _gemm.matmul(a, b, out=out_f)                        # an out= BLAS cannot write
+    np.testing.assert_allclose(out_f, a @ b, rtol=1e-5, atol=1e-4)
+    sq = rng.standard_normal((40, 40)).astype(np.float32)
+    want = sq @ sq
+    _gemm.matmul(sq, sq.copy(), out=sq)                  # out overlapping an operand
+    np.testing.assert_allclose(sq, want, rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="matmul"):
+        _gemm.matmul(a, a)                               # NumPy's own error
+
+
+@needs_mkl
+def test_same_bits_for_any_thread_count(monkeypatch):
+    monkeypatch.setattr(_gemm, "SPLIT_FLOPS", 1 << 16)
+    before = conv._N_THREADS
+    rng = np.random.default_rng(3)
+    mats = [rng.standard_normal(s).astype(np.float32) for s in
+            [(1000, 256), (256, 300), (64, 128, 32), (64, 32, 128), (8, 4096), (4096, 300)]]
+    a, b, c, d, w, e = mats
+    try:
+        runs = []
+        for t in (1, 2, 3, 4):
+            conv.set_kernel_threads(t)
+            runs.append([_gemm.matmul(a, b),          # split by rows
+                         _gemm.matmul(w, e),          # 8 rows: split by columns
+                         _gemm.matmul(c, d),          # a stack: split by matrices
+                         _gemm.matmul(b.T, a.T)])
+    finally:
+        conv.set_kernel_threads(before)
+    for run in runs[1:]:
+        for x, y in zip(run, runs[0]):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_backend_choice_from_the_environment():
+    code = "from shendu.functional import _gemm; print(_gemm.backend())"
+    env = dict(os.environ, SHENDU_GEMM="numpy")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert out == "numpy"
+    env["SHENDU_GEMM"] = "blas"
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert r.returncode != 0 and "SHENDU_GEMM should be 'auto', 'mkl' or 'numpy'" in r.stderr
+
+
+PARITY = ["tests/test_ops.py", "tests/test_conv.py", "tests/test_attention.py",
+          "tests/test_recurrent_layers.py", "tests/test_transformer.py", "tests/test_nn.py",
+          "tests/test_determinism.py", "tests/test_pooling.py"]
+
+
+@needs_mkl
+@pytest.mark.slow
+def test_numpy_path_passes_the_parity_tests():
+    """The suite runs on MKL here; the op and layer parity tests (torch values and
+    gradients, float64 gradchecks, determinism) must pass on NumPy's products too."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, SHENDU_GEMM="numpy")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-x", "-p", "no:cacheprovider",
+                        *PARITY], cwd=root, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert " passed" in r.stdout
