@@ -41,9 +41,8 @@ SHAPES = [((70, 90), (90, 50)), ((300, 64), (64, 200)), ((5, 40, 33), (33, 60)),
 
 @pytest.fixture
 def every_product(monkeypatch):
-    """Every product through the MKL path, however small, and splits from 2 threads up."""
+    """Every product through the MKL path, however small."""
     monkeypatch.setattr(_gemm, "MIN_FLOPS", 0)
-    monkeypatch.setattr(_gemm, "SPLIT_FLOPS", 0)
     before = conv._N_THREADS
     yield
     conv.set_kernel_threads(before)
@@ -51,9 +50,7 @@ def every_product(monkeypatch):
 
 @needs_mkl
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("threads", [1, 2, 3])
-def test_every_layout_gives_numpys_product(every_product, dtype, threads):
-    conv.set_kernel_threads(threads)
+def test_every_layout_gives_numpys_product(every_product, dtype):
     rng = np.random.default_rng(0)
     tol = 1e-4 if dtype == np.float32 else 1e-12
     for (sa, sb), (la, lb) in itertools.product(SHAPES, itertools.product("cts", "cts")):
@@ -92,6 +89,11 @@ def test_products_are_taken_by_mkl(every_product, monkeypatch):
     assert calls == ["gemm", "gemm", "batch"]
     _gemm.matmul(a, b)
     assert calls[-1] == "gemm"
+    conv.set_kernel_threads(2)                           # several threads: NumPy's BLAS
+    _gemm.matmul(a, b)
+    assert len(calls) == 4
+    conv.split_threads(lambda lo, hi: _gemm.matmul(a[lo:hi], b), 3, 2)  # but in a region's
+    assert calls[4:] == ["gemm", "gemm"]                                # pieces MKL's
 
 
 @needs_mkl
@@ -123,26 +125,28 @@ def test_what_blas_cannot_take_goes_to_numpy(every_product):
 
 
 @needs_mkl
-def test_same_bits_for_any_thread_count(monkeypatch):
-    monkeypatch.setattr(_gemm, "SPLIT_FLOPS", 1 << 16)
+def test_pieces_of_a_parallel_region_give_the_bits_of_one_thread():
+    """Attention's groups of heads run their products inside the kernels' parallel region:
+    there on MKL, one thread each, the same bits as the whole stack on one thread."""
     before = conv._N_THREADS
     rng = np.random.default_rng(3)
-    mats = [rng.standard_normal(s).astype(np.float32) for s in
-            [(1000, 256), (256, 300), (64, 128, 32), (64, 32, 128), (8, 4096), (4096, 300)]]
-    a, b, c, d, w, e = mats
+    c = rng.standard_normal((64, 128, 32)).astype(np.float32)
+    d = rng.standard_normal((64, 32, 128)).astype(np.float32)
+    c[:5] *= 1e3                                     # sums of mixed scales
     try:
-        runs = []
-        for t in (1, 2, 3, 4):
+        conv.set_kernel_threads(1)
+        whole = _gemm.matmul(c, d)
+        for t in (2, 3, 4):
             conv.set_kernel_threads(t)
-            runs.append([_gemm.matmul(a, b),          # split by rows
-                         _gemm.matmul(w, e),          # 8 rows: split by columns
-                         _gemm.matmul(c, d),          # a stack: split by matrices
-                         _gemm.matmul(b.T, a.T)])
+            out = np.empty_like(whole)
+
+            def piece(lo, hi, out=out):
+                _gemm.matmul(c[lo:hi], d[lo:hi], out=out[lo:hi])
+
+            conv.split_threads(piece, len(c), t)
+            np.testing.assert_array_equal(out, whole)
     finally:
         conv.set_kernel_threads(before)
-    for run in runs[1:]:
-        for x, y in zip(run, runs[0]):
-            np.testing.assert_array_equal(x, y)
 
 
 def test_backend_choice_from_the_environment():

@@ -3,10 +3,15 @@ installed (``pip install shendu[mkl]``), NumPy's ``matmul`` otherwise.
 
 NumPy's wheels bring OpenBLAS, whose sgemm runs 10–50% below MKL's on the shapes of our
 layers (a (2048, 128) × (128, 512) product, an im2col convolution's (16384, 288) × (288, 64):
-see BENCHMARKS.md). MKL is called through ``ctypes`` on its single-threaded layer; with
-several kernel threads (:func:`shendu.functional.conv.set_kernel_threads`) a product is
-split by rows, or by matrices of a batch, over those threads. Each row of the result is
-computed by the same call whatever the split, so results do not depend on the thread count.
+see BENCHMARKS.md). MKL is called through ``ctypes`` on its single-threaded layer, where
+the kernels run on one thread (:func:`shendu.functional.conv.set_kernel_threads`) and in
+each piece of a kernel's own parallel region (attention's groups of heads); a product the
+kernels make outside such a region with several threads goes to NumPy's BLAS, which splits
+it over its own threads faster than a split of ours (MKL's OpenMP layer would, but beside
+torch's OpenMP runtime in one process it returns wrong matrix-vector products). So the
+library that computes a product, and its rounding, depends on the thread count and on the
+product's size; a product of a given size at a given thread count always gets the same
+one, and the same bits.
 
 :func:`matmul` takes what ``np.matmul`` takes and returns what it returns; the shapes MKL
 cannot take as they are (integer dtypes, mixed dtypes, strides that are not a matrix layout,
@@ -27,8 +32,6 @@ import numpy as np
 __all__ = ["matmul", "backend", "numpy_products"]
 
 MIN_FLOPS = 1 << 22     # m·n·k below which np.matmul wins (a call here costs ~7 µs more)
-SPLIT_FLOPS = 1 << 21   # m·n·k from which a product is split over the kernel threads
-SPLIT_ROWS = 64         # fewest rows (or matrices) a thread's piece gets
 
 _NO_TRANS, _TRANS, _ROW_MAJOR = 111, 112, 101
 _lock = threading.Lock()
@@ -168,7 +171,8 @@ def matmul(a, b, out: np.ndarray | None = None) -> np.ndarray:
         return np.matmul(a, b, out=out)
     m, k = a.shape[-2:]
     k2, n = b.shape[-2:]
-    if k != k2 or m * n * k < MIN_FLOPS:
+    if k != k2 or m * n * k < MIN_FLOPS or (_conv._N_THREADS > 1
+                                            and not _conv.in_parallel_region()):
         return np.matmul(a, b, out=out)
     if a.ndim == 2 and b.ndim == 2:
         res = _matmul2(gemm[a.dtype], a, b, out)
@@ -200,35 +204,13 @@ def _matmul2(f, a, b, out):
     if m == 0 or n == 0:
         return out
     (ta, lda), (tb, ldb) = la, lb
-    pa, pb, pc = a.ctypes.data, b.ctypes.data, out.ctypes.data
-    t = _conv._N_THREADS
-    if t == 1 or m * n * k < SPLIT_FLOPS or _conv.in_parallel_region():
-        f(_ROW_MAJOR, ta, tb, m, n, k, 1.0, pa, lda, pb, ldb, 0.0, pc, n)
-        return out
-    isz = a.itemsize
-
-    def rows(lo, hi):
-        off = lo * (lda if ta == _NO_TRANS else 1) * isz
-        f(_ROW_MAJOR, ta, tb, hi - lo, n, k, 1.0, pa + off, lda, pb, ldb, 0.0,
-          pc + lo * n * isz, n)
-
-    def cols(lo, hi):
-        off = lo * (1 if tb == _NO_TRANS else ldb) * isz
-        f(_ROW_MAJOR, ta, tb, m, hi - lo, k, 1.0, pa, lda, pb + off, ldb, 0.0,
-          pc + lo * isz, n)
-
-    # each piece a whole product of its own: the split changes no bit of the result
-    if m >= SPLIT_ROWS * t:
-        _conv.split_threads(rows, m, t)
-    elif n >= SPLIT_ROWS * t:
-        _conv.split_threads(cols, n, t)
-    else:
-        rows(0, m)
+    f(_ROW_MAJOR, ta, tb, m, n, k, 1.0, a.ctypes.data, lda, b.ctypes.data, ldb, 0.0,
+      out.ctypes.data, n)
     return out
 
 
 def _batched(st, a, b, out):
-    """``np.matmul`` of stacks: one strided batch call (per thread)."""
+    """``np.matmul`` of stacks: one strided batch call."""
     f = st["batch"].get(a.dtype)
     if f is None:
         return np.matmul(a, b, out=out)
@@ -253,17 +235,6 @@ def _batched(st, a, b, out):
     if count == 0 or m == 0 or n == 0:
         return out
     (ta, lda), (tb, ldb) = la, lb
-    isz = a.itemsize
-    pa, pb, pc, sc = a.ctypes.data, b.ctypes.data, out.ctypes.data, m * n
-
-    def mats(lo, hi):
-        f(_ROW_MAJOR, ta, tb, m, n, k, 1.0, pa + lo * sa * isz, lda, sa,
-          pb + lo * sb * isz, ldb, sb, 0.0, pc + lo * sc * isz, n, sc, hi - lo)
-
-    t = _conv._N_THREADS
-    if (t > 1 and count >= 2 * t and count * m * n * k >= SPLIT_FLOPS
-            and not _conv.in_parallel_region()):
-        _conv.split_threads(mats, count, t)
-    else:
-        mats(0, count)
+    f(_ROW_MAJOR, ta, tb, m, n, k, 1.0, a.ctypes.data, lda, sa, b.ctypes.data, ldb, sb,
+      0.0, out.ctypes.data, n, m * n, count)
     return out
