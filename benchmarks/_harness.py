@@ -106,12 +106,16 @@ def memory_in_subprocess(script: str, framework: str, workload: str, steps: int 
 
 
 def threads_note() -> str:
+    """Threads, CPUs, and which library computes shendu's matrix products."""
+    from shendu.functional import _gemm
+
+    gemm = f"shendu products on {_gemm.backend()} (SHENDU_GEMM=numpy|mkl)"
     try:
         import torch
 
-        return f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}"
+        return f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}; {gemm}"
     except ImportError:
-        return f"torch absent, cpus {os.cpu_count()}"
+        return f"torch absent, cpus {os.cpu_count()}; {gemm}"
 
 
 def set_threads(n: int | None) -> None:
