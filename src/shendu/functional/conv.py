@@ -125,7 +125,9 @@ def set_kernel_threads(n: int) -> None:
     """How many threads the memory-bound loops of the conv and pooling kernels, and the head
     groups of blockwise attention, may use (default: the CPUs this process may run on, at
     most 4). ``1`` keeps them on the calling thread, e.g. to compare with a library
-    restricted to one thread. Results do not depend on the count."""
+    restricted to one thread. The loops' results do not depend on the count; with the
+    ``mkl`` extra, a product the kernels make on one thread runs on MKL and on several on
+    NumPy's threaded BLAS, so its rounding does (see :mod:`shendu.functional._gemm`)."""
     global _N_THREADS, _executor
     if not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"set_kernel_threads: expected a positive int, got {n!r}")
