@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from shendu.autograd import Function
+from shendu.functional import _numba
 from shendu.functional.conv import _tuple, from_chwn, parallel, windows
 from shendu.tensor import Tensor
 
@@ -77,6 +78,13 @@ def _disjoint(geom) -> tuple[bool, bool]:
     return disjoint, tile
 
 
+def _compiled(a: np.ndarray):
+    """The compiled loops for ``a``'s dtype, or None (NumPy's passes then)."""
+    if a.dtype != np.float32 and a.dtype != np.float64:
+        return None
+    return _numba.kernels()
+
+
 class MaxPool2d(Function):
     r"""``y[n,c,u,v] = max_{i,j} x[n, c, u s_h + i d_h - p_h, v s_w + j d_w - p_w]``
     (padding counts as ``-inf``).
@@ -102,16 +110,22 @@ class MaxPool2d(Function):
             first = z[geo[0][1]]
             best = np.empty(first.shape, z.dtype)
             code = np.empty(best.shape, np.uint8)
+            nb = _compiled(z)
+            if nb is not None:                      # one pass (shendu.functional._numba)
+                kh, kw = geom[4]
 
-            def run(lo: int, hi: int) -> None:      # rows lo..hi-1 of (A, ...): disjoint
-                b, cd = best[lo:hi], code[lo:hi]
-                b[...] = first[lo:hi]
-                cd[...] = 0
-                for k in range(1, len(geo)):
-                    q = z[geo[k][1]][lo:hi]
-                    gt = np.greater(q, b)
-                    np.maximum(b, q, out=b)
-                    np.maximum(cd, gt.view(np.uint8) * np.uint8(k), out=cd)
+                def run(lo: int, hi: int) -> None:
+                    nb.max_tiles(z, kh, kw, best, code, lo, hi)
+            else:
+                def run(lo: int, hi: int) -> None:  # rows lo..hi-1 of (A, ...): disjoint
+                    b, cd = best[lo:hi], code[lo:hi]
+                    b[...] = first[lo:hi]
+                    cd[...] = 0
+                    for k in range(1, len(geo)):
+                        q = z[geo[k][1]][lo:hi]
+                        gt = np.greater(q, b)
+                        np.maximum(b, q, out=b)
+                        np.maximum(cd, gt.view(np.uint8) * np.uint8(k), out=cd)
 
             parallel(run, best.shape[0], z.size)
             out = best
@@ -146,12 +160,20 @@ class MaxPool2d(Function):
         if self.code is not None:
             code = self.code
             dz = np.empty(self.shape, gz.dtype) if exact else np.zeros(self.shape, gz.dtype)
+            nb = _compiled(gz)
+            if nb is not None:                      # one pass (shendu.functional._numba)
+                kh, kw = k_h, k_w
 
-            def run(lo: int, hi: int) -> None:      # kernel offsets lo..hi-1: disjoint
-                for k in range(lo, hi):
-                    np.multiply(gz, code == k, out=dz[geo[k][1]])
+                def rows(lo: int, hi: int) -> None:
+                    nb.route_tiles(gz, code, kh, kw, dz, lo, hi)
 
-            parallel(run, len(geo), dz.size)
+                parallel(rows, dz.shape[0], dz.size)
+            else:
+                def run(lo: int, hi: int) -> None:  # kernel offsets lo..hi-1: disjoint
+                    for k in range(lo, hi):
+                        np.multiply(gz, code == k, out=dz[geo[k][1]])
+
+                parallel(run, len(geo), dz.size)
         else:
             dz = self._general_backward(gz, geo, disjoint)
         gx = _back(dz, self.chwn, *self.nc)

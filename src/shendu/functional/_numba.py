@@ -1,0 +1,91 @@
+"""Compiled loops for the kernels whose NumPy form makes several passes over memory, when
+Numba is installed (it comes with the ``audio``, ``tour`` and ``test`` extras, through
+librosa, and with the ``numba`` extra); NumPy otherwise, or under ``SHENDU_NUMBA=0``.
+
+Each loop computes what its NumPy form computes, value for value (a maximum and the offset
+that won it are exact), releases the interpreter lock, and works on a range of rows, so
+the kernels' threads split it as they split the NumPy loops (the same bits for any count).
+The compiled code is cached on disk (Numba's ``cache=True``): the first use in a fresh
+install compiles for about a second, later processes load it in milliseconds.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+__all__ = ["kernels"]
+
+_lock = threading.Lock()
+_loaded: list = []          # [the module of compiled loops, or None]
+
+
+def kernels():
+    """The compiled loops (a namespace), or None when Numba is absent or switched off."""
+    if _loaded:
+        return _loaded[0]
+    with _lock:
+        if not _loaded:
+            _loaded.append(_build())
+    return _loaded[0]
+
+
+def _build():
+    choice = os.environ.get("SHENDU_NUMBA", "1").lower()
+    if choice in ("0", "false", "no", "off"):
+        return None
+    try:
+        import numba
+    except ImportError:
+        return None
+    njit = numba.njit(cache=True, nogil=True)
+
+    @njit
+    def max_tiles(z, kh, kw, best, code, lo, hi):
+        """Max over the ``kh x kw`` tiles of rows ``lo..hi`` of ``z`` (A, H, W, B) into
+        ``best`` (A, Ho, Wo, B), and the row-major offset of the first maximum into
+        ``code``; a NaN wins its window (as ``np.maximum``)."""
+        ho, wo, nb = best.shape[1], best.shape[2], best.shape[3]
+        for a in range(lo, hi):
+            for i in range(ho):
+                for j in range(wo):
+                    b, c = best[a, i, j], code[a, i, j]
+                    first = z[a, i * kh, j * kw]
+                    for n in range(nb):             # the batch innermost: one vector loop
+                        b[n] = first[n]
+                        c[n] = 0
+                    for u in range(kh):
+                        for v in range(kw):
+                            if u == 0 and v == 0:
+                                continue
+                            q, k = z[a, i * kh + u, j * kw + v], u * kw + v
+                            for n in range(nb):
+                                if q[n] > b[n]:
+                                    b[n] = q[n]
+                                    c[n] = k
+                                elif q[n] != q[n]:
+                                    b[n] = q[n]
+
+    @njit
+    def route_tiles(g, code, kh, kw, dz, lo, hi):
+        """``dz`` (A, H, W, B) of rows ``lo..hi``: each tile's gradient ``g`` at the offset
+        ``code`` names, 0 at the others (rows and columns past the tiles are left as
+        they are)."""
+        ho, wo, nb = g.shape[1], g.shape[2], g.shape[3]
+        for a in range(lo, hi):
+            for i in range(ho):
+                for j in range(wo):
+                    gr, cr = g[a, i, j], code[a, i, j]
+                    for u in range(kh):
+                        for v in range(kw):
+                            d, k = dz[a, i * kh + u, j * kw + v], u * kw + v
+                            for n in range(nb):
+                                d[n] = gr[n] if cr[n] == k else 0
+
+    class Kernels:
+        pass
+
+    K = Kernels()
+    K.max_tiles, K.route_tiles = max_tiles, route_tiles
+    return K
+
