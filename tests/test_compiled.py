@@ -74,3 +74,57 @@ def test_switched_off_from_the_environment():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=dict(os.environ, SHENDU_NUMBA="0"), check=True)
     assert out.stdout.strip() == "True"
+
+
+@needs_numba
+@pytest.mark.parametrize("affine", ["both", "weight", "none"])
+def test_layer_norm_compiled_gradcheck_and_torch(monkeypatch, affine):
+    """The compiled layer norm (every size here) passes the float64 gradcheck and matches
+    torch's values and gradients in float32 and float64."""
+    import torch.nn.functional as TF
+    from helpers import check_op
+
+    from shendu.functional import normalization
+
+    monkeypatch.setattr(normalization, "_COMPILED_MIN", 0)
+    if affine == "both":
+        check_op(lambda x, w, b: F.layer_norm(x, 6, w, b), [(3, 4, 6), (6,), (6,)],
+                 torch_fn=lambda x, w, b: TF.layer_norm(x, (6,), w, b))
+    elif affine == "weight":
+        check_op(lambda x, w: F.layer_norm(x, (2, 3), w), [(5, 2, 3), (2, 3)],
+                 torch_fn=lambda x, w: TF.layer_norm(x, (2, 3), w))
+    else:
+        check_op(lambda x: F.layer_norm(x, 6, eps=1e-3), [(7, 6)],
+                 torch_fn=lambda x: TF.layer_norm(x, (6,), eps=1e-3))
+
+
+@needs_numba
+def test_layer_norm_compiled_against_numpy_and_float64(monkeypatch):
+    """At the transformer's size the compiled rows agree with NumPy's passes to float32
+    rounding, and are at least as close to the float64 truth; rows near 1000 with a
+    spread of 0.01 stay as accurate (two-pass variance)."""
+    from shendu.functional import normalization
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2048, 128)).astype(np.float32)
+    x[:4] = x[:4] * 1e-2 + 1e3
+    w, b = (rng.standard_normal(128).astype(np.float32) for _ in range(2))
+    g = rng.standard_normal((2048, 128)).astype(np.float32)
+
+    def run(dtype):
+        xs = shendu.tensor(x.astype(dtype), requires_grad=True)
+        ws = shendu.tensor(w.astype(dtype), requires_grad=True)
+        bs = shendu.tensor(b.astype(dtype), requires_grad=True)
+        y = F.layer_norm(xs, 128, ws, bs)
+        y.backward(g.astype(dtype))
+        return [y.data, xs.grad.data, ws.grad.data, bs.grad.data]
+
+    assert normalization._compiled(x) is not None
+    exact = run(np.float64)
+    compiled = run(np.float32)
+    monkeypatch.setattr(_numba, "_loaded", [None])
+    numpy = run(np.float32)
+    for i, (c, n, e) in enumerate(zip(compiled, numpy, exact)):
+        if i < 2:                      # the rows float32 can represent well (not the 1000s)
+            np.testing.assert_allclose(c[4:], n[4:], rtol=1e-4, atol=1e-4)
+        assert np.abs(c - e).max() <= 2 * np.abs(n - e).max() + 1e-6, i

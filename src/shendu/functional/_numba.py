@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 import threading
 
+import numpy as np
+
 __all__ = ["kernels"]
 
 _lock = threading.Lock()
@@ -82,10 +84,58 @@ def _build():
                             for n in range(nb):
                                 d[n] = gr[n] if cr[n] == k else 0
 
+    # sums may be reassociated (vectorised), but NaN and infinities keep their meaning
+    njit_sum = numba.njit(cache=True, nogil=True,
+                          fastmath={"reassoc", "nsz", "arcp", "contract"})
+
+    @njit_sum
+    def layer_norm_rows(x, w, b, eps, y, xhat, rstd, lo, hi):
+        """Rows ``lo..hi`` of ``x`` (M, D): ``xhat = (x - mean) r``, ``r = 1/sqrt(var +
+        eps)`` (biased variance, two passes, sums in float64), ``y = xhat w + b``."""
+        d = x.shape[1]
+        for r in range(lo, hi):
+            xr = x[r]
+            s = 0.0
+            for j in range(d):
+                s += xr[j]
+            mu = s / d
+            v = 0.0
+            for j in range(d):
+                c = xr[j] - mu
+                v += c * c
+            rs = 1.0 / np.sqrt(v / d + eps)
+            rstd[r] = rs
+            hr, yr = xhat[r], y[r]
+            for j in range(d):
+                h = (xr[j] - mu) * rs
+                hr[j] = h
+                yr[j] = h * w[j] + b[j]
+
+    @njit_sum
+    def layer_norm_grad_rows(g, xhat, rstd, w, dx, lo, hi):
+        """Rows ``lo..hi`` of ``dx = r (dxhat - mean(dxhat) - xhat mean(dxhat xhat))``,
+        ``dxhat = g w``."""
+        d = g.shape[1]
+        for r in range(lo, hi):
+            gr, hr = g[r], xhat[r]
+            m1 = 0.0
+            m2 = 0.0
+            for j in range(d):
+                dh = gr[j] * w[j]
+                m1 += dh
+                m2 += dh * hr[j]
+            m1 /= d
+            m2 /= d
+            rs = rstd[r]
+            dr = dx[r]
+            for j in range(d):
+                dr[j] = (gr[j] * w[j] - m1 - hr[j] * m2) * rs
+
     class Kernels:
         pass
 
     K = Kernels()
     K.max_tiles, K.route_tiles = max_tiles, route_tiles
+    K.layer_norm_rows, K.layer_norm_grad_rows = layer_norm_rows, layer_norm_grad_rows
     return K
 
