@@ -84,7 +84,7 @@ def _load() -> dict:
         _state["name"] = "numpy" if lib is None else "mkl"
         _state["gemm"], _state["batch"] = {}, {}
         if lib is not None:
-            P, I = ctypes.c_void_p, ctypes.c_longlong if _ilp64(lib) else ctypes.c_int
+            P, I = ctypes.c_void_p, ctypes.c_longlong if _ilp64() else ctypes.c_int
             i = ctypes.c_int
             gemm, batch = {}, {}
             for dt, scal, name in ((np.float32, ctypes.c_float, "s"),
@@ -103,7 +103,7 @@ def _load() -> dict:
         return _state
 
 
-def _ilp64(lib) -> bool:
+def _ilp64() -> bool:
     """mkl_rt's default interface is LP64 (32-bit ints); it stays so unless the environment
     asks otherwise."""
     return os.environ.get("MKL_INTERFACE_LAYER", "").upper().startswith("ILP64")

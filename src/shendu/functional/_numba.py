@@ -20,7 +20,9 @@ import threading
 
 import numpy as np
 
-__all__ = ["kernels"]
+__all__ = ["kernels", "kernels_for"]
+
+_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 _lock = threading.Lock()
 _loaded: list = []          # [the module of compiled loops, or None]
@@ -34,6 +36,17 @@ def kernels():
         if not _loaded:
             _loaded.append(_build())
     return _loaded[0]
+
+
+def kernels_for(x: np.ndarray, *params, min_size: int = 0):
+    """The compiled loops for ``x`` when it is float32 or float64 with at least ``min_size``
+    elements and the ``params`` given (None skipped) share its dtype; None otherwise (the
+    caller's NumPy passes then)."""
+    if x.dtype not in _DTYPES or x.size < min_size:
+        return None
+    if any(p is not None and p.dtype != x.dtype for p in params):
+        return None
+    return kernels()
 
 
 def _build():

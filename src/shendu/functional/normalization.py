@@ -14,17 +14,12 @@ __all__ = ["layer_norm", "batch_norm"]
 
 
 def _compiled(x: np.ndarray, *params):
-    """The compiled loops when ``x`` and the parameters given share a float dtype Numba
-    takes, and ``x`` is large enough to pay for the call; None otherwise (NumPy's passes)."""
-    if x.dtype not in _COMPILED_DTYPES or x.size < _COMPILED_MIN:
-        return None
-    if any(p is not None and p.dtype != x.dtype for p in params):
-        return None
-    return _numba.kernels()
+    """The compiled loops for a layer norm of ``x`` with ``params``, or None (NumPy's
+    passes): see :func:`shendu.functional._numba.kernels_for`."""
+    return _numba.kernels_for(x, *params, min_size=_COMPILED_MIN)
 
 
-_COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-_COMPILED_MIN = 1 << 12
+_COMPILED_MIN = 1 << 12      # elements from which a compiled loop pays for its call
 
 
 class LayerNorm(Function):

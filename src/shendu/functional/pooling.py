@@ -78,13 +78,6 @@ def _disjoint(geom) -> tuple[bool, bool]:
     return disjoint, tile
 
 
-def _compiled(a: np.ndarray):
-    """The compiled loops for ``a``'s dtype, or None (NumPy's passes then)."""
-    if a.dtype != np.float32 and a.dtype != np.float64:
-        return None
-    return _numba.kernels()
-
-
 class MaxPool2d(Function):
     r"""``y[n,c,u,v] = max_{i,j} x[n, c, u s_h + i d_h - p_h, v s_w + j d_w - p_w]``
     (padding counts as ``-inf``).
@@ -110,7 +103,7 @@ class MaxPool2d(Function):
             first = z[geo[0][1]]
             best = np.empty(first.shape, z.dtype)
             code = np.empty(best.shape, np.uint8)
-            nb = _compiled(z)
+            nb = _numba.kernels_for(z)
             if nb is not None:                      # one pass (shendu.functional._numba)
                 kh, kw = geom[4]
 
@@ -160,12 +153,10 @@ class MaxPool2d(Function):
         if self.code is not None:
             code = self.code
             dz = np.empty(self.shape, gz.dtype) if exact else np.zeros(self.shape, gz.dtype)
-            nb = _compiled(gz)
+            nb = _numba.kernels_for(gz)
             if nb is not None:                      # one pass (shendu.functional._numba)
-                kh, kw = k_h, k_w
-
                 def rows(lo: int, hi: int) -> None:
-                    nb.route_tiles(gz, code, kh, kw, dz, lo, hi)
+                    nb.route_tiles(gz, code, k_h, k_w, dz, lo, hi)
 
                 parallel(rows, dz.shape[0], dz.size)
             else:
