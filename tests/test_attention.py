@@ -321,6 +321,34 @@ def test_sdpa_blockwise_large_and_small_scores(monkeypatch, offset):
             np.testing.assert_allclose(a, c, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("gain", [0.05, 1.0, 40.0])
+@pytest.mark.parametrize("masked", [False, True])
+def test_sdpa_blockwise_bounded_scores(monkeypatch, gain, masked):
+    # without an additive mask, a first key block whose scores |q_i||k_j| bounds within
+    # +-_NO_SHIFT skips the row max; larger ones take it: outputs and gradients equal the
+    # fused kernel's either way, finite, with a keep-mask (rows with no key) or without
+    from shendu.functional import _flash
+    from shendu.functional import attention as A
+
+    for dt, tol in ((np.float64, 1e-12), (np.float32, 2e-5)):
+        arrs = make_inputs([(2, 2, 7, 4), (2, 2, 8, 4), (2, 2, 8, 3)], dt)
+        arrs[0] *= gain
+        arrs[1][1, 0, 3] *= 5                     # one long key
+        kw = {"attn_mask": _keep_with_dead_rows()} if masked else {}
+        results = []
+        for forced in (False, True):
+            monkeypatch.setattr(A, "BLOCKWISE_MIN_SCORES", 0 if forced else 1 << 60)
+            monkeypatch.setattr(A, "BLOCKWISE_MIN_KEYS", 0 if forced else 1 << 60)
+            monkeypatch.setattr(_flash, "MAX_BLOCK", 4)
+            q, k, v = (shendu.tensor(a, requires_grad=True) for a in arrs)
+            out = F.scaled_dot_product_attention(q, k, v, **kw)
+            (out * out).sum().backward()
+            results.append([out.data, q.grad.data, k.grad.data, v.grad.data])
+        for a, c in zip(*results):     # scores ~gain: their rounding error grows with it
+            assert np.isfinite(c).all()
+            np.testing.assert_allclose(a, c, rtol=tol, atol=tol * max(1.0, gain))
+
+
 @pytest.mark.parametrize("p", [0.0, 0.2])
 def test_sdpa_blockwise_threads_give_the_same_bits(monkeypatch, p):
     # head groups split over the kernels' threads: the same bits as one thread

@@ -125,6 +125,100 @@ def test_what_blas_cannot_take_goes_to_numpy(every_product):
 
 
 @needs_mkl
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_accumulate_adds_the_product_to_out(every_product, dtype):
+    """``accumulate=True`` is ``out += a @ b``: on MKL inside the product (its beta = 1),
+    for every layout and for stacks; on NumPy as the sum of the two."""
+    rng = np.random.default_rng(4)
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    conv.set_kernel_threads(1)
+    for (sa, sb), (la, lb) in itertools.product(SHAPES, itertools.product("cts", "cts")):
+        a, b = _array(rng, sa, dtype, la), _array(rng, sb, dtype, lb)
+        want = np.matmul(a, b)
+        start = rng.standard_normal(want.shape).astype(dtype)
+        out = start.copy()
+        assert _gemm.matmul(a, b, out=out, accumulate=True) is out
+        np.testing.assert_allclose(out, start + want, rtol=tol, atol=tol * 10,
+                                   err_msg=f"{sa} @ {sb}, layouts {la}{lb}")
+        with _gemm.numpy_products():
+            out = start.copy()
+            _gemm.matmul(a, b, out=out, accumulate=True)
+            np.testing.assert_array_equal(out, start + want)
+    a = rng.standard_normal((2, 5, 4)).astype(dtype)
+    with pytest.raises(ValueError, match="accumulate=True needs out="):
+        _gemm.matmul(a, a.swapaxes(-1, -2), accumulate=True)
+
+
+def test_accumulate_on_the_numpy_path():
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((3, 6, 4))
+    b = rng.standard_normal((4, 5))
+    out = rng.standard_normal((3, 6, 5))
+    want = out + a @ b
+    with _gemm.numpy_products():
+        _gemm.matmul(a, b, out=out, accumulate=True)
+    np.testing.assert_array_equal(out, want)
+
+
+def _ulps(got: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Errors of float32 ``got`` against exp(x) in float64, in units of the last place of
+    the true value (normal results only)."""
+    true = np.exp(x.astype(np.float64))
+    ok = (true > np.finfo(np.float32).tiny) & (true < np.finfo(np.float32).max)
+    return np.abs(got[ok] - true[ok]) / np.spacing(true[ok].astype(np.float32))
+
+
+def test_exp_is_numpys_exp():
+    """``_gemm.exp`` is ``np.exp``: within an ulp of the truth on VML (NumPy's float32 exp
+    is within 2.5), the same special values, subnormals within one unit, ``out=`` in place,
+    no warnings; float64 and what VML cannot take give NumPy's very bits."""
+    import warnings
+
+    rng = np.random.default_rng(6)
+    x = (rng.standard_normal(100_000) * 30).astype(np.float32)
+    x[:12] = [0, -0.0, 1, -1, 88.7, 89, -87, -100, -104, np.inf, -np.inf, np.nan]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = _gemm.exp(x)
+        with np.errstate(over="ignore", under="ignore"):
+            want = np.exp(x)
+        assert got.dtype == np.float32 and got.shape == x.shape
+        specials = ~np.isfinite(want) | (want == 0)
+        np.testing.assert_array_equal(got[specials], want[specials])
+        sub = ~specials & (want < np.finfo(np.float32).tiny)         # subnormal results
+        true = np.exp(x[sub].astype(np.float64))
+        smallest = float(np.finfo(np.float32).smallest_subnormal)
+        assert np.abs(got[sub] - true).max() <= smallest
+        assert np.abs(want[sub] - true).max() <= smallest
+        assert _ulps(got, x).max() <= (1.0 if MKL else 2.5)
+        assert _ulps(want, x).max() <= 2.5
+        y = x.copy()
+        assert _gemm.exp(y, out=y) is y
+        np.testing.assert_array_equal(y, got)
+        x64 = x.astype(np.float64)
+        with np.errstate(over="ignore"):
+            np.testing.assert_array_equal(_gemm.exp(x64), np.exp(x64))
+            strided = x[::3]
+            np.testing.assert_array_equal(_gemm.exp(strided), np.exp(strided))
+            half = x[:4096].copy()
+            np.testing.assert_array_equal(_gemm.exp(half, out=np.empty(4096, np.float64)),
+                                          np.exp(half, out=np.empty(4096, np.float64)))
+
+
+@needs_mkl
+def test_exp_is_taken_by_vml(monkeypatch):
+    calls = []
+    f = _gemm._load()["exp"]
+    monkeypatch.setattr(_gemm, "_EXP", lambda *a: (calls.append(a[0]), f(*a)))
+    x = np.linspace(-5, 5, 10_000, dtype=np.float32)
+    _gemm.exp(x)
+    _gemm.exp(x[:100])                                   # too small: NumPy
+    _gemm.exp(x[::2])                                    # strided: NumPy
+    _gemm.exp(x.astype(np.float64))                      # float64: NumPy
+    assert calls == [10_000]
+
+
+@needs_mkl
 def test_pieces_of_a_parallel_region_give_the_bits_of_one_thread():
     """Attention's groups of heads run their products inside the kernels' parallel region:
     there on MKL, one thread each, the same bits as the whole stack on one thread."""

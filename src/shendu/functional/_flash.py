@@ -46,7 +46,8 @@ import math
 
 import numpy as np
 
-from shendu.functional._gemm import matmul
+from shendu.functional._gemm import exp, matmul
+from shendu.workspace import workspace as _workspace
 
 #: Upper bound on the elements of one (heads, queries, keys) tile of scores.
 TILE_ELEMS = 1 << 18
@@ -171,12 +172,29 @@ def _swap(a: np.ndarray) -> np.ndarray:
     return a.swapaxes(-1, -2)
 
 
-def _with_column(a: np.ndarray, col) -> np.ndarray:
-    """``[a, col]``: (G, n, m) -> (G, n, m + 1), ``col`` broadcast to (G, n, 1)."""
-    out = np.empty(a.shape[:-1] + (a.shape[-1] + 1,), a.dtype)
-    out[..., :-1] = a
+def _with_column(a: np.ndarray, col, scale=None) -> np.ndarray:
+    """``[a · scale, col]``: (G, n, m) -> (G, n, m + 1), ``col`` broadcast to (G, n, 1), in
+    an array from the workspace (the caller hands it back)."""
+    out = _workspace.get(a.shape[:-1] + (a.shape[-1] + 1,), a.dtype)
+    if scale is None:
+        out[..., :-1] = a
+    else:
+        np.multiply(a, scale, out=out[..., :-1])
     out[..., -1:] = col
     return out
+
+
+def _tile(buf: np.ndarray, shape: tuple) -> np.ndarray:
+    """A contiguous array of ``shape`` over the start of the flat scratch ``buf``."""
+    return buf[:math.prod(shape)].reshape(shape)
+
+
+def _row_norms(a: np.ndarray) -> np.ndarray:
+    """Euclidean norms of the rows of ``a`` (G, n, m): (G, n), rounded up by far more than
+    their rounding error."""
+    n = np.sqrt(np.einsum("gnm,gnm->gn", a, a))
+    n *= n.dtype.type(1 + 1e-3)
+    return n
 
 
 def attention_forward(q, k, v, masks: _Masks, scale: float, dropout_p: float, seed: int):
@@ -188,7 +206,8 @@ def attention_forward(q, k, v, masks: _Masks, scale: float, dropout_p: float, se
     G = math.prod(lead)
     dt = q.dtype
     hg, bq, bk = block_sizes(G, L, S)
-    qf = _flat(q, lead) * dt.type(scale)
+    qf = _workspace.get((G, L, q.shape[-1]), dt)       # scaled queries, private to this call
+    np.multiply(_flat(q, lead), dt.type(scale), out=qf)
     kf, vf = _flat(k, lead), _flat(v, lead)
     out = np.empty((G, L, Ev), dt)
     lse = np.empty((G, L, 1), dt)
@@ -196,17 +215,25 @@ def attention_forward(q, k, v, masks: _Masks, scale: float, dropout_p: float, se
     inv = dt.type(1.0 / (1.0 - dropout_p)) if dropout_p < 1.0 else dt.type(0)
     masked = masks.keep is not None or masks.bias is not None
     big = dt.type(_NO_SHIFT)
+    # |S_ij| <= |q_i| |k_j| (Cauchy-Schwarz): where that bound keeps a first block within
+    # +-_NO_SHIFT, its row max (a pass over the tile) need not be computed at all
+    if masks.bias is None:
+        qn = _row_norms(qf)                                 # (G, L)
+        kn = _row_norms(kf)                                 # (G, S)
+    else:
+        qn = kn = None
 
     def heads(c0: int, c1: int) -> None:           # head groups c0..c1-1: disjoint outputs
+        buf = np.empty(hg * min(bq, L) * bk, dt)            # one score tile, reused
         for hb in range(c0, c1):
             h0 = hb * hg
             h1 = min(h0 + hg, G)
             kt, vh = _swap(kf[h0:h1]), vf[h0:h1]
             for ib, i0 in enumerate(range(0, L, bq)):
                 i1 = min(i0 + bq, L)
-                _forward_rows(hb, h0, h1, ib, i0, i1, kt, vh)
+                _forward_rows(hb, h0, h1, ib, i0, i1, kt, vh, buf)
 
-    def _forward_rows(hb, h0, h1, ib, i0, i1, kt, vh) -> None:
+    def _forward_rows(hb, h0, h1, ib, i0, i1, kt, vh, buf) -> None:
         qb = qf[h0:h1, i0:i1]                               # (h, bi, E)
         m = np.full((h1 - h0, i1 - i0, 1), -np.inf, dt)     # running row max
         den = np.zeros((h1 - h0, i1 - i0, 1), dt)           # running normaliser l
@@ -216,19 +243,24 @@ def attention_forward(q, k, v, masks: _Masks, scale: float, dropout_p: float, se
             keep_t = masks.keep_tile(h0, h1, i0, i1, j0, j1)
             if keep_t is False:
                 continue
-            s = matmul(qb, kt[..., j0:j1])                       # (h, bi, bj)
+            s = matmul(qb, kt[..., j0:j1], out=_tile(buf, (h1 - h0, i1 - i0, j1 - j0)))
             masks.apply(s, keep_t, h0, h1, i0, i1, j0, j1)
-            m_new = np.maximum(m, s.max(axis=-1, keepdims=True))
-            if acc is None and bool((np.abs(m_new) < big).all()):
-                shift = None                                # exp(S) cannot overflow and
-            else:                                           # no row underflows whole:
-                shift = m_new                               # skip the pass S - m
-                if masked:
-                    dead = np.isneginf(m_new)
-                    if dead.any():                          # a row with no key yet
-                        shift = np.where(dead, dt.type(0), m_new)
-                s -= shift
-            np.exp(s, out=s)                                # E = exp(S - m')
+            if (acc is None and qn is not None and
+                    float((qn[h0:h1, i0:i1] * kn[h0:h1, j0:j1].max(axis=-1)[:, None]).max())
+                    < _NO_SHIFT):
+                shift = m_new = None                        # bounded: no max, no shift
+            else:
+                m_new = np.maximum(m, s.max(axis=-1, keepdims=True))
+                if acc is None and bool((np.abs(m_new) < big).all()):
+                    shift = None                            # exp(S) cannot overflow and
+                else:                                       # no row underflows whole:
+                    shift = m_new                           # skip the pass S - m
+                    if masked:
+                        dead = np.isneginf(m_new)
+                        if dead.any():                      # a row with no key yet
+                            shift = np.where(dead, dt.type(0), m_new)
+                    s -= shift
+            exp(s, out=s)                                   # E = exp(S - m')
             rowsum = s @ ones[:j1 - j0]                     # a product: NumPy's row sums
             if acc is None:                                 # of short rows are slower
                 den = rowsum
@@ -244,7 +276,7 @@ def attention_forward(q, k, v, masks: _Masks, scale: float, dropout_p: float, se
             else:
                 acc *= alpha
                 acc += pv
-            m = m_new if shift is not None else np.zeros_like(m_new)
+            m = m_new if shift is not None else np.zeros_like(m)
         if acc is None:                                     # every key masked
             acc = np.zeros((h1 - h0, i1 - i0, Ev), dt)
         dead = den == 0
@@ -258,6 +290,7 @@ def attention_forward(q, k, v, masks: _Masks, scale: float, dropout_p: float, se
         lse[h0:h1, i0:i1] = m + np.log(den)
 
     _run(heads, -(-G // hg), G * L * S)
+    _workspace.put(qf)
     return out.reshape(lead + (L, Ev)), lse.reshape(lead + (L, 1))
 
 
@@ -278,21 +311,30 @@ def attention_backward(g_out, q, k, v, out, lse, masks: _Masks, scale: float,
     # one more column in each product instead of a pass over each tile
     neg_lse = -_flat(lse, lead)
     neg_lse[np.isneginf(neg_lse)] = -np.finfo(dt).max           # rows with no key: P = 0
-    qa = _with_column(_flat(q, lead) * sc, neg_lse)             # (G, L, E + 1)
+    qa = _with_column(_flat(q, lead), neg_lse, sc)              # (G, L, E + 1)
     ka = _with_column(_flat(k, lead), dt.type(1))               # (G, S, E + 1)
     qs, kf = qa[..., :E], ka[..., :E]
     vf = _flat(v, lead)
     fold_d = dropout_p == 0.0
+    goa = va = None
     if fold_d:
         goa = _with_column(gof, -d)                             # (G, L, Ev + 1)
         va = _with_column(vf, dt.type(1))                       # (G, S, Ev + 1)
-    gq = np.empty((G, L, E), dt) if need[0] else None
-    gk = np.zeros((G, S, E), dt) if need[1] else None
-    gv = np.zeros((G, S, Ev), dt) if need[2] else None
+    # the gradients come from the workspace and go back to it once they are dropped, so a
+    # step does not fault in fresh pages for them
+    gq = _workspace.lend((G, L, E), dt) if need[0] else None
+    gk = _workspace.lend((G, S, E), dt) if need[1] else None
+    gv = _workspace.lend((G, S, Ev), dt) if need[2] else None
+    for g in (gk, gv):
+        if g is not None:
+            g.fill(0)
     gb = np.zeros(masks.bias.shape, dt) if need_bias else None
     inv = dt.type(1.0 / (1.0 - dropout_p)) if dropout_p < 1.0 else dt.type(0)
 
     def heads(c0: int, c1: int) -> None:           # head groups c0..c1-1: disjoint outputs
+        n = hg * min(bq, L) * bk
+        bufs = np.empty(2 * n, dt)                          # two score tiles, reused
+        gq_buf = np.empty(hg * min(bq, L) * E, dt)
         for hb in range(c0, c1):
             h0 = hb * hg
             h1 = min(h0 + hg, G)
@@ -300,9 +342,9 @@ def attention_backward(g_out, q, k, v, out, lse, masks: _Masks, scale: float,
             vat = _swap(va[h0:h1]) if fold_d else _swap(vf[h0:h1])
             for ib, i0 in enumerate(range(0, L, bq)):
                 i1 = min(i0 + bq, L)
-                _backward_rows(hb, h0, h1, ib, i0, i1, kat, vat)
+                _backward_rows(hb, h0, h1, ib, i0, i1, kat, vat, bufs[:n], bufs[n:], gq_buf)
 
-    def _backward_rows(hb, h0, h1, ib, i0, i1, kat, vat) -> None:
+    def _backward_rows(hb, h0, h1, ib, i0, i1, kat, vat, pbuf, dsbuf, gq_buf) -> None:
         qab, qb, gob = qa[h0:h1, i0:i1], qs[h0:h1, i0:i1], gof[h0:h1, i0:i1]
         gab = goa[h0:h1, i0:i1] if fold_d else gob
         gq_b = None
@@ -311,17 +353,18 @@ def attention_backward(g_out, q, k, v, out, lse, masks: _Masks, scale: float,
             keep_t = masks.keep_tile(h0, h1, i0, i1, j0, j1)
             if keep_t is False:
                 continue
-            p = matmul(qab, kat[..., j0:j1])                     # S - lse, (h, bi, bj)
+            shape = (h1 - h0, i1 - i0, j1 - j0)
+            p = matmul(qab, kat[..., j0:j1], out=_tile(pbuf, shape))   # S - lse
             masks.apply(p, keep_t, h0, h1, i0, i1, j0, j1)
-            np.exp(p, out=p)                                # P = exp(S - lse)
+            exp(p, out=p)                                   # P = exp(S - lse)
             if dropout_p > 0.0:
                 pd = p * _dropout_keep(seed, hb, ib, jb, p.shape, dt, dropout_p)
                 pd *= inv
             else:
                 pd = p
             if gv is not None:
-                gv[h0:h1, j0:j1] += matmul(_swap(pd), gob)
-            ds = matmul(gab, vat[..., j0:j1])                    # dPd (- D when folded)
+                matmul(_swap(pd), gob, out=gv[h0:h1, j0:j1], accumulate=True)
+            ds = matmul(gab, vat[..., j0:j1], out=_tile(dsbuf, shape))  # dPd (- D folded)
             if fold_d:                                      # dS = P (dP - D)
                 ds *= p
             else:                                           # dS = Pd dPd - P D
@@ -331,22 +374,21 @@ def attention_backward(g_out, q, k, v, out, lse, masks: _Masks, scale: float,
             if gb is not None:
                 masks.add_bias_grad(gb, ds, h0, h1, i0, i1, j0, j1)
             if gq is not None:
-                t = matmul(ds, kf[h0:h1, j0:j1])
                 if gq_b is None:
-                    gq_b = t
+                    gq_b = matmul(ds, kf[h0:h1, j0:j1], out=_tile(gq_buf, shape[:2] + (E,)))
                 else:
-                    gq_b += t
+                    matmul(ds, kf[h0:h1, j0:j1], out=gq_b, accumulate=True)
             if gk is not None:
-                gk[h0:h1, j0:j1] += matmul(_swap(ds), qb)
+                matmul(_swap(ds), qb, out=gk[h0:h1, j0:j1], accumulate=True)
         if gq is not None:
             if gq_b is None:
                 gq[h0:h1, i0:i1] = 0
             else:
-                gq_b *= sc
-                gq[h0:h1, i0:i1] = gq_b
+                np.multiply(gq_b, sc, out=gq[h0:h1, i0:i1])
 
     # the bias gradient sums over heads that share its entries: one thread then
     _run(heads, -(-G // hg), G * L * S if gb is None else 0)
+    _workspace.put(qa, ka, goa, va)
 
     def back(a, n, m):
         return None if a is None else a.reshape(lead + (n, m))

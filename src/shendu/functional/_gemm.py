@@ -18,25 +18,35 @@ cannot take as they are (integer dtypes, mixed dtypes, strides that are not a ma
 small products where a foreign call costs more than it saves) go to ``np.matmul``.
 ``SHENDU_GEMM=numpy`` in the environment keeps every product on NumPy (the path the tests
 also run), ``SHENDU_GEMM=mkl`` makes a missing MKL an error.
+
+:func:`exp` is ``np.exp`` on MKL's vector math (VML, high-accuracy mode) for float32 arrays
+of some size: twice as fast as NumPy's, and closer to the true value (measured within 0.72
+ulp, against NumPy's 2.4); float64 stays on NumPy, whose ``exp`` gives the same bits there.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import math
 import os
 import threading
 
 import numpy as np
 
-__all__ = ["matmul", "backend", "numpy_products"]
+__all__ = ["matmul", "exp", "backend", "numpy_products"]
 
 MIN_FLOPS = 1 << 22     # m·n·k below which np.matmul wins (a call here costs ~7 µs more)
+MIN_EXP = 1 << 12       # elements below which np.exp wins
+#: VML_HA | VML_ERRMODE_IGNORE | VML_FTZDAZ_OFF: high accuracy, no error reporting (an
+#: overflow gives inf, without NumPy's warning), subnormal results kept as NumPy keeps them
+_VML_MODE = 0x2 | 0x100 | 0x140000
 
 _NO_TRANS, _TRANS, _ROW_MAJOR = 111, 112, 101
 _lock = threading.Lock()
-_state: dict = {}       # "lib", "gemm" {dtype: fn}, "batch" {dtype: fn}, "name"
+_state: dict = {}       # "lib", "gemm" {dtype: fn}, "batch" {dtype: fn}, "exp", "name"
 _GEMM: dict | None = None   # _state["gemm"] once loaded ({} on the NumPy path)
+_EXP = None                 # vmsExp once loaded, False on the NumPy path
 _conv = None                # shendu.functional.conv (its kernel threads), once loaded
 
 
@@ -59,7 +69,7 @@ def _find_mkl_rt() -> str | None:
 
 
 def _load() -> dict:
-    global _GEMM, _conv
+    global _GEMM, _EXP, _conv
     with _lock:
         if _state:
             return _state
@@ -82,7 +92,7 @@ def _load() -> dict:
 
         _state["lib"] = lib
         _state["name"] = "numpy" if lib is None else "mkl"
-        _state["gemm"], _state["batch"] = {}, {}
+        _state["gemm"], _state["batch"], _state["exp"] = {}, {}, False
         if lib is not None:
             P, I = ctypes.c_void_p, ctypes.c_longlong if _ilp64() else ctypes.c_int
             i = ctypes.c_int
@@ -99,7 +109,12 @@ def _load() -> dict:
                     f.restype = None
                     batch[np.dtype(dt)] = f
             _state["gemm"], _state["batch"] = gemm, batch
-        _GEMM = _state["gemm"]
+            f = getattr(lib, "vmsExp", None)
+            if f is not None:
+                f.argtypes = [I, P, P, ctypes.c_longlong]
+                f.restype = None
+                _state["exp"] = f
+        _GEMM, _EXP = _state["gemm"], _state["exp"]
         return _state
 
 
@@ -163,33 +178,67 @@ def _batch_stride(a: np.ndarray, lead: tuple):
     return None if step % a.itemsize else step // a.itemsize
 
 
-def matmul(a, b, out: np.ndarray | None = None) -> np.ndarray:
-    """``np.matmul(a, b, out=out)``, on MKL's GEMM where it applies."""
+def exp(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``np.exp(x, out=out)`` without its floating-point warnings; on MKL's VML for float32
+    where both arrays are contiguous (``out`` may be ``x``) and large enough to pay for the
+    call."""
+    f = _EXP if _EXP is not None else _load()["exp"]
+    if (not f or type(x) is not np.ndarray or x.dtype != np.float32 or x.size < MIN_EXP
+            or not x.flags.c_contiguous):
+        with np.errstate(over="ignore", under="ignore"):
+            return np.exp(x, out=out)
+    if out is None:
+        out = np.empty_like(x)
+    elif (type(out) is not np.ndarray or out.shape != x.shape or out.dtype != x.dtype
+          or not out.flags.c_contiguous or not out.flags.writeable
+          or (out is not x and np.may_share_memory(out, x))):
+        with np.errstate(over="ignore", under="ignore"):
+            return np.exp(x, out=out)
+    n, step = x.size, 1 << 30
+    for i in range(0, n, step):
+        f(min(step, n - i), x.ctypes.data + 4 * i, out.ctypes.data + 4 * i, _VML_MODE)
+    return out
+
+
+def matmul(a, b, out: np.ndarray | None = None, accumulate: bool = False) -> np.ndarray:
+    """``np.matmul(a, b, out=out)``, on MKL's GEMM where it applies. ``accumulate``: ``out +=
+    a @ b`` instead (``out`` required), in the product itself on MKL (its ``beta = 1``)."""
     gemm = _GEMM if _GEMM is not None else _load()["gemm"]
+    if accumulate and out is None:
+        raise ValueError("matmul: accumulate=True needs out=")
     if (not gemm or type(a) is not np.ndarray or type(b) is not np.ndarray
             or a.dtype != b.dtype or a.ndim < 2 or b.ndim < 2 or a.dtype not in gemm):
-        return np.matmul(a, b, out=out)
+        return _numpy(a, b, out, accumulate)
     m, k = a.shape[-2:]
     k2, n = b.shape[-2:]
     if k != k2 or m * n * k < MIN_FLOPS or (_conv._N_THREADS > 1
                                             and not _conv.in_parallel_region()):
-        return np.matmul(a, b, out=out)
+        return _numpy(a, b, out, accumulate)
+    beta = 1.0 if accumulate else 0.0
     if a.ndim == 2 and b.ndim == 2:
-        res = _matmul2(gemm[a.dtype], a, b, out)
-        return np.matmul(a, b, out=out) if res is None else res
+        res = _matmul2(gemm[a.dtype], a, b, out, beta)
+        return _numpy(a, b, out, accumulate) if res is None else res
     if b.ndim == 2 and a.flags.c_contiguous and (out is None or out.flags.c_contiguous):
         # a stack of row blocks times one matrix: one product of the stacked rows
         res = _matmul2(gemm[a.dtype], a.reshape(-1, k), b,
-                       None if out is None else out.reshape(-1, n))
+                       None if out is None else out.reshape(-1, n), beta)
         if res is None:
-            return np.matmul(a, b, out=out)
+            return _numpy(a, b, out, accumulate)
         return out if out is not None else res.reshape(a.shape[:-1] + (n,))
-    return _batched(_load(), a, b, out)
+    return _batched(_load(), a, b, out, accumulate)
 
 
-def _matmul2(f, a, b, out):
-    """``a @ b`` of two matrices into ``out`` (new when None) by ``f`` (cblas_?gemm), or
-    None when ``a``, ``b`` or ``out`` is not laid out as BLAS needs."""
+def _numpy(a, b, out, accumulate: bool) -> np.ndarray:
+    if not accumulate:
+        return np.matmul(a, b, out=out)
+    out += np.matmul(a, b)
+    return out
+
+
+def _matmul2(f, a, b, out, beta: float = 0.0):
+    """``a @ b`` (+ ``out`` when ``beta`` is 1) of two matrices into ``out`` (new when None)
+    by ``f`` (cblas_?gemm), or None when ``a``, ``b`` or ``out`` is not laid out as BLAS
+    needs."""
     la, lb = _layout(a), _layout(b)
     if la is None or lb is None:
         return None
@@ -204,37 +253,47 @@ def _matmul2(f, a, b, out):
     if m == 0 or n == 0:
         return out
     (ta, lda), (tb, ldb) = la, lb
-    f(_ROW_MAJOR, ta, tb, m, n, k, 1.0, a.ctypes.data, lda, b.ctypes.data, ldb, 0.0,
+    f(_ROW_MAJOR, ta, tb, m, n, k, 1.0, a.ctypes.data, lda, b.ctypes.data, ldb, beta,
       out.ctypes.data, n)
     return out
 
 
-def _batched(st, a, b, out):
-    """``np.matmul`` of stacks: one strided batch call."""
+def _batched(st, a, b, out, accumulate: bool = False):
+    """``np.matmul`` of stacks: one strided batch call (a plain one for a single matrix)."""
     f = st["batch"].get(a.dtype)
     if f is None:
-        return np.matmul(a, b, out=out)
-    try:
-        lead = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    except ValueError:
-        return np.matmul(a, b, out=out)     # np.matmul's own error
+        return _numpy(a, b, out, accumulate)
+    lead = a.shape[:-2]
+    if b.shape[:-2] != lead:
+        try:
+            lead = np.broadcast_shapes(lead, b.shape[:-2])
+        except ValueError:
+            return _numpy(a, b, out, accumulate)     # np.matmul's own error
     m, k = a.shape[-2:]
     n = b.shape[-1]
     la, lb = _layout(a), _layout(b)
-    sa, sb = _batch_stride(a, lead), _batch_stride(b, lead)
+    count = math.prod(lead)
+    if count == 1:
+        sa = sb = 0
+    else:
+        sa, sb = _batch_stride(a, lead), _batch_stride(b, lead)
     if la is None or lb is None or sa is None or sb is None:
-        return np.matmul(a, b, out=out)
+        return _numpy(a, b, out, accumulate)
     shape = lead + (m, n)
     if out is None:
         out = np.empty(shape, a.dtype)
     elif (type(out) is not np.ndarray or out.shape != shape or out.dtype != a.dtype
           or not out.flags.c_contiguous or not out.flags.writeable
           or np.may_share_memory(out, a) or np.may_share_memory(out, b)):
-        return np.matmul(a, b, out=out)
-    count = int(np.prod(lead, dtype=np.int64))
+        return _numpy(a, b, out, accumulate)
     if count == 0 or m == 0 or n == 0:
         return out
     (ta, lda), (tb, ldb) = la, lb
+    beta = 1.0 if accumulate else 0.0
+    if count == 1:                          # one matrix: the plain call is ~10% faster
+        st["gemm"][a.dtype](_ROW_MAJOR, ta, tb, m, n, k, 1.0, a.ctypes.data, lda,
+                            b.ctypes.data, ldb, beta, out.ctypes.data, n)
+        return out
     f(_ROW_MAJOR, ta, tb, m, n, k, 1.0, a.ctypes.data, lda, sa, b.ctypes.data, ldb, sb,
-      0.0, out.ctypes.data, n, m * n, count)
+      beta, out.ctypes.data, n, m * n, count)
     return out

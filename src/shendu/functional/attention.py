@@ -34,7 +34,7 @@ import numpy as np
 from shendu.autograd import Function
 from shendu.backend import rng
 from shendu.functional import _flash
-from shendu.functional._gemm import matmul
+from shendu.functional._gemm import exp, matmul
 from shendu.functional._util import unbroadcast
 from shendu.tensor import Tensor
 
@@ -86,7 +86,7 @@ def _softmax_along_(s: np.ndarray, axis: int) -> np.ndarray:
     if any_dead:
         m[dead] = 0
     s -= m
-    np.exp(s, out=s)
+    exp(s, out=s)
     z = s.sum(axis=axis, keepdims=True)
     if any_dead:
         z[dead] = 1
