@@ -9,6 +9,7 @@ the loss.
     python benchmarks/profile_ops.py --workload cnn32 [--steps 10] [--threads 1]
     python benchmarks/profile_ops.py --workload lstm
     python benchmarks/profile_ops.py --workload transformer --dropout 0 [--T 64]
+    python benchmarks/profile_ops.py --workload lstm --infer     # an inference pass instead
 """
 
 from __future__ import annotations
@@ -21,6 +22,31 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import _harness as H  # noqa: E402
+
+
+def _infer_fns(workload: str, dropout: float, T: int):
+    """One inference pass (eval, no_grad) of each library, as the scripts time it."""
+    if workload in ("lenet", "cnn32"):
+        import bench_cnn as B
+
+        xs, _ = B.make_data(workload)
+        build = lambda nn: B.build(nn, workload)  # noqa: E731
+    elif workload in ("rnn", "lstm", "gru"):
+        import bench_rnn as B
+
+        xs, _ = B.make_data(T)
+        build = lambda nn: B.build(nn, workload)  # noqa: E731
+    elif workload == "transformer":
+        import bench_transformer as B
+
+        xs, _ = B.make_data(T)
+        build = lambda nn: B.build(nn, dropout)  # noqa: E731
+    else:
+        import bench_mlp as B
+
+        xs, _ = B.make_data()
+        build = B.build
+    return H.infer_step_fn("shendu", build, xs), H.infer_step_fn("torch", build, xs)
 
 
 def _step_fns(workload: str, dropout: float, T: int):
@@ -123,12 +149,14 @@ def main() -> None:
     ap.add_argument("--T", type=int, default=None, help="sequence length (rnn: 50, "
                                                           "transformer: 64)")
     ap.add_argument("--top", type=int, default=12)
+    ap.add_argument("--infer", action="store_true",
+                    help="profile an inference pass (eval, no_grad) instead of a train step")
     args = ap.parse_args()
     H.set_threads(args.threads)
     T = args.T or (64 if args.workload == "transformer" else 50)
-    s_step, t_step = _step_fns(args.workload, args.dropout, T)
+    s_step, t_step = (_infer_fns if args.infer else _step_fns)(args.workload, args.dropout, T)
     print(f"{args.workload} (T={T}, dropout {args.dropout} where they apply), threads "
-          f"{args.threads}, {args.steps} steps")
+          f"{args.threads}, {args.steps} {'inference passes' if args.infer else 'steps'}")
     _table("shendu", *profile_shendu(s_step, args.steps), args.top)
     _table("torch", *profile_torch(t_step, args.steps), args.top)
 

@@ -97,6 +97,35 @@ def test_products_are_taken_by_mkl(every_product, monkeypatch):
 
 
 @needs_mkl
+def test_small_stacks_with_a_transposed_operand_go_to_mkl(monkeypatch):
+    """Under the size threshold per matrix, a stack whose right operand is transposed (the
+    attention scores' ``K Q^T``) goes to MKL's batch call when the whole stack is over it;
+    row-major stacks and small wholes stay on NumPy."""
+    calls = []
+    st = _gemm._load()
+    b32 = st["batch"][np.dtype(np.float32)]
+    monkeypatch.setitem(st["batch"], np.dtype(np.float32),
+                        lambda *a: (calls.append(a[-1]), b32(*a)))
+    before = conv._N_THREADS
+    conv.set_kernel_threads(1)
+    try:
+        rng = np.random.default_rng(7)
+        k = rng.standard_normal((128, 64, 32)).astype(np.float32)
+        q = rng.standard_normal((128, 64, 32)).astype(np.float32)
+        got = _gemm.matmul(k, q.swapaxes(-1, -2))
+        np.testing.assert_allclose(got, np.matmul(k, q.swapaxes(-1, -2)), rtol=1e-4,
+                                   atol=1e-4)
+        assert calls == [128]
+        _gemm.matmul(k, np.ascontiguousarray(q.swapaxes(-1, -2)))   # row-major: NumPy
+        _gemm.matmul(k[:2], q[:2].swapaxes(-1, -2))                 # small whole: NumPy
+        assert calls == [128]
+        with pytest.raises(ValueError):
+            _gemm.matmul(k[:3], q[:2].swapaxes(-1, -2))             # NumPy's own error
+    finally:
+        conv.set_kernel_threads(before)
+
+
+@needs_mkl
 def test_what_blas_cannot_take_goes_to_numpy(every_product):
     rng = np.random.default_rng(2)
     a = rng.standard_normal((50, 40)).astype(np.float32)

@@ -211,8 +211,8 @@ def matmul(a, b, out: np.ndarray | None = None, accumulate: bool = False) -> np.
         return _numpy(a, b, out, accumulate)
     m, k = a.shape[-2:]
     k2, n = b.shape[-2:]
-    if k != k2 or m * n * k < MIN_FLOPS or (_conv._N_THREADS > 1
-                                            and not _conv.in_parallel_region()):
+    if k != k2 or (m * n * k < MIN_FLOPS and not _small_stack(a, b, m * n * k)) or (
+            _conv._N_THREADS > 1 and not _conv.in_parallel_region()):
         return _numpy(a, b, out, accumulate)
     beta = 1.0 if accumulate else 0.0
     if a.ndim == 2 and b.ndim == 2:
@@ -226,6 +226,19 @@ def matmul(a, b, out: np.ndarray | None = None, accumulate: bool = False) -> np.
             return _numpy(a, b, out, accumulate)
         return out if out is not None else res.reshape(a.shape[:-1] + (n,))
     return _batched(_load(), a, b, out, accumulate)
+
+
+def _small_stack(a: np.ndarray, b: np.ndarray, flops: int) -> bool:
+    """Whether a stack of small products with ``b`` transposed goes to MKL's batch call:
+    NumPy runs those one matrix at a time well below its speed on row-major ones (attention's
+    ``K Q^T`` over 128 heads of (64, 32): 393 µs, MKL 265 µs; row-major operands are even)."""
+    if b.ndim < 3 or b.shape[-1] == 1 or b.strides[-1] == b.itemsize:
+        return False
+    try:
+        lead = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except ValueError:
+        return False                                # np.matmul's own error
+    return math.prod(lead) * flops >= MIN_FLOPS
 
 
 def _numpy(a, b, out, accumulate: bool) -> np.ndarray:
