@@ -98,9 +98,10 @@ def test_products_are_taken_by_mkl(every_product, monkeypatch):
 
 @needs_mkl
 def test_small_stacks_with_a_transposed_operand_go_to_mkl(monkeypatch):
-    """Under the size threshold per matrix, a stack whose right operand is transposed (the
-    attention scores' ``K Q^T``) goes to MKL's batch call when the whole stack is over it;
-    row-major stacks and small wholes stay on NumPy."""
+    """Under the size threshold per matrix, a stack goes to MKL's batch call when the whole
+    stack is over it and either its right operand is transposed (the attention scores'
+    ``K Q^T``) or each product is over ``MIN_STACK_FLOPS``; smaller row-major products and
+    small wholes stay on NumPy."""
     calls = []
     st = _gemm._load()
     b32 = st["batch"][np.dtype(np.float32)]
@@ -119,6 +120,11 @@ def test_small_stacks_with_a_transposed_operand_go_to_mkl(monkeypatch):
         _gemm.matmul(k, np.ascontiguousarray(q.swapaxes(-1, -2)))   # row-major: NumPy
         _gemm.matmul(k[:2], q[:2].swapaxes(-1, -2))                 # small whole: NumPy
         assert calls == [128]
+        s = rng.standard_normal((4, 256, 256)).astype(np.float32)   # 2^21 each: MKL
+        v = rng.standard_normal((4, 256, 32)).astype(np.float32)
+        np.testing.assert_allclose(_gemm.matmul(s, v), np.matmul(s, v), rtol=1e-4,
+                                   atol=1e-3)
+        assert calls == [128, 4]
         with pytest.raises(ValueError):
             _gemm.matmul(k[:3], q[:2].swapaxes(-1, -2))             # NumPy's own error
     finally:

@@ -37,6 +37,7 @@ import numpy as np
 __all__ = ["matmul", "exp", "backend", "numpy_products"]
 
 MIN_FLOPS = 1 << 22     # m·n·k below which np.matmul wins (a call here costs ~7 µs more)
+MIN_STACK_FLOPS = 1 << 20  # the same for each product of a stack (see _small_stack)
 MIN_EXP = 1 << 12       # elements below which np.exp wins
 #: VML_HA | VML_ERRMODE_IGNORE | VML_FTZDAZ_OFF: high accuracy, no error reporting (an
 #: overflow gives inf, without NumPy's warning), subnormal results kept as NumPy keeps them
@@ -229,16 +230,22 @@ def matmul(a, b, out: np.ndarray | None = None, accumulate: bool = False) -> np.
 
 
 def _small_stack(a: np.ndarray, b: np.ndarray, flops: int) -> bool:
-    """Whether a stack of small products with ``b`` transposed goes to MKL's batch call:
-    NumPy runs those one matrix at a time well below its speed on row-major ones (attention's
-    ``K Q^T`` over 128 heads of (64, 32): 393 µs, MKL 265 µs; row-major operands are even)."""
-    if b.ndim < 3 or b.shape[-1] == 1 or b.strides[-1] == b.itemsize:
+    """Whether a stack of products each under :data:`MIN_FLOPS` goes to MKL's batch call
+    (whose one call's cost the whole stack shares): when the stack is over it and each
+    product is at least :data:`MIN_STACK_FLOPS` (blockwise attention's 4 heads of (256, 256)
+    @ (256, 32): NumPy 123 µs, MKL 98), or ``b`` is transposed, which NumPy runs one matrix
+    at a time well below its speed on row-major ones (attention's ``K Q^T`` over 128 heads
+    of (64, 32): 393 µs, MKL 265). Smaller row-major products stay on NumPy (128 heads of
+    (64, 64) @ (64, 32): 227 µs, MKL 243)."""
+    if a.ndim < 3 and b.ndim < 3:
         return False
     try:
         lead = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     except ValueError:
         return False                                # np.matmul's own error
-    return math.prod(lead) * flops >= MIN_FLOPS
+    if math.prod(lead) * flops < MIN_FLOPS:
+        return False
+    return flops >= MIN_STACK_FLOPS or (b.shape[-1] > 1 and b.strides[-1] != b.itemsize)
 
 
 def _numpy(a, b, out, accumulate: bool) -> np.ndarray:
