@@ -73,6 +73,9 @@ def _step_fns(workload: str, dropout: float, T: int):
     raise SystemExit(f"unknown workload {workload!r}")
 
 
+_clock = time.process_time      # --wall: time.perf_counter
+
+
 def _subclasses(cls):
     for s in cls.__subclasses__():
         yield s
@@ -90,11 +93,11 @@ def profile_shendu(step, steps: int) -> tuple[float, dict]:
         f = cls.__dict__[name]
 
         def run(self, *a, **k):
-            t0 = time.process_time()
+            t0 = _clock()
             try:
                 return f(self, *a, **k)
             finally:
-                spent[f"{cls.__name__}.{kind}"] += time.process_time() - t0
+                spent[f"{cls.__name__}.{kind}"] += _clock() - t0
 
         return run
 
@@ -106,10 +109,10 @@ def profile_shendu(step, steps: int) -> tuple[float, dict]:
     try:
         step()
         spent.clear()
-        t0 = time.process_time()
+        t0 = _clock()
         for _ in range(steps):
             step()
-        total = (time.process_time() - t0) / steps
+        total = (_clock() - t0) / steps
     finally:
         for cls, name, f in patched:
             setattr(cls, name, f)
@@ -120,17 +123,19 @@ def profile_torch(step, steps: int) -> tuple[float, dict]:
     import torch
 
     step()
-    t0 = time.process_time()
+    t0 = _clock()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             step()
-    total = (time.process_time() - t0) / steps
+    total = (_clock() - t0) / steps
     ops = {e.key: e.self_cpu_time_total / 1e6 / steps for e in prof.key_averages()}
     return total, ops
 
 
 def _table(title: str, total: float, ops: dict, top: int) -> None:
-    print(f"\n{title}: {1e3 * total:.2f} ms CPU per step (the profiler's own cost included)")
+    clock = "wall" if _clock is time.perf_counter else "CPU"
+    print(f"\n{title}: {1e3 * total:.2f} ms {clock} per step (the profiler's own cost "
+          "included)")
     for name, sec in sorted(ops.items(), key=lambda kv: -kv[1])[:top]:
         print(f"  {name:<40} {1e3 * sec:8.2f} ms  {100 * sec / total:5.1f}%")
     covered = sum(ops.values())
@@ -149,9 +154,15 @@ def main() -> None:
     ap.add_argument("--T", type=int, default=None, help="sequence length (rnn: 50, "
                                                           "transformer: 64)")
     ap.add_argument("--top", type=int, default=12)
+    ap.add_argument("--wall", action="store_true",
+                    help="wall-clock time instead of CPU time (with several threads CPU time "
+                         "adds theirs up, BLAS threads spinning between products included)")
     ap.add_argument("--infer", action="store_true",
                     help="profile an inference pass (eval, no_grad) instead of a train step")
     args = ap.parse_args()
+    global _clock
+    if args.wall:
+        _clock = time.perf_counter
     H.set_threads(args.threads)
     T = args.T or (64 if args.workload == "transformer" else 50)
     s_step, t_step = (_infer_fns if args.infer else _step_fns)(args.workload, args.dropout, T)
