@@ -10,6 +10,7 @@ from helpers import check_gradcheck, check_module, check_op, make_inputs
 import shendu
 import shendu.functional as F
 import shendu.nn as nn
+from shendu.functional import attention as A
 
 
 def _torch_weights(q, k, mask=None, is_causal=False, scale=None):
@@ -319,6 +320,23 @@ def test_sdpa_blockwise_large_and_small_scores(monkeypatch, offset):
         for a, c in zip(*results):
             assert np.isfinite(c).all()
             np.testing.assert_allclose(a, c, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("gain", [0.05, 40.0])
+@pytest.mark.parametrize("kind", ["none", "dead_rows"])
+def test_sdpa_fused_bounded_scores_match_torch(kind, gain):
+    # the fused kernel skips the softmax's row max where |q||k| bounds every score within
+    # +-16 (small gain), and takes it where not (large gain): both match torch, gradients
+    # included, with rows that no key reaches
+    sk, tk = _mask_case(kind)
+    fn = (lambda q, k, v: F.scaled_dot_product_attention(q * gain, k, v, **sk))
+    tfn = (lambda q, k, v: torch.nan_to_num(
+        TF.scaled_dot_product_attention(q * gain, k, v, **tk)))
+    # float32 scores of ~gain carry rounding errors of ~gain ulps into the gradients
+    tol32 = {"rtol": 1e-4, "atol": 1e-5 * gain} if gain > 1 else None
+    check_op(fn, [(2, 2, 7, 3), (2, 2, 8, 3), (2, 2, 8, 4)], torch_fn=tfn, tol32=tol32)
+    assert A._bounded(np.full((2, 3), 0.05 * 2), np.full((4, 3), 2.0), 3 ** -0.5)
+    assert not A._bounded(np.full((2, 3), 8.0 * 2), np.full((4, 3), 2.0), 3 ** -0.5)
 
 
 @pytest.mark.parametrize("gain", [0.05, 1.0, 40.0])

@@ -184,6 +184,34 @@ def test_accumulate_adds_the_product_to_out(every_product, dtype):
         _gemm.matmul(a, a.swapaxes(-1, -2), accumulate=True)
 
 
+@needs_mkl
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_stacks_without_one_batch_stride(every_product, monkeypatch, dtype):
+    """Heads split out of a projection's rows, (B, H, T, E) views of (B, T, H, E) memory,
+    have no one batch stride: one grouped call with a pointer per matrix, broadcast stacks
+    and ``accumulate`` included, gives NumPy's product."""
+    calls = []
+    st = _gemm._load()
+    g = st["group"][np.dtype(dtype)]
+    monkeypatch.setitem(st["group"], np.dtype(dtype), lambda *a: (calls.append(1), g(*a)))
+    conv.set_kernel_threads(1)
+    rng = np.random.default_rng(8)
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    proj = rng.standard_normal((5, 9, 3, 4, 6)).astype(dtype)      # (B, T, 3, H, E)
+    q, k, v = (proj[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+    cases = [(q, k.swapaxes(-1, -2)), (k, q.swapaxes(-1, -2)),
+             (np.ascontiguousarray(q @ k.swapaxes(-1, -2)), v), (q[:, :1], k.swapaxes(-1, -2)),
+             (q[0], k.swapaxes(-1, -2))]
+    for a, b in cases:
+        want = np.matmul(a, b)
+        np.testing.assert_allclose(_gemm.matmul(a, b), want, rtol=tol, atol=tol)
+        out = rng.standard_normal(want.shape).astype(dtype)
+        start = out.copy()
+        _gemm.matmul(a, b, out=out, accumulate=True)
+        np.testing.assert_allclose(out, start + want, rtol=tol, atol=tol)
+    assert len(calls) == 2 * len(cases)
+
+
 def test_accumulate_on_the_numpy_path():
     rng = np.random.default_rng(5)
     a = rng.standard_normal((3, 6, 4))

@@ -45,7 +45,7 @@ _VML_MODE = 0x2 | 0x100 | 0x140000
 
 _NO_TRANS, _TRANS, _ROW_MAJOR = 111, 112, 101
 _lock = threading.Lock()
-_state: dict = {}       # "lib", "gemm" {dtype: fn}, "batch" {dtype: fn}, "exp", "name"
+_state: dict = {}       # "lib", "gemm" / "batch" / "group" {dtype: fn}, "exp", "name"
 _GEMM: dict | None = None   # _state["gemm"] once loaded ({} on the NumPy path)
 _EXP = None                 # vmsExp once loaded, False on the NumPy path
 _conv = None                # shendu.functional.conv (its kernel threads), once loaded
@@ -93,7 +93,7 @@ def _load() -> dict:
 
         _state["lib"] = lib
         _state["name"] = "numpy" if lib is None else "mkl"
-        _state["gemm"], _state["batch"], _state["exp"] = {}, {}, False
+        _state["gemm"], _state["batch"], _state["group"], _state["exp"] = {}, {}, {}, False
         if lib is not None:
             P, I = ctypes.c_void_p, ctypes.c_longlong if _ilp64() else ctypes.c_int
             i = ctypes.c_int
@@ -109,7 +109,14 @@ def _load() -> dict:
                     f.argtypes = [i, i, i, I, I, I, scal, P, I, I, P, I, I, scal, P, I, I, I]
                     f.restype = None
                     batch[np.dtype(dt)] = f
-            _state["gemm"], _state["batch"] = gemm, batch
+            group = {}
+            for dt, name in ((np.float32, "s"), (np.float64, "d")):
+                f = getattr(lib, f"cblas_{name}gemm_batch", None)
+                if f is not None:
+                    f.argtypes = [i] + [P] * 13 + [I, P]
+                    f.restype = None
+                    group[np.dtype(dt)] = f
+            _state["gemm"], _state["batch"], _state["group"] = gemm, batch, group
             f = getattr(lib, "vmsExp", None)
             if f is not None:
                 f.argtypes = [I, P, P, ctypes.c_longlong]
@@ -297,8 +304,12 @@ def _batched(st, a, b, out, accumulate: bool = False):
         sa = sb = 0
     else:
         sa, sb = _batch_stride(a, lead), _batch_stride(b, lead)
-    if la is None or lb is None or sa is None or sb is None:
+    if la is None or lb is None:
         return _numpy(a, b, out, accumulate)
+    if sa is None or sb is None:                # no one batch stride: one pointer each
+        if st["group"].get(a.dtype) is None:
+            return _numpy(a, b, out, accumulate)
+        sa = sb = None
     shape = lead + (m, n)
     if out is None:
         out = np.empty(shape, a.dtype)
@@ -314,6 +325,43 @@ def _batched(st, a, b, out, accumulate: bool = False):
         st["gemm"][a.dtype](_ROW_MAJOR, ta, tb, m, n, k, 1.0, a.ctypes.data, lda,
                             b.ctypes.data, ldb, beta, out.ctypes.data, n)
         return out
+    if sa is None:
+        _grouped(st["group"][a.dtype], a, b, out, lead, (ta, lda), (tb, ldb), beta)
+        return out
     f(_ROW_MAJOR, ta, tb, m, n, k, 1.0, a.ctypes.data, lda, sa, b.ctypes.data, ldb, sb,
       beta, out.ctypes.data, n, m * n, count)
     return out
+
+
+def _offsets(a: np.ndarray, lead: tuple) -> np.ndarray:
+    """Byte offsets of the matrices of ``a`` broadcast to the batch shape ``lead``, in
+    row-major order of ``lead``."""
+    pad = len(lead) - (a.ndim - 2)
+    off = np.zeros(lead, np.int64)
+    for ax, (size, n, st) in enumerate(zip(lead, (1,) * pad + a.shape[:-2],
+                                           (0,) * pad + a.strides[:-2])):
+        if n != 1 and st:
+            off += (np.arange(size, dtype=np.int64) * st).reshape(
+                (-1,) + (1,) * (len(lead) - ax - 1))
+    return off.ravel()
+
+
+def _grouped(f, a, b, out, lead: tuple, la: tuple, lb: tuple, beta: float) -> None:
+    """A stack whose batch axes have no one stride (a permuted view: heads split out of a
+    projection's rows) as one ``cblas_?gemm_batch`` call with a pointer per matrix."""
+    m, k = a.shape[-2:]
+    n = b.shape[-1]
+    count = math.prod(lead)
+    it = np.int64 if _ilp64() else np.int32
+    ints = np.array([la[0], lb[0], m, n, k, la[1], lb[1], n, count], it)
+    ab = np.array([1.0, beta], a.dtype)
+    pa = _offsets(a, lead) + a.ctypes.data
+    pb = _offsets(b, lead) + b.ctypes.data
+    pc = np.arange(count, dtype=np.int64) * (m * n * out.itemsize) + out.ctypes.data
+    addr = ints.ctypes.data
+    size = ints.itemsize
+    tr = np.array([la[0], lb[0]], np.int32)           # CBLAS_TRANSPOSE is a C enum
+    f(_ROW_MAJOR, tr.ctypes.data, tr.ctypes.data + 4, addr + 2 * size, addr + 3 * size,
+      addr + 4 * size, ab.ctypes.data, pa.ctypes.data, addr + 5 * size, pb.ctypes.data,
+      addr + 6 * size, ab.ctypes.data + ab.itemsize, pc.ctypes.data, addr + 7 * size, 1,
+      addr + 8 * size)

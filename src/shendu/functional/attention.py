@@ -68,18 +68,28 @@ def _score_grads(g_out: np.ndarray, v: np.ndarray, p: np.ndarray) -> np.ndarray:
     return matmul(g_out, _swap(v))
 
 
-def _masked_softmax_(s: np.ndarray) -> np.ndarray:
+def _masked_softmax_(s: np.ndarray, bounded: bool = False) -> np.ndarray:
     """Softmax over the last axis of ``s``, in place; rows that are all ``-inf`` become 0.
+    ``bounded``: every finite score is known to lie within ``±_flash._NO_SHIFT`` (see
+    :func:`_bounded`), so the row max need not be subtracted (two passes fewer).
 
     ``s`` may be the transposed view of a (..., S, L) array (its last axis not the
     contiguous one): the reductions then run down that array's columns, which NumPy
     vectorises across the L rows at once."""
     if s.ndim >= 2 and s.strides[-1] != s.itemsize and s.strides[-2] == s.itemsize:
-        return _swap(_softmax_along_(_swap(s), -2))
-    return _softmax_along_(s, -1)
+        return _swap(_softmax_along_(_swap(s), -2, bounded))
+    return _softmax_along_(s, -1, bounded)
 
 
-def _softmax_along_(s: np.ndarray, axis: int) -> np.ndarray:
+def _softmax_along_(s: np.ndarray, axis: int, bounded: bool = False) -> np.ndarray:
+    if bounded:                     # exp(s) within [e^-16, e^16] or 0 for masked entries
+        exp(s, out=s)
+        z = s.sum(axis=axis, keepdims=True)
+        dead = z == 0                                       # every key masked
+        if dead.any():
+            z[dead] = 1
+        s /= z
+        return s
     m = s.max(axis=axis, keepdims=True)
     dead = m == -np.inf
     any_dead = bool(dead.any())
@@ -92,6 +102,17 @@ def _softmax_along_(s: np.ndarray, axis: int) -> np.ndarray:
         z[dead] = 1
     s /= z
     return s
+
+
+def _bounded(q: np.ndarray, k: np.ndarray, scale: float) -> bool:
+    """Whether every score ``scale q_i . k_j`` lies within ``±_flash._NO_SHIFT``: by
+    Cauchy-Schwarz when ``scale`` times the largest row norms of ``q`` and ``k`` (rounded up
+    far beyond their rounding error) is below it."""
+    if q.size == 0 or k.size == 0 or q.dtype.kind != "f":
+        return False
+    bound = (abs(scale) * math.sqrt(float(np.einsum("...e,...e->...", q, q).max()))
+             * math.sqrt(float(np.einsum("...e,...e->...", k, k).max())))
+    return bound * (1 + 1e-3) < _flash._NO_SHIFT
 
 
 class ScaledDotProductAttention(Function):
@@ -116,6 +137,7 @@ class ScaledDotProductAttention(Function):
             return self._forward_by_heads(q, k, v, keep, scale)
         s = _scores(q, k, dropout_p == 0.0 and not need_weights and k.shape[-2] <= _SHORT_ROWS)
         s *= scale
+        bounded = bias is None and _bounded(q, k, scale)
         if bias is not None:
             if np.broadcast_shapes(s.shape, bias.shape) == s.shape:
                 s += bias
@@ -125,7 +147,7 @@ class ScaledDotProductAttention(Function):
             if np.broadcast_shapes(s.shape, keep.shape) != s.shape:
                 s = np.array(np.broadcast_to(s, np.broadcast_shapes(s.shape, keep.shape)))
             np.copyto(s, -np.inf, where=~keep)
-        p = _masked_softmax_(s)                             # (..., L, S)
+        p = _masked_softmax_(s, bounded)                    # (..., L, S)
         self.p = p
         pd = p
         self.dropped = dropout_p > 0.0
@@ -184,13 +206,14 @@ class ScaledDotProductAttention(Function):
         short = S <= _SHORT_ROWS
         p = np.empty((G, S, L) if short else (G, L, S), q.dtype)
         out = np.empty((G, L, Ev), q.dtype)
+        bounded = _bounded(q, k, scale)
 
         def heads(lo: int, hi: int) -> None:
             s = _scores(qf[lo:hi], kf[lo:hi], short, out=p[lo:hi])
             s *= scale
             if keep is not None:
                 np.copyto(s, -np.inf, where=~keep)
-            _masked_softmax_(s)
+            _masked_softmax_(s, bounded)
             matmul(s, vf[lo:hi], out=out[lo:hi])
 
         parallel(heads, G, G * L * S, calls_blas=True)
