@@ -148,11 +148,46 @@ def _build():
             for j in range(d):
                 dr[j] = (gr[j] * w[j] - m1 - hr[j] * m2) * rs
 
+    @njit
+    def lstm_gates(s, sn, hb, half):
+        """One LSTM step after its ``tanh``: ``s`` (6·hb,) = ``[tanh(a_i/2), tanh(a_o/2),
+        tanh(a_f/2), g, ·, c_{t-1}]`` becomes ``[i, o, f, g, ·, c_{t-1}]`` (``σ(a) = (1 +
+        tanh(a/2)) / 2``) and ``c_t = i g + f c_{t-1}`` goes to ``sn[5·hb:]``: the NumPy
+        passes' arithmetic in their order, so their bits, in one pass."""
+        for x in range(hb):
+            i = s[x] * half + half
+            o = s[hb + x] * half + half
+            f = s[2 * hb + x] * half + half
+            s[x] = i
+            s[hb + x] = o
+            s[2 * hb + x] = f
+            sn[5 * hb + x] = i * s[3 * hb + x] + f * s[5 * hb + x]
+
+    @njit
+    def lstm_step_grads(dc, dh, f, da):
+        """One step of the LSTM's backward from its factors ``f`` (6, H, B) (see
+        ``recurrent._lstm_factors``) and the carried ``δc, δh`` (H, B): ``δc += δh f_4``,
+        ``δa = [f_0 δc, f_1 δh, f_2 δc, f_3 δc]`` into ``da`` (4, H, B), then ``δc *= f_5``;
+        the NumPy passes' arithmetic in their order, so their bits, in one pass."""
+        nh, nb = dc.shape
+        for h in range(nh):
+            dcr, dhr = dc[h], dh[h]
+            f0, f1, f2, f3, f4, f5 = f[0, h], f[1, h], f[2, h], f[3, h], f[4, h], f[5, h]
+            a0, a1, a2, a3 = da[0, h], da[1, h], da[2, h], da[3, h]
+            for b in range(nb):
+                c = dcr[b] + dhr[b] * f4[b]
+                a0[b] = f0[b] * c
+                a1[b] = f1[b] * dhr[b]
+                a2[b] = f2[b] * c
+                a3[b] = f3[b] * c
+                dcr[b] = c * f5[b]
+
     class Kernels:
         pass
 
     K = Kernels()
     K.max_tiles, K.route_tiles = max_tiles, route_tiles
     K.layer_norm_rows, K.layer_norm_grad_rows = layer_norm_rows, layer_norm_grad_rows
+    K.lstm_gates, K.lstm_step_grads = lstm_gates, lstm_step_grads
     return K
 

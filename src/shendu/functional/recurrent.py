@@ -79,6 +79,7 @@ import numpy as np
 
 from shendu import autograd
 from shendu.autograd import Function
+from shendu.functional import _numba
 from shendu.functional._gemm import matmul
 from shendu.tensor import Tensor
 from shendu.workspace import Workspace, workspace
@@ -325,6 +326,10 @@ class RNNScan(Function):
 #: tanh c_t`` for the two ``1 - tanh²`` factors: each family of factors is one call.
 _LSTM_BLOCKS = (0, 3, 1, 2)
 
+#: elements of the scan's buffers from which a step's element-wise passes run as one
+#: compiled loop (``functional._numba``: the same bits)
+_COMPILED_MIN = 1 << 12
+
 #: steps of ``δa`` kept between two products of the weight gradient (about 0.5 MiB at the
 #: benchmark's sizes, so the block is still in cache when the product reads it)
 _CHUNK_BYTES = 1 << 19
@@ -378,6 +383,9 @@ class LSTMScan(Function):
         P2 = np.empty((2, H, B), dt)
         Zh[T if reverse else 0] = h0.T
         S[0, 5 * H:] = c0.T
+        kern = _numba.kernels_for(S, min_size=_COMPILED_MIN)
+        flat = S.reshape(C + 1, -1) if kern is not None else None
+        half = dt.type(0.5)
         for k, (t, p, n) in enumerate(_order(T, reverse)):
             j = k % C
             s, sn = S[j], S[j + 1]
@@ -387,13 +395,16 @@ class LSTMScan(Function):
             else:
                 matmul(W, Z[p], out=gt)             # all four gates of the step: one product
             np.tanh(gt, out=gt)                        # one activation call for every gate
-            sg = s[:3 * H]
-            sg *= 0.5
-            sg += 0.5                                  # i, o, f are now sigmoids; g stays tanh
-            s3 = s.reshape(6, H, B)
-            np.multiply(s3[0:3:2], s3[3:6:2], out=P2)  # [i ⊙ g, f ⊙ c_{t-1}]
             cp, cn, tc = s[5 * H:], sn[5 * H:], s[4 * H:5 * H]
-            np.add(P2[0], P2[1], out=cn)               # c_t
+            if kern is not None:                       # the same passes as one loop
+                kern.lstm_gates(flat[j], flat[j + 1], H * B, half)
+            else:
+                sg = s[:3 * H]
+                sg *= 0.5
+                sg += 0.5                              # i, o, f are now sigmoids; g stays tanh
+                s3 = s.reshape(6, H, B)
+                np.multiply(s3[0:3:2], s3[3:6:2], out=P2)  # [i ⊙ g, f ⊙ c_{t-1}]
+                np.add(P2[0], P2[1], out=cn)           # c_t
             np.tanh(cn, out=tc)
             hn = Zh[n]
             np.multiply(s[H:2 * H], tc, out=hn)        # o ⊙ tanh(c_t)
@@ -449,6 +460,7 @@ class LSTMScan(Function):
         order = [t for t, _p, _n in reversed(_order(T, reverse))]
         F6 = F.reshape(T, 6, H, B)
         D4 = D.reshape(4, H, C, B)
+        kern = _numba.kernels_for(F, min_size=_COMPILED_MIN)
         cols_ = [(D[:, j], D4[0:2, :, j], D4[2:4, :, j]) for j in range(C)]
         idx = None
         for k, t in enumerate(order):
@@ -462,15 +474,18 @@ class LSTMScan(Function):
                 dh[:, idx] = 0
                 dc[:, idx] = 0
             ft = F6[t]
-            np.multiply(dh, ft[4], out=tmp)
-            dc += tmp                                  # δc_t
             j = t % C
             da, da_io, da_fg = cols_[j]
-            np.multiply(ft[0:2], E, out=da_io)         # δa_i, δa_o
-            np.multiply(ft[2:4], dc, out=da_fg)        # δa_f, δa_g
             final = k == T - 1
-            if not final or need_c0:
-                dc *= ft[5]                            # carried to c_{t-1}
+            if kern is not None:                       # the same passes as one loop
+                kern.lstm_step_grads(dc, dh, ft, D4[:, :, j])
+            else:
+                np.multiply(dh, ft[4], out=tmp)
+                dc += tmp                              # δc_t
+                np.multiply(ft[0:2], E, out=da_io)     # δa_i, δa_o
+                np.multiply(ft[2:4], dc, out=da_fg)    # δa_f, δa_g
+                if not final or need_c0:
+                    dc *= ft[5]                        # carried to c_{t-1}
             if not final or need_h0:
                 matmul(whhT, da, out=dh)            # carried to h_{t-1}
             if idx is not None:
