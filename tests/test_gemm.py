@@ -212,6 +212,39 @@ def test_stacks_without_one_batch_stride(every_product, monkeypatch, dtype):
     assert len(calls) == 2 * len(cases)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_repeated_products_over_a_scans_steps(every_product, monkeypatch, threads):
+    """``Repeated`` checks a product once and then moves ``b`` and ``out`` by element
+    offsets: every step equals ``np.matmul`` of the step's views, with ``b`` rows cut out of
+    wider rows (a backward's column of a (G, C, B) block); on MKL each step is one foreign
+    call, and with several kernel threads outside a parallel region it is ``matmul``."""
+    calls = []
+    if MKL:
+        st = _gemm._load()
+        f32 = st["gemm"][np.dtype(np.float32)]
+        monkeypatch.setitem(st["gemm"], np.dtype(np.float32),
+                            lambda *a: (calls.append(1), f32(*a)))
+    conv.set_kernel_threads(threads)
+    rng = np.random.default_rng(9)
+    w = rng.standard_normal((40, 33)).astype(np.float32)
+    z = rng.standard_normal((6, 33, 16)).astype(np.float32)          # steps' columns
+    d = rng.standard_normal((33, 5, 16)).astype(np.float32)          # (G, C, B) block
+    s = np.zeros((4, 50, 16), np.float32)                            # slabs, 40 rows used
+    prod = _gemm.Repeated(w, z[0], s[0, :40])
+    for p, j in [(0, 0), (3, 1), (5, 3), (1, 2)]:
+        prod(z[p], s[j, :40], p * z[0].size, j * s[0].size)
+        np.testing.assert_allclose(s[j, :40], w @ z[p], rtol=1e-5, atol=1e-4)
+        assert not s[j, 40:].any()
+    wt = rng.standard_normal((20, 33)).astype(np.float32)
+    out = np.empty((20, 16), np.float32)
+    back = _gemm.Repeated(wt, d[:, 0], out)
+    for j in (0, 4, 2):
+        back(d[:, j], out, j * 16, 0)
+        np.testing.assert_allclose(out, wt @ d[:, j], rtol=1e-5, atol=1e-4)
+    if MKL:
+        assert len(calls) == (7 if threads == 1 else 0)
+
+
 def test_accumulate_on_the_numpy_path():
     rng = np.random.default_rng(5)
     a = rng.standard_normal((3, 6, 4))

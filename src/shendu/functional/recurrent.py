@@ -80,7 +80,7 @@ import numpy as np
 from shendu import autograd
 from shendu.autograd import Function
 from shendu.functional import _numba
-from shendu.functional._gemm import matmul
+from shendu.functional._gemm import Repeated, matmul
 from shendu.tensor import Tensor
 from shendu.workspace import Workspace, workspace
 
@@ -386,6 +386,8 @@ class LSTMScan(Function):
         kern = _numba.kernels_for(S, min_size=_COMPILED_MIN)
         flat = S.reshape(C + 1, -1) if kern is not None else None
         half = dt.type(0.5)
+        gates = Repeated(W, Z[0], S[0, :4 * H])        # the steps' products, checked once
+        zs, ss = Z[0].size, S[0].size
         for k, (t, p, n) in enumerate(_order(T, reverse)):
             j = k % C
             s, sn = S[j], S[j + 1]
@@ -393,7 +395,7 @@ class LSTMScan(Function):
             if k == 0 and Wx is not None:
                 matmul(Wx, Z[p][:Wx.shape[1]], out=gt)
             else:
-                matmul(W, Z[p], out=gt)             # all four gates of the step: one product
+                gates(Z[p], gt, p * zs, j * ss)        # all four gates of the step: one product
             np.tanh(gt, out=gt)                        # one activation call for every gate
             cp, cn, tc = s[5 * H:], sn[5 * H:], s[4 * H:5 * H]
             if kern is not None:                       # the same passes as one loop
@@ -461,6 +463,7 @@ class LSTMScan(Function):
         F6 = F.reshape(T, 6, H, B)
         D4 = D.reshape(4, H, C, B)
         kern = _numba.kernels_for(F, min_size=_COMPILED_MIN)
+        carry = Repeated(whhT, D[:, 0], dh)            # the steps' products, checked once
         cols_ = [(D[:, j], D4[0:2, :, j], D4[2:4, :, j]) for j in range(C)]
         idx = None
         for k, t in enumerate(order):
@@ -487,7 +490,7 @@ class LSTMScan(Function):
                 if not final or need_c0:
                     dc *= ft[5]                        # carried to c_{t-1}
             if not final or need_h0:
-                matmul(whhT, da, out=dh)            # carried to h_{t-1}
+                carry(da, dh, j * B, 0)                # carried to h_{t-1}
             if idx is not None:
                 dh[:, idx] = carry_h
                 dc[:, idx] = carry_c
