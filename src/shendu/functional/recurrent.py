@@ -256,8 +256,10 @@ class RNNScan(Function):
         W = _fused_weights(w_ih, w_hh, bias)
         a = np.empty((H, B), x.dtype)
         Zh[T if reverse else 0] = h0.T
+        step = Repeated(W, Z[0], a)                    # the steps' products, checked once
+        zs = Z[0].size
         for t, p, n in _order(T, reverse):
-            matmul(W, Z[p], out=a)                 # W_ih x_t + W_hh h_{t-1} + b: one product
+            step(Z[p], a, p * zs, 0)                   # W_ih x_t + W_hh h_{t-1} + b: one product
             hn = Zh[n]
             if relu:
                 np.maximum(a, 0, out=hn)
@@ -561,11 +563,13 @@ class GRUScan(Function):
         hp = np.empty((3 * H, B), dt)
         d = np.empty((H, B), dt)
         Zh[T if reverse else 0] = h0.T
+        step = Repeated(whh, Zh[0], hp)                # the steps' products, checked once
+        zs = Z[0].size
         for t, p, n_ in _order(T, reverse):
             s = t if train else 0
             xt, rz, nt, hn = X[t], RZ[s], N[s], HN[s]
             hprev = Zh[p]
-            matmul(whh, hprev, out=hp)
+            step(hprev, hp, p * zs, 0)
             np.add(xt[:2 * H], hp[:2 * H], out=rz)
             np.tanh(rz, out=rz)
             rz *= 0.5
