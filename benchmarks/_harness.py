@@ -11,6 +11,12 @@ import subprocess
 import sys
 import time
 
+# shendu's import sets glibc's allocator policy for the whole process (shendu._malloc), and
+# torch, in the same process here, would run on it too, as it does not for its users; the
+# scripts leave glibc's defaults to both (``--malloc-cache`` sets the policy for both).
+# shendu loses nothing by it here: torch's live memory keeps the heap from shrinking.
+os.environ.setdefault("SHENDU_MALLOC", "system")
+
 
 def rss_mb() -> float:
     """Current resident set size in MiB (Linux)."""
@@ -24,7 +30,9 @@ def keep_freed_memory() -> bool:
     heap and serve blocks up to 32 MiB from it (``mallopt`` trim and mmap thresholds, what
     ``MALLOC_TRIM_THRESHOLD_`` / ``MALLOC_MMAP_THRESHOLD_`` do). NumPy allocates every
     activation afresh, so without it a step pays page faults for memory the previous step
-    gave back to the OS. Returns False where there is no glibc ``mallopt``."""
+    gave back to the OS. ``import shendu`` sets the same policy itself (``shendu._malloc``)
+    unless ``SHENDU_MALLOC=system``; this sets it whatever the environment says. Returns
+    False where there is no glibc ``mallopt``."""
     import ctypes
     import ctypes.util
 

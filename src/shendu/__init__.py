@@ -155,3 +155,7 @@ __all__ = [
     "cumsum", "einsum", "multinomial", "narrow", "outer", "randperm", "rsqrt", "sort",
     "topk", "tril", "triu", "div",
 ]
+
+from shendu import _malloc  # noqa: E402 - the allocator's policy (glibc; see its docstring)
+
+_malloc._on_import()

@@ -97,11 +97,14 @@ def _use_generator(gen):
 
 def empty_cache() -> None:
     """Hand the scratch memory the kernels keep for reuse (conv patch matrices, recurrent
-    scan buffers: one pool, at most 256 MiB) back to the allocator, as
+    scan buffers: one pool, at most 256 MiB) back to the allocator, and the freed memory
+    the allocator keeps (glibc; see :mod:`shendu._malloc`) back to the operating system, as
     ``torch.cuda.empty_cache`` does. Nothing else in shendu holds memory between calls."""
+    from shendu import _malloc
     from shendu.workspace import workspace
 
     workspace.clear()
+    _malloc.release()
 
 
 def get_rng_state() -> dict:
