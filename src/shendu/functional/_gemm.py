@@ -34,7 +34,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["matmul", "exp", "backend", "numpy_products"]
+__all__ = ["matmul", "exp", "Repeated", "backend", "numpy_products"]
 
 MIN_FLOPS = 1 << 22     # m·n·k below which np.matmul wins (a call here costs ~7 µs more)
 MIN_STACK_FLOPS = 1 << 20  # the same for each product of a stack (see _small_stack)
