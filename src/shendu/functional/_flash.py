@@ -189,10 +189,10 @@ def _tile(buf: np.ndarray, shape: tuple) -> np.ndarray:
     return buf[:math.prod(shape)].reshape(shape)
 
 
-def _row_norms(a: np.ndarray) -> np.ndarray:
-    """Euclidean norms of the rows of ``a`` (G, n, m): (G, n), rounded up by far more than
-    their rounding error."""
-    n = np.sqrt(np.einsum("gnm,gnm->gn", a, a))
+def row_norms(a: np.ndarray) -> np.ndarray:
+    """Euclidean norms of the rows of ``a`` (..., n, m): (..., n), rounded up by far more
+    than their rounding error (a safe side for bounds on the scores)."""
+    n = np.sqrt(np.einsum("...m,...m->...", a, a))
     n *= n.dtype.type(1 + 1e-3)
     return n
 
@@ -218,8 +218,8 @@ def attention_forward(q, k, v, masks: _Masks, scale: float, dropout_p: float, se
     # |S_ij| <= |q_i| |k_j| (Cauchy-Schwarz): where that bound keeps a first block within
     # +-_NO_SHIFT, its row max (a pass over the tile) need not be computed at all
     if masks.bias is None:
-        qn = _row_norms(qf)                                 # (G, L)
-        kn = _row_norms(kf)                                 # (G, S)
+        qn = row_norms(qf)                                 # (G, L)
+        kn = row_norms(kf)                                 # (G, S)
     else:
         qn = kn = None
 

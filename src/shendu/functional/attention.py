@@ -82,24 +82,13 @@ def _masked_softmax_(s: np.ndarray, bounded: bool = False) -> np.ndarray:
 
 
 def _softmax_along_(s: np.ndarray, axis: int, bounded: bool = False) -> np.ndarray:
-    if bounded:                     # exp(s) within [e^-16, e^16] or 0 for masked entries
-        exp(s, out=s)
-        z = s.sum(axis=axis, keepdims=True)
-        dead = z == 0                                       # every key masked
-        if dead.any():
-            z[dead] = 1
-        s /= z
-        return s
-    m = s.max(axis=axis, keepdims=True)
-    dead = m == -np.inf
-    any_dead = bool(dead.any())
-    if any_dead:
-        m[dead] = 0
-    s -= m
+    if not bounded:                 # bounded: exp(s) within [e^-16, e^16], or 0 where masked
+        m = s.max(axis=axis, keepdims=True)
+        m[m == -np.inf] = 0                                 # rows with every key masked
+        s -= m
     exp(s, out=s)
     z = s.sum(axis=axis, keepdims=True)
-    if any_dead:
-        z[dead] = 1
+    z[z == 0] = 1                   # only a row with every key masked sums to 0: it stays 0
     s /= z
     return s
 
@@ -110,9 +99,8 @@ def _bounded(q: np.ndarray, k: np.ndarray, scale: float) -> bool:
     far beyond their rounding error) is below it."""
     if q.size == 0 or k.size == 0 or q.dtype.kind != "f":
         return False
-    bound = (abs(scale) * math.sqrt(float(np.einsum("...e,...e->...", q, q).max()))
-             * math.sqrt(float(np.einsum("...e,...e->...", k, k).max())))
-    return bound * (1 + 1e-3) < _flash._NO_SHIFT
+    bound = abs(scale) * float(_flash.row_norms(q).max()) * float(_flash.row_norms(k).max())
+    return bound < _flash._NO_SHIFT
 
 
 class ScaledDotProductAttention(Function):

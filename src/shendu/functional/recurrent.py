@@ -382,11 +382,11 @@ class LSTMScan(Function):
         C = max(1, min(T, _CHUNK_BYTES // (3 * H * max(B, 1) * dt.itemsize)))
         S = _workspace.get((C + 1, 6 * H, B), dt)
         F = _workspace.get((T, 6 * H, B), dt) if train else None
-        P2 = np.empty((2, H, B), dt)
         Zh[T if reverse else 0] = h0.T
         S[0, 5 * H:] = c0.T
         kern = _numba.kernels_for(S, min_size=_COMPILED_MIN)
         flat = S.reshape(C + 1, -1) if kern is not None else None
+        P2 = np.empty((2, H, B), dt) if kern is None else None
         half = dt.type(0.5)
         gates = Repeated(W, Z[0], S[0, :4 * H])        # the steps' products, checked once
         zs, ss = Z[0].size, S[0].size
