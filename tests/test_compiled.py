@@ -162,3 +162,57 @@ def test_lstm_step_loops_as_numpy(monkeypatch, dtype, reverse, padded):
         want = _lstm_run(x, h0, c0, ws, lengths, reverse)
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a, b)
+
+
+def _ff_run(x, ws, p, seed):
+    from shendu.nn.transformer import _FeedForward
+
+    shendu.manual_seed(seed)
+    ts = [shendu.tensor(a, requires_grad=True) for a in (x, *ws)]
+    y = _FeedForward.apply(*ts, p=p)
+    g = np.random.default_rng(seed).standard_normal(y.shape).astype(x.dtype)
+    y.backward(shendu.tensor(g))
+    return [y.data] + [t.grad.data for t in ts]
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("p", [0.0, 0.25, 1.0])
+def test_feed_forward_loops_as_numpy(monkeypatch, dtype, p):
+    """The feed-forward's bias + ReLU and its backward's dropout and ReLU masks as compiled
+    loops: the output and every gradient equal the NumPy passes' bit for bit, with NaN,
+    infinities and signed zeros among the hidden values."""
+    rng = np.random.default_rng(5)
+    M, d, ff = 40, 16, 128                                   # M·ff above the loops' size
+    x = rng.standard_normal((M, d)).astype(dtype)
+    x[3, 2] = np.nan                                         # a row of NaN hidden values
+    ws = [rng.standard_normal(s).astype(dtype) * 0.3 for s in ((ff, d), (ff,), (d, ff), (d,))]
+    ws[0][5] = 0.0
+    ws[1][5] = -0.0                                          # a column of exact (signed) zeros
+    ws[1][6] = np.inf
+    ws[1][7] = -np.inf                                       # and of infinities
+    with np.errstate(all="ignore"):
+        got = _ff_run(x, ws, p, seed=3)
+        with monkeypatch.context() as m:
+            m.setattr(_numba, "_loaded", [None])               # NumPy's passes
+            want = _ff_run(x, ws, p, seed=3)
+    for a, b in zip(got, want):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+    assert np.isnan(got[0]).any() and np.isnan(got[2]).any()   # the NaN reached the output
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bias_relu_special_values_as_numpy(dtype):
+    """``max(h + b, 0)`` in one loop: NaN stays, -0 becomes +0 (as ``np.maximum`` makes it),
+    infinities as they come; the same bits as ``np.add`` then ``np.maximum``."""
+    v = np.array([np.nan, -0.0, 0.0, np.inf, -np.inf, 1.5, -1.5, -0.0], dtype)
+    h = np.tile(v, (3, 1))
+    b = np.array([0.0, -0.0, -0.0, 1.0, 1.0, 0.0, 0.0, 0.0], dtype)
+    want = h + b
+    np.maximum(want, 0, out=want)
+    got = h.copy()
+    _numba.kernels().bias_relu(got, b)
+    np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
+    assert not np.signbit(got[:, 1]).any()

@@ -182,6 +182,38 @@ def _build():
                 a3[b] = f3[b] * c
                 dcr[b] = c * f5[b]
 
+    @njit
+    def bias_relu(h, b):
+        """``h = max(h + b, 0)`` in place for ``h`` (M, N), ``b`` (N,): ``np.add`` then
+        ``np.maximum`` in one pass, their bits (a NaN kept, -0 made +0, as ``np.maximum``
+        does)."""
+        m, n = h.shape
+        for i in range(m):
+            r = h[i]
+            for j in range(n):
+                v = r[j] + b[j]
+                r[j] = 0 if v <= 0 else v
+
+    @njit
+    def relu_grad(d, h):
+        """``d *= [h > 0]`` in place (``h`` the ReLU's output, ``d`` (M, N) the gradient at
+        it; a NaN ``h`` passes ``d``): the NumPy passes' product by 1 or 0, in one pass."""
+        m, n = d.shape
+        for i in range(m):
+            dr, hr = d[i], h[i]
+            for j in range(n):
+                dr[j] = dr[j] * (0 if hr[j] <= 0 else 1)
+
+    @njit
+    def dropout_relu_grad(d, h, keep, inv):
+        """``d = d inv keep [h > 0]`` in place (inverted dropout's mask ``keep`` and scale
+        ``inv``, then ReLU's): three NumPy passes' products in their order, in one pass."""
+        m, n = d.shape
+        for i in range(m):
+            dr, hr, kr = d[i], h[i], keep[i]
+            for j in range(n):
+                dr[j] = dr[j] * inv * (1 if kr[j] else 0) * (0 if hr[j] <= 0 else 1)
+
     class Kernels:
         pass
 
@@ -189,5 +221,6 @@ def _build():
     K.max_tiles, K.route_tiles = max_tiles, route_tiles
     K.layer_norm_rows, K.layer_norm_grad_rows = layer_norm_rows, layer_norm_grad_rows
     K.lstm_gates, K.lstm_step_grads = lstm_gates, lstm_step_grads
+    K.bias_relu, K.relu_grad, K.dropout_relu_grad = bias_relu, relu_grad, dropout_relu_grad
     return K
 

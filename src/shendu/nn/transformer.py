@@ -19,6 +19,7 @@ from shendu import autograd
 from shendu import functional as F
 from shendu.autograd import Function
 from shendu.backend import get_default_dtype, rng
+from shendu.functional import _numba
 from shendu.functional._gemm import matmul
 from shendu.functional.linear import check_same_dtype
 from shendu.nn import init
@@ -49,6 +50,11 @@ def _activation(activation) -> Callable:
     return activation
 
 
+#: elements of the hidden activation from which its element-wise passes run as one compiled
+#: loop (``functional._numba``: the same bits)
+_COMPILED_MIN = 1 << 12
+
+
 class _FeedForward(Function):
     r"""The position-wise feed-forward network with ReLU as one op:
     ``y = W_2 D(relu(W_1 x + b_1)) + b_2``, ``D`` inverted dropout with keep-mask ``M``.
@@ -60,7 +66,9 @@ class _FeedForward(Function):
         dW_2 = dy^T H    db_2 = Σ dy    dH = dy W_2
         dA = dH ⊙ M/(1-p) ⊙ [H > 0]     dW_1 = dA^T x    db_1 = Σ dA    dx = dA W_1
 
-    Inputs ``x, W_1, b_1, W_2, b_2`` (or ``x, W_1, W_2`` without biases).
+    Inputs ``x, W_1, b_1, W_2, b_2`` (or ``x, W_1, W_2`` without biases). Where Numba is
+    installed, the bias and ReLU are one pass over ``W_1 x``, and ``dA`` one pass over
+    ``dH`` (``functional._numba``: the NumPy passes' bits).
     """
 
     saved_inputs = None
@@ -74,9 +82,13 @@ class _FeedForward(Function):
             matmul(x2, w1.T, out=h)                              # (M, ff)
         else:
             h = matmul(x2, w1.T)
-        if b1 is not None:
-            h += b1
-        np.maximum(h, 0, out=h)
+        kern = _numba.kernels_for(h, b1, min_size=_COMPILED_MIN)
+        if kern is not None and b1 is not None:
+            kern.bias_relu(h, b1)
+        else:
+            if b1 is not None:
+                h += b1
+            np.maximum(h, 0, out=h)
         dt = h.dtype
         self.keep, self.p = None, p
         if p == 1.0:
@@ -105,15 +117,21 @@ class _FeedForward(Function):
         gb2 = g2.sum(axis=0) if self.bias and need[4] else None
         da = workspace.get(h.shape, np.result_type(g2, w2))
         matmul(g2, w2, out=da)                                   # dH (M, ff)
+        kern = _numba.kernels_for(da, h, min_size=_COMPILED_MIN)
         if self.p == 1.0:
             da *= da.dtype.type(0)
+        elif self.p > 0.0 and kern is not None:
+            kern.dropout_relu_grad(da, h, self.keep, self.inv)
         elif self.p > 0.0:
             da *= self.inv
             da *= self.keep
-        alive = np.less_equal(h, 0)
-        np.logical_not(alive, out=alive)                            # relu' (NaN passes g)
-        da *= alive
-        del alive
+        if kern is not None and self.p == 0.0:
+            kern.relu_grad(da, h)
+        elif kern is None or self.p == 1.0:
+            alive = np.less_equal(h, 0)
+            np.logical_not(alive, out=alive)                        # relu' (NaN passes g)
+            da *= alive
+            del alive
         gx = None
         if need[0]:
             gx = matmul(da, w1)
