@@ -216,3 +216,57 @@ def test_bias_relu_special_values_as_numpy(dtype):
     _numba.kernels().bias_relu(got, b)
     np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
     assert not np.signbit(got[:, 1]).any()
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_column_shift_as_numpy(dtype):
+    """Attention's softmax down the columns of (G, S, L) scores: the compiled max and shift
+    give NumPy's ``s - max(s, axis=1)`` bit for bit, a fully masked (``-inf``) column
+    shifted by 0, a NaN winning its column wherever it lies."""
+    rng = np.random.default_rng(2)
+    s = (rng.standard_normal((6, 20, 40)) * 4).astype(dtype)
+    s[0, :, 3] = -np.inf                                    # every key masked
+    s[1, ::2, 5] = -np.inf                                  # some keys masked
+    s[2, 0, 7] = np.nan                                     # NaN first ...
+    s[2, 11, 8] = np.nan                                    # ... and later in a column
+    s[3, 4, 9] = np.inf
+    want = s.copy()
+    m = want.max(axis=1, keepdims=True)
+    m[m == -np.inf] = 0
+    with np.errstate(invalid="ignore"):
+        want -= m
+    got = s.copy()
+    _numba.kernels().shift_columns(got)
+    np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
+    assert np.isnan(got[2, :, 7]).all() and np.isnan(got[2, :, 8]).all()
+    assert (got[0, :, 3] == -np.inf).all()
+
+
+@needs_numba
+def test_attention_softmax_with_and_without_compiled_shift(monkeypatch):
+    """The fused attention kernel's outputs and gradients with the compiled column shift
+    match the NumPy path's (which skips the shift where the scores are bounded) to
+    float32 rounding, masked rows included."""
+    rng = np.random.default_rng(4)
+    q, k, v = (rng.standard_normal((3, 4, 32, 8)).astype(np.float32) for _ in range(3))
+    keep = rng.random((32, 32)) > 0.3
+    keep[2] = False                                         # a query with no key
+    kern, calls = _numba.kernels(), []
+    shift = kern.shift_columns
+    monkeypatch.setattr(kern, "shift_columns", lambda s: calls.append(s.shape) or shift(s))
+
+    def run():
+        ts = [shendu.tensor(a, requires_grad=True) for a in (q, k, v)]
+        out = F.scaled_dot_product_attention(*ts, attn_mask=shendu.tensor(keep))
+        (out * shendu.tensor(q)).sum().backward()
+        return [out.data] + [t.grad.data for t in ts]
+
+    got = run()
+    assert calls == [(12, 32, 32)]                          # the compiled shift ran
+    with monkeypatch.context() as m:
+        m.setattr(_numba, "_loaded", [None])
+        want = run()
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert (got[0][:, :, 2] == 0).all()

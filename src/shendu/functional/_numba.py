@@ -183,6 +183,30 @@ def _build():
                 dcr[b] = c * f5[b]
 
     @njit
+    def shift_columns(s):
+        """``s -= max(s, axis=1)`` in place for ``s`` (G, S, L), a max of ``-inf`` (a column
+        with every entry masked) taken as 0 and a NaN winning its column: NumPy's max and
+        subtraction in one pass over each (S, L) slab (its bits; a slab stays in cache
+        between the two loops)."""
+        G, S, L = s.shape
+        m = np.empty(L, s.dtype)
+        for g in range(G):
+            m[:] = s[g, 0]
+            for j in range(1, S):
+                r = s[g, j]
+                for i in range(L):
+                    v = r[i]
+                    if v > m[i] or v != v:
+                        m[i] = v
+            for i in range(L):
+                if m[i] == -np.inf:
+                    m[i] = 0
+            for j in range(S):
+                r = s[g, j]
+                for i in range(L):
+                    r[i] -= m[i]
+
+    @njit
     def bias_relu(h, b):
         """``h = max(h + b, 0)`` in place for ``h`` (M, N), ``b`` (N,): ``np.add`` then
         ``np.maximum`` in one pass, their bits (a NaN kept, -0 made +0, as ``np.maximum``
@@ -221,6 +245,7 @@ def _build():
     K.max_tiles, K.route_tiles = max_tiles, route_tiles
     K.layer_norm_rows, K.layer_norm_grad_rows = layer_norm_rows, layer_norm_grad_rows
     K.lstm_gates, K.lstm_step_grads = lstm_gates, lstm_step_grads
+    K.shift_columns = shift_columns
     K.bias_relu, K.relu_grad, K.dropout_relu_grad = bias_relu, relu_grad, dropout_relu_grad
     return K
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from shendu.autograd import Function
 from shendu.backend import rng
-from shendu.functional import _flash
+from shendu.functional import _flash, _numba
 from shendu.functional._gemm import exp, matmul
 from shendu.functional._util import unbroadcast
 from shendu.tensor import Tensor
@@ -77,12 +77,28 @@ def _masked_softmax_(s: np.ndarray, bounded: bool = False) -> np.ndarray:
     contiguous one): the reductions then run down that array's columns, which NumPy
     vectorises across the L rows at once."""
     if s.ndim >= 2 and s.strides[-1] != s.itemsize and s.strides[-2] == s.itemsize:
-        return _swap(_softmax_along_(_swap(s), -2, bounded))
+        return _swap(_softmax_along_(_swap(s), -2, bounded, _column_kernels(s)))
     return _softmax_along_(s, -1, bounded)
 
 
-def _softmax_along_(s: np.ndarray, axis: int, bounded: bool = False) -> np.ndarray:
-    if not bounded:                 # bounded: exp(s) within [e^-16, e^16], or 0 where masked
+#: scores from which the softmax's max and shift down the columns run as one compiled loop
+_COMPILED_MIN = 1 << 12
+
+
+def _column_kernels(s: np.ndarray):
+    """The compiled loops (``functional._numba``) when ``s`` is the transposed view of a
+    C-contiguous (..., S, L) array large enough for them: its softmax's column max and
+    shift are then one pass (NumPy's bits), cheaper than the bound that would skip them
+    (:func:`_bounded`); None otherwise."""
+    if s.ndim < 2 or s.strides[-2] != s.itemsize or not _swap(s).flags.c_contiguous:
+        return None
+    return _numba.kernels_for(s, min_size=_COMPILED_MIN)
+
+
+def _softmax_along_(s: np.ndarray, axis: int, bounded: bool = False, kern=None) -> np.ndarray:
+    if kern is not None and not bounded:                # axis -2 of a C-contiguous s
+        kern.shift_columns(s.reshape((-1,) + s.shape[-2:]))
+    elif not bounded:               # bounded: exp(s) within [e^-16, e^16], or 0 where masked
         m = s.max(axis=axis, keepdims=True)
         m[m == -np.inf] = 0                                 # rows with every key masked
         s -= m
@@ -125,7 +141,7 @@ class ScaledDotProductAttention(Function):
             return self._forward_by_heads(q, k, v, keep, scale)
         s = _scores(q, k, dropout_p == 0.0 and not need_weights and k.shape[-2] <= _SHORT_ROWS)
         s *= scale
-        bounded = bias is None and _bounded(q, k, scale)
+        bounded = bias is None and _column_kernels(s) is None and _bounded(q, k, scale)
         if bias is not None:
             if np.broadcast_shapes(s.shape, bias.shape) == s.shape:
                 s += bias
@@ -194,7 +210,7 @@ class ScaledDotProductAttention(Function):
         short = S <= _SHORT_ROWS
         p = np.empty((G, S, L) if short else (G, L, S), q.dtype)
         out = np.empty((G, L, Ev), q.dtype)
-        bounded = _bounded(q, k, scale)
+        bounded = (_column_kernels(_swap(p)) if short else None) is None and _bounded(q, k, scale)
 
         def heads(lo: int, hi: int) -> None:
             s = _scores(qf[lo:hi], kf[lo:hi], short, out=p[lo:hi])
