@@ -270,3 +270,80 @@ def test_attention_softmax_with_and_without_compiled_shift(monkeypatch):
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert (got[0][:, :, 2] == 0).all()
+
+
+@needs_numba
+@pytest.mark.parametrize("affine", [True, False])
+def test_add_layer_norm_gradcheck_and_torch(monkeypatch, affine):
+    """The residual add and layer norm as one op pass the float64 gradcheck and match
+    torch's ``layer_norm(x + q)`` values and gradients in float32 and float64."""
+    import torch.nn.functional as TF
+    from helpers import check_op
+
+    from shendu.functional import normalization
+
+    monkeypatch.setattr(normalization, "_COMPILED_MIN", 0)
+    if affine:
+        check_op(lambda x, q, w, b: normalization.add_layer_norm(x, q, (6,), w, b, 1e-5),
+                 [(3, 4, 6), (3, 4, 6), (6,), (6,)],
+                 torch_fn=lambda x, q, w, b: TF.layer_norm(x + q, (6,), w, b))
+    else:
+        check_op(lambda x, q: normalization.add_layer_norm(x, q, (2, 3), None, None, 1e-3),
+                 [(5, 2, 3), (5, 2, 3)],
+                 torch_fn=lambda x, q: TF.layer_norm(x + q, (2, 3), eps=1e-3))
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("same", [False, True])
+def test_add_layer_norm_as_add_then_norm(dtype, same):
+    """The fused residual and norm give the output and every gradient of ``x + q`` then
+    ``layer_norm`` bit for bit (with or without a backward; ``q`` may be ``x`` itself)."""
+    from shendu.functional import normalization
+
+    rng = np.random.default_rng(9)
+    x, q = ((rng.standard_normal((64, 32, 128)) * 2).astype(dtype) for _ in range(2))
+    w, b = (rng.standard_normal(128).astype(dtype) for _ in range(2))
+    g = rng.standard_normal(x.shape).astype(dtype)
+
+    def run(fused):
+        ts = [shendu.tensor(a, requires_grad=True) for a in (x, q, w, b)]
+        second = ts[0] if same else ts[1]
+        if fused:
+            y = normalization.add_layer_norm(ts[0], second, (128,), ts[2], ts[3], 1e-5)
+        else:
+            y = F.layer_norm(ts[0] + second, 128, ts[2], ts[3])
+        y.backward(shendu.tensor(g))
+        with shendu.no_grad():
+            y0 = (normalization.add_layer_norm(ts[0], second, (128,), ts[2], ts[3], 1e-5)
+                  if fused else F.layer_norm(ts[0] + second, 128, ts[2], ts[3]))
+        grads = [t.grad.data for t in ts if t.grad is not None]
+        return [y.data, y0.data] + grads
+
+    got, want = run(True), run(False)
+    assert len(got) == len(want) == (5 if same else 6)
+    for a, b_ in zip(got, want):
+        np.testing.assert_array_equal(a.view(np.uint8), b_.view(np.uint8))
+
+
+def test_encoder_layer_fused_norm_against_torch():
+    """A post-norm encoder layer (whose residuals and norms run as one op each where the
+    compiled loops are) matches torch's with its weights copied in, train mode without
+    dropout: output and every parameter gradient."""
+    import torch
+
+    torch.manual_seed(0)
+    tl = torch.nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
+    sl = shendu.nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
+    sl.load_state_dict({k: v.detach().numpy() for k, v in tl.state_dict().items()})
+    x = np.random.default_rng(1).standard_normal((4, 40, 32)).astype(np.float32)
+    tx, sx = torch.tensor(x, requires_grad=True), shendu.tensor(x, requires_grad=True)
+    ty, sy = tl(tx), sl(sx)
+    np.testing.assert_allclose(sy.data, ty.detach().numpy(), rtol=1e-4, atol=1e-5)
+    (ty * ty).sum().backward()
+    (sy * sy).sum().backward()
+    np.testing.assert_allclose(sx.grad.data, tx.grad.numpy(), rtol=1e-3, atol=1e-4)
+    tp = dict(tl.named_parameters())
+    for name, p in sl.named_parameters():
+        np.testing.assert_allclose(p.grad.data, tp[name].grad.numpy(), rtol=1e-3, atol=1e-4,
+                                   err_msg=name)

@@ -129,6 +129,34 @@ def _build():
                 yr[j] = h * w[j] + b[j]
 
     @njit_sum
+    def add_layer_norm_rows(x, q, w, b, eps, y, xhat, rstd, lo, hi):
+        """:func:`layer_norm_rows` of ``x + q`` (a residual connection and the norm after
+        it), each row's sum made into a scratch row that stays in cache (never stored
+        whole): the bits of ``np.add`` then :func:`layer_norm_rows`. The sum is its own
+        loop, so that the reassociation the sums below may use cannot reach it."""
+        d = x.shape[1]
+        t = np.empty(d, x.dtype)
+        for r in range(lo, hi):
+            xr, qr = x[r], q[r]
+            for j in range(d):
+                t[j] = xr[j] + qr[j]
+            s = 0.0
+            for j in range(d):
+                s += t[j]
+            mu = s / d
+            v = 0.0
+            for j in range(d):
+                c = t[j] - mu
+                v += c * c
+            rs = 1.0 / np.sqrt(v / d + eps)
+            rstd[r] = rs
+            hr, yr = xhat[r], y[r]
+            for j in range(d):
+                h = (t[j] - mu) * rs
+                hr[j] = h
+                yr[j] = h * w[j] + b[j]
+
+    @njit_sum
     def layer_norm_grad_rows(g, xhat, rstd, w, dx, lo, hi):
         """Rows ``lo..hi`` of ``dx = r (dxhat - mean(dxhat) - xhat mean(dxhat xhat))``,
         ``dxhat = g w``."""
@@ -244,6 +272,7 @@ def _build():
     K = Kernels()
     K.max_tiles, K.route_tiles = max_tiles, route_tiles
     K.layer_norm_rows, K.layer_norm_grad_rows = layer_norm_rows, layer_norm_grad_rows
+    K.add_layer_norm_rows = add_layer_norm_rows
     K.lstm_gates, K.lstm_step_grads = lstm_gates, lstm_step_grads
     K.shift_columns = shift_columns
     K.bias_relu, K.relu_grad, K.dropout_relu_grad = bias_relu, relu_grad, dropout_relu_grad

@@ -102,6 +102,61 @@ class LayerNorm(Function):
         return (gx, gw) if len(need) == 2 else (gx, gw, gb)
 
 
+class _AddLayerNorm(LayerNorm):
+    """``layer_norm(x + q)``, a post-norm transformer's residual connection and the norm
+    after it, as one op on the compiled loops (``functional._numba``): the sum is made
+    as each element is read, never stored, with the bits of ``x + q`` then
+    :class:`LayerNorm`. Inputs ``x, q, w`` and ``b`` (both or neither); backward is
+    :class:`LayerNorm`'s, its ``dx`` going to ``x`` and ``q`` alike (as ``Add``'s does)."""
+
+    def forward(self, x, q, w=None, b=None, d=1, eps=1e-5):
+        shape = x.shape
+        x2, q2 = x.reshape(-1, d), q.reshape(-1, d)
+        dt = x2.dtype
+        nb = _numba.kernels()
+        xhat, y = np.empty(x2.shape, dt), np.empty(x2.shape, dt)
+        rstd = np.empty((len(x2), 1), dt)
+        wv = np.ones(d, dt) if w is None else w.reshape(-1)
+        bv = np.zeros(d, dt) if b is None else b.reshape(-1)
+        r1 = rstd.reshape(-1)
+        parallel(lambda lo, hi: nb.add_layer_norm_rows(x2, q2, wv, bv, eps, y, xhat, r1, lo,
+                                                       hi), len(x2), x2.size)
+        self.xhat, self.rstd, self.shape, self.w = xhat, rstd, shape, w
+        return y.reshape(shape)
+
+    def backward(self, g):
+        need = self.needs_input_grad
+        self.needs_input_grad = (need[0] or need[1],) + need[2:]
+        try:
+            res = super().backward(g)
+        finally:
+            self.needs_input_grad = need
+        gx, rest = (res[0], res[1:]) if type(res) is tuple else (res, ())
+        return (gx if need[0] else None, gx if need[1] else None) + rest
+
+
+def add_layer_norm(x: Tensor, q: Tensor, normalized_shape: tuple, weight: Tensor | None,
+                   bias: Tensor | None, eps: float) -> Tensor:
+    """``layer_norm(x + q, normalized_shape, weight, bias, eps)``: one op where it can be
+    (:class:`_AddLayerNorm`: x and q of one shape and dtype, the weights' too, both weights
+    or neither, the compiled loops present, no exporter tracing the ops), else the two."""
+    from shendu import autograd
+
+    xd, qd = x.data, q.data
+    ns = tuple(normalized_shape)
+    if (xd.shape != qd.shape or xd.dtype != qd.dtype or len(ns) == 0
+            or xd.shape[max(xd.ndim - len(ns), 0):] != ns or xd.ndim < len(ns)
+            or (weight is None) != (bias is None) or autograd._tracer is not None
+            or any(t is not None and (t.data.dtype != xd.dtype or t.data.shape != ns)
+                   for t in (weight, bias))
+            or _compiled(xd) is None):
+        return layer_norm(x + q, ns, weight, bias, eps)
+    d = int(np.prod(ns))
+    if weight is None:
+        return _AddLayerNorm.apply(x, q, d=d, eps=eps)
+    return _AddLayerNorm.apply(x, q, weight, bias, d=d, eps=eps)
+
+
 def layer_norm(input: Tensor, normalized_shape, weight: Tensor | None = None,
                bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
     """Normalise over the trailing dims ``normalized_shape``, then scale and shift."""

@@ -169,6 +169,16 @@ def _feed_forward(layer, x: Tensor) -> Tensor:
     return _FeedForward.apply(*ins, p=float(p))
 
 
+def _add_norm(norm, x: Tensor, r: Tensor) -> Tensor:
+    """``norm(x + r)``, as one op when ``norm`` is a plain LayerNorm
+    (:func:`shendu.functional.normalization.add_layer_norm`); else as written."""
+    if type(norm) is not LayerNorm:
+        return norm(x + r)
+    from shendu.functional.normalization import add_layer_norm
+
+    return add_layer_norm(x, r, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+
+
 def _clones(module: Module, n: int) -> ModuleList:
     """``n`` independent deep copies (same initial weights, as torch's stacks)."""
     return ModuleList([copy.deepcopy(module) for _ in range(n)])
@@ -219,8 +229,9 @@ class TransformerEncoderLayer(Module):
             x = x + self._sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal)
             x = x + self._ff_block(self.norm2(x))
         else:
-            x = self.norm1(x + self._sa_block(x, src_mask, src_key_padding_mask, is_causal))
-            x = self.norm2(x + self._ff_block(x))
+            x = _add_norm(self.norm1, x, self._sa_block(x, src_mask, src_key_padding_mask,
+                                                         is_causal))
+            x = _add_norm(self.norm2, x, self._ff_block(x))
         return x
 
 
