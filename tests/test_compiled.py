@@ -347,3 +347,47 @@ def test_encoder_layer_fused_norm_against_torch():
     for name, p in sl.named_parameters():
         np.testing.assert_allclose(p.grad.data, tp[name].grad.numpy(), rtol=1e-3, atol=1e-4,
                                    err_msg=name)
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["nchw", "chwn", "strided"])
+def test_relu_backward_loop_as_numpy(monkeypatch, dtype, layout):
+    """ReLU's backward as one compiled pass over the memory of its gradient and output
+    (in whatever order they lie, conv's batch-innermost one included): NumPy's
+    ``g * ~(out <= 0)`` bit for bit, NaN passing the gradient, 0 at 0; a gradient laid
+    out otherwise takes NumPy's passes."""
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((8, 16, 12, 12)).astype(dtype)
+    x[0, 0, 0, :4] = [np.nan, 0.0, -0.0, np.inf]
+    if layout == "chwn":
+        x = np.ascontiguousarray(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)
+    g = rng.standard_normal(x.shape).astype(dtype)
+    g[0, 0, 0, 4] = np.nan
+    if layout == "chwn":
+        g = np.ascontiguousarray(g.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)
+    elif layout == "strided":
+        g = np.repeat(g, 2, axis=-1)[..., ::2]                 # not dense: NumPy's passes
+    kern, calls = _numba.kernels(), []
+    into = kern.relu_grad_into
+    monkeypatch.setattr(kern, "relu_grad_into", lambda *a: calls.append(1) or into(*a))
+
+    def run():
+        if layout == "strided":                # straight to the op (tensors copy their data)
+            from shendu.functional.activation import ReLU
+
+            fn = ReLU.__new__(ReLU)
+            fn.out = np.maximum(x, 0)
+            return fn.backward(g)
+        t = shendu.tensor(x, requires_grad=True)
+        F.relu(t).backward(shendu.tensor(g))
+        return t.grad.data
+
+    got = run()
+    assert len(calls) == (0 if layout == "strided" else 1)
+    with monkeypatch.context() as m:
+        m.setattr(_numba, "_loaded", [None])
+        want = run()
+    bits = np.ascontiguousarray
+    np.testing.assert_array_equal(bits(got).view(np.uint8), bits(want).view(np.uint8))
+    assert got[0, 0, 0, 0] == g[0, 0, 0, 0] and got[0, 0, 0, 1] == 0 == got[0, 0, 0, 2]

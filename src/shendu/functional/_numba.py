@@ -257,6 +257,13 @@ def _build():
                 dr[j] = dr[j] * (0 if hr[j] <= 0 else 1)
 
     @njit
+    def relu_grad_into(g, h, out):
+        """``out = g [h > 0]`` over flat arrays (``h`` the ReLU's output; a NaN ``h`` passes
+        ``g``): NumPy's ``g * ~(h <= 0)`` in one pass, its bits."""
+        for i in range(g.size):
+            out[i] = g[i] * (0 if h[i] <= 0 else 1)
+
+    @njit
     def dropout_relu_grad(d, h, keep, inv):
         """``d = d inv keep [h > 0]`` in place (inverted dropout's mask ``keep`` and scale
         ``inv``, then ReLU's): three NumPy passes' products in their order, in one pass."""
@@ -276,5 +283,6 @@ def _build():
     K.lstm_gates, K.lstm_step_grads = lstm_gates, lstm_step_grads
     K.shift_columns = shift_columns
     K.bias_relu, K.relu_grad, K.dropout_relu_grad = bias_relu, relu_grad, dropout_relu_grad
+    K.relu_grad_into = relu_grad_into
     return K
 

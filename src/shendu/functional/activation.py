@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from shendu.autograd import Function
+from shendu.functional import _numba
 from shendu.functional._util import norm_dim
 from shendu.tensor import Tensor
 
@@ -31,7 +32,21 @@ class ReLU(Function):
         return self.out
 
     def backward(self, g):
-        return g * ~(self.out <= 0)  # 0 at 0; g at NaN (torch's threshold rule)
+        out = self.out
+        kern = _numba.kernels_for(g, out, min_size=_COMPILED_MIN)
+        if kern is not None and g.shape == out.shape and g.strides == out.strides:
+            # one pass over the memory of both, whatever its order (conv's batch-innermost
+            # activations included), where both are dense in it
+            d = np.empty_like(g)
+            flat = [a.ravel(order="K") for a in (g, out, d)]
+            if all(np.may_share_memory(f, a) for f, a in zip(flat, (g, out, d))):
+                kern.relu_grad_into(*flat)
+                return d
+        return g * ~(out <= 0)  # 0 at 0; g at NaN (torch's threshold rule)
+
+
+#: elements from which ReLU's backward runs as one compiled loop (``functional._numba``)
+_COMPILED_MIN = 1 << 12
 
 
 class LeakyReLU(Function):
