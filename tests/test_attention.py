@@ -831,3 +831,34 @@ def test_additive_attention_projected_keys_reused():
     np.testing.assert_allclose(wa.data.sum(-1), 1, rtol=1e-6)
     with pytest.raises(ValueError, match=r"AdditiveAttention\(query_dim=6\) expected query"):
         s(shendu.randn(3, 5), k)
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("bias", [True, False])
+def test_heads_projection_gradcheck_and_torch(batch_first, bias):
+    """Self-attention's packed projection split into heads as one op: float64 gradcheck, and
+    torch's ``linear`` + ``reshape`` + ``permute`` values and gradients."""
+    from shendu.nn.attention import _HeadsProjection
+
+    N, L, E, H = 2, 5, 12, 3
+    shapes = [(N, L, E) if batch_first else (L, N, E), (3 * E, E)] + ([(3 * E,)] if bias else [])
+    order = (2, 0, 3, 1, 4) if batch_first else (2, 1, 3, 0, 4)
+
+    def torch_fn(x, w, b=None):
+        y = torch.nn.functional.linear(x, w, b)
+        y = y.reshape(x.shape[0], x.shape[1], 3, H, E // H).permute(order)
+        return y[0], y[1], y[2]
+
+    check_op(lambda *a: _HeadsProjection.apply(*a, heads=H, batch_first=batch_first), shapes,
+             torch_fn=torch_fn)
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("heads", [1, 4])
+def test_mha_self_attention_without_bias_parity(batch_first, heads):
+    """Self-attention takes the fused projection (bias or none, one head or several): the
+    layer's output and every gradient match torch's."""
+    shape = (2, 6, 8) if batch_first else (6, 2, 8)
+    for dtype in (np.float32, np.float64):              # a fresh pair each: no stale grads
+        s, t = _mha_pair(H=heads, bias=False, batch_first=batch_first)
+        check_module(s, t, make_inputs([shape]), fn=lambda m, x: m(x, x, x), dtype=dtype)

@@ -7,14 +7,62 @@ import math
 
 import numpy as np
 
+from shendu import autograd
 from shendu import functional as F
+from shendu.autograd import Function
 from shendu.backend import get_default_dtype
+from shendu.functional._gemm import matmul
+from shendu.functional.linear import check_same_dtype
 from shendu.nn import init
 from shendu.nn.linear import Linear
 from shendu.nn.module import Module, Parameter
 from shendu.tensor import Tensor
 
 __all__ = ["MultiheadAttention", "AdditiveAttention"]
+
+
+class _HeadsProjection(Function):
+    r"""Self-attention's packed in-projection and its split into heads as one op:
+    ``x W^T + b`` (``W`` (3E, E)) as ``q, k, v``, each (N, H, L, hd).
+
+    The heads are views of the product (its bias added in place), as ``linear``,
+    ``reshape``, ``permute`` and ``split`` make them with four ops; backward puts ``dq,
+    dk, dv`` straight into the product's layout ``G`` (M, 3E), one pass where those ops
+    take three copies and a fill, then, as :class:`~shendu.functional.linear.Linear`,
+    ``dW = G^T x``, ``db = sum_rows G``, ``dx = G W``.
+
+    Inputs ``x`` ((N, L, E) with ``batch_first``, else (L, N, E)), ``W`` and optionally
+    ``b``; keyword ``heads``.
+    """
+
+    saved_inputs = ((0, 1), (1, 0))  # x for dW, W for dx (as Linear)
+
+    def forward(self, x, w, b=None, heads=1, batch_first=True):
+        a0, a1, E = x.shape
+        hd = E // heads
+        x2 = x.reshape(-1, E)
+        y = matmul(x2, w.T)                                         # (M, 3E), the op's own
+        if b is not None:
+            y += b
+        order = (2, 0, 3, 1, 4) if batch_first else (2, 1, 3, 0, 4)
+        out = y.reshape(a0, a1, 3, heads, hd).transpose(order)      # (3, N, H, L, hd) view
+        self.x2, self.w, self.shape, self.order = x2, w, x.shape, order
+        return out[0], out[1], out[2]
+
+    def backward(self, gq, gk, gv):
+        x2, w, order = self.x2, self.w, self.order
+        a0, a1, E = self.shape
+        G = np.empty((a0, a1, 3, E // gq.shape[-1], gq.shape[-1]), gq.dtype)
+        Gv = G.transpose(order)
+        for i, g in enumerate((gq, gk, gv)):
+            Gv[i] = g
+        G2 = G.reshape(-1, 3 * E)
+        need = self.needs_input_grad
+        gx = matmul(G2, w).reshape(self.shape) if need[0] else None
+        gw = matmul(G2.T, x2) if need[1] else None
+        if len(need) > 2:
+            return gx, gw, (G2.sum(axis=0) if need[2] else None)
+        return gx, gw
 
 
 def _arr(m):
@@ -190,17 +238,24 @@ class MultiheadAttention(Module):
                 f"{name}: need attn_mask if specifying the is_causal hint (as torch); pass "
                 "attn_mask=nn.Transformer.generate_square_subsequent_mask(L) with it")
         mask = merge_masks(attn_mask, key_padding_mask, n, H, L, S, query.dtype, name)
-        q, k, v = self._project(query, key, value)
         # to heads: batch_first (N, L, H, hd) -> (N, H, L, hd); else (L, N, H, hd) -> same
         perm = (0, 2, 1, 3) if bf else (1, 2, 0, 3)
-        if k is None:
-            qkv = F.reshape(q, qs[:2] + (3, H, hd))
-            qkv = F.permute(qkv, (2,) + tuple(p + (p > 1) for p in perm))  # (3, N, H, L, hd)
-            q, k, v = (F.reshape(t, t.shape[1:]) for t in F.split(qkv, 1, 0))
+        if (self._qkv_same_embed_dim and query is key and key is value
+                and autograd._tracer is None):   # self-attention: projection + heads, one op
+            check_same_dtype("linear", query, self.in_proj_weight)
+            b = self.in_proj_bias
+            ins = (query, self.in_proj_weight) + (() if b is None else (b,))
+            q, k, v = _HeadsProjection.apply(*ins, heads=H, batch_first=bf)
         else:
-            q = F.permute(F.reshape(q, qs[:2] + (H, hd)), perm)
-            k = F.permute(F.reshape(k, ks[:2] + (H, hd)), perm)
-            v = F.permute(F.reshape(v, vs[:2] + (H, hd)), perm)
+            q, k, v = self._project(query, key, value)
+            if k is None:
+                qkv = F.reshape(q, qs[:2] + (3, H, hd))
+                qkv = F.permute(qkv, (2,) + tuple(p + (p > 1) for p in perm))  # (3, N, H, L, hd)
+                q, k, v = (F.reshape(t, t.shape[1:]) for t in F.split(qkv, 1, 0))
+            else:
+                q = F.permute(F.reshape(q, qs[:2] + (H, hd)), perm)
+                k = F.permute(F.reshape(k, ks[:2] + (H, hd)), perm)
+                v = F.permute(F.reshape(v, vs[:2] + (H, hd)), perm)
         p = self.dropout if self.training else 0.0
         res = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p,
                                              need_weights=need_weights)
