@@ -391,3 +391,21 @@ def test_relu_backward_loop_as_numpy(monkeypatch, dtype, layout):
     bits = np.ascontiguousarray
     np.testing.assert_array_equal(bits(got).view(np.uint8), bits(want).view(np.uint8))
     assert got[0, 0, 0, 0] == g[0, 0, 0, 0] and got[0, 0, 0, 1] == 0 == got[0, 0, 0, 2]
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_column_sums_as_numpy(dtype):
+    """The softmax's normaliser down the columns of (G, S, L) exponentials: NumPy's
+    ``sum(axis=1)`` bit for bit (its row-by-row order), a column of zeros (every key
+    masked) summing to 1 so that it stays 0."""
+    rng = np.random.default_rng(3)
+    e = np.exp(rng.standard_normal((5, 33, 47)) * 3).astype(dtype)
+    e[1, :, 4] = 0
+    e[2, 7, 9] = np.inf
+    want = e.sum(axis=1)
+    want[want == 0] = 1
+    got = np.empty((5, 47), dtype)
+    _numba.kernels().column_sums(e, got)
+    np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
+    assert got[1, 4] == 1

@@ -235,6 +235,22 @@ def _build():
                     r[i] -= m[i]
 
     @njit
+    def column_sums(s, z):
+        """``z`` (G, L) = ``s.sum(axis=1)`` of ``s`` (G, S, L), row by row in NumPy's order
+        (its bits), a sum of 0 (a fully masked column) made 1."""
+        G, S, L = s.shape
+        for g in range(G):
+            zg = z[g]
+            zg[:] = s[g, 0]
+            for j in range(1, S):
+                r = s[g, j]
+                for i in range(L):
+                    zg[i] += r[i]
+            for i in range(L):
+                if zg[i] == 0:
+                    zg[i] = 1
+
+    @njit
     def bias_relu(h, b):
         """``h = max(h + b, 0)`` in place for ``h`` (M, N), ``b`` (N,): ``np.add`` then
         ``np.maximum`` in one pass, their bits (a NaN kept, -0 made +0, as ``np.maximum``
@@ -281,7 +297,7 @@ def _build():
     K.layer_norm_rows, K.layer_norm_grad_rows = layer_norm_rows, layer_norm_grad_rows
     K.add_layer_norm_rows = add_layer_norm_rows
     K.lstm_gates, K.lstm_step_grads = lstm_gates, lstm_step_grads
-    K.shift_columns = shift_columns
+    K.shift_columns, K.column_sums = shift_columns, column_sums
     K.bias_relu, K.relu_grad, K.dropout_relu_grad = bias_relu, relu_grad, dropout_relu_grad
     K.relu_grad_into = relu_grad_into
     return K
