@@ -409,3 +409,43 @@ def test_softmax_column_sums_as_numpy(dtype):
     _numba.kernels().column_sums(e, got)
     np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
     assert got[1, 4] == 1
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_sgd_step_loops_as_numpy(monkeypatch, dtype, momentum):
+    """SGD's common steps (plain, heavy-ball momentum) as one compiled pass: the parameters
+    and momentum buffers after several steps equal the NumPy passes' bit for bit; the
+    steps the loops do not take (Nesterov, weight decay) keep NumPy's passes."""
+    from shendu.optim import sgd
+
+    rng = np.random.default_rng(6)
+    w0 = rng.standard_normal((64, 300)).astype(dtype)
+    grads = [rng.standard_normal(w0.shape).astype(dtype) for _ in range(4)]
+    kern, calls = _numba.kernels(), []
+    for name in ("sgd_plain", "sgd_momentum"):
+        f = getattr(kern, name)
+        monkeypatch.setattr(kern, name, lambda *a, f=f: calls.append(1) or f(*a))
+
+    def run(**kw):
+        w = shendu.nn.Parameter(w0.copy())
+        opt = shendu.optim.SGD([w], lr=0.05, momentum=momentum, **kw)
+        for g in grads:
+            w.grad = shendu.tensor(g)
+            opt.step()
+        buf = opt.state[w].get("momentum_buffer") if momentum else None
+        return w.data.copy(), buf
+
+    got = run()
+    assert len(calls) == (4 if momentum == 0 else 3)        # the first momentum step copies
+    with monkeypatch.context() as m:
+        m.setattr(_numba, "_loaded", [None])
+        want = run()
+    np.testing.assert_array_equal(got[0].view(np.uint8), want[0].view(np.uint8))
+    if momentum:
+        np.testing.assert_array_equal(got[1].view(np.uint8), want[1].view(np.uint8))
+    calls.clear()
+    run(weight_decay=0.01)
+    assert calls == []
+    assert sgd._COMPILED_MIN <= w0.size

@@ -251,6 +251,23 @@ def _build():
                     zg[i] = 1
 
     @njit
+    def sgd_momentum(p, g, b, mu, neg_lr):
+        """Heavy-ball SGD on flat arrays, in place: ``b = mu b + g``, ``p += neg_lr b``, the
+        NumPy passes' roundings in their order (their bits), in one pass."""
+        for i in range(p.size):
+            v = b[i] * mu
+            v = v + g[i]
+            b[i] = v
+            p[i] = p[i] + v * neg_lr
+
+    @njit
+    def sgd_plain(p, g, neg_lr):
+        """Plain SGD on flat arrays, in place: ``p += neg_lr g`` with NumPy's two roundings
+        (the product, then the sum), in one pass."""
+        for i in range(p.size):
+            p[i] = p[i] + g[i] * neg_lr
+
+    @njit
     def bias_relu(h, b):
         """``h = max(h + b, 0)`` in place for ``h`` (M, N), ``b`` (N,): ``np.add`` then
         ``np.maximum`` in one pass, their bits (a NaN kept, -0 made +0, as ``np.maximum``
@@ -299,6 +316,6 @@ def _build():
     K.lstm_gates, K.lstm_step_grads = lstm_gates, lstm_step_grads
     K.shift_columns, K.column_sums = shift_columns, column_sums
     K.bias_relu, K.relu_grad, K.dropout_relu_grad = bias_relu, relu_grad, dropout_relu_grad
-    K.relu_grad_into = relu_grad_into
+    K.relu_grad_into, K.sgd_momentum, K.sgd_plain = relu_grad_into, sgd_momentum, sgd_plain
     return K
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from shendu.functional import _numba
 from shendu.optim.optimizer import Optimizer, ParamsT
 
 __all__ = ["SGD", "sgd_update"]
@@ -20,6 +21,19 @@ def sgd_update(p: np.ndarray, g: np.ndarray, buf: np.ndarray | None, *, lr: floa
     float32. The arithmetic is torch's, operation for operation.
     """
     t = p.dtype.type
+    if (weight_decay == 0 and dampening == 0 and not nesterov and not maximize
+            and (momentum == 0 or buf is not None)):
+        # the common steps as one compiled pass (functional._numba): the same roundings
+        arrays = (p, g) if momentum == 0 else (p, g, buf)
+        kern = _numba.kernels_for(p, *arrays[1:], min_size=_COMPILED_MIN)
+        if (kern is not None and all(a.shape == p.shape and a.flags.c_contiguous for a in arrays)
+                and p.flags.writeable and (buf is None or buf.flags.writeable)):
+            flat = [a.reshape(-1) for a in arrays]
+            if momentum == 0:
+                kern.sgd_plain(*flat, t(-lr))
+            else:
+                kern.sgd_momentum(*flat, t(momentum), t(-lr))
+            return buf
     if weight_decay != 0:                         # d = ±g + λ·p
         d = np.multiply(p, t(weight_decay))
         (np.subtract if maximize else np.add)(d, g, out=d)
@@ -43,6 +57,10 @@ def sgd_update(p: np.ndarray, g: np.ndarray, buf: np.ndarray | None, *, lr: floa
     upd = np.multiply(d, t(-lr))                  # θ ← θ - γ·d
     p += upd
     return buf
+
+
+#: elements from which an SGD step runs as one compiled loop
+_COMPILED_MIN = 1 << 14
 
 
 class SGD(Optimizer):
