@@ -192,6 +192,32 @@ def _build():
             sn[5 * hb + x] = i * s[3 * hb + x] + f * s[5 * hb + x]
 
     @njit
+    def lstm_factors(X, F, hb, one, rev):
+        """The LSTM's backward factors of m steps: each row of ``X`` (m, 6·hb) = ``[i, o, f,
+        g, tanh c_t, c_{t-1}]`` gives a row of ``F`` (m, 6·hb) = ``[g i(1-i), tanh(c_t)
+        o(1-o), c_{t-1} f(1-f), i(1-g²), o(1-tanh² c_t), f]`` (row ``s`` into row ``s``, or
+        ``m-1-s`` with ``rev``): ``recurrent._lstm_factors``'s NumPy passes' arithmetic in
+        their order (their bits). A loop per factor, so that each vectorises (one loop over
+        the twelve streams does not); ``one`` is 1 in the arrays' dtype (a literal 1 would
+        make the arithmetic float64)."""
+        m = X.shape[0]
+        for s in range(m):
+            x, d = X[s], F[m - 1 - s if rev else s]
+            for q in range(3):                  # σ'(a) = σ(1-σ), times g, tanh c_t, c_{t-1}
+                a, b, o = x[q * hb:(q + 1) * hb], x[(q + 3) * hb:(q + 4) * hb], \
+                    d[q * hb:(q + 1) * hb]
+                for k in range(hb):
+                    o[k] = (one - a[k]) * a[k] * b[k]
+            for q in range(2):                  # (1 - g²) i, (1 - tanh² c_t) o
+                a, b, o = x[(q + 3) * hb:(q + 4) * hb], x[q * hb:(q + 1) * hb], \
+                    d[(q + 3) * hb:(q + 4) * hb]
+                for k in range(hb):
+                    o[k] = (one - a[k] * a[k]) * b[k]
+            a, o = x[2 * hb:3 * hb], d[5 * hb:6 * hb]
+            for k in range(hb):
+                o[k] = a[k]
+
+    @njit
     def lstm_step_grads(dc, dh, f, da):
         """One step of the LSTM's backward from its factors ``f`` (6, H, B) (see
         ``recurrent._lstm_factors``) and the carried ``δc, δh`` (H, B): ``δc += δh f_4``,
@@ -314,6 +340,7 @@ def _build():
     K.layer_norm_rows, K.layer_norm_grad_rows = layer_norm_rows, layer_norm_grad_rows
     K.add_layer_norm_rows = add_layer_norm_rows
     K.lstm_gates, K.lstm_step_grads = lstm_gates, lstm_step_grads
+    K.lstm_factors = lstm_factors
     K.shift_columns, K.column_sums = shift_columns, column_sums
     K.bias_relu, K.relu_grad, K.dropout_relu_grad = bias_relu, relu_grad, dropout_relu_grad
     K.relu_grad_into, K.sgd_momentum, K.sgd_plain = relu_grad_into, sgd_momentum, sgd_plain

@@ -419,8 +419,12 @@ class LSTMScan(Function):
                     cn[:, idx] = cp[:, idx]
             if j == C - 1 or k == T - 1:
                 if train:                              # the last j+1 steps: their factors
-                    _lstm_factors(S[:j + 1], F[t:t + j + 1][::-1] if reverse else
-                                  F[t - j:t + 1], H)
+                    Fj = F[t:t + j + 1] if reverse else F[t - j:t + 1]
+                    if kern is not None:
+                        kern.lstm_factors(flat[:j + 1], Fj.reshape(j + 1, -1), H * B, 2 * half,
+                                          reverse)
+                    else:
+                        _lstm_factors(S[:j + 1], Fj[::-1] if reverse else Fj, H)
                 S[0, 5 * H:] = cn                      # c_t, for the next step
         c_n = S[0, 5 * H:].T.copy()
         _workspace.put(W, S)
