@@ -368,3 +368,21 @@ def test_numpy_path_passes_the_parity_tests():
     r = subprocess.run([sys.executable, "-m", "pytest", "-x", "-p", "no:cacheprovider",
                         *PARITY], cwd=root, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_column_sums_as_matrix_vector_product(dtype):
+    """Bias gradients' column sums as ``1^T a``: NumPy's sums to rounding (float64 exact on
+    integers), NaN and infinities propagating, an empty batch summing to zeros."""
+    from shendu.functional._util import column_sums
+
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((300, 17)).astype(dtype)
+    np.testing.assert_allclose(column_sums(a), a.sum(axis=0), rtol=1e-5, atol=1e-5)
+    ints = rng.integers(-50, 50, (64, 5)).astype(dtype)
+    np.testing.assert_array_equal(column_sums(ints), ints.sum(axis=0))
+    a[3, 2], a[7, 4], a[9, 5], a[11, 5] = np.nan, np.inf, np.inf, -np.inf
+    s = column_sums(a)
+    assert np.isnan(s[2]) and s[4] == np.inf and np.isnan(s[5]) and np.isfinite(s[0])
+    z = column_sums(np.empty((0, 4), dtype))
+    assert z.shape == (4,) and z.dtype == dtype and not z.any()

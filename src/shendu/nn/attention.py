@@ -12,6 +12,7 @@ from shendu import functional as F
 from shendu.autograd import Function
 from shendu.backend import get_default_dtype
 from shendu.functional._gemm import matmul
+from shendu.functional._util import column_sums
 from shendu.functional.linear import check_same_dtype
 from shendu.nn import init
 from shendu.nn.linear import Linear
@@ -61,7 +62,7 @@ class _HeadsProjection(Function):
         gx = matmul(G2, w).reshape(self.shape) if need[0] else None
         gw = matmul(G2.T, x2) if need[1] else None
         if len(need) > 2:
-            return gx, gw, (G2.sum(axis=0) if need[2] else None)
+            return gx, gw, (column_sums(G2) if need[2] else None)
         return gx, gw
 
 

@@ -21,6 +21,7 @@ from shendu.autograd import Function
 from shendu.backend import get_default_dtype, rng
 from shendu.functional import _numba
 from shendu.functional._gemm import matmul
+from shendu.functional._util import column_sums
 from shendu.functional.linear import check_same_dtype
 from shendu.nn import init
 from shendu.nn.attention import MultiheadAttention
@@ -114,7 +115,7 @@ class _FeedForward(Function):
         need = self.needs_input_grad
         i_w2 = 3 if self.bias else 2
         gw2 = matmul(g2.T, h) if need[i_w2] else None
-        gb2 = g2.sum(axis=0) if self.bias and need[4] else None
+        gb2 = column_sums(g2) if self.bias and need[4] else None
         da = workspace.get(h.shape, np.result_type(g2, w2))
         matmul(g2, w2, out=da)                                   # dH (M, ff)
         kern = _numba.kernels_for(da, h, min_size=_COMPILED_MIN)
@@ -138,7 +139,7 @@ class _FeedForward(Function):
             if len(self.shape) != 2:
                 gx = gx.reshape(self.shape)
         gw1 = matmul(da.T, x2) if need[1] else None
-        gb1 = da.sum(axis=0) if self.bias and need[2] else None
+        gb1 = column_sums(da) if self.bias and need[2] else None
         workspace.put(da)
         if not self.bias:
             return gx, gw1, gw2
