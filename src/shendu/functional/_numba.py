@@ -3,10 +3,14 @@ Numba is installed (it comes with the ``audio``, ``tour`` and ``test`` extras, t
 librosa, and with the ``numba`` extra); NumPy otherwise, or under ``SHENDU_NUMBA=0``.
 
 Max pooling's loops compute what its NumPy passes compute, bit for bit (a maximum and the
-offset that won it are exact). Layer norm's sum each row in float64, reassociated so that
-they vectorise: not NumPy's bits, but as close to the exact result or closer. Every loop
-releases the interpreter lock and works on a range of rows, so the kernels' threads split
-it as they split the NumPy loops (the same bits for any count). Loops with ``tanh`` or
+offset that won it are exact), as do the LSTM's, ReLU's, the feed-forward's, the softmax's
+and SGD's: the same operations in the same order and dtype (scalars come in the arrays'
+dtype, since a literal would make the arithmetic float64). Layer norm's sum each row in
+float64, reassociated so that they vectorise: not NumPy's bits, but as close to the exact
+result or closer. Every loop releases the interpreter lock; the row loops work on a range
+of rows, so the kernels' threads split them as they split the NumPy loops (the same bits
+for any count). A loop touching many arrays at once is written as one loop per output
+where LLVM would otherwise not vectorise it (too many pointers to check for overlap). Loops with ``tanh`` or
 ``exp`` stay in NumPy: without Intel's SVML, Numba's ``tanh`` runs 50 times slower than
 NumPy's vectorised one.
 The compiled code is cached on disk (Numba's ``cache=True``): the first use in a fresh

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from shendu.autograd import Function
 from shendu.functional._gemm import matmul
-from shendu.functional._util import column_sums
 from shendu.tensor import Tensor
 
 __all__ = ["linear"]
@@ -39,7 +38,7 @@ class Linear(Function):
         if self.needs_input_grad[1]:
             gw = matmul(g2.T, x2)  # (out, in)
         if len(self.needs_input_grad) > 2 and self.needs_input_grad[2]:
-            gb = column_sums(g2)
+            gb = g2.sum(axis=0)
         return gx, gw, gb
 
 
