@@ -456,7 +456,6 @@ class LSTMScan(Function):
         Zc = _workspace.get((K, C, B), dt)             # their columns [1; x_t; h_prev]
         Zs = Z[cols]                                   # (T, K, B): step t's column
         dW = _workspace.get((G, K), dt)                # Σ δa [1; x; h_prev]^T, internal order
-        dWc = _workspace.get((G, K), dt)               # one chunk's share
         dx = np.empty((T, B, I), dt) if self.needs_input_grad[0] else None
         wi = None
         if dx is not None:                             # W_ih, gate blocks in internal order
@@ -513,8 +512,7 @@ class LSTMScan(Function):
                     matmul(Dm, Zm.T, out=dW)
                     first = False
                 else:
-                    matmul(Dm, Zm.T, out=dWc)
-                    dW += dWc
+                    matmul(Dm, Zm.T, out=dW, accumulate=True)   # inside the product
                 if dx is not None:
                     dx[t0:t1] = matmul(Dm.T, wi).reshape(m, B, I)
         dw_ih = _unblock(np.empty((G, I), dt), dW[:, o:o + I], _LSTM_BLOCKS, H)
@@ -523,7 +521,7 @@ class LSTMScan(Function):
         if o:
             b = _unblock(np.empty(G, dt), dW[:, 0], _LSTM_BLOCKS, H)
             db = (b, b.copy())
-        _workspace.put(D, Zc, dW, dWc, whhT)
+        _workspace.put(D, Zc, dW, whhT)
         return (dx, dh.T if need_h0 else None, dc.T if need_c0 else None,
                 dw_ih, dw_hh, *db)
 
