@@ -90,10 +90,13 @@ def test_products_are_taken_by_mkl(every_product, monkeypatch):
     _gemm.matmul(a, b)
     assert calls[-1] == "gemm"
     conv.set_kernel_threads(2)                           # several threads: NumPy's BLAS
-    _gemm.matmul(a, b)
+    wide = rng.standard_normal((40, 50)).astype(np.float32)
+    _gemm.matmul(a.swapaxes(-1, -2).copy(), wide)        # k = 40, 90 x 50 outputs
     assert len(calls) == 4
-    conv.split_threads(lambda lo, hi: _gemm.matmul(a[lo:hi], b), 3, 2)  # but in a region's
-    assert calls[4:] == ["gemm", "gemm"]                                # pieces MKL's
+    _gemm.matmul(a, b)                                   # but a thin one (k = 30) MKL's,
+    assert calls[4:] == ["gemm"]
+    conv.split_threads(lambda lo, hi: _gemm.matmul(a[lo:hi], b), 3, 2)  # as are a region's
+    assert calls[5:] == ["gemm", "gemm"]                                # pieces
 
 
 @needs_mkl
@@ -241,8 +244,8 @@ def test_repeated_products_over_a_scans_steps(every_product, monkeypatch, thread
     for j in (0, 4, 2):
         back(d[:, j], out, j * 16, 0)
         np.testing.assert_allclose(out, wt @ d[:, j], rtol=1e-5, atol=1e-4)
-    if MKL:
-        assert len(calls) == (7 if threads == 1 else 0)
+    if MKL:   # several threads: each step is matmul, which takes these thin products to MKL
+        assert len(calls) == 7
 
 
 def test_accumulate_on_the_numpy_path():

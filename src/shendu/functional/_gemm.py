@@ -8,10 +8,11 @@ the kernels run on one thread (:func:`shendu.functional.conv.set_kernel_threads`
 each piece of a kernel's own parallel region (attention's groups of heads); a product the
 kernels make outside such a region with several threads goes to NumPy's BLAS, which splits
 it over its own threads faster than a split of ours (MKL's OpenMP layer would, but beside
-torch's OpenMP runtime in one process it returns wrong matrix-vector products). So the
-library that computes a product, and its rounding, depends on the thread count and on the
-product's size; a product of a given size at a given thread count always gets the same
-one, and the same bits.
+torch's OpenMP runtime in one process it returns wrong matrix-vector products); but a thin
+one (a short inner dimension or a small output: :data:`SKINNY_K`), which those threads do
+not speed up, stays on MKL's one thread. So the library that computes a product, and its
+rounding, depends on the thread count and on the product's size; a product of a given size
+at a given thread count always gets the same one, and the same bits.
 
 :func:`matmul` takes what ``np.matmul`` takes and returns what it returns; the shapes MKL
 cannot take as they are (integer dtypes, mixed dtypes, strides that are not a matrix layout,
@@ -40,6 +41,11 @@ MIN_FLOPS = 1 << 22     # m·n·k below which np.matmul wins (a call here costs 
 MIN_STACK_FLOPS = 1 << 20  # the same for each product of a stack (see _small_stack)
 MIN_REPEATED_FLOPS = 1 << 20  # the same for a Repeated product (a bare call: ~2 µs)
 MIN_EXP = 1 << 12       # elements below which np.exp wins
+#: with several threads, a product this thin (inner dimension, or output elements, below
+#: these) runs faster on MKL's one thread than on NumPy's threaded BLAS, whose threads do
+#: not split it well (cnn32's first convolution: (32, 27) @ (27, 65536) 0.90 against 0.78
+#: ms, its weight gradient (32, 65536) @ (65536, 27) 1.98 against 1.51)
+SKINNY_K, SKINNY_OUT = 32, 1 << 12
 #: VML_HA | VML_ERRMODE_IGNORE | VML_FTZDAZ_OFF: high accuracy, no error reporting (an
 #: overflow gives inf, without NumPy's warning), subnormal results kept as NumPy keeps them
 _VML_MODE = 0x2 | 0x100 | 0x140000
@@ -221,7 +227,8 @@ def matmul(a, b, out: np.ndarray | None = None, accumulate: bool = False) -> np.
     m, k = a.shape[-2:]
     k2, n = b.shape[-2:]
     if k != k2 or (m * n * k < MIN_FLOPS and not _small_stack(a, b, m * n * k)) or (
-            _conv._N_THREADS > 1 and not _conv.in_parallel_region()):
+            _conv._N_THREADS > 1 and not _conv.in_parallel_region()
+            and (b.ndim > 2 or k >= SKINNY_K and (a.size // max(k, 1)) * n >= SKINNY_OUT)):
         return _numpy(a, b, out, accumulate)
     beta = 1.0 if accumulate else 0.0
     if a.ndim == 2 and b.ndim == 2:

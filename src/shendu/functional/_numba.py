@@ -10,9 +10,9 @@ float64, reassociated so that they vectorise: not NumPy's bits, but as close to 
 result or closer. Every loop releases the interpreter lock; the row loops work on a range
 of rows, so the kernels' threads split them as they split the NumPy loops (the same bits
 for any count). A loop touching many arrays at once is written as one loop per output
-where LLVM would otherwise not vectorise it (too many pointers to check for overlap). Loops with ``tanh`` or
-``exp`` stay in NumPy: without Intel's SVML, Numba's ``tanh`` runs 50 times slower than
-NumPy's vectorised one.
+where LLVM would otherwise not vectorise it (too many pointers to check for overlap).
+Loops with ``tanh`` or ``exp`` stay in NumPy: without Intel's SVML, Numba's ``tanh`` runs
+50 times slower than NumPy's vectorised one.
 The compiled code is cached on disk (Numba's ``cache=True``): the first use in a fresh
 install compiles for about a second, later processes load it in milliseconds.
 """
