@@ -449,3 +449,36 @@ def test_sgd_step_loops_as_numpy(monkeypatch, dtype, momentum):
     run(weight_decay=0.01)
     assert calls == []
     assert sgd._COMPILED_MIN <= w0.size
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k,pad,same", [(3, 1, True), (5, 2, True), (3, 0, False),
+                                        (2, (1, 0), False)])
+def test_conv_col2im_loop_as_numpy(monkeypatch, dtype, k, pad, same):
+    """A stride-1 convolution whose output keeps the input's size gathers its input
+    gradient's taps in one compiled pass: the same adds in the same order as the NumPy
+    loop, so the same bits; other paddings and strides keep the NumPy loop."""
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((8, 6, 11, 11)).astype(dtype)
+    w = rng.standard_normal((7, 6, k, k)).astype(dtype)
+    kern, calls = _numba.kernels(), []
+    loop = kern.col2im_unit
+    monkeypatch.setattr(kern, "col2im_unit", lambda *a: calls.append(1) or loop(*a))
+
+    def run(stride=1):
+        xs = shendu.tensor(x, requires_grad=True)
+        y = F.conv2d(xs, shendu.tensor(w), padding=pad, stride=stride)
+        g = np.cos(np.arange(y.data.size)).reshape(y.shape).astype(dtype)
+        y.backward(shendu.tensor(g))
+        return np.ascontiguousarray(xs.grad.data)
+
+    got = run()
+    assert len(calls) == (1 if same else 0)
+    with monkeypatch.context() as m:
+        m.setattr(_numba, "_loaded", [None])
+        want = run()
+    np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
+    calls.clear()
+    run(stride=2)
+    assert calls == []

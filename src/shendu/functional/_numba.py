@@ -181,6 +181,29 @@ def _build():
                 dr[j] = (gr[j] * w[j] - m1 - hr[j] * m2) * rs
 
     @njit
+    def col2im_unit(dcols, first, pt, pl, dx, lo, hi):
+        """Channels ``lo..hi`` of conv's col2im for stride 1 and dilation 1: ``dx`` (C, H, W,
+        N) = the tap ``first`` (which reads every input once) plus every other tap in order,
+        each added where it read (``dcols`` (C, kh, kw, Ho, Wo, N)): the NumPy loop's adds in
+        its order (its bits), in one pass over ``dx``."""
+        kh, kw, ho, wo, nb = dcols.shape[1:]
+        fi, fj = first // kw, first % kw
+        for c in range(lo, hi):
+            for y in range(dx.shape[1]):
+                for x in range(dx.shape[2]):
+                    d = dx[c, y, x]
+                    s0 = dcols[c, fi, fj, y - fi + pt, x - fj + pl]
+                    for n in range(nb):
+                        d[n] = s0[n]
+                    for k in range(kh * kw):
+                        i, j = k // kw, k % kw
+                        yo, xo = y - i + pt, x - j + pl
+                        if k != first and 0 <= yo < ho and 0 <= xo < wo:
+                            sk = dcols[c, i, j, yo, xo]
+                            for n in range(nb):
+                                d[n] += sk[n]
+
+    @njit
     def lstm_gates(s, sn, hb, half):
         """One LSTM step after its ``tanh``: ``s`` (6·hb,) = ``[tanh(a_i/2), tanh(a_o/2),
         tanh(a_f/2), g, ·, c_{t-1}]`` becomes ``[i, o, f, g, ·, c_{t-1}]`` (``σ(a) = (1 +
@@ -340,7 +363,7 @@ def _build():
         pass
 
     K = Kernels()
-    K.max_tiles, K.route_tiles = max_tiles, route_tiles
+    K.max_tiles, K.route_tiles, K.col2im_unit = max_tiles, route_tiles, col2im_unit
     K.layer_norm_rows, K.layer_norm_grad_rows = layer_norm_rows, layer_norm_grad_rows
     K.add_layer_norm_rows = add_layer_norm_rows
     K.lstm_gates, K.lstm_step_grads = lstm_gates, lstm_step_grads

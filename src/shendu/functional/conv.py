@@ -35,6 +35,7 @@ import numpy as np
 
 from shendu.autograd import Function
 from shendu.backend import rng
+from shendu.functional import _numba
 from shendu.functional._gemm import matmul
 from shendu.functional.dropout import Dropout
 from shendu.tensor import Tensor
@@ -119,6 +120,7 @@ _executor_pid = 0
 _N_THREADS = max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                         else (os.cpu_count() or 1), 4))
 PARALLEL_MIN = 1 << 18  # elements below which a memory-bound loop stays on one thread
+_COMPILED_MIN = 1 << 12  # patch elements from which col2im runs as one compiled loop
 
 
 def set_kernel_threads(n: int) -> None:
@@ -277,8 +279,11 @@ def _im2col(xc: np.ndarray, kh: int, kw: int, geo: tuple, out: np.ndarray) -> np
     return out
 
 
-def _col2im(dcols: np.ndarray, geo: tuple, h: int, w: int) -> np.ndarray:
-    """Adjoint of :func:`_im2col`: add ``(C, kh, kw, Ho, Wo, N)`` back into ``(C, H, W, N)``."""
+def _col2im(dcols: np.ndarray, geo: tuple, h: int, w: int, unit=None) -> np.ndarray:
+    """Adjoint of :func:`_im2col`: add ``(C, kh, kw, Ho, Wo, N)`` back into ``(C, H, W, N)``.
+    ``unit``: the top and left padding of a stride-1, dilation-1 convolution, whose taps
+    a compiled loop gathers in one pass over ``dx`` where Numba is installed (the same
+    adds in the same order: the same bits)."""
     c, kh, kw, ho, wo, n = dcols.shape
     order = list(range(kh * kw))
     first = next((k for k in order if geo[k][2] and geo[k][1][1].step == 1
@@ -286,6 +291,13 @@ def _col2im(dcols: np.ndarray, geo: tuple, h: int, w: int) -> np.ndarray:
     if first is not None:  # a window offset that reads every input once: start from it
         order.remove(first)
     dx = np.empty((c, h, w, n), dcols.dtype)
+    kern = None
+    if unit is not None and first is not None and dcols.flags.c_contiguous:
+        kern = _numba.kernels_for(dcols, min_size=_COMPILED_MIN)
+    if kern is not None:
+        parallel(lambda lo, hi: kern.col2im_unit(dcols, first, unit[0], unit[1], dx, lo, hi),
+                 c, dcols.size)
+        return dx
 
     def run(lo: int, hi: int) -> None:     # channels lo..hi-1: disjoint blocks of dx
         d = dx[lo:hi]
@@ -354,6 +366,7 @@ class Conv2d(Function):
             workspace.put(cols)
         self.w = w
         self.geom = (n, c, h, wd, ho, wo, geo, groups)
+        self.unit = (pt, pl) if stride == (1, 1) and dilation == (1, 1) else None
         return from_chwn(y.reshape(o, ho, wo, n))                     # NCHW view of CHWN
 
     def backward(self, g):
@@ -381,7 +394,7 @@ class Conv2d(Function):
                 wg = w.reshape(groups, o // groups, kg)
                 matmul(wg.transpose(0, 2, 1), g2.reshape(groups, o // groups, m),
                           out=dcols.reshape(groups, kg, m))
-            gx = from_chwn(_col2im(dcols, geo, h, wd))
+            gx = from_chwn(_col2im(dcols, geo, h, wd, self.unit))
             workspace.put(dcols)
         if len(need) > 2 and need[2]:
             gb = g2.sum(axis=1)
