@@ -27,11 +27,12 @@ which recomputes ``P_ij = exp(S_ij - lse_i)`` tile by tile:
 with ``P^d = P ⊙ M / (1 - p)`` and ``D = rowsum(dO ⊙ O)``. Memory is linear in L and S.
 
 Tiles run over a group of heads (the leading dims, flattened), a block of queries and, up to
-:data:`MAX_BLOCK` keys, every key: then the online softmax has one step, the row reductions
-run along long rows, and the score tile (at most :data:`TILE_ELEMS` elements, 1 MiB in
-float32) stays in the core's cache for its element-wise passes. Backward folds ``- lse`` and
-``- D`` into its two recomputing products as one more column (``[Q, -lse] [K, 1]^T``), which
-saves two passes over each tile.
+:data:`MAX_BLOCK` keys, every key: then the online softmax has one step, and the row
+reductions run along long rows. Tiles are large (at most :data:`TILE_ELEMS` elements, 8 MiB
+in float32), as each costs a few dozen calls from Python, which the kernels' threads make
+one at a time. Backward folds ``- lse`` and ``- D`` into its two recomputing products as one
+more column (``[Q, -lse] [K, 1]^T``), which saves two passes over each tile; each head
+group's operands with that column are made on its own thread, just before its tiles.
 
 The dropout mask of tile ``(h, i, j)`` is drawn from a generator seeded with ``(seed, h, i, j)``,
 ``seed`` one draw from shendu's generator per call, so backward redraws the same mask and
@@ -49,8 +50,14 @@ import numpy as np
 from shendu.functional._gemm import exp, matmul
 from shendu.workspace import workspace as _workspace
 
-#: Upper bound on the elements of one (heads, queries, keys) tile of scores.
-TILE_ELEMS = 1 << 18
+#: Upper bound on the elements of one (heads, queries, keys) tile of scores (8 MiB in
+#: float32: past the core's cache, but every tile costs some 40 calls of Python, which two
+#: threads make in turn, one holding the GIL at a time; 1 MiB tiles made attention's
+#: forward + backward at T = 256 on two threads 40 ms, these 26).
+TILE_ELEMS = 1 << 21
+#: Head groups a call is cut into at least (when it has that many heads), whatever the
+#: tile size allows: work for the kernels' threads, and the same tiles at any thread count.
+MIN_GROUPS = 4
 #: Largest query or key block (longer key sequences take the online softmax over blocks).
 MAX_BLOCK = 4096
 #: Smallest query block (a tile narrower than this spends its time in Python).
@@ -62,7 +69,7 @@ def block_sizes(g: int, L: int, S: int) -> tuple[int, int, int]:
     :data:`MAX_BLOCK`, then as many queries and heads as :data:`TILE_ELEMS` allows."""
     bk = max(1, min(S, MAX_BLOCK))
     bq = max(1, min(L, MAX_BLOCK, max(MIN_BLOCK, TILE_ELEMS // bk)))
-    hg = max(1, min(g, TILE_ELEMS // (bq * bk)))
+    hg = max(1, min(g, TILE_ELEMS // (bq * bk), -(-g // MIN_GROUPS)))
     return hg, bq, bk
 
 
@@ -172,10 +179,11 @@ def _swap(a: np.ndarray) -> np.ndarray:
     return a.swapaxes(-1, -2)
 
 
-def _with_column(a: np.ndarray, col, scale=None) -> np.ndarray:
+def _with_column(a: np.ndarray, col, scale=None, out=None) -> np.ndarray:
     """``[a · scale, col]``: (G, n, m) -> (G, n, m + 1), ``col`` broadcast to (G, n, 1), in
-    an array from the workspace (the caller hands it back)."""
-    out = _workspace.get(a.shape[:-1] + (a.shape[-1] + 1,), a.dtype)
+    ``out`` (new when None)."""
+    if out is None:
+        out = np.empty(a.shape[:-1] + (a.shape[-1] + 1,), a.dtype)
     if scale is None:
         out[..., :-1] = a
     else:
@@ -206,35 +214,33 @@ def attention_forward(q, k, v, masks: _Masks, scale: float, dropout_p: float, se
     G = math.prod(lead)
     dt = q.dtype
     hg, bq, bk = block_sizes(G, L, S)
-    qf = _workspace.get((G, L, q.shape[-1]), dt)       # scaled queries, private to this call
-    np.multiply(_flat(q, lead), dt.type(scale), out=qf)
-    kf, vf = _flat(k, lead), _flat(v, lead)
+    qsrc, kf, vf = _flat(q, lead), _flat(k, lead), _flat(v, lead)
+    sc = dt.type(scale)
     out = np.empty((G, L, Ev), dt)
     lse = np.empty((G, L, 1), dt)
     ones = np.ones((bk, 1), dt)
     inv = dt.type(1.0 / (1.0 - dropout_p)) if dropout_p < 1.0 else dt.type(0)
     masked = masks.keep is not None or masks.bias is not None
     big = dt.type(_NO_SHIFT)
-    # |S_ij| <= |q_i| |k_j| (Cauchy-Schwarz): where that bound keeps a first block within
-    # +-_NO_SHIFT, its row max (a pass over the tile) need not be computed at all
-    if masks.bias is None:
-        qn = row_norms(qf)                                 # (G, L)
-        kn = row_norms(kf)                                 # (G, S)
-    else:
-        qn = kn = None
 
     def heads(c0: int, c1: int) -> None:           # head groups c0..c1-1: disjoint outputs
         buf = np.empty(hg * min(bq, L) * bk, dt)            # one score tile, reused
+        qbuf = np.empty((hg,) + qsrc.shape[1:], dt)         # the group's scaled queries
         for hb in range(c0, c1):
             h0 = hb * hg
             h1 = min(h0 + hg, G)
+            qg = qbuf[:h1 - h0]
+            np.multiply(qsrc[h0:h1], sc, out=qg)
+            # |S_ij| <= |q_i| |k_j| (Cauchy-Schwarz): where that bound keeps a first block
+            # within +-_NO_SHIFT, its row max (a pass over the tile) need not be computed
+            norms = None if masks.bias is not None else (row_norms(qg), row_norms(kf[h0:h1]))
             kt, vh = _swap(kf[h0:h1]), vf[h0:h1]
             for ib, i0 in enumerate(range(0, L, bq)):
                 i1 = min(i0 + bq, L)
-                _forward_rows(hb, h0, h1, ib, i0, i1, kt, vh, buf)
+                _forward_rows(hb, h0, h1, ib, i0, i1, kt, vh, buf, qg, norms)
 
-    def _forward_rows(hb, h0, h1, ib, i0, i1, kt, vh, buf) -> None:
-        qb = qf[h0:h1, i0:i1]                               # (h, bi, E)
+    def _forward_rows(hb, h0, h1, ib, i0, i1, kt, vh, buf, qg, norms) -> None:
+        qb = qg[:, i0:i1]                                   # (h, bi, E)
         m = np.full((h1 - h0, i1 - i0, 1), -np.inf, dt)     # running row max
         den = np.zeros((h1 - h0, i1 - i0, 1), dt)           # running normaliser l
         acc = None                                          # unnormalised output A
@@ -245,8 +251,8 @@ def attention_forward(q, k, v, masks: _Masks, scale: float, dropout_p: float, se
                 continue
             s = matmul(qb, kt[..., j0:j1], out=_tile(buf, (h1 - h0, i1 - i0, j1 - j0)))
             masks.apply(s, keep_t, h0, h1, i0, i1, j0, j1)
-            if (acc is None and qn is not None and
-                    float((qn[h0:h1, i0:i1] * kn[h0:h1, j0:j1].max(axis=-1)[:, None]).max())
+            if (acc is None and norms is not None and
+                    float((norms[0][:, i0:i1] * norms[1][:, j0:j1].max(axis=-1)[:, None]).max())
                     < _NO_SHIFT):
                 shift = m_new = None                        # bounded: no max, no shift
             else:
@@ -279,18 +285,17 @@ def attention_forward(q, k, v, masks: _Masks, scale: float, dropout_p: float, se
             m = m_new if shift is not None else np.zeros_like(m)
         if acc is None:                                     # every key masked
             acc = np.zeros((h1 - h0, i1 - i0, Ev), dt)
-        dead = den == 0
-        if dead.any():
-            den[dead] = 1
-            m = np.where(dead, dt.type(np.inf), m)
-        acc /= den
+        if masked:                                          # unmasked, a row sums to >= 1
+            dead = den == 0
+            if dead.any():
+                den[dead] = 1
+                m = np.where(dead, dt.type(np.inf), m)
+        np.divide(acc, den, out=out[h0:h1, i0:i1])
         if dropout_p > 0.0:
-            acc *= inv
-        out[h0:h1, i0:i1] = acc
+            out[h0:h1, i0:i1] *= inv
         lse[h0:h1, i0:i1] = m + np.log(den)
 
     _run(heads, -(-G // hg), G * L * S)
-    _workspace.put(qf)
     return out.reshape(lead + (L, Ev)), lse.reshape(lead + (L, 1))
 
 
@@ -305,48 +310,58 @@ def attention_backward(g_out, q, k, v, out, lse, masks: _Masks, scale: float,
     dt = q.dtype
     hg, bq, bk = block_sizes(G, L, S)
     sc = dt.type(scale)
-    gof = _flat(g_out, lead)
-    d = (gof * _flat(out, lead)).sum(axis=-1, keepdims=True)   # D = rowsum(dO O), (G, L, 1)
-    # S - lse = [alpha Q, -lse] [K, 1]^T, and with no dropout dP - D = [dO, -D] [V, 1]^T:
-    # one more column in each product instead of a pass over each tile
-    neg_lse = -_flat(lse, lead)
-    neg_lse[np.isneginf(neg_lse)] = -np.finfo(dt).max           # rows with no key: P = 0
-    qa = _with_column(_flat(q, lead), neg_lse, sc)              # (G, L, E + 1)
-    ka = _with_column(_flat(k, lead), dt.type(1))               # (G, S, E + 1)
-    qs, kf = qa[..., :E], ka[..., :E]
-    vf = _flat(v, lead)
+    gof, qf, kf, vf, of = (_flat(a, lead) for a in (g_out, q, k, v, out))
+    lsef = _flat(lse, lead)
     fold_d = dropout_p == 0.0
-    goa = va = None
-    if fold_d:
-        goa = _with_column(gof, -d)                             # (G, L, Ev + 1)
-        va = _with_column(vf, dt.type(1))                       # (G, S, Ev + 1)
     # the gradients come from the workspace and go back to it once they are dropped, so a
     # step does not fault in fresh pages for them
     gq = _workspace.lend((G, L, E), dt) if need[0] else None
     gk = _workspace.lend((G, S, E), dt) if need[1] else None
     gv = _workspace.lend((G, S, Ev), dt) if need[2] else None
-    for g in (gk, gv):
-        if g is not None:
-            g.fill(0)
     gb = np.zeros(masks.bias.shape, dt) if need_bias else None
     inv = dt.type(1.0 / (1.0 - dropout_p)) if dropout_p < 1.0 else dt.type(0)
+    tiny = -np.finfo(dt).max
 
     def heads(c0: int, c1: int) -> None:           # head groups c0..c1-1: disjoint outputs
         n = hg * min(bq, L) * bk
         bufs = np.empty(2 * n, dt)                          # two score tiles, reused
         gq_buf = np.empty(hg * min(bq, L) * E, dt)
+        # the group's operands with one more column each (made here, on the group's
+        # thread, where its tiles will read them from cache): S - lse = [alpha Q, -lse]
+        # [K, 1]^T, and with no dropout dP - D = [dO, -D] [V, 1]^T, one more column in each
+        # product instead of a pass over each tile
+        qa_buf = np.empty((hg, L, E + 1), dt)
+        ka_buf = np.empty((hg, S, E + 1), dt)
+        goa_buf = np.empty((hg, L, Ev + 1), dt) if fold_d else None
+        va_buf = np.empty((hg, S, Ev + 1), dt) if fold_d else None
         for hb in range(c0, c1):
             h0 = hb * hg
             h1 = min(h0 + hg, G)
-            kat = _swap(ka[h0:h1])
-            vat = _swap(va[h0:h1]) if fold_d else _swap(vf[h0:h1])
+            r = h1 - h0
+            neg_lse = np.negative(lsef[h0:h1])
+            neg_lse[np.isneginf(neg_lse)] = tiny                # rows with no key: P = 0
+            qa = _with_column(qf[h0:h1], neg_lse, sc, qa_buf[:r])   # (h, L, E + 1)
+            ka = _with_column(kf[h0:h1], dt.type(1), None, ka_buf[:r])
+            if fold_d:                                      # D = rowsum(dO O), (h, L, 1)
+                d = (gof[h0:h1] * of[h0:h1]).sum(axis=-1, keepdims=True)
+                goa = _with_column(gof[h0:h1], np.negative(d), None, goa_buf[:r])
+                vat = _swap(_with_column(vf[h0:h1], dt.type(1), None, va_buf[:r]))
+            else:
+                d = (gof[h0:h1] * of[h0:h1]).sum(axis=-1, keepdims=True)
+                goa, vat = None, _swap(vf[h0:h1])
+            for g in (gk, gv):
+                if g is not None:
+                    g[h0:h1] = 0
             for ib, i0 in enumerate(range(0, L, bq)):
                 i1 = min(i0 + bq, L)
-                _backward_rows(hb, h0, h1, ib, i0, i1, kat, vat, bufs[:n], bufs[n:], gq_buf)
+                _backward_rows(hb, h0, h1, ib, i0, i1, qa, _swap(ka), goa, vat, d,
+                               bufs[:n], bufs[n:], gq_buf)
 
-    def _backward_rows(hb, h0, h1, ib, i0, i1, kat, vat, pbuf, dsbuf, gq_buf) -> None:
-        qab, qb, gob = qa[h0:h1, i0:i1], qs[h0:h1, i0:i1], gof[h0:h1, i0:i1]
-        gab = goa[h0:h1, i0:i1] if fold_d else gob
+    def _backward_rows(hb, h0, h1, ib, i0, i1, qa, kat, goa, vat, d, pbuf, dsbuf,
+                       gq_buf) -> None:
+        qab, qb, gob = qa[:, i0:i1], qa[:, i0:i1, :E], gof[h0:h1, i0:i1]
+        kg = _swap(kat)[..., :E]
+        gab = goa[:, i0:i1] if fold_d else gob
         gq_b = None
         for jb, j0 in enumerate(range(0, S, bk)):
             j1 = min(j0 + bk, S)
@@ -369,15 +384,15 @@ def attention_backward(g_out, q, k, v, out, lse, masks: _Masks, scale: float,
                 ds *= p
             else:                                           # dS = Pd dPd - P D
                 ds *= pd
-                p *= d[h0:h1, i0:i1]
+                p *= d[:, i0:i1]
                 ds -= p
             if gb is not None:
                 masks.add_bias_grad(gb, ds, h0, h1, i0, i1, j0, j1)
             if gq is not None:
                 if gq_b is None:
-                    gq_b = matmul(ds, kf[h0:h1, j0:j1], out=_tile(gq_buf, shape[:2] + (E,)))
+                    gq_b = matmul(ds, kg[:, j0:j1], out=_tile(gq_buf, shape[:2] + (E,)))
                 else:
-                    matmul(ds, kf[h0:h1, j0:j1], out=gq_b, accumulate=True)
+                    matmul(ds, kg[:, j0:j1], out=gq_b, accumulate=True)
             if gk is not None:
                 matmul(_swap(ds), qb, out=gk[h0:h1, j0:j1], accumulate=True)
         if gq is not None:
@@ -388,7 +403,6 @@ def attention_backward(g_out, q, k, v, out, lse, masks: _Masks, scale: float,
 
     # the bias gradient sums over heads that share its entries: one thread then
     _run(heads, -(-G // hg), G * L * S if gb is None else 0)
-    _workspace.put(qa, ka, goa, va)
 
     def back(a, n, m):
         return None if a is None else a.reshape(lead + (n, m))
