@@ -221,9 +221,9 @@ def test_bias_relu_special_values_as_numpy(dtype):
 @needs_numba
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_softmax_column_shift_as_numpy(dtype):
-    """Attention's softmax down the columns of (G, S, L) scores: the compiled max and shift
-    give NumPy's ``s - max(s, axis=1)`` bit for bit, a fully masked (``-inf``) column
-    shifted by 0, a NaN winning its column wherever it lies."""
+    """Attention's softmax down the columns of (G, S, L) scores: the compiled scale, max and
+    shift give NumPy's ``s *= c; s -= max(s, axis=1)`` bit for bit, a fully masked
+    (``-inf``) column shifted by 0, a NaN winning its column wherever it lies."""
     rng = np.random.default_rng(2)
     s = (rng.standard_normal((6, 20, 40)) * 4).astype(dtype)
     s[0, :, 3] = -np.inf                                    # every key masked
@@ -231,16 +231,18 @@ def test_softmax_column_shift_as_numpy(dtype):
     s[2, 0, 7] = np.nan                                     # NaN first ...
     s[2, 11, 8] = np.nan                                    # ... and later in a column
     s[3, 4, 9] = np.inf
-    want = s.copy()
-    m = want.max(axis=1, keepdims=True)
-    m[m == -np.inf] = 0
-    with np.errstate(invalid="ignore"):
-        want -= m
-    got = s.copy()
-    _numba.kernels().shift_columns(got)
-    np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
-    assert np.isnan(got[2, :, 7]).all() and np.isnan(got[2, :, 8]).all()
-    assert (got[0, :, 3] == -np.inf).all()
+    for scale in (1.0, 0.17677669529663687, 3.0):
+        want = s.copy()
+        want *= scale
+        m = want.max(axis=1, keepdims=True)
+        m[m == -np.inf] = 0
+        with np.errstate(invalid="ignore"):
+            want -= m
+        got = s.copy()
+        _numba.kernels().shift_columns(got, got.dtype.type(scale))
+        np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
+        assert np.isnan(got[2, :, 7]).all() and np.isnan(got[2, :, 8]).all()
+        assert (got[0, :, 3] == -np.inf).all()
 
 
 @needs_numba
@@ -254,7 +256,8 @@ def test_attention_softmax_with_and_without_compiled_shift(monkeypatch):
     keep[2] = False                                         # a query with no key
     kern, calls = _numba.kernels(), []
     shift = kern.shift_columns
-    monkeypatch.setattr(kern, "shift_columns", lambda s: calls.append(s.shape) or shift(s))
+    monkeypatch.setattr(kern, "shift_columns",
+                        lambda s, c: calls.append(s.shape) or shift(s, c))
 
     def run():
         ts = [shendu.tensor(a, requires_grad=True) for a in (q, k, v)]

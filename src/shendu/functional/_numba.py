@@ -264,19 +264,25 @@ def _build():
                 dcr[b] = c * f5[b]
 
     @njit
-    def shift_columns(s):
-        """``s -= max(s, axis=1)`` in place for ``s`` (G, S, L), a max of ``-inf`` (a column
-        with every entry masked) taken as 0 and a NaN winning its column: NumPy's max and
-        subtraction in one pass over each (S, L) slab (its bits; a slab stays in cache
-        between the two loops)."""
+    def shift_columns(s, scale):
+        """``s *= scale; s -= max(s, axis=1)`` in place for ``s`` (G, S, L), a max of
+        ``-inf`` (a column with every entry masked) taken as 0 and a NaN winning its
+        column: NumPy's product, max and subtraction in one pass over each (S, L) slab
+        (their bits; a slab stays in cache between the two loops). ``scale`` of ``s``'s
+        dtype (1 leaves ``s`` as it is: ``x * 1`` is ``x``)."""
         G, S, L = s.shape
         m = np.empty(L, s.dtype)
         for g in range(G):
-            m[:] = s[g, 0]
+            r = s[g, 0]
+            for i in range(L):
+                v = r[i] * scale
+                r[i] = v
+                m[i] = v
             for j in range(1, S):
                 r = s[g, j]
                 for i in range(L):
-                    v = r[i]
+                    v = r[i] * scale
+                    r[i] = v
                     if v > m[i] or v != v:
                         m[i] = v
             for i in range(L):

@@ -68,16 +68,18 @@ def _score_grads(g_out: np.ndarray, v: np.ndarray, p: np.ndarray) -> np.ndarray:
     return matmul(g_out, _swap(v))
 
 
-def _masked_softmax_(s: np.ndarray, bounded: bool = False) -> np.ndarray:
+def _masked_softmax_(s: np.ndarray, bounded: bool = False, scale=None) -> np.ndarray:
     """Softmax over the last axis of ``s``, in place; rows that are all ``-inf`` become 0.
     ``bounded``: every finite score is known to lie within ``±_flash._NO_SHIFT`` (see
     :func:`_bounded`), so the row max need not be subtracted (two passes fewer).
+    ``scale`` (of ``s``'s dtype): ``s`` is multiplied by it first, inside the compiled
+    column shift, which must then apply (:func:`_column_kernels`).
 
     ``s`` may be the transposed view of a (..., S, L) array (its last axis not the
     contiguous one): the reductions then run down that array's columns, which NumPy
     vectorises across the L rows at once."""
     if s.ndim >= 2 and s.strides[-1] != s.itemsize and s.strides[-2] == s.itemsize:
-        return _swap(_softmax_along_(_swap(s), -2, bounded, _column_kernels(s)))
+        return _swap(_softmax_along_(_swap(s), -2, bounded, _column_kernels(s), scale))
     return _softmax_along_(s, -1, bounded)
 
 
@@ -95,13 +97,18 @@ def _column_kernels(s: np.ndarray):
     return _numba.kernels_for(s, min_size=_COMPILED_MIN)
 
 
-def _softmax_along_(s: np.ndarray, axis: int, bounded: bool = False, kern=None) -> np.ndarray:
+def _softmax_along_(s: np.ndarray, axis: int, bounded: bool = False, kern=None,
+                    scale=None) -> np.ndarray:
     if kern is not None and not bounded:                # axis -2 of a C-contiguous s
-        kern.shift_columns(s.reshape((-1,) + s.shape[-2:]))
-    elif not bounded:               # bounded: exp(s) within [e^-16, e^16], or 0 where masked
-        m = s.max(axis=axis, keepdims=True)
-        m[m == -np.inf] = 0                                 # rows with every key masked
-        s -= m
+        one = s.dtype.type(1) if scale is None else scale
+        kern.shift_columns(s.reshape((-1,) + s.shape[-2:]), one)
+    else:
+        if scale is not None:
+            s *= scale
+        if not bounded:             # bounded: exp(s) within [e^-16, e^16], or 0 where masked
+            m = s.max(axis=axis, keepdims=True)
+            m[m == -np.inf] = 0                             # rows with every key masked
+            s -= m
     exp(s, out=s)
     if kern is not None:                                # NumPy's sums, one compiled pass
         s3 = s.reshape((-1,) + s.shape[-2:])
@@ -146,7 +153,10 @@ class ScaledDotProductAttention(Function):
         if self.by_heads:
             return self._forward_by_heads(q, k, v, keep, scale)
         s = _scores(q, k, dropout_p == 0.0 and not need_weights and k.shape[-2] <= _SHORT_ROWS)
-        s *= scale
+        # with no mask, the compiled column shift scales the scores in its own pass
+        fold = bias is None and keep is None and _column_kernels(s) is not None
+        if not fold:
+            s *= scale
         bounded = bias is None and _column_kernels(s) is None and _bounded(q, k, scale)
         if bias is not None:
             if np.broadcast_shapes(s.shape, bias.shape) == s.shape:
@@ -157,7 +167,7 @@ class ScaledDotProductAttention(Function):
             if np.broadcast_shapes(s.shape, keep.shape) != s.shape:
                 s = np.array(np.broadcast_to(s, np.broadcast_shapes(s.shape, keep.shape)))
             np.copyto(s, -np.inf, where=~keep)
-        p = _masked_softmax_(s, bounded)                    # (..., L, S)
+        p = _masked_softmax_(s, bounded, s.dtype.type(scale) if fold else None)  # (..., L, S)
         self.p = p
         pd = p
         self.dropped = dropout_p > 0.0
@@ -216,14 +226,18 @@ class ScaledDotProductAttention(Function):
         short = S <= _SHORT_ROWS
         p = np.empty((G, S, L) if short else (G, L, S), q.dtype)
         out = np.empty((G, L, Ev), q.dtype)
-        bounded = (_column_kernels(_swap(p)) if short else None) is None and _bounded(q, k, scale)
+        kern = _column_kernels(_swap(p)) if short else None
+        bounded = kern is None and _bounded(q, k, scale)
+        fold = kern is not None and keep is None           # scaled inside the column shift
+        sc = q.dtype.type(scale)
 
         def heads(lo: int, hi: int) -> None:
             s = _scores(qf[lo:hi], kf[lo:hi], short, out=p[lo:hi])
-            s *= scale
+            if not fold:
+                s *= scale
             if keep is not None:
                 np.copyto(s, -np.inf, where=~keep)
-            _masked_softmax_(s, bounded)
+            _masked_softmax_(s, bounded, sc if fold else None)
             matmul(s, vf[lo:hi], out=out[lo:hi])
 
         parallel(heads, G, G * L * S, calls_blas=True)
