@@ -264,6 +264,37 @@ def _build():
                 dcr[b] = c * f5[b]
 
     @njit
+    def lstm_step_grads_gates(dc, dh, x, da, one, c):
+        """:func:`lstm_step_grads` from the step's slab ``x`` (6, H, B) = ``[i, o, f, g,
+        tanh c_t, c_{t-1}]`` instead of its factors: each factor made where it is used, in
+        :func:`lstm_factors`' arithmetic (so the same bits), a loop per output so that
+        each vectorises; ``c`` (H·B,) scratch for ``δc``."""
+        n = dc.size
+        nh, nb = dc.shape
+        dcf, dhf, xf = dc.reshape(n), dh.reshape(n), x.reshape(6, n)
+        ig, og, fg, gg, tc, cp = xf[0], xf[1], xf[2], xf[3], xf[4], xf[5]
+        for k in range(n):
+            c[k] = dcf[k] + dhf[k] * ((one - tc[k] * tc[k]) * og[k])
+        for h in range(nh):
+            a, o = da[0, h], h * nb
+            for b in range(nb):
+                a[b] = (one - ig[o + b]) * ig[o + b] * gg[o + b] * c[o + b]
+        for h in range(nh):
+            a, o = da[1, h], h * nb
+            for b in range(nb):
+                a[b] = (one - og[o + b]) * og[o + b] * tc[o + b] * dhf[o + b]
+        for h in range(nh):
+            a, o = da[2, h], h * nb
+            for b in range(nb):
+                a[b] = (one - fg[o + b]) * fg[o + b] * cp[o + b] * c[o + b]
+        for h in range(nh):
+            a, o = da[3, h], h * nb
+            for b in range(nb):
+                a[b] = (one - gg[o + b] * gg[o + b]) * ig[o + b] * c[o + b]
+        for k in range(n):
+            dcf[k] = c[k] * fg[k]
+
+    @njit
     def shift_columns(s, scale):
         """``s *= scale; s -= max(s, axis=1)`` in place for ``s`` (G, S, L), a max of
         ``-inf`` (a column with every entry masked) taken as 0 and a NaN winning its
@@ -373,7 +404,7 @@ def _build():
     K.layer_norm_rows, K.layer_norm_grad_rows = layer_norm_rows, layer_norm_grad_rows
     K.add_layer_norm_rows = add_layer_norm_rows
     K.lstm_gates, K.lstm_step_grads = lstm_gates, lstm_step_grads
-    K.lstm_factors = lstm_factors
+    K.lstm_factors, K.lstm_step_grads_gates = lstm_factors, lstm_step_grads_gates
     K.shift_columns, K.column_sums = shift_columns, column_sums
     K.bias_relu, K.relu_grad, K.dropout_relu_grad = bias_relu, relu_grad, dropout_relu_grad
     K.relu_grad_into, K.sgd_momentum, K.sgd_plain = relu_grad_into, sgd_momentum, sgd_plain

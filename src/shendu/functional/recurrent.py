@@ -378,10 +378,14 @@ class LSTMScan(Function):
         W = _fused_weights(w_ih, w_hh, bias, _LSTM_BLOCKS, 3)   # σ(a) = (1 + tanh(a/2)) / 2
         Wx = W[:, :Z.shape[1] - H] if not h0.any() else None   # h_0 = 0: [b | W_ih] suffices
         # the slabs of the steps, in turn: C of them and the next one when training, so
-        # that every C steps the factors of the backward pass are made for C steps at once
-        C = max(1, min(T, _CHUNK_BYTES // (3 * H * max(B, 1) * dt.itemsize)))
+        # that every C steps the factors of the backward pass are made for C steps at once;
+        # with the compiled loops, a slab for every step, kept for the backward, which
+        # makes each step's factors where it uses them (one pass fewer over T slabs)
+        keep = (train and (T + 1) * 6 * H * B >= _COMPILED_MIN
+                and _numba.kernels_for(x, min_size=0) is not None)
+        C = T if keep else max(1, min(T, _CHUNK_BYTES // (3 * H * max(B, 1) * dt.itemsize)))
         S = _workspace.get((C + 1, 6 * H, B), dt)
-        F = _workspace.get((T, 6 * H, B), dt) if train else None
+        F = _workspace.get((T, 6 * H, B), dt) if train and not keep else None
         Zh[T if reverse else 0] = h0.T
         S[0, 5 * H:] = c0.T
         kern = _numba.kernels_for(S, min_size=_COMPILED_MIN)
@@ -417,7 +421,7 @@ class LSTMScan(Function):
                 if idx is not None:
                     hn[:, idx] = Zh[p][:, idx]
                     cn[:, idx] = cp[:, idx]
-            if j == C - 1 or k == T - 1:
+            if not keep and (j == C - 1 or k == T - 1):
                 if train:                              # the last j+1 steps: their factors
                     Fj = F[t:t + j + 1] if reverse else F[t - j:t + 1]
                     if kern is not None:
@@ -426,17 +430,22 @@ class LSTMScan(Function):
                     else:
                         _lstm_factors(S[:j + 1], Fj[::-1] if reverse else Fj, H)
                 S[0, 5 * H:] = cn                      # c_t, for the next step
-        c_n = S[0, 5 * H:].T.copy()
-        _workspace.put(W, S)
+        c_n = S[T if keep else 0, 5 * H:].T.copy()
+        _workspace.put(W)
+        if keep:
+            F = S                                      # the slabs, (T + 1, 6H, B)
+        else:
+            _workspace.put(S)
         if train:
-            self.saved = (Z, o, cols, w_ih, w_hh, F, mask, reverse)
+            self.saved = (Z, o, cols, w_ih, w_hh, F, mask, reverse, keep)
         last = 0 if reverse else T
         return _outputs(Zh, T, reverse, mask), Zh[last].T.copy(), c_n
 
     def backward(self, g_out, g_hn, g_cn):
         # δa = [δc, δh, δc, δc] ⊙ [g i(1-i), tanh(c) o(1-o), c_{t-1} f(1-f), i(1-g²)]
-        Z, o, cols, w_ih, w_hh, F, mask, reverse = self.saved
+        Z, o, cols, w_ih, w_hh, F, mask, reverse, keep = self.saved
         T, H6, B = F.shape
+        T -= keep                                      # the slabs: one more than the steps
         H = H6 // 6
         G = 4 * H
         K = Z.shape[1]
@@ -465,7 +474,8 @@ class LSTMScan(Function):
         first = True
         need_h0, need_c0 = self.needs_input_grad[1], self.needs_input_grad[2]
         order = [t for t, _p, _n in reversed(_order(T, reverse))]
-        F6 = F.reshape(T, 6, H, B)
+        F6 = F.reshape(-1, 6, H, B)
+        one, scratch = dt.type(1), (np.empty(H * B, dt) if keep else None)
         D4 = D.reshape(4, H, C, B)
         kern = _numba.kernels_for(F, min_size=_COMPILED_MIN)
         carry = Repeated(whhT, D[:, 0], dh)            # the steps' products, checked once
@@ -481,11 +491,13 @@ class LSTMScan(Function):
             if idx is not None:
                 dh[:, idx] = 0
                 dc[:, idx] = 0
-            ft = F6[t]
+            ft = F6[T - 1 - t if reverse else t] if keep else F6[t]
             j = t % C
             da, da_io, da_fg = cols_[j]
             final = k == T - 1
-            if kern is not None:                       # the same passes as one loop
+            if keep:                                   # the same arithmetic as one loop
+                kern.lstm_step_grads_gates(dc, dh, ft, D4[:, :, j], one, scratch)
+            elif kern is not None:
                 kern.lstm_step_grads(dc, dh, ft, D4[:, :, j])
             else:
                 np.multiply(dh, ft[4], out=tmp)
