@@ -862,3 +862,56 @@ def test_mha_self_attention_without_bias_parity(batch_first, heads):
     for dtype in (np.float32, np.float64):              # a fresh pair each: no stale grads
         s, t = _mha_pair(H=heads, bias=False, batch_first=batch_first)
         check_module(s, t, make_inputs([shape]), fn=lambda m, x: m(x, x, x), dtype=dtype)
+
+
+def _flash_run(arrs, g, compiled, monkeypatch):
+    from shendu.functional import _flash
+
+    with monkeypatch.context() as m:
+        m.setattr(A, "BLOCKWISE_MIN_SCORES", 0)
+        if not compiled:
+            m.setattr(_flash, "_compiled", lambda *a: None)
+        ts = [shendu.tensor(a, requires_grad=True) for a in arrs]
+        out = F.scaled_dot_product_attention(*ts)
+        out.backward(shendu.tensor(g))
+    return [out.data.copy()] + [t.grad.data.copy() for t in ts]
+
+
+@pytest.mark.parametrize("case", ["plain", "shifted", "query-blocks", "broadcast"])
+def test_sdpa_blockwise_compiled_tiles(monkeypatch, case):
+    """The compiled tile loops (float32, no mask, no dropout) against the Python tile loop
+    (to float32 rounding: their row sums and bound are their own) and against torch in
+    float64 (as close as the Python loop), the shift by the row max (large scores), several
+    query blocks and broadcast heads included."""
+    from shendu.functional import _flash, _flash_mkl
+
+    if _flash_mkl.kernels() is None:
+        pytest.skip("Numba or MKL is not installed (or SHENDU_NUMBA=0)")
+    rng = np.random.default_rng(7)
+    sq, sk = (2, 3, 40, 8), (2, 3, 37, 8)
+    if case == "query-blocks":
+        monkeypatch.setattr(_flash, "COMPILED_TILE_ELEMS", 37 * 16)   # 16-row blocks
+        monkeypatch.setattr(_flash, "MIN_BLOCK", 16)
+    if case == "broadcast":
+        sk = (2, 1, 37, 8)
+    q = rng.standard_normal(sq).astype(np.float32)
+    k, v = (rng.standard_normal(sk).astype(np.float32) for _ in range(2))
+    if case == "shifted":
+        q *= 9                                          # row maxima far beyond +-16
+        k *= 9
+    g = rng.standard_normal(sq[:-1] + (8,)).astype(np.float32)
+    calls = []
+    kern = _flash_mkl.kernels()
+    monkeypatch.setattr(kern, "forward", lambda *a, f=kern.forward: calls.append(1) or f(*a))
+    got = _flash_run((q, k, v), g, True, monkeypatch)
+    assert calls, "the compiled tiles were not used"
+    want = _flash_run((q, k, v), g, False, monkeypatch)
+    tq = [torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (q, k, v)]
+    to = TF.scaled_dot_product_attention(*tq)
+    to.backward(torch.tensor(g, dtype=torch.float64))
+    ref = [to.detach().numpy()] + [t.grad.numpy() for t in tq]
+    for c, w, r in zip(got, want, ref):
+        assert np.isfinite(c).all()
+        scale = np.abs(r).max() + 1e-30
+        assert np.abs(c - w).max() <= 1e-5 * scale
+        assert np.abs(c - r).max() <= 2 * np.abs(w - r).max() + 1e-6 * scale

@@ -64,13 +64,32 @@ MAX_BLOCK = 4096
 MIN_BLOCK = 32
 
 
-def block_sizes(g: int, L: int, S: int) -> tuple[int, int, int]:
+#: Tile size of the compiled tile loops (``_flash_mkl``): 1 MiB in float32, which stays in
+#: the core's cache; they make no calls from Python per tile.
+COMPILED_TILE_ELEMS = 1 << 18
+
+
+def block_sizes(g: int, L: int, S: int, tile: int | None = None) -> tuple[int, int, int]:
     """Heads, queries and keys per tile for ``g`` heads: every key up to
-    :data:`MAX_BLOCK`, then as many queries and heads as :data:`TILE_ELEMS` allows."""
+    :data:`MAX_BLOCK`, then as many queries and heads as ``tile`` (:data:`TILE_ELEMS`)
+    allows."""
+    tile = TILE_ELEMS if tile is None else tile
     bk = max(1, min(S, MAX_BLOCK))
-    bq = max(1, min(L, MAX_BLOCK, max(MIN_BLOCK, TILE_ELEMS // bk)))
-    hg = max(1, min(g, TILE_ELEMS // (bq * bk), -(-g // MIN_GROUPS)))
+    bq = max(1, min(L, MAX_BLOCK, max(MIN_BLOCK, tile // bk)))
+    hg = max(1, min(g, tile // (bq * bk), -(-g // MIN_GROUPS)))
     return hg, bq, bk
+
+
+def _compiled(q, k, v, masks, dropout_p: float):
+    """The compiled tile loops (``_flash_mkl``) when they take this call: float32, no
+    mask, no dropout, every key in one block; None otherwise."""
+    if (q.dtype != np.float32 or k.dtype != np.float32 or v.dtype != np.float32
+            or masks.keep is not None or masks.bias is not None or dropout_p != 0.0
+            or k.shape[-2] > MAX_BLOCK or q.shape[-2] == 0 or k.shape[-2] == 0):
+        return None
+    from shendu.functional import _flash_mkl
+
+    return _flash_mkl.kernels()
 
 
 def _flat(a: np.ndarray, lead: tuple) -> np.ndarray:
@@ -213,6 +232,9 @@ def attention_forward(q, k, v, masks: _Masks, scale: float, dropout_p: float, se
     L, S, Ev = q.shape[-2], k.shape[-2], v.shape[-1]
     G = math.prod(lead)
     dt = q.dtype
+    kern = _compiled(q, k, v, masks, dropout_p)
+    if kern is not None:
+        return _forward_compiled(kern, q, k, v, lead, scale)
     hg, bq, bk = block_sizes(G, L, S)
     qsrc, kf, vf = _flat(q, lead), _flat(k, lead), _flat(v, lead)
     sc = dt.type(scale)
@@ -299,11 +321,77 @@ def attention_forward(q, k, v, masks: _Masks, scale: float, dropout_p: float, se
     return out.reshape(lead + (L, Ev)), lse.reshape(lead + (L, 1))
 
 
+def _four(a: np.ndarray, lead: tuple) -> np.ndarray:
+    """``a`` (..., n, m) broadcast to ``lead`` as a 4-D view (A, B, n, m), ``A·B`` the heads
+    (no copy where the leading dims merge into two; the compiled loops take any strides)."""
+    b = np.broadcast_to(a, lead + a.shape[-2:])
+    if len(lead) <= 1:
+        return b.reshape((1, math.prod(lead)) + a.shape[-2:])
+    try:
+        return b.reshape((math.prod(lead[:-1]), lead[-1]) + a.shape[-2:], copy=False)
+    except (ValueError, TypeError):
+        return np.ascontiguousarray(b).reshape((math.prod(lead[:-1]), lead[-1]) + a.shape[-2:])
+
+
+def _forward_compiled(kern, q, k, v, lead, scale):
+    """:func:`attention_forward` by the compiled tile loops (see :func:`_compiled`)."""
+    L, S, E, Ev = q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1]
+    G = math.prod(lead)
+    qf, kf, vf = (_four(a, lead) for a in (q, k, v))
+    hg, bq, _ = block_sizes(G, L, S, COMPILED_TILE_ELEMS)
+    out = np.empty((G, L, Ev), np.float32)
+    m = np.empty((G, L), np.float32)
+    den = np.empty((G, L), np.float32)
+    sc = np.float32(scale)
+
+    def heads(c0: int, c1: int) -> None:
+        f = np.float32
+        kern.forward(qf, kf, vf, out, m, den, sc, c0, c1, hg, bq,
+                     np.empty(hg * min(bq, L) * S, f), np.empty((hg, L, E), f),
+                     np.empty((hg, S, E), f), np.empty((hg, S, Ev), f))
+
+    _run(heads, -(-G // hg), G * L * S)
+    lse = m + np.log(den)
+    return out.reshape(lead + (L, Ev)), lse.reshape(lead + (L, 1))
+
+
+def _backward_compiled(kern, g_out, q, k, v, out, lse, scale, need):
+    """:func:`attention_backward` by the compiled tile loops (see :func:`_compiled`)."""
+    lead = out.shape[:-2]
+    L, S, E, Ev = q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1]
+    G = math.prod(lead)
+    qf, kf, vf, gof, of = (_four(a, lead) for a in (q, k, v, g_out, out))
+    lsef = np.ascontiguousarray(_flat(lse, lead)).reshape(G, L)
+    hg, bq, _ = block_sizes(G, L, S, COMPILED_TILE_ELEMS)
+    gq = _workspace.lend((G, L, E), np.float32)
+    gk = _workspace.lend((G, S, E), np.float32)
+    gv = _workspace.lend((G, S, Ev), np.float32)
+    sc = np.float32(scale)
+
+    def heads(c0: int, c1: int) -> None:
+        n = hg * min(bq, L) * S
+        f = np.float32
+        kern.backward(qf, kf, vf, gof, of, lsef, gq, gk, gv, sc, c0, c1, hg, bq,
+                      np.empty(n, f), np.empty(n, f), np.empty(hg * min(bq, L) * E, f),
+                      np.empty((hg, L, E + 1), f), np.empty((hg, S, E + 1), f),
+                      np.empty((hg, L, Ev + 1), f), np.empty((hg, S, Ev + 1), f))
+
+    _run(heads, -(-G // hg), G * L * S)
+
+    def back(a, n, m, want):
+        return a.reshape(lead + (n, m)) if want else None
+
+    return back(gq, L, E, need[0]), back(gk, S, E, need[1]), back(gv, S, Ev, need[2]), None
+
+
 def attention_backward(g_out, q, k, v, out, lse, masks: _Masks, scale: float,
                        dropout_p: float, seed: int, need: tuple, need_bias: bool):
     """Gradients of :func:`attention_forward`: ``(gq, gk, gv, gbias)``, each in the full
     leading shape (the caller undoes broadcasting; ``gbias`` in the mask's shape padded to
     lead's length), None where not needed."""
+    kern = _compiled(q, k, v, masks, dropout_p) if not need_bias else None
+    if kern is not None:
+        return _backward_compiled(kern, g_out, q, k, v, out, lse, scale, need)
     lead = out.shape[:-2]
     L, S, E, Ev = q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1]
     G = math.prod(lead)
