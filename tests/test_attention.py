@@ -915,3 +915,22 @@ def test_sdpa_blockwise_compiled_tiles(monkeypatch, case):
         scale = np.abs(r).max() + 1e-30
         assert np.abs(c - w).max() <= 1e-5 * scale
         assert np.abs(c - r).max() <= 2 * np.abs(w - r).max() + 1e-6 * scale
+
+
+def test_sdpa_compiled_tiles_take_moderate_rows_on_one_thread(monkeypatch):
+    """From 128 keys the compiled blockwise tiles take the call on one thread (float32, no
+    mask, no dropout), where they are faster than the fused kernel; not with several
+    threads, a mask, dropout or float64."""
+    from shendu.functional import _flash_mkl, conv
+
+    if _flash_mkl.kernels() is None:
+        pytest.skip("Numba or MKL is not installed (or SHENDU_NUMBA=0)")
+    x = np.zeros((4, 128, 8), np.float32)
+    monkeypatch.setattr(conv, "_N_THREADS", 1)
+    assert A._use_blockwise(x, x, x, None, None)
+    assert not A._use_blockwise(x[:, :100], x[:, :100], x[:, :100], None, None)
+    assert not A._use_blockwise(x, x, x, None, None, dropout_p=0.1)
+    assert not A._use_blockwise(x, x, x, None, np.ones((128, 128), bool))
+    assert not A._use_blockwise(*(x.astype(np.float64),) * 3, None, None)
+    monkeypatch.setattr(conv, "_N_THREADS", 2)
+    assert not A._use_blockwise(x, x, x, None, None)
