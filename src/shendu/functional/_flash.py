@@ -80,11 +80,11 @@ def block_sizes(g: int, L: int, S: int, tile: int | None = None) -> tuple[int, i
     return hg, bq, bk
 
 
-def _compiled(q, k, v, masks, dropout_p: float):
+def _compiled(q, k, v, keep, bias, dropout_p: float):
     """The compiled tile loops (``_flash_mkl``) when they take this call: float32, no
     mask, no dropout, every key in one block; None otherwise."""
     if (q.dtype != np.float32 or k.dtype != np.float32 or v.dtype != np.float32
-            or masks.keep is not None or masks.bias is not None or dropout_p != 0.0
+            or keep is not None or bias is not None or dropout_p != 0.0
             or k.shape[-2] > MAX_BLOCK or q.shape[-2] == 0 or k.shape[-2] == 0):
         return None
     from shendu.functional import _flash_mkl
@@ -232,7 +232,7 @@ def attention_forward(q, k, v, masks: _Masks, scale: float, dropout_p: float, se
     L, S, Ev = q.shape[-2], k.shape[-2], v.shape[-1]
     G = math.prod(lead)
     dt = q.dtype
-    kern = _compiled(q, k, v, masks, dropout_p)
+    kern = _compiled(q, k, v, masks.keep, masks.bias, dropout_p)
     if kern is not None:
         return _forward_compiled(kern, q, k, v, lead, scale)
     hg, bq, bk = block_sizes(G, L, S)
@@ -389,7 +389,7 @@ def attention_backward(g_out, q, k, v, out, lse, masks: _Masks, scale: float,
     """Gradients of :func:`attention_forward`: ``(gq, gk, gv, gbias)``, each in the full
     leading shape (the caller undoes broadcasting; ``gbias`` in the mask's shape padded to
     lead's length), None where not needed."""
-    kern = _compiled(q, k, v, masks, dropout_p) if not need_bias else None
+    kern = None if need_bias else _compiled(q, k, v, masks.keep, masks.bias, dropout_p)
     if kern is not None:
         return _backward_compiled(kern, g_out, q, k, v, out, lse, scale, need)
     lead = out.shape[:-2]

@@ -29,12 +29,10 @@ __all__ = ["kernels"]
 _lock = threading.Lock()
 _loaded: list = []
 
-#: above this the shift by the row max is needed (``_flash._NO_SHIFT``)
-_NO_SHIFT = 16.0
-
 
 def kernels():
-    """The compiled tile loops (a namespace), or None where Numba or MKL is missing."""
+    """The compiled tile loops (a namespace), or None where Numba or MKL is missing (the
+    lazy loader of ``_numba.kernels``)."""
     if _loaded:
         return _loaded[0]
     with _lock:
@@ -44,7 +42,7 @@ def kernels():
 
 
 def _build():
-    from shendu.functional import _gemm, _numba
+    from shendu.functional import _flash, _gemm, _numba
 
     if _numba.kernels() is None:
         return None
@@ -67,7 +65,8 @@ def _build():
     mode = _gemm._VML_MODE
     njit = numba.njit(nogil=True)
     ROW, N, T = 101, 111, 112
-    big = np.float32(_NO_SHIFT)
+    big = np.float32(_flash._NO_SHIFT)
+    tiny = -np.finfo(np.float32).max                   # -lse of a row with no key: P = 0
 
     @njit
     def gemm(ta, tb, m, n, k, pa, lda, sa, pb, ldb, sb, beta, pc, ldc, sc, count):
@@ -175,7 +174,6 @@ def _build():
         S = k.shape[2]
         Ev = v.shape[3]
         E1, V1 = E + 1, Ev + 1
-        tiny = -np.float32(3.4028234663852886e38)
         for hb in range(c0, c1):
             h0 = hb * hg
             h1 = min(h0 + hg, G)

@@ -337,9 +337,8 @@ def _use_blockwise(q, k, v, bias, keep, dropout_p: float = 0.0) -> bool:
     if k.shape[-2] < BLOCKWISE_MIN_KEYS and n < BLOCKWISE_MIN_SCORES:
         from shendu.functional import conv
 
-        if (k.shape[-2] < COMPILED_MIN_KEYS or conv._N_THREADS != 1 or bias is not None
-                or keep is not None or dropout_p != 0.0 or q.dtype != np.float32
-                or _flash_compiled() is None):
+        if (k.shape[-2] < COMPILED_MIN_KEYS or conv._N_THREADS != 1
+                or _flash._compiled(q, k, v, keep, bias, dropout_p) is None):
             return False
     full = lead + (q.shape[-2], k.shape[-2])
     return all(m is None or (m.ndim <= len(full) and np.broadcast_shapes(m.shape, full) == full)
@@ -349,12 +348,6 @@ def _use_blockwise(q, k, v, bias, keep, dropout_p: float = 0.0) -> bool:
 #: Scores (over every head) from which the fused kernel splits the heads over the kernels'
 #: threads, when there are several.
 BY_HEADS_MIN_SCORES = 1 << 19
-
-
-def _flash_compiled():
-    from shendu.functional import _flash_mkl
-
-    return _flash_mkl.kernels()
 
 
 def _by_heads(q, k, v, keep) -> bool:
