@@ -46,6 +46,107 @@ def test_conv2d_special(shapes, kw):
              torch_fn=lambda x, w: TF.conv2d(x, w, **kw))
 
 
+TILED = [(s, p, d) for s, p, d, g in GRID if g == 1] + [(3, 2, 1), (2, (0, 3), (2, 1))]
+
+
+@pytest.fixture(params=["compiled", "numpy"])
+def tiny_tiles(request, monkeypatch):
+    """Every conv2d with groups=1 on the tiled path, in tiles of one output row (and, for
+    the input gradient, one input row), on the compiled loops or on NumPy."""
+    from shendu.functional import _numba
+    from shendu.functional import conv as conv_mod
+
+    monkeypatch.setattr(conv_mod, "TILE_ELEMS", 1)
+    if request.param == "numpy":
+        monkeypatch.setattr(_numba, "_loaded", [None])
+    elif _numba.kernels() is None:
+        pytest.skip("Numba is not installed")
+    return request.param
+
+
+@pytest.mark.parametrize("stride,padding,dilation", TILED)
+@pytest.mark.parametrize("kernel", [(3, 2), (1, 1), (5, 3)])
+def test_conv2d_tiled_grid(tiny_tiles, stride, padding, dilation, kernel):
+    """The tiled kernel (patches made per tile, the bias inside the product, the weight
+    gradient summed over tiles, the input gradient gathered per input row) against torch
+    and the float64 central difference."""
+    from shendu.functional import conv as conv_mod
+
+    kw = dict(stride=stride, padding=padding, dilation=dilation)
+    shapes = [(2, 4, 9, 7), (5, 4) + kernel, (5,)]
+    ran = []
+    forward = conv_mod.Conv2d._forward_tiled
+
+    def spy(self, *a):
+        ran.append(1)
+        return forward(self, *a)
+
+    conv_mod.Conv2d._forward_tiled = spy
+    try:
+        check_op(lambda x, w, b: F.conv2d(x, w, b, **kw), shapes,
+                 torch_fn=lambda x, w, b: TF.conv2d(x, w, b, **kw))
+        check_op(lambda x, w: F.conv2d(x, w, **kw), shapes[:2],
+                 torch_fn=lambda x, w: TF.conv2d(x, w, **kw))
+    finally:
+        conv_mod.Conv2d._forward_tiled = forward
+    assert ran
+
+
+def test_conv2d_tiled_compiled_and_numpy_same_bits(monkeypatch):
+    """The compiled patch and gather loops copy and add what the NumPy loops do, in their
+    order: float32 results equal bit for bit, the tiles split over threads or not."""
+    from shendu.functional import _numba
+    from shendu.functional import conv as conv_mod
+
+    if _numba.kernels() is None:
+        pytest.skip("Numba is not installed")
+    monkeypatch.setattr(conv_mod, "TILE_ELEMS", 2000)
+
+    def run():
+        rng = np.random.default_rng(5)
+        x, w, b = (shendu.tensor(rng.standard_normal(s).astype(np.float32), requires_grad=True)
+                   for s in [(4, 6, 11, 10), (7, 6, 3, 3), (7,)])
+        y = F.conv2d(x, w, b, padding=(1, 2), stride=(1, 2))
+        y.backward(rng.standard_normal(y.shape).astype(np.float32))
+        return [a.copy() for a in (y.data, x.grad.data, w.grad.data, b.grad.data)]
+
+    compiled = run()
+    monkeypatch.setattr(conv_mod, "PARALLEL_MIN", 1)
+    before = conv_mod._N_THREADS
+    try:
+        conv_mod.set_kernel_threads(3)
+        threaded = run()
+    finally:
+        conv_mod.set_kernel_threads(before)
+    monkeypatch.setattr(_numba, "_loaded", [None])
+    numpy = run()
+    for a, b, c in zip(compiled, threaded, numpy):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+
+
+def test_conv2d_tiled_frozen_weight_and_bias_alone(monkeypatch):
+    """Only the gradients asked for: a frozen weight keeps no input for its gradient, a
+    bias alone still gets its own; the input gradient stays right either way."""
+    from shendu.functional import conv as conv_mod
+
+    monkeypatch.setattr(conv_mod, "TILE_ELEMS", 1)
+    rng = np.random.default_rng(2)
+    arrays = [rng.standard_normal(s) for s in [(2, 3, 6, 5), (4, 3, 3, 3), (4,)]]
+    gy = rng.standard_normal((2, 4, 6, 5))
+    ref = [torch.tensor(a, requires_grad=True) for a in arrays]
+    TF.conv2d(*ref, padding=1).backward(torch.tensor(gy))
+    x = shendu.tensor(arrays[0], requires_grad=True)
+    w = shendu.tensor(arrays[1])
+    b = shendu.tensor(arrays[2], requires_grad=True)
+    y = F.conv2d(x, w, b, padding=1)
+    assert y.grad_fn.__dict__.get("xs") is None
+    y.backward(gy)
+    assert w.grad is None
+    np.testing.assert_allclose(x.grad.data, ref[0].grad.numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(b.grad.data, ref[2].grad.numpy(), rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("stride,padding,dilation,groups", [
     (1, 0, 1, 1), (2, 1, 1, 1), (1, "same", 2, 1), (1, "same", 1, 3), (2, 3, 2, 3), (3, 1, 1, 1),
 ])

@@ -66,6 +66,42 @@ def test_every_layout_gives_numpys_product(every_product, dtype):
 
 
 @needs_mkl
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_out_may_be_a_column_block_of_a_wider_matrix(every_product, dtype):
+    """``out=`` a block of columns of a row-major matrix (the tiled convolution writes each
+    tile's product there): MKL writes it in place with the wider rows' stride and leaves
+    the columns around it alone, with or without ``accumulate``; an out whose rows are not
+    unit-stride goes to NumPy."""
+    rng = np.random.default_rng(6)
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    conv.set_kernel_threads(1)
+    calls = []
+    st = _gemm._load()
+    f = st["gemm"][np.dtype(dtype)]
+    for (sa, sb), (la, lb) in itertools.product(SHAPES[:2], itertools.product("ct", "ct")):
+        a, b = _array(rng, sa, dtype, la), _array(rng, sb, dtype, lb)
+        want = np.matmul(a, b)
+        wide = rng.standard_normal((want.shape[0], want.shape[1] + 9)).astype(dtype)
+        before = wide.copy()
+        block = wide[:, 4:4 + want.shape[1]]
+        calls.clear()
+        st["gemm"][np.dtype(dtype)] = lambda *args: (calls.append(1), f(*args))
+        try:
+            assert _gemm.matmul(a, b, out=block) is block
+            n = len(calls)
+            _gemm.matmul(a, b, out=block, accumulate=True)
+        finally:
+            st["gemm"][np.dtype(dtype)] = f
+        assert n == 1 and len(calls) == 2
+        np.testing.assert_allclose(block, 2 * want, rtol=tol, atol=tol * 10)
+        np.testing.assert_array_equal(wide[:, :4], before[:, :4])
+        np.testing.assert_array_equal(wide[:, 4 + want.shape[1]:], before[:, 4 + want.shape[1]:])
+    a, b = rng.standard_normal((30, 20)).astype(dtype), rng.standard_normal((20, 40)).astype(dtype)
+    out = np.zeros((40, 30), dtype).T                     # column-major: NumPy's
+    np.testing.assert_allclose(_gemm.matmul(a, b, out=out), a @ b, rtol=tol, atol=tol * 10)
+
+
+@needs_mkl
 def test_products_are_taken_by_mkl(every_product, monkeypatch):
     """The fuzz above would pass with every product on NumPy: count the foreign calls."""
     calls = []

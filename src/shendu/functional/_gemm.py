@@ -320,17 +320,23 @@ def _matmul2(f, a, b, out, beta: float = 0.0):
         return None
     m, k = a.shape
     n = b.shape[1]
+    ldc = n
     if out is None:
         out = np.empty((m, n), a.dtype)
     elif (type(out) is not np.ndarray or out.shape != (m, n) or out.dtype != a.dtype
-          or not out.flags.c_contiguous or not out.flags.writeable
+          or not out.flags.writeable
           or np.may_share_memory(out, a) or np.may_share_memory(out, b)):
         return None
+    elif not out.flags.c_contiguous:        # rows of a wider matrix: a column block of it
+        lc = _layout(out)
+        if lc is None or lc[0] != _NO_TRANS:
+            return None
+        ldc = lc[1]
     if m == 0 or n == 0:
         return out
     (ta, lda), (tb, ldb) = la, lb
     f(_ROW_MAJOR, ta, tb, m, n, k, 1.0, a.ctypes.data, lda, b.ctypes.data, ldb, beta,
-      out.ctypes.data, n)
+      out.ctypes.data, ldc)
     return out
 
 

@@ -204,6 +204,65 @@ def _build():
                                 d[n] += sk[n]
 
     @njit
+    def tile_patches(xc, r0, sh, sw, dh, dw, pt, pl, cols):
+        """A tile of conv's patch matrix: ``cols`` (C, kh, kw, R, Wo, N) =
+        ``xc[c, (r0 + y)*sh + i*dh - pt, x*sw + j*dw - pl]`` of the batch-innermost input
+        ``xc`` (C, H, W, N), zero where that lies in the padding (the NumPy loop's copies
+        of the padded input, in one call)."""
+        nc, kh, kw, rr, wo, nb = cols.shape
+        h, w = xc.shape[1], xc.shape[2]
+        for c in range(nc):
+            for i in range(kh):
+                for j in range(kw):
+                    for y in range(rr):
+                        dst = cols[c, i, j, y]
+                        yi = (r0 + y) * sh + i * dh - pt
+                        if yi < 0 or yi >= h:
+                            for x in range(wo):
+                                d = dst[x]
+                                for n in range(nb):
+                                    d[n] = 0
+                            continue
+                        src = xc[c, yi]
+                        for x in range(wo):
+                            xi, d = x * sw + j * dw - pl, dst[x]
+                            if xi < 0 or xi >= w:
+                                for n in range(nb):
+                                    d[n] = 0
+                            else:
+                                s = src[xi]
+                                for n in range(nb):
+                                    d[n] = s[n]
+
+    @njit
+    def gather_taps(prod, ys, xs, sh, sw, dx, q0, q1):
+        """Rows ``q0..q1`` of conv's input gradient ``dx`` (C, H, W, N) from the products of
+        kernel row ``i`` (``prod[i]`` (C, kw, NY, Wo, N), output rows ``ys[i, 0]..ys[i, 1]``
+        whose first reads row ``q0 + ys[i, 2]``) and their column taps (``xs[j]``: outputs
+        ``xs[j, 0]..xs[j, 1]`` read column ``xs[j, 2]`` on): zero, then every tap added
+        where it read, kernel row by row and column by column (the NumPy loop's adds in its
+        order: its bits)."""
+        nc, w, nb = dx.shape[0], dx.shape[2], dx.shape[3]
+        kh, kw = ys.shape[0], xs.shape[0]
+        for c in range(nc):
+            for q in range(q0, q1):
+                for x in range(w):
+                    d = dx[c, q, x]
+                    for n in range(nb):
+                        d[n] = 0
+            for i in range(kh):
+                y0, y1, iy = ys[i, 0], ys[i, 1], ys[i, 2]
+                for yy in range(y1 - y0):
+                    row = dx[c, q0 + iy + yy * sh]
+                    for j in range(kw):
+                        x0, x1, ix = xs[j, 0], xs[j, 1], xs[j, 2]
+                        src = prod[i, c, j, yy]
+                        for x in range(x1 - x0):
+                            d, p = row[ix + x * sw], src[x0 + x]
+                            for n in range(nb):
+                                d[n] += p[n]
+
+    @njit
     def lstm_gates(s, sn, hb, half):
         """One LSTM step after its ``tanh``: ``s`` (6·hb,) = ``[tanh(a_i/2), tanh(a_o/2),
         tanh(a_f/2), g, ·, c_{t-1}]`` becomes ``[i, o, f, g, ·, c_{t-1}]`` (``σ(a) = (1 +
@@ -401,6 +460,7 @@ def _build():
 
     K = Kernels()
     K.max_tiles, K.route_tiles, K.col2im_unit = max_tiles, route_tiles, col2im_unit
+    K.tile_patches, K.gather_taps = tile_patches, gather_taps
     K.layer_norm_rows, K.layer_norm_grad_rows = layer_norm_rows, layer_norm_grad_rows
     K.add_layer_norm_rows = add_layer_norm_rows
     K.lstm_gates, K.lstm_step_grads = lstm_gates, lstm_step_grads

@@ -17,6 +17,16 @@ speed:
   ``dX_col = W^T @ dY`` followed by ``kh * kw`` slice-adds ("col2im"),
 * pooling compares and selects whole rows of a batch at once.
 
+A convolution without groups whose patch matrix outgrows a core's cache (more than
+:data:`TILE_ELEMS` numbers) runs *tiled*: a few output rows at a time, the patches of a
+tile are made and multiplied at once, while they are still in cache, the tiles split over
+the kernel threads, each product on one thread (MKL's where installed). The bias is a
+row of ones under the patches in the forward product; the weight gradient makes the patches again from the
+input and sums the tiles' products in tile order; the input gradient gathers, for each
+tile of input rows, the products of the kernel rows that reach it (the same
+multiplications as ``W^T dY``, without its patch-sized result). The tiles depend on the
+shapes only, so the result is the same for any thread count.
+
 Pooling, batch norm and element-wise ops accept any strides, so the layout flows through a
 network without copies; ``reshape``/``flatten`` before a ``Linear`` copies once into NCHW
 order, as it must. The patch matrices live in a small reusable workspace (returned to it
@@ -314,6 +324,63 @@ def _col2im(dcols: np.ndarray, geo: tuple, h: int, w: int, unit=None) -> np.ndar
     return dx
 
 
+#: patch elements of one tile of the tiled convolution (1 MiB of float32: a core's L2
+#: holds it while the product reads it)
+TILE_ELEMS = int(os.environ.get("XTILE", 1 << 18))
+
+
+def _tile_rows(k: int, wo: int, n: int, ho: int) -> int:
+    """Output rows per tile: as many as keep a tile's patches within :data:`TILE_ELEMS`
+    (at least one). It depends on the shapes only, never on the thread count, so each
+    tile's products, and the sum of the weight gradient's partial products, are the same
+    whatever the threads."""
+    return max(1, min(ho, TILE_ELEMS // max(1, k * wo * n)))
+
+
+def _padded(xc: np.ndarray, pads: tuple) -> np.ndarray:
+    """``(C, H+pt+pb, W+pl+pr, N)``: the batch-innermost input inside a zero border (from
+    the workspace)."""
+    pt, pb, pl, pr = pads
+    c, h, w, n = xc.shape
+    xp = workspace.get((c, h + pt + pb, w + pl + pr, n), xc.dtype)
+
+    def run(lo: int, hi: int) -> None:     # channels lo..hi-1
+        d = xp[lo:hi]
+        if pt or pb or pl or pr:
+            d[:, :pt] = 0
+            d[:, pt + h:] = 0
+            d[:, pt:pt + h, :pl] = 0
+            d[:, pt:pt + h, pl + w:] = 0
+        d[:, pt:pt + h, pl:pl + w] = xc[lo:hi]
+
+    parallel(run, c, xp.size)
+    return xp
+
+
+def _tile_patches(xs: np.ndarray, r0: int, r1: int, kh: int, kw: int, wo: int, geom: tuple,
+                  buf: np.ndarray, ones: bool, kern) -> np.ndarray:
+    """The patch matrix ``(C*kh*kw, (r1-r0)*Wo*N)`` of output rows ``r0..r1-1``, in ``buf``,
+    with a last row of ones when ``ones`` (the bias's). ``xs`` is the batch-innermost input
+    where ``kern`` (the compiled loops) reads it, the zero-padded one where NumPy does;
+    ``geom``: (stride, dilation, (top, left) padding)."""
+    c, _, _, n = xs.shape
+    (sh, sw), (dh, dw), (pt, pl) = geom
+    rr = r1 - r0
+    size = c * kh * kw * rr * wo * n
+    cols = buf[:size].reshape(c, kh, kw, rr, wo, n)
+    if kern is not None:
+        kern.tile_patches(xs, r0, sh, sw, dh, dw, pt, pl, cols)
+    else:
+        for i in range(kh):
+            y0 = r0 * sh + i * dh
+            rows = slice(y0, y0 + (rr - 1) * sh + 1, sh)
+            for j in range(kw):
+                cols[:, i, j] = xs[:, rows, j * dw:j * dw + (wo - 1) * sw + 1:sw]
+    if ones:
+        buf[size:size + rr * wo * n] = 1
+    return buf[:size + (rr * wo * n if ones else 0)].reshape(-1, rr * wo * n)
+
+
 # --------------------------------------------------------------------------- conv
 class Conv2d(Function):
     r"""2-D cross-correlation, the "convolution" of deep learning.
@@ -347,10 +414,16 @@ class Conv2d(Function):
         ho = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
         wo = (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
         geo = windows(h, wd, ho, wo, kh, kw, stride, (pt, pl), dilation)
-        cols = workspace.get((c, kh, kw, ho, wo, n), x.dtype)
-        _im2col(to_chwn(x), kh, kw, geo, cols)
         m = ho * wo * n
         kg = cg * kh * kw
+        self.w = w
+        self.geom = (n, c, h, wd, ho, wo, geo, groups)
+        self.unit = (pt, pl) if stride == (1, 1) and dilation == (1, 1) else None
+        self.tiled = groups == 1 and kg * m > TILE_ELEMS
+        if self.tiled:
+            return self._forward_tiled(x, w, b, pads, stride, dilation)
+        cols = workspace.get((c, kh, kw, ho, wo, n), x.dtype)
+        _im2col(to_chwn(x), kh, kw, geo, cols)
         if groups == 1:
             y = matmul(w.reshape(o, kg), cols.reshape(kg, m))               # (O, Ho*Wo*N)
         else:
@@ -364,10 +437,121 @@ class Conv2d(Function):
             self.cols = cols
         else:
             workspace.put(cols)
-        self.w = w
-        self.geom = (n, c, h, wd, ho, wo, geo, groups)
-        self.unit = (pt, pl) if stride == (1, 1) and dilation == (1, 1) else None
         return from_chwn(y.reshape(o, ho, wo, n))                     # NCHW view of CHWN
+
+    def _forward_tiled(self, x, w, b, pads, stride, dilation):
+        """One product per tile of output rows, each on patches made just before it (they
+        are still in the core's cache when the product reads them), the tiles split over
+        the kernel threads; the bias rides in the product (a row of ones under the patches,
+        a column of biases beside the weights). Backward makes the patches again from the
+        input, which it keeps anyway, instead of keeping them."""
+        n, c, h, wd, ho, wo, _, _ = self.geom
+        o, _, kh, kw = w.shape
+        kg = c * kh * kw
+        xc = to_chwn(x)
+        kern = _numba.kernels_for(xc)
+        xs = xc if kern is not None else _padded(xc, pads)
+        y = np.empty((o, ho * wo * n), x.dtype)
+        w2 = w.reshape(o, kg) if b is None else np.concatenate([w.reshape(o, kg), b[:, None]], 1)
+        rows = _tile_rows(kg, wo, n, ho)
+        per_row = wo * n
+        geom = (stride, dilation, (pads[0], pads[2]))
+
+        def run(lo: int, hi: int) -> None:        # tiles lo..hi-1: disjoint columns of y
+            buf = workspace.get(((kg + 1) * rows * per_row,), x.dtype)
+            try:
+                for t in range(lo, hi):
+                    r0, r1 = t * rows, min(ho, (t + 1) * rows)
+                    cols = _tile_patches(xs, r0, r1, kh, kw, wo, geom, buf, b is not None,
+                                         kern)
+                    matmul(w2, cols, out=y[:, r0 * per_row:r1 * per_row])
+            finally:
+                workspace.put(buf)
+
+        parallel(run, -(-ho // rows), kg * ho * per_row, calls_blas=True)
+        if self.needs_input_grad[1]:
+            self.xs = xs                       # the weight gradient's patches come from it
+        if xs is not xc and not self.needs_input_grad[1]:
+            workspace.put(xs)                  # the padded copy, no longer needed
+        self.padded = xs is not xc
+        self.tile = (rows, geom, kern)
+        return from_chwn(y.reshape(o, ho, wo, n))
+
+    def _weight_grad_tiled(self, g2: np.ndarray) -> np.ndarray:
+        """``dW = dY X_col^T`` tile by tile (as ``X_col dY^T``, which MKL runs faster), the
+        patches made again from the input; the tiles' partial products are summed in tile
+        order. (The bias's gradient stays NumPy's pairwise sum over ``dY``: as a row of
+        ones in this product it would be a running float32 sum, measured 5x less
+        accurate.)"""
+        n, c, h, wd, ho, wo, _, _ = self.geom
+        o, _, kh, kw = self.w.shape
+        kg = c * kh * kw
+        rows, geom, kern = self.tile
+        per_row = wo * n
+        nt = -(-ho // rows)
+        parts = np.empty((nt, kg, o), g2.dtype)
+        xs = self.xs
+
+        def run(lo: int, hi: int) -> None:
+            buf = workspace.get(((kg + 1) * rows * per_row,), g2.dtype)
+            try:
+                for t in range(lo, hi):
+                    r0, r1 = t * rows, min(ho, (t + 1) * rows)
+                    cols = _tile_patches(xs, r0, r1, kh, kw, wo, geom, buf, False, kern)
+                    matmul(cols, g2[:, r0 * per_row:r1 * per_row].T, out=parts[t])
+            finally:
+                workspace.put(buf)
+
+        parallel(run, nt, kg * ho * per_row, calls_blas=True)
+        return np.ascontiguousarray(np.add.reduce(parts, axis=0).T)
+
+    def _input_grad_tiled(self, g2: np.ndarray) -> np.ndarray:
+        """``dX`` by tiles of input rows, each gathering what reaches it: for kernel row
+        ``i``, the output rows whose tap ``i`` reads the tile make one product
+        ``W_i^T dY_rows`` (``(C*kw, O) @ (O, rows*Wo*N)``, small enough to stay in the
+        core's cache), whose ``kw`` column taps are then added into the tile. Every
+        (output row, kernel row) pair reaches exactly one tile, so the tiles together make
+        exactly the products of ``W^T dY``, without writing its patch-sized result out."""
+        n, c, h, wd, ho, wo, _, _ = self.geom
+        w = self.w
+        o, _, kh, kw = w.shape
+        (sh, sw), (dh, dw), (pt, pl) = self.tile[1]
+        per_row = wo * n
+        w_rows = np.ascontiguousarray(w.transpose(2, 0, 1, 3)).reshape(kh, o, c * kw)
+        xs = np.array([out_range(j * dw - pl, sw, wd, wo) for j in range(kw)], np.int64)
+        rows = _tile_rows(c * kh * kw, wd, n, h)
+        most = (rows - 1) // sh + 1                 # output rows a kernel row brings a tile
+        dx = np.empty((c, h, wd, n), g2.dtype)
+        kern = _numba.kernels_for(g2, w)
+
+        def run(lo: int, hi: int) -> None:       # tiles lo..hi-1: disjoint rows of dx
+            buf = workspace.get((kh, c, kw, most, wo, n), g2.dtype)
+            try:
+                for t in range(lo, hi):
+                    q0, q1 = t * rows, min(h, (t + 1) * rows)
+                    ys = np.array([out_range(i * dh - pt - q0, sh, q1 - q0, ho)
+                                   for i in range(kh)], np.int64)
+                    for i, (y0, y1, _) in enumerate(ys):
+                        if y1 > y0:
+                            out = buf[i].reshape(c * kw, most * per_row)
+                            matmul(w_rows[i].T, g2[:, y0 * per_row:y1 * per_row],
+                                   out=out[:, :(y1 - y0) * per_row])
+                    if kern is not None:
+                        kern.gather_taps(buf, ys, xs, sh, sw, dx, q0, q1)
+                        continue
+                    d = dx[:, q0:q1]
+                    d[...] = 0
+                    for i, (y0, y1, iy) in enumerate(ys):
+                        rows_i = slice(iy, iy + (y1 - y0 - 1) * sh + 1, sh)
+                        for j, (x0, x1, ix) in enumerate(xs):
+                            if y1 > y0 and x1 > x0:
+                                d[:, rows_i, ix:ix + (x1 - x0 - 1) * sw + 1:sw] += \
+                                    buf[i, :, j, :y1 - y0, x0:x1]
+            finally:
+                workspace.put(buf)
+
+        parallel(run, -(-h // rows), c * kh * kw * ho * per_row, calls_blas=True)
+        return dx
 
     def backward(self, g):
         n, c, h, wd, ho, wo, geo, groups = self.geom
@@ -378,6 +562,14 @@ class Conv2d(Function):
         g2 = to_chwn(g).reshape(o, m)                                  # (O, Ho*Wo*N)
         need = self.needs_input_grad
         gx = gw = gb = None
+        if self.tiled:
+            if need[1]:
+                gw = self._weight_grad_tiled(g2).reshape(w.shape)
+            if need[0]:
+                gx = from_chwn(self._input_grad_tiled(g2))
+            if len(need) > 2 and need[2]:
+                gb = g2.sum(axis=1)
+            return gx, gw, gb
         if need[1]:
             cols = self.cols
             if groups == 1:
@@ -402,6 +594,8 @@ class Conv2d(Function):
 
     def _free(self) -> None:
         workspace.put(self.__dict__.get("cols"))   # the graph is done with the patches
+        if self.__dict__.get("padded"):
+            workspace.put(self.__dict__.get("xs"))
         super()._free()
 
 
