@@ -112,12 +112,17 @@ def test_conv2d_tiled_compiled_and_numpy_same_bits(monkeypatch):
 
     compiled = run()
     monkeypatch.setattr(conv_mod, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(conv_mod, "SPLIT_MIN_MACS", 0)
+    split = []
+    monkeypatch.setattr(conv_mod, "split_threads",
+                        lambda *a, f=conv_mod.split_threads: split.append(1) or f(*a))
     before = conv_mod._N_THREADS
     try:
         conv_mod.set_kernel_threads(3)
         threaded = run()
     finally:
         conv_mod.set_kernel_threads(before)
+    assert split
     monkeypatch.setattr(_numba, "_loaded", [None])
     numpy = run()
     for a, b, c in zip(compiled, threaded, numpy):

@@ -329,6 +329,22 @@ def _col2im(dcols: np.ndarray, geo: tuple, h: int, w: int, unit=None) -> np.ndar
 TILE_ELEMS = int(os.environ.get("XTILE", 1 << 18))
 
 
+#: multiply-adds of a tiled product below which its tiles stay on the calling thread: a
+#: split stops NumPy's BLAS threads (``_one_blas_thread``), which its next product starts
+#: again, and that costs more than the split saves on smaller ones (a CNN on 8x8 digits
+#: trained 3x slower with every convolution split)
+SPLIT_MIN_MACS = 1 << 25
+
+
+def _run_tiles(run, n_tiles: int, macs: int) -> None:
+    """``run(lo, hi)`` over the tiles: split over the kernel threads when the product is
+    large enough to pay for it (:data:`SPLIT_MIN_MACS`), else on the calling thread."""
+    if macs < SPLIT_MIN_MACS:
+        run(0, n_tiles)
+    else:
+        parallel(run, n_tiles, macs, calls_blas=True)
+
+
 def _tile_rows(k: int, wo: int, n: int, ho: int) -> int:
     """Output rows per tile: as many as keep a tile's patches within :data:`TILE_ELEMS`
     (at least one). It depends on the shapes only, never on the thread count, so each
@@ -468,7 +484,7 @@ class Conv2d(Function):
             finally:
                 workspace.put(buf)
 
-        parallel(run, -(-ho // rows), kg * ho * per_row, calls_blas=True)
+        _run_tiles(run, -(-ho // rows), kg * ho * per_row * o)
         if self.needs_input_grad[1]:
             self.xs = xs                       # the weight gradient's patches come from it
         if xs is not xc and not self.needs_input_grad[1]:
@@ -502,7 +518,7 @@ class Conv2d(Function):
             finally:
                 workspace.put(buf)
 
-        parallel(run, nt, kg * ho * per_row, calls_blas=True)
+        _run_tiles(run, nt, kg * ho * per_row * o)
         return np.ascontiguousarray(np.add.reduce(parts, axis=0).T)
 
     def _input_grad_tiled(self, g2: np.ndarray) -> np.ndarray:
@@ -550,7 +566,7 @@ class Conv2d(Function):
             finally:
                 workspace.put(buf)
 
-        parallel(run, -(-h // rows), c * kh * kw * ho * per_row, calls_blas=True)
+        _run_tiles(run, -(-h // rows), c * kh * kw * ho * per_row * o)
         return dx
 
     def backward(self, g):
