@@ -352,6 +352,54 @@ def test_encoder_layer_fused_norm_against_torch():
                                    err_msg=name)
 
 
+@pytest.mark.parametrize("compiled", [True, False])
+def test_relu_split_over_threads_as_numpy(monkeypatch, compiled):
+    """A large ReLU splits its forward (``np.maximum`` by ranges of memory) and backward
+    over the kernel threads: the bits of the whole-array pass, conv's batch-innermost
+    layout kept, NaN and signed zeros included; an array that is not dense takes the
+    whole-array pass."""
+    from shendu.functional import conv
+    from shendu.functional.activation import ReLU
+
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((10, 7, 9, 8)).astype(np.float32)
+    x.flat[:5] = [np.nan, 0.0, -0.0, np.inf, -np.inf]
+    x = np.ascontiguousarray(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)   # CHWN view
+    g = np.ascontiguousarray(rng.standard_normal((7, 9, 8, 10)).astype(np.float32)
+                             ).transpose(3, 0, 1, 2)
+    g[0, 0, 0, 1] = np.nan
+    if not compiled:
+        monkeypatch.setattr(_numba, "_loaded", [None])
+
+    def run():
+        fn = ReLU.__new__(ReLU)
+        y = fn.forward(x)
+        return y, fn.backward(g)
+
+    want_y, want_g = run()
+    before = conv._N_THREADS
+    split = []
+    monkeypatch.setattr(conv, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(conv, "SPLIT_BESIDE_BLAS", 0)
+    monkeypatch.setattr(conv, "split_threads",
+                        lambda *a, f=conv.split_threads: split.append(1) or f(*a))
+    try:
+        conv.set_kernel_threads(3)
+        y, gx = run()
+        strided = x[..., ::2]
+        fn = ReLU.__new__(ReLU)
+        np.testing.assert_array_equal(fn.forward(strided), np.maximum(strided, 0))
+    finally:
+        conv.set_kernel_threads(before)
+    assert len(split) == (2 if compiled else 1)
+    assert y.strides == x.strides
+    bits = np.ascontiguousarray
+    np.testing.assert_array_equal(bits(y).view(np.uint8), bits(want_y).view(np.uint8))
+    np.testing.assert_array_equal(bits(y).view(np.uint8),
+                                  bits(np.maximum(x, 0)).view(np.uint8))
+    np.testing.assert_array_equal(bits(gx).view(np.uint8), bits(want_g).view(np.uint8))
+
+
 @needs_numba
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("layout", ["nchw", "chwn", "strided"])

@@ -13,6 +13,7 @@ import numpy as np
 
 from shendu.autograd import Function
 from shendu.functional import _numba
+from shendu.functional import conv as _conv
 from shendu.functional._util import norm_dim
 from shendu.tensor import Tensor
 
@@ -28,6 +29,15 @@ class ReLU(Function):
     saved_outputs = (0,)
 
     def forward(self, a):
+        if a.size >= _conv.PARALLEL_MIN:
+            out = np.empty_like(a)
+            flat = _dense_flat(a, out)
+            if flat is not None:     # large: split over the kernel threads
+                fa, fo = flat
+                _conv.parallel(lambda lo, hi: np.maximum(fa[lo:hi], 0, out=fo[lo:hi]),
+                               fa.size, fa.size)
+                self.out = out
+                return out
         self.out = np.maximum(a, 0)
         return self.out
 
@@ -38,11 +48,26 @@ class ReLU(Function):
             # one pass over the memory of both, whatever its order (conv's batch-innermost
             # activations included), where both are dense in it
             d = np.empty_like(g)
-            flat = [a.ravel(order="K") for a in (g, out, d)]
-            if all(np.may_share_memory(f, a) for f, a in zip(flat, (g, out, d))):
-                kern.relu_grad_into(*flat)
+            flat = _dense_flat(g, out, d)
+            if flat is not None:
+                fg, fh, fd = flat
+                _conv.parallel(lambda lo, hi: kern.relu_grad_into(fg[lo:hi], fh[lo:hi],
+                                                                  fd[lo:hi]),
+                               fg.size, fg.size)
                 return d
         return g * ~(out <= 0)  # 0 at 0; g at NaN (torch's threshold rule)
+
+
+def _dense_flat(*arrays):
+    """The 1-D views of ``arrays`` in their memory order (``ravel(order="K")``), or None
+    when one of them is not dense in memory (the ravel would copy) or they do not share
+    one order (then the i-th elements of the views would not be the same element)."""
+    if any(a.strides != arrays[0].strides for a in arrays):
+        return None
+    flat = [a.ravel(order="K") for a in arrays]
+    if all(np.may_share_memory(f, a) for f, a in zip(flat, arrays)):
+        return flat
+    return None
 
 
 #: elements from which ReLU's backward runs as one compiled loop (``functional._numba``)

@@ -21,11 +21,11 @@ A convolution without groups whose patch matrix outgrows a core's cache (more th
 :data:`TILE_ELEMS` numbers) runs *tiled*: a few output rows at a time, the patches of a
 tile are made and multiplied at once, while they are still in cache, the tiles split over
 the kernel threads, each product on one thread (MKL's where installed). The bias is a
-row of ones under the patches in the forward product; the weight gradient makes the patches again from the
-input and sums the tiles' products in tile order; the input gradient gathers, for each
-tile of input rows, the products of the kernel rows that reach it (the same
-multiplications as ``W^T dY``, without its patch-sized result). The tiles depend on the
-shapes only, so the result is the same for any thread count.
+row of ones under the patches in the forward product; the weight gradient makes the
+patches again from the input and sums the tiles' products in tile order; the input
+gradient gathers, for each tile of input rows, the products of the kernel rows that
+reach it (the same multiplications as ``W^T dY``, without its patch-sized result). The
+tiles depend on the shapes only, so the result is the same for any thread count.
 
 Pooling, batch norm and element-wise ops accept any strides, so the layout flows through a
 network without copies; ``reshape``/``flatten`` before a ``Linear`` copies once into NCHW
@@ -130,6 +130,11 @@ _executor_pid = 0
 _N_THREADS = max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                         else (os.cpu_count() or 1), 4))
 PARALLEL_MIN = 1 << 18  # elements below which a memory-bound loop stays on one thread
+#: elements from which a memory-bound loop splits even where NumPy's BLAS has several
+#: threads: they are stopped for it (``_one_blas_thread``) and its next product starts
+#: them again, which only a large loop pays for (cnn32's first ReLU and pooling, 2^21
+#: elements: step 6% faster; LeNet's, 2^18: its MNIST test 3x slower)
+SPLIT_BESIDE_BLAS = 1 << 21
 _COMPILED_MIN = 1 << 12  # patch elements from which col2im runs as one compiled loop
 
 
@@ -216,8 +221,10 @@ def parallel(fn, n: int, size: int, calls_blas: bool = False) -> None:
 
     BLAS's own threads, when it has several, keep spinning for a while after each product;
     threads of ours beside them only contend (a (64, 32, 32, 32) convolution step measured
-    12% slower), so loops without products then stay on the calling thread. Loops that
-    make products (``calls_blas``) run their chunks in parallel with BLAS on one thread.
+    12% slower), so the chunks then run with BLAS on one thread and its threads stopped
+    (:func:`_one_blas_thread`): always for loops that make products (``calls_blas``), for
+    the others from :data:`SPLIT_BESIDE_BLAS` elements (below, they stay on the calling
+    thread).
     """
     t = min(_N_THREADS, n)
     if t <= 1 or size < PARALLEL_MIN:
@@ -225,7 +232,7 @@ def parallel(fn, n: int, size: int, calls_blas: bool = False) -> None:
         return
     libs = _blas()
     many = any(lib.num_threads > 1 for lib in libs)
-    if many and not calls_blas:
+    if many and not calls_blas and size < SPLIT_BESIDE_BLAS:
         fn(0, n)
         return
     with _one_blas_thread() if many else contextlib.nullcontext():
@@ -326,7 +333,7 @@ def _col2im(dcols: np.ndarray, geo: tuple, h: int, w: int, unit=None) -> np.ndar
 
 #: patch elements of one tile of the tiled convolution (1 MiB of float32: a core's L2
 #: holds it while the product reads it)
-TILE_ELEMS = int(os.environ.get("XTILE", 1 << 18))
+TILE_ELEMS = 1 << 18
 
 
 #: multiply-adds of a tiled product below which its tiles stay on the calling thread: a
@@ -395,6 +402,18 @@ def _tile_patches(xs: np.ndarray, r0: int, r1: int, kh: int, kw: int, wo: int, g
     if ones:
         buf[size:size + rr * wo * n] = 1
     return buf[:size + (rr * wo * n if ones else 0)].reshape(-1, rr * wo * n)
+
+
+def _row_sums(g2: np.ndarray) -> np.ndarray:
+    """``g2.sum(axis=1)`` (NumPy's pairwise sums, row by row), the rows split over the
+    kernel threads when large: the same bits."""
+    out = np.empty(g2.shape[0], g2.dtype)
+
+    def run(lo: int, hi: int) -> None:
+        np.sum(g2[lo:hi], axis=1, out=out[lo:hi])
+
+    parallel(run, g2.shape[0], g2.size)
+    return out
 
 
 # --------------------------------------------------------------------------- conv
@@ -584,7 +603,7 @@ class Conv2d(Function):
             if need[0]:
                 gx = from_chwn(self._input_grad_tiled(g2))
             if len(need) > 2 and need[2]:
-                gb = g2.sum(axis=1)
+                gb = _row_sums(g2)
             return gx, gw, gb
         if need[1]:
             cols = self.cols
