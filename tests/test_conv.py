@@ -489,3 +489,23 @@ def test_set_kernel_threads():
             conv_mod.set_kernel_threads(0)
     finally:
         conv_mod.set_kernel_threads(before)
+
+
+def test_kernel_threads_control_numpys_blas_only(monkeypatch):
+    """The BLAS whose threads a split stops and starts again is NumPy's own, not another
+    one loaded beside it (SciPy's OpenBLAS comes with Numba): restarting that one's
+    threads at every split slowed cnn32's step at two threads 2.5x."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    pytest.importorskip("scipy.linalg")              # loads SciPy's own BLAS, where it has one
+    import shendu.functional.conv as conv_mod
+
+    monkeypatch.setattr(conv_mod, "_blas_libs", None)
+    libs = threadpoolctl.ThreadpoolController().select(user_api="blas").lib_controllers
+    numpys = [lib.filepath for lib in libs if conv_mod._in_numpy(lib.filepath)]
+    chosen = [lib.filepath for lib in conv_mod._blas()]
+    if numpys:
+        assert chosen == numpys
+    else:                                            # a NumPy on a system BLAS: all of them
+        assert chosen == [lib.filepath for lib in libs]
+    assert conv_mod._in_numpy(os.path.join(os.path.dirname(np.__file__), "x.so"))
+    assert not conv_mod._in_numpy(os.path.join(os.path.dirname(np.__file__) + "_x", "y.so"))

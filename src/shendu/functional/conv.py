@@ -160,16 +160,35 @@ _blas_single = [0, ()]         # [callers inside, the BLAS thread counts to rest
 
 
 def _blas() -> list:
-    """threadpoolctl's controllers of the BLAS libraries loaded (empty without it)."""
+    """threadpoolctl's controllers of NumPy's own BLAS (empty without threadpoolctl).
+
+    Only NumPy's: another BLAS in the process (SciPy's OpenBLAS, which importing Numba
+    loads; MKL) makes none of our products, and switching its thread count, which starts
+    its threads again each time, slowed cnn32's step at two threads 2.5x when its
+    controllers were found here. Where no BLAS lies in NumPy's own folders (a NumPy built
+    against a system BLAS), every BLAS loaded when this is first called."""
     global _blas_libs
     if _blas_libs is None:
         try:
             from threadpoolctl import ThreadpoolController
 
-            _blas_libs = list(ThreadpoolController().select(user_api="blas").lib_controllers)
+            libs = list(ThreadpoolController().select(user_api="blas").lib_controllers)
         except Exception:      # pragma: no cover - no threadpoolctl, or a BLAS it cannot see
-            _blas_libs = []
+            libs = []
+        own = [lib for lib in libs if _in_numpy(lib.filepath)]
+        _blas_libs = own or libs
     return _blas_libs
+
+
+def _in_numpy(path: str) -> bool:
+    """Whether ``path`` lies in NumPy's package folder or the one its wheel keeps its
+    libraries in (``numpy.libs``; ``numpy/.dylibs`` on macOS)."""
+    home = os.path.dirname(os.path.dirname(os.path.abspath(np.__file__)))
+    try:
+        first = os.path.relpath(os.path.abspath(path), home).split(os.sep)[0]
+    except (ValueError, TypeError):   # another drive (Windows), or no path
+        return False
+    return first in ("numpy", "numpy.libs")
 
 
 def _no_other_threads() -> bool:
