@@ -220,6 +220,34 @@ def test_bias_relu_special_values_as_numpy(dtype):
 
 @needs_numba
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_forward_loop_as_numpy(monkeypatch, dtype):
+    """ReLU's forward as one compiled pass from :data:`activation._COMPILED_MIN` elements:
+    ``np.maximum(a, 0)`` bit for bit (NaN kept, -0 made +0, infinities as they come), in
+    the input's memory order (a transposed input gives a transposed output, as NumPy's);
+    smaller arrays and integer ones take ``np.maximum``."""
+    from shendu.functional import activation
+    from shendu.functional.activation import ReLU
+
+    calls = []
+    kern = _numba.kernels()
+    monkeypatch.setattr(kern, "relu_into", lambda a, o, f=kern.relu_into: (calls.append(1),
+                                                                           f(a, o)))
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((64, 80)).astype(dtype)
+    x.flat[:6] = [np.nan, -0.0, 0.0, np.inf, -np.inf, -np.nan]
+    assert x.size >= activation._COMPILED_MIN
+    for a in (x, x.T, x[:8, :8], (10 * x[1:]).astype(np.int32)):
+        y = ReLU.__new__(ReLU).forward(a)
+        want = np.maximum(a, 0)
+        assert y.dtype == want.dtype and y.strides == want.strides
+        bits = np.ascontiguousarray
+        np.testing.assert_array_equal(bits(y).view(np.uint8), bits(want).view(np.uint8))
+        assert not np.signbit(y[~np.isnan(y)]).any()
+    assert len(calls) == 2                      # x and x.T; not the small one, not ints
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_softmax_column_shift_as_numpy(dtype):
     """Attention's softmax down the columns of (G, S, L) scores: the compiled scale, max and
     shift give NumPy's ``s *= c; s -= max(s, axis=1)`` bit for bit, a fully masked

@@ -136,6 +136,52 @@ def test_products_are_taken_by_mkl(every_product, monkeypatch):
 
 
 @needs_mkl
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_linear_is_a_product_added_to_the_bias(monkeypatch, dtype):
+    """``_gemm.linear(x, w, b)`` = ``x @ w.T + b`` (torch's addmm): one MKL call onto the
+    bias from :data:`MIN_LINEAR_FLOPS` multiply-adds, with or without a bias; below it, or
+    with an operand BLAS does not take as it is (a strided ``x``, mixed dtypes), or with
+    several threads outside a parallel region for a product that is not thin,
+    :func:`matmul` and ``+=``."""
+    calls = []
+    st = _gemm._load()
+    f = st["gemm"][np.dtype(dtype)]
+    monkeypatch.setitem(st["gemm"], np.dtype(dtype), lambda *a: (calls.append(a[11]), f(*a)))
+    before = conv._N_THREADS
+    conv.set_kernel_threads(1)
+    rng = np.random.default_rng(8)
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    try:
+        w = rng.standard_normal((96, 200)).astype(dtype)
+        b = rng.standard_normal(96).astype(dtype)
+        x = rng.standard_normal((70, 200)).astype(dtype)
+        assert 70 * 96 * 200 >= _gemm.MIN_LINEAR_FLOPS
+        for bias, beta in ((b, 1.0), (None, 0.0)):
+            got = _gemm.linear(x, w, bias)
+            want = x @ w.T + (0 if bias is None else bias)
+            assert got.shape == (70, 96) and got.dtype == dtype
+            np.testing.assert_allclose(got, want, rtol=tol, atol=tol * 10)
+            assert calls[-1] == beta
+        n = len(calls)
+        small = x[:4, :10].copy(), w[:5, :10].copy(), b[:5]
+        np.testing.assert_allclose(_gemm.linear(*small), small[0] @ small[1].T + small[2],
+                                   rtol=tol, atol=tol)
+        strided = rng.standard_normal((70, 400)).astype(dtype)[:, ::2]
+        np.testing.assert_allclose(_gemm.linear(strided, w, b), strided @ w.T + b,
+                                   rtol=tol, atol=tol * 10)
+        mixed = _gemm.linear(x.astype(np.float16), w, b)
+        assert mixed.dtype == dtype
+        assert calls[n:] == []                   # matmul's: under its own MIN_FLOPS
+        conv.set_kernel_threads(2)
+        np.testing.assert_allclose(_gemm.linear(x, w, b), want + b, rtol=tol, atol=tol * 10)
+        assert len(calls) == n                   # NumPy's threaded BLAS
+        conv.split_threads(lambda lo, hi: _gemm.linear(x[lo * 35:hi * 35], w, b), 2, 2)
+        assert calls[n:] == [1.0, 1.0]           # a region's pieces: MKL's
+    finally:
+        conv.set_kernel_threads(before)
+
+
+@needs_mkl
 def test_small_stacks_with_a_transposed_operand_go_to_mkl(monkeypatch):
     """Under the size threshold per matrix, a stack goes to MKL's batch call when the whole
     stack is over it and either its right operand is transposed (the attention scores'

@@ -29,13 +29,23 @@ class ReLU(Function):
     saved_outputs = (0,)
 
     def forward(self, a):
-        if a.size >= _conv.PARALLEL_MIN:
+        kern = _numba.kernels_for(a, min_size=_COMPILED_MIN)
+        if kern is not None or a.size >= _conv.PARALLEL_MIN:
             out = np.empty_like(a)
-            flat = _dense_flat(a, out)
-            if flat is not None:     # large: split over the kernel threads
+            flat = (a.reshape(-1), out.reshape(-1)) if a.flags.c_contiguous else \
+                _dense_flat(a, out)
+            if flat is not None:     # one compiled pass; large: split over the kernel threads
                 fa, fo = flat
-                _conv.parallel(lambda lo, hi: np.maximum(fa[lo:hi], 0, out=fo[lo:hi]),
-                               fa.size, fa.size)
+                if kern is not None:
+                    def part(lo, hi):
+                        kern.relu_into(fa[lo:hi], fo[lo:hi])
+                else:
+                    def part(lo, hi):
+                        np.maximum(fa[lo:hi], 0, out=fo[lo:hi])
+                if a.size >= _conv.PARALLEL_MIN:
+                    _conv.parallel(part, fa.size, fa.size)
+                else:
+                    part(0, fa.size)
                 self.out = out
                 return out
         self.out = np.maximum(a, 0)

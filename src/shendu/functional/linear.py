@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from shendu.autograd import Function
+from shendu.functional import _gemm
 from shendu.functional._gemm import matmul
 from shendu.tensor import Tensor
 
@@ -22,9 +23,7 @@ class Linear(Function):
         self.shape = x.shape
         x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])  # (M, in): one big GEMM
         self.x, self.w = x2, w
-        y = matmul(x2, w.T)  # (M, out)
-        if b is not None:
-            y += b
+        y = _gemm.linear(x2, w, b)  # (M, out): torch's addmm
         return y if x.ndim == 2 else y.reshape(x.shape[:-1] + (w.shape[0],))
 
     def backward(self, g):
