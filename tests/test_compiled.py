@@ -492,6 +492,46 @@ def test_softmax_column_sums_as_numpy(dtype):
 
 @needs_numba
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("opt_kw", [dict(), dict(betas=(0.3, 0.999)),
+                                    dict(weight_decay=0.05, decoupled_weight_decay=True)])
+def test_adam_step_loop_as_numpy(monkeypatch, dtype, opt_kw):
+    """Adam's and AdamW's step as one compiled pass: parameters and both moments after
+    several steps equal the NumPy passes' bit for bit (torch's lerp and its mirrored form
+    for β₁ < ½, a NaN, an infinite and a zero gradient included); maximize, AMSGrad and
+    the L2 penalty keep NumPy's passes."""
+    rng = np.random.default_rng(9)
+    w0 = rng.standard_normal((48, 70)).astype(dtype)
+    grads = [rng.standard_normal(w0.shape).astype(dtype) * 10.0 ** -i for i in range(5)]
+    grads[1][0, :3] = [np.nan, np.inf, 0.0]
+    kern, calls = _numba.kernels(), []
+    monkeypatch.setattr(kern, "adam_step", lambda *a, f=kern.adam_step: calls.append(1) or f(*a))
+
+    def run(**kw):
+        w = shendu.nn.Parameter(w0.copy())
+        opt = shendu.optim.Adam([w], lr=0.01, **kw)
+        for g in grads:
+            w.grad = shendu.tensor(g)
+            with np.errstate(invalid="ignore"):          # inf - inf in the NumPy passes
+                opt.step()
+        st = opt.state[w]
+        return w.data.copy(), st["exp_avg"].copy(), st["exp_avg_sq"].copy()
+
+    got = run(**opt_kw)
+    assert len(calls) == len(grads)
+    with monkeypatch.context() as m:
+        m.setattr(_numba, "_loaded", [None])
+        want = run(**opt_kw)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+    assert np.isnan(got[0][0, 0]) and np.isfinite(got[0][1:]).all()
+    calls.clear()
+    for kw in (dict(maximize=True), dict(amsgrad=True), dict(weight_decay=0.05)):
+        run(**kw)
+    assert calls == []
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 def test_sgd_step_loops_as_numpy(monkeypatch, dtype, momentum):
     """SGD's common steps (plain, heavy-ball momentum) as one compiled pass: the parameters

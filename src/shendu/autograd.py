@@ -494,9 +494,16 @@ def _run_backward(tensors, grad_tensors, retain_graph, inputs):
     else:
         deliver = _deliver_leaf
     ready = [r for r in roots if consumers[id(r)] == 0]
+    # sums of pending gradients made here, by id (held, so no id is reused meanwhile): no
+    # one else has them, so a further gradient for the same output is added in place
+    sums: dict[int, np.ndarray] = {}
     while ready:
         fn = ready.pop()
         grads = out_grads.pop(id(fn))
+        if sums:
+            for g in grads:
+                if g is not None:
+                    sums.pop(id(g), None)
         d = fn.__dict__
         if "hooks" in d:  # tensor hooks of this node's outputs, on their whole gradient
             for i, hs in d["hooks"].items():
@@ -536,7 +543,14 @@ def _run_backward(tensors, grad_tensors, retain_graph, inputs):
                 slot = out_grads.get(key)
                 if slot is None:
                     slot = out_grads[key] = [None] * p.n_out
-                slot[i] = g if slot[i] is None else slot[i] + g
+                prev = slot[i]
+                if prev is None:
+                    slot[i] = g
+                elif id(prev) in sums:
+                    prev += g
+                else:
+                    prev = slot[i] = prev + g
+                    sums[id(prev)] = prev
                 consumers[key] -= 1
                 if consumers[key] == 0:
                     ready.append(p)

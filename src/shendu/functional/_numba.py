@@ -62,6 +62,9 @@ def _build():
     except ImportError:
         return None
     njit = numba.njit(cache=True, nogil=True)
+    # IEEE division (inf or NaN, no ZeroDivisionError): what NumPy gives, and what lets a
+    # loop with a division vectorise
+    njit_ieee = numba.njit(cache=True, nogil=True, error_model="numpy")
 
     @njit
     def max_tiles(z, kh, kw, best, code, lo, hi):
@@ -416,6 +419,32 @@ def _build():
         for i in range(p.size):
             p[i] = p[i] + g[i] * neg_lr
 
+    @njit_ieee
+    def adam_step(p, g, m, v, decay, w, small, b2, omb2, bc2, eps, nss):
+        """One Adam (or AdamW) step on flat arrays, in place: ``optim.adam.adam_update``'s
+        NumPy passes' arithmetic, element by element in their order (their bits), in one
+        pass that vectorises. ``decay``: AdamW's ``1 - γλ`` (1 for none: the product by 1
+        changes no bits); ``small``: ``|1-β₁| < ½``, where ``w`` is ``1-β₁`` (torch's
+        lerp), else ``w`` is ``1 - (1-β₁)`` (its mirrored form); ``nss`` = ``-γ/(1-β₁ᵗ)``,
+        ``bc2`` = ``√(1-β₂ᵗ)``."""
+        n = p.size
+        if small:
+            for i in range(n):
+                d = g[i]
+                mi = m[i] + (d - m[i]) * w
+                m[i] = mi
+                vi = v[i] * b2 + (d * omb2) * d
+                v[i] = vi
+                p[i] = p[i] * decay + (mi * nss) / (np.sqrt(vi) / bc2 + eps)
+        else:
+            for i in range(n):
+                d = g[i]
+                mi = d - (d - m[i]) * w
+                m[i] = mi
+                vi = v[i] * b2 + (d * omb2) * d
+                v[i] = vi
+                p[i] = p[i] * decay + (mi * nss) / (np.sqrt(vi) / bc2 + eps)
+
     @njit
     def bias_relu(h, b):
         """``h = max(h + b, 0)`` in place for ``h`` (M, N), ``b`` (N,): ``np.add`` then
@@ -477,6 +506,6 @@ def _build():
     K.shift_columns, K.column_sums = shift_columns, column_sums
     K.bias_relu, K.relu_grad, K.dropout_relu_grad = bias_relu, relu_grad, dropout_relu_grad
     K.relu_grad_into, K.sgd_momentum, K.sgd_plain = relu_grad_into, sgd_momentum, sgd_plain
-    K.relu_into = relu_into
+    K.relu_into, K.adam_step = relu_into, adam_step
     return K
 

@@ -11,6 +11,7 @@ from shendu import autograd
 from shendu import functional as F
 from shendu.autograd import Function
 from shendu.backend import get_default_dtype
+from shendu.functional import _gemm
 from shendu.functional._gemm import matmul
 from shendu.functional._util import column_sums
 from shendu.functional.linear import check_same_dtype
@@ -42,9 +43,7 @@ class _HeadsProjection(Function):
         a0, a1, E = x.shape
         hd = E // heads
         x2 = x.reshape(-1, E)
-        y = matmul(x2, w.T)                                         # (M, 3E), the op's own
-        if b is not None:
-            y += b
+        y = _gemm.linear(x2, w, b)                                  # (M, 3E), the op's own
         order = (2, 0, 3, 1, 4) if batch_first else (2, 1, 3, 0, 4)
         out = y.reshape(a0, a1, 3, heads, hd).transpose(order)      # (3, N, H, L, hd) view
         self.x2, self.w, self.shape, self.order = x2, w, x.shape, order

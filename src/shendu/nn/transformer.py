@@ -19,7 +19,7 @@ from shendu import autograd
 from shendu import functional as F
 from shendu.autograd import Function
 from shendu.backend import get_default_dtype, rng
-from shendu.functional import _numba
+from shendu.functional import _gemm, _numba
 from shendu.functional._gemm import matmul
 from shendu.functional._util import column_sums
 from shendu.functional.linear import check_same_dtype
@@ -101,9 +101,7 @@ class _FeedForward(Function):
             self.inv = dt.type(1.0 / (1.0 - p))
             h *= self.inv
             h *= self.keep
-        y = matmul(h, w2.T)                                              # (M, d)
-        if b2 is not None:
-            y += b2
+        y = _gemm.linear(h, w2, b2)                                      # (M, d)
         if not any(self.needs_input_grad):
             h = None
         self.x2, self.w1, self.w2, self.h, self.shape = x2, w1, w2, h, x.shape

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from shendu.functional import _numba
 from shendu.optim.optimizer import Optimizer, ParamsT
 
 __all__ = ["Adam", "AdamW", "adam_update"]
@@ -21,6 +22,21 @@ def adam_update(p: np.ndarray, g: np.ndarray, exp_avg: np.ndarray, exp_avg_sq: n
     float32. The arithmetic is torch's, operation for operation.
     """
     t = p.dtype.type
+    arrays = (p, g, exp_avg, exp_avg_sq)
+    kern = None
+    if not (maximize or amsgrad or (weight_decay != 0 and not decoupled_weight_decay)):
+        kern = _numba.kernels_for(p, g, exp_avg, exp_avg_sq)
+    if (kern is not None and all(a.shape == p.shape and a.flags.c_contiguous for a in arrays)
+            and p.flags.writeable and exp_avg.flags.writeable and exp_avg_sq.flags.writeable):
+        # Adam's and AdamW's common step as one compiled pass (functional._numba): the same
+        # roundings; maximize, AMSGrad and the L2 penalty take the NumPy passes below
+        w = t(1 - beta1)
+        small = bool(abs(w) < 0.5)
+        kern.adam_step(p.reshape(-1), g.reshape(-1), exp_avg.reshape(-1),
+                       exp_avg_sq.reshape(-1), t(1 - lr * weight_decay), w if small else t(1) - w,
+                       small, t(beta2), t(1 - beta2), t((1 - beta2 ** step) ** 0.5), t(eps),
+                       t(-(lr / (1 - beta1 ** step))))
+        return
     d = np.negative(g) if maximize else g
     if weight_decay != 0:
         if decoupled_weight_decay:                # θ ← θ·(1 - γλ)     (AdamW)

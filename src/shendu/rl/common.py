@@ -67,9 +67,11 @@ def numpy_forward(module):
         owned = False                    # never write into the caller's array
         for kind, layer in steps:
             if kind == "linear":
-                x = x @ layer.weight.data.T
-                if layer.bias is not None:
-                    x += layer.bias.data
+                ps = layer._parameters        # read each call: a replaced Parameter counts
+                x = x @ ps["weight"].data.T
+                b = ps.get("bias")
+                if b is not None:
+                    x += b.data
                 owned = True
             elif kind == "relu":
                 x = np.maximum(x, 0, out=x if owned else None)
