@@ -135,6 +135,26 @@ def test_products_are_taken_by_mkl(every_product, monkeypatch):
     assert calls[5:] == ["gemm", "gemm"]                                # pieces
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_an_inner_dimension_of_one_is_an_outer_product(dtype):
+    """``matmul`` with an inner dimension of 1 (outer products, batched and broadcast) is
+    one multiply: ``np.matmul``'s values, shape and dtype, ``out=`` filled in place."""
+    rng = np.random.default_rng(4)
+    for sa, sb in (((7, 1), (1, 5)), ((6, 9, 1), (6, 1, 4)), ((9, 1), (3, 1, 4)),
+                   ((2, 1, 5, 1), (3, 1, 6))):
+        a = (rng.standard_normal(sa) * 5).astype(dtype)
+        b = (rng.standard_normal(sb) * 5).astype(dtype)
+        want = np.matmul(a, b)
+        got = _gemm.matmul(a, b)
+        assert got.shape == want.shape and got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+        out = np.empty_like(want)
+        assert _gemm.matmul(a, b, out=out) is out
+        np.testing.assert_array_equal(out, want)
+    with pytest.raises(ValueError):
+        _gemm.matmul(np.ones((2, 3, 1)), np.ones((4, 1, 2)))      # np.matmul's error too
+
+
 @needs_mkl
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_linear_is_a_product_added_to_the_bias(monkeypatch, dtype):

@@ -222,6 +222,11 @@ def matmul(a, b, out: np.ndarray | None = None, accumulate: bool = False) -> np.
     gemm = _GEMM if _GEMM is not None else _load()["gemm"]
     if accumulate and out is None:
         raise ValueError("matmul: accumulate=True needs out=")
+    if (not accumulate and type(a) is np.ndarray and type(b) is np.ndarray and a.ndim >= 2
+            and b.ndim >= 2 and a.shape[-1] == 1 and b.shape[-2] == 1):
+        # an inner dimension of 1: outer products, one multiply each (a single-query
+        # attention's P^T dO: (64, 20, 1) @ (64, 1, 32) 84 µs as products, 6 as this)
+        return np.multiply(a, b, out=out)
     if (not gemm or type(a) is not np.ndarray or type(b) is not np.ndarray
             or a.dtype != b.dtype or a.ndim < 2 or b.ndim < 2 or a.dtype not in gemm):
         return _numpy(a, b, out, accumulate)
