@@ -182,6 +182,9 @@ def test_linear_is_a_product_added_to_the_bias(monkeypatch, dtype):
             assert got.shape == (70, 96) and got.dtype == dtype
             np.testing.assert_allclose(got, want, rtol=tol, atol=tol * 10)
             assert calls[-1] == beta
+        frozen = x.copy()
+        frozen.flags.writeable = False                      # its address found otherwise
+        np.testing.assert_array_equal(_gemm.linear(frozen, w, b), _gemm.linear(x, w, b))
         n = len(calls)
         small = x[:4, :10].copy(), w[:5, :10].copy(), b[:5]
         np.testing.assert_allclose(_gemm.linear(*small), small[0] @ small[1].T + small[2],

@@ -53,6 +53,7 @@ _VML_MODE = 0x2 | 0x100 | 0x140000
 
 _NO_TRANS, _TRANS, _ROW_MAJOR = 111, 112, 101
 _lock = threading.Lock()
+_BYTE = ctypes.c_byte
 _state: dict = {}       # "lib", "gemm" / "batch" / "group" {dtype: fn}, "exp", "name"
 _GEMM: dict | None = None   # _state["gemm"] once loaded ({} on the NumPy path)
 _EXP = None                 # vmsExp once loaded, False on the NumPy path
@@ -274,9 +275,19 @@ def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndar
     y = np.empty((m, n), x.dtype)
     if b is not None:
         y[...] = b
-    f(_ROW_MAJOR, _NO_TRANS, _TRANS, m, n, k, 1.0, x.ctypes.data, k, w.ctypes.data, k,
-      0.0 if b is None else 1.0, y.ctypes.data, n)
+    f(_ROW_MAJOR, _NO_TRANS, _TRANS, m, n, k, 1.0, _address(x), k, _address(w), k,
+      0.0 if b is None else 1.0, _address(y), n)
     return y
+
+
+def _address(a: np.ndarray) -> int:
+    """The address of ``a``'s first element: through the buffer protocol where ``a`` is
+    C-contiguous and writable (0.5 µs; ``a.ctypes.data``, 1.1 µs, builds an object each
+    time), else ``a.ctypes.data``."""
+    f = a.flags
+    if f.c_contiguous and f.writeable and a.size:
+        return ctypes.addressof(_BYTE.from_buffer(a))
+    return a.ctypes.data
 
 
 def _small_stack(a: np.ndarray, b: np.ndarray, flops: int) -> bool:
