@@ -248,6 +248,45 @@ def test_relu_forward_loop_as_numpy(monkeypatch, dtype):
 
 @needs_numba
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_additive_attention_grads_loop_as_numpy(monkeypatch, dtype):
+    """Additive attention's backward sums ``dU = (1 - T²) de w`` over keys and queries in
+    one compiled pass: the NumPy passes' gradients bit for bit (several queries, one
+    query, a masked key, a zero weight); a query broadcast over the batch takes NumPy's."""
+    from shendu.functional.attention import AdditiveAttention
+
+    kern, calls = _numba.kernels(), []
+    monkeypatch.setattr(kern, "additive_grads",
+                        lambda *a, f=kern.additive_grads: calls.append(1) or f(*a))
+    rng = np.random.default_rng(17)
+
+    def grads(qp, kp, w, vals, keep):
+        fn = AdditiveAttention.__new__(AdditiveAttention)
+        fn.needs_input_grad = (True,) * 4
+        out, p = fn.forward(qp, kp, w, vals, keep=keep)
+        g = np.random.default_rng(5).standard_normal(out.shape).astype(dtype)
+        return fn.backward(g, np.zeros_like(p))
+
+    for qn, L in ((6, 3), (6, 1), (1, 2)):
+        qp = rng.standard_normal((qn, L, 8)).astype(dtype)
+        kp = rng.standard_normal((6, 9, 8)).astype(dtype)
+        w = rng.standard_normal(8).astype(dtype)
+        w[2] = 0.0
+        vals = rng.standard_normal((6, 9, 5)).astype(dtype)
+        keep = np.ones((6, L, 9), bool)
+        keep[1, :, 4] = False
+        calls.clear()
+        got = grads(qp, kp, w, vals, keep)
+        assert len(calls) == (qn == 6)
+        with monkeypatch.context() as m:
+            m.setattr(_numba, "_loaded", [None])
+            want = grads(qp, kp, w, vals, keep)
+        for a, b in zip(got, want):
+            assert a.shape == b.shape
+            np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_softmax_column_shift_as_numpy(dtype):
     """Attention's softmax down the columns of (G, S, L) scores: the compiled scale, max and
     shift give NumPy's ``s *= c; s -= max(s, axis=1)`` bit for bit, a fully masked

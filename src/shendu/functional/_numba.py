@@ -446,6 +446,33 @@ def _build():
                 p[i] = p[i] * decay + (mi * nss) / (np.sqrt(vi) / bc2 + eps)
 
     @njit
+    def additive_grads(t, dp, w, gq, gk, one):
+        """Additive attention's ``dU = (1 - T²) de w`` (``t`` (N, L, S, H) the saved ``T``,
+        ``dp`` (N, L, S) ``de``, ``w`` (H,)) summed over the keys into ``gq`` (N, L, H) and
+        over the queries into ``gk`` (N, S, H), without writing ``dU``: NumPy's passes
+        ``(1 - T·T) de w`` element by element, and its sums' order (0, then each term in
+        turn: a -0 term alone sums to +0): their bits. ``one``: 1 in the arrays' dtype (a
+        literal 1 would make the arithmetic float64)."""
+        n_, l_, s_, h_ = t.shape
+        zero = one - one
+        for n in range(n_):
+            for l in range(l_):
+                q = gq[n, l]
+                for s in range(s_):
+                    c = dp[n, l, s]
+                    x, k = t[n, l, s], gk[n, s]
+                    for h in range(h_):
+                        u = (one - x[h] * x[h]) * c * w[h]
+                        if s == 0:
+                            q[h] = zero + u
+                        else:
+                            q[h] += u
+                        if l == 0:
+                            k[h] = zero + u
+                        else:
+                            k[h] += u
+
+    @njit
     def bias_relu(h, b):
         """``h = max(h + b, 0)`` in place for ``h`` (M, N), ``b`` (N,): ``np.add`` then
         ``np.maximum`` in one pass, their bits (a NaN kept, -0 made +0, as ``np.maximum``
@@ -506,6 +533,6 @@ def _build():
     K.shift_columns, K.column_sums = shift_columns, column_sums
     K.bias_relu, K.relu_grad, K.dropout_relu_grad = bias_relu, relu_grad, dropout_relu_grad
     K.relu_grad_into, K.sgd_momentum, K.sgd_plain = relu_grad_into, sgd_momentum, sgd_plain
-    K.relu_into, K.adam_step = relu_into, adam_step
+    K.relu_into, K.adam_step, K.additive_grads = relu_into, adam_step, additive_grads
     return K
 

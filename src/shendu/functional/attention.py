@@ -494,6 +494,15 @@ class AdditiveAttention(Function):
         dp *= p                                             # de (..., L, S)
         gw = unbroadcast(np.einsum("...ls,...lsh->...h", dp, t), w.shape) \
             if self.needs_input_grad[2] else None
+        N, L, S, H = t.shape if t.ndim == 4 else (0, 0, 0, 0)
+        kern = _numba.kernels_for(t, dp, w) if t.ndim == 4 else None
+        if (kern is not None and self.qshape == (N, L, H) and self.kshape == (N, S, H)
+                and t.flags.c_contiguous and dp.flags.c_contiguous
+                and w.flags.c_contiguous):       # one pass: dU's sums, dU never written
+            gq, gk = np.empty((N, L, H), t.dtype), np.empty((N, S, H), t.dtype)
+            kern.additive_grads(t, dp, w, gq, gk, t.dtype.type(1))
+            need = self.needs_input_grad
+            return gq if need[0] else None, gk if need[1] else None, gw, gvals
         du = t * t
         np.subtract(1, du, out=du)                          # 1 - T²
         du *= dp[..., None]
