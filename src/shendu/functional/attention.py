@@ -494,11 +494,12 @@ class AdditiveAttention(Function):
         dp *= p                                             # de (..., L, S)
         gw = unbroadcast(np.einsum("...ls,...lsh->...h", dp, t), w.shape) \
             if self.needs_input_grad[2] else None
-        N, L, S, H = t.shape if t.ndim == 4 else (0, 0, 0, 0)
-        kern = _numba.kernels_for(t, dp, w) if t.ndim == 4 else None
-        if (kern is not None and self.qshape == (N, L, H) and self.kshape == (N, S, H)
-                and t.flags.c_contiguous and dp.flags.c_contiguous
-                and w.flags.c_contiguous):       # one pass: dU's sums, dU never written
+        N, L, S, H = t.shape if t.ndim == 4 else (0,) * 4
+        kern = _numba.kernels_for(t, dp, w)
+        if (kern is not None and t.ndim == 4 and self.qshape == (N, L, H)
+                and self.kshape == (N, S, H) and t.flags.c_contiguous
+                and dp.flags.c_contiguous and w.flags.c_contiguous):
+            # one pass: dU's two sums, dU never written
             gq, gk = np.empty((N, L, H), t.dtype), np.empty((N, S, H), t.dtype)
             kern.additive_grads(t, dp, w, gq, gk, t.dtype.type(1))
             need = self.needs_input_grad
