@@ -640,3 +640,51 @@ def test_conv_col2im_loop_as_numpy(monkeypatch, dtype, k, pad, same):
     calls.clear()
     run(stride=2)
     assert calls == []
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+def test_heads_split_loop_as_numpy(monkeypatch, dtype, batch_first, bias):
+    """Self-attention's packed projection written as contiguous heads with its bias added
+    (training, or inference on several kernel threads): the views of ``x W^T + b`` that
+    the NumPy path returns, bit for bit, and the same gradients (the heads' gradients
+    merged back into the product's layout by the compiled loop); one thread's inference
+    keeps the views."""
+    from shendu.nn.attention import _HeadsProjection
+
+    kern, calls = _numba.kernels(), []
+    for name in ("heads_split", "heads_merge"):
+        monkeypatch.setattr(kern, name,
+                            lambda *a, f=getattr(kern, name), n=name: calls.append(n) or f(*a))
+    rng = np.random.default_rng(3)
+    H, E = 4, 20
+    for a0, a1 in ((3, 7), (17, 5)):
+        x = rng.standard_normal((a0, a1, E)).astype(dtype)
+        x[0, 0, :3] = -0.0
+        w = rng.standard_normal((3 * E, E)).astype(dtype)
+        w[:2] = 0.0                                     # rows of -0 and +0 products
+        b = rng.standard_normal(3 * E).astype(dtype) if bias else None
+        ins = (x, w) + ((b,) if bias else ())
+        g = [rng.standard_normal((a0, H, a1, E // H) if batch_first else
+                                 (a1, H, a0, E // H)).astype(dtype) for _ in range(3)]
+
+        def run(train, threads):
+            fn = _HeadsProjection.__new__(_HeadsProjection)
+            fn.needs_input_grad = (train,) * len(ins)
+            monkeypatch.setattr(conv, "_N_THREADS", threads)
+            out = [o.copy() for o in fn.forward(*ins, heads=H, batch_first=batch_first)]
+            return out + (list(fn.backward(*g)) if train else [])
+
+        for train, threads in ((True, 1), (True, 2), (False, 2), (False, 1)):
+            calls.clear()
+            got = run(train, threads)
+            assert calls == (["heads_split", "heads_merge"] if train else
+                             ["heads_split"] if threads > 1 else [])
+            with monkeypatch.context() as m:
+                m.setattr(_numba, "_loaded", [None])
+                want = run(train, threads)
+            for a, c in zip(got, want):
+                assert a.shape == c.shape and a.dtype == c.dtype
+                np.testing.assert_array_equal(a.view(np.uint8), c.view(np.uint8))

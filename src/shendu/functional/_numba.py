@@ -520,6 +520,45 @@ def _build():
             for j in range(n):
                 dr[j] = dr[j] * inv * (1 if kr[j] else 0) * (0 if hr[j] <= 0 else 1)
 
+    @njit
+    def heads_split(y, b, bias, batch_first, out, lo, hi):
+        """Self-attention's packed projection ``y`` (A0, A1, 3, H, hd) as ``q, k, v`` in
+        one array ``out`` (3, N, H, L, hd), rows ``lo..hi`` of A0 (``(N, L)`` or, without
+        ``batch_first``, ``(L, N)``), adding the bias ``b`` (3, H, hd) when ``bias``:
+        ``y + b``'s bits, written where the heads read them contiguously."""
+        a1, c3, nh, hd = y.shape[1], y.shape[2], y.shape[3], y.shape[4]
+        for i in range(lo, hi):
+            for j in range(a1):
+                n, t = (i, j) if batch_first else (j, i)
+                for c in range(c3):
+                    for h in range(nh):
+                        src, dst = y[i, j, c, h], out[c, n, h, t]
+                        if bias:
+                            bb = b[c, h]
+                            for e in range(hd):
+                                dst[e] = src[e] + bb[e]
+                        else:
+                            for e in range(hd):
+                                dst[e] = src[e]
+
+    @njit
+    def heads_merge(gq, gk, gv, batch_first, g, lo, hi):
+        """:func:`heads_split`'s layout back: ``g`` (A0, A1, 3, H, hd) from the heads'
+        gradients ``gq, gk, gv`` (N, H, L, hd), rows ``lo..hi`` of A0."""
+        a1, nh, hd = g.shape[1], g.shape[3], g.shape[4]
+        for i in range(lo, hi):
+            for j in range(a1):
+                n, t = (i, j) if batch_first else (j, i)
+                for h in range(nh):
+                    d0, d1, d2 = g[i, j, 0, h], g[i, j, 1, h], g[i, j, 2, h]
+                    s0, s1, s2 = gq[n, h, t], gk[n, h, t], gv[n, h, t]
+                    for e in range(hd):
+                        d0[e] = s0[e]
+                    for e in range(hd):
+                        d1[e] = s1[e]
+                    for e in range(hd):
+                        d2[e] = s2[e]
+
     class Kernels:
         pass
 
@@ -534,5 +573,6 @@ def _build():
     K.bias_relu, K.relu_grad, K.dropout_relu_grad = bias_relu, relu_grad, dropout_relu_grad
     K.relu_grad_into, K.sgd_momentum, K.sgd_plain = relu_grad_into, sgd_momentum, sgd_plain
     K.relu_into, K.adam_step, K.additive_grads = relu_into, adam_step, additive_grads
+    K.heads_split, K.heads_merge = heads_split, heads_merge
     return K
 
