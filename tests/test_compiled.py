@@ -670,7 +670,7 @@ def test_heads_split_loop_as_numpy(monkeypatch, dtype, batch_first, bias):
         g = [rng.standard_normal((a0, H, a1, E // H) if batch_first else
                                  (a1, H, a0, E // H)).astype(dtype) for _ in range(3)]
 
-        def run(train, threads):
+        def run(train, threads, ins=ins, g=g):
             fn = _HeadsProjection.__new__(_HeadsProjection)
             fn.needs_input_grad = (train,) * len(ins)
             monkeypatch.setattr(conv, "_N_THREADS", threads)

@@ -12,9 +12,9 @@ from shendu import functional as F
 from shendu.autograd import Function
 from shendu.backend import get_default_dtype
 from shendu.functional import _gemm, _numba
+from shendu.functional import conv as _conv
 from shendu.functional._gemm import matmul
 from shendu.functional._util import column_sums
-from shendu.functional import conv as _conv
 from shendu.functional.conv import parallel
 from shendu.functional.linear import check_same_dtype
 from shendu.nn import init
