@@ -513,20 +513,23 @@ def test_relu_backward_loop_as_numpy(monkeypatch, dtype, layout):
 
 @needs_numba
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_softmax_column_sums_as_numpy(dtype):
-    """The softmax's normaliser down the columns of (G, S, L) exponentials: NumPy's
-    ``sum(axis=1)`` bit for bit (its row-by-row order), a column of zeros (every key
-    masked) summing to 1 so that it stays 0."""
+def test_softmax_column_normalizer_as_numpy(dtype):
+    """The softmax's normalisation down the columns of (G, S, L) exponentials: NumPy's
+    ``e / e.sum(axis=1)`` bit for bit (the sum in its row-by-row order, then IEEE
+    division), a column of zeros (every key masked) summing to 1 so that it stays 0, an
+    infinite entry giving NaN in its column as NumPy's does."""
     rng = np.random.default_rng(3)
     e = np.exp(rng.standard_normal((5, 33, 47)) * 3).astype(dtype)
     e[1, :, 4] = 0
     e[2, 7, 9] = np.inf
-    want = e.sum(axis=1)
-    want[want == 0] = 1
-    got = np.empty((5, 47), dtype)
-    _numba.kernels().column_sums(e, got)
+    e[3, :, 5] = np.finfo(dtype).tiny                   # subnormal quotients' rounding
+    z = e.sum(axis=1, keepdims=True)
+    z[z == 0] = 1
+    want = e / z
+    got = e.copy()
+    _numba.kernels().normalize_columns(got)
     np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
-    assert got[1, 4] == 1
+    assert (got[1, :, 4] == 0).all() and np.isnan(got[2, 7, 9])
 
 
 @needs_numba

@@ -136,11 +136,13 @@ def _build():
                 yr[j] = h * w[j] + b[j]
 
     @njit_sum
-    def add_layer_norm_rows(x, q, w, b, eps, y, xhat, rstd, lo, hi):
+    def add_layer_norm_rows(x, q, w, b, eps, y, keep, xhat, rstd, lo, hi):
         """:func:`layer_norm_rows` of ``x + q`` (a residual connection and the norm after
         it), each row's sum made into a scratch row that stays in cache (never stored
         whole): the bits of ``np.add`` then :func:`layer_norm_rows`. The sum is its own
-        loop, so that the reassociation the sums below may use cannot reach it."""
+        loop, so that the reassociation the sums below may use cannot reach it. ``xhat``
+        and ``rstd`` are written only with ``keep`` (training; inference passes ``y`` and
+        writes ``y`` alone, with the same sums, so the same bits)."""
         d = x.shape[1]
         t = np.empty(d, x.dtype)
         for r in range(lo, hi):
@@ -156,12 +158,17 @@ def _build():
                 c = t[j] - mu
                 v += c * c
             rs = 1.0 / np.sqrt(v / d + eps)
-            rstd[r] = rs
-            hr, yr = xhat[r], y[r]
-            for j in range(d):
-                h = (t[j] - mu) * rs
-                hr[j] = h
-                yr[j] = h * w[j] + b[j]
+            yr = y[r]
+            if keep:
+                rstd[r] = rs
+                hr = xhat[r]
+                for j in range(d):
+                    h = (t[j] - mu) * rs
+                    hr[j] = h
+                    yr[j] = h * w[j] + b[j]
+            else:
+                for j in range(d):
+                    yr[j] = (t[j] - mu) * rs * w[j] + b[j]
 
     @njit_sum
     def layer_norm_grad_rows(g, xhat, rstd, w, dx, lo, hi):
@@ -386,21 +393,28 @@ def _build():
                 for i in range(L):
                     r[i] -= m[i]
 
-    @njit
-    def column_sums(s, z):
-        """``z`` (G, L) = ``s.sum(axis=1)`` of ``s`` (G, S, L), row by row in NumPy's order
-        (its bits), a sum of 0 (a fully masked column) made 1."""
+    @njit_ieee
+    def normalize_columns(s):
+        """``s /= z`` for ``s`` (G, S, L), ``z = s.sum(axis=1)`` (a sum of 0, a fully masked
+        column, made 1), each (S, L) slab summed row by row in NumPy's order and divided
+        while it is still in cache: NumPy's sum and division, their bits, in one pass."""
         G, S, L = s.shape
+        z = np.empty(L, s.dtype)
         for g in range(G):
-            zg = z[g]
-            zg[:] = s[g, 0]
+            r = s[g, 0]
+            for i in range(L):
+                z[i] = r[i]
             for j in range(1, S):
                 r = s[g, j]
                 for i in range(L):
-                    zg[i] += r[i]
+                    z[i] += r[i]
             for i in range(L):
-                if zg[i] == 0:
-                    zg[i] = 1
+                if z[i] == 0:
+                    z[i] = 1
+            for j in range(S):
+                r = s[g, j]
+                for i in range(L):
+                    r[i] /= z[i]
 
     @njit
     def sgd_momentum(p, g, b, mu, neg_lr):
@@ -569,7 +583,7 @@ def _build():
     K.add_layer_norm_rows = add_layer_norm_rows
     K.lstm_gates, K.lstm_step_grads = lstm_gates, lstm_step_grads
     K.lstm_factors, K.lstm_step_grads_gates = lstm_factors, lstm_step_grads_gates
-    K.shift_columns, K.column_sums = shift_columns, column_sums
+    K.shift_columns, K.normalize_columns = shift_columns, normalize_columns
     K.bias_relu, K.relu_grad, K.dropout_relu_grad = bias_relu, relu_grad, dropout_relu_grad
     K.relu_grad_into, K.sgd_momentum, K.sgd_plain = relu_grad_into, sgd_momentum, sgd_plain
     K.relu_into, K.adam_step, K.additive_grads = relu_into, adam_step, additive_grads

@@ -110,11 +110,8 @@ def _softmax_along_(s: np.ndarray, axis: int, bounded: bool = False, kern=None,
             m[m == -np.inf] = 0                             # rows with every key masked
             s -= m
     exp(s, out=s)
-    if kern is not None:                                # NumPy's sums, one compiled pass
-        s3 = s.reshape((-1,) + s.shape[-2:])
-        z = np.empty((s3.shape[0], 1, s3.shape[2]), s.dtype)
-        kern.column_sums(s3, z.reshape(s3.shape[0], -1))
-        s3 /= z
+    if kern is not None:                    # NumPy's sums and division, one compiled pass
+        kern.normalize_columns(s.reshape((-1,) + s.shape[-2:]))
         return s
     z = s.sum(axis=axis, keepdims=True)
     z[z == 0] = 1                   # only a row with every key masked sums to 0: it stays 0

@@ -114,14 +114,17 @@ class _AddLayerNorm(LayerNorm):
         x2, q2 = x.reshape(-1, d), q.reshape(-1, d)
         dt = x2.dtype
         nb = _numba.kernels()
-        xhat, y = np.empty(x2.shape, dt), np.empty(x2.shape, dt)
+        keep = any(self.needs_input_grad)       # inference writes y alone (same bits)
+        y = np.empty(x2.shape, dt)
+        xhat = np.empty(x2.shape, dt) if keep else y
         rstd = np.empty((len(x2), 1), dt)
         wv = np.ones(d, dt) if w is None else w.reshape(-1)
         bv = np.zeros(d, dt) if b is None else b.reshape(-1)
         r1 = rstd.reshape(-1)
-        parallel(lambda lo, hi: nb.add_layer_norm_rows(x2, q2, wv, bv, eps, y, xhat, r1, lo,
-                                                       hi), len(x2), x2.size)
-        self.xhat, self.rstd, self.shape, self.w = xhat, rstd, shape, w
+        parallel(lambda lo, hi: nb.add_layer_norm_rows(x2, q2, wv, bv, eps, y, keep, xhat, r1,
+                                                       lo, hi), len(x2), x2.size)
+        if keep:
+            self.xhat, self.rstd, self.shape, self.w = xhat, rstd, shape, w
         return y.reshape(shape)
 
     def backward(self, g):
