@@ -383,13 +383,17 @@ def test_resume_is_exact_when_the_ranks_random_states_differ(mpi_train):
 @pytest.mark.slow
 def test_sigusr1_to_mpiexec_stops_every_rank_cleanly(mpi_train):
     """``kill -USR1 <mpiexec>``: Open MPI forwards it to every rank; they stop after the same
-    batch (the one after it arrived) and rank 0 checkpoints there."""
+    batch (the one after it arrived) and rank 0 checkpoints there. When it arrives is up to
+    the scheduler (mpiexec forwards it when it next runs: one or two batches later on an
+    idle machine, more on a loaded one), so the step is only bounded by the signal's
+    sending and by the full run's end."""
     from shendu.io import load_checkpoint
     from shendu.train import latest_checkpoint
 
     ranks, _, out = mpi_train
     steps = {_unpack(res, "usr1")[2] for res in ranks}
-    assert len(steps) == 1 and steps <= {STOP_AT + 1, STOP_AT + 2}, steps
+    full = _unpack(ranks[0], "mlp")[2]                      # the run without a signal
+    assert len(steps) == 1 and STOP_AT < min(steps) < full, (steps, full)
     last = latest_checkpoint(out / "usr1")
     assert load_checkpoint(last)["trainer"]["global_step"] == steps.pop()
 
