@@ -691,3 +691,66 @@ def test_heads_split_loop_as_numpy(monkeypatch, dtype, batch_first, bias):
             for a, c in zip(got, want):
                 assert a.shape == c.shape and a.dtype == c.dtype
                 np.testing.assert_array_equal(a.view(np.uint8), c.view(np.uint8))
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_speed_perturb_loop_as_numpy(monkeypatch, dtype):
+    """Speed perturbation's interpolation as one compiled loop: ``np.interp``'s values bit
+    for bit (its float64 arithmetic, the last sample at and past the end, an infinite
+    sample's NaN fallbacks, exact sample positions), for speeds up and down; int16 input
+    and a one-sample signal take ``np.interp`` itself."""
+    from shendu.audio import speed_perturb
+
+    kern, calls = _numba.kernels(), []
+    monkeypatch.setattr(kern, "speed_interp",
+                        lambda *a, f=kern.speed_interp: calls.append(1) or f(*a))
+    rng = np.random.default_rng(21)
+    cases = []
+    for n in (2, 3, 17, 1000, 4801):
+        x = (rng.standard_normal(n) * 10.0 ** rng.integers(-4, 4)).astype(dtype)
+        x[0] = -0.0
+        if n > 10:
+            x[5], x[6], x[9] = np.inf, np.inf, -np.inf
+            x[7] = np.nan
+        for f in (0.5, 0.9, 1.0, 1.1, 1.0 + 1e-9, 2.0, float(rng.uniform(0.5, 2.0))):
+            cases.append((x, f))
+    cases.append((rng.integers(-9, 9, 50).astype(np.int16), 1.1))
+    cases.append((np.array([3.0], dtype), 0.7))
+    for x, f in cases:
+        calls.clear()
+        got = speed_perturb(x, f)
+        assert len(calls) == (x.dtype == dtype and len(x) > 1)
+        with monkeypatch.context() as m:
+            m.setattr(_numba, "_loaded", [None])
+            want = speed_perturb(x, f)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
+
+
+@needs_numba
+@pytest.mark.parametrize("noise_color", [0.0, 6.0])
+def test_audio_training_windows_as_numpy(monkeypatch, noise_color):
+    """The speech model's training windows (speed perturbation, shift, noise at a random
+    SNR) from the same seed: the compiled interpolation and noise add give the NumPy
+    passes' windows bit for bit, the random draws in the same order."""
+    import shendu
+    from shendu.models import AudioClassifier
+
+    rng = np.random.default_rng(4)
+    waves = [rng.standard_normal(int(n)).astype(np.float32) * 0.1
+             for n in rng.integers(500, 1400, 24)]
+    m = AudioClassifier(max_seconds=0.15, noise_color=noise_color)
+
+    def windows():
+        shendu.manual_seed(7)
+        return np.stack([m._batch(waves[i:i + 8], train=True) for i in range(0, 24, 8)])
+
+    kern, calls = _numba.kernels(), []
+    monkeypatch.setattr(kern, "add_scaled", lambda *a, f=kern.add_scaled: calls.append(1) or f(*a))
+    got = windows()
+    assert len(calls) > 3                         # about half the windows get noise
+    with monkeypatch.context() as mp:
+        mp.setattr(_numba, "_loaded", [None])
+        want = windows()
+    np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))

@@ -573,6 +573,42 @@ def _build():
                     for e in range(hd):
                         d2[e] = s2[e]
 
+    @njit
+    def speed_interp(x, factor, out):
+        """``out[i] = x(i * factor)`` by linear interpolation between samples, as
+        ``np.interp(np.arange(len(out)) * factor, np.arange(len(x)), x)`` computes it
+        (float64 arithmetic, the last sample past the end, the same NaN fallbacks; its
+        bits, tested), rounded to ``out``'s dtype; ``len(x) >= 2``."""
+        last = x.shape[0] - 1
+        for i in range(out.shape[0]):
+            t = i * factor
+            if t != t:
+                out[i] = t
+                continue
+            if t >= last:
+                out[i] = x[last]
+                continue
+            j = int(t)                                  # t >= 0: its floor
+            if j == t:
+                out[i] = x[j]
+                continue
+            y0, y1 = np.float64(x[j]), np.float64(x[j + 1])
+            slope = y1 - y0                             # over a unit step
+            v = slope * (t - j) + y0
+            if v != v:                                  # NaN one way: the other way
+                v = slope * (t - (j + 1)) + y1
+                if v != v and y0 == y1:
+                    v = y0
+            out[i] = v
+
+    @njit
+    def add_scaled(out, noise, sd):
+        """``out += (sd * noise).astype(out.dtype)`` in one pass (``noise`` float64, the
+        product rounded to ``out``'s dtype before the add, as NumPy's passes do: their
+        bits)."""
+        for j in range(out.shape[0]):
+            out[j] = out[j] + out.dtype.type(sd * noise[j])
+
     class Kernels:
         pass
 
@@ -588,5 +624,6 @@ def _build():
     K.relu_grad_into, K.sgd_momentum, K.sgd_plain = relu_grad_into, sgd_momentum, sgd_plain
     K.relu_into, K.adam_step, K.additive_grads = relu_into, adam_step, additive_grads
     K.heads_split, K.heads_merge = heads_split, heads_merge
+    K.speed_interp, K.add_scaled = speed_interp, add_scaled
     return K
 

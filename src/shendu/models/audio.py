@@ -34,6 +34,7 @@ from shendu import functional as F
 from shendu import nn, optim
 from shendu.autograd import no_grad
 from shendu.backend import as_dtype, rng
+from shendu.functional import _numba
 from shendu.models._base import BaseEstimator, ClassifierMixin, seeded, training_settings
 from shendu.tensor import Tensor
 
@@ -362,6 +363,7 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
 
         L = self._length
         out = np.zeros((len(waves), L), dtype=as_dtype(self.dtype))
+        kern = _numba.kernels_for(out)
         g = rng()
         for i, x in enumerate(waves):
             off = None
@@ -378,7 +380,10 @@ class AudioClassifier(ClassifierMixin, BaseEstimator):
                 noise = g.standard_normal(L)
                 if self.noise_color:
                     noise = _colour(noise, g, self.noise_color)
-                out[i] += (sd * noise).astype(out.dtype)
+                if kern is not None and noise.dtype == np.float64:
+                    kern.add_scaled(out[i], noise, sd)      # the passes below, in one
+                else:
+                    out[i] += (sd * noise).astype(out.dtype)
         return out
 
     # ------------------------------------------------------------- training
