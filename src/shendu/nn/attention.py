@@ -77,7 +77,7 @@ class _HeadsProjection(Function):
         heads, hd = gq.shape[1], gq.shape[-1]
         G = np.empty((a0, a1, 3, heads, hd), gq.dtype)
         nb = self.kern
-        if nb is not None and gq.dtype == gk.dtype == gv.dtype == G.dtype:
+        if nb is not None and gk.dtype == gv.dtype == G.dtype:         # G: gq's dtype
             bf = self.batch_first
             parallel(lambda lo, hi: nb.heads_merge(gq, gk, gv, bf, G, lo, hi), a0, G.size)
         else:
