@@ -163,7 +163,10 @@ def test_bad_input_gives_one_line_and_nonzero_exit(tmp_path, trained):
         assert_one_line_error(shendu(*args), *words)
     # argparse errors: one line too, exit status 2
     assert_one_line_error(shendu("train", "mlp"), "--data", code=2)
-    assert_one_line_error(shendu("tour", "--only", "nope"), "invalid choice", code=2)
+    assert_one_line_error(shendu("tour", "--only", "nope"), "unknown chapter 'nope'", code=2)
+    assert_one_line_error(shendu("tour", "--only", "mlp,nope"), "unknown chapter 'nope'",
+                          code=2)
+    assert_one_line_error(shendu("tour", "--jobs", "0"), "must be at least 1", code=2)
     assert_one_line_error(shendu("frobnicate"), "invalid choice", code=2)
     # --debug shows the traceback
     r = shendu("--debug", "eval", tmp_path / "garbage.ckpt")

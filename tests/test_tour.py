@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -99,6 +100,79 @@ def test_only_one_chapter(tmp_path):
     assert "Perceptron on XOR" in buf.getvalue()
     with pytest.raises(ValueError, match="unknown chapter 'nope'"):
         run_tour(only="nope", out=None, stream=buf)
+
+
+def test_chapter_lists():
+    from shendu.tour import chapter_names
+
+    assert chapter_names(None) == list(CHAPTERS)
+    assert chapter_names("seed, mlp") == ["mlp", "seed"]          # the tour's order
+    assert chapter_names(["cnn"]) == ["cnn"]
+    for bad in ("mlp,nope", "", ","):
+        with pytest.raises(ValueError, match="unknown chapter"):
+            chapter_names(bad)
+
+
+def test_a_chapter_runs_in_the_process_of_the_chapters_it_quotes():
+    """A chapter quoting another's measurement (the MLP's accuracy as the CNN's baseline)
+    must see it: the two share a worker process, in the tour's order."""
+    from shendu.tour import _groups
+
+    groups = _groups(list(CHAPTERS))
+    assert sorted(n for g in groups for n in g) == sorted(CHAPTERS)
+    home = {n: i for i, g in enumerate(groups) for n in g}
+    for name, ch in CHAPTERS.items():
+        for q in ch.quotes:
+            assert home[q] == home[name], (name, q)
+    for g in groups:
+        assert g == [n for n in CHAPTERS if n in g]
+    assert _groups(["cnn", "seed"]) == [["cnn"], ["seed"]]     # mlp absent: cnn alone
+    assert ["perceptron", "mlp", "cnn", "transformer"] in groups
+
+
+@pytest.mark.slow
+def test_chapters_in_processes_give_the_results_of_one_process(tmp_path):
+    """jobs=2 (the default on two cores) against jobs=1: the same rows, the same pictures
+    in the same order; the chapters that quote others still quote them."""
+    from io import StringIO
+
+    from shendu.tour import run_tour
+
+    only = "perceptron,mlp,cnn,seed"
+    one = run_tour(quick=True, only=only, out=tmp_path / "one", stream=StringIO(), jobs=1)
+    buf = StringIO()
+    two = run_tour(quick=True, only=only, out=tmp_path / "two", stream=buf, jobs=2)
+    assert not one.failed and not two.failed
+    assert [r.cells()[:5] for r in two.rows] == [r.cells()[:5] for r in one.rows]
+    assert all(r.seconds is not None and r.seconds >= 0 for r in two.rows)
+    cnn = next(r for r in two.rows if r.algorithm == "Convolutional network")
+    assert cnn.contrast.startswith("MLP: ") and "%" in cnn.contrast
+    assert [os.path.basename(p) for p in two.pictures] == \
+        [os.path.basename(p) for p in one.pictures]
+    for p in two.pictures:
+        assert os.path.getsize(p) > 1000
+    assert "2 processes" in buf.getvalue()
+    assert two.cpu_seconds > 0
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a shell script stands in for Python")
+def test_a_worker_that_dies_is_a_failed_row(tmp_path, monkeypatch):
+    """A worker process that exits without its result (killed, out of memory): its
+    chapters are listed as failed with its exit code and last line; the others stand."""
+    from io import StringIO
+
+    from shendu.tour import run_tour
+
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho 'MemoryError: out of memory' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake))
+    res = run_tour(quick=True, only="perceptron,seed", out=None, stream=StringIO(), jobs=2)
+    assert sorted(res.failed) == ["perceptron", "seed"]
+    assert len(res.rows) == 2
+    for r in res.rows:
+        assert r.result == ("failed: worker process exited with code 3: MemoryError: out of "
+                            "memory"), r.result
 
 
 def test_chapters_report_missing_pieces():

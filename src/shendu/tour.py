@@ -28,18 +28,24 @@ matplotlib (``pip install 'shendu[plot]'``); without it the tour prints a one-li
 report holds the table.
 
 Every run is seeded (``shendu.manual_seed(0)`` before each chapter), so the tour prints the
-same numbers on every run on the same machine. ``quick=True`` shrinks every budget (about ten
-CPU seconds in all, the full tour about 110); a chapter whose building blocks are missing
+same numbers on every run on the same machine, whether its chapters run one after another in
+one process or side by side in several (``jobs``). ``quick=True`` shrinks every budget (about
+25 CPU seconds in all, the full tour about 120); a chapter whose building blocks are missing
 from this build of shendu is listed as "not available yet" instead of failing the tour.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import json
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -50,6 +56,7 @@ import numpy as np
 from shendu.train import Callback
 
 __all__ = ["Chapter", "Row", "TourResult", "CHAPTERS", "run_tour", "HEADER", "one_thread",
+           "chapter_names", "default_jobs",
            "mirrored_fraction", "format_table"]
 
 HEADER = ("algorithm", "who and when", "task", "result", "baseline or contrast", "seconds")
@@ -78,19 +85,32 @@ class _Context:
 
     quick: bool
     rows: list[Row] = field(default_factory=list)
-    pictures: list[tuple[str, str, str, Callable, tuple]] = field(default_factory=list)
+    #: (file name, title, caption, draw, args); ``draw`` None: already drawn (by a worker)
+    pictures: list[tuple[str, str, str, Callable | None, tuple]] = field(default_factory=list)
     curves: list[tuple[str, str, dict]] = field(default_factory=list)
     measured: dict[str, float] = field(default_factory=dict)
+    #: every chapter of this tour (some may run in other processes)
+    names: tuple[str, ...] = ()
+    #: the chapter running now, and which chapter made each row, picture and curve
+    chapter: str = ""
+    made_by: dict = field(default_factory=lambda: {"rows": [], "pictures": {}, "curves": []})
 
     def picture(self, filename: str, title: str, caption: str, draw: Callable, *args) -> None:
         """Ask for a picture; it is drawn after the runs (and only with matplotlib). A later
         request for the same file name replaces an earlier one."""
         self.pictures = [p for p in self.pictures if p[0] != filename]
         self.pictures.append((filename, title, caption, draw, args))
+        self.made_by["pictures"][filename] = self.chapter
 
     def row(self, algorithm: str, who: str, task: str, result: str, contrast: str,
             seconds: float | None) -> None:
         self.rows.append(Row(algorithm, who, task, result, contrast, seconds))
+        self.made_by["rows"].append(self.chapter)
+
+    def curve(self, title: str, ylabel: str, series: dict) -> None:
+        """Add a panel to the learning-curves picture: ``{label: values per epoch}``."""
+        self.curves.append((title, ylabel, series))
+        self.made_by["curves"].append(self.chapter)
 
 
 @dataclass
@@ -103,6 +123,11 @@ class Chapter:
     task: str
     needs: tuple[str, ...]
     run: Callable[[_Context], None]
+    #: earlier chapters whose measurements this one quotes (they run in its process)
+    quotes: tuple[str, ...] = ()
+    #: about how long the full budget takes on one core (s): with several processes the
+    #: longest chapters start first
+    seconds: float = 1.0
 
     def missing(self) -> list[str]:
         """The needed pieces (``"nn.LSTM"``, ``"models.AttentionMechanism"``...) that this
@@ -311,8 +336,8 @@ def _mlp(ctx: _Context) -> None:
     acc = float((pred == yte).mean())
     ctx.measured["mlp_digits"] = acc
     ctx.measured["mlp_digits_params"] = _n_params(model)
-    ctx.curves.append(("MLP on digits", "loss / accuracy",
-                       {"train loss": h["loss"], "test accuracy": h["val_accuracy"]}))
+    ctx.curve("MLP on digits", "loss / accuracy",
+              {"train loss": h["loss"], "test accuracy": h["val_accuracy"]})
     ctx.picture("confusion_matrix.png", "Confusion matrix (MLP, digits test set)",
                 f"Rows: true digit; columns: predicted. {int((pred != yte).sum())} of "
                 f"{len(yte)} test images wrong.", _plots().confusion_matrix,
@@ -360,8 +385,8 @@ def _cnn(ctx: _Context) -> None:
             f"MLP: {_pct(mlp)} ({ctx.measured['mlp_digits_params']:,} weights)"
             if mlp is not None else "MLP: run `shendu tour --only mlp`",
             time.perf_counter() - t0)
-    ctx.curves.append(("CNN on digits", "loss / accuracy",
-                       {"train loss": h["loss"], "test accuracy": h["val_accuracy"]}))
+    ctx.curve("CNN on digits", "loss / accuracy",
+              {"train loss": h["loss"], "test accuracy": h["val_accuracy"]})
     p = _plots()
     ctx.picture("confusion_matrix.png", "Confusion matrix (CNN, digits test set)",
                 f"Rows: true digit; columns: predicted. {int((pred != yte).sum())} of "
@@ -432,9 +457,9 @@ def _lstm(ctx: _Context) -> None:
             f"test MSE {r_mse:.4f} ({'solved' if r_mse < 0.05 else 'not solved'})",
             f"vanishing gradient: ||dL/dh_1|| / ||dL/dh_T|| = {ratio['rnn']} "
             f"(LSTM {ratio['lstm']})", results["rnn"][3])
-    ctx.curves.append((f"Adding problem (T={T})", "test MSE",
-                       {"RNN": results["rnn"][1]["val_mse"],
-                        "LSTM": results["lstm"][1]["val_mse"]}))
+    ctx.curve(f"Adding problem (T={T})", "test MSE",
+              {"RNN": results["rnn"][1]["val_mse"],
+               "LSTM": results["lstm"][1]["val_mse"]})
     ctx.picture("rnn_vs_lstm_gradients.png", "Gradient norm over time: RNN vs LSTM",
                 f"||dL/dh_t|| (shendu.nn.bptt_gradient_norms) for 128 test sequences of the "
                 f"trained models, loss at the last step t={T}. " + _gradient_caption(results, T),
@@ -517,8 +542,8 @@ def _attention(ctx: _Context) -> None:
             f"mirrored position at {_pct(mirrored)} of steps",
             f"without attention (Cho et al. 2014), same budget: {_pct(out[False][0])}",
             out[True][3] + out[False][3])
-    ctx.curves.append((f"Reversal, length {lo}-{hi}", "held-out exact sequences",
-                       {"with attention": out[True][2], "without": out[False][2]}))
+    ctx.curve(f"Reversal, length {lo}-{hi}", "held-out exact sequences",
+              {"with attention": out[True][2], "without": out[False][2]})
     k = int(np.argmax(te.lengths))                     # the longest held-out sequence
     src, tgt = srcs[k], te.tgt[k, :te.lengths[k]]
     pred, weights = m.predict(src, return_attention=True)
@@ -559,9 +584,9 @@ def _transformer(ctx: _Context) -> None:
             f"{_pct(acc)} test accuracy ({epochs} epochs)",
             f"MLP on the flat pixels: {_pct(mlp)}" if mlp is not None
             else "MLP: run `shendu tour --only mlp`", time.perf_counter() - t0)
-    ctx.curves.append(("Transformer on digits", "loss / accuracy",
-                       {"train loss": h["loss"], "test accuracy": h["val_accuracy"]}))
-    if not any(p[0] == "attention.png" for p in ctx.pictures):
+    ctx.curve("Transformer on digits", "loss / accuracy",
+              {"train loss": h["loss"], "test accuracy": h["val_accuracy"]})
+    if "attention" not in ctx.names:      # else that chapter draws attention.png
         layer = model.encoder.layers[0]
         with shendu.no_grad():
             model.eval()
@@ -802,31 +827,31 @@ def digits_rows():
 
 CHAPTERS: dict[str, Chapter] = {c.name: c for c in [
     Chapter("perceptron", "Perceptron", "Frank Rosenblatt 1958; Minsky & Papert 1969",
-            "separable blobs; XOR", ("models.Perceptron",), _perceptron),
+            "separable blobs; XOR", ("models.Perceptron",), _perceptron, (), 0.1),
     Chapter("mlp", "Multi-layer perceptron + backpropagation",
             "David Rumelhart, Geoffrey Hinton & Ronald Williams 1986", "XOR; 8x8 digits",
-            ("train.fit", "nn.Linear", "optim.Adam"), _mlp),
+            ("train.fit", "nn.Linear", "optim.Adam"), _mlp, ("perceptron",), 3),
     Chapter("cnn", "Convolutional network", "Yann LeCun et al. 1989 (LeNet-5: 1998)",
-            "8x8 digits", ("train.fit", "nn.Conv2d", "nn.MaxPool2d"), _cnn),
+            "8x8 digits", ("train.fit", "nn.Conv2d", "nn.MaxPool2d"), _cnn, ("mlp",), 5),
     Chapter("lstm", "Long short-term memory vs simple RNN",
             "Sepp Hochreiter & Jürgen Schmidhuber 1997; Jeffrey Elman 1990",
-            "adding problem", ("train.fit", "nn.RNN", "nn.LSTM"), _lstm),
+            "adding problem", ("train.fit", "nn.RNN", "nn.LSTM"), _lstm, (), 16),
     Chapter("attention", "Encoder-decoder with additive attention",
             "Dzmitry Bahdanau, Kyunghyun Cho & Yoshua Bengio 2014",
-            "reverse digit sequences", ("models.AttentionMechanism",), _attention),
+            "reverse digit sequences", ("models.AttentionMechanism",), _attention, (), 32),
     Chapter("transformer", "Transformer encoder (self-attention)",
             "Ashish Vaswani et al. 2017", "8x8 digits as 8 row tokens",
-            ("train.fit", "nn.TransformerEncoderLayer"), _transformer),
+            ("train.fit", "nn.TransformerEncoderLayer"), _transformer, ("mlp",), 6),
     Chapter("seed", "The seed's classes, as the seed calls them",
             "McCulloch & Pitts 1943 ... Vaswani et al. 2017",
             "sin; blobs; running sum; 8x8 images; copy-first-token",
-            ("models.AttentionMechanism", "models.NeuralNetwork"), _seed),
+            ("models.AttentionMechanism", "models.NeuralNetwork"), _seed, (), 2),
     Chapter("speech", "Speech recognition (conv net on log-mels)",
             "Waibel et al. 1989 (TDNN); Park et al. 2019 (SpecAugment)",
-            "spoken digits (FSDD recordings)", ("models.AudioClassifier",), _speech),
+            "spoken digits (FSDD recordings)", ("models.AudioClassifier",), _speech, (), 29),
     Chapter("game_ai", "Deep Q-learning; TD self-play",
             "Mnih et al. 2013/2015; Gerald Tesauro 1992", "CartPole-v1; tic-tac-toe",
-            ("rl.DQN", "rl.TDSelfPlay"), _game_ai),
+            ("rl.DQN", "rl.TDSelfPlay"), _game_ai, (), 26),
 ]}
 
 
@@ -848,55 +873,242 @@ def format_table(rows: list[tuple[str, ...]], header=HEADER, max_width: int = 34
     return "\n".join(out)
 
 
-def run_tour(quick: bool = False, only: str | None = None, out: str | os.PathLike | None =
-             "shendu-tour", stream=None, debug: bool = False) -> TourResult:
-    """Run the tour (or one chapter with ``only``), print the table to ``stream`` (stdout)
-    and, unless ``out`` is None, write the pictures and ``report.html`` into ``out``.
-
-    A chapter that raises is listed as "failed: ..." (``debug=True`` re-raises instead) and
-    named in ``TourResult.failed``."""
-    stream = sys.stdout if stream is None else stream
+def chapter_names(only) -> list[str]:
+    """The chapters to run, in the tour's order: all of them (``only`` None), or those that
+    ``only`` names (one name, names separated by commas, or a list of names)."""
     names = list(CHAPTERS)
-    if only is not None:
-        if only not in CHAPTERS:
-            raise ValueError(f"tour: unknown chapter {only!r}; choose one of "
-                             f"{', '.join(names)}")
-        names = [only]
-    ctx = _Context(quick=quick)
+    if only is None:
+        return names
+    asked = [n.strip() for n in only.split(",")] if isinstance(only, str) else list(only)
+    unknown = [n for n in asked if n not in CHAPTERS]
+    if unknown or not asked:
+        raise ValueError(f"tour: unknown chapter {', '.join(map(repr, unknown)) or repr(only)};"
+                         f" choose from {', '.join(names)}")
+    return [n for n in names if n in asked]
+
+
+def default_jobs() -> int:
+    """The cores this process may use (the tour's default number of processes)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:        # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def run_tour(quick: bool = False, only=None, out: str | os.PathLike | None = "shendu-tour",
+             stream=None, debug: bool = False, jobs: int = 1) -> TourResult:
+    """Run the tour (or the chapters ``only`` names: one name, a comma-separated string or
+    a list), print the table to ``stream`` (stdout) and, unless ``out`` is None, write the
+    pictures and ``report.html`` into ``out``.
+
+    ``jobs`` > 1 runs chapters in that many processes at once, each on one thread (a
+    chapter that quotes another's measurement runs after it, in the same process); the
+    results are those of ``jobs=1``, which runs every chapter in this process, one after
+    another. A chapter that raises is listed as "failed: ..." (``debug=True`` re-raises
+    instead, and runs in this process) and named in ``TourResult.failed``."""
+    stream = sys.stdout if stream is None else stream
+    names = chapter_names(only)
+    if int(jobs) < 1:
+        raise ValueError(f"tour: jobs must be >= 1, got {jobs}")
+    groups = _groups(names)
+    jobs = 1 if debug else min(int(jobs), len(groups))
     failed: list[str] = []
     start, cpu0 = time.perf_counter(), time.process_time()
-    with one_thread():
-        for name in names:
-            ch = CHAPTERS[name]
-            missing = ch.missing()
-            if missing:
-                ctx.row(ch.algorithm, ch.who, ch.task,
-                        f"not available yet (needs {', '.join(missing)})", "", None)
-                continue
-            try:
-                ch.run(ctx)
-            except Exception as e:  # one broken chapter must not hide the others' results
-                if debug:
-                    raise
-                ctx.row(ch.algorithm, ch.who, ch.task,
-                        f"failed: {type(e).__name__}: {' '.join(str(e).split())[:200]}", "",
-                        None)
-                failed.append(name)
-    total, cpu = time.perf_counter() - start, time.process_time() - cpu0
+    if jobs == 1:
+        ctx = _Context(quick=quick, names=tuple(names))
+        with one_thread():
+            for name in names:
+                _run_chapter(ctx, name, failed, debug)
+        cpu_workers = 0.0
+    else:
+        ctx, cpu_workers = _run_in_processes(groups, names, quick,
+                                             None if out is None else os.fspath(out), jobs,
+                                             failed)
+    total = time.perf_counter() - start
+    cpu = time.process_time() - cpu0 + cpu_workers
     table = format_table([r.cells() for r in ctx.rows])
     print(file=stream)
     print(table, file=stream)
-    print(f"\n{len(names)} chapter(s) in {total:.1f} s ({cpu:.1f} s CPU)"
+    how = "" if jobs == 1 else f", {jobs} processes"
+    print(f"\n{len(names)} chapter(s) in {total:.1f} s ({cpu:.1f} s CPU{how})"
           f"{' (--quick budgets)' if quick else ''}", file=stream)
     written: list[str] = []
     report = None
     if out is not None:
-        written, report = _write_outputs(ctx, os.fspath(out), quick, total, cpu, stream)
+        written, report = _write_outputs(ctx, os.fspath(out), quick, total, cpu, stream, jobs)
     return TourResult(ctx.rows, written, report, total, failed, cpu)
 
 
+def _run_chapter(ctx: _Context, name: str, failed: list[str], debug: bool) -> None:
+    ch = CHAPTERS[name]
+    ctx.chapter = name
+    missing = ch.missing()
+    if missing:
+        ctx.row(ch.algorithm, ch.who, ch.task,
+                f"not available yet (needs {', '.join(missing)})", "", None)
+        return
+    try:
+        ch.run(ctx)
+    except Exception as e:  # one broken chapter must not hide the others' results
+        if debug:
+            raise
+        ctx.row(ch.algorithm, ch.who, ch.task,
+                f"failed: {type(e).__name__}: {' '.join(str(e).split())[:200]}", "", None)
+        failed.append(name)
+
+
+def _groups(names: list[str]) -> list[list[str]]:
+    """``names`` in groups that run in one process each: a chapter joins the group of a
+    chapter it quotes (when that one runs too). Each group keeps the tour's order."""
+    group_of: dict[str, list[str]] = {}
+    groups: list[list[str]] = []
+    for n in names:
+        home = next((group_of[q] for q in CHAPTERS[n].quotes if q in group_of), None)
+        if home is None:
+            home = []
+            groups.append(home)
+        home.append(n)
+        group_of[n] = home
+    return groups
+
+
+def _run_in_processes(groups, names, quick: bool, out: str | None, jobs: int,
+                      failed: list[str]) -> tuple[_Context, float]:
+    """Run the groups of chapters in up to ``jobs`` worker processes at once (the longest
+    first), each a fresh Python running :func:`_worker_main` on one thread; gather their
+    rows, pictures (drawn by the workers), curves and CPU time into one context, in the
+    tour's order. Results travel as JSON files."""
+    import shendu
+    from shendu.utils import progress
+
+    order = sorted(groups, key=lambda g: -sum(CHAPTERS[n].seconds for n in g))
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(shendu.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    tmp = tempfile.mkdtemp(prefix="shendu-tour-")
+    running: dict = {}
+    done: dict[str, dict] = {}
+    cpu = 0.0
+    bar = progress(None, desc="tour chapters", total=len(names))
+    shown = ""
+    try:
+        while order or running:
+            while order and len(running) < jobs:
+                group = order.pop(0)
+                k = len(done) + len(running)
+                spec = os.path.join(tmp, f"{k}.json")
+                with open(spec, "w", encoding="utf-8") as f:
+                    json.dump({"chapters": group, "quick": quick, "out": out, "names": names,
+                               "result": os.path.join(tmp, f"{k}.result.json"),
+                               "parent": os.getpid()}, f)
+                log = open(os.path.join(tmp, f"{k}.log"), "w+", encoding="utf-8")
+                proc = subprocess.Popen(
+                    [sys.executable, "-c", "from shendu.tour import _worker_main; "
+                     "_worker_main()", spec], env=env, stdout=log, stderr=subprocess.STDOUT)
+                running[proc] = (group, spec, log)
+            now = ", ".join(n for g, _, _ in running.values() for n in g)
+            if now != shown:
+                bar.set_postfix_str(now)
+                shown = now
+            time.sleep(0.05)
+            for proc in [p for p in running if p.poll() is not None]:
+                group, spec, log = running.pop(proc)
+                res = _worker_result(spec, proc.returncode, log)
+                log.close()
+                for n in group:
+                    done[n] = res["chapters"].get(n) or _failed_chapter(n, res["error"])
+                cpu += res.get("cpu", 0.0)
+                bar.update(len(group))
+    finally:
+        for proc, (_, _, log) in running.items():      # interrupted: stop the rest
+            proc.kill()
+            proc.wait()
+            log.close()
+        bar.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    ctx = _Context(quick=quick, names=tuple(names))
+    for n in names:
+        part = done[n]
+        ctx.chapter = n
+        for cells in part["rows"]:
+            ctx.row(*cells)
+        for title, ylabel, series in part["curves"]:
+            ctx.curve(title, ylabel, series)
+        for filename, title, caption in part["pictures"]:
+            ctx.pictures.append((filename, title, caption, None, ()))
+        failed.extend(part["failed"])
+    return ctx, cpu
+
+
+def _worker_result(spec: str, code: int, log) -> dict:
+    """A worker's result file, or (it died) an error naming its exit code and last line."""
+    path = json.load(open(spec, encoding="utf-8"))["result"]
+    if code == 0 and os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    log.seek(0)
+    lines = [ln.strip() for ln in log.read().splitlines() if ln.strip()]
+    last = lines[-1][:200] if lines else "no output"
+    return {"chapters": {}, "error": f"worker process exited with code {code}: {last}"}
+
+
+def _failed_chapter(name: str, error: str) -> dict:
+    ch = CHAPTERS[name]
+    return {"rows": [[ch.algorithm, ch.who, ch.task, f"failed: {error}", "", None]],
+            "curves": [], "pictures": [], "failed": [name]}
+
+
+def _worker_main() -> None:
+    """A worker of :func:`run_tour`: run the chapters that the JSON file ``sys.argv[1]``
+    names on one thread, draw their pictures into its ``out`` folder, and write each
+    chapter's rows, curves, picture titles and measurements to its ``result`` file."""
+    with open(sys.argv[1], encoding="utf-8") as f:
+        spec = json.load(f)
+    threading.Thread(target=_exit_with, args=(spec["parent"],), daemon=True).start()
+    cpu0 = time.process_time()
+    ctx = _Context(quick=bool(spec["quick"]), names=tuple(spec["names"]))
+    failed: list[str] = []
+    with one_thread():
+        for name in spec["chapters"]:
+            _run_chapter(ctx, name, failed, debug=False)
+    out = spec["out"]
+    from shendu.report import have_matplotlib
+
+    if out is not None and have_matplotlib():
+        os.makedirs(out, exist_ok=True)
+        for filename, _, _, draw, args in ctx.pictures:
+            draw(os.path.join(out, filename), *args)
+    made = ctx.made_by
+    parts = {n: {"rows": [dataclasses.astuple(r) for r, m in zip(ctx.rows, made["rows"])
+                          if m == n],
+                 "curves": [c for c, m in zip(ctx.curves, made["curves"]) if m == n],
+                 "pictures": [p[:3] for p in ctx.pictures if made["pictures"].get(p[0]) == n],
+                 "failed": [x for x in failed if x == n]}
+             for n in spec["chapters"]}
+    with open(spec["result"] + ".part", "w", encoding="utf-8") as f:
+        json.dump({"chapters": parts, "cpu": time.process_time() - cpu0}, f,
+                  default=_jsonable)
+    os.replace(spec["result"] + ".part", spec["result"])
+
+
+def _exit_with(parent: int) -> None:
+    """End this worker soon after the tour that started it ends (killed without the chance
+    to stop its workers), instead of training on for nobody."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+def _jsonable(v):
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    raise TypeError(f"tour: cannot send {type(v).__name__} from a worker")
+
+
 def _write_outputs(ctx: _Context, out: str, quick: bool, total: float, cpu: float,
-                   stream):
+                   stream, jobs: int = 1):
     from shendu import __version__
     from shendu.report import MATPLOTLIB_HINT, Picture, have_matplotlib, write_html
 
@@ -911,7 +1123,8 @@ def _write_outputs(ctx: _Context, out: str, quick: bool, total: float, cpu: floa
                                     "Training loss and test metrics after every epoch."))
         for filename, title, caption, draw, args in ctx.pictures:
             path = os.path.join(out, filename)
-            draw(path, *args)
+            if draw is not None:                 # else a worker process drew it
+                draw(path, *args)
             pictures.append(Picture(title, path, caption))
     else:
         print(f"hint: {MATPLOTLIB_HINT}", file=stream)
@@ -924,7 +1137,8 @@ def _write_outputs(ctx: _Context, out: str, quick: bool, total: float, cpu: floa
         os.path.join(out, "report.html"), "shendu tour: the classic algorithms of deep learning",
         HEADER, [r.cells() for r in ctx.rows], pictures,
         subtitle=f"shendu {__version__}; {'quick budgets; ' if quick else ''}"
-                 f"{total:.0f} s in all ({cpu:.0f} s CPU, one thread); built-in data only, "
+                 f"{total:.0f} s in all ({cpu:.0f} s CPU, one thread per chapter"
+                 f"{'' if jobs == 1 else f', {jobs} chapters at a time'}); built-in data only, "
                  f"every run seeded.",
         notes=["History as in docs/history.md: backpropagation (reverse-mode differentiation) "
                "goes back to Linnainmaa 1970 and Werbos 1974; Rumelhart, Hinton & Williams "

@@ -22,7 +22,13 @@ class _Plain:
     def __iter__(self):
         return iter(self.it)
 
-    def set_postfix(self, **kw):
+    def set_postfix(self, *a, **kw):
+        pass
+
+    def set_postfix_str(self, *a, **kw):
+        pass
+
+    def update(self, n=1):
         pass
 
     def close(self):

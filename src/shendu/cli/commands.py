@@ -33,10 +33,11 @@ from shendu.cli.registry import (
 
 # ======================================================================= commands
 def _cmd_tour(args) -> int:
-    from shendu.tour import run_tour
+    from shendu.tour import default_jobs, run_tour
 
     res = run_tour(quick=args.quick, only=args.only,
-                   out=None if args.no_report else args.out, debug=args.debug)
+                   out=None if args.no_report else args.out, debug=args.debug,
+                   jobs=args.jobs or default_jobs())
     if res.failed:
         raise CLIError(f"tour: chapter(s) {', '.join(res.failed)} failed (see the table; "
                        "--debug shows the traceback)")

@@ -14,6 +14,27 @@ from shendu.cli.registry import _ALIASES, MODELS, TASKS, resolve_task
 
 
 # ========================================================================== parser
+def _chapters(text: str) -> str:
+    """``--only``: chapter names separated by commas, each one the tour has."""
+    from shendu.tour import chapter_names
+
+    try:
+        chapter_names(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("tour: ")) from None
+    return text
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``shendu train: error: ... (see shendu train --help)``."""
 
@@ -23,9 +44,11 @@ class _Parser(argparse.ArgumentParser):
 
 _EPILOGS = {
     "tour": """examples:
-  shendu tour                       # every chapter (under 2 CPU minutes)
-  shendu tour --quick               # small budgets (about 15 CPU seconds)
+  shendu tour                       # every chapter (about 2 CPU minutes; about one minute
+                                    # on 2 cores, two chapters at a time)
+  shendu tour --quick               # small budgets (about 25 CPU seconds)
   shendu tour --only lstm --out tour-lstm
+  shendu tour --only mlp,cnn --jobs 1
 chapters: {chapters}""",
     "train": """examples:
   shendu train mlp --data digits --epochs 20 --out runs/mlp
@@ -106,8 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
             "no network), print a table of results and write pictures and report.html.",
             chapters=", ".join(CHAPTERS))
     t.add_argument("--quick", action="store_true", help="small budgets (under a minute)")
-    t.add_argument("--only", metavar="NAME", choices=list(CHAPTERS),
-                   help="run one chapter: %(choices)s")
+    t.add_argument("--only", metavar="NAME[,NAME...]", type=_chapters,
+                   help="run these chapters (comma-separated): " + ", ".join(CHAPTERS))
+    t.add_argument("--jobs", "-j", metavar="N", type=_positive_int, default=None,
+                   help="run up to N chapters at once, each in its own process on one "
+                        "thread (default: one per core; 1: all in this process); the "
+                        "results do not depend on N")
     t.add_argument("--out", metavar="DIR", default="shendu-tour",
                    help="folder for the pictures and report.html (default: %(default)s)")
     t.add_argument("--no-report", action="store_true", help="print the table only")
