@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
+import itertools
 import json
 import os
 import shutil
@@ -974,56 +975,67 @@ def _groups(names: list[str]) -> list[list[str]]:
 
 def _run_in_processes(groups, names, quick: bool, out: str | None, jobs: int,
                       failed: list[str]) -> tuple[_Context, float]:
-    """Run the groups of chapters in up to ``jobs`` worker processes at once (the longest
-    first), each a fresh Python running :func:`_worker_main` on one thread; gather their
-    rows, pictures (drawn by the workers), curves and CPU time into one context, in the
-    tour's order. Results travel as JSON files."""
-    import shendu
+    """Run the groups of chapters on ``jobs`` worker processes (fresh Pythons running
+    :func:`_worker_main`, each on one thread), the longest groups first, a group to each
+    worker that is free; gather their rows, pictures (drawn by the workers), curves and CPU
+    time into one context, in the tour's order. Work and results travel as JSON files: the
+    parent writes a group's file and its path to a worker's stdin, the worker writes the
+    result file (a worker that dies fails its group, and a new one takes the next)."""
     from shendu.utils import progress
 
     order = sorted(groups, key=lambda g: -sum(CHAPTERS[n].seconds for n in g))
-    env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(shendu.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
     tmp = tempfile.mkdtemp(prefix="shendu-tour-")
-    running: dict = {}
+    free: list[_Worker] = []
+    busy: dict = {}                      # worker -> (group, result path)
     done: dict[str, dict] = {}
     cpu = 0.0
     bar = progress(None, desc="tour chapters", total=len(names))
-    shown = ""
+    shown, ticked = None, time.monotonic()
+    started = itertools.count()
     try:
-        while order or running:
-            while order and len(running) < jobs:
-                group = order.pop(0)
-                k = len(done) + len(running)
-                spec = os.path.join(tmp, f"{k}.json")
-                with open(spec, "w", encoding="utf-8") as f:
-                    json.dump({"chapters": group, "quick": quick, "out": out, "names": names,
-                               "result": os.path.join(tmp, f"{k}.result.json"),
-                               "parent": os.getpid()}, f)
-                log = open(os.path.join(tmp, f"{k}.log"), "w+", encoding="utf-8")
-                proc = subprocess.Popen(
-                    [sys.executable, "-c", "from shendu.tour import _worker_main; "
-                     "_worker_main()", spec], env=env, stdout=log, stderr=subprocess.STDOUT)
-                running[proc] = (group, spec, log)
-            now = ", ".join(n for g, _, _ in running.values() for n in g)
-            if now != shown:
-                bar.set_postfix_str(now)
-                shown = now
+        for k, group in enumerate(order):       # each group's work file
+            with open(os.path.join(tmp, f"{k}.json"), "w", encoding="utf-8") as f:
+                json.dump({"chapters": group, "quick": quick, "out": out, "names": names,
+                           "result": os.path.join(tmp, f"{k}.result.json")}, f)
+        queue = list(range(len(order)))
+        while queue or busy:
+            while queue and len(busy) < jobs:
+                w = free.pop() if free else _Worker(tmp, next(started))
+                k = queue.pop(0)
+                if w.send(os.path.join(tmp, f"{k}.json")):
+                    busy[w] = (order[k], os.path.join(tmp, f"{k}.result.json"))
+                else:                            # it died before taking the work
+                    busy[w] = (order[k], None)
             time.sleep(0.05)
-            for proc in [p for p in running if p.poll() is not None]:
-                group, spec, log = running.pop(proc)
-                res = _worker_result(spec, proc.returncode, log)
-                log.close()
+            for w in list(busy):
+                group, result = busy[w]
+                if result is not None and os.path.exists(result):
+                    with open(result, encoding="utf-8") as f:
+                        res = json.load(f)
+                    busy.pop(w)
+                    free.append(w)
+                elif result is None or w.proc.poll() is not None:
+                    busy.pop(w)
+                    res = {"chapters": {}, "error": w.death()}
+                else:
+                    continue
                 for n in group:
                     done[n] = res["chapters"].get(n) or _failed_chapter(n, res["error"])
                 cpu += res.get("cpu", 0.0)
                 bar.update(len(group))
+            now = ", ".join(n for g, _ in busy.values() for n in g)
+            if now != shown:
+                bar.set_postfix_str(now)
+                shown, ticked = now, time.monotonic()
+            elif time.monotonic() - ticked > 1.0:  # let the elapsed time tick
+                bar.refresh()
+                ticked = time.monotonic()
+        for w in free:
+            cpu += w.close()
+        free = []
     finally:
-        for proc, (_, _, log) in running.items():      # interrupted: stop the rest
-            proc.kill()
-            proc.wait()
-            log.close()
+        for w in [*busy, *free]:              # interrupted: stop the rest
+            w.kill()
         bar.close()
         shutil.rmtree(tmp, ignore_errors=True)
     ctx = _Context(quick=quick, names=tuple(names))
@@ -1040,16 +1052,59 @@ def _run_in_processes(groups, names, quick: bool, out: str | None, jobs: int,
     return ctx, cpu
 
 
-def _worker_result(spec: str, code: int, log) -> dict:
-    """A worker's result file, or (it died) an error naming its exit code and last line."""
-    path = json.load(open(spec, encoding="utf-8"))["result"]
-    if code == 0 and os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    log.seek(0)
-    lines = [ln.strip() for ln in log.read().splitlines() if ln.strip()]
-    last = lines[-1][:200] if lines else "no output"
-    return {"chapters": {}, "error": f"worker process exited with code {code}: {last}"}
+class _Worker:
+    """A worker process of :func:`_run_in_processes`: a fresh Python on this shendu."""
+
+    def __init__(self, tmp: str, k: int) -> None:
+        import shendu
+
+        env = dict(os.environ)
+        root = os.path.dirname(os.path.dirname(os.path.abspath(shendu.__file__)))
+        env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+        self.log = open(os.path.join(tmp, f"worker{k}.log"), "w+", encoding="utf-8")
+        self.cpu_file = os.path.join(tmp, f"worker{k}.cpu")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from shendu.tour import _worker_main; _worker_main()",
+             str(os.getpid()), self.cpu_file], env=env, stdin=subprocess.PIPE,
+            stdout=self.log, stderr=subprocess.STDOUT, text=True)
+
+    def send(self, spec: str) -> bool:
+        """Give the worker a group's work file; False when it has died."""
+        try:
+            self.proc.stdin.write(spec + "\n")
+            self.proc.stdin.flush()
+        except OSError:
+            return False
+        return True
+
+    def death(self) -> str:
+        """Why the worker ended (its exit code and last line of output)."""
+        code = self.proc.wait()
+        self.log.seek(0)
+        lines = [ln.strip() for ln in self.log.read().splitlines() if ln.strip()]
+        self.log.close()
+        return (f"worker process exited with code {code}: "
+                f"{lines[-1][:200] if lines else 'no output'}")
+
+    def close(self) -> float:
+        """Let the worker end (no more work); the CPU time it spent between the groups."""
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        self.proc.wait()
+        self.log.close()
+        try:
+            with open(self.cpu_file, encoding="utf-8") as f:
+                return float(f.read())
+        except (OSError, ValueError):
+            return 0.0
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.log.close()
 
 
 def _failed_chapter(name: str, error: str) -> dict:
@@ -1059,18 +1114,29 @@ def _failed_chapter(name: str, error: str) -> dict:
 
 
 def _worker_main() -> None:
-    """A worker of :func:`run_tour`: run the chapters that the JSON file ``sys.argv[1]``
-    names on one thread, draw their pictures into its ``out`` folder, and write each
-    chapter's rows, curves, picture titles and measurements to its ``result`` file."""
-    with open(sys.argv[1], encoding="utf-8") as f:
-        spec = json.load(f)
-    threading.Thread(target=_exit_with, args=(spec["parent"],), daemon=True).start()
+    """A worker of :func:`run_tour` (``argv``: the tour's process id, a file for its CPU
+    time): for each work file named on stdin, run its chapters on one thread, draw their
+    pictures into its ``out`` folder, and write each chapter's rows, curves and picture
+    titles, and the CPU time, to its ``result`` file; at the end of stdin write the CPU
+    time not yet reported."""
+    threading.Thread(target=_exit_with, args=(int(sys.argv[1]),), daemon=True).start()
+    reported = 0.0
+    with one_thread():
+        for line in sys.stdin:
+            with open(line.strip(), encoding="utf-8") as f:
+                spec = json.load(f)
+            _run_group(spec, time.process_time() - reported)
+            reported = time.process_time()
+    with open(sys.argv[2], "w", encoding="utf-8") as f:
+        f.write(repr(time.process_time() - reported))
+
+
+def _run_group(spec: dict, cpu_before: float) -> None:
     cpu0 = time.process_time()
     ctx = _Context(quick=bool(spec["quick"]), names=tuple(spec["names"]))
     failed: list[str] = []
-    with one_thread():
-        for name in spec["chapters"]:
-            _run_chapter(ctx, name, failed, debug=False)
+    for name in spec["chapters"]:
+        _run_chapter(ctx, name, failed, debug=False)
     out = spec["out"]
     from shendu.report import have_matplotlib
 
@@ -1085,9 +1151,9 @@ def _worker_main() -> None:
                  "pictures": [p[:3] for p in ctx.pictures if made["pictures"].get(p[0]) == n],
                  "failed": [x for x in failed if x == n]}
              for n in spec["chapters"]}
+    cpu = cpu_before + time.process_time() - cpu0
     with open(spec["result"] + ".part", "w", encoding="utf-8") as f:
-        json.dump({"chapters": parts, "cpu": time.process_time() - cpu0}, f,
-                  default=_jsonable)
+        json.dump({"chapters": parts, "cpu": cpu}, f, default=_jsonable)
     os.replace(spec["result"] + ".part", spec["result"])
 
 
