@@ -912,7 +912,8 @@ def run_tour(quick: bool = False, only=None, out: str | os.PathLike | None = "sh
     if int(jobs) < 1:
         raise ValueError(f"tour: jobs must be >= 1, got {jobs}")
     groups = _groups(names)
-    jobs = 1 if debug else min(int(jobs), len(groups))
+    # several processes need an interpreter to start (an embedding one may have none)
+    jobs = 1 if debug or not sys.executable else min(int(jobs), len(groups))
     failed: list[str] = []
     start, cpu0 = time.perf_counter(), time.process_time()
     if jobs == 1:
