@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from shendu.autograd import Function
@@ -154,7 +156,7 @@ def add_layer_norm(x: Tensor, q: Tensor, normalized_shape: tuple, weight: Tensor
                    for t in (weight, bias))
             or _compiled(xd) is None):
         return layer_norm(x + q, ns, weight, bias, eps)
-    d = int(np.prod(ns))
+    d = math.prod(ns)
     if weight is None:
         return _AddLayerNorm.apply(x, q, d=d, eps=eps)
     return _AddLayerNorm.apply(x, q, weight, bias, d=d, eps=eps)
@@ -172,7 +174,7 @@ def layer_norm(input: Tensor, normalized_shape, weight: Tensor | None = None,
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None and t.data.shape != ns:
             raise ValueError(f"layer_norm: {name} must have shape {ns}, got {t.data.shape}")
-    d = int(np.prod(ns))
+    d = math.prod(ns)
     check_same_dtype("layer_norm", input, weight if weight is not None else bias)
     if weight is None and bias is not None:
         weight = Tensor(np.ones(ns, input.data.dtype))

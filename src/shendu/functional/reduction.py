@@ -38,8 +38,8 @@ def _expand_back(g: np.ndarray, shape: tuple, axes, keepdim: bool) -> np.ndarray
 
 def _count(shape: tuple, axes) -> int:
     if axes is None:
-        return int(np.prod(shape, dtype=np.int64))
-    return int(np.prod([shape[i] for i in axes], dtype=np.int64))
+        return math.prod(shape)
+    return math.prod(shape[i] for i in axes)
 
 
 #: trailing elements from which a sum over one middle axis is an einsum (see :func:`_sum`)

@@ -10,6 +10,7 @@ gradient back with ``np.add.at``, so an element picked twice gets both contribut
 from __future__ import annotations
 
 import builtins
+import math
 
 import numpy as np
 
@@ -46,7 +47,7 @@ def reshape(x: Tensor, *shape) -> Tensor:
     if shape == x.data.shape:
         return x
     try:
-        known = int(np.prod([s for s in shape if s != -1])) if shape else 1
+        known = math.prod(s for s in shape if s != -1)
         if shape.count(-1) > 1:
             raise ValueError
         if -1 in shape:
@@ -73,7 +74,7 @@ def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     if s > e:
         raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
     sh = x.data.shape
-    return reshape(x, sh[:s] + (int(np.prod(sh[s:e + 1])),) + sh[e + 1:])
+    return reshape(x, sh[:s] + (math.prod(sh[s:e + 1]),) + sh[e + 1:])
 
 
 class Permute(Function):
