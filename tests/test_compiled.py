@@ -233,7 +233,7 @@ def test_relu_forward_loop_as_numpy(monkeypatch, dtype):
     monkeypatch.setattr(kern, "relu_into", lambda a, o, f=kern.relu_into: (calls.append(1),
                                                                            f(a, o)))
     rng = np.random.default_rng(21)
-    x = rng.standard_normal((64, 80)).astype(dtype)
+    x = rng.standard_normal((128, 160)).astype(dtype)
     x.flat[:6] = [np.nan, -0.0, 0.0, np.inf, -np.inf, -np.nan]
     assert x.size >= activation._COMPILED_MIN
     for a in (x, x.T, x[:8, :8], (10 * x[1:]).astype(np.int32)):
@@ -429,10 +429,10 @@ def test_relu_split_over_threads_as_numpy(monkeypatch, compiled):
     from shendu.functional.activation import ReLU
 
     rng = np.random.default_rng(13)
-    x = rng.standard_normal((10, 7, 9, 8)).astype(np.float32)
+    x = rng.standard_normal((20, 7, 9, 16)).astype(np.float32)   # over the compiled minimum
     x.flat[:5] = [np.nan, 0.0, -0.0, np.inf, -np.inf]
     x = np.ascontiguousarray(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)   # CHWN view
-    g = np.ascontiguousarray(rng.standard_normal((7, 9, 8, 10)).astype(np.float32)
+    g = np.ascontiguousarray(rng.standard_normal((7, 9, 16, 20)).astype(np.float32)
                              ).transpose(3, 0, 1, 2)
     g[0, 0, 0, 1] = np.nan
     if not compiled:

@@ -80,8 +80,10 @@ def _dense_flat(*arrays):
     return None
 
 
-#: elements from which ReLU's backward runs as one compiled loop (``functional._numba``)
-_COMPILED_MIN = 1 << 12
+#: elements from which ReLU's forward and backward run as one compiled loop
+#: (``functional._numba``); below, NumPy's passes cost less than the call (a (64, 64)
+#: float32 array: forward 1.7 against 2.9 µs, backward 4.4 against 7.1)
+_COMPILED_MIN = 1 << 14
 
 
 class LeakyReLU(Function):
