@@ -20,7 +20,8 @@ seed           the seed's seven classes, called as the  each on its classic task
                seed calls them (docs/seed.md)           running sum, 8x8 images, copy-first)
 =============  =======================================  ==================================
 
-Each run shows a progress bar; at the end the tour prints a table (algorithm, who and when,
+Each run shows a progress bar (with chapters in several processes, one bar counts the
+chapters instead); at the end the tour prints a table (algorithm, who and when,
 task, result, baseline or contrast, seconds) and writes a folder with the pictures (learning
 curves, a confusion matrix, first-layer convolution filters, the RNN-vs-LSTM gradient norms
 over time, an attention heatmap) and one self-contained ``report.html``. The pictures need
