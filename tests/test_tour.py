@@ -130,6 +130,28 @@ def test_a_chapter_runs_in_the_process_of_the_chapters_it_quotes():
     assert ["perceptron", "mlp", "cnn", "transformer"] in groups
 
 
+def test_every_quoted_measurement_is_declared():
+    """A chapter that reads another's measurement (``ctx.measured``) names that chapter in
+    ``quotes``, so that it runs in the same worker process: read from the chapters' own
+    code, so a new quote without its declaration fails here (in several processes it would
+    silently read nothing)."""
+    import inspect
+    import re
+
+    writes, reads = {}, {}
+    for name, ch in CHAPTERS.items():
+        src = inspect.getsource(ch.run)
+        for key in re.findall(r"""ctx\.measured\[["'](\w+)["']\]\s*(?:,[^=\n]*)?=(?!=)""", src):
+            writes[key] = name
+        reads[name] = set(re.findall(r"""ctx\.measured(?:\.get\(|\[)["'](\w+)["']""", src))
+    assert {"perceptron_xor", "mlp_digits"} <= set(writes)
+    for name, keys in reads.items():
+        for key in keys:
+            if writes.get(key, name) != name:
+                assert writes[key] in CHAPTERS[name].quotes, (name, key)
+    assert "mlp_digits" in reads["cnn"] and "mlp_digits" in reads["transformer"]
+
+
 @pytest.mark.slow
 def test_chapters_in_processes_give_the_results_of_one_process(tmp_path):
     """jobs=2 (the default on two cores) against jobs=1: the same rows, the same pictures
