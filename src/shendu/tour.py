@@ -891,10 +891,9 @@ def chapter_names(only) -> list[str]:
 
 def default_jobs() -> int:
     """The cores this process may use (the tour's default number of processes)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:        # macOS, Windows
-        return max(1, os.cpu_count() or 1)
+    from shendu.functional.conv import usable_cpus
+
+    return usable_cpus()
 
 
 def run_tour(quick: bool = False, only=None, out: str | os.PathLike | None = "shendu-tour",
@@ -995,19 +994,19 @@ def _run_in_processes(groups, names, quick: bool, out: str | None, jobs: int,
     shown, ticked = None, time.monotonic()
     started = itertools.count()
     try:
-        for k, group in enumerate(order):       # each group's work file
-            with open(os.path.join(tmp, f"{k}.json"), "w", encoding="utf-8") as f:
+        queue = []                               # (group, its work file, its result file)
+        for k, group in enumerate(order):
+            work, result = os.path.join(tmp, f"{k}.json"), os.path.join(tmp, f"{k}.result.json")
+            with open(work, "w", encoding="utf-8") as f:
                 json.dump({"chapters": group, "quick": quick, "out": out, "names": names,
-                           "result": os.path.join(tmp, f"{k}.result.json")}, f)
-        queue = list(range(len(order)))
+                           "result": result}, f)
+            queue.append((group, work, result))
         while queue or busy:
             while queue and len(busy) < jobs:
                 w = free.pop() if free else _Worker(tmp, next(started))
-                k = queue.pop(0)
-                if w.send(os.path.join(tmp, f"{k}.json")):
-                    busy[w] = (order[k], os.path.join(tmp, f"{k}.result.json"))
-                else:                            # it died before taking the work
-                    busy[w] = (order[k], None)
+                group, work, result = queue.pop(0)
+                # a worker that died before taking the work: no result to wait for
+                busy[w] = (group, result if w.send(work) else None)
             time.sleep(0.05)
             for w in list(busy):
                 group, result = busy[w]

@@ -125,10 +125,16 @@ def empty_workspace() -> None:
     workspace.clear()
 
 
+def usable_cpus() -> int:
+    """The cores this process may run on (its affinity where the OS tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)      # macOS, Windows
+
+
 _executor: ThreadPoolExecutor | None = None
 _executor_pid = 0
-_N_THREADS = max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                        else (os.cpu_count() or 1), 4))
+_N_THREADS = min(usable_cpus(), 4)
 PARALLEL_MIN = 1 << 18  # elements below which a memory-bound loop stays on one thread
 #: elements from which a memory-bound loop splits even where NumPy's BLAS has several
 #: threads: they are stopped for it (``_one_blas_thread``) and its next product starts
