@@ -2,8 +2,11 @@
 >= 475 over 100 evaluation episodes, Gymnasium's threshold) within 100,000 environment steps
 for at least 4 of 5 seeds, and reaches a published-level return on Acrobot-v1."""
 
+import json
+
 import numpy as np
 import pytest
+from processes import python, run_side_by_side
 
 pytest.importorskip("gymnasium")
 
@@ -34,8 +37,30 @@ def _train_cartpole(seed: int):
     return mean, agent.num_timesteps
 
 
-def test_dqn_solves_cartpole_for_4_of_5_seeds():
-    results = [_train_cartpole(seed) for seed in range(5)]
+_RUNS = [("_train_acrobot", seed) for seed in range(3)] + \
+    [("_train_cartpole", seed) for seed in range(5)]       # the longest first
+
+
+@pytest.fixture(scope="module")
+def runs():
+    """Every seed's run of both tests, each in its own process (one BLAS thread, as here),
+    side by side on the usable cores: the same results as one after another in this
+    process (the same code and seeds), in about half the time on two cores."""
+    code = ("import json, numpy, shendu, threadpoolctl\n"
+            "import test_rl_classic_control as t\n"
+            "shendu.manual_seed(0); numpy.random.seed(0)       # as conftest does\n"
+            "with threadpoolctl.threadpool_limits(1):\n"
+            "    print(json.dumps(getattr(t, {!r})({})))")
+    done = run_side_by_side([python(code.format(f, seed)) for f, seed in _RUNS])
+    out = {}
+    for (f, seed), r in zip(_RUNS, done):
+        assert r.returncode == 0, f"{f}({seed}):\n" + r.stdout[-2000:] + r.stderr[-3000:]
+        out[f, seed] = tuple(json.loads(r.stdout.strip().splitlines()[-1]))
+    return out
+
+
+def test_dqn_solves_cartpole_for_4_of_5_seeds(runs):
+    results = [runs["_train_cartpole", seed] for seed in range(5)]
     solved = [m >= 475 for m, _ in results]
     assert sum(solved) >= 4, results
 
@@ -50,10 +75,10 @@ def _train_acrobot(seed: int):
     return mean, first
 
 
-def test_dqn_defaults_on_acrobot_reach_published_level():
+def test_dqn_defaults_on_acrobot_reach_published_level(runs):
     # Gymnasium's reward threshold for Acrobot-v1 is -100; the RL Zoo's tuned DQN scores
     # -72.1 ± 6.4 after 100,000 steps (docs/game_ai.md). Greedy Acrobot policies swing
     # between good and stuck (-500) during training, hence the early stop at -90.
-    results = [_train_acrobot(seed) for seed in range(3)]
+    results = [runs["_train_acrobot", seed] for seed in range(3)]
     assert sum(m >= -100 for m, _ in results) >= 2, results
     assert all(first < -300 for _, first in results), results   # it started by failing
