@@ -65,19 +65,35 @@ def time_steps(step, n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+#: seconds between one library's timed run and the other's: with several threads, each
+#: library's idle threads keep spinning for a while after its last parallel region
+#: (OpenBLAS's after NumPy's products, OpenMP's after torch's ops) and take the cores from
+#: the other's run; torch's LSTM step at two threads measured 24 ms for its first steps
+#: right after shendu's run against 10 ms once they had stopped
+SETTLE_S = 0.3
+
+
+def settled(step, n: int) -> float:
+    """:func:`time_steps` after :data:`SETTLE_S` of rest and one untimed step."""
+    time.sleep(SETTLE_S)
+    step()
+    return time_steps(step, n)
+
+
 def compare(name: str, shendu_step, torch_step, steps: int = 50, repeats: int = 5,
             warmup: int = 5) -> dict:
-    """Interleave ``repeats`` timed runs of each; return medians and the ratio."""
+    """Interleave ``repeats`` timed runs of each, each after a rest (:func:`settled`);
+    return medians and the ratio."""
     for _ in range(warmup):
         shendu_step()
         if torch_step is not None:
             torch_step()
     s_rates, t_rates, ratios = [], [], []
     for _ in range(repeats):
-        s = time_steps(shendu_step, steps)
+        s = settled(shendu_step, steps)
         s_rates.append(s)
         if torch_step is not None:
-            t = time_steps(torch_step, steps)
+            t = settled(torch_step, steps)
             t_rates.append(t)
             ratios.append(s / t)
     res = {"name": name, "shendu_steps_per_s": statistics.median(s_rates)}
