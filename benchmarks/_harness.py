@@ -65,25 +65,29 @@ def time_steps(step, n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-#: seconds between one library's timed run and the other's: with several threads, each
-#: library's idle threads keep spinning for a while after its last parallel region
-#: (OpenBLAS's after NumPy's products, OpenMP's after torch's ops) and take the cores from
-#: the other's run; torch's LSTM step at two threads measured 24 ms for its first steps
-#: right after shendu's run against 10 ms once they had stopped
-SETTLE_S = 0.3
+#: seconds of untimed steps before each timed run: with several threads, each library's
+#: idle threads keep spinning for a while after its last parallel region (OpenBLAS's after
+#: NumPy's products, OpenMP's after torch's ops) and take the cores from the other's run;
+#: torch's LSTM step at two threads measured 24 ms for its first steps right after shendu's
+#: run against 10 ms once they had stopped. Steps, not a pause: after a pause of 0.3 s
+#: shendu's transformer inference at two threads ran 8.3 ms a pass for its next 20 passes
+#: against 6.8 ms in a steady run (its BLAS threads asleep)
+SETTLE_S = 0.2
 
 
 def settled(step, n: int) -> float:
-    """:func:`time_steps` after :data:`SETTLE_S` of rest and one untimed step."""
-    time.sleep(SETTLE_S)
+    """:func:`time_steps` after :data:`SETTLE_S` (at least one step) of untimed steps."""
+    t0 = time.perf_counter()
     step()
+    while time.perf_counter() - t0 < SETTLE_S:
+        step()
     return time_steps(step, n)
 
 
 def compare(name: str, shendu_step, torch_step, steps: int = 50, repeats: int = 5,
             warmup: int = 5) -> dict:
-    """Interleave ``repeats`` timed runs of each, each after a rest (:func:`settled`);
-    return medians and the ratio."""
+    """Interleave ``repeats`` timed runs of each, each after untimed steps of its own
+    (:func:`settled`); return medians and the ratio."""
     for _ in range(warmup):
         shendu_step()
         if torch_step is not None:
