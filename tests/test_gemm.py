@@ -125,9 +125,9 @@ def test_products_are_taken_by_mkl(every_product, monkeypatch):
     assert calls == ["gemm", "gemm", "batch"]
     _gemm.matmul(a, b)
     assert calls[-1] == "gemm"
-    conv.set_kernel_threads(2)                           # several threads: NumPy's BLAS
+    conv.set_kernel_threads(2)             # several threads: split (test_regions.py) or
     wide = rng.standard_normal((40, 50)).astype(np.float32)
-    _gemm.matmul(a.swapaxes(-1, -2).copy(), wide)        # k = 40, 90 x 50 outputs
+    _gemm.matmul(a.swapaxes(-1, -2).copy(), wide)        # NumPy's BLAS, not one call
     assert len(calls) == 4
     _gemm.matmul(a, b)                                   # but a thin one (k = 30) MKL's,
     assert calls[4:] == ["gemm"]
@@ -161,8 +161,8 @@ def test_linear_is_a_product_added_to_the_bias(monkeypatch, dtype):
     """``_gemm.linear(x, w, b)`` = ``x @ w.T + b`` (torch's addmm): one MKL call onto the
     bias from :data:`MIN_LINEAR_FLOPS` multiply-adds, with or without a bias; below it, or
     with an operand BLAS does not take as it is (a strided ``x``, mixed dtypes), or with
-    several threads outside a parallel region for a product that is not thin,
-    :func:`matmul` and ``+=``."""
+    several threads outside a parallel region for a product that is not thin, the split
+    over them (``test_regions.py``) or :func:`matmul` and ``+=``."""
     calls = []
     st = _gemm._load()
     f = st["gemm"][np.dtype(dtype)]
@@ -197,7 +197,7 @@ def test_linear_is_a_product_added_to_the_bias(monkeypatch, dtype):
         assert calls[n:] == []                   # matmul's: under its own MIN_FLOPS
         conv.set_kernel_threads(2)
         np.testing.assert_allclose(_gemm.linear(x, w, b), want + b, rtol=tol, atol=tol * 10)
-        assert len(calls) == n                   # NumPy's threaded BLAS
+        assert len(calls) == n                   # not one MKL call
         conv.split_threads(lambda lo, hi: _gemm.linear(x[lo * 35:hi * 35], w, b), 2, 2)
         assert calls[n:] == [1.0, 1.0]           # a region's pieces: MKL's
     finally:
@@ -325,7 +325,7 @@ def test_repeated_products_over_a_scans_steps(every_product, monkeypatch, thread
     """``Repeated`` checks a product once and then moves ``b`` and ``out`` by element
     offsets: every step equals ``np.matmul`` of the step's views, with ``b`` rows cut out of
     wider rows (a backward's column of a (G, C, B) block); on MKL each step is one foreign
-    call, and with several kernel threads outside a parallel region it is ``matmul``."""
+    call (these products are thin, so several kernel threads do not split them)."""
     calls = []
     if MKL:
         st = _gemm._load()
@@ -349,7 +349,7 @@ def test_repeated_products_over_a_scans_steps(every_product, monkeypatch, thread
     for j in (0, 4, 2):
         back(d[:, j], out, j * 16, 0)
         np.testing.assert_allclose(out, wt @ d[:, j], rtol=1e-5, atol=1e-4)
-    if MKL:   # several threads: each step is matmul, which takes these thin products to MKL
+    if MKL:
         assert len(calls) == 7
 
 

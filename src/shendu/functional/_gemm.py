@@ -5,11 +5,14 @@ NumPy's wheels bring OpenBLAS, whose sgemm runs 10–50% below MKL's on the shap
 layers (a (2048, 128) × (128, 512) product, an im2col convolution's (16384, 288) × (288, 64):
 see BENCHMARKS.md). MKL is called through ``ctypes`` on its single-threaded layer, where
 the kernels run on one thread (:func:`shendu.functional.conv.set_kernel_threads`) and in
-each piece of a kernel's own parallel region (attention's groups of heads); a product the
-kernels make outside such a region with several threads goes to NumPy's BLAS, which splits
-it over its own threads faster than a split of ours (MKL's OpenMP layer would, but beside
-torch's OpenMP runtime in one process it returns wrong matrix-vector products); but a thin
-one (a short inner dimension or a small output: :data:`SKINNY_K`), which those threads do
+each piece of a kernel's own parallel region (attention's groups of heads). A product the
+kernels make outside such a region with several threads is split over them in one compiled
+region, each thread running MKL's one-threaded GEMM on a block of the result
+(:mod:`shendu.functional._regions`, where Numba and its TBB layer are installed: 10-40%
+faster than NumPy's threaded OpenBLAS at two threads, whose threads then never start and
+never spin beside ours), else it goes to NumPy's BLAS (MKL's OpenMP layer would split it,
+but beside torch's OpenMP runtime in one process it returns wrong matrix-vector products);
+a thin one (a short inner dimension or a small output: :data:`SKINNY_K`), which threads do
 not speed up, stays on MKL's one thread. So the library that computes a product, and its
 rounding, depends on the thread count and on the product's size; a product of a given size
 at a given thread count always gets the same one, and the same bits.
@@ -42,6 +45,12 @@ MIN_STACK_FLOPS = 1 << 20  # the same for each product of a stack (see _small_st
 MIN_REPEATED_FLOPS = 1 << 20  # the same for a Repeated product (a bare call: ~2 µs)
 MIN_LINEAR_FLOPS = 1 << 18  # the same for :func:`linear` (no general checks)
 MIN_EXP = 1 << 12       # elements below which np.exp wins
+#: m·n·k from which NumPy's BLAS (OpenBLAS) runs a product on several threads; with
+#: several kernel threads and the split region (:func:`_splitter`) every product from
+#: here on is made here instead, so that its threads never start: they would spin beside
+#: ours for milliseconds after each product (the split at two threads then ran at the
+#: speed of one: a feed-forward's (2048, 128) @ (128, 512) 1770 µs against 900 alone)
+BLAS_THREADED_FLOPS = 1 << 18
 #: with several threads, a product this thin (inner dimension, or output elements, below
 #: these) runs faster on MKL's one thread than on NumPy's threaded BLAS, whose threads do
 #: not split it well (cnn32's first convolution: (32, 27) @ (27, 65536) 0.90 against 0.78
@@ -57,6 +66,7 @@ _BYTE = ctypes.c_byte
 _state: dict = {}       # "lib", "gemm" / "batch" / "group" {dtype: fn}, "exp", "name"
 _GEMM: dict | None = None   # _state["gemm"] once loaded ({} on the NumPy path)
 _EXP = None                 # vmsExp once loaded, False on the NumPy path
+_SPLIT = None               # (driver, addresses) of the threads' split products, or False
 _conv = None                # shendu.functional.conv (its kernel threads), once loaded
 
 
@@ -233,22 +243,40 @@ def matmul(a, b, out: np.ndarray | None = None, accumulate: bool = False) -> np.
         return _numpy(a, b, out, accumulate)
     m, k = a.shape[-2:]
     k2, n = b.shape[-2:]
-    if k != k2 or (m * n * k < MIN_FLOPS and not _small_stack(a, b, m * n * k)) or (
-            b.ndim > 2 and _conv._N_THREADS > 1 and not _conv.in_parallel_region()) or \
-            _threaded_blas_takes(k, (a.size // max(k, 1)) * n):
-        return _numpy(a, b, out, accumulate)
+    if k != k2:
+        return _numpy(a, b, out, accumulate)            # np.matmul's error
+    if _conv._N_THREADS > 1 and _splitter():
+        # several threads: every product NumPy's BLAS would run on its threads runs here,
+        # split over ours where it is thick enough (outside the kernels' own parallel
+        # regions), so that its threads never start
+        count = 1
+        if a.ndim > 2 or b.ndim > 2:
+            try:
+                count = math.prod(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
+            except ValueError:
+                return _numpy(a, b, out, accumulate)    # np.matmul's error
+        if count * m * n * k < min(BLAS_THREADED_FLOPS, MIN_FLOPS):
+            return _numpy(a, b, out, accumulate)
+        split = (k >= SKINNY_K and count * m * n >= SKINNY_OUT
+                 and not _conv.in_parallel_region())
+    else:
+        if (m * n * k < MIN_FLOPS and not _small_stack(a, b, m * n * k)) or (
+                b.ndim > 2 and _conv._N_THREADS > 1 and not _conv.in_parallel_region()) or \
+                _threaded_blas_takes(k, (a.size // max(k, 1)) * n):
+            return _numpy(a, b, out, accumulate)
+        split = False
     beta = 1.0 if accumulate else 0.0
     if a.ndim == 2 and b.ndim == 2:
-        res = _matmul2(gemm[a.dtype], a, b, out, beta)
+        res = _matmul2(gemm[a.dtype], a, b, out, beta, split)
         return _numpy(a, b, out, accumulate) if res is None else res
     if b.ndim == 2 and a.flags.c_contiguous and (out is None or out.flags.c_contiguous):
         # a stack of row blocks times one matrix: one product of the stacked rows
         res = _matmul2(gemm[a.dtype], a.reshape(-1, k), b,
-                       None if out is None else out.reshape(-1, n), beta)
+                       None if out is None else out.reshape(-1, n), beta, split)
         if res is None:
             return _numpy(a, b, out, accumulate)
         return out if out is not None else res.reshape(a.shape[:-1] + (n,))
-    return _batched(_load(), a, b, out, accumulate)
+    return _batched(_load(), a, b, out, accumulate, split)
 
 
 def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
@@ -262,11 +290,12 @@ def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndar
     f = gemm.get(x.dtype) if gemm else None
     m, k = x.shape
     n = w.shape[0]
+    split = _threaded_blas_takes(k, m * n)
     if (f is None or type(x) is not np.ndarray or type(w) is not np.ndarray
             or w.dtype != x.dtype or (b is not None and b.dtype != x.dtype)
             or not x.flags.c_contiguous or not w.flags.c_contiguous
             or m * n * k < MIN_LINEAR_FLOPS or m == 0 or n == 0 or k == 0
-            or _threaded_blas_takes(k, m * n)):
+            or (split and not _splitter())):
         y = matmul(x, w.T)
         if b is not None:
             y += b
@@ -274,17 +303,52 @@ def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndar
     y = np.empty((m, n), x.dtype)
     if b is not None:
         y[...] = b
-    f(_ROW_MAJOR, _NO_TRANS, _TRANS, m, n, k, 1.0, _address(x), k, _address(w), k,
-      0.0 if b is None else 1.0, _address(y), n)
+    beta = 0.0 if b is None else 1.0
+    if split:
+        _split(x.dtype, _NO_TRANS, _TRANS, m, n, k, _address(x), k, _address(w), k, beta,
+               _address(y), n)
+    else:
+        f(_ROW_MAJOR, _NO_TRANS, _TRANS, m, n, k, 1.0, _address(x), k, _address(w), k, beta,
+          _address(y), n)
     return y
 
 
 def _threaded_blas_takes(k: int, outs: int) -> bool:
-    """Whether a product with inner dimension ``k`` and ``outs`` output elements goes to
-    NumPy's threaded BLAS: with several kernel threads, outside their parallel region,
-    unless it is thin (:data:`SKINNY_K`, :data:`SKINNY_OUT`)."""
+    """Whether a product with inner dimension ``k`` and ``outs`` output elements runs on
+    several threads: with several kernel threads, outside their parallel region, unless it
+    is thin (:data:`SKINNY_K`, :data:`SKINNY_OUT`). It is then split over them in one
+    compiled region (:mod:`shendu.functional._regions`) where that region can run, and goes
+    to NumPy's threaded BLAS otherwise."""
     return (_conv._N_THREADS > 1 and not _conv.in_parallel_region()
             and k >= SKINNY_K and outs >= SKINNY_OUT)
+
+
+def products_off_blas_threads() -> bool:
+    """Whether no product of the kernels starts NumPy's BLAS threads: with several kernel
+    threads and the split region (then its threads need not be stopped around the
+    kernels' own parallel regions, see ``conv.parallel``)."""
+    gemm = _GEMM if _GEMM is not None else _load()["gemm"]
+    return bool(gemm) and _conv._N_THREADS > 1 and bool(_splitter())
+
+
+def _splitter():
+    """``_regions.gemm()`` once looked for: ``((split, addresses), (split_stack,
+    addresses))``, or False."""
+    global _SPLIT
+    if _SPLIT is None:
+        from shendu.functional import _regions
+
+        _SPLIT = _regions.gemm() or False
+    return _SPLIT
+
+
+def _split(dt, ta, tb, m, n, k, pa, lda, pb, ldb, beta, pc, ldc) -> None:
+    """The row-major ``C = op(A) op(B) + beta C`` split over the kernel threads in one
+    compiled region (:func:`_splitter` must have found one)."""
+    drv, addr = _SPLIT[0]
+    one = dt.type(1.0)
+    drv(addr[dt], ta, tb, m, n, k, one, pa, lda, pb, ldb, dt.type(beta), pc, ldc,
+        one.itemsize, _conv._N_THREADS)
 
 
 def _address(a: np.ndarray) -> int:
@@ -325,8 +389,9 @@ class Repeated:
     the checks and the operands' addresses are taken once, from the first step's views,
     and each step is the bare foreign call (about 2 µs instead of 7), which pays from
     :data:`MIN_REPEATED_FLOPS` on (an RNN step's (128, 161) @ (161, 64): NumPy 18.7 µs, MKL
-    14.4). Where MKL does not apply (see :func:`matmul`) each step is :func:`matmul` of the
-    views it is given."""
+    14.4). With several kernel threads a product :func:`matmul` would split over them is
+    split the same way. Where MKL does not apply (see :func:`matmul`) each step is
+    :func:`matmul` of the views it is given."""
 
     def __init__(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
         self.a, self.f = a, None
@@ -335,7 +400,6 @@ class Repeated:
                 or not (a.dtype == b.dtype == out.dtype) or a.dtype not in gemm
                 or a.shape[1] != b.shape[0] or out.shape != (a.shape[0], b.shape[1])
                 or a.shape[0] * b.shape[1] * a.shape[1] < MIN_REPEATED_FLOPS
-                or (_conv._N_THREADS > 1 and not _conv.in_parallel_region())
                 or np.may_share_memory(out, a) or np.may_share_memory(out, b)
                 or not out.flags.writeable):
             return
@@ -344,6 +408,9 @@ class Repeated:
             return
         m, k = a.shape
         n = b.shape[1]
+        self.split = _threaded_blas_takes(k, m * n)
+        if self.split and not _splitter():
+            return
         self.f = gemm[a.dtype]
         self.args = (m, n, k, la, lb, lc[1])
         self.pa, self.pb, self.pc = a.ctypes.data, b.ctypes.data, out.ctypes.data
@@ -356,8 +423,12 @@ class Repeated:
             matmul(self.a, b, out=out)
             return
         m, n, k, (ta, lda), (tb, ldb), ldc = self.args
-        self.f(_ROW_MAJOR, ta, tb, m, n, k, 1.0, self.pa, lda, self.pb + db * self.isz, ldb,
-               0.0, self.pc + dc * self.isz, ldc)
+        if self.split:
+            _split(self.a.dtype, ta, tb, m, n, k, self.pa, lda, self.pb + db * self.isz, ldb,
+                   0.0, self.pc + dc * self.isz, ldc)
+        else:
+            self.f(_ROW_MAJOR, ta, tb, m, n, k, 1.0, self.pa, lda, self.pb + db * self.isz,
+                   ldb, 0.0, self.pc + dc * self.isz, ldc)
 
 
 def _numpy(a, b, out, accumulate: bool) -> np.ndarray:
@@ -367,10 +438,10 @@ def _numpy(a, b, out, accumulate: bool) -> np.ndarray:
     return out
 
 
-def _matmul2(f, a, b, out, beta: float = 0.0):
+def _matmul2(f, a, b, out, beta: float = 0.0, split: bool = False):
     """``a @ b`` (+ ``out`` when ``beta`` is 1) of two matrices into ``out`` (new when None)
-    by ``f`` (cblas_?gemm), or None when ``a``, ``b`` or ``out`` is not laid out as BLAS
-    needs."""
+    by ``f`` (cblas_?gemm), or split over the kernel threads (:func:`_split`), or None
+    when ``a``, ``b`` or ``out`` is not laid out as BLAS needs."""
     la, lb = _layout(a), _layout(b)
     if la is None or lb is None:
         return None
@@ -391,13 +462,18 @@ def _matmul2(f, a, b, out, beta: float = 0.0):
     if m == 0 or n == 0:
         return out
     (ta, lda), (tb, ldb) = la, lb
-    f(_ROW_MAJOR, ta, tb, m, n, k, 1.0, _address(a), lda, _address(b), ldb, beta,
-      _address(out), ldc)
+    if split:
+        _split(a.dtype, ta, tb, m, n, k, _address(a), lda, _address(b), ldb, beta,
+               _address(out), ldc)
+    else:
+        f(_ROW_MAJOR, ta, tb, m, n, k, 1.0, _address(a), lda, _address(b), ldb, beta,
+          _address(out), ldc)
     return out
 
 
-def _batched(st, a, b, out, accumulate: bool = False):
-    """``np.matmul`` of stacks: one strided batch call (a plain one for a single matrix)."""
+def _batched(st, a, b, out, accumulate: bool = False, split: bool = False):
+    """``np.matmul`` of stacks: one strided batch call (a plain one for a single matrix);
+    ``split``: the matrices (or the single one) split over the kernel threads."""
     f = st["batch"].get(a.dtype)
     if f is None:
         return _numpy(a, b, out, accumulate)
@@ -433,8 +509,19 @@ def _batched(st, a, b, out, accumulate: bool = False):
     (ta, lda), (tb, ldb) = la, lb
     beta = 1.0 if accumulate else 0.0
     if count == 1:                          # one matrix: the plain call is ~10% faster
-        st["gemm"][a.dtype](_ROW_MAJOR, ta, tb, m, n, k, 1.0, _address(a), lda,
-                            _address(b), ldb, beta, _address(out), n)
+        if split:
+            _split(a.dtype, ta, tb, m, n, k, _address(a), lda, _address(b), ldb, beta,
+                   _address(out), n)
+        else:
+            st["gemm"][a.dtype](_ROW_MAJOR, ta, tb, m, n, k, 1.0, _address(a), lda,
+                                _address(b), ldb, beta, _address(out), n)
+        return out
+    if split and sa is not None:
+        drv, addr = _SPLIT[1]
+        one = a.dtype.type(1.0)
+        drv(addr[a.dtype], ta, tb, m, n, k, one, _address(a), lda, sa, _address(b), ldb, sb,
+            a.dtype.type(beta), _address(out), n, m * n, count, a.itemsize,
+            min(_conv._N_THREADS, count))
         return out
     if sa is None:
         _grouped(st["group"][a.dtype], a, b, out, lead, (ta, lda), (tb, ldb), beta)

@@ -255,7 +255,9 @@ def parallel(fn, n: int, size: int, calls_blas: bool = False) -> None:
     if t <= 1 or size < PARALLEL_MIN:
         fn(0, n)
         return
-    libs = _blas()
+    from shendu.functional import _gemm
+
+    libs = [] if _gemm.products_off_blas_threads() else _blas()
     many = any(lib.num_threads > 1 for lib in libs)
     if many and not calls_blas and size < SPLIT_BESIDE_BLAS:
         fn(0, n)

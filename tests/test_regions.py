@@ -1,0 +1,221 @@
+"""Products split over the kernel threads in one compiled region
+(``shendu.functional._regions``): each thread runs MKL's one-threaded GEMM on a block of the
+result's rows or columns. Every layout and both dtypes must give the product, the same bits
+every time; the region must run only on Numba's TBB layer, and stay usable in a forked
+child."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from shendu.functional import _gemm, _regions, conv
+
+SPLIT = _gemm.backend() == "mkl" and _regions.gemm() is not None
+needs_split = pytest.mark.skipif(
+    not SPLIT, reason="no split region here: it needs the mkl extra, Numba and TBB")
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """The split calls made, as (m, n, k, beta); the kernel threads restored after."""
+    calls = []
+    real = _gemm._split
+
+    def spy(dt, ta, tb, m, n, k, pa, lda, pb, ldb, beta, pc, ldc):
+        calls.append((m, n, k, beta))
+        real(dt, ta, tb, m, n, k, pa, lda, pb, ldb, beta, pc, ldc)
+
+    monkeypatch.setattr(_gemm, "_split", spy)
+    before = conv._N_THREADS
+    yield calls
+    conv.set_kernel_threads(before)
+
+
+def _operand(rng, shape, dtype, transposed):
+    if transposed:
+        return rng.standard_normal(shape[::-1]).astype(dtype).T
+    return rng.standard_normal(shape).astype(dtype)
+
+
+@needs_split
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_split_products_in_every_layout(counted, monkeypatch, dtype):
+    """Row splits (m >= n) and column splits (m < n), each operand transposed or not, into a
+    fresh result, into a column block of a wider one, and added to ``out``: the product
+    within rounding, the same bits on a second run, and each made by the split region."""
+    monkeypatch.setattr(_gemm, "MIN_FLOPS", 0)
+    rng = np.random.default_rng(0)
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    shapes = [(300, 64, 200), (97, 50, 301), (5, 700, 1000), (1000, 40, 7)]
+    for threads, (m, k, n), ta, tb in itertools.product((2, 3, 4), shapes, (0, 1), (0, 1)):
+        conv.set_kernel_threads(threads)
+        a = _operand(rng, (m, k), dtype, ta)
+        b = _operand(rng, (k, n), dtype, tb)
+        want = a.astype(np.float64) @ b.astype(np.float64)
+        scale = np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64)
+        got = _gemm.matmul(a, b)
+        assert got.shape == (m, n) and got.dtype == dtype
+        assert np.all(np.abs(got - want) <= tol * scale), (threads, m, k, n, ta, tb)
+        np.testing.assert_array_equal(_gemm.matmul(a, b), got)
+        wide = rng.standard_normal((m, n + 9)).astype(dtype)
+        edge = wide.copy()
+        _gemm.matmul(a, b, out=wide[:, 4:4 + n])
+        np.testing.assert_array_equal(wide[:, 4:4 + n], got)
+        np.testing.assert_array_equal(wide[:, :4], edge[:, :4])
+        np.testing.assert_array_equal(wide[:, 4 + n:], edge[:, 4 + n:])
+        out = rng.standard_normal((m, n)).astype(dtype)
+        start = out.astype(np.float64)
+        _gemm.matmul(a, b, out=out, accumulate=True)
+        assert np.all(np.abs(out - (start + want)) <= tol * (scale + np.abs(start)) + tol)
+    made = [(m, n, k, beta) for _ in range(3) for m, k, n in shapes for _ in range(4)
+            for beta in (0.0, 0.0, 0.0, 1.0)]
+    assert counted == made
+
+
+@needs_split
+def test_split_only_outside_parallel_regions_and_for_thick_products(counted):
+    """One kernel thread: MKL's one call. A thin product (inner dimension under
+    ``SKINNY_K``, or few outputs) and the pieces of the kernels' own parallel region: MKL's
+    one call too. Several threads and a thick product: the split."""
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((256, 64)).astype(np.float32)
+    b = rng.standard_normal((64, 256)).astype(np.float32)
+    thin = rng.standard_normal((256, _gemm.SKINNY_K - 1)).astype(np.float32)
+    conv.set_kernel_threads(1)
+    one = _gemm.matmul(a, b)
+    assert counted == []
+    conv.set_kernel_threads(2)
+    two = _gemm.matmul(a, b)
+    assert len(counted) == 1
+    np.testing.assert_allclose(two, one, rtol=1e-5, atol=1e-4)
+    _gemm.matmul(thin, thin.T)
+    assert len(counted) == 1
+    out = np.empty_like(one)
+    conv.split_threads(lambda lo, hi: _gemm.matmul(a[lo * 128:hi * 128], b,
+                                                   out=out[lo * 128:hi * 128]), 2, 2)
+    assert len(counted) == 1
+    np.testing.assert_array_equal(out, one)       # MKL on one thread per half: its bits
+
+
+@needs_split
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_linear_and_repeated_products_split(counted, dtype):
+    """``linear`` (the bias added by the product itself) and a scan's ``Repeated`` product
+    split too, with the values of one thread's."""
+    rng = np.random.default_rng(2)
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    x = rng.standard_normal((128, 300)).astype(dtype)
+    w = rng.standard_normal((200, 300)).astype(dtype)
+    bias = rng.standard_normal(200).astype(dtype)
+    conv.set_kernel_threads(2)
+    y = _gemm.linear(x, w, bias)
+    np.testing.assert_allclose(y, x @ w.T + bias, rtol=tol, atol=tol * 10)
+    assert counted == [(128, 200, 300, 1.0)]
+    z = rng.standard_normal((5, 300, 64)).astype(dtype)
+    s = np.zeros((5, 200, 64), dtype)
+    prod = _gemm.Repeated(w, z[0], s[0])
+    for j in (0, 3, 1):
+        prod(z[j], s[j], j * z[0].size, j * s[0].size)
+        np.testing.assert_allclose(s[j], w @ z[j], rtol=tol, atol=tol * 10)
+    assert not s[2].any() and not s[4].any()
+    assert counted[1:] == [(200, 64, 300, 0.0)] * 3
+
+
+_CHILD = r"""
+import os, sys, numpy as np
+from shendu.functional import _gemm, _regions, conv
+conv.set_kernel_threads(2)
+rng = np.random.default_rng(0)
+a = rng.standard_normal((300, 100)).astype(np.float32)
+b = rng.standard_normal((100, 200)).astype(np.float32)
+want = a.astype(np.float64) @ b
+found = _regions.gemm() is not None
+assert abs(_gemm.matmul(a, b) - want).max() < 1e-3
+if "fork" in sys.argv:
+    pid = os.fork()
+    if pid == 0:
+        ok = abs(_gemm.matmul(a, b) - want).max() < 1e-3
+        os._exit(0 if ok else 3)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, status
+print("found" if found else "none")
+"""
+
+
+def _child(*args, **env):
+    return subprocess.run([sys.executable, "-c", _CHILD, *args], capture_output=True,
+                          text=True, timeout=120, env=dict(os.environ, **env))
+
+
+@needs_split
+def test_the_region_runs_on_tbb_only():
+    """Where Numba is asked for another threading layer, the region is not used (GNU
+    OpenMP's threads kill a forked child that enters a region; the workqueue aborts on
+    concurrent entry) and the products go to NumPy, with the same values."""
+    for layer, want in (("omp", "none"), ("workqueue", "none"), ("tbb", "found")):
+        r = _child(NUMBA_THREADING_LAYER=layer)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert r.stdout.split()[-1] == want, (layer, r.stdout)
+
+
+@needs_split
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_forked_child_runs_split_products():
+    """A child forked after the parent ran split products runs them too (a DataLoader's
+    workers, the tour's)."""
+    r = _child("fork")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split()[-1] == "found"
+
+
+@needs_split
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_stacks_split_by_whole_matrices(monkeypatch, dtype):
+    """A stack of products (batched, broadcast, transposed operands) is split over the
+    threads by whole matrices: ``np.matmul``'s values, the same bits as on one thread per
+    matrix, made by one call of the stack region (where its matrices lie one stride apart;
+    else by MKL's grouped call, the same bits too)."""
+    calls = []
+    (one, addr), (stack, _) = _gemm._splitter()
+
+    def spy(*args):
+        calls.append((args[-3], args[-1]))                        # (count, threads)
+        stack(*args)
+
+    monkeypatch.setattr(_gemm, "_SPLIT", ((one, addr), (spy, addr)))
+    before = conv._N_THREADS
+    rng = np.random.default_rng(5)
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    cases = [((128, 64, 32), (128, 32, 64)), ((6, 1, 40, 33), (1, 5, 33, 60)),
+             ((40, 33), (6, 33, 60)), ((7, 128, 32), (7, 64, 32))]
+    try:
+        for threads, (sa, sb) in itertools.product((2, 3), cases):
+            conv.set_kernel_threads(threads)
+            a = rng.standard_normal(sa).astype(dtype)
+            b = rng.standard_normal(sb).astype(dtype)
+            if sb == (7, 64, 32):
+                b = b.swapaxes(-1, -2)                  # (7, 32, 64) with transposed rows
+            want = np.matmul(a.astype(np.float64), b.astype(np.float64))
+            scale = np.matmul(np.abs(a).astype(np.float64), np.abs(b).astype(np.float64))
+            n = len(calls)
+            monkeypatch.setattr(_gemm, "MIN_FLOPS", 1 << 22)
+            got = _gemm.matmul(a, b)
+            assert got.shape == want.shape and np.all(np.abs(got - want) <= tol * scale)
+            count = int(np.prod(want.shape[:-2]))
+            # both broadcast over different axes: no one batch stride, MKL's grouped call
+            strided = sa != (6, 1, 40, 33)
+            assert calls[n:] == ([(count, threads)] if strided else [])
+            conv.set_kernel_threads(1)
+            monkeypatch.setattr(_gemm, "MIN_FLOPS", 0)          # each matrix on MKL too
+            each = np.stack([_gemm.matmul(x, y) for x, y in zip(
+                np.broadcast_to(a, want.shape[:-2] + a.shape[-2:]).reshape(-1, *a.shape[-2:]),
+                np.broadcast_to(b, want.shape[:-2] + b.shape[-2:]).reshape(-1, *b.shape[-2:]))])
+            np.testing.assert_array_equal(got.reshape(each.shape), each)
+    finally:
+        conv.set_kernel_threads(before)
