@@ -289,7 +289,7 @@ def attention_forward(q, k, v, masks: _Masks, scale: float, dropout_p: float, se
                             shift = np.where(dead, dt.type(0), m_new)
                     s -= shift
             exp(s, out=s)                                   # E = exp(S - m')
-            rowsum = s @ ones[:j1 - j0]                     # a product: NumPy's row sums
+            rowsum = matmul(s, ones[:j1 - j0])              # a product: NumPy's row sums
             if acc is None:                                 # of short rows are slower
                 den = rowsum
             else:

@@ -154,3 +154,20 @@ def column_sums(a: np.ndarray) -> np.ndarray:
     if a.dtype in (np.float32, np.float64) and _gemm.products_off_blas_threads():
         return _gemm.matmul(ones[None], a)[0]
     return ones @ a
+
+
+def row_sums(a: np.ndarray) -> np.ndarray:
+    """``a.sum(axis=-1)`` of a float array of 2 or more dims as matrix-vector products
+    ``a 1`` (see :func:`column_sums`)."""
+    return matvec(a, np.ones(a.shape[-1], a.dtype))
+
+
+def matvec(a: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``a @ v`` for ``a`` (..., K) and ``v`` (K,): on the kernels' products where they keep
+    off NumPy's BLAS threads (``_gemm.products_off_blas_threads``), else NumPy's."""
+    from shendu.functional import _gemm
+
+    if (a.dtype == v.dtype and a.dtype in (np.float32, np.float64)
+            and _gemm.products_off_blas_threads()):
+        return _gemm.matmul(a, v[:, None])[..., 0]
+    return a @ v

@@ -35,7 +35,7 @@ from shendu.autograd import Function
 from shendu.backend import rng
 from shendu.functional import _flash, _numba
 from shendu.functional._gemm import exp, matmul
-from shendu.functional._util import unbroadcast
+from shendu.functional._util import matvec, unbroadcast
 from shendu.tensor import Tensor
 
 __all__ = ["scaled_dot_product_attention", "additive_attention", "causal_mask"]
@@ -467,7 +467,7 @@ class AdditiveAttention(Function):
     def forward(self, qp, kp, w, values, keep=None):
         t = qp[..., :, None, :] + kp[..., None, :, :]        # (..., L, S, H)
         np.tanh(t, out=t)
-        e = t @ w                                           # (..., L, S)
+        e = matvec(t, w)                                    # (..., L, S)
         if keep is not None:
             if np.broadcast_shapes(e.shape, keep.shape) != e.shape:
                 e = np.array(np.broadcast_to(e, np.broadcast_shapes(e.shape, keep.shape)))

@@ -8,6 +8,7 @@ import numpy as np
 
 from shendu.autograd import Function
 from shendu.functional import _numba
+from shendu.functional._util import column_sums, matvec, row_sums
 from shendu.functional.conv import parallel
 from shendu.functional.linear import check_same_dtype
 from shendu.tensor import Tensor
@@ -54,7 +55,7 @@ class LayerNorm(Function):
             return y.reshape(shape)
         # row means as a matrix-vector product: NumPy's reductions along short rows run
         # far slower than BLAS (5x at D=64), and normalised rows are short
-        mu = (x2 @ np.full(d, 1.0 / d, x2.dtype))[:, None]
+        mu = matvec(x2, np.full(d, 1.0 / d, x2.dtype))[:, None]
         xc = x2 - mu
         var = np.einsum("ij,ij->i", xc, xc)[:, None]
         var /= d
@@ -80,7 +81,7 @@ class LayerNorm(Function):
         if len(need) > 1 and w is not None and need[1]:
             gw = np.einsum("ij,ij->j", g2, xhat).reshape(w.shape)
         if len(need) > 2 and need[2]:
-            gb = (np.ones(len(g2), g2.dtype) @ g2).reshape(w.shape)
+            gb = column_sums(g2).reshape(w.shape)
         gx = None
         nb = _compiled(xhat, w) if need[0] and g2.dtype == xhat.dtype else None
         if nb is not None:                      # one pass per row (functional._numba)
@@ -92,7 +93,7 @@ class LayerNorm(Function):
             gx = gx.reshape(self.shape)
         elif need[0]:
             dxh = g2 * w.reshape(-1) if w is not None else g2.copy()
-            m1 = (dxh @ np.full(d, 1.0 / d, dxh.dtype))[:, None]
+            m1 = matvec(dxh, np.full(d, 1.0 / d, dxh.dtype))[:, None]
             m2 = np.einsum("ij,ij->i", dxh, xhat)[:, None]
             m2 /= d
             dxh -= m1
@@ -213,11 +214,10 @@ def _channel_sums(v: np.ndarray, cm: bool) -> np.ndarray:
     """Per-channel sums of a :func:`_channel_view` result, as matrix-vector products (BLAS
     runs several times faster than NumPy's reductions here, as in layer_norm)."""
     if cm:                                                   # (C, 1, S)
-        v2 = v.reshape(v.shape[0], -1)
-        return v2 @ np.ones(v2.shape[1], v.dtype)
+        return row_sums(v.reshape(v.shape[0], -1))
     n, c, s = v.shape                                        # (N, C, S)
-    rows = v.reshape(n, c) if s == 1 else v @ np.ones(s, v.dtype)
-    return np.ones(n, v.dtype) @ rows
+    rows = v.reshape(n, c) if s == 1 else row_sums(v)
+    return column_sums(rows)
 
 
 class BatchNorm(Function):
