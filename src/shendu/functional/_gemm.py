@@ -304,12 +304,8 @@ def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndar
     if b is not None:
         y[...] = b
     beta = 0.0 if b is None else 1.0
-    if split:
-        _split(x.dtype, _NO_TRANS, _TRANS, m, n, k, _address(x), k, _address(w), k, beta,
-               _address(y), n)
-    else:
-        f(_ROW_MAJOR, _NO_TRANS, _TRANS, m, n, k, 1.0, _address(x), k, _address(w), k, beta,
-          _address(y), n)
+    _call(f, split, x.dtype, _NO_TRANS, _TRANS, m, n, k, _address(x), k, _address(w), k,
+          beta, _address(y), n)
     return y
 
 
@@ -340,6 +336,15 @@ def _splitter():
 
         _SPLIT = _regions.gemm() or False
     return _SPLIT
+
+
+def _call(f, split: bool, dt, ta, tb, m, n, k, pa, lda, pb, ldb, beta, pc, ldc) -> None:
+    """The row-major ``C = op(A) op(B) + beta C`` by ``f`` (cblas_?gemm), or split over
+    the kernel threads (:func:`_split`)."""
+    if split:
+        _split(dt, ta, tb, m, n, k, pa, lda, pb, ldb, beta, pc, ldc)
+    else:
+        f(_ROW_MAJOR, ta, tb, m, n, k, 1.0, pa, lda, pb, ldb, beta, pc, ldc)
 
 
 def _split(dt, ta, tb, m, n, k, pa, lda, pb, ldb, beta, pc, ldc) -> None:
@@ -423,12 +428,8 @@ class Repeated:
             matmul(self.a, b, out=out)
             return
         m, n, k, (ta, lda), (tb, ldb), ldc = self.args
-        if self.split:
-            _split(self.a.dtype, ta, tb, m, n, k, self.pa, lda, self.pb + db * self.isz, ldb,
-                   0.0, self.pc + dc * self.isz, ldc)
-        else:
-            self.f(_ROW_MAJOR, ta, tb, m, n, k, 1.0, self.pa, lda, self.pb + db * self.isz,
-                   ldb, 0.0, self.pc + dc * self.isz, ldc)
+        _call(self.f, self.split, self.a.dtype, ta, tb, m, n, k, self.pa, lda,
+              self.pb + db * self.isz, ldb, 0.0, self.pc + dc * self.isz, ldc)
 
 
 def _numpy(a, b, out, accumulate: bool) -> np.ndarray:
@@ -462,11 +463,7 @@ def _matmul2(f, a, b, out, beta: float = 0.0, split: bool = False):
     if m == 0 or n == 0:
         return out
     (ta, lda), (tb, ldb) = la, lb
-    if split:
-        _split(a.dtype, ta, tb, m, n, k, _address(a), lda, _address(b), ldb, beta,
-               _address(out), ldc)
-    else:
-        f(_ROW_MAJOR, ta, tb, m, n, k, 1.0, _address(a), lda, _address(b), ldb, beta,
+    _call(f, split, a.dtype, ta, tb, m, n, k, _address(a), lda, _address(b), ldb, beta,
           _address(out), ldc)
     return out
 
@@ -509,12 +506,8 @@ def _batched(st, a, b, out, accumulate: bool = False, split: bool = False):
     (ta, lda), (tb, ldb) = la, lb
     beta = 1.0 if accumulate else 0.0
     if count == 1:                          # one matrix: the plain call is ~10% faster
-        if split:
-            _split(a.dtype, ta, tb, m, n, k, _address(a), lda, _address(b), ldb, beta,
-                   _address(out), n)
-        else:
-            st["gemm"][a.dtype](_ROW_MAJOR, ta, tb, m, n, k, 1.0, _address(a), lda,
-                                _address(b), ldb, beta, _address(out), n)
+        _call(st["gemm"][a.dtype], split, a.dtype, ta, tb, m, n, k, _address(a), lda,
+              _address(b), ldb, beta, _address(out), n)
         return out
     if split and sa is not None:
         drv, addr = _SPLIT[1]
