@@ -249,7 +249,11 @@ def parallel(fn, n: int, size: int, calls_blas: bool = False) -> None:
     12% slower), so the chunks then run with BLAS on one thread and its threads stopped
     (:func:`_one_blas_thread`): always for loops that make products (``calls_blas``), for
     the others from :data:`SPLIT_BESIDE_BLAS` elements (below, they stay on the calling
-    thread).
+    thread). Where the kernels split their products over their own threads
+    (``_gemm.products_off_blas_threads``) OpenBLAS's threads never start and are not
+    stopped, but the loops below :data:`SPLIT_BESIDE_BLAS` still stay on the calling thread:
+    splitting them from :data:`PARALLEL_MIN` made LeNet's and cnn32's steps slower (cnn32's at
+    two threads 31-33 → 20 steps/s).
     """
     t = min(_N_THREADS, n)
     if t <= 1 or size < PARALLEL_MIN:
@@ -257,12 +261,12 @@ def parallel(fn, n: int, size: int, calls_blas: bool = False) -> None:
         return
     from shendu.functional import _gemm
 
-    libs = [] if _gemm.products_off_blas_threads() else _blas()
-    many = any(lib.num_threads > 1 for lib in libs)
+    many = any(lib.num_threads > 1 for lib in _blas())
     if many and not calls_blas and size < SPLIT_BESIDE_BLAS:
         fn(0, n)
         return
-    with _one_blas_thread() if many else contextlib.nullcontext():
+    stop = many and not _gemm.products_off_blas_threads()
+    with _one_blas_thread() if stop else contextlib.nullcontext():
         split_threads(fn, n, t)
 
 
