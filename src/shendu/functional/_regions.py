@@ -5,7 +5,9 @@ With several kernel threads, a product outside the kernels' own parallel regions
 to NumPy's threaded OpenBLAS. Split here instead it runs 10-40% faster on the shapes of our
 layers at two threads (an MLP's (128, 784) @ (784, 256): 194 µs against 268; a feed-forward's
 (2048, 128) @ (128, 512): 864 against 990; an LSTM step's (512, 64) @ (64, 256): 64 against
-73), and no OpenBLAS thread is left spinning beside the element-wise passes that follow.
+73), and no OpenBLAS thread is left spinning beside the element-wise passes that follow (for
+that, ``_gemm.matmul`` then takes every product from OpenBLAS's own threading threshold, and
+the kernels' bias and normalisation sums go through it: ``_util.column_sums``, ``matvec``).
 
 The region runs on Numba's TBB threading layer only: it is fork-safe and safe to enter from
 several Python threads at once (GNU OpenMP kills a forked child that enters a region, and
@@ -26,7 +28,7 @@ import threading
 __all__ = ["gemm"]
 
 _lock = threading.Lock()
-_loaded: list = []          # [(driver, {dtype: address}) or None]
+_loaded: list = []          # [what gemm() returns]
 
 
 def gemm():
