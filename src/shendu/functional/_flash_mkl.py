@@ -33,12 +33,9 @@ _loaded: list = []
 def kernels():
     """The compiled tile loops (a namespace), or None where Numba or MKL is missing (the
     lazy loader of ``_numba.kernels``)."""
-    if _loaded:
-        return _loaded[0]
-    with _lock:
-        if not _loaded:
-            _loaded.append(_build())
-    return _loaded[0]
+    from shendu.functional._numba import once
+
+    return once(_loaded, _lock, _build)
 
 
 def _build():

@@ -24,7 +24,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["kernels", "kernels_for"]
+__all__ = ["kernels", "kernels_for", "once"]
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -34,12 +34,18 @@ _loaded: list = []          # [the module of compiled loops, or None]
 
 def kernels():
     """The compiled loops (a namespace), or None when Numba is absent or switched off."""
-    if _loaded:
-        return _loaded[0]
-    with _lock:
-        if not _loaded:
-            _loaded.append(_build())
-    return _loaded[0]
+    return once(_loaded, _lock, _build)
+
+
+def once(loaded: list, lock, build):
+    """``build()``'s result, made on the first call and kept as ``loaded[0]`` (``lock``
+    held while it is made): the lazy loaders of the compiled code."""
+    if loaded:
+        return loaded[0]
+    with lock:
+        if not loaded:
+            loaded.append(build())
+    return loaded[0]
 
 
 def kernels_for(x: np.ndarray, *params, min_size: int = 0):

@@ -43,12 +43,9 @@ def gemm():
     k, alpha, pa, lda, sa, pb, ldb, sb, beta, pc, ldc, sc, count, isz, t)`` computes a stack
     of ``count`` such products with element strides ``sa``, ``sb``, ``sc`` between their
     matrices, in ``t`` runs of whole matrices."""
-    if _loaded:
-        return _loaded[0]
-    with _lock:
-        if not _loaded:
-            _loaded.append(_build())
-    return _loaded[0]
+    from shendu.functional._numba import once
+
+    return once(_loaded, _lock, _build)
 
 
 def _tbb() -> bool:

@@ -148,11 +148,11 @@ def column_sums(a: np.ndarray) -> np.ndarray:
     128: 42 against 11 us; of 8192 x 512 at two threads: 767 against 399); a sum in BLAS's
     order, not NumPy's. Where the kernels keep their products off NumPy's BLAS threads
     (``_gemm.products_off_blas_threads``) it is one of theirs, on one thread."""
-    from shendu.functional import _gemm
-
     ones = np.ones(a.shape[0], a.dtype)
-    if a.dtype in (np.float32, np.float64) and _gemm.products_off_blas_threads():
-        return _gemm.matmul(ones[None], a)[0]
+    if _kernels_take(a, ones):
+        from shendu.functional._gemm import matmul
+
+        return matmul(ones[None], a)[0]
     return ones @ a
 
 
@@ -165,9 +165,17 @@ def row_sums(a: np.ndarray) -> np.ndarray:
 def matvec(a: np.ndarray, v: np.ndarray) -> np.ndarray:
     """``a @ v`` for ``a`` (..., K) and ``v`` (K,): on the kernels' products where they keep
     off NumPy's BLAS threads (``_gemm.products_off_blas_threads``), else NumPy's."""
+    if _kernels_take(a, v):
+        from shendu.functional._gemm import matmul
+
+        return matmul(a, v[:, None])[..., 0]
+    return a @ v
+
+
+def _kernels_take(a: np.ndarray, v: np.ndarray) -> bool:
+    """Whether the product of ``a`` and the vector ``v`` is the kernels' (float, one dtype,
+    and their products kept off NumPy's BLAS threads) rather than NumPy's."""
     from shendu.functional import _gemm
 
-    if (a.dtype == v.dtype and a.dtype in (np.float32, np.float64)
-            and _gemm.products_off_blas_threads()):
-        return _gemm.matmul(a, v[:, None])[..., 0]
-    return a @ v
+    return (a.dtype == v.dtype and a.dtype in (np.float32, np.float64)
+            and _gemm.products_off_blas_threads())

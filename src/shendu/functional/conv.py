@@ -45,7 +45,7 @@ import numpy as np
 
 from shendu.autograd import Function
 from shendu.backend import rng
-from shendu.functional import _numba
+from shendu.functional import _gemm, _numba
 from shendu.functional._gemm import matmul
 from shendu.functional.dropout import Dropout
 from shendu.tensor import Tensor
@@ -259,8 +259,6 @@ def parallel(fn, n: int, size: int, calls_blas: bool = False) -> None:
     if t <= 1 or size < PARALLEL_MIN:
         fn(0, n)
         return
-    from shendu.functional import _gemm
-
     many = any(lib.num_threads > 1 for lib in _blas())
     if many and not calls_blas and size < SPLIT_BESIDE_BLAS:
         fn(0, n)
