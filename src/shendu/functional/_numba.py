@@ -399,6 +399,19 @@ def _build():
                 for i in range(L):
                     r[i] -= m[i]
 
+    @njit
+    def row_max(x, out):
+        """``out = x.max(axis=1)`` for ``x`` (M, C), C >= 1, a NaN winning its row (as
+        NumPy's): exact, so NumPy's value."""
+        for n in range(x.shape[0]):
+            r = x[n]
+            m = r[0]
+            for j in range(1, r.shape[0]):
+                v = r[j]
+                if v > m or v != v:
+                    m = v
+            out[n] = m
+
     @njit_ieee
     def normalize_columns(s):
         """``s /= z`` for ``s`` (G, S, L), ``z = s.sum(axis=1)`` (a sum of 0, a fully masked
@@ -630,6 +643,7 @@ def _build():
     K.relu_grad_into, K.sgd_momentum, K.sgd_plain = relu_grad_into, sgd_momentum, sgd_plain
     K.relu_into, K.adam_step, K.additive_grads = relu_into, adam_step, additive_grads
     K.heads_split, K.heads_merge = heads_split, heads_merge
+    K.row_max = row_max
     K.speed_interp, K.add_scaled = speed_interp, add_scaled
     return K
 

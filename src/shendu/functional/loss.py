@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from shendu.autograd import Function
+from shendu.functional import _numba
 from shendu.functional.activation import _sigmoid
 from shendu.functional.math import sign0
 from shendu.tensor import Tensor
@@ -327,8 +328,25 @@ def _from_rows(r: np.ndarray, shape: tuple) -> np.ndarray:
 
 
 def _log_softmax_rows(x: np.ndarray) -> np.ndarray:
-    s = x - x.max(axis=1, keepdims=True)
+    kern = _numba.kernels_for(x)
+    if kern is not None and x.flags.c_contiguous and x.shape[1] > 0:
+        top = np.empty((x.shape[0], 1), x.dtype)
+        kern.row_max(x, top[:, 0])  # the maximum is exact: NumPy's value, without its slow
+        s = x - top                 # reduction over short rows
+    else:
+        s = x - x.max(axis=1, keepdims=True)
     return s - np.log(np.exp(s).sum(axis=1, keepdims=True))
+
+
+def _plain_targets(y: np.ndarray, c: int, ignore_index: int) -> np.ndarray | None:
+    """The flat targets when every one is a class in ``[0, c)`` other than ``ignore_index``
+    (no target ignored): cross-entropy's common case; None otherwise."""
+    y = y.reshape(-1)
+    if y.size == 0 or y.min() < 0 or y.max() >= c:
+        return None
+    if 0 <= ignore_index < c and (y == ignore_index).any():
+        return None
+    return y
 
 
 def _row_scale(g: np.ndarray, reduction: str, denom) -> np.ndarray:
@@ -393,6 +411,14 @@ class CrossEntropy(Function):
                 tr = tr * (1 - smoothing) + smoothing / c
             coef = -(tr * wv)  # dl/dlogp per row, before reduction scaling
             denom = dt.type(m)
+        elif weight is None and not smoothing and m < 1 << 24 and (
+                ys := _plain_targets(index, c, ignore_index)) is not None:
+            # every target a class, unweighted, unsmoothed: the general path's values without
+            # its (m, c) coefficients (-1 at the target, 0 elsewhere)
+            self.logp, self.ys, self.reduction = logp, ys, reduction
+            self.denom = dt.type(m)  # the sum of m unit weights
+            per = 0 - logp[np.arange(m), ys]  # a NumPy sum starts at +0
+            return self._reduce(per, dt)
         else:
             ys, valid, wy = _class_targets("cross_entropy", index, c, ignore_index, wv)
             coef = np.zeros((m, c), dt)
@@ -406,18 +432,29 @@ class CrossEntropy(Function):
         if not np.isfinite(logp).all():
             per = np.where(coef != 0, per, 0)
         per = per.sum(axis=1)
-        self.logp, self.coef, self.reduction, self.denom = logp, coef, reduction, denom
-        if reduction == "none":
+        self.logp, self.coef, self.ys = logp, coef, None
+        self.reduction, self.denom = reduction, denom
+        return self._reduce(per, dt)
+
+    def _reduce(self, per, dt):
+        if self.reduction == "none":
             out_shape = (self.shape[0],) + self.shape[2:] if len(self.shape) > 1 else ()
             return per.reshape(out_shape)
-        if reduction == "sum":
+        if self.reduction == "sum":
             return np.asarray(per.sum(), dt)
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.asarray(per.sum() / denom, dt)
+            return np.asarray(per.sum() / self.denom, dt)
 
     def backward(self, g):
         scale = _row_scale(g, self.reduction, self.denom)
         gx = gt = None
+        if self.ys is not None:  # plain targets: a = -scale at the target, 0 elsewhere, so
+            # dx = a - p sum(a) is p scale, less scale at the target (the same roundings)
+            if not self.needs_input_grad[0]:
+                return None, None
+            gx = np.exp(self.logp) * scale
+            gx[np.arange(len(self.ys)), self.ys] -= scale.reshape(-1)
+            return _from_rows(gx, self.shape), None
         if self.needs_input_grad[0]:
             a = self.coef * scale
             gx = _from_rows(a - np.exp(self.logp) * a.sum(axis=1, keepdims=True), self.shape)
