@@ -319,6 +319,12 @@ def _threaded_blas_takes(k: int, outs: int) -> bool:
             and k >= SKINNY_K and outs >= SKINNY_OUT)
 
 
+def _threads_for(k: int, outs: int) -> int:
+    """The threads a product with inner dimension ``k`` and ``outs`` output elements is
+    split over (:func:`_threaded_blas_takes`): the kernel threads, or 1."""
+    return _conv._N_THREADS if _threaded_blas_takes(k, outs) else 1
+
+
 def products_off_blas_threads() -> bool:
     """Whether no product of the kernels starts NumPy's BLAS threads: with several kernel
     threads and the split region (then its threads need not be stopped around the

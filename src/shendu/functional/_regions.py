@@ -25,7 +25,7 @@ from __future__ import annotations
 import ctypes
 import threading
 
-__all__ = ["gemm"]
+__all__ = ["gemm", "lstm"]
 
 _lock = threading.Lock()
 _loaded: list = []          # [what gemm() returns]
@@ -87,3 +87,45 @@ def _build():
     addresses = {np.dtype(np.float32): ctypes.cast(lib.cblas_sgemm, ctypes.c_void_p).value,
                  np.dtype(np.float64): ctypes.cast(lib.cblas_dgemm, ctypes.c_void_p).value}
     return (split, addresses), (split_stack, addresses)
+
+
+_lstm_lock = threading.Lock()
+_lstm_loaded: list = []     # [what lstm() returns]
+
+#: VML_LA | VML_ERRMODE_IGNORE | VML_FTZDAZ_OFF: MKL's low-accuracy vector tanh (within
+#: NumPy's own error; on x86-64 with AVX-512, NumPy's bits) without error reporting
+VML_TANH_MODE = 0x1 | 0x100 | 0x140000
+
+
+def lstm():
+    """``(scan, serial, gemms, tanhs)`` for the LSTM's forward steps in compiled code
+    (``_regions_compiled.lstm_scan``, split over threads, None without the TBB region;
+    ``lstm_scan_serial`` on one), with the addresses of ``cblas_?gemm`` and of MKL's vector
+    ``tanh`` for each dtype; None where Numba or MKL (LP64) is missing."""
+    from shendu.functional._numba import once
+
+    return once(_lstm_loaded, _lstm_lock, _build_lstm)
+
+
+def _build_lstm():
+    from shendu.functional import _gemm, _numba
+
+    if _numba.kernels() is None:
+        return None
+    lib = _gemm._load().get("lib")
+    if lib is None or _gemm._ilp64():
+        return None
+    import numpy as np
+
+    from shendu.functional._regions_compiled import lstm_scan, lstm_scan_serial
+
+    def address(name):
+        f = getattr(lib, name, None)
+        return None if f is None else ctypes.cast(f, ctypes.c_void_p).value
+
+    f32, f64 = np.dtype(np.float32), np.dtype(np.float64)
+    gemms = {f32: address("cblas_sgemm"), f64: address("cblas_dgemm")}
+    tanhs = {f32: address("vmsTanh"), f64: address("vmdTanh")}
+    if None in gemms.values() or None in tanhs.values():
+        return None
+    return (lstm_scan if gemm() else None), lstm_scan_serial, gemms, tanhs

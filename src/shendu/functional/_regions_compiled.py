@@ -11,7 +11,8 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-__all__ = ["call_gemm", "call_gemm_batch", "call_vexp", "split", "split_stack"]
+__all__ = ["call_gemm", "call_gemm_batch", "call_vexp", "lstm_scan", "lstm_scan_serial", "split",
+           "split_stack"]
 
 
 def _foreign(kinds: str):
@@ -100,3 +101,90 @@ def split_stack(f, ta, tb, m, n, k, alpha, pa, lda, sa, pb, ldb, sb, beta, pc, l
         for g in range(count * i // t, count * (i + 1) // t):
             call_gemm(f, ta, tb, m, n, k, alpha, pa + isz * sa * g, lda, pb + isz * sb * g,
                       ldb, beta, pc + isz * sc * g, ldc)
+
+
+@njit(nogil=True, cache=True)
+def _lstm_rows(fg, fth, mode, W, Z, Sf, P, j, p, n, kdim, lo, hi, wrap):
+    """Hidden units ``lo..hi`` of one LSTM step (``recurrent.LSTMScan``'s slab ``Sf[j]`` =
+    ``[i, o, f, g, tanh c_t, c_{t-1}]`` flat, each block (H, B)). ``W``'s rows ``4 lo .. 4
+    hi`` are the fused weights of those units' four gates, in the slab's gate order: one
+    product ``W[4 lo:4 hi] @ Z[p][:kdim]`` by ``cblas_?gemm`` at ``fg`` into ``P`` (flat;
+    the slab's gate rows themselves when it is None, for all units), the vector ``tanh`` at
+    ``fth`` over it (VML mode ``mode``), the gates' fix-up and ``c_t`` (into ``Sf[j + 1]``)
+    as ``_numba.lstm_gates``, ``tanh c_t`` and ``h_t = o tanh c_t`` into the h rows of
+    ``Z[n]``; with ``wrap``, ``c_t`` also into ``Sf[0]`` (the slabs are reused in a
+    ring)."""
+    G, K = W.shape
+    H = G // 4
+    B = Z.shape[2]
+    hb = H * B
+    isz = W.itemsize
+    one, zero, half = W.dtype.type(1), W.dtype.type(0), W.dtype.type(0.5)
+    s, sn = Sf[j], Sf[j + 1]
+    rows, a = hi - lo, lo * B
+    nb = rows * B
+    q = s[:4 * hb] if P is None else P[:4 * nb]
+    pq = q.ctypes.data
+    call_gemm(fg, 111, 111, 4 * rows, B, kdim, one, W.ctypes.data + isz * 4 * lo * K, K,
+              Z.ctypes.data + isz * p * K * B, B, zero, pq, B)
+    call_vexp(fth, 4 * nb, pq, pq, mode)
+    gap = hb if P is None else nb               # between one gate's block and the next
+    # one loop per output, each over two or three streams, so that each vectorises
+    for g in range(3):                          # i, o, f: σ(a) = (1 + tanh(a/2)) / 2
+        src, dst = q[g * gap:g * gap + nb], s[g * hb + a:g * hb + a + nb]
+        for x in range(nb):
+            dst[x] = src[x] * half + half
+    gt = s[3 * hb + a:3 * hb + a + nb]
+    if P is not None:
+        src = q[3 * gap:3 * gap + nb]
+        for x in range(nb):
+            gt[x] = src[x]
+    it, ft = s[a:a + nb], s[2 * hb + a:2 * hb + a + nb]
+    cp, cn = s[5 * hb + a:5 * hb + a + nb], sn[5 * hb + a:5 * hb + a + nb]
+    for x in range(nb):
+        cn[x] = it[x] * gt[x] + ft[x] * cp[x]
+    call_vexp(fth, nb, sn.ctypes.data + isz * (5 * hb + a), s.ctypes.data + isz * (4 * hb + a),
+              mode)
+    zn = Z[n]
+    for u in range(lo, hi):
+        h = zn[K - H + u]
+        for v in range(B):
+            h[v] = s[hb + u * B + v] * s[4 * hb + u * B + v]
+    if wrap:
+        s0 = Sf[0]
+        for x in range(a, a + nb):
+            s0[5 * hb + x] = sn[5 * hb + x]
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def lstm_scan(fg, fth, mode, W, Z, S, T, reverse, C, ring, kx, P):
+    """``recurrent.LSTMScan``'s forward steps, each one region of ``t = len(P)`` threads,
+    thread ``i`` computing hidden units ``H i / t .. H (i + 1) / t`` (:func:`_lstm_rows`,
+    into its scratch ``P[i]``): ``W`` (4H, K) the fused weights with each thread's gate
+    rows together, ``Z`` (T + 1, K, B) the columns, ``S`` (C + 1, 6H, B) the slabs, step
+    ``k`` in slab ``k % C`` (``ring``: ``c_t`` carried back to slab 0 when that wraps); the
+    first step's product over the first ``kx`` columns only."""
+    H = W.shape[0] // 4
+    t = P.shape[0]
+    Sf = S.reshape((S.shape[0], S.shape[1] * S.shape[2]))
+    for k in range(T):
+        p, n = (T - k, T - 1 - k) if reverse else (k, k + 1)
+        j = k % C
+        kdim = kx if k == 0 else W.shape[1]
+        wrap = ring and (j == C - 1 or k == T - 1)
+        for i in prange(t):
+            _lstm_rows(fg, fth, mode, W, Z, Sf, P[i], j, p, n, kdim, H * i // t,
+                       H * (i + 1) // t, wrap)
+
+
+@njit(nogil=True, cache=True)
+def lstm_scan_serial(fg, fth, mode, W, Z, S, T, reverse, C, ring, kx):
+    """:func:`lstm_scan` on the calling thread alone (``W`` in the slab's gate order)."""
+    H = W.shape[0] // 4
+    Sf = S.reshape((S.shape[0], S.shape[1] * S.shape[2]))
+    for k in range(T):
+        p, n = (T - k, T - 1 - k) if reverse else (k, k + 1)
+        j = k % C
+        kdim = kx if k == 0 else W.shape[1]
+        _lstm_rows(fg, fth, mode, W, Z, Sf, None, j, p, n, kdim, 0, H,
+                   ring and (j == C - 1 or k == T - 1))

@@ -79,7 +79,7 @@ import numpy as np
 
 from shendu import autograd
 from shendu.autograd import Function
-from shendu.functional import _numba
+from shendu.functional import _gemm, _numba, _regions
 from shendu.functional._gemm import Repeated, matmul
 from shendu.tensor import Tensor
 from shendu.workspace import Workspace, workspace
@@ -392,9 +392,29 @@ class LSTMScan(Function):
         flat = S.reshape(C + 1, -1) if kern is not None else None
         P2 = np.empty((2, H, B), dt) if kern is None else None
         half = dt.type(0.5)
-        gates = Repeated(W, Z[0], S[0, :4 * H])        # the steps' products, checked once
+        compiled = (_regions.lstm() if kern is not None and mask is None and (keep or not train)
+                    and B > 0 and H > 0 and (Wx is None or Wx.shape[1] > 0) else None)
+        if compiled is not None:                       # every step in compiled code
+            scan, serial, gemms, tanhs = compiled
+            kx = Z.shape[1] if Wx is None else Wx.shape[1]
+            args = (gemms[dt], tanhs[dt], _regions.VML_TANH_MODE, W, Z, S, T, reverse, C,
+                    not keep, kx)
+            t = _gemm._threads_for(Z.shape[1], 4 * H * B)
+            if scan is not None and t > 1 and H >= 2 * t:
+                # each thread's units' four gate rows together: one product per thread
+                W4 = W.reshape(4, H, -1)
+                Wt = np.concatenate([W4[:, H * i // t:H * (i + 1) // t].reshape(-1, W.shape[1])
+                                     for i in range(t)])
+                P = np.empty((t, 4 * (H // t + 1) * B), dt)
+                scan(*args[:3], Wt, *args[4:], P)
+            else:
+                serial(*args)
+            steps = []
+        else:
+            gates = Repeated(W, Z[0], S[0, :4 * H])    # the steps' products, checked once
+            steps = _order(T, reverse)
         zs, ss = Z[0].size, S[0].size
-        for k, (t, p, n) in enumerate(_order(T, reverse)):
+        for k, (t, p, n) in enumerate(steps):
             j = k % C
             s, sn = S[j], S[j + 1]
             gt = s[:4 * H]
