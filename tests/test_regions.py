@@ -219,3 +219,86 @@ def test_stacks_split_by_whole_matrices(monkeypatch, dtype):
             np.testing.assert_array_equal(got.reshape(each.shape), each)
     finally:
         conv.set_kernel_threads(before)
+
+
+# ----------------------------------------------------------------- the LSTM's compiled steps
+def _lstm_case(dtype, reverse, h0_zero, seed=0):
+    """An LSTM layer's inputs at sizes where the compiled steps split over two threads
+    (H B >= SKINNY_OUT, K = 1 + I + H >= SKINNY_K)."""
+    rng = np.random.default_rng(seed)
+    T, B, I, H = 6, 64, 8, 64
+    arrays = dict(x=rng.standard_normal((T, B, I)),
+                  h0=np.zeros((B, H)) if h0_zero else rng.standard_normal((B, H)) * 0.5,
+                  c0=rng.standard_normal((B, H)) * 0.5,
+                  w_ih=rng.standard_normal((4 * H, I)) * 0.3,
+                  w_hh=rng.standard_normal((4 * H, H)) * 0.3,
+                  b_ih=rng.standard_normal(4 * H) * 0.1, b_hh=rng.standard_normal(4 * H) * 0.1,
+                  g=rng.standard_normal((T, B, H)))
+    return {k: v.astype(dtype) for k, v in arrays.items()}, reverse
+
+
+def _lstm_run(case):
+    """Outputs, final states and every gradient of ``functional.lstm`` on ``case``."""
+    import shendu
+    from shendu.functional.recurrent import lstm
+
+    arrays, reverse = case
+    ts = {k: shendu.tensor(v, requires_grad=k != "g") for k, v in arrays.items()}
+    out, hn, cn = lstm(ts["x"], ts["h0"], ts["c0"], ts["w_ih"], ts["w_hh"], ts["b_ih"],
+                       ts["b_hh"], reverse=reverse)
+    ((out * ts["g"]).sum() + (hn * cn).sum()).backward()
+    return [out.data, hn.data, cn.data] + [ts[k].grad.data for k in
+                                           ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh")]
+
+
+@pytest.fixture
+def lstm_spy(monkeypatch):
+    """Which of the LSTM's compiled step functions ran, by name; the threads restored."""
+    ran = []
+    real = _regions.lstm()
+    if real is None:
+        pytest.skip("no compiled LSTM steps here: they need the mkl extra and Numba")
+
+    def spy(name, fn):
+        if fn is None:
+            return None
+
+        def call(*args):
+            ran.append(name)
+            return fn(*args)
+        return call
+
+    scan, serial, back, gemms, tanhs = real
+    monkeypatch.setattr(_regions, "_lstm_loaded", [(spy("scan", scan), spy("serial", serial),
+                                                    spy("back", back), gemms, tanhs)])
+    before = conv._N_THREADS
+    yield ran
+    conv.set_kernel_threads(before)
+
+
+@needs_split
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("h0_zero", [False, True])
+def test_lstm_steps_split_over_threads(lstm_spy, monkeypatch, dtype, reverse, h0_zero):
+    """The LSTM's steps in compiled code, split over two threads by hidden units (forward
+    and backward) or on one (forward): the values and gradients of the NumPy steps within
+    rounding, against float64 references, and the same bits on a second run."""
+    case = _lstm_case(dtype, reverse, h0_zero)
+    exact = _lstm_case(np.float64, reverse, h0_zero)
+    with monkeypatch.context() as m:
+        m.setattr(_regions, "_lstm_loaded", [None])              # the NumPy steps
+        want = _lstm_run(exact)
+        numpy_steps = _lstm_run(case)
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    for threads, expect in ((2, ["back", "scan"]), (1, ["serial"])):
+        conv.set_kernel_threads(threads)
+        lstm_spy.clear()
+        got = _lstm_run(case)
+        assert sorted(set(lstm_spy)) == expect
+        for a, b, n in zip(got, want, numpy_steps):
+            scale = np.abs(b).max()
+            np.testing.assert_allclose(a, b, rtol=0, atol=tol * scale)
+            np.testing.assert_allclose(a, n, rtol=0, atol=tol * scale)
+        again = _lstm_run(case)
+        assert all(np.array_equal(a, b) for a, b in zip(got, again))

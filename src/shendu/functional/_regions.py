@@ -98,10 +98,11 @@ VML_TANH_MODE = 0x1 | 0x100 | 0x140000
 
 
 def lstm():
-    """``(scan, serial, gemms, tanhs)`` for the LSTM's forward steps in compiled code
-    (``_regions_compiled.lstm_scan``, split over threads, None without the TBB region;
-    ``lstm_scan_serial`` on one), with the addresses of ``cblas_?gemm`` and of MKL's vector
-    ``tanh`` for each dtype; None where Numba or MKL (LP64) is missing."""
+    """``(scan, serial, back, gemms, tanhs)`` for the LSTM's steps in compiled code: the
+    forward's split over threads (``_regions_compiled.lstm_scan``) and on one
+    (``lstm_scan_serial``), the backward's (``lstm_back_steps``), with the addresses of
+    ``cblas_?gemm`` and of MKL's vector ``tanh`` for each dtype; ``scan`` and ``back`` None
+    without the TBB region, everything None where Numba or MKL (LP64) is missing."""
     from shendu.functional._numba import once
 
     return once(_lstm_loaded, _lstm_lock, _build_lstm)
@@ -117,7 +118,7 @@ def _build_lstm():
         return None
     import numpy as np
 
-    from shendu.functional._regions_compiled import lstm_scan, lstm_scan_serial
+    from shendu.functional._regions_compiled import lstm_back_steps, lstm_scan, lstm_scan_serial
 
     def address(name):
         f = getattr(lib, name, None)
@@ -128,4 +129,6 @@ def _build_lstm():
     tanhs = {f32: address("vmsTanh"), f64: address("vmdTanh")}
     if None in gemms.values() or None in tanhs.values():
         return None
-    return (lstm_scan if gemm() else None), lstm_scan_serial, gemms, tanhs
+    tbb = bool(gemm())
+    return (lstm_scan if tbb else None), lstm_scan_serial, (lstm_back_steps if tbb else None), \
+        gemms, tanhs

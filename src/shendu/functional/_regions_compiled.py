@@ -11,7 +11,8 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-__all__ = ["call_gemm", "call_gemm_batch", "call_vexp", "lstm_scan", "lstm_scan_serial", "split",
+__all__ = ["call_gemm", "call_gemm_batch", "call_vexp", "lstm_back_steps", "lstm_scan",
+           "lstm_scan_serial", "split",
            "split_stack"]
 
 
@@ -188,3 +189,69 @@ def lstm_scan_serial(fg, fth, mode, W, Z, S, T, reverse, C, ring, kx):
         kdim = kx if k == 0 else W.shape[1]
         _lstm_rows(fg, fth, mode, W, Z, Sf, None, j, p, n, kdim, 0, H,
                    ring and (j == C - 1 or k == T - 1))
+
+
+@njit(nogil=True, cache=True)
+def _lstm_grads_rows(E, x, D, j, lo, hi, one, c):
+    """Hidden units ``lo..hi`` of ``_numba.lstm_step_grads_gates`` (its arithmetic, so its
+    bits): from the carried ``E = [δc, δh]`` (2, H, B) and the step's slab ``x`` (6, H, B)
+    = ``[i, o, f, g, tanh c_t, c_{t-1}]``, the step's ``δa`` into column ``j`` of ``D`` (4,
+    H, C, B), ``δc`` carried to ``c_{t-1}``; ``c`` (H, B) scratch."""
+    dc, dh = E[0], E[1]
+    for u in range(lo, hi):
+        ig, og, fg, gg, tc, cp = x[0, u], x[1, u], x[2, u], x[3, u], x[4, u], x[5, u]
+        dcu, dhu, cu = dc[u], dh[u], c[u]
+        B = cu.shape[0]
+        for b in range(B):
+            cu[b] = dcu[b] + dhu[b] * ((one - tc[b] * tc[b]) * og[b])
+        a = D[0, u, j]
+        for b in range(B):
+            a[b] = (one - ig[b]) * ig[b] * gg[b] * cu[b]
+        a = D[1, u, j]
+        for b in range(B):
+            a[b] = (one - og[b]) * og[b] * tc[b] * dhu[b]
+        a = D[2, u, j]
+        for b in range(B):
+            a[b] = (one - fg[b]) * fg[b] * cp[b] * cu[b]
+        a = D[3, u, j]
+        for b in range(B):
+            a[b] = (one - gg[b] * gg[b]) * ig[b] * cu[b]
+        for b in range(B):
+            dcu[b] = cu[b] * fg[b]
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def lstm_back_steps(fg, whhT, D, S, E, g_out, nz, ts, reverse, carry_last, c, t):
+    """Steps of ``recurrent.LSTMScan``'s backward at the times ``ts`` (in order), each in
+    two regions of ``t`` threads split by hidden units: the output's gradient joins ``δh``,
+    the step's ``δa`` (:func:`_lstm_grads_rows`) into column ``time % C`` of ``D`` (4H, C,
+    B); then ``δh = W_hh^T δa`` by ``cblas_?gemm`` at ``fg`` on each thread's rows of
+    ``whhT`` (H, 4H) (skipped after the last step unless ``carry_last``). ``S`` (T + 1, 6H,
+    B) the forward's slabs, ``E = [δc, δh]`` (2, H, B), ``g_out`` (T, B, H) with ``nz``
+    saying which steps it reaches."""
+    G, C, B = D.shape
+    H = G // 4
+    T = g_out.shape[0]
+    D4 = D.reshape((4, H, C, B))
+    dh = E[1]
+    isz = D.itemsize
+    one, zero = D.dtype.type(1), D.dtype.type(0)
+    for s in range(ts.shape[0]):
+        tm = ts[s]
+        j = tm % C
+        x = S[T - 1 - tm if reverse else tm].reshape((6, H, B))
+        for i in prange(t):
+            lo, hi = H * i // t, H * (i + 1) // t
+            if nz[tm]:
+                g = g_out[tm]
+                for u in range(lo, hi):
+                    for b in range(B):
+                        dh[u, b] += g[b, u]
+            _lstm_grads_rows(E, x, D4, j, lo, hi, one, c)
+        if s < ts.shape[0] - 1 or carry_last:
+            for i in prange(t):
+                lo, hi = H * i // t, H * (i + 1) // t
+                if hi > lo:
+                    call_gemm(fg, 111, 111, hi - lo, B, G, one, whhT.ctypes.data + isz * lo * G,
+                              G, D.ctypes.data + isz * j * B, C * B, zero,
+                              dh.ctypes.data + isz * lo * B, B)

@@ -395,7 +395,7 @@ class LSTMScan(Function):
         compiled = (_regions.lstm() if kern is not None and mask is None and (keep or not train)
                     and B > 0 and H > 0 and (Wx is None or Wx.shape[1] > 0) else None)
         if compiled is not None:                       # every step in compiled code
-            scan, serial, gemms, tanhs = compiled
+            scan, serial, _back, gemms, tanhs = compiled
             kx = Z.shape[1] if Wx is None else Wx.shape[1]
             args = (gemms[dt], tanhs[dt], _regions.VML_TANH_MODE, W, Z, S, T, reverse, C,
                     not keep, kx)
@@ -501,6 +501,28 @@ class LSTMScan(Function):
         carry = Repeated(whhT, D[:, 0], dh)            # the steps' products, checked once
         cols_ = [(D[:, j], D4[0:2, :, j], D4[2:4, :, j]) for j in range(C)]
         idx = None
+        back = _regions.lstm() if keep and mask is None else None
+        back = None if back is None else back[2]
+        threads = _gemm._threads_for(G, H * B)
+        if back is not None and threads > 1 and H >= 2 * threads:
+            # a chunk's steps at once in compiled code, split over the threads by hidden
+            # units; then, as below, its share of the weight and input gradients
+            fg = _regions.lstm()[3][dt]
+            times = np.asarray(order, np.int64)
+            nzs = np.asarray(nz, np.bool_)
+            scratch = scratch.reshape(H, B)
+            starts = [k for k, t in enumerate(order)
+                      if (not reverse and t % C == 0) or (reverse and (t % C == C - 1 or t == T - 1))]
+            lo = 0
+            for k in starts:
+                back(fg, whhT, D, F, E, g_out, nzs, times[lo:k + 1], reverse,
+                     k < T - 1 or need_h0, scratch, threads)
+                t = order[k]
+                j = t % C
+                t0, t1 = (t, min(t + C, T)) if not reverse else (t - j, t + 1)
+                first = self._chunk_grads(D, Zc, Zs, t0, t1, C, dW, first, dx, wi)
+                lo = k + 1
+            order = []
         for k, t in enumerate(order):
             if mask is not None:
                 idx = _padded(mask, t)
@@ -534,19 +556,7 @@ class LSTMScan(Function):
             # after the chunk's last step: its share of the weight (and input) gradients
             if (not reverse and j == 0) or (reverse and (j == C - 1 or t == T - 1)):
                 t0, t1 = (t, min(t + C, T)) if not reverse else (t - j, t + 1)
-                m = t1 - t0
-                np.copyto(Zc[:, :m], Zs[t0:t1].transpose(1, 0, 2))
-                Dm = D[:, :m].reshape(G, m * B) if m == C else \
-                    np.ascontiguousarray(D[:, :m]).reshape(G, m * B)
-                Zm = Zc.reshape(K, C * B)[:, :m * B] if m == C else \
-                    np.ascontiguousarray(Zc[:, :m]).reshape(K, m * B)
-                if first:
-                    matmul(Dm, Zm.T, out=dW)
-                    first = False
-                else:
-                    matmul(Dm, Zm.T, out=dW, accumulate=True)   # inside the product
-                if dx is not None:
-                    dx[t0:t1] = matmul(Dm.T, wi).reshape(m, B, I)
+                first = self._chunk_grads(D, Zc, Zs, t0, t1, C, dW, first, dx, wi)
         dw_ih = _unblock(np.empty((G, I), dt), dW[:, o:o + I], _LSTM_BLOCKS, H)
         dw_hh = _unblock(np.empty((G, H), dt), dW[:, o + I:], _LSTM_BLOCKS, H)
         db = ()
@@ -556,6 +566,28 @@ class LSTMScan(Function):
         _workspace.put(D, Zc, dW, whhT)
         return (dx, dh.T if need_h0 else None, dc.T if need_c0 else None,
                 dw_ih, dw_hh, *db)
+
+    @staticmethod
+    def _chunk_grads(D, Zc, Zs, t0, t1, C, dW, first, dx, wi) -> bool:
+        """A chunk's (steps ``t0..t1``) share of the weight gradient ``dW`` (set when
+        ``first``, else added to) and of the input's, from its ``δa`` in ``D`` (4H, C,
+        B) and its columns ``Zs[t0:t1]`` (copied into ``Zc`` (K, C, B)); returns False (the
+        next chunk adds)."""
+        G, _, B = D.shape
+        K = Zc.shape[0]
+        m = t1 - t0
+        np.copyto(Zc[:, :m], Zs[t0:t1].transpose(1, 0, 2))
+        Dm = D[:, :m].reshape(G, m * B) if m == C else \
+            np.ascontiguousarray(D[:, :m]).reshape(G, m * B)
+        Zm = Zc.reshape(K, C * B)[:, :m * B] if m == C else \
+            np.ascontiguousarray(Zc[:, :m]).reshape(K, m * B)
+        if first:
+            matmul(Dm, Zm.T, out=dW)
+        else:
+            matmul(Dm, Zm.T, out=dW, accumulate=True)   # inside the product
+        if dx is not None:
+            dx[t0:t1] = matmul(Dm.T, wi).reshape(m, B, wi.shape[1])
+        return False
 
     def _free(self) -> None:
         saved = self.__dict__.get("saved")
