@@ -351,6 +351,17 @@ def _lstm_factors(X: np.ndarray, F: np.ndarray, H: int) -> None:
     F[:, 5 * H:] = X[:, 2 * H:3 * H]                   # f
 
 
+def _chunk_end(t: int, C: int, T: int, reverse: bool) -> bool:
+    """Whether time ``t`` is the last step of its chunk of ``C`` in the backward's order
+    (which walks the times down, or up for a reverse scan)."""
+    return (t % C == C - 1 or t == T - 1) if reverse else t % C == 0
+
+
+def _chunk_span(t: int, C: int, T: int, reverse: bool) -> tuple[int, int]:
+    """The times ``t0..t1`` of the chunk that ends at time ``t``."""
+    return (t - t % C, t + 1) if reverse else (t, min(t + C, T))
+
+
 class LSTMScan(Function):
     """One direction of an LSTM over a whole sequence (see the module docstring).
 
@@ -392,8 +403,11 @@ class LSTMScan(Function):
         flat = S.reshape(C + 1, -1) if kern is not None else None
         P2 = np.empty((2, H, B), dt) if kern is None else None
         half = dt.type(0.5)
+        # the steps in compiled code where their products are MKL's anyway (Repeated's
+        # threshold: smaller ones are NumPy's, whose bits the loops above keep)
         compiled = (_regions.lstm() if kern is not None and mask is None and (keep or not train)
-                    and B > 0 and H > 0 and (Wx is None or Wx.shape[1] > 0) else None)
+                    and 4 * H * B * Z.shape[1] >= _gemm.MIN_REPEATED_FLOPS
+                    and (Wx is None or Wx.shape[1] > 0) else None)
         if compiled is not None:                       # every step in compiled code
             scan, serial, _back, gemms, tanhs = compiled
             kx = Z.shape[1] if Wx is None else Wx.shape[1]
@@ -501,27 +515,22 @@ class LSTMScan(Function):
         carry = Repeated(whhT, D[:, 0], dh)            # the steps' products, checked once
         cols_ = [(D[:, j], D4[0:2, :, j], D4[2:4, :, j]) for j in range(C)]
         idx = None
-        back = _regions.lstm() if keep and mask is None else None
-        back = None if back is None else back[2]
+        compiled = (_regions.lstm() if keep and mask is None
+                    and H * G * B >= _gemm.MIN_REPEATED_FLOPS else None)
         threads = _gemm._threads_for(G, H * B)
-        if back is not None and threads > 1 and H >= 2 * threads:
+        if compiled is not None and compiled[2] is not None and H >= 2 * threads > 2:
             # a chunk's steps at once in compiled code, split over the threads by hidden
             # units; then, as below, its share of the weight and input gradients
-            fg = _regions.lstm()[3][dt]
-            times = np.asarray(order, np.int64)
-            nzs = np.asarray(nz, np.bool_)
-            scratch = scratch.reshape(H, B)
-            starts = [k for k, t in enumerate(order)
-                      if (not reverse and t % C == 0) or (reverse and (t % C == C - 1 or t == T - 1))]
+            back, fg = compiled[2], compiled[3][dt]
+            times, nzs = np.asarray(order, np.int64), np.asarray(nz, np.bool_)
             lo = 0
-            for k in starts:
-                back(fg, whhT, D, F, E, g_out, nzs, times[lo:k + 1], reverse,
-                     k < T - 1 or need_h0, scratch, threads)
-                t = order[k]
-                j = t % C
-                t0, t1 = (t, min(t + C, T)) if not reverse else (t - j, t + 1)
-                first = self._chunk_grads(D, Zc, Zs, t0, t1, C, dW, first, dx, wi)
-                lo = k + 1
+            for k, t in enumerate(order):
+                if _chunk_end(t, C, T, reverse):
+                    back(fg, whhT, D, F, E, g_out, nzs, times[lo:k + 1], reverse,
+                         k < T - 1 or need_h0, scratch.reshape(H, B), threads)
+                    first = self._chunk_grads(D, Zc, Zs, *_chunk_span(t, C, T, reverse), C,
+                                              dW, first, dx, wi)
+                    lo = k + 1
             order = []
         for k, t in enumerate(order):
             if mask is not None:
@@ -554,9 +563,9 @@ class LSTMScan(Function):
                 dh[:, idx] = carry_h
                 dc[:, idx] = carry_c
             # after the chunk's last step: its share of the weight (and input) gradients
-            if (not reverse and j == 0) or (reverse and (j == C - 1 or t == T - 1)):
-                t0, t1 = (t, min(t + C, T)) if not reverse else (t - j, t + 1)
-                first = self._chunk_grads(D, Zc, Zs, t0, t1, C, dW, first, dx, wi)
+            if _chunk_end(t, C, T, reverse):
+                first = self._chunk_grads(D, Zc, Zs, *_chunk_span(t, C, T, reverse), C, dW,
+                                          first, dx, wi)
         dw_ih = _unblock(np.empty((G, I), dt), dW[:, o:o + I], _LSTM_BLOCKS, H)
         dw_hh = _unblock(np.empty((G, H), dt), dW[:, o + I:], _LSTM_BLOCKS, H)
         db = ()
