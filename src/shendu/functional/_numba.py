@@ -24,7 +24,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["kernels", "kernels_for", "once"]
+__all__ = ["kernels", "kernels_for", "once", "run_flat"]
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -57,6 +57,17 @@ def kernels_for(x: np.ndarray, *params, min_size: int = 0):
     if any(p is not None and p.dtype != x.dtype for p in params):
         return None
     return kernels()
+
+
+def run_flat(fn, arrays, *scalars) -> None:
+    """``fn(*arrays, *scalars)`` for an element-wise loop over flat arrays of one size,
+    split into contiguous ranges over the kernel threads where the arrays are large enough
+    (``conv.parallel``'s rules: a large model's optimizer step); each element's arithmetic,
+    so its bits, do not depend on the split."""
+    from shendu.functional import conv
+
+    n = arrays[0].size
+    conv.parallel(lambda lo, hi: fn(*[a[lo:hi] for a in arrays], *scalars), n, n)
 
 
 def _build():

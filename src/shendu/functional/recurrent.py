@@ -375,6 +375,14 @@ class LSTMScan(Function):
     The backward pass walks the steps in reverse in chunks of a few steps; after each
     chunk one product adds its ``δa [1; x; h_prev]^T`` to the weight gradients, while the
     chunk's ``δa`` is still in cache (nothing of size ``T`` is written in the backward).
+
+    With Numba and MKL, and products of at least ``_gemm.MIN_REPEATED_FLOPS`` (MKL's in
+    either case), the steps run in compiled code (``_regions_compiled.lstm_scan``,
+    ``lstm_back_steps``): no interpreter between them, and with several kernel threads each
+    step is one region in which every thread makes its block of hidden units, the product
+    of their gate rows, their ``tanh`` (MKL's vector one) and their gate arithmetic; the
+    backward's steps likewise, in two regions each. An LSTM inference pass at the benchmark's
+    sizes at two threads: 4.4 → 3.4 ms; a train step 13.1 → 11.9 ms (BENCHMARKS.md).
     """
 
     saved_inputs = None

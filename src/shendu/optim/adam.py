@@ -32,10 +32,10 @@ def adam_update(p: np.ndarray, g: np.ndarray, exp_avg: np.ndarray, exp_avg_sq: n
         # roundings; maximize, AMSGrad and the L2 penalty take the NumPy passes below
         w = t(1 - beta1)
         small = bool(abs(w) < 0.5)
-        kern.adam_step(p.reshape(-1), g.reshape(-1), exp_avg.reshape(-1),
-                       exp_avg_sq.reshape(-1), t(1 - lr * weight_decay), w if small else t(1) - w,
-                       small, t(beta2), t(1 - beta2), t((1 - beta2 ** step) ** 0.5), t(eps),
-                       t(-(lr / (1 - beta1 ** step))))
+        _numba.run_flat(kern.adam_step, [a.reshape(-1) for a in arrays],
+                        t(1 - lr * weight_decay), w if small else t(1) - w, small, t(beta2),
+                        t(1 - beta2), t((1 - beta2 ** step) ** 0.5), t(eps),
+                        t(-(lr / (1 - beta1 ** step))))
         return
     d = np.negative(g) if maximize else g
     if weight_decay != 0:

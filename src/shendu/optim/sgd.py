@@ -30,9 +30,9 @@ def sgd_update(p: np.ndarray, g: np.ndarray, buf: np.ndarray | None, *, lr: floa
                 and p.flags.writeable and (buf is None or buf.flags.writeable)):
             flat = [a.reshape(-1) for a in arrays]
             if momentum == 0:
-                kern.sgd_plain(*flat, t(-lr))
+                _numba.run_flat(kern.sgd_plain, flat, t(-lr))
             else:
-                kern.sgd_momentum(*flat, t(momentum), t(-lr))
+                _numba.run_flat(kern.sgd_momentum, flat, t(momentum), t(-lr))
             return buf
     if weight_decay != 0:                         # d = ±g + λ·p
         d = np.multiply(p, t(weight_decay))
