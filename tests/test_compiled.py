@@ -613,6 +613,46 @@ def test_sgd_step_loops_as_numpy(monkeypatch, dtype, momentum):
 
 
 @needs_numba
+@pytest.mark.parametrize("name,kw", [("SGD", dict(lr=0.05)), ("SGD", dict(lr=0.05, momentum=0.9)),
+                                     ("Adam", dict(lr=0.01)), ("AdamW", dict(lr=0.01))])
+def test_optimizer_steps_split_over_threads(monkeypatch, name, kw):
+    """A large parameter's compiled optimizer step splits into ranges over the kernel
+    threads: the parameter and its state after several steps are the one-thread pass's,
+    bit for bit, for a split that does not fall on a vector boundary."""
+    from shendu.functional import conv
+
+    rng = np.random.default_rng(8)
+    w0 = rng.standard_normal((101, 307)).astype(np.float32)
+    grads = [rng.standard_normal(w0.shape).astype(np.float32) for _ in range(3)]
+
+    def run():
+        w = shendu.nn.Parameter(w0.copy())
+        opt = getattr(shendu.optim, name)([w], **kw)
+        for g in grads:
+            w.grad = shendu.tensor(g)
+            opt.step()
+        return [w.data.copy()] + [np.array(v) for v in opt.state[w].values()
+                                  if isinstance(v, np.ndarray) and v.ndim]
+
+    want = run()
+    split = []
+    before = conv._N_THREADS
+    monkeypatch.setattr(conv, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(conv, "SPLIT_BESIDE_BLAS", 0)
+    monkeypatch.setattr(conv, "split_threads",
+                        lambda fn, n, t, f=conv.split_threads: split.append(t) or f(fn, n, t))
+    try:
+        conv.set_kernel_threads(3)
+        got = run()
+    finally:
+        conv.set_kernel_threads(before)
+    assert split and set(split) == {3}
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+
+
+@needs_numba
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("k,pad,same", [(3, 1, True), (5, 2, True), (3, 0, False),
                                         (2, (1, 0), False)])
