@@ -320,3 +320,64 @@ def test_lstm_steps_split_over_threads(lstm_spy, monkeypatch, dtype, reverse, h0
                 np.testing.assert_allclose(a, n, rtol=0, atol=tol * scale)
         again = _lstm_run(case)
         assert all(np.array_equal(a, b) for a, b in zip(got, again))
+
+
+# ------------------------------------------------------------ the feed-forward's row blocks
+@needs_split
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("train", [False, True])
+def test_feed_forward_in_row_blocks(monkeypatch, dtype, train):
+    """The transformer's feed-forward as one region of whole row blocks, one per thread:
+    the output (and in training every gradient) of the split products and the separate
+    bias-and-ReLU pass, bit for bit, where it runs; the separate passes where it does not
+    (one thread)."""
+    import shendu
+    import shendu.nn.transformer as tr
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((8, 40, 64)).astype(dtype)
+    g = rng.standard_normal((8, 40, 64)).astype(dtype)
+    shendu.manual_seed(0)
+    ff = shendu.nn.Sequential(shendu.nn.Linear(64, 256), shendu.nn.ReLU(),
+                              shendu.nn.Linear(256, 64))
+    ws = [p.data.astype(dtype) for p in ff.parameters()]          # w1, b1, w2, b2
+    taken = []
+    real = tr._FeedForward._whole_rows
+
+    def spy(self, *args):
+        y = real(self, *args)
+        taken.append(y is not None)
+        return y
+
+    monkeypatch.setattr(tr._FeedForward, "_whole_rows", spy)
+
+    def run():
+        xs = shendu.tensor(x, requires_grad=train)
+        ps = [shendu.tensor(w, requires_grad=train) for w in ws]
+        y = tr._FeedForward.apply(xs, ps[0], ps[1], ps[2], ps[3], p=0.0)
+        if not train:
+            return [y.data]
+        (y * shendu.tensor(g)).sum().backward()
+        return [y.data, xs.grad.data] + [p.grad.data for p in ps]
+
+    before = conv._N_THREADS
+    try:
+        conv.set_kernel_threads(2)
+        got = run()
+        assert taken and all(taken)
+        taken.clear()
+        with monkeypatch.context() as m:
+            m.setattr(_regions, "feed_forward", lambda: None)
+            want = run()
+        conv.set_kernel_threads(1)
+        taken.clear()
+        run()
+        assert taken and not any(taken)
+    finally:
+        conv.set_kernel_threads(before)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+    exact = np.maximum(x.reshape(-1, 64).astype(np.float64) @ ws[0].T.astype(np.float64)
+                       + ws[1], 0) @ ws[2].T.astype(np.float64) + ws[3]
+    np.testing.assert_allclose(got[0].reshape(-1, 64), exact, rtol=0,
+                               atol=(1e-4 if dtype == np.float32 else 1e-11) * np.abs(exact).max())

@@ -322,6 +322,8 @@ def _threaded_blas_takes(k: int, outs: int) -> bool:
 def _threads_for(k: int, outs: int) -> int:
     """The threads a product with inner dimension ``k`` and ``outs`` output elements is
     split over (:func:`_threaded_blas_takes`): the kernel threads, or 1."""
+    if _conv is None:
+        _load()
     return _conv._N_THREADS if _threaded_blas_takes(k, outs) else 1
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import ctypes
 import threading
 
-__all__ = ["gemm", "lstm"]
+__all__ = ["feed_forward", "gemm", "lstm"]
 
 _lock = threading.Lock()
 _loaded: list = []          # [what gemm() returns]
@@ -132,3 +132,15 @@ def _build_lstm():
     tbb = bool(gemm())
     return (lstm_scan if tbb else None), lstm_scan_serial, (lstm_back_steps if tbb else None), \
         gemms, tanhs
+
+
+def feed_forward():
+    """``(feed_forward, gemms)``: ``_regions_compiled.feed_forward`` (the transformer's
+    feed-forward in row blocks, one per thread) and the ``cblas_?gemm`` address per dtype,
+    where the split region runs (:func:`gemm`); None elsewhere."""
+    found = gemm()
+    if not found:
+        return None
+    from shendu.functional._regions_compiled import feed_forward as ff
+
+    return ff, found[0][1]

@@ -11,9 +11,8 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-__all__ = ["call_gemm", "call_gemm_batch", "call_vexp", "lstm_back_steps", "lstm_scan",
-           "lstm_scan_serial", "split",
-           "split_stack"]
+__all__ = ["call_gemm", "call_gemm_batch", "call_vexp", "feed_forward", "lstm_back_steps",
+           "lstm_scan", "lstm_scan_serial", "split", "split_stack"]
 
 
 def _foreign(kinds: str):
@@ -255,3 +254,36 @@ def lstm_back_steps(fg, whhT, D, S, E, g_out, nz, ts, reverse, carry_last, c, t)
                     call_gemm(fg, 111, 111, hi - lo, B, G, one, whhT.ctypes.data + isz * lo * G,
                               G, D.ctypes.data + isz * j * B, C * B, zero,
                               dh.ctypes.data + isz * lo * B, B)
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def feed_forward(fg, x, w1, b1, w2, b2, h, y, t):
+    """The transformer's feed-forward ``y = max(x w1^T + b1, 0) w2^T + b2`` in ``t`` blocks
+    of rows, one per thread, each block whole in its thread (its two products by
+    ``cblas_?gemm`` at ``fg``, its bias and ReLU between them while in cache): the rows
+    the split products would give each thread, so their bits. ``h`` receives the hidden
+    activations (M, F); ``x`` (M, d), ``w1`` (F, d), ``w2`` (d', F), ``y`` (M, d'), all
+    C-contiguous."""
+    M, d = x.shape
+    F = w1.shape[0]
+    e = w2.shape[0]
+    isz = x.itemsize
+    one = x.dtype.type(1)
+    zero = x.dtype.type(0)
+    px, pw1, pw2, ph, py = x.ctypes.data, w1.ctypes.data, w2.ctypes.data, h.ctypes.data, \
+        y.ctypes.data
+    for i in prange(t):
+        lo, hi = M * i // t, M * (i + 1) // t
+        if hi > lo:
+            call_gemm(fg, 111, 112, hi - lo, F, d, one, px + isz * lo * d, d, pw1, d, zero,
+                      ph + isz * lo * F, F)
+            for r in range(lo, hi):             # _numba.bias_relu's arithmetic
+                row = h[r]
+                for j in range(F):
+                    v = row[j] + b1[j]
+                    row[j] = 0 if v <= 0 else v
+                out = y[r]
+                for j in range(e):
+                    out[j] = b2[j]
+            call_gemm(fg, 111, 112, hi - lo, e, F, one, ph + isz * lo * F, F, pw2, F, one,
+                      py + isz * lo * e, e)

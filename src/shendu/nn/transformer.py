@@ -19,7 +19,7 @@ from shendu import autograd
 from shendu import functional as F
 from shendu.autograd import Function
 from shendu.backend import get_default_dtype, rng
-from shendu.functional import _gemm, _numba
+from shendu.functional import _gemm, _numba, _regions
 from shendu.functional._gemm import matmul
 from shendu.functional._util import column_sums
 from shendu.functional.linear import check_same_dtype
@@ -78,6 +78,14 @@ class _FeedForward(Function):
         self.bias = len(rest) == 3
         b1, w2, b2 = rest if self.bias else (None, rest[0], None)
         x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])      # (M, d)
+        y = self._whole_rows(x2, w1, b1, w2, b2) if p == 0.0 else None
+        if y is not None:               # the whole feed-forward, a block of rows per thread
+            self.keep, self.p = None, p
+            h = self.h
+            if not any(self.needs_input_grad):
+                h = None
+            self.x2, self.w1, self.w2, self.h, self.shape = x2, w1, w2, h, x.shape
+            return y if x.ndim == 2 else y.reshape(x.shape[:-1] + (w2.shape[0],))
         if any(self.needs_input_grad):  # kept for backward: memory reused between steps
             h = workspace.get((x2.shape[0], w1.shape[0]), np.result_type(x2, w1))
             matmul(x2, w1.T, out=h)                              # (M, ff)
@@ -106,6 +114,34 @@ class _FeedForward(Function):
             h = None
         self.x2, self.w1, self.w2, self.h, self.shape = x2, w1, w2, h, x.shape
         return y if x.ndim == 2 else y.reshape(x.shape[:-1] + (w2.shape[0],))
+
+    def _whole_rows(self, x2, w1, b1, w2, b2):
+        """``max(x2 w1^T + b1, 0) w2^T + b2`` in one compiled region where both products
+        would be split over the kernel threads by rows (``_regions_compiled.feed_forward``:
+        each thread's rows whole, their bias and ReLU between the products while in cache;
+        the split products' bits), the hidden activations left in ``self.h``; None
+        elsewhere."""
+        M, d = x2.shape
+        F, e = w1.shape[0], w2.shape[0]
+        if (b1 is None or b2 is None or M * F * d < _gemm.MIN_LINEAR_FLOPS
+                or M * e * F < _gemm.MIN_LINEAR_FLOPS
+                or not (x2.dtype == w1.dtype == w2.dtype == b1.dtype == b2.dtype)
+                or not all(type(a) is np.ndarray and a.flags.c_contiguous
+                           for a in (x2, w1, b1, w2, b2))):
+            return None
+        t = _gemm._threads_for(d, M * F)
+        if t < 2 or _gemm._threads_for(F, M * e) != t or M < F or M < e:
+            return None                 # (m >= n: both products split by rows)
+        found = _regions.feed_forward()
+        if found is None or x2.dtype not in found[1]:
+            return None
+        ff, gemms = found
+        h = (workspace.get((M, F), x2.dtype) if any(self.needs_input_grad)
+             else np.empty((M, F), x2.dtype))
+        y = np.empty((M, e), x2.dtype)
+        ff(gemms[x2.dtype], x2, w1, b1, w2, b2, h, y, t)
+        self.h = h
+        return y
 
     def backward(self, g):
         x2, w1, w2, h = self.x2, self.w1, self.w2, self.h
