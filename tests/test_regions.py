@@ -182,13 +182,13 @@ def test_stacks_split_by_whole_matrices(monkeypatch, dtype):
     matrix, made by one call of the stack region (where its matrices lie one stride apart;
     else by MKL's grouped call, the same bits too)."""
     calls = []
-    (one, addr), (stack, _) = _gemm._splitter()
+    (one, addr), (stack, _), serial = _gemm._splitter()
 
     def spy(*args):
         calls.append((args[-3], args[-1]))                        # (count, threads)
         stack(*args)
 
-    monkeypatch.setattr(_gemm, "_SPLIT", ((one, addr), (spy, addr)))
+    monkeypatch.setattr(_gemm, "_SPLIT", ((one, addr), (spy, addr), serial))
     before = conv._N_THREADS
     rng = np.random.default_rng(5)
     tol = 1e-5 if dtype == np.float32 else 1e-13
@@ -219,6 +219,42 @@ def test_stacks_split_by_whole_matrices(monkeypatch, dtype):
             np.testing.assert_array_equal(got.reshape(each.shape), each)
     finally:
         conv.set_kernel_threads(before)
+
+
+@needs_split
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_stacks_inside_parallel_regions_one_call_per_matrix(monkeypatch, dtype):
+    """Inside a kernel thread's piece of work, a strided stack is a compiled loop of plain
+    GEMM calls (MKL's batch call, entered from two threads at once, ran 11 times slower):
+    the batch call's bits, and its values."""
+    calls = []
+    split, stack, (serial, addr) = _gemm._splitter()
+
+    def spy(*args):
+        calls.append(args[-2])                                     # the count
+        serial(*args)
+
+    monkeypatch.setattr(_gemm, "_SPLIT", (split, stack, (spy, addr)))
+    rng = np.random.default_rng(9)
+    a = rng.standard_normal((64, 64, 32)).astype(dtype)
+    b = rng.standard_normal((64, 48, 32)).astype(dtype).swapaxes(-1, -2)   # transposed rows
+    before = conv._N_THREADS
+    try:
+        conv.set_kernel_threads(2)
+        conv._region.depth = getattr(conv._region, "depth", 0) + 1       # as in a piece
+        got = _gemm.matmul(a, b)
+    finally:
+        conv._region.depth -= 1
+        conv.set_kernel_threads(before)
+    assert calls == [64]
+    st = _gemm._load()
+    want = np.empty_like(got)
+    st["batch"][np.dtype(dtype)](101, 111, 112, 64, 48, 32, 1.0, _gemm._address(a), 32,
+                                 64 * 32, _gemm._address(b), 32, 48 * 32, 0.0,
+                                 _gemm._address(want), 48, 64 * 48, 64)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(got, np.matmul(a.astype(np.float64), b.astype(np.float64)),
+                               rtol=1e-4 if dtype == np.float32 else 1e-12, atol=1e-4)
 
 
 # ----------------------------------------------------------------- the LSTM's compiled steps

@@ -32,9 +32,9 @@ _loaded: list = []          # [what gemm() returns]
 
 
 def gemm():
-    """``((split, addresses), (split_stack, addresses))``: the compiled drivers and the
-    address of ``cblas_?gemm`` for each dtype, or None where Numba, its TBB layer or MKL
-    (LP64) is missing.
+    """``((split, addresses), (split_stack, addresses), (stack_serial, addresses))``: the
+    compiled drivers and the address of ``cblas_?gemm`` for each dtype, or None where Numba,
+    its TBB layer or MKL (LP64) is missing.
 
     ``split(f, ta, tb, m, n, k, alpha, pa, lda, pb, ldb, beta, pc, ldc, isz, t)`` computes
     the row-major ``C = alpha op(A) op(B) + beta C`` in ``t`` blocks, of rows when ``m >=
@@ -42,7 +42,8 @@ def gemm():
     dtype, addresses as integers, ``isz`` the element size. ``split_stack(f, ta, tb, m, n,
     k, alpha, pa, lda, sa, pb, ldb, sb, beta, pc, ldc, sc, count, isz, t)`` computes a stack
     of ``count`` such products with element strides ``sa``, ``sb``, ``sc`` between their
-    matrices, in ``t`` runs of whole matrices."""
+    matrices, in ``t`` runs of whole matrices; ``stack_serial`` (the same arguments but
+    ``t``) makes them on the calling thread."""
     from shendu.functional._numba import once
 
     return once(_loaded, _lock, _build)
@@ -82,11 +83,11 @@ def _build():
         return None
     import numpy as np
 
-    from shendu.functional._regions_compiled import split, split_stack
+    from shendu.functional._regions_compiled import split, split_stack, stack_serial
 
     addresses = {np.dtype(np.float32): ctypes.cast(lib.cblas_sgemm, ctypes.c_void_p).value,
                  np.dtype(np.float64): ctypes.cast(lib.cblas_dgemm, ctypes.c_void_p).value}
-    return (split, addresses), (split_stack, addresses)
+    return (split, addresses), (split_stack, addresses), (stack_serial, addresses)
 
 
 _lstm_lock = threading.Lock()
