@@ -527,8 +527,10 @@ def _batched(st, a, b, out, accumulate: bool = False, split: bool = False):
     if sa is None:
         _grouped(st["group"][a.dtype], a, b, out, lead, (ta, lda), (tb, ldb), beta)
         return out
-    if _splitter():                         # a compiled loop of plain calls: MKL's batch
-        drv, addr = _SPLIT[2]               # call does not run beside itself (see there)
+    if _conv.in_parallel_region() and _splitter():
+        # a kernel thread's piece: a compiled loop of plain calls (MKL's batch call does
+        # not run beside itself, see _regions_compiled.stack_serial)
+        drv, addr = _SPLIT[2]
         drv(addr[a.dtype], ta, tb, m, n, k, a.dtype.type(1.0), _address(a), lda, sa,
             _address(b), ldb, sb, a.dtype.type(beta), _address(out), n, m * n, count,
             a.itemsize)
