@@ -16,7 +16,11 @@ it is asked for TBB alone; where it runs another layer already (the user's own p
 code came first), or TBB is missing, products stay where they were.
 
 MKL is called through an address passed in at run time (an LLVM indirect call), so the
-compiled region is cached on disk like the other compiled loops. A product's split depends
+compiled region is cached on disk like the other compiled loops. The same way, whole
+stretches of a layer run in one region where an op's products would be split by rows:
+the LSTM's steps (:func:`lstm`: each thread a block of hidden units, its gate rows'
+product, MKL's vector ``tanh`` and the gate arithmetic) and the transformer's feed-forward
+(:func:`feed_forward`: each thread a block of rows through both products). A product's split depends
 on its shape and the thread count only: the same product gives the same bits every time.
 """
 
