@@ -266,7 +266,7 @@ class TDSelfPlay:
     _config_names = ("hidden", "learning_rate", "epsilon", "gamma", "batch_games",
                      "symmetries", "seed")
 
-    def __init__(self, hidden=(64, 64), learning_rate: float = 3e-3, epsilon: float = 0.2,
+    def __init__(self, hidden=(128, 128), learning_rate: float = 3e-3, epsilon: float = 0.3,
                  gamma: float = 0.9, batch_games: int = 8, symmetries: bool = True,
                  seed: int | None = None) -> None:
         from shendu.backend import manual_seed
