@@ -166,3 +166,21 @@ def test_reflected_operators_match_torch():
     m = np.array([1.0, -1.0])
     np.testing.assert_allclose((m @ s).data, m @ a)
     np.testing.assert_allclose((s @ m).data, a @ m)
+
+
+def test_unpickled_from_mapped_memory_is_an_array_of_its_own(tmp_path):
+    # scikit-learn's check_estimators_pickle maps the estimator's arrays read-only (joblib);
+    # a tensor must come back as NumPy's unpickling gives it: a plain, writable array, so
+    # that the same kernels (the same bits) take it and training can go on
+    joblib = pytest.importorskip("joblib")
+    from shendu import nn
+
+    m = nn.Linear(64, 8)
+    x = shendu.tensor(np.random.default_rng(0).standard_normal((16, 64)).astype(np.float32))
+    joblib.dump(m, tmp_path / "m.pkl")
+    back = joblib.load(tmp_path / "m.pkl", mmap_mode="r")
+    for p, q in zip(m.parameters(), back.parameters()):
+        assert type(q.data) is np.ndarray and q.data.flags.writeable
+        np.testing.assert_array_equal(p.data, q.data)
+    np.testing.assert_array_equal(m(x).data, back(x).data)
+    back.weight.data += 1                                  # in place, as optimizers do

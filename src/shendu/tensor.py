@@ -63,6 +63,21 @@ class Tensor:
             )
         self.requires_grad = bool(requires_grad)
 
+    def __setstate__(self, state) -> None:
+        """Unpickling (scikit-learn's clones and joblib's workers pickle estimators): the
+        slots as pickled, but data that comes back as a read-only or memory-mapped array
+        (joblib maps large arrays from its files) becomes an array of its own, as
+        NumPy's own unpickling gives, so that the same kernels take it and in-place
+        updates work."""
+        d, slots = state if isinstance(state, tuple) else (state, None)
+        for part in (d, slots):
+            for k, v in (part or {}).items():
+                setattr(self, k, v)
+        data = getattr(self, "data", None)
+        if isinstance(data, np.ndarray) and (type(data) is not np.ndarray
+                                             or not data.flags.writeable):
+            self.data = np.array(data)
+
     @classmethod
     def _wrap(cls, arr: np.ndarray, ctx, index: int) -> Tensor:
         t = cls.__new__(cls)
