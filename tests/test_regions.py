@@ -292,7 +292,7 @@ def _vml_tanh_is_numpys(dtype) -> bool:
     probe of a million values (it does where NumPy runs its AVX-512 tanh)."""
     import ctypes
 
-    gemms_tanhs = _regions.lstm()
+    gemms_tanhs = _regions._lstm_loaded[0]
     x = np.random.default_rng(5).standard_normal(1 << 20).astype(dtype) * 4
     y = np.empty_like(x)
     f = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
@@ -305,7 +305,8 @@ def _vml_tanh_is_numpys(dtype) -> bool:
 def lstm_spy(monkeypatch):
     """Which of the LSTM's compiled step functions ran, by name; the threads restored."""
     ran = []
-    real = _regions.lstm()
+    monkeypatch.setenv("SHENDU_VML", "1")   # where they would not pay (not Intel): built anyway
+    real = _regions.lstm() or _regions._build_lstm()
     if real is None:
         pytest.skip("no compiled LSTM steps here: they need the mkl extra and Numba")
 
@@ -417,3 +418,66 @@ def test_feed_forward_in_row_blocks(monkeypatch, dtype, train):
                        + ws[1], 0) @ ws[2].T.astype(np.float64) + ws[3]
     np.testing.assert_allclose(got[0].reshape(-1, 64), exact, rtol=0,
                                atol=(1e-4 if dtype == np.float32 else 1e-11) * np.abs(exact).max())
+
+
+@needs_split
+def test_attention_heads_in_one_region(monkeypatch):
+    """Unmasked float32 attention split by heads: every head's scores, softmax and output
+    in one compiled region, the bits of the same heads split over the kernels' Python
+    threads (forward, and the backward that uses the kept probabilities), values against
+    float64; not where a mask is given."""
+    import ctypes
+
+    import shendu
+    import shendu.functional as F
+    from shendu.functional import attention as A
+
+    monkeypatch.setenv("SHENDU_VML", "1")           # built where it would not pay, too
+    found = _regions.attention()
+    if found is None:
+        pytest.skip("no attention region here: it needs MKL's vector exp")
+    vexp = _gemm._load()["lib"].vmsExp              # the fused kernel's exp, MKL's as there
+    vexp.argtypes = [ctypes.c_longlong, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_longlong]
+    vexp.restype = None
+    monkeypatch.setattr(_gemm, "_EXP", vexp)
+    monkeypatch.setattr(A, "BY_HEADS_MIN_SCORES", 0)
+    calls = []
+    fn, fg, fe = found
+
+    def spy(*args):
+        calls.append(args[3].shape)
+        return fn(*args)
+
+    rng = np.random.default_rng(4)
+    arrs = [rng.standard_normal((3, 4, 64, 32)).astype(np.float32) for _ in range(3)]
+    g = rng.standard_normal((3, 4, 64, 32)).astype(np.float32)
+
+    def run(mask=None):
+        q, k, v = (shendu.tensor(a, requires_grad=True) for a in arrs)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        (out * shendu.tensor(g)).sum().backward()
+        return [out.data, q.grad.data, k.grad.data, v.grad.data]
+
+    heads = [a.reshape(12, 64, 32) for a in arrs]
+    assert A._heads_region(*heads) is not None
+    assert A._heads_region(*(a.astype(np.float64) for a in heads)) is None
+    assert A._heads_region(*(a[:, :32] for a in heads)) is None     # scores under MIN_EXP
+    before = conv._N_THREADS
+    try:
+        conv.set_kernel_threads(2)
+        monkeypatch.setattr(A, "_heads_region", lambda *a: None)
+        want = run()
+        monkeypatch.setattr(A, "_heads_region", lambda *a: (spy, fg, fe))
+        got = run()
+        assert calls == [(12, 64, 32)]
+        run(np.ones((64, 64), bool))
+        assert len(calls) == 1                          # a mask: the Python threads' path
+    finally:
+        conv.set_kernel_threads(before)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+    q, k, v = (a.astype(np.float64) for a in arrs)
+    s = q @ k.swapaxes(-1, -2) / np.sqrt(32)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    exact = (p / p.sum(-1, keepdims=True)) @ v
+    np.testing.assert_allclose(got[0], exact, rtol=0, atol=1e-5)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import ctypes
 import threading
 
-__all__ = ["feed_forward", "gemm", "lstm"]
+__all__ = ["attention", "feed_forward", "gemm", "lstm"]
 
 _lock = threading.Lock()
 _loaded: list = []          # [what gemm() returns]
@@ -107,7 +107,8 @@ def lstm():
     forward's split over threads (``_regions_compiled.lstm_scan``) and on one
     (``lstm_scan_serial``), the backward's (``lstm_back_steps``), with the addresses of
     ``cblas_?gemm`` and of MKL's vector ``tanh`` for each dtype; ``scan`` and ``back`` None
-    without the TBB region, everything None where Numba or MKL (LP64) is missing."""
+    without the TBB region, everything None where Numba or MKL (LP64) is missing or its
+    vector math does not pay (``_gemm.vml_pays``: not an Intel processor)."""
     from shendu.functional._numba import once
 
     return once(_lstm_loaded, _lstm_lock, _build_lstm)
@@ -119,7 +120,7 @@ def _build_lstm():
     if _numba.kernels() is None:
         return None
     lib = _gemm._load().get("lib")
-    if lib is None or _gemm._ilp64():
+    if lib is None or _gemm._ilp64() or not _gemm.vml_pays():
         return None
     import numpy as np
 
@@ -149,3 +150,24 @@ def feed_forward():
     from shendu.functional._regions_compiled import feed_forward as ff
 
     return ff, found[0][1]
+
+
+def attention():
+    """``(attention_heads, gemm, exp)``: ``_regions_compiled.attention_heads`` (unmasked
+    attention's heads in runs, one per thread) with the addresses of ``cblas_sgemm`` and
+    MKL's ``vmsExp`` (float32 only: the fused kernel's ``exp`` is MKL's there), where the
+    split region runs (:func:`gemm`); None elsewhere."""
+    found = gemm()
+    if not found:
+        return None
+    from shendu.functional import _gemm
+
+    f = getattr(_gemm._load().get("lib"), "vmsExp", None)
+    if f is None or not _gemm.vml_pays():
+        return None
+    import numpy as np
+
+    from shendu.functional._regions_compiled import attention_heads
+
+    return (attention_heads, found[0][1][np.dtype(np.float32)],
+            ctypes.cast(f, ctypes.c_void_p).value)

@@ -7,12 +7,14 @@ are arguments, not constants, for the same reason."""
 
 from __future__ import annotations
 
+import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-__all__ = ["call_gemm", "call_gemm_batch", "call_vexp", "feed_forward", "lstm_back_steps",
-           "lstm_scan", "lstm_scan_serial", "split", "split_stack", "stack_serial"]
+__all__ = ["attention_heads", "call_gemm", "call_gemm_batch", "call_vexp", "feed_forward",
+           "lstm_back_steps", "lstm_scan", "lstm_scan_serial", "split", "split_stack",
+           "stack_serial"]
 
 
 def _foreign(kinds: str):
@@ -299,3 +301,71 @@ def feed_forward(fg, x, w1, b1, w2, b2, h, y, t):
                     out[j] = b2[j]
             call_gemm(fg, 111, 112, hi - lo, e, F, one, ph + isz * lo * F, F, pw2, F, one,
                       py + isz * lo * e, e)
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _attend_head(fg, fexp, mode, pq, pk, pv, s, po, E, Ev, m, scale):
+    """One head of ``attention._forward_by_heads`` with its scores in the transposed layout
+    and the scale folded into the shift: ``s`` (S, L) ``= K Q^T`` by ``cblas_?gemm`` at
+    ``fg`` (``K`` at ``pk`` (S, E), ``Q`` at ``pq`` (L, E)); ``_numba.shift_columns``'s
+    arithmetic (``s *= scale``, less each column's max); ``exp`` by MKL's vector ``exp`` at
+    ``fexp`` (VML mode ``mode``, ``_gemm.exp``'s); ``_numba.normalize_columns``'s; then
+    ``O = s^T V`` into ``po`` (L, Ev), ``V`` at ``pv`` (S, Ev). ``m`` (L,) scratch."""
+    S, L = s.shape
+    one, zero = s.dtype.type(1), s.dtype.type(0)
+    ps = s.ctypes.data
+    call_gemm(fg, 111, 112, S, L, E, one, pk, E, pq, E, zero, ps, L)
+    r = s[0]
+    for i in range(L):
+        v = r[i] * scale
+        r[i] = v
+        m[i] = v
+    for j in range(1, S):
+        r = s[j]
+        for i in range(L):
+            v = r[i] * scale
+            r[i] = v
+            if v > m[i] or v != v:
+                m[i] = v
+    for i in range(L):
+        if m[i] == -np.inf:
+            m[i] = 0
+    for j in range(S):
+        r = s[j]
+        for i in range(L):
+            r[i] -= m[i]
+    call_vexp(fexp, S * L, ps, ps, mode)
+    r = s[0]
+    for i in range(L):                      # m now holds the column sums
+        m[i] = r[i]
+    for j in range(1, S):
+        r = s[j]
+        for i in range(L):
+            m[i] += r[i]
+    for i in range(L):
+        if m[i] == 0:
+            m[i] = 1
+    for j in range(S):
+        r = s[j]
+        for i in range(L):
+            r[i] /= m[i]
+    call_gemm(fg, 112, 111, L, Ev, S, one, ps, L, pv, Ev, zero, po, Ev)
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def attention_heads(fg, fexp, mode, q, k, v, p, out, scale, t):
+    """Scaled dot-product attention over ``G`` heads with no mask, in ``t`` runs of whole
+    heads, one per thread (:func:`_attend_head`): ``q`` (G, L, E), ``k`` (G, S, E), ``v``
+    (G, S, Ev), ``out`` (G, L, Ev) and the probabilities ``p`` (G, S, L) (transposed, as
+    the fused kernel keeps them for backward), all C-contiguous; ``scale`` in their
+    dtype. Each head's operations are the fused kernel's, so its bits."""
+    G, L, E = q.shape
+    S = k.shape[1]
+    Ev = v.shape[2]
+    isz = q.itemsize
+    for i in prange(t):
+        m = np.empty(L, p.dtype)
+        for g in range(G * i // t, G * (i + 1) // t):
+            _attend_head(fg, fexp, mode, q.ctypes.data + isz * g * L * E,
+                         k.ctypes.data + isz * g * S * E, v.ctypes.data + isz * g * S * Ev,
+                         p[g], out.ctypes.data + isz * g * L * Ev, E, Ev, m, scale)

@@ -33,7 +33,7 @@ import numpy as np
 
 from shendu.autograd import Function
 from shendu.backend import rng
-from shendu.functional import _flash, _numba
+from shendu.functional import _flash, _gemm, _numba, _regions
 from shendu.functional._gemm import exp, matmul
 from shendu.functional._util import matvec, unbroadcast
 from shendu.tensor import Tensor
@@ -215,6 +215,7 @@ class ScaledDotProductAttention(Function):
     def _forward_by_heads(self, q, k, v, keep, scale):
         """The fused kernel over groups of heads on the kernels' threads (BLAS on one
         thread meanwhile): the same numbers as in one piece, group by group."""
+        from shendu.functional import conv
         from shendu.functional.conv import parallel
 
         lead, L, (S, Ev) = q.shape[:-2], q.shape[-2], v.shape[-2:]
@@ -227,6 +228,14 @@ class ScaledDotProductAttention(Function):
         bounded = kern is None and _bounded(q, k, scale)
         fold = kern is not None and keep is None           # scaled inside the column shift
         sc = q.dtype.type(scale)
+        region = _heads_region(qf, kf, vf) if fold else None
+        if region is not None:          # every head's steps in one compiled region
+            fn, fg, fexp = region
+            fn(fg, fexp, _gemm._VML_MODE, qf, kf, vf, p, out, sc, min(conv._N_THREADS, G))
+            self.p = _swap(p)
+            self.q, self.k, self.v, self.out = qf, kf, vf, out
+            self.scale, self.has_bias, self.lead = scale, False, lead
+            return out.reshape(lead + (L, Ev))
 
         def heads(lo: int, hi: int) -> None:
             s = _scores(qf[lo:hi], kf[lo:hi], short, out=p[lo:hi])
@@ -359,6 +368,20 @@ def _by_heads(q, k, v, keep) -> bool:
     if math.prod(lead) < 2 or math.prod(lead) * q.shape[-2] * k.shape[-2] < BY_HEADS_MIN_SCORES:
         return False
     return keep is None or keep.ndim <= 2
+
+
+def _heads_region(q, k, v):
+    """``_regions.attention()`` where it gives the bits of the heads split over the
+    kernels' Python threads: float32 (whose ``exp`` is MKL's, ``_gemm.exp``), C-contiguous,
+    each head's scores at least ``_gemm.MIN_EXP`` (so every group's ``exp`` was MKL's);
+    None otherwise."""
+    if q.dtype != np.float32 or not (k.dtype == v.dtype == np.float32):
+        return None
+    if not (q.flags.c_contiguous and k.flags.c_contiguous and v.flags.c_contiguous):
+        return None
+    if q.shape[-2] * k.shape[-2] < _gemm.MIN_EXP:
+        return None
+    return _regions.attention()
 
 
 def _grads(gq, gk, gv, gb, has_bias):
