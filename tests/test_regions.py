@@ -287,26 +287,11 @@ def _lstm_run(case):
                                            ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh")]
 
 
-def _vml_tanh_is_numpys(dtype) -> bool:
-    """Whether MKL's vector tanh (low-accuracy mode) gives ``np.tanh``'s bits here, on a
-    probe of a million values (it does where NumPy runs its AVX-512 tanh)."""
-    import ctypes
-
-    gemms_tanhs = _regions._lstm_loaded[0]
-    x = np.random.default_rng(5).standard_normal(1 << 20).astype(dtype) * 4
-    y = np.empty_like(x)
-    f = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
-                         ctypes.c_longlong)(gemms_tanhs[4][np.dtype(dtype)])
-    f(x.size, x.ctypes.data, y.ctypes.data, _regions.VML_TANH_MODE)
-    return bool(np.array_equal(y, np.tanh(x)))
-
-
 @pytest.fixture
 def lstm_spy(monkeypatch):
     """Which of the LSTM's compiled step functions ran, by name; the threads restored."""
     ran = []
-    monkeypatch.setenv("SHENDU_VML", "1")   # where they would not pay (not Intel): built anyway
-    real = _regions.lstm() or _regions._build_lstm()
+    real = _regions.lstm()
     if real is None:
         pytest.skip("no compiled LSTM steps here: they need the mkl extra and Numba")
 
@@ -340,21 +325,20 @@ def test_lstm_steps_split_over_threads(lstm_spy, monkeypatch, dtype, reverse, h0
     with monkeypatch.context() as m:
         m.setattr(_regions, "_lstm_loaded", [None])              # the NumPy steps
         want = _lstm_run(exact)
-        numpy_steps = _lstm_run(case)
     tol = 2e-5 if dtype == np.float32 else 1e-12
-    same_tanh = _vml_tanh_is_numpys(dtype)
     for threads, expect in ((2, ["back", "scan"]), (1, ["serial"])):
         conv.set_kernel_threads(threads)
+        with monkeypatch.context() as m:        # at the same thread count: the same products
+            m.setattr(_regions, "_lstm_loaded", [None])
+            numpy_steps = _lstm_run(case)
         lstm_spy.clear()
         got = _lstm_run(case)
         assert sorted(set(lstm_spy)) == expect
         for a, b, n in zip(got, want, numpy_steps):
             scale = np.abs(b).max()
             np.testing.assert_allclose(a, b, rtol=0, atol=tol * scale)
-            if same_tanh:       # the products are the same calls: the NumPy steps' bits
-                np.testing.assert_array_equal(a, n)
-            else:
-                np.testing.assert_allclose(a, n, rtol=0, atol=tol * scale)
+            # the same product calls and NumPy's own tanh: the NumPy steps' bits
+            np.testing.assert_array_equal(a, n)
         again = _lstm_run(case)
         assert all(np.array_equal(a, b) for a, b in zip(got, again))
 
@@ -425,27 +409,20 @@ def test_attention_heads_in_one_region(monkeypatch):
     """Unmasked float32 attention split by heads: every head's scores, softmax and output
     in one compiled region, the bits of the same heads split over the kernels' Python
     threads (forward, and the backward that uses the kept probabilities), values against
-    float64; not where a mask is given."""
-    import ctypes
-
+    float64; not where a mask is given. Its ``exp`` is the fused kernel's: MKL's where
+    ``_gemm.exp`` takes MKL's, NumPy's own loop elsewhere."""
     import shendu
     import shendu.functional as F
     from shendu.functional import attention as A
 
-    monkeypatch.setenv("SHENDU_VML", "1")           # built where it would not pay, too
     found = _regions.attention()
-    if found is None:
-        pytest.skip("no attention region here: it needs MKL's vector exp")
-    vexp = _gemm._load()["lib"].vmsExp              # the fused kernel's exp, MKL's as there
-    vexp.argtypes = [ctypes.c_longlong, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_longlong]
-    vexp.restype = None
-    monkeypatch.setattr(_gemm, "_EXP", vexp)
+    assert found is not None
     monkeypatch.setattr(A, "BY_HEADS_MIN_SCORES", 0)
     calls = []
-    fn, fg, fe = found
+    fn, *rest = found
 
     def spy(*args):
-        calls.append(args[3].shape)
+        calls.append(args[4].shape)
         return fn(*args)
 
     rng = np.random.default_rng(4)
@@ -467,7 +444,7 @@ def test_attention_heads_in_one_region(monkeypatch):
         conv.set_kernel_threads(2)
         monkeypatch.setattr(A, "_heads_region", lambda *a: None)
         want = run()
-        monkeypatch.setattr(A, "_heads_region", lambda *a: (spy, fg, fe))
+        monkeypatch.setattr(A, "_heads_region", lambda *a: (spy, *rest))
         got = run()
         assert calls == [(12, 64, 32)]
         run(np.ones((64, 64), bool))

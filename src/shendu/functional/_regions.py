@@ -19,9 +19,10 @@ MKL is called through an address passed in at run time (an LLVM indirect call), 
 compiled region is cached on disk like the other compiled loops. The same way, whole
 stretches of a layer run in one region where an op's products would be split by rows:
 the LSTM's steps (:func:`lstm`: each thread a block of hidden units, its gate rows'
-product, MKL's vector ``tanh`` and the gate arithmetic) and the transformer's feed-forward
-(:func:`feed_forward`: each thread a block of rows through both products). A product's split depends
-on its shape and the thread count only: the same product gives the same bits every time.
+product, NumPy's own ``tanh`` loop (:func:`numpy_loop`) and the gate arithmetic), the
+transformer's feed-forward (:func:`feed_forward`: each thread a block of rows through both
+products) and unmasked attention's heads (:func:`attention`). A product's split depends on
+its shape and the thread count only: the same product gives the same bits every time.
 """
 
 from __future__ import annotations
@@ -97,18 +98,59 @@ def _build():
 _lstm_lock = threading.Lock()
 _lstm_loaded: list = []     # [what lstm() returns]
 
-#: VML_LA | VML_ERRMODE_IGNORE | VML_FTZDAZ_OFF: MKL's low-accuracy vector tanh (within
-#: NumPy's own error; on x86-64 with AVX-512, NumPy's bits) without error reporting
-VML_TANH_MODE = 0x1 | 0x100 | 0x140000
+
+def numpy_loop(ufunc, dtype):
+    """``(address, data)`` of NumPy's own inner loop of the one-input ``ufunc`` for
+    ``dtype`` (e.g. ``np.tanh``'s ``f->f``), for compiled code to call
+    (``_regions_compiled.vector_call``): NumPy's function, so NumPy's bits and speed, on any
+    processor. Read from the ufunc object's C struct (NumPy's public ``PyUFuncObject``),
+    whose layout is checked against what Python sees (name, inputs, type signatures) and
+    the loop against the ufunc itself on a probe; None where anything differs."""
+    import numpy as np
+
+    dt = np.dtype(dtype)
+    code = f"{dt.char}->{dt.char}"
+    try:
+        base = id(ufunc)
+        cint, ptr = ctypes.c_int, ctypes.c_void_p
+        head = ctypes.sizeof(ptr) * 2                   # PyObject_HEAD
+        nin, nout = cint.from_address(base + head).value, cint.from_address(base + head + 4).value
+        at = head + 16                                  # after nin, nout, nargs, identity
+        funcs, data = ptr.from_address(base + at).value, ptr.from_address(base + at + 8).value
+        ntypes = cint.from_address(base + at + 16).value
+        name = ctypes.string_at(ptr.from_address(base + at + 24).value)
+        types = ctypes.string_at(ptr.from_address(base + at + 32).value, 2 * ntypes)
+        if (nin, nout, ntypes, name) != (1, 1, ufunc.ntypes, ufunc.__name__.encode()):
+            return None
+        idx = ufunc.types.index(code)
+        for i, sig in enumerate(ufunc.types):   # the struct's type numbers match the names
+            a, b = sig.split("->")
+            if types[2 * i] != np.dtype(a).num or types[2 * i + 1] != np.dtype(b).num:
+                return None
+        f = ptr.from_address(funcs + 8 * idx).value
+        d = ptr.from_address(data + 8 * idx).value if data else None
+    except (ValueError, TypeError, OSError):
+        return None
+    if not f:
+        return None
+    loop = ctypes.CFUNCTYPE(None, ptr, ptr, ptr, ptr)(f)
+    x = np.linspace(-20, 20, 1001, dtype=dt)
+    y = np.empty_like(x)
+    args = np.array([x.ctypes.data, y.ctypes.data], np.int64)
+    dims, steps = np.array([x.size], np.int64), np.array([dt.itemsize] * 2, np.int64)
+    loop(args.ctypes.data, dims.ctypes.data, steps.ctypes.data, d)
+    if not np.array_equal(y, ufunc(x)):
+        return None
+    return f, (d or 0)
 
 
 def lstm():
     """``(scan, serial, back, gemms, tanhs)`` for the LSTM's steps in compiled code: the
     forward's split over threads (``_regions_compiled.lstm_scan``) and on one
     (``lstm_scan_serial``), the backward's (``lstm_back_steps``), with the addresses of
-    ``cblas_?gemm`` and of MKL's vector ``tanh`` for each dtype; ``scan`` and ``back`` None
-    without the TBB region, everything None where Numba or MKL (LP64) is missing or its
-    vector math does not pay (``_gemm.vml_pays``: not an Intel processor)."""
+    ``cblas_?gemm`` and NumPy's ``tanh`` loop (:func:`numpy_loop`: address and data) for
+    each dtype; ``scan`` and ``back`` None without the TBB region, everything None where
+    Numba or MKL (LP64) is missing."""
     from shendu.functional._numba import once
 
     return once(_lstm_loaded, _lstm_lock, _build_lstm)
@@ -120,7 +162,7 @@ def _build_lstm():
     if _numba.kernels() is None:
         return None
     lib = _gemm._load().get("lib")
-    if lib is None or _gemm._ilp64() or not _gemm.vml_pays():
+    if lib is None or _gemm._ilp64():
         return None
     import numpy as np
 
@@ -132,7 +174,7 @@ def _build_lstm():
 
     f32, f64 = np.dtype(np.float32), np.dtype(np.float64)
     gemms = {f32: address("cblas_sgemm"), f64: address("cblas_dgemm")}
-    tanhs = {f32: address("vmsTanh"), f64: address("vmdTanh")}
+    tanhs = {f32: numpy_loop(np.tanh, f32), f64: numpy_loop(np.tanh, f64)}
     if None in gemms.values() or None in tanhs.values():
         return None
     tbb = bool(gemm())
@@ -152,22 +194,37 @@ def feed_forward():
     return ff, found[0][1]
 
 
+_attention_lock = threading.Lock()
+_attention_loaded: list = []
+
+
 def attention():
-    """``(attention_heads, gemm, exp)``: ``_regions_compiled.attention_heads`` (unmasked
-    attention's heads in runs, one per thread) with the addresses of ``cblas_sgemm`` and
-    MKL's ``vmsExp`` (float32 only: the fused kernel's ``exp`` is MKL's there), where the
-    split region runs (:func:`gemm`); None elsewhere."""
+    """``(attention_heads, gemm, exp, mode, data)``: ``_regions_compiled.attention_heads``
+    (unmasked attention's heads in runs, one per thread) with the address of
+    ``cblas_sgemm`` and the float32 ``exp`` that ``_gemm.exp`` runs (MKL's ``vmsExp`` with
+    its VML mode, data 0; or NumPy's loop, :func:`numpy_loop`, mode -1), where the split
+    region runs (:func:`gemm`); None elsewhere."""
+    from shendu.functional._numba import once
+
+    return once(_attention_loaded, _attention_lock, _build_attention)
+
+
+def _build_attention():
     found = gemm()
     if not found:
         return None
-    from shendu.functional import _gemm
-
-    f = getattr(_gemm._load().get("lib"), "vmsExp", None)
-    if f is None or not _gemm.vml_pays():
-        return None
     import numpy as np
 
+    from shendu.functional import _gemm
     from shendu.functional._regions_compiled import attention_heads
 
-    return (attention_heads, found[0][1][np.dtype(np.float32)],
-            ctypes.cast(f, ctypes.c_void_p).value)
+    st = _gemm._load()
+    if st["exp"]:
+        fe, mode, data = ctypes.cast(st["lib"].vmsExp, ctypes.c_void_p).value, \
+            _gemm._VML_MODE, 0
+    else:
+        loop = numpy_loop(np.exp, np.float32)
+        if loop is None:
+            return None
+        (fe, data), mode = loop, -1
+    return attention_heads, found[0][1][np.dtype(np.float32)], fe, mode, data

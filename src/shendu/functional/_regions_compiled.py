@@ -12,9 +12,9 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-__all__ = ["attention_heads", "call_gemm", "call_gemm_batch", "call_vexp", "feed_forward",
-           "lstm_back_steps", "lstm_scan", "lstm_scan_serial", "split", "split_stack",
-           "stack_serial"]
+__all__ = ["attention_heads", "call_gemm", "call_gemm_batch", "call_loop", "call_vexp",
+           "feed_forward", "lstm_back_steps", "lstm_scan", "lstm_scan_serial", "split",
+           "split_stack", "stack_serial", "vector_call"]
 
 
 def _foreign(kinds: str):
@@ -74,6 +74,34 @@ def call_vexp(typingctx, f, n, pa, py, mode):
     return types.void(f, n, pa, py, mode), _foreign("ippl")
 
 
+@intrinsic
+def call_loop(typingctx, f, pargs, pdims, psteps, data):
+    """A NumPy ufunc's inner loop, ``f(char **args, npy_intp *dimensions, npy_intp *steps,
+    void *data)``, at address ``f`` (the arrays of pointers, counts and strides at the
+    addresses given)."""
+    return types.void(f, pargs, pdims, psteps, data), _foreign("pppp")
+
+
+@njit(nogil=True, cache=True)
+def vector_call(f, mode, data, n, px, py, isz):
+    """``y = fn(x)`` over ``n`` contiguous elements of size ``isz`` at ``px`` into ``py``:
+    MKL's vector math at ``f`` in VML mode ``mode`` where ``mode >= 0``; otherwise the NumPy
+    ufunc loop at ``f`` with its ``data`` (``_regions.numpy_loop``: NumPy's own function,
+    so its bits)."""
+    if mode >= 0:
+        call_vexp(f, n, px, py, mode)
+        return n
+    buf = np.empty(5, np.int64)             # args [x, y], dimensions [n], steps [isz, isz]
+    buf[0] = px
+    buf[1] = py
+    buf[2] = n
+    buf[3] = isz
+    buf[4] = isz
+    b = buf.ctypes.data
+    call_loop(f, b, b + 16, b + 24, data)
+    return buf[2]                           # buf stays alive until the loop has run
+
+
 @njit(parallel=True, nogil=True, cache=True)
 def split(f, ta, tb, m, n, k, alpha, pa, lda, pb, ldb, beta, pc, ldc, isz, t):
     rows = m >= n
@@ -118,13 +146,13 @@ def stack_serial(f, ta, tb, m, n, k, alpha, pa, lda, sa, pb, ldb, sb, beta, pc, 
 
 
 @njit(nogil=True, cache=True)
-def _lstm_rows(fg, fth, mode, W, Z, Sf, P, j, p, n, kdim, lo, hi, wrap):
+def _lstm_rows(fg, fth, dth, W, Z, Sf, P, j, p, n, kdim, lo, hi, wrap):
     """Hidden units ``lo..hi`` of one LSTM step (``recurrent.LSTMScan``'s slab ``Sf[j]`` =
     ``[i, o, f, g, tanh c_t, c_{t-1}]`` flat, each block (H, B)). ``W``'s rows ``4 lo .. 4
     hi`` are the fused weights of those units' four gates, in the slab's gate order: one
     product ``W[4 lo:4 hi] @ Z[p][:kdim]`` by ``cblas_?gemm`` at ``fg`` into ``P`` (flat;
-    the slab's gate rows themselves when it is None, for all units), the vector ``tanh`` at
-    ``fth`` over it (VML mode ``mode``), the gates' fix-up and ``c_t`` (into ``Sf[j + 1]``)
+    the slab's gate rows themselves when it is None, for all units), NumPy's own ``tanh``
+    loop at ``fth`` (its data ``dth``) over it, the gates' fix-up and ``c_t`` (into ``Sf[j + 1]``)
     as ``_numba.lstm_gates``, ``tanh c_t`` and ``h_t = o tanh c_t`` into the h rows of
     ``Z[n]``; with ``wrap``, ``c_t`` also into ``Sf[0]`` (the slabs are reused in a
     ring)."""
@@ -141,7 +169,7 @@ def _lstm_rows(fg, fth, mode, W, Z, Sf, P, j, p, n, kdim, lo, hi, wrap):
     pq = q.ctypes.data
     call_gemm(fg, 111, 111, 4 * rows, B, kdim, one, W.ctypes.data + isz * 4 * lo * K, K,
               Z.ctypes.data + isz * p * K * B, B, zero, pq, B)
-    call_vexp(fth, 4 * nb, pq, pq, mode)
+    vector_call(fth, -1, dth, 4 * nb, pq, pq, isz)
     gap = hb if P is None else nb               # between one gate's block and the next
     # one loop per output, each over two or three streams, so that each vectorises
     for g in range(3):                          # i, o, f: σ(a) = (1 + tanh(a/2)) / 2
@@ -157,8 +185,8 @@ def _lstm_rows(fg, fth, mode, W, Z, Sf, P, j, p, n, kdim, lo, hi, wrap):
     cp, cn = s[5 * hb + a:5 * hb + a + nb], sn[5 * hb + a:5 * hb + a + nb]
     for x in range(nb):
         cn[x] = it[x] * gt[x] + ft[x] * cp[x]
-    call_vexp(fth, nb, sn.ctypes.data + isz * (5 * hb + a), s.ctypes.data + isz * (4 * hb + a),
-              mode)
+    vector_call(fth, -1, dth, nb, sn.ctypes.data + isz * (5 * hb + a),
+                s.ctypes.data + isz * (4 * hb + a), isz)
     zn = Z[n]
     for u in range(lo, hi):
         h = zn[K - H + u]
@@ -171,7 +199,7 @@ def _lstm_rows(fg, fth, mode, W, Z, Sf, P, j, p, n, kdim, lo, hi, wrap):
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def lstm_scan(fg, fth, mode, W, Z, S, T, reverse, C, ring, kx, P):
+def lstm_scan(fg, fth, dth, W, Z, S, T, reverse, C, ring, kx, P):
     """``recurrent.LSTMScan``'s forward steps, each one region of ``t = len(P)`` threads,
     thread ``i`` computing hidden units ``H i / t .. H (i + 1) / t`` (:func:`_lstm_rows`,
     into its scratch ``P[i]``): ``W`` (4H, K) the fused weights with each thread's gate
@@ -187,12 +215,12 @@ def lstm_scan(fg, fth, mode, W, Z, S, T, reverse, C, ring, kx, P):
         kdim = kx if k == 0 else W.shape[1]
         wrap = ring and (j == C - 1 or k == T - 1)
         for i in prange(t):
-            _lstm_rows(fg, fth, mode, W, Z, Sf, P[i], j, p, n, kdim, H * i // t,
+            _lstm_rows(fg, fth, dth, W, Z, Sf, P[i], j, p, n, kdim, H * i // t,
                        H * (i + 1) // t, wrap)
 
 
 @njit(nogil=True, cache=True)
-def lstm_scan_serial(fg, fth, mode, W, Z, S, T, reverse, C, ring, kx):
+def lstm_scan_serial(fg, fth, dth, W, Z, S, T, reverse, C, ring, kx):
     """:func:`lstm_scan` on the calling thread alone (``W`` in the slab's gate order)."""
     H = W.shape[0] // 4
     Sf = S.reshape((S.shape[0], S.shape[1] * S.shape[2]))
@@ -200,7 +228,7 @@ def lstm_scan_serial(fg, fth, mode, W, Z, S, T, reverse, C, ring, kx):
         p, n = (T - k, T - 1 - k) if reverse else (k, k + 1)
         j = k % C
         kdim = kx if k == 0 else W.shape[1]
-        _lstm_rows(fg, fth, mode, W, Z, Sf, None, j, p, n, kdim, 0, H,
+        _lstm_rows(fg, fth, dth, W, Z, Sf, None, j, p, n, kdim, 0, H,
                    ring and (j == C - 1 or k == T - 1))
 
 
@@ -304,12 +332,13 @@ def feed_forward(fg, x, w1, b1, w2, b2, h, y, t):
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def _attend_head(fg, fexp, mode, pq, pk, pv, s, po, E, Ev, m, scale):
+def _attend_head(fg, fexp, mode, dexp, pq, pk, pv, s, po, E, Ev, m, scale):
     """One head of ``attention._forward_by_heads`` with its scores in the transposed layout
     and the scale folded into the shift: ``s`` (S, L) ``= K Q^T`` by ``cblas_?gemm`` at
     ``fg`` (``K`` at ``pk`` (S, E), ``Q`` at ``pq`` (L, E)); ``_numba.shift_columns``'s
-    arithmetic (``s *= scale``, less each column's max); ``exp`` by MKL's vector ``exp`` at
-    ``fexp`` (VML mode ``mode``, ``_gemm.exp``'s); ``_numba.normalize_columns``'s; then
+    arithmetic (``s *= scale``, less each column's max); ``exp`` at ``fexp`` as
+    ``_gemm.exp`` takes it (:func:`vector_call`: MKL's in VML mode ``mode``, or NumPy's loop
+    with its data ``dexp``); ``_numba.normalize_columns``'s; then
     ``O = s^T V`` into ``po`` (L, Ev), ``V`` at ``pv`` (S, Ev). ``m`` (L,) scratch."""
     S, L = s.shape
     one, zero = s.dtype.type(1), s.dtype.type(0)
@@ -334,7 +363,7 @@ def _attend_head(fg, fexp, mode, pq, pk, pv, s, po, E, Ev, m, scale):
         r = s[j]
         for i in range(L):
             r[i] -= m[i]
-    call_vexp(fexp, S * L, ps, ps, mode)
+    vector_call(fexp, mode, dexp, S * L, ps, ps, s.itemsize)
     r = s[0]
     for i in range(L):                      # m now holds the column sums
         m[i] = r[i]
@@ -353,7 +382,7 @@ def _attend_head(fg, fexp, mode, pq, pk, pv, s, po, E, Ev, m, scale):
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def attention_heads(fg, fexp, mode, q, k, v, p, out, scale, t):
+def attention_heads(fg, fexp, mode, dexp, q, k, v, p, out, scale, t):
     """Scaled dot-product attention over ``G`` heads with no mask, in ``t`` runs of whole
     heads, one per thread (:func:`_attend_head`): ``q`` (G, L, E), ``k`` (G, S, E), ``v``
     (G, S, Ev), ``out`` (G, L, Ev) and the probabilities ``p`` (G, S, L) (transposed, as
@@ -366,6 +395,6 @@ def attention_heads(fg, fexp, mode, q, k, v, p, out, scale, t):
     for i in prange(t):
         m = np.empty(L, p.dtype)
         for g in range(G * i // t, G * (i + 1) // t):
-            _attend_head(fg, fexp, mode, q.ctypes.data + isz * g * L * E,
+            _attend_head(fg, fexp, mode, dexp, q.ctypes.data + isz * g * L * E,
                          k.ctypes.data + isz * g * S * E, v.ctypes.data + isz * g * S * Ev,
                          p[g], out.ctypes.data + isz * g * L * Ev, E, Ev, m, scale)

@@ -230,8 +230,8 @@ class ScaledDotProductAttention(Function):
         sc = q.dtype.type(scale)
         region = _heads_region(qf, kf, vf) if fold else None
         if region is not None:          # every head's steps in one compiled region
-            fn, fg, fexp = region
-            fn(fg, fexp, _gemm._VML_MODE, qf, kf, vf, p, out, sc, min(conv._N_THREADS, G))
+            fn, fg, fexp, mode, dexp = region
+            fn(fg, fexp, mode, dexp, qf, kf, vf, p, out, sc, min(conv._N_THREADS, G))
             self.p = _swap(p)
             self.q, self.k, self.v, self.out = qf, kf, vf, out
             self.scale, self.has_bias, self.lead = scale, False, lead
@@ -372,9 +372,9 @@ def _by_heads(q, k, v, keep) -> bool:
 
 def _heads_region(q, k, v):
     """``_regions.attention()`` where it gives the bits of the heads split over the
-    kernels' Python threads: float32 (whose ``exp`` is MKL's, ``_gemm.exp``), C-contiguous,
-    each head's scores at least ``_gemm.MIN_EXP`` (so every group's ``exp`` was MKL's);
-    None otherwise."""
+    kernels' Python threads: float32, C-contiguous, each head's scores at least
+    ``_gemm.MIN_EXP`` (so that every group's ``exp`` is the one the region calls, MKL's
+    where ``_gemm.exp`` takes MKL's); None otherwise."""
     if q.dtype != np.float32 or not (k.dtype == v.dtype == np.float32):
         return None
     if not (q.flags.c_contiguous and k.flags.c_contiguous and v.flags.c_contiguous):

@@ -380,9 +380,10 @@ class LSTMScan(Function):
     either case), the steps run in compiled code (``_regions_compiled.lstm_scan``,
     ``lstm_back_steps``): no interpreter between them, and with several kernel threads each
     step is one region in which every thread makes its block of hidden units, the product
-    of their gate rows, their ``tanh`` (MKL's vector one) and their gate arithmetic; the
-    backward's steps likewise, in two regions each. An LSTM inference pass at the benchmark's
-    sizes at two threads: 4.4 → 3.4 ms; a train step 13.1 → 11.9 ms (BENCHMARKS.md).
+    of their gate rows, their ``tanh`` (NumPy's own loop, called from the compiled code) and
+    their gate arithmetic; the backward's steps likewise, in two regions each. An LSTM
+    inference pass at the benchmark's sizes at two threads: 4.4 → 3.4 ms; a train step 13.1
+    → 11.9 ms (BENCHMARKS.md).
     """
 
     saved_inputs = None
@@ -419,7 +420,7 @@ class LSTMScan(Function):
         if compiled is not None:                       # every step in compiled code
             scan, serial, _back, gemms, tanhs = compiled
             kx = Z.shape[1] if Wx is None else Wx.shape[1]
-            args = (gemms[dt], tanhs[dt], _regions.VML_TANH_MODE, W, Z, S, T, reverse, C,
+            args = (gemms[dt], *tanhs[dt], W, Z, S, T, reverse, C,
                     not keep, kx)
             t = _gemm._threads_for(Z.shape[1], 4 * H * B)
             if scan is not None and t > 1 and H >= 2 * t:
@@ -441,7 +442,10 @@ class LSTMScan(Function):
             s, sn = S[j], S[j + 1]
             gt = s[:4 * H]
             if k == 0 and Wx is not None:
-                matmul(Wx, Z[p][:Wx.shape[1]], out=gt)
+                # on the steps' library (MKL's where theirs are): the compiled steps' bits
+                if gates.f is None or _gemm._matmul2(gates.f, Wx, Z[p][:Wx.shape[1]],
+                                                     gt) is None:
+                    matmul(Wx, Z[p][:Wx.shape[1]], out=gt)
             else:
                 gates(Z[p], gt, p * zs, j * ss)        # all four gates of the step: one product
             np.tanh(gt, out=gt)                        # one activation call for every gate
