@@ -458,3 +458,25 @@ def test_attention_heads_in_one_region(monkeypatch):
     p = np.exp(s - s.max(-1, keepdims=True))
     exact = (p / p.sum(-1, keepdims=True)) @ v
     np.testing.assert_allclose(got[0], exact, rtol=0, atol=1e-5)
+
+
+def test_numpy_loops_are_numpys_own():
+    """NumPy's inner loops taken from the ufunc objects: called as compiled code calls them,
+    the ufunc's very bits (infinities, NaN and subnormals included); a ufunc of two inputs
+    or a type it has no loop for gives None."""
+    import ctypes
+
+    for ufunc in (np.tanh, np.exp):
+        for dt in (np.float32, np.float64):
+            f, data = _regions.numpy_loop(ufunc, dt)
+            x = np.random.default_rng(1).standard_normal(10_001).astype(dt) * 40
+            x[:6] = [np.inf, -np.inf, np.nan, 0.0, -0.0, np.finfo(dt).smallest_subnormal]
+            y = np.empty_like(x)
+            args = np.array([x.ctypes.data, y.ctypes.data], np.int64)
+            dims, steps = np.array([x.size], np.int64), np.array([x.itemsize] * 2, np.int64)
+            ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 4)(f)(
+                args.ctypes.data, dims.ctypes.data, steps.ctypes.data, data)
+            with np.errstate(all="ignore"):
+                np.testing.assert_array_equal(y, ufunc(x))
+    assert _regions.numpy_loop(np.add, np.float32) is None
+    assert _regions.numpy_loop(np.tanh, np.int8) is None
