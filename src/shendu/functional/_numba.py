@@ -79,6 +79,7 @@ def _build():
     except ImportError:
         return None
     njit = numba.njit(cache=True, nogil=True)
+    from shendu.functional._regions_compiled import normalize_slab, shift_slab
     # IEEE division (inf or NaN, no ZeroDivisionError): what NumPy gives, and what lets a
     # loop with a division vectorise
     njit_ieee = numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -385,30 +386,11 @@ def _build():
         """``s *= scale; s -= max(s, axis=1)`` in place for ``s`` (G, S, L), a max of
         ``-inf`` (a column with every entry masked) taken as 0 and a NaN winning its
         column: NumPy's product, max and subtraction in one pass over each (S, L) slab
-        (their bits; a slab stays in cache between the two loops). ``scale`` of ``s``'s
-        dtype (1 leaves ``s`` as it is: ``x * 1`` is ``x``)."""
-        G, S, L = s.shape
-        m = np.empty(L, s.dtype)
-        for g in range(G):
-            r = s[g, 0]
-            for i in range(L):
-                v = r[i] * scale
-                r[i] = v
-                m[i] = v
-            for j in range(1, S):
-                r = s[g, j]
-                for i in range(L):
-                    v = r[i] * scale
-                    r[i] = v
-                    if v > m[i] or v != v:
-                        m[i] = v
-            for i in range(L):
-                if m[i] == -np.inf:
-                    m[i] = 0
-            for j in range(S):
-                r = s[g, j]
-                for i in range(L):
-                    r[i] -= m[i]
+        (``_regions_compiled.shift_slab``; their bits). ``scale`` of ``s``'s dtype (1
+        leaves ``s`` as it is: ``x * 1`` is ``x``)."""
+        m = np.empty(s.shape[2], s.dtype)
+        for g in range(s.shape[0]):
+            shift_slab(s[g], m, scale)
 
     @njit
     def row_max(x, out):
@@ -423,28 +405,15 @@ def _build():
                     m = v
             out[n] = m
 
-    @njit_ieee
+    @njit
     def normalize_columns(s):
         """``s /= z`` for ``s`` (G, S, L), ``z = s.sum(axis=1)`` (a sum of 0, a fully masked
         column, made 1), each (S, L) slab summed row by row in NumPy's order and divided
-        while it is still in cache: NumPy's sum and division, their bits, in one pass."""
-        G, S, L = s.shape
-        z = np.empty(L, s.dtype)
-        for g in range(G):
-            r = s[g, 0]
-            for i in range(L):
-                z[i] = r[i]
-            for j in range(1, S):
-                r = s[g, j]
-                for i in range(L):
-                    z[i] += r[i]
-            for i in range(L):
-                if z[i] == 0:
-                    z[i] = 1
-            for j in range(S):
-                r = s[g, j]
-                for i in range(L):
-                    r[i] /= z[i]
+        while it is still in cache (``_regions_compiled.normalize_slab``): NumPy's sum and
+        division, their bits, in one pass."""
+        z = np.empty(s.shape[2], s.dtype)
+        for g in range(s.shape[0]):
+            normalize_slab(s[g], z)
 
     @njit
     def sgd_momentum(p, g, b, mu, neg_lr):

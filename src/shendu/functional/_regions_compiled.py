@@ -13,8 +13,8 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 __all__ = ["attention_heads", "call_gemm", "call_gemm_batch", "call_loop", "call_vexp",
-           "feed_forward", "lstm_back_steps", "lstm_scan", "lstm_scan_serial", "split",
-           "split_stack", "stack_serial", "vector_call"]
+           "feed_forward", "lstm_back_steps", "lstm_scan", "lstm_scan_serial", "normalize_slab",
+           "shift_slab", "split", "split_stack", "stack_serial", "vector_call"]
 
 
 def _foreign(kinds: str):
@@ -331,19 +331,13 @@ def feed_forward(fg, x, w1, b1, w2, b2, h, y, t):
                       py + isz * lo * e, e)
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
-def _attend_head(fg, fexp, mode, dexp, pq, pk, pv, s, po, E, Ev, m, scale):
-    """One head of ``attention._forward_by_heads`` with its scores in the transposed layout
-    and the scale folded into the shift: ``s`` (S, L) ``= K Q^T`` by ``cblas_?gemm`` at
-    ``fg`` (``K`` at ``pk`` (S, E), ``Q`` at ``pq`` (L, E)); ``_numba.shift_columns``'s
-    arithmetic (``s *= scale``, less each column's max); ``exp`` at ``fexp`` as
-    ``_gemm.exp`` takes it (:func:`vector_call`: MKL's in VML mode ``mode``, or NumPy's loop
-    with its data ``dexp``); ``_numba.normalize_columns``'s; then
-    ``O = s^T V`` into ``po`` (L, Ev), ``V`` at ``pv`` (S, Ev). ``m`` (L,) scratch."""
+@njit(nogil=True, cache=True)
+def shift_slab(s, m, scale):
+    """``s *= scale; s -= max(s, axis=0)`` in place for one slab ``s`` (S, L), a max of
+    ``-inf`` (a column with every entry masked) taken as 0 and a NaN winning its column:
+    NumPy's product, max and subtraction (their bits), the slab in cache between the two
+    loops; ``m`` (L,) scratch, ``scale`` of ``s``'s dtype (1 leaves ``s`` as it is)."""
     S, L = s.shape
-    one, zero = s.dtype.type(1), s.dtype.type(0)
-    ps = s.ctypes.data
-    call_gemm(fg, 111, 112, S, L, E, one, pk, E, pq, E, zero, ps, L)
     r = s[0]
     for i in range(L):
         v = r[i] * scale
@@ -363,21 +357,45 @@ def _attend_head(fg, fexp, mode, dexp, pq, pk, pv, s, po, E, Ev, m, scale):
         r = s[j]
         for i in range(L):
             r[i] -= m[i]
-    vector_call(fexp, mode, dexp, S * L, ps, ps, s.itemsize)
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def normalize_slab(s, z):
+    """``s /= z`` for one slab ``s`` (S, L), ``z = s.sum(axis=0)`` (a sum of 0, a fully
+    masked column, made 1), summed row by row in NumPy's order: NumPy's sum and division,
+    their bits, in one pass over the slab; ``z`` (L,) scratch."""
+    S, L = s.shape
     r = s[0]
-    for i in range(L):                      # m now holds the column sums
-        m[i] = r[i]
+    for i in range(L):
+        z[i] = r[i]
     for j in range(1, S):
         r = s[j]
         for i in range(L):
-            m[i] += r[i]
+            z[i] += r[i]
     for i in range(L):
-        if m[i] == 0:
-            m[i] = 1
+        if z[i] == 0:
+            z[i] = 1
     for j in range(S):
         r = s[j]
         for i in range(L):
-            r[i] /= m[i]
+            r[i] /= z[i]
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _attend_head(fg, fexp, mode, dexp, pq, pk, pv, s, po, E, Ev, m, scale):
+    """One head of ``attention._forward_by_heads`` with its scores in the transposed layout
+    and the scale folded into the shift: ``s`` (S, L) ``= K Q^T`` by ``cblas_?gemm`` at
+    ``fg`` (``K`` at ``pk`` (S, E), ``Q`` at ``pq`` (L, E)); :func:`shift_slab`; ``exp`` at
+    ``fexp`` as ``_gemm.exp`` takes it (:func:`vector_call`: MKL's in VML mode ``mode``, or
+    NumPy's loop with its data ``dexp``); :func:`normalize_slab`; then ``O = s^T V`` into
+    ``po`` (L, Ev), ``V`` at ``pv`` (S, Ev). ``m`` (L,) scratch."""
+    S, L = s.shape
+    one, zero = s.dtype.type(1), s.dtype.type(0)
+    ps = s.ctypes.data
+    call_gemm(fg, 111, 112, S, L, E, one, pk, E, pq, E, zero, ps, L)
+    shift_slab(s, m, scale)
+    vector_call(fexp, mode, dexp, S * L, ps, ps, s.itemsize)
+    normalize_slab(s, m)
     call_gemm(fg, 112, 111, L, Ev, S, one, ps, L, pv, Ev, zero, po, Ev)
 
 
