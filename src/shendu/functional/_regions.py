@@ -111,24 +111,30 @@ def numpy_loop(ufunc, dtype):
     dt = np.dtype(dtype)
     code = f"{dt.char}->{dt.char}"
     try:
-        base = id(ufunc)
-        cint, ptr = ctypes.c_int, ctypes.c_void_p
-        head = ctypes.sizeof(ptr) * 2                   # PyObject_HEAD
-        nin, nout = cint.from_address(base + head).value, cint.from_address(base + head + 4).value
-        at = head + 16                                  # after nin, nout, nargs, identity
-        funcs, data = ptr.from_address(base + at).value, ptr.from_address(base + at + 8).value
-        ntypes = cint.from_address(base + at + 16).value
-        name = ctypes.string_at(ptr.from_address(base + at + 24).value)
-        types = ctypes.string_at(ptr.from_address(base + at + 32).value, 2 * ntypes)
-        if (nin, nout, ntypes, name) != (1, 1, ufunc.ntypes, ufunc.__name__.encode()):
+        if not isinstance(ufunc, np.ufunc) or (ufunc.nin, ufunc.nout) != (1, 1):
             return None
         idx = ufunc.types.index(code)
+        base = id(ufunc)
+        cint, ptr = ctypes.c_int, ctypes.c_void_p
+        w = ctypes.sizeof(ptr)
+        head = 2 * w                                    # PyObject_HEAD
+        at = head + 16                                  # after nin, nout, nargs, identity
+        # the plain ints first: only where they match are the pointers followed
+        nin, nout = cint.from_address(base + head).value, cint.from_address(base + head + 4).value
+        ntypes = cint.from_address(base + at + 2 * w).value
+        if (nin, nout, ntypes) != (1, 1, ufunc.ntypes):
+            return None
+        funcs, data = ptr.from_address(base + at).value, ptr.from_address(base + at + w).value
+        name = ctypes.string_at(ptr.from_address(base + at + 2 * w + 8).value)
+        types = ctypes.string_at(ptr.from_address(base + at + 3 * w + 8).value, 2 * ntypes)
+        if name != ufunc.__name__.encode() or not funcs:
+            return None
         for i, sig in enumerate(ufunc.types):   # the struct's type numbers match the names
             a, b = sig.split("->")
             if types[2 * i] != np.dtype(a).num or types[2 * i + 1] != np.dtype(b).num:
                 return None
-        f = ptr.from_address(funcs + 8 * idx).value
-        d = ptr.from_address(data + 8 * idx).value if data else None
+        f = ptr.from_address(funcs + w * idx).value
+        d = ptr.from_address(data + w * idx).value if data else None
     except (ValueError, TypeError, OSError):
         return None
     if not f:
