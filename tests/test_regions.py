@@ -480,3 +480,44 @@ def test_numpy_loops_are_numpys_own():
                 np.testing.assert_array_equal(y, ufunc(x))
     assert _regions.numpy_loop(np.add, np.float32) is None
     assert _regions.numpy_loop(np.tanh, np.int8) is None
+
+
+@needs_split
+@pytest.mark.parametrize("add", [False, True])
+def test_layer_norm_rows_in_one_region(monkeypatch, add):
+    """Layer norm's compiled rows (and the residual sum before them, and the backward's
+    rows) over the kernel threads in one TBB region: the bits of the rows split over the
+    kernels' Python threads, or of one thread."""
+    import shendu
+    from shendu.functional import normalization as N
+
+    rng = np.random.default_rng(7)
+    x, q, g = (rng.standard_normal((48, 50, 128)).astype(np.float32) for _ in range(3))
+    w, b = (rng.standard_normal(128).astype(np.float32) for _ in range(2))
+    used = []
+    real = N._region_threads
+    monkeypatch.setattr(N, "_region_threads", lambda a: used.append(real(a)) or used[-1])
+
+    def run():
+        ts = [shendu.tensor(a, requires_grad=True) for a in (x, q, w, b)]
+        if add:
+            y = N.add_layer_norm(ts[0], ts[1], (128,), ts[2], ts[3], 1e-5)
+        else:
+            y = N.layer_norm(ts[0], (128,), ts[2], ts[3], 1e-5)
+        (y * shendu.tensor(g)).sum().backward()
+        return [y.data] + [t.grad.data for t in ts if t.grad is not None]
+
+    before = conv._N_THREADS
+    try:
+        conv.set_kernel_threads(2)
+        got = run()
+        assert used and all(t == 2 for t in used)
+        monkeypatch.setattr(N, "_region_threads", lambda a: 0)
+        want = run()
+        conv.set_kernel_threads(1)
+        alone = run()
+    finally:
+        conv.set_kernel_threads(before)
+    for a, c, d in zip(got, want, alone):
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(a, d)

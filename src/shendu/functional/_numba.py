@@ -79,7 +79,13 @@ def _build():
     except ImportError:
         return None
     njit = numba.njit(cache=True, nogil=True)
-    from shendu.functional._regions_compiled import normalize_slab, shift_slab
+    from shendu.functional._regions_compiled import (
+        add_layer_norm_rows,
+        layer_norm_grad_rows,
+        layer_norm_rows,
+        normalize_slab,
+        shift_slab,
+    )
     # IEEE division (inf or NaN, no ZeroDivisionError): what NumPy gives, and what lets a
     # loop with a division vectorise
     njit_ieee = numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -127,87 +133,6 @@ def _build():
                                 d[n] = gr[n] if cr[n] == k else 0
 
     # sums may be reassociated (vectorised), but NaN and infinities keep their meaning
-    njit_sum = numba.njit(cache=True, nogil=True,
-                          fastmath={"reassoc", "nsz", "arcp", "contract"})
-
-    @njit_sum
-    def layer_norm_rows(x, w, b, eps, y, xhat, rstd, lo, hi):
-        """Rows ``lo..hi`` of ``x`` (M, D): ``xhat = (x - mean) r``, ``r = 1/sqrt(var +
-        eps)`` (biased variance, two passes, sums in float64), ``y = xhat w + b``."""
-        d = x.shape[1]
-        for r in range(lo, hi):
-            xr = x[r]
-            s = 0.0
-            for j in range(d):
-                s += xr[j]
-            mu = s / d
-            v = 0.0
-            for j in range(d):
-                c = xr[j] - mu
-                v += c * c
-            rs = 1.0 / np.sqrt(v / d + eps)
-            rstd[r] = rs
-            hr, yr = xhat[r], y[r]
-            for j in range(d):
-                h = (xr[j] - mu) * rs
-                hr[j] = h
-                yr[j] = h * w[j] + b[j]
-
-    @njit_sum
-    def add_layer_norm_rows(x, q, w, b, eps, y, keep, xhat, rstd, lo, hi):
-        """:func:`layer_norm_rows` of ``x + q`` (a residual connection and the norm after
-        it), each row's sum made into a scratch row that stays in cache (never stored
-        whole): the bits of ``np.add`` then :func:`layer_norm_rows`. The sum is its own
-        loop, so that the reassociation the sums below may use cannot reach it. ``xhat``
-        and ``rstd`` are written only with ``keep`` (training; inference passes ``y`` and
-        writes ``y`` alone, with the same sums, so the same bits)."""
-        d = x.shape[1]
-        t = np.empty(d, x.dtype)
-        for r in range(lo, hi):
-            xr, qr = x[r], q[r]
-            for j in range(d):
-                t[j] = xr[j] + qr[j]
-            s = 0.0
-            for j in range(d):
-                s += t[j]
-            mu = s / d
-            v = 0.0
-            for j in range(d):
-                c = t[j] - mu
-                v += c * c
-            rs = 1.0 / np.sqrt(v / d + eps)
-            yr = y[r]
-            if keep:
-                rstd[r] = rs
-                hr = xhat[r]
-                for j in range(d):
-                    h = (t[j] - mu) * rs
-                    hr[j] = h
-                    yr[j] = h * w[j] + b[j]
-            else:
-                for j in range(d):
-                    yr[j] = (t[j] - mu) * rs * w[j] + b[j]
-
-    @njit_sum
-    def layer_norm_grad_rows(g, xhat, rstd, w, dx, lo, hi):
-        """Rows ``lo..hi`` of ``dx = r (dxhat - mean(dxhat) - xhat mean(dxhat xhat))``,
-        ``dxhat = g w``."""
-        d = g.shape[1]
-        for r in range(lo, hi):
-            gr, hr = g[r], xhat[r]
-            m1 = 0.0
-            m2 = 0.0
-            for j in range(d):
-                dh = gr[j] * w[j]
-                m1 += dh
-                m2 += dh * hr[j]
-            m1 /= d
-            m2 /= d
-            rs = rstd[r]
-            dr = dx[r]
-            for j in range(d):
-                dr[j] = (gr[j] * w[j] - m1 - hr[j] * m2) * rs
-
     @njit
     def col2im_unit(dcols, first, pt, pl, dx, lo, hi):
         """Channels ``lo..hi`` of conv's col2im for stride 1 and dilation 1: ``dx`` (C, H, W,

@@ -13,8 +13,10 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 __all__ = ["attention_heads", "call_gemm", "call_gemm_batch", "call_loop", "call_vexp",
-           "feed_forward", "lstm_back_steps", "lstm_scan", "lstm_scan_serial", "normalize_slab",
-           "shift_slab", "split", "split_stack", "stack_serial", "vector_call"]
+           "add_layer_norm_rows", "add_layer_norm_split", "feed_forward", "layer_norm_grad_rows",
+           "layer_norm_grad_split", "layer_norm_rows", "layer_norm_split", "lstm_back_steps",
+           "lstm_scan", "lstm_scan_serial", "normalize_slab", "shift_slab", "split",
+           "split_stack", "stack_serial", "vector_call"]
 
 
 def _foreign(kinds: str):
@@ -416,3 +418,113 @@ def attention_heads(fg, fexp, mode, dexp, q, k, v, p, out, scale, t):
             _attend_head(fg, fexp, mode, dexp, q.ctypes.data + isz * g * L * E,
                          k.ctypes.data + isz * g * S * E, v.ctypes.data + isz * g * S * Ev,
                          p[g], out.ctypes.data + isz * g * L * Ev, E, Ev, m, scale)
+
+
+#: the row sums of layer norm may be reassociated (float64 sums, vectorised)
+_njit_sum = njit(cache=True, nogil=True, fastmath={"reassoc", "nsz", "arcp", "contract"})
+
+
+@_njit_sum
+def layer_norm_rows(x, w, b, eps, y, xhat, rstd, lo, hi):
+    """Rows ``lo..hi`` of ``x`` (M, D): ``xhat = (x - mean) r``, ``r = 1/sqrt(var +
+    eps)`` (biased variance, two passes, sums in float64), ``y = xhat w + b``."""
+    d = x.shape[1]
+    for r in range(lo, hi):
+        xr = x[r]
+        s = 0.0
+        for j in range(d):
+            s += xr[j]
+        mu = s / d
+        v = 0.0
+        for j in range(d):
+            c = xr[j] - mu
+            v += c * c
+        rs = 1.0 / np.sqrt(v / d + eps)
+        rstd[r] = rs
+        hr, yr = xhat[r], y[r]
+        for j in range(d):
+            h = (xr[j] - mu) * rs
+            hr[j] = h
+            yr[j] = h * w[j] + b[j]
+
+
+@_njit_sum
+def add_layer_norm_rows(x, q, w, b, eps, y, keep, xhat, rstd, lo, hi):
+    """:func:`layer_norm_rows` of ``x + q`` (a residual connection and the norm after
+    it), each row's sum made into a scratch row that stays in cache (never stored
+    whole): the bits of ``np.add`` then :func:`layer_norm_rows`. The sum is its own
+    loop, so that the reassociation the sums below may use cannot reach it. ``xhat``
+    and ``rstd`` are written only with ``keep`` (training; inference passes ``y`` and
+    writes ``y`` alone, with the same sums, so the same bits)."""
+    d = x.shape[1]
+    t = np.empty(d, x.dtype)
+    for r in range(lo, hi):
+        xr, qr = x[r], q[r]
+        for j in range(d):
+            t[j] = xr[j] + qr[j]
+        s = 0.0
+        for j in range(d):
+            s += t[j]
+        mu = s / d
+        v = 0.0
+        for j in range(d):
+            c = t[j] - mu
+            v += c * c
+        rs = 1.0 / np.sqrt(v / d + eps)
+        yr = y[r]
+        if keep:
+            rstd[r] = rs
+            hr = xhat[r]
+            for j in range(d):
+                h = (t[j] - mu) * rs
+                hr[j] = h
+                yr[j] = h * w[j] + b[j]
+        else:
+            for j in range(d):
+                yr[j] = (t[j] - mu) * rs * w[j] + b[j]
+
+
+@_njit_sum
+def layer_norm_grad_rows(g, xhat, rstd, w, dx, lo, hi):
+    """Rows ``lo..hi`` of ``dx = r (dxhat - mean(dxhat) - xhat mean(dxhat xhat))``,
+    ``dxhat = g w``."""
+    d = g.shape[1]
+    for r in range(lo, hi):
+        gr, hr = g[r], xhat[r]
+        m1 = 0.0
+        m2 = 0.0
+        for j in range(d):
+            dh = gr[j] * w[j]
+            m1 += dh
+            m2 += dh * hr[j]
+        m1 /= d
+        m2 /= d
+        rs = rstd[r]
+        dr = dx[r]
+        for j in range(d):
+            dr[j] = (gr[j] * w[j] - m1 - hr[j] * m2) * rs
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def layer_norm_split(x, w, b, eps, y, xhat, rstd, t):
+    """:func:`layer_norm_rows` over every row of ``x`` in ``t`` blocks, one per thread (rows
+    are independent: the bits of any split)."""
+    M = x.shape[0]
+    for i in prange(t):
+        layer_norm_rows(x, w, b, eps, y, xhat, rstd, M * i // t, M * (i + 1) // t)
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def add_layer_norm_split(x, q, w, b, eps, y, keep, xhat, rstd, t):
+    """:func:`add_layer_norm_rows` over every row in ``t`` blocks, one per thread."""
+    M = x.shape[0]
+    for i in prange(t):
+        add_layer_norm_rows(x, q, w, b, eps, y, keep, xhat, rstd, M * i // t, M * (i + 1) // t)
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def layer_norm_grad_split(g, xhat, rstd, w, dx, t):
+    """:func:`layer_norm_grad_rows` over every row in ``t`` blocks, one per thread."""
+    M = g.shape[0]
+    for i in prange(t):
+        layer_norm_grad_rows(g, xhat, rstd, w, dx, M * i // t, M * (i + 1) // t)

@@ -25,6 +25,27 @@ def _compiled(x: np.ndarray, *params):
 _COMPILED_MIN = 1 << 12      # elements from which a compiled loop pays for its call
 
 
+def _region_threads(x2: np.ndarray) -> int:
+    """Threads for layer norm's rows in one compiled region (``_regions_compiled``'s
+    ``*_split``: TBB, whose threads take a piece of work at once) where there are several
+    kernel threads, rows enough (``conv.PARALLEL_MIN`` elements) and the region runs; 0
+    otherwise (``conv.parallel``'s split then: on Python threads, which stay on one for
+    loops this size beside BLAS's threads). Rows are independent: any split, the same
+    bits."""
+    from shendu.functional import _regions, conv
+
+    t = min(conv._N_THREADS, len(x2))
+    if t < 2 or x2.size < conv.PARALLEL_MIN or conv.in_parallel_region():
+        return 0
+    return t if _regions.gemm() else 0
+
+
+def _rc():
+    from shendu.functional import _regions_compiled
+
+    return _regions_compiled
+
+
 class LayerNorm(Function):
     r"""Layer normalisation (Ba, Kiros & Hinton 2016) over the last ``D`` elements of each row.
 
@@ -49,8 +70,12 @@ class LayerNorm(Function):
             wv = np.ones(d, dt) if w is None else w.reshape(-1)
             bv = np.zeros(d, dt) if b is None else b.reshape(-1)
             r1 = rstd.reshape(-1)
-            parallel(lambda lo, hi: nb.layer_norm_rows(x2, wv, bv, eps, y, xhat, r1, lo, hi),
-                     len(x2), x2.size)
+            t = _region_threads(x2)
+            if t:
+                _rc().layer_norm_split(x2, wv, bv, eps, y, xhat, r1, t)
+            else:
+                parallel(lambda lo, hi: nb.layer_norm_rows(x2, wv, bv, eps, y, xhat, r1, lo,
+                                                           hi), len(x2), x2.size)
             self.xhat, self.rstd, self.shape, self.w = xhat, rstd, shape, w
             return y.reshape(shape)
         # row means as a matrix-vector product: NumPy's reductions along short rows run
@@ -88,8 +113,12 @@ class LayerNorm(Function):
             gx = np.empty(xhat.shape, xhat.dtype)
             wv = np.ones(d, xhat.dtype) if w is None else w.reshape(-1)
             r1 = rstd.reshape(-1)
-            parallel(lambda lo, hi: nb.layer_norm_grad_rows(g2, xhat, r1, wv, gx, lo, hi),
-                     len(gx), gx.size)
+            t = _region_threads(g2)
+            if t:
+                _rc().layer_norm_grad_split(g2, xhat, r1, wv, gx, t)
+            else:
+                parallel(lambda lo, hi: nb.layer_norm_grad_rows(g2, xhat, r1, wv, gx, lo, hi),
+                         len(gx), gx.size)
             gx = gx.reshape(self.shape)
         elif need[0]:
             dxh = g2 * w.reshape(-1) if w is not None else g2.copy()
@@ -124,8 +153,12 @@ class _AddLayerNorm(LayerNorm):
         wv = np.ones(d, dt) if w is None else w.reshape(-1)
         bv = np.zeros(d, dt) if b is None else b.reshape(-1)
         r1 = rstd.reshape(-1)
-        parallel(lambda lo, hi: nb.add_layer_norm_rows(x2, q2, wv, bv, eps, y, keep, xhat, r1,
-                                                       lo, hi), len(x2), x2.size)
+        t = _region_threads(x2)
+        if t:
+            _rc().add_layer_norm_split(x2, q2, wv, bv, eps, y, keep, xhat, r1, t)
+        else:
+            parallel(lambda lo, hi: nb.add_layer_norm_rows(x2, q2, wv, bv, eps, y, keep, xhat,
+                                                           r1, lo, hi), len(x2), x2.size)
         if keep:
             self.xhat, self.rstd, self.shape, self.w = xhat, rstd, shape, w
         return y.reshape(shape)
