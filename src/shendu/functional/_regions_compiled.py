@@ -425,21 +425,27 @@ _njit_sum = njit(cache=True, nogil=True, fastmath={"reassoc", "nsz", "arcp", "co
 
 
 @_njit_sum
+def _mean_rstd(xr, d, eps):
+    """A row's mean and ``1/sqrt(var + eps)`` (biased variance, two passes, float64 sums)."""
+    s = 0.0
+    for j in range(d):
+        s += xr[j]
+    mu = s / d
+    v = 0.0
+    for j in range(d):
+        c = xr[j] - mu
+        v += c * c
+    return mu, 1.0 / np.sqrt(v / d + eps)
+
+
+@_njit_sum
 def layer_norm_rows(x, w, b, eps, y, xhat, rstd, lo, hi):
     """Rows ``lo..hi`` of ``x`` (M, D): ``xhat = (x - mean) r``, ``r = 1/sqrt(var +
     eps)`` (biased variance, two passes, sums in float64), ``y = xhat w + b``."""
     d = x.shape[1]
     for r in range(lo, hi):
         xr = x[r]
-        s = 0.0
-        for j in range(d):
-            s += xr[j]
-        mu = s / d
-        v = 0.0
-        for j in range(d):
-            c = xr[j] - mu
-            v += c * c
-        rs = 1.0 / np.sqrt(v / d + eps)
+        mu, rs = _mean_rstd(xr, d, eps)
         rstd[r] = rs
         hr, yr = xhat[r], y[r]
         for j in range(d):
@@ -462,15 +468,7 @@ def add_layer_norm_rows(x, q, w, b, eps, y, keep, xhat, rstd, lo, hi):
         xr, qr = x[r], q[r]
         for j in range(d):
             t[j] = xr[j] + qr[j]
-        s = 0.0
-        for j in range(d):
-            s += t[j]
-        mu = s / d
-        v = 0.0
-        for j in range(d):
-            c = t[j] - mu
-            v += c * c
-        rs = 1.0 / np.sqrt(v / d + eps)
+        mu, rs = _mean_rstd(t, d, eps)
         yr = y[r]
         if keep:
             rstd[r] = rs
