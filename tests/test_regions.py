@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from shendu.functional import _gemm, _regions, conv
+from shendu.functional import _gemm, _numba, _regions, conv
 
 SPLIT = _gemm.backend() == "mkl" and _regions.gemm() is not None
 needs_split = pytest.mark.skipif(
@@ -495,8 +495,12 @@ def test_layer_norm_rows_in_one_region(monkeypatch, add):
     x, q, g = (rng.standard_normal((48, 50, 128)).astype(np.float32) for _ in range(3))
     w, b = (rng.standard_normal(128).astype(np.float32) for _ in range(2))
     used = []
-    real = N._region_threads
-    monkeypatch.setattr(N, "_region_threads", lambda a: used.append(real(a)) or used[-1])
+    kern = _numba.kernels()
+    for name in ("layer_norm_split", "add_layer_norm_split", "layer_norm_grad_split"):
+        def spy(*args, _real=getattr(kern, name)):
+            used.append(args[-1])                       # the threads of the region
+            return _real(*args)
+        monkeypatch.setattr(kern, name, spy)
 
     def run():
         ts = [shendu.tensor(a, requires_grad=True) for a in (x, q, w, b)]
@@ -512,8 +516,10 @@ def test_layer_norm_rows_in_one_region(monkeypatch, add):
         conv.set_kernel_threads(2)
         got = run()
         assert used and all(t == 2 for t in used)
-        monkeypatch.setattr(N, "_region_threads", lambda a: 0)
+        monkeypatch.setattr(_regions, "tbb", lambda: False)      # the Python threads
+        used.clear()
         want = run()
+        assert not used
         conv.set_kernel_threads(1)
         alone = run()
     finally:

@@ -64,11 +64,12 @@ class Tensor:
         self.requires_grad = bool(requires_grad)
 
     def __setstate__(self, state) -> None:
-        """Unpickling (scikit-learn's clones and joblib's workers pickle estimators): the
-        slots as pickled, but data that comes back as a read-only or memory-mapped array
-        (joblib maps large arrays from its files) becomes an array of its own, as
-        NumPy's own unpickling gives, so that the same kernels take it and in-place
-        updates work."""
+        """The state Python's ``copy`` and other programs' serialisers restore (scikit-learn
+        clones estimators, joblib ships them to workers; shendu's own files never hold
+        one): the slots as given, but data that comes back read-only or memory-mapped
+        (joblib maps large arrays from its files) becomes an array of its own, as NumPy
+        itself restores arrays, so that the same kernels take it and in-place updates
+        work."""
         d, slots = state if isinstance(state, tuple) else (state, None)
         for part in (d, slots):
             for k, v in (part or {}).items():

@@ -81,8 +81,11 @@ def _build():
     njit = numba.njit(cache=True, nogil=True)
     from shendu.functional._regions_compiled import (
         add_layer_norm_rows,
+        add_layer_norm_split,
         layer_norm_grad_rows,
+        layer_norm_grad_split,
         layer_norm_rows,
+        layer_norm_split,
         normalize_slab,
         shift_slab,
     )
@@ -132,7 +135,6 @@ def _build():
                             for n in range(nb):
                                 d[n] = gr[n] if cr[n] == k else 0
 
-    # sums may be reassociated (vectorised), but NaN and infinities keep their meaning
     @njit
     def col2im_unit(dcols, first, pt, pl, dx, lo, hi):
         """Channels ``lo..hi`` of conv's col2im for stride 1 and dilation 1: ``dx`` (C, H, W,
@@ -541,6 +543,8 @@ def _build():
     K.tile_patches, K.gather_taps = tile_patches, gather_taps
     K.layer_norm_rows, K.layer_norm_grad_rows = layer_norm_rows, layer_norm_grad_rows
     K.add_layer_norm_rows = add_layer_norm_rows
+    K.layer_norm_split, K.layer_norm_grad_split = layer_norm_split, layer_norm_grad_split
+    K.add_layer_norm_split = add_layer_norm_split
     K.lstm_gates, K.lstm_step_grads = lstm_gates, lstm_step_grads
     K.lstm_factors, K.lstm_step_grads_gates = lstm_factors, lstm_step_grads_gates
     K.shift_columns, K.normalize_columns = shift_columns, normalize_columns

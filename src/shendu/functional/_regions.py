@@ -30,7 +30,7 @@ from __future__ import annotations
 import ctypes
 import threading
 
-__all__ = ["attention", "feed_forward", "gemm", "lstm"]
+__all__ = ["attention", "feed_forward", "gemm", "lstm", "numpy_loop", "tbb"]
 
 _lock = threading.Lock()
 _loaded: list = []          # [what gemm() returns]
@@ -52,6 +52,17 @@ def gemm():
     from shendu.functional._numba import once
 
     return once(_loaded, _lock, _build)
+
+
+_tbb_lock = threading.Lock()
+_tbb_loaded: list = []      # [what _tbb() returned]
+
+
+def tbb() -> bool:
+    """Whether Numba's parallel regions run on TBB here (:func:`_tbb`, asked once)."""
+    from shendu.functional._numba import once
+
+    return once(_tbb_loaded, _tbb_lock, _tbb)
 
 
 def _tbb() -> bool:
@@ -84,7 +95,7 @@ def _build():
         return None
     st = _gemm._load()
     lib = st.get("lib")
-    if lib is None or _gemm._ilp64() or not _tbb():
+    if lib is None or _gemm._ilp64() or not tbb():
         return None
     import numpy as np
 
@@ -134,7 +145,7 @@ def numpy_loop(ufunc, dtype):
             if types[2 * i] != np.dtype(a).num or types[2 * i + 1] != np.dtype(b).num:
                 return None
         f = ptr.from_address(funcs + w * idx).value
-        d = ptr.from_address(data + w * idx).value if data else None
+        d = (ptr.from_address(data + w * idx).value or 0) if data else 0
     except (ValueError, TypeError, OSError):
         return None
     if not f:
@@ -147,7 +158,7 @@ def numpy_loop(ufunc, dtype):
     loop(args.ctypes.data, dims.ctypes.data, steps.ctypes.data, d)
     if not np.array_equal(y, ufunc(x)):
         return None
-    return f, (d or 0)
+    return f, d
 
 
 def lstm():

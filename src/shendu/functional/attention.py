@@ -229,13 +229,6 @@ class ScaledDotProductAttention(Function):
         fold = kern is not None and keep is None           # scaled inside the column shift
         sc = q.dtype.type(scale)
         region = _heads_region(qf, kf, vf) if fold else None
-        if region is not None:          # every head's steps in one compiled region
-            fn, fg, fexp, mode, dexp = region
-            fn(fg, fexp, mode, dexp, qf, kf, vf, p, out, sc, min(conv._N_THREADS, G))
-            self.p = _swap(p)
-            self.q, self.k, self.v, self.out = qf, kf, vf, out
-            self.scale, self.has_bias, self.lead = scale, False, lead
-            return out.reshape(lead + (L, Ev))
 
         def heads(lo: int, hi: int) -> None:
             s = _scores(qf[lo:hi], kf[lo:hi], short, out=p[lo:hi])
@@ -246,7 +239,11 @@ class ScaledDotProductAttention(Function):
             _masked_softmax_(s, bounded, sc if fold else None)
             matmul(s, vf[lo:hi], out=out[lo:hi])
 
-        parallel(heads, G, G * L * S, calls_blas=True)
+        if region is not None:          # every head's steps in one compiled region
+            fn, fg, fexp, mode, dexp = region
+            fn(fg, fexp, mode, dexp, qf, kf, vf, p, out, sc, min(conv._N_THREADS, G))
+        else:
+            parallel(heads, G, G * L * S, calls_blas=True)
         self.p = _swap(p) if short else p                   # (G, L, S)
         self.q, self.k, self.v, self.out = qf, kf, vf, out
         self.scale, self.has_bias, self.lead = scale, False, lead

@@ -25,25 +25,20 @@ def _compiled(x: np.ndarray, *params):
 _COMPILED_MIN = 1 << 12      # elements from which a compiled loop pays for its call
 
 
-def _region_threads(x2: np.ndarray) -> int:
-    """Threads for layer norm's rows in one compiled region (``_regions_compiled``'s
-    ``*_split``: TBB, whose threads take a piece of work at once) where there are several
-    kernel threads, rows enough (``conv.PARALLEL_MIN`` elements) and the region runs; 0
-    otherwise (``conv.parallel``'s split then: on Python threads, which stay on one for
-    loops this size beside BLAS's threads). Rows are independent: any split, the same
-    bits."""
+def _by_rows(rows, split, args: tuple, x2: np.ndarray) -> None:
+    """``rows(*args, lo, hi)`` over the rows of ``x2``: with several kernel threads, rows
+    enough (``conv.PARALLEL_MIN`` elements) and Numba's TBB layer, as one compiled region
+    (``split(*args, t)``: TBB's threads take a piece of work at once); else by
+    ``conv.parallel`` (Python threads, which stay on one for loops this size beside BLAS's
+    threads). Rows are independent: any split, the same bits."""
     from shendu.functional import _regions, conv
 
     t = min(conv._N_THREADS, len(x2))
-    if t < 2 or x2.size < conv.PARALLEL_MIN or conv.in_parallel_region():
-        return 0
-    return t if _regions.gemm() else 0
-
-
-def _rc():
-    from shendu.functional import _regions_compiled
-
-    return _regions_compiled
+    if t >= 2 and x2.size >= conv.PARALLEL_MIN and not conv.in_parallel_region() \
+            and _regions.tbb():
+        split(*args, t)
+    else:
+        parallel(lambda lo, hi: rows(*args, lo, hi), len(x2), x2.size)
 
 
 class LayerNorm(Function):
@@ -70,12 +65,8 @@ class LayerNorm(Function):
             wv = np.ones(d, dt) if w is None else w.reshape(-1)
             bv = np.zeros(d, dt) if b is None else b.reshape(-1)
             r1 = rstd.reshape(-1)
-            t = _region_threads(x2)
-            if t:
-                _rc().layer_norm_split(x2, wv, bv, eps, y, xhat, r1, t)
-            else:
-                parallel(lambda lo, hi: nb.layer_norm_rows(x2, wv, bv, eps, y, xhat, r1, lo,
-                                                           hi), len(x2), x2.size)
+            _by_rows(nb.layer_norm_rows, nb.layer_norm_split, (x2, wv, bv, eps, y, xhat, r1),
+                     x2)
             self.xhat, self.rstd, self.shape, self.w = xhat, rstd, shape, w
             return y.reshape(shape)
         # row means as a matrix-vector product: NumPy's reductions along short rows run
@@ -113,12 +104,8 @@ class LayerNorm(Function):
             gx = np.empty(xhat.shape, xhat.dtype)
             wv = np.ones(d, xhat.dtype) if w is None else w.reshape(-1)
             r1 = rstd.reshape(-1)
-            t = _region_threads(g2)
-            if t:
-                _rc().layer_norm_grad_split(g2, xhat, r1, wv, gx, t)
-            else:
-                parallel(lambda lo, hi: nb.layer_norm_grad_rows(g2, xhat, r1, wv, gx, lo, hi),
-                         len(gx), gx.size)
+            _by_rows(nb.layer_norm_grad_rows, nb.layer_norm_grad_split,
+                     (g2, xhat, r1, wv, gx), g2)
             gx = gx.reshape(self.shape)
         elif need[0]:
             dxh = g2 * w.reshape(-1) if w is not None else g2.copy()
@@ -153,12 +140,8 @@ class _AddLayerNorm(LayerNorm):
         wv = np.ones(d, dt) if w is None else w.reshape(-1)
         bv = np.zeros(d, dt) if b is None else b.reshape(-1)
         r1 = rstd.reshape(-1)
-        t = _region_threads(x2)
-        if t:
-            _rc().add_layer_norm_split(x2, q2, wv, bv, eps, y, keep, xhat, r1, t)
-        else:
-            parallel(lambda lo, hi: nb.add_layer_norm_rows(x2, q2, wv, bv, eps, y, keep, xhat,
-                                                           r1, lo, hi), len(x2), x2.size)
+        _by_rows(nb.add_layer_norm_rows, nb.add_layer_norm_split,
+                 (x2, q2, wv, bv, eps, y, keep, xhat, r1), x2)
         if keep:
             self.xhat, self.rstd, self.shape, self.w = xhat, rstd, shape, w
         return y.reshape(shape)

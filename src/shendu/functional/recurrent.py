@@ -420,8 +420,7 @@ class LSTMScan(Function):
         if compiled is not None:                       # every step in compiled code
             scan, serial, _back, gemms, tanhs = compiled
             kx = Z.shape[1] if Wx is None else Wx.shape[1]
-            args = (gemms[dt], *tanhs[dt], W, Z, S, T, reverse, C,
-                    not keep, kx)
+            args = (gemms[dt], *tanhs[dt], W, Z, S, T, reverse, C, not keep, kx)
             t = _gemm._threads_for(Z.shape[1], 4 * H * B)
             if scan is not None and t > 1 and H >= 2 * t:
                 # each thread's units' four gate rows together: one product per thread
