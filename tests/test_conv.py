@@ -49,14 +49,17 @@ def test_conv2d_special(shapes, kw):
 TILED = [(s, p, d) for s, p, d, g in GRID if g == 1] + [(3, 2, 1), (2, (0, 3), (2, 1))]
 
 
-@pytest.fixture(params=["compiled", "numpy"])
+@pytest.fixture(params=["compiled", "compiled-columns", "numpy"])
 def tiny_tiles(request, monkeypatch):
     """Every conv2d with groups=1 on the tiled path, in tiles of one output row (and, for
-    the input gradient, one input row), on the compiled loops or on NumPy."""
+    the input gradient, one input row): on the compiled loops spatial-outer (any number
+    of output channels), on the compiled loops batch-innermost (as for fewer than
+    ``ROWS_MIN_OUT`` channels), or on NumPy."""
     from shendu.functional import _numba
     from shendu.functional import conv as conv_mod
 
     monkeypatch.setattr(conv_mod, "TILE_ELEMS", 1)
+    monkeypatch.setattr(conv_mod, "ROWS_MIN_OUT", 1 if request.param == "compiled" else 10**9)
     if request.param == "numpy":
         monkeypatch.setattr(_numba, "_loaded", [None])
     elif _numba.kernels() is None:
@@ -64,70 +67,102 @@ def tiny_tiles(request, monkeypatch):
     return request.param
 
 
+def _spatial_outer(x):
+    """``x`` (N, C, H, W) as a view of (H, W, N, C) memory, as a tiled convolution or
+    pooling on one hands its output on (differentiable: a permuted copy, permuted back)."""
+    return x.permute(2, 3, 0, 1).contiguous().permute(2, 3, 0, 1)
+
+
 @pytest.mark.parametrize("stride,padding,dilation", TILED)
 @pytest.mark.parametrize("kernel", [(3, 2), (1, 1), (5, 3)])
-def test_conv2d_tiled_grid(tiny_tiles, stride, padding, dilation, kernel):
+@pytest.mark.parametrize("layout", ["nchw", "spatial-outer"])
+def test_conv2d_tiled_grid(tiny_tiles, stride, padding, dilation, kernel, layout):
     """The tiled kernel (patches made per tile, the bias inside the product, the weight
     gradient summed over tiles, the input gradient gathered per input row) against torch
-    and the float64 central difference."""
+    and the float64 central difference: on the compiled loops the spatial-outer one
+    (:meth:`Conv2d._forward_rows`: patch rows from a spatial-outer input, the transposed
+    patch columns from any other), on NumPy the batch-innermost one."""
     from shendu.functional import conv as conv_mod
 
     kw = dict(stride=stride, padding=padding, dilation=dilation)
     shapes = [(2, 4, 9, 7), (5, 4) + kernel, (5,)]
     ran = []
-    forward = conv_mod.Conv2d._forward_tiled
+    name = "_forward_rows" if tiny_tiles == "compiled" else "_forward_tiled"
+    forward = getattr(conv_mod.Conv2d, name)
 
     def spy(self, *a):
-        ran.append(1)
-        return forward(self, *a)
+        out = forward(self, *a)
+        ran.append(self.rows)
+        return out
 
-    conv_mod.Conv2d._forward_tiled = spy
+    prep = _spatial_outer if layout == "spatial-outer" else (lambda x: x)
+    setattr(conv_mod.Conv2d, name, spy)
     try:
-        check_op(lambda x, w, b: F.conv2d(x, w, b, **kw), shapes,
+        check_op(lambda x, w, b: F.conv2d(prep(x), w, b, **kw), shapes,
                  torch_fn=lambda x, w, b: TF.conv2d(x, w, b, **kw))
-        check_op(lambda x, w: F.conv2d(x, w, **kw), shapes[:2],
+        check_op(lambda x, w: F.conv2d(prep(x), w, **kw), shapes[:2],
                  torch_fn=lambda x, w: TF.conv2d(x, w, **kw))
     finally:
-        conv_mod.Conv2d._forward_tiled = forward
+        setattr(conv_mod.Conv2d, name, forward)
     assert ran
+    if tiny_tiles == "compiled":            # patch rows exactly from a spatial-outer input
+        assert all(r == (layout == "spatial-outer") for r in ran), ran
+    else:
+        assert all(r is None for r in ran), ran
 
 
-def test_conv2d_tiled_compiled_and_numpy_same_bits(monkeypatch):
-    """The compiled patch and gather loops copy and add what the NumPy loops do, in their
-    order: float32 results equal bit for bit, the tiles split over threads or not."""
+@pytest.mark.parametrize("layout", ["nchw", "spatial-outer"])
+@pytest.mark.parametrize("path", ["rows", "columns"])
+def test_conv2d_tiled_same_bits_for_any_threads(monkeypatch, layout, path):
+    """The tiled kernels' results do not depend on the thread count, bit for bit (float32):
+    the tiles, and the order their weight-gradient parts and the bias's blocks are summed
+    in, depend on the shapes only. The compiled batch-innermost loops copy and add what
+    the NumPy loops do, in their order: their bits; the spatial-outer ones agree with them
+    to float32 rounding (they multiply in another orientation)."""
     from shendu.functional import _numba
     from shendu.functional import conv as conv_mod
 
     if _numba.kernels() is None:
         pytest.skip("Numba is not installed")
     monkeypatch.setattr(conv_mod, "TILE_ELEMS", 2000)
+    monkeypatch.setattr(conv_mod, "COLUMN_BLOCK", 32)
+    monkeypatch.setattr(conv_mod, "ROWS_MIN_OUT", 1 if path == "rows" else 10**9)
 
     def run():
         rng = np.random.default_rng(5)
         x, w, b = (shendu.tensor(rng.standard_normal(s).astype(np.float32), requires_grad=True)
                    for s in [(4, 6, 11, 10), (7, 6, 3, 3), (7,)])
-        y = F.conv2d(x, w, b, padding=(1, 2), stride=(1, 2))
+        xin = _spatial_outer(x) if layout == "spatial-outer" else x
+        y = F.conv2d(xin, w, b, padding=(1, 2), stride=(1, 2))
         y.backward(rng.standard_normal(y.shape).astype(np.float32))
         return [a.copy() for a in (y.data, x.grad.data, w.grad.data, b.grad.data)]
 
-    compiled = run()
-    monkeypatch.setattr(conv_mod, "PARALLEL_MIN", 1)
-    monkeypatch.setattr(conv_mod, "SPLIT_MIN_MACS", 0)
-    split = []
-    monkeypatch.setattr(conv_mod, "split_threads",
-                        lambda *a, f=conv_mod.split_threads: split.append(1) or f(*a))
-    before = conv_mod._N_THREADS
-    try:
-        conv_mod.set_kernel_threads(3)
-        threaded = run()
-    finally:
-        conv_mod.set_kernel_threads(before)
-    assert split
+    def threaded():
+        with monkeypatch.context() as m:
+            m.setattr(conv_mod, "PARALLEL_MIN", 1)
+            m.setattr(conv_mod, "SPLIT_MIN_MACS", 0)
+            split = []
+            m.setattr(conv_mod, "split_threads",
+                      lambda *a, f=conv_mod.split_threads: split.append(1) or f(*a))
+            before = conv_mod._N_THREADS
+            try:
+                conv_mod.set_kernel_threads(3)
+                out = run()
+            finally:
+                conv_mod.set_kernel_threads(before)
+        assert split
+        return out
+
+    compiled, compiled_threaded = run(), threaded()
     monkeypatch.setattr(_numba, "_loaded", [None])
-    numpy = run()
-    for a, b, c in zip(compiled, threaded, numpy):
+    numpy, numpy_threaded = run(), threaded()
+    for a, b, c, d in zip(compiled, compiled_threaded, numpy, numpy_threaded):
         np.testing.assert_array_equal(a, b)
-        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(c, d)
+        if path == "columns":
+            np.testing.assert_array_equal(a, c)
+        else:
+            np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-5 * np.abs(c).max())
 
 
 def test_conv2d_tiled_frozen_weight_and_bias_alone(monkeypatch):

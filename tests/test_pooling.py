@@ -96,6 +96,61 @@ def test_pooling_reads_and_writes_channel_major_layout():
     assert y.data.transpose(1, 2, 3, 0).flags.c_contiguous
 
 
+def _spatial_outer(x):
+    """``x`` (N, C, H, W) as a view of (H, W, N, C) memory (a wide tiled convolution's
+    output layout)."""
+    return x.permute(2, 3, 0, 1).contiguous().permute(2, 3, 0, 1)
+
+
+@pytest.mark.parametrize("kw", POOL_GRID)
+@pytest.mark.parametrize("op", ["max", "avg"])
+def test_pooling_reads_and_writes_spatial_outer_layout(kw, op):
+    """A spatial-outer input (H, W, N, C) is pooled in its layout: values and gradients as
+    torch's, the output and the input gradient spatial-outer too (no copies)."""
+    fn, tfn = (F.max_pool2d, TF.max_pool2d) if op == "max" else (F.avg_pool2d, TF.avg_pool2d)
+    check_op(lambda x: fn(_spatial_outer(x), **kw), [(3, 4, 7, 9)],
+             torch_fn=lambda x: tfn(x, **kw))
+    x = shendu.randn(3, 4, 7, 9, requires_grad=True)
+    xs = _spatial_outer(x)
+    y = fn(xs, **kw)
+    assert y.data.transpose(2, 3, 0, 1).flags.c_contiguous
+    grads = []
+    xs.register_hook(lambda g: grads.append(g))
+    y.backward(shendu.tensor(np.ascontiguousarray(
+        np.ones(y.shape, np.float32).transpose(2, 3, 0, 1)).transpose(2, 3, 0, 1)))
+    assert grads and grads[0].data.transpose(2, 3, 0, 1).flags.c_contiguous
+
+
+def test_max_pool_spatial_outer_rows_split_same_bits(monkeypatch):
+    """The compiled max pooling of a spatial-outer input splits over output rows; the
+    split changes no bit of the output or the gradient."""
+    from shendu.functional import conv as conv_mod
+
+    rng = np.random.default_rng(4)
+    x0 = rng.standard_normal((5, 6, 12, 10)).astype(np.float32)
+    g0 = rng.standard_normal((5, 6, 6, 5)).astype(np.float32)
+
+    def run():
+        x = shendu.tensor(x0, requires_grad=True)
+        y = F.max_pool2d(_spatial_outer(x), 2)
+        y.backward(shendu.tensor(g0))
+        return y.data.copy(), x.grad.data.copy()
+
+    one = run()
+    monkeypatch.setattr(conv_mod, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(conv_mod, "SPLIT_BESIDE_BLAS", 1)
+    before = conv_mod._N_THREADS
+    try:
+        conv_mod.set_kernel_threads(3)
+        split = run()
+    finally:
+        conv_mod.set_kernel_threads(before)
+    for a, b in zip(one, split):
+        np.testing.assert_array_equal(a, b)
+    ref = torch.nn.functional.max_pool2d(torch.tensor(x0), 2)
+    np.testing.assert_array_equal(one[0], ref.numpy())
+
+
 @pytest.mark.parametrize("fn,kw,msg", [
     (F.max_pool2d, dict(kernel_size=2, padding=2), "at most half of kernel size"),
     (F.max_pool2d, dict(kernel_size=9), "too small"),

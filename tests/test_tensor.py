@@ -184,3 +184,17 @@ def test_unpickled_from_mapped_memory_is_an_array_of_its_own(tmp_path):
         np.testing.assert_array_equal(p.data, q.data)
     np.testing.assert_array_equal(m(x).data, back(x).data)
     back.weight.data += 1                                  # in place, as optimizers do
+
+
+def test_contiguous_copies_only_other_layouts():
+    """``contiguous()`` as torch's: the tensor itself when row-major, else a row-major copy
+    whose gradient flows back."""
+    x = shendu.randn(2, 3, 4, requires_grad=True)
+    assert x.contiguous() is x and x.is_contiguous()
+    t = x.permute(2, 0, 1)
+    assert not t.is_contiguous()
+    c = t.contiguous()
+    assert c.is_contiguous() and c.data.flags.c_contiguous
+    np.testing.assert_array_equal(c.data, t.data)
+    (c * shendu.arange(24.0).reshape(4, 2, 3)).sum().backward()
+    np.testing.assert_array_equal(x.grad.data, np.arange(24.0).reshape(4, 2, 3).transpose(1, 2, 0))

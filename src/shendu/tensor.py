@@ -396,7 +396,13 @@ class Tensor:
         return F.clone(self)
 
     def contiguous(self) -> Tensor:
-        return self
+        """This tensor when its memory is in row-major (C) order, else a row-major copy in
+        the graph (as torch's)."""
+        return self if self.data.flags.c_contiguous else F.clone(self)
+
+    def is_contiguous(self) -> bool:
+        """Whether the memory is in row-major (C) order (as torch's)."""
+        return bool(self.data.flags.c_contiguous)
 
     # ------------------------------------------------------------- in-place
     # An in-place op writes into this tensor's memory (so views and detach()ed aliases see

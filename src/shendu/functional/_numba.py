@@ -95,45 +95,46 @@ def _build():
 
     @njit
     def max_tiles(z, kh, kw, best, code, lo, hi):
-        """Max over the ``kh x kw`` tiles of rows ``lo..hi`` of ``z`` (A, H, W, B) into
-        ``best`` (A, Ho, Wo, B), and the row-major offset of the first maximum into
-        ``code``; a NaN wins its window (as ``np.maximum``)."""
+        """Max over the ``kh x kw`` tiles of ``z`` (A, H, W, B) into ``best`` (A, Ho, Wo,
+        B), and the row-major offset of the first maximum into ``code``, for the output
+        rows ``lo..hi`` of the ``A * Ho`` (row ``r`` is ``best[r // Ho, r % Ho]``); a NaN
+        wins its window (as ``np.maximum``)."""
         ho, wo, nb = best.shape[1], best.shape[2], best.shape[3]
-        for a in range(lo, hi):
-            for i in range(ho):
-                for j in range(wo):
-                    b, c = best[a, i, j], code[a, i, j]
-                    first = z[a, i * kh, j * kw]
-                    for n in range(nb):             # the batch innermost: one vector loop
-                        b[n] = first[n]
-                        c[n] = 0
-                    for u in range(kh):
-                        for v in range(kw):
-                            if u == 0 and v == 0:
-                                continue
-                            q, k = z[a, i * kh + u, j * kw + v], u * kw + v
-                            for n in range(nb):
-                                if q[n] > b[n]:
-                                    b[n] = q[n]
-                                    c[n] = k
-                                elif q[n] != q[n]:
-                                    b[n] = q[n]
+        for r in range(lo, hi):
+            a, i = r // ho, r % ho
+            for j in range(wo):
+                b, c = best[a, i, j], code[a, i, j]
+                first = z[a, i * kh, j * kw]
+                for n in range(nb):             # the innermost axis: one vector loop
+                    b[n] = first[n]
+                    c[n] = 0
+                for u in range(kh):
+                    for v in range(kw):
+                        if u == 0 and v == 0:
+                            continue
+                        q, k = z[a, i * kh + u, j * kw + v], u * kw + v
+                        for n in range(nb):
+                            if q[n] > b[n]:
+                                b[n] = q[n]
+                                c[n] = k
+                            elif q[n] != q[n]:
+                                b[n] = q[n]
 
     @njit
     def route_tiles(g, code, kh, kw, dz, lo, hi):
-        """``dz`` (A, H, W, B) of rows ``lo..hi``: each tile's gradient ``g`` at the offset
-        ``code`` names, 0 at the others (rows and columns past the tiles are left as
-        they are)."""
+        """``dz`` (A, H, W, B) under the output rows ``lo..hi`` of the ``A * Ho`` (as in
+        :func:`max_tiles`): each tile's gradient ``g`` at the offset ``code`` names, 0 at
+        the others (rows and columns past the tiles are left as they are)."""
         ho, wo, nb = g.shape[1], g.shape[2], g.shape[3]
-        for a in range(lo, hi):
-            for i in range(ho):
-                for j in range(wo):
-                    gr, cr = g[a, i, j], code[a, i, j]
-                    for u in range(kh):
-                        for v in range(kw):
-                            d, k = dz[a, i * kh + u, j * kw + v], u * kw + v
-                            for n in range(nb):
-                                d[n] = gr[n] if cr[n] == k else 0
+        for r in range(lo, hi):
+            a, i = r // ho, r % ho
+            for j in range(wo):
+                gr, cr = g[a, i, j], code[a, i, j]
+                for u in range(kh):
+                    for v in range(kw):
+                        d, k = dz[a, i * kh + u, j * kw + v], u * kw + v
+                        for n in range(nb):
+                            d[n] = gr[n] if cr[n] == k else 0
 
     @njit
     def col2im_unit(dcols, first, pt, pl, dx, lo, hi):
@@ -216,6 +217,76 @@ def _build():
                             d, p = row[ix + x * sw], src[x0 + x]
                             for n in range(nb):
                                 d[n] += p[n]
+
+    @njit
+    def patch_rows(x4, r0, sh, sw, dh, dw, pt, pl, kh, kw, rows, ones):
+        """Rows of conv's patch matrix for output rows ``r0..``: ``rows`` (R, Wo, N, K)
+        = ``x4[(r0 + y)*sh + i*dh - pt, x*sw + j*dw - pl, n, c]`` at column ``(i*kw + j)*C +
+        c`` of the spatial-outer input ``x4`` (H, W, N, C), zero in the padding, and a last
+        column of ones when ``ones`` (the bias's)."""
+        rr, wo, nb, kp = rows.shape
+        h, w, c = x4.shape[0], x4.shape[1], x4.shape[3]
+        for y in range(rr):
+            for x in range(wo):
+                for n in range(nb):
+                    d = rows[y, x, n]
+                    for i in range(kh):
+                        yi = (r0 + y) * sh + i * dh - pt
+                        for j in range(kw):
+                            xi, base = x * sw + j * dw - pl, (i * kw + j) * c
+                            if yi < 0 or yi >= h or xi < 0 or xi >= w:
+                                for cc in range(c):
+                                    d[base + cc] = 0
+                            else:
+                                s = x4[yi, xi, n]
+                                for cc in range(c):
+                                    d[base + cc] = s[cc]
+                    if ones:
+                        d[kp - 1] = 1
+
+    @njit
+    def gather_rows(prod, ys, xs, sh, sw, dx, q0, q1):
+        """Rows ``q0..q1`` of conv's input gradient ``dx`` (H, W, N, C), spatial-outer,
+        from the products of kernel row ``i`` (``prod[i]`` (NY, Wo, N, kw*C): output rows
+        ``ys[i, 0]..ys[i, 1]``, whose first reads row ``q0 + ys[i, 2]``) and their column
+        taps (``xs[j]``: outputs ``xs[j, 0]..xs[j, 1]`` read column ``xs[j, 2]`` on): zero,
+        then every tap added where it read, kernel row by row, column by column."""
+        w, nb, c = dx.shape[1], dx.shape[2], dx.shape[3]
+        kh, kw = ys.shape[0], xs.shape[0]
+        for q in range(q0, q1):
+            for x in range(w):
+                for n in range(nb):
+                    d = dx[q, x, n]
+                    for cc in range(c):
+                        d[cc] = 0
+        for i in range(kh):
+            y0, y1, iy = ys[i, 0], ys[i, 1], ys[i, 2]
+            for yy in range(y1 - y0):
+                row = dx[q0 + iy + yy * sh]
+                for j in range(kw):
+                    x0, x1, ix = xs[j, 0], xs[j, 1], xs[j, 2]
+                    for x in range(x1 - x0):
+                        dst, src = row[ix + x * sw], prod[i, yy, x0 + x]
+                        for n in range(nb):
+                            d, p = dst[n], src[n]
+                            for cc in range(c):
+                                d[cc] += p[j * c + cc]
+
+    @njit
+    def column_sums(g, out, lo, hi):
+        """``out[b]`` (float64) = the sums down the columns of ``g`` (M, O) over its rows
+        ``b*B..(b+1)*B`` for the blocks ``lo..hi`` (``B = ceil(M / len(out))``), each a
+        running float64 sum."""
+        m, o = g.shape
+        step = (m + out.shape[0] - 1) // out.shape[0]
+        for b in range(lo, hi):
+            acc = out[b]
+            for k in range(o):
+                acc[k] = 0.0
+            for r in range(b * step, min(m, (b + 1) * step)):
+                row = g[r]
+                for k in range(o):
+                    acc[k] += row[k]
 
     @njit
     def lstm_gates(s, sn, hb, half):
@@ -541,6 +612,7 @@ def _build():
     K = Kernels()
     K.max_tiles, K.route_tiles, K.col2im_unit = max_tiles, route_tiles, col2im_unit
     K.tile_patches, K.gather_taps = tile_patches, gather_taps
+    K.patch_rows, K.gather_rows, K.column_sums = patch_rows, gather_rows, column_sums
     K.layer_norm_rows, K.layer_norm_grad_rows = layer_norm_rows, layer_norm_grad_rows
     K.add_layer_norm_rows = add_layer_norm_rows
     K.layer_norm_split, K.layer_norm_grad_split = layer_norm_split, layer_norm_grad_split

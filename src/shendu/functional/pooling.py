@@ -28,26 +28,37 @@ from shendu.tensor import Tensor
 __all__ = ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"]
 
 
-def _arrange(a: np.ndarray) -> tuple[np.ndarray, bool]:
-    """The 4-D ``a`` (N, C, H, W) as a C-contiguous (A, H, W, B) array: (C, H, W, N) when
-    ``a`` is a view of batch-innermost memory (or of no contiguous memory at all), else the
-    free reshape (N*C, H, W, 1). Returns it and whether it is batch-innermost."""
+def _arrange(a: np.ndarray) -> tuple[np.ndarray, str]:
+    """The 4-D ``a`` (N, C, H, W) as a C-contiguous (A, H, W, B) array, and its
+    arrangement: ``"hwnc"``, the free reshape (1, H, W, N*C), when ``a`` is a view of
+    spatial-outer memory (a tiled convolution's output); ``"chwn"``, (C, H, W, N), when it
+    is a view of batch-innermost memory (or of no contiguous memory at all); else
+    ``"nchw"``, the free reshape (N*C, H, W, 1)."""
+    s = a.transpose(2, 3, 0, 1)
+    if s.flags.c_contiguous:
+        return s.reshape((1,) + s.shape[:2] + (-1,)), "hwnc"
     t = a.transpose(1, 2, 3, 0)
     if t.flags.c_contiguous:
-        return t, True
+        return t, "chwn"
     if a.flags.c_contiguous:
-        return a.reshape((-1,) + a.shape[2:] + (1,)), False
-    return np.ascontiguousarray(t), True
+        return a.reshape((-1,) + a.shape[2:] + (1,)), "nchw"
+    return np.ascontiguousarray(t), "chwn"
 
 
-def _back(z: np.ndarray, chwn: bool, n: int, c: int) -> np.ndarray:
+def _back(z: np.ndarray, mode: str, n: int, c: int) -> np.ndarray:
     """Inverse of :func:`_arrange` for an (A, Ho, Wo, B) result."""
-    return from_chwn(z) if chwn else z.reshape((n, c) + z.shape[1:3])
+    if mode == "hwnc":
+        return z.reshape(z.shape[1:3] + (n, c)).transpose(2, 3, 0, 1)
+    return from_chwn(z) if mode == "chwn" else z.reshape((n, c) + z.shape[1:3])
 
 
-def _like(g: np.ndarray, chwn: bool) -> np.ndarray:
-    """``g`` (N, C, Ho, Wo) in the arrangement chosen by :func:`_arrange`."""
-    if chwn:
+def _like(g: np.ndarray, mode: str) -> np.ndarray:
+    """``g`` (N, C, Ho, Wo) in the arrangement ``mode`` of :func:`_arrange`."""
+    if mode == "hwnc":
+        s = g.transpose(2, 3, 0, 1)
+        s = s if s.flags.c_contiguous else np.ascontiguousarray(s)
+        return s.reshape((1,) + s.shape[:2] + (-1,))
+    if mode == "chwn":
         t = g.transpose(1, 2, 3, 0)
         return t if t.flags.c_contiguous else np.ascontiguousarray(t)
     return np.ascontiguousarray(g).reshape((-1,) + g.shape[2:] + (1,))
@@ -93,7 +104,7 @@ class MaxPool2d(Function):
         if unbatched:
             x = x[None]
         n, c = x.shape[:2]
-        z, chwn = _arrange(x)
+        z, mode = _arrange(x)
         geo = _geo(geom)
         _, tile = _disjoint(geom)
         self.code = None
@@ -107,8 +118,10 @@ class MaxPool2d(Function):
             if nb is not None:                      # one pass (shendu.functional._numba)
                 kh, kw = geom[4]
 
-                def run(lo: int, hi: int) -> None:
+                def run(lo: int, hi: int) -> None:  # output rows lo..hi-1 of the A * Ho
                     nb.max_tiles(z, kh, kw, best, code, lo, hi)
+
+                count = best.shape[0] * best.shape[1]
             else:
                 def run(lo: int, hi: int) -> None:  # rows lo..hi-1 of (A, ...): disjoint
                     b, cd = best[lo:hi], code[lo:hi]
@@ -120,7 +133,8 @@ class MaxPool2d(Function):
                         np.maximum(b, q, out=b)
                         np.maximum(cd, gt.view(np.uint8) * np.uint8(k), out=cd)
 
-            parallel(run, best.shape[0], z.size)
+                count = best.shape[0]
+            parallel(run, count, z.size)
             out = best
             if not np.isnan(out).any():
                 self.code = code
@@ -136,15 +150,15 @@ class MaxPool2d(Function):
                     np.maximum(r, z[ii], out=r)
         if self.code is None:
             self.z, self.out = z, out
-        self.shape, self.chwn, self.geom, self.nc = z.shape, chwn, geom, (n, c)
+        self.shape, self.mode, self.geom, self.nc = z.shape, mode, geom, (n, c)
         self.unbatched = unbatched
-        y = _back(out, chwn, n, c)
+        y = _back(out, mode, n, c)
         return y[0] if unbatched else y
 
     def backward(self, g):
         if self.unbatched:
             g = g[None]
-        gz = _like(g, self.chwn)
+        gz = _like(g, self.mode)
         geo = _geo(self.geom)
         disjoint, tile = _disjoint(self.geom)
         h, w, ho, wo = self.geom[:4]
@@ -158,7 +172,7 @@ class MaxPool2d(Function):
                 def rows(lo: int, hi: int) -> None:
                     nb.route_tiles(gz, code, k_h, k_w, dz, lo, hi)
 
-                parallel(rows, dz.shape[0], dz.size)
+                parallel(rows, gz.shape[0] * gz.shape[1], dz.size)
             else:
                 def run(lo: int, hi: int) -> None:  # kernel offsets lo..hi-1: disjoint
                     for k in range(lo, hi):
@@ -167,7 +181,7 @@ class MaxPool2d(Function):
                 parallel(run, len(geo), dz.size)
         else:
             dz = self._general_backward(gz, geo, disjoint)
-        gx = _back(dz, self.chwn, *self.nc)
+        gx = _back(dz, self.mode, *self.nc)
         return gx[0] if self.unbatched else gx
 
     def _general_backward(self, gz, geo, disjoint):
@@ -214,7 +228,7 @@ class AvgPool2d(Function):
         if unbatched:
             x = x[None]
         n, c = x.shape[:2]
-        z, chwn = _arrange(x)
+        z, mode = _arrange(x)
         geo = _geo(geom)
         full = next((k for k, o in enumerate(geo) if o[2]), None)
         if full is None:
@@ -226,15 +240,15 @@ class AvgPool2d(Function):
                 acc[oi] += z[ii]
         div = div if np.ndim(div) == 0 else div[:, :, None]   # (Ho, Wo, 1)
         acc /= div
-        self.shape, self.chwn, self.geom, self.div, self.nc = z.shape, chwn, geom, div, (n, c)
+        self.shape, self.mode, self.geom, self.div, self.nc = z.shape, mode, geom, div, (n, c)
         self.unbatched = unbatched
-        y = _back(acc, chwn, n, c)
+        y = _back(acc, mode, n, c)
         return y[0] if unbatched else y
 
     def backward(self, g):
         if self.unbatched:
             g = g[None]
-        gd = _like(g, self.chwn) / self.div
+        gd = _like(g, self.mode) / self.div
         disjoint, tile = _disjoint(self.geom)
         h, w, ho, wo, k = self.geom[:5]
         exact = tile and ho * k[0] == h and wo * k[1] == w
@@ -246,7 +260,7 @@ class AvgPool2d(Function):
                 np.copyto(dz[ii], gd[oi])
             else:
                 dz[ii] += gd[oi]
-        gx = _back(dz, self.chwn, *self.nc)
+        gx = _back(dz, self.mode, *self.nc)
         return gx[0] if self.unbatched else gx
 
 
