@@ -10,14 +10,17 @@ import itertools
 import os
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
 
 from shendu.functional import _gemm, _numba, conv
 
-MKL = _gemm.backend() == "mkl"
-needs_mkl = pytest.mark.skipif(not MKL, reason="the mkl extra is not installed here")
+MKL = _gemm.backend() in ("mkl", "openblas")     # the kernels' own single-threaded GEMM
+needs_mkl = pytest.mark.skipif(
+    not MKL, reason="no GEMM of the kernels' own here: neither the mkl extra nor the OpenBLAS "
+                    "adapters (Numba)")
 
 
 def _array(rng, shape, dtype, layout):
@@ -292,7 +295,7 @@ def test_accumulate_adds_the_product_to_out(every_product, dtype):
         _gemm.matmul(a, a.swapaxes(-1, -2), accumulate=True)
 
 
-@needs_mkl
+@pytest.mark.skipif(_gemm.backend() != "mkl", reason="MKL's grouped batch call only")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_stacks_without_one_batch_stride(every_product, monkeypatch, dtype):
     """Heads split out of a projection's rows, (B, H, T, E) views of (B, T, H, E) memory,
@@ -469,7 +472,8 @@ def test_backend_choice_from_the_environment():
     assert out == "numpy"
     env["SHENDU_GEMM"] = "blas"
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert r.returncode != 0 and "SHENDU_GEMM should be 'auto', 'mkl' or 'numpy'" in r.stderr
+    assert r.returncode != 0 and ("SHENDU_GEMM should be 'auto', 'mkl', 'openblas' or 'numpy'"
+                                  in r.stderr)
 
 
 #: the op and layer parity tests, in two groups of about the same time on NumPy alone
@@ -513,3 +517,65 @@ def test_column_sums_as_matrix_vector_product(dtype):
     assert np.isnan(s[2]) and s[4] == np.inf and np.isnan(s[5]) and np.isfinite(s[0])
     z = column_sums(np.empty((0, 4), dtype))
     assert z.shape == (4,) and z.dtype == dtype and not z.any()
+
+
+def _openblas_here() -> bool:
+    from shendu.functional import _openblas
+
+    return _openblas.load() is not None
+
+
+def test_gemm_library_by_processor():
+    """``auto``: MKL's GEMM on Intel's processors, NumPy's OpenBLAS through the adapters on
+    others (where both can be loaded); ``SHENDU_GEMM=openblas`` asks for the adapters on
+    any processor."""
+    code = "from shendu.functional import _gemm; print(_gemm.backend())"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env=dict(os.environ, SHENDU_GEMM="auto"), timeout=120, check=True)
+    got = r.stdout.strip()
+    has_mkl = _gemm._find_mkl_rt() is not None
+    if has_mkl and _openblas_here():
+        assert got == ("mkl" if _gemm._cpu_vendor() == "GenuineIntel" else "openblas")
+    elif _openblas_here():
+        assert got == "openblas"
+    if not _openblas_here():
+        pytest.skip("NumPy's BLAS is not an OpenBLAS the adapters can call here")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env=dict(os.environ, SHENDU_GEMM="openblas"), timeout=120, check=True)
+    assert r.stdout.strip() == "openblas"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_openblas_adapters_one_thread_per_call(dtype):
+    """The adapters compute ``C = alpha op(A) op(B) + beta C`` as NumPy does (to rounding),
+    transposed operands, leading dimensions and beta included, and run on the calling
+    thread: called from four Python threads at once, each gets its own right product, and
+    NumPy's own thread count is left as it was."""
+    from shendu.functional import _openblas
+
+    found = _openblas.load()
+    if found is None:
+        pytest.skip("NumPy's BLAS is not an OpenBLAS the adapters can call here")
+    f = found[np.dtype(dtype)][0]
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    blas = conv._blas()
+    before = [lib.num_threads for lib in blas]
+
+    def one(seed, out):
+        r = np.random.default_rng(seed)
+        a = r.standard_normal((70, 50)).astype(dtype)           # used transposed: (50, 70)
+        b = r.standard_normal((70, 90)).astype(dtype)[:, :40]   # ldb 90
+        c = r.standard_normal((50, 40)).astype(dtype)
+        want = 0.5 * a.T @ b + c
+        f(101, 112, 111, 50, 40, 70, 0.5, a.ctypes.data, 50, b.ctypes.data, 90, 1.0,
+          c.ctypes.data, 40)
+        out.append(np.abs(c - want).max() / np.abs(want).max())
+
+    outs = []
+    threads = [threading.Thread(target=one, args=(s, outs)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(outs) == 4 and max(outs) < tol, outs
+    assert [lib.num_threads for lib in blas] == before

@@ -16,7 +16,7 @@ import pytest
 
 from shendu.functional import _gemm, _numba, _regions, conv
 
-SPLIT = _gemm.backend() == "mkl" and _regions.gemm() is not None
+SPLIT = _gemm.backend() in ("mkl", "openblas") and _regions.gemm() is not None
 needs_split = pytest.mark.skipif(
     not SPLIT, reason="no split region here: it needs the mkl extra, Numba and TBB")
 
@@ -487,7 +487,9 @@ def test_numpy_loops_are_numpys_own():
 def test_layer_norm_rows_in_one_region(monkeypatch, add):
     """Layer norm's compiled rows (and the residual sum before them, and the backward's
     rows) over the kernel threads in one TBB region: the bits of the rows split over the
-    kernels' Python threads, or of one thread."""
+    kernels' Python threads, or of one thread. (The weight and bias gradients are column
+    sums, products whose library depends on the thread count: on one thread NumPy's,
+    beside its threads the kernels' own; equal to float32 rounding.)"""
     import shendu
     from shendu.functional import normalization as N
 
@@ -524,6 +526,9 @@ def test_layer_norm_rows_in_one_region(monkeypatch, add):
         alone = run()
     finally:
         conv.set_kernel_threads(before)
-    for a, c, d in zip(got, want, alone):
+    for i, (a, c, d) in enumerate(zip(got, want, alone)):
         np.testing.assert_array_equal(a, c)
-        np.testing.assert_array_equal(a, d)
+        if i < len(got) - 2:                    # the output and the inputs' gradients
+            np.testing.assert_array_equal(a, d)
+        else:                                   # the weight's and the bias's
+            np.testing.assert_allclose(a, d, rtol=1e-5, atol=1e-5 * np.abs(d).max())

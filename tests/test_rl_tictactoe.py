@@ -58,34 +58,53 @@ def test_minimax_never_loses_and_random_loses():
     assert count_losses(RandomPlayer(0), True, "minimax")[0] > 0   # the check can fail
 
 
+#: the seeds trained; all but one must give an unbeatable player. Which of the close moves
+#: training settles on depends on the products' last bits (which differ between BLAS
+#: libraries and processors): over seeds about one in ten loses a game or two as O to
+#: perfect play (docs/game_ai.md), so one seed alone would test the library's rounding
+SEEDS = (0, 1, 2)
+
+
 @pytest.fixture(scope="module")
 def trained():
-    # TD(0) self-play only: 30,000 games, a fixed seed (about half a minute)
-    return TDSelfPlay(seed=0).learn(30_000)
+    # TD(0) self-play only: 30,000 games per seed (about 20 s each)
+    return [TDSelfPlay(seed=s).learn(30_000) for s in SEEDS]
+
+
+def _losing(players, opponent):
+    """The seeds whose player loses a game to ``opponent`` as X or as O, with the counts."""
+    out = {}
+    for seed, player in zip(SEEDS, players):
+        counts = [count_losses(player, as_first, opponent=opponent) for as_first in (True, False)]
+        assert all(games > 0 for _, games in counts)
+        if any(losses for losses, _ in counts):
+            out[seed] = counts
+    return out
 
 
 @pytest.mark.slow
 def test_never_loses_to_perfect_play_from_every_opening(trained):
     # every opening (all nine first moves when it plays second) and every perfect reply
-    for as_first in (True, False):
-        losses, games = count_losses(trained, as_first, opponent="minimax")
-        assert games > 0 and losses == 0, (as_first, losses, games)
+    losing = _losing(trained, "minimax")
+    assert len(losing) <= 1, losing
 
 
 @pytest.mark.slow
 def test_never_loses_to_any_opponent(trained):
     # stronger still: every legal reply of the opponent at every turn
-    for as_first in (True, False):
-        losses, games = count_losses(trained, as_first, opponent="any")
-        assert losses == 0, (as_first, losses, games)
+    losing = _losing(trained, "any")
+    assert len(losing) <= 1, losing
 
 
 @pytest.mark.slow
 def test_against_random_play(trained):
-    first = play_match(trained, RandomPlayer(1), 1000)
-    second = play_match(RandomPlayer(2), trained, 1000)
-    assert first["second"] == 0 and first["first"] >= 900, first
-    assert second["first"] == 0 and second["second"] >= 700, second
+    unbeaten = [p for s, p in zip(SEEDS, trained) if s not in _losing(trained, "minimax")]
+    assert unbeaten
+    for player in unbeaten:
+        first = play_match(player, RandomPlayer(1), 1000)
+        second = play_match(RandomPlayer(2), player, 1000)
+        assert first["second"] == 0 and first["first"] >= 900, first
+        assert second["first"] == 0 and second["second"] >= 700, second
 
 
 def test_untrained_network_is_beaten():

@@ -1,5 +1,11 @@
-"""Matrix products for the kernels: Intel MKL's GEMM when the optional ``mkl`` wheel is
-installed (``pip install shendu[mkl]``), NumPy's ``matmul`` otherwise.
+"""Matrix products for the kernels: a single-threaded GEMM of their own — Intel MKL's when
+the optional ``mkl`` wheel is installed (``pip install shendu[mkl]``) on Intel's processors,
+NumPy's own OpenBLAS called one thread per call through compiled adapters where Numba is
+installed on other processors (:mod:`shendu.functional._openblas`: MKL's generic path there
+runs 10-25% slower), whichever of the two is present otherwise — or NumPy's ``matmul``
+where neither is. What is said of MKL's GEMM below holds for the OpenBLAS adapters too,
+but for MKL's batched calls: a stack of products with one batch stride is then a compiled
+loop of single calls, one without goes to NumPy.
 
 NumPy's wheels bring OpenBLAS, whose sgemm runs 10–50% below MKL's on the shapes of our
 layers (a (2048, 128) × (128, 512) product, an im2col convolution's (16384, 288) × (288, 64):
@@ -21,7 +27,8 @@ at a given thread count always gets the same one, and the same bits.
 cannot take as they are (integer dtypes, mixed dtypes, strides that are not a matrix layout,
 small products where a foreign call costs more than it saves) go to ``np.matmul``.
 ``SHENDU_GEMM=numpy`` in the environment keeps every product on NumPy (the path the tests
-also run), ``SHENDU_GEMM=mkl`` makes a missing MKL an error.
+also run), ``SHENDU_GEMM=mkl`` or ``openblas`` asks for that library on any processor (an
+error where it cannot be loaded).
 
 :func:`exp` is ``np.exp`` on MKL's vector math (VML, high-accuracy mode) for float32 arrays
 of some size, on Intel's processors (:func:`vml_pays`): twice as fast as NumPy's there, and
@@ -95,10 +102,11 @@ def _load() -> dict:
         if _state:
             return _state
         choice = os.environ.get("SHENDU_GEMM", "auto").lower()
-        if choice not in ("auto", "mkl", "numpy"):
-            raise ValueError(f"SHENDU_GEMM should be 'auto', 'mkl' or 'numpy', got {choice!r}")
+        if choice not in ("auto", "mkl", "numpy", "openblas"):
+            raise ValueError("SHENDU_GEMM should be 'auto', 'mkl', 'openblas' or 'numpy', got "
+                             f"{choice!r}")
         lib = None
-        if choice != "numpy":
+        if choice in ("auto", "mkl"):
             path = _find_mkl_rt()
             if path is not None:
                 try:
@@ -111,9 +119,21 @@ def _load() -> dict:
                                    "pip install 'shendu[mkl]' (Linux and Windows on x86-64)")
         from shendu.functional import conv as _conv
 
+        openblas = None
+        if choice == "openblas" or (choice == "auto" and (lib is None or not mkl_pays())):
+            from shendu.functional import _openblas
+
+            openblas = _openblas.load()
+            if openblas is None and choice == "openblas":
+                raise RuntimeError("SHENDU_GEMM=openblas, but NumPy's BLAS is not an OpenBLAS "
+                                   "with 64-bit-int CBLAS and per-thread counts, or Numba is "
+                                   "missing")
+        # "lib": MKL where loaded, whose vector math (and, in blockwise attention, batched
+        # GEMM: _flash_mkl) serve even where the products are OpenBLAS's
         _state["lib"] = lib
-        _state["name"] = "numpy" if lib is None else "mkl"
+        _state["name"] = "openblas" if openblas else "numpy" if lib is None else "mkl"
         _state["gemm"], _state["batch"], _state["group"], _state["exp"] = {}, {}, {}, False
+        _state["addresses"] = {}
         if lib is not None:
             P, I = ctypes.c_void_p, ctypes.c_longlong if _ilp64() else ctypes.c_int
             i = ctypes.c_int
@@ -136,14 +156,46 @@ def _load() -> dict:
                     f.argtypes = [i] + [P] * 13 + [I, P]
                     f.restype = None
                     group[np.dtype(dt)] = f
-            _state["gemm"], _state["batch"], _state["group"] = gemm, batch, group
+            if openblas is None:
+                _state["gemm"], _state["batch"], _state["group"] = gemm, batch, group
+                if not _ilp64():
+                    _state["addresses"] = {dt: ctypes.cast(f, ctypes.c_void_p).value
+                                           for dt, f in gemm.items()}
             f = getattr(lib, "vmsExp", None)
             if f is not None and vml_pays():
                 f.argtypes = [I, P, P, ctypes.c_longlong]
                 f.restype = None
                 _state["exp"] = f
+        if openblas is not None:
+            _state["gemm"] = {dt: f for dt, (f, _) in openblas.items()}
+            _state["addresses"] = {dt: a for dt, (_, a) in openblas.items()}
+            _state["batch"] = {dt: _serial_stack(dt, a) for dt, (_, a) in openblas.items()}
         _GEMM, _EXP = _state["gemm"], _state["exp"]
         return _state
+
+
+def _serial_stack(dt, address: int):
+    """A strided stack of products, with the arguments of MKL's
+    ``cblas_?gemm_batch_strided``, as a compiled loop of calls of the GEMM at ``address``
+    on the calling thread (``_regions_compiled.stack_serial``): the batch call where the
+    products are OpenBLAS's."""
+    from shendu.functional._regions_compiled import stack_serial
+
+    dt = np.dtype(dt)
+
+    def batch(order, ta, tb, m, n, k, alpha, pa, lda, sa, pb, ldb, sb, beta, pc, ldc, sc,
+              count):
+        stack_serial(address, ta, tb, m, n, k, dt.type(alpha), pa, lda, sa, pb, ldb, sb,
+                     dt.type(beta), pc, ldc, sc, count, dt.itemsize)
+
+    return batch
+
+
+def mkl_pays() -> bool:
+    """Whether MKL's GEMM is the kernels' where both it and NumPy's OpenBLAS could be
+    (:mod:`shendu.functional._openblas`): on Intel's processors; elsewhere MKL takes a
+    generic path, 10-25% slower than OpenBLAS on our layers' products on an AMD EPYC."""
+    return _cpu_vendor() == "GenuineIntel"
 
 
 def vml_pays() -> bool:
@@ -179,7 +231,9 @@ def _ilp64() -> bool:
 
 
 def backend() -> str:
-    """``"mkl"`` when the products run on Intel MKL, ``"numpy"`` when on NumPy's BLAS."""
+    """``"mkl"`` when the products run on Intel MKL, ``"openblas"`` when on NumPy's OpenBLAS
+    called one thread per call (:mod:`shendu.functional._openblas`), ``"numpy"`` when on
+    ``np.matmul``."""
     return _load()["name"]
 
 

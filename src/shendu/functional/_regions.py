@@ -1,5 +1,6 @@
-"""Products split over threads in one compiled parallel region: each thread runs Intel MKL's
-single-threaded GEMM on its own block of rows (or columns) of the result.
+"""Products split over threads in one compiled parallel region: each thread runs the kernels'
+single-threaded GEMM (Intel MKL's, or NumPy's OpenBLAS one thread per call:
+:mod:`shendu.functional._gemm`) on its own block of rows (or columns) of the result.
 
 With several kernel threads, a product outside the kernels' own parallel regions used to go
 to NumPy's threaded OpenBLAS. Split here instead it runs 10-40% faster on the shapes of our
@@ -15,7 +16,7 @@ the workqueue layer aborts on concurrent entry). Where Numba has not started its
 it is asked for TBB alone; where it runs another layer already (the user's own parallel
 code came first), or TBB is missing, products stay where they were.
 
-MKL is called through an address passed in at run time (an LLVM indirect call), so the
+The GEMM is called through an address passed in at run time (an LLVM indirect call), so the
 compiled region is cached on disk like the other compiled loops. The same way, whole
 stretches of a layer run in one region where an op's products would be split by rows:
 the LSTM's steps (:func:`lstm`: each thread a block of hidden units, its gate rows'
@@ -39,7 +40,8 @@ _loaded: list = []          # [what gemm() returns]
 def gemm():
     """``((split, addresses), (split_stack, addresses), (stack_serial, addresses))``: the
     compiled drivers and the address of ``cblas_?gemm`` for each dtype, or None where Numba,
-    its TBB layer or MKL (LP64) is missing.
+    its TBB layer or the kernels' own GEMM (MKL's LP64 one, or the OpenBLAS adapters) is
+    missing.
 
     ``split(f, ta, tb, m, n, k, alpha, pa, lda, pb, ldb, beta, pc, ldc, isz, t)`` computes
     the row-major ``C = alpha op(A) op(B) + beta C`` in ``t`` blocks, of rows when ``m >=
@@ -93,16 +95,11 @@ def _build():
 
     if _numba.kernels() is None:            # no Numba, or SHENDU_NUMBA=0
         return None
-    st = _gemm._load()
-    lib = st.get("lib")
-    if lib is None or _gemm._ilp64() or not tbb():
+    addresses = _gemm._load()["addresses"]
+    if not addresses or not tbb():
         return None
-    import numpy as np
-
     from shendu.functional._regions_compiled import split, split_stack, stack_serial
 
-    addresses = {np.dtype(np.float32): ctypes.cast(lib.cblas_sgemm, ctypes.c_void_p).value,
-                 np.dtype(np.float64): ctypes.cast(lib.cblas_dgemm, ctypes.c_void_p).value}
     return (split, addresses), (split_stack, addresses), (stack_serial, addresses)
 
 
@@ -167,7 +164,7 @@ def lstm():
     (``lstm_scan_serial``), the backward's (``lstm_back_steps``), with the addresses of
     ``cblas_?gemm`` and NumPy's ``tanh`` loop (:func:`numpy_loop`: address and data) for
     each dtype; ``scan`` and ``back`` None without the TBB region, everything None where
-    Numba or MKL (LP64) is missing."""
+    Numba or the kernels' own GEMM is missing."""
     from shendu.functional._numba import once
 
     return once(_lstm_loaded, _lstm_lock, _build_lstm)
@@ -178,21 +175,16 @@ def _build_lstm():
 
     if _numba.kernels() is None:
         return None
-    lib = _gemm._load().get("lib")
-    if lib is None or _gemm._ilp64():
+    gemms = _gemm._load()["addresses"]
+    if not gemms:
         return None
     import numpy as np
 
     from shendu.functional._regions_compiled import lstm_back_steps, lstm_scan, lstm_scan_serial
 
-    def address(name):
-        f = getattr(lib, name, None)
-        return None if f is None else ctypes.cast(f, ctypes.c_void_p).value
-
     f32, f64 = np.dtype(np.float32), np.dtype(np.float64)
-    gemms = {f32: address("cblas_sgemm"), f64: address("cblas_dgemm")}
     tanhs = {f32: numpy_loop(np.tanh, f32), f64: numpy_loop(np.tanh, f64)}
-    if None in gemms.values() or None in tanhs.values():
+    if None in tanhs.values():
         return None
     tbb = bool(gemm())
     return (lstm_scan if tbb else None), lstm_scan_serial, (lstm_back_steps if tbb else None), \

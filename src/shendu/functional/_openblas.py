@@ -1,0 +1,75 @@
+"""NumPy's own OpenBLAS as the kernels' single-threaded GEMM (:mod:`shendu.functional._gemm`
+takes it where MKL is not the faster library: on processors other than Intel's).
+
+MKL takes a generic code path on other vendors' processors. On an AMD EPYC with AVX-512,
+one thread, OpenBLAS's sgemm runs 10-25% faster than MKL's on our layers' shapes (an LSTM
+step's (512, 161) @ (161, 64): 97 GFLOP/s against 77; a convolution tile's (1024, 289) @
+(289, 64): 95 against 87). The kernels call their GEMM with MKL's C signature (CBLAS,
+32-bit ints), from Python through ``ctypes`` and from compiled regions through its address;
+NumPy's wheels bring OpenBLAS with 64-bit ints (``scipy_cblas_sgemm64_``). Two compiled
+adapters (:mod:`shendu.functional._openblas_compiled`, cached on disk like the other
+compiled loops) take the one signature and call the other, after setting OpenBLAS's thread
+count *for the calling thread* to one (``openblas_set_num_threads_local``): each call runs
+on the thread that makes it, as MKL's sequential layer does, and OpenBLAS's own threads
+never start for the kernels' products. NumPy's own calls keep NumPy's thread count.
+
+The adapters find OpenBLAS's functions by names given to LLVM at run time
+(``llvmlite.binding.add_symbol``), so the cached machine code holds no address of this
+process. Where NumPy's BLAS is not an OpenBLAS with these functions (an older one without
+per-thread counts, Accelerate on macOS, a NumPy built against another BLAS), or Numba is
+missing, :func:`load` returns None.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+__all__ = ["load"]
+
+#: (sgemm, dgemm) names of the 64-bit-int CBLAS GEMM in OpenBLAS builds: SciPy's wheels'
+#: (NumPy >= 2), then the ``64_``-suffixed ones of older NumPy wheels
+_NAMES = (("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_"), ("cblas_sgemm64_", "cblas_dgemm64_"))
+_LOCAL = "openblas_set_num_threads_local"
+
+
+def _library():
+    """A handle on NumPy's OpenBLAS (the library threadpoolctl finds in NumPy's folders),
+    or None."""
+    from shendu.functional import conv
+
+    for lib in conv._blas():
+        if getattr(lib, "internal_api", "") == "openblas" and conv._in_numpy(lib.filepath):
+            try:
+                return ctypes.CDLL(lib.filepath)
+            except OSError:
+                return None
+    return None
+
+
+def load():
+    """``{dtype: (ctypes function, address)}`` of the adapters for float32 and float64, or
+    None where NumPy's BLAS has no such OpenBLAS GEMM or Numba is missing."""
+    try:
+        import llvmlite.binding as ll
+        import numba  # noqa: F401 - the adapters are compiled
+    except ImportError:
+        return None
+    lib = _library()
+    if lib is None or not hasattr(lib, _LOCAL):
+        return None
+    names = next((pair for pair in _NAMES if all(hasattr(lib, n) for n in pair)), None)
+    if names is None:
+        return None
+
+    def address(name):
+        return ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
+
+    ll.add_symbol("shendu_openblas_sgemm", address(names[0]))
+    ll.add_symbol("shendu_openblas_dgemm", address(names[1]))
+    ll.add_symbol("shendu_openblas_local_threads", address(_LOCAL))
+    import numpy as np
+
+    from shendu.functional._openblas_compiled import dgemm, sgemm
+
+    return {np.dtype(np.float32): (sgemm.ctypes, sgemm.address),
+            np.dtype(np.float64): (dgemm.ctypes, dgemm.address)}
