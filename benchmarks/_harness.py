@@ -137,7 +137,7 @@ def threads_note() -> str:
     """Threads, CPUs, and which library computes shendu's matrix products."""
     from shendu.functional import _gemm
 
-    gemm = f"shendu products on {_gemm.backend()} (SHENDU_GEMM=numpy|mkl)"
+    gemm = f"shendu products on {_gemm.backend()} (SHENDU_GEMM=numpy|mkl|openblas)"
     try:
         import torch
 
