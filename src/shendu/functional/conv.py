@@ -628,9 +628,14 @@ class Conv2d(Function):
         self.tile = (rows, geom, kern)
         return y.transpose(2, 3, 0, 1)                                 # NCHW view
 
-    def _weight_grad_rows(self, g2: np.ndarray) -> np.ndarray:
-        """``dW^T = P^T dY`` of :meth:`_forward_rows`, tile by tile (``P_t^T dY_t``, the
-        patches made again), the tiles' partial products summed in tile order."""
+    def _weight_grad_tiled(self, g2: np.ndarray) -> np.ndarray:
+        """``dW = dY X_col^T`` tile by tile (as ``X_col dY^T``, which MKL runs faster), the
+        patches made again from the input; the tiles' partial products are summed in tile
+        order. ``g2`` is ``dY`` as (O, Ho*Wo*N), or as (Ho*Wo*N, O) after
+        :meth:`_forward_rows`, whose tiles' products are ``P_t^T dY_t`` from patch rows or
+        ``X_col,t dY_t`` from patch columns. (The batch-innermost kernel's bias gradient
+        stays NumPy's pairwise sum over ``dY``: as a row of ones in this product it would be
+        a running float32 sum, measured 5x less accurate.)"""
         n, c, h, wd, ho, wo, _, _ = self.geom
         o, _, kh, kw = self.w.shape
         kg = c * kh * kw
@@ -646,7 +651,10 @@ class Conv2d(Function):
             try:
                 for t in range(lo, hi):
                     r0, r1 = t * rows, min(ho, (t + 1) * rows)
-                    gt = g2[r0 * per_row:r1 * per_row]
+                    if self.rows is None:
+                        gt = g2[:, r0 * per_row:r1 * per_row].T
+                    else:
+                        gt = g2[r0 * per_row:r1 * per_row]
                     if self.rows:
                         p = buf[:kg * (r1 - r0) * per_row].reshape(r1 - r0, wo, n, kg)
                         kern.patch_rows(xs, r0, sh, sw, dh, dw, pt, pl, kh, kw, p, False)
@@ -659,105 +667,58 @@ class Conv2d(Function):
 
         _run_tiles(run, nt, kg * ho * per_row * o)
         s = np.add.reduce(parts, axis=0)                                # (K, O)
-        if self.rows:
+        if self.rows:                                                   # columns (i, j, c)
             return np.ascontiguousarray(s.reshape(kh, kw, c, o).transpose(3, 2, 0, 1))
         return np.ascontiguousarray(s.T).reshape(o, c, kh, kw)
 
-    def _input_grad_rows(self, g4: np.ndarray) -> np.ndarray:
-        """``dX`` of :meth:`_forward_rows`, spatial-outer, by tiles of input rows, each
-        gathering what reaches it (as :meth:`_input_grad_tiled`): for kernel row ``i``, the
-        output rows whose tap ``i`` reads the tile make one product ``dY_rows W_i``
-        (``(rows*Wo*N, O) @ (O, kw*C)``), whose ``kw`` column taps are then added into the
-        tile."""
-        n, c, h, wd, ho, wo, _, _ = self.geom
-        w = self.w
-        o, _, kh, kw = w.shape
-        _, ((sh, sw), (dh, dw), (pt, pl)), kern = self.tile
-        per_row = wo * n
-        w_rows = np.ascontiguousarray(w.transpose(2, 0, 3, 1)).reshape(kh, o, kw * c)
-        xs = np.array([out_range(j * dw - pl, sw, wd, wo) for j in range(kw)], np.int64)
-        rows = _tile_rows(c * kh * kw, wd, n, h)
-        most = (rows - 1) // sh + 1                 # output rows a kernel row brings a tile
-        dx = np.empty((h, wd, n, c), g4.dtype)
-        g3 = g4.reshape(ho, per_row, o)
-
-        def run(lo: int, hi: int) -> None:       # tiles lo..hi-1: disjoint rows of dx
-            buf = workspace.get((kh, most, wo, n, kw * c), g4.dtype)
-            try:
-                for t in range(lo, hi):
-                    q0, q1 = t * rows, min(h, (t + 1) * rows)
-                    ys = np.array([out_range(i * dh - pt - q0, sh, q1 - q0, ho)
-                                   for i in range(kh)], np.int64)
-                    for i, (y0, y1, _) in enumerate(ys):
-                        if y1 > y0:
-                            matmul(g3[y0:y1].reshape(-1, o), w_rows[i],
-                                   out=buf[i, :y1 - y0].reshape(-1, kw * c))
-                    kern.gather_rows(buf, ys, xs, sh, sw, dx, q0, q1)
-            finally:
-                workspace.put(buf)
-
-        _run_tiles(run, -(-h // rows), c * kh * kw * ho * per_row * o)
-        return dx.transpose(2, 3, 0, 1)
-
-    def _weight_grad_tiled(self, g2: np.ndarray) -> np.ndarray:
-        """``dW = dY X_col^T`` tile by tile (as ``X_col dY^T``, which MKL runs faster), the
-        patches made again from the input; the tiles' partial products are summed in tile
-        order. (The bias's gradient stays NumPy's pairwise sum over ``dY``: as a row of
-        ones in this product it would be a running float32 sum, measured 5x less
-        accurate.)"""
-        n, c, h, wd, ho, wo, _, _ = self.geom
-        o, _, kh, kw = self.w.shape
-        kg = c * kh * kw
-        rows, geom, kern = self.tile
-        per_row = wo * n
-        nt = -(-ho // rows)
-        parts = np.empty((nt, kg, o), g2.dtype)
-        xs = self.xs
-
-        def run(lo: int, hi: int) -> None:
-            buf = workspace.get(((kg + 1) * rows * per_row,), g2.dtype)
-            try:
-                for t in range(lo, hi):
-                    r0, r1 = t * rows, min(ho, (t + 1) * rows)
-                    cols = _tile_patches(xs, r0, r1, kh, kw, wo, geom, buf, False, kern)
-                    matmul(cols, g2[:, r0 * per_row:r1 * per_row].T, out=parts[t])
-            finally:
-                workspace.put(buf)
-
-        _run_tiles(run, nt, kg * ho * per_row * o)
-        return np.ascontiguousarray(np.add.reduce(parts, axis=0).T)
-
     def _input_grad_tiled(self, g2: np.ndarray) -> np.ndarray:
-        """``dX`` by tiles of input rows, each gathering what reaches it: for kernel row
-        ``i``, the output rows whose tap ``i`` reads the tile make one product
-        ``W_i^T dY_rows`` (``(C*kw, O) @ (O, rows*Wo*N)``, small enough to stay in the
-        core's cache), whose ``kw`` column taps are then added into the tile. Every
+        """``dX`` (as an NCHW view) by tiles of input rows, each gathering what reaches it:
+        for kernel row ``i``, the output rows whose tap ``i`` reads the tile make one
+        product ``W_i^T dY_rows`` (``(C*kw, O) @ (O, rows*Wo*N)``, small enough to stay in
+        the core's cache), whose ``kw`` column taps are then added into the tile. Every
         (output row, kernel row) pair reaches exactly one tile, so the tiles together make
-        exactly the products of ``W^T dY``, without writing its patch-sized result out."""
+        exactly the products of ``W^T dY``, without writing its patch-sized result out.
+        ``g2`` is ``dY`` as (O, Ho*Wo*N), batch-innermost; after :meth:`_forward_rows` it is
+        (Ho, Wo, N, O), each product ``dY_rows W_i`` (``(rows*Wo*N, O) @ (O, kw*C)``) and
+        ``dX`` spatial-outer."""
         n, c, h, wd, ho, wo, _, _ = self.geom
         w = self.w
         o, _, kh, kw = w.shape
         (sh, sw), (dh, dw), (pt, pl) = self.tile[1]
         per_row = wo * n
-        w_rows = np.ascontiguousarray(w.transpose(2, 0, 1, 3)).reshape(kh, o, c * kw)
+        outer = self.rows is not None
+        if outer:                               # w_rows[i][o, (j, c)], dX (H, W, N, C)
+            w_rows = np.ascontiguousarray(w.transpose(2, 0, 3, 1)).reshape(kh, o, kw * c)
+            kern, dx = self.tile[2], np.empty((h, wd, n, c), g2.dtype)
+            g3 = g2.reshape(ho, per_row, o)
+        else:                                   # w_rows[i][o, (c, j)], dX (C, H, W, N)
+            w_rows = np.ascontiguousarray(w.transpose(2, 0, 1, 3)).reshape(kh, o, c * kw)
+            kern, dx = _numba.kernels_for(g2, w), np.empty((c, h, wd, n), g2.dtype)
         xs = np.array([out_range(j * dw - pl, sw, wd, wo) for j in range(kw)], np.int64)
         rows = _tile_rows(c * kh * kw, wd, n, h)
         most = (rows - 1) // sh + 1                 # output rows a kernel row brings a tile
-        dx = np.empty((c, h, wd, n), g2.dtype)
-        kern = _numba.kernels_for(g2, w)
 
         def run(lo: int, hi: int) -> None:       # tiles lo..hi-1: disjoint rows of dx
-            buf = workspace.get((kh, c, kw, most, wo, n), g2.dtype)
+            buf = workspace.get((kh, most, wo, n, kw * c) if outer else
+                                (kh, c, kw, most, wo, n), g2.dtype)
             try:
                 for t in range(lo, hi):
                     q0, q1 = t * rows, min(h, (t + 1) * rows)
                     ys = np.array([out_range(i * dh - pt - q0, sh, q1 - q0, ho)
                                    for i in range(kh)], np.int64)
                     for i, (y0, y1, _) in enumerate(ys):
-                        if y1 > y0:
+                        if y1 <= y0:
+                            continue
+                        if outer:
+                            matmul(g3[y0:y1].reshape(-1, o), w_rows[i],
+                                   out=buf[i, :y1 - y0].reshape(-1, kw * c))
+                        else:
                             out = buf[i].reshape(c * kw, most * per_row)
                             matmul(w_rows[i].T, g2[:, y0 * per_row:y1 * per_row],
                                    out=out[:, :(y1 - y0) * per_row])
+                    if outer:
+                        kern.gather_rows(buf, ys, xs, sh, sw, dx, q0, q1)
+                        continue
                     if kern is not None:
                         kern.gather_taps(buf, ys, xs, sh, sw, dx, q0, q1)
                         continue
@@ -773,7 +734,7 @@ class Conv2d(Function):
                 workspace.put(buf)
 
         _run_tiles(run, -(-h // rows), c * kh * kw * ho * per_row * o)
-        return dx
+        return dx.transpose(2, 3, 0, 1) if outer else from_chwn(dx)
 
     def backward(self, g):
         n, c, h, wd, ho, wo, geo, groups = self.geom
@@ -789,18 +750,18 @@ class Conv2d(Function):
             g2 = g4.reshape(m, o)
             kern = self.tile[2]
             if need[1]:
-                gw = self._weight_grad_rows(g2)
+                gw = self._weight_grad_tiled(g2)
             if need[0]:
-                gx = self._input_grad_rows(g4)
+                gx = self._input_grad_tiled(g4)
             if len(need) > 2 and need[2]:
                 gb = _column_sums(g2, kern)
             return gx, gw, gb
         g2 = to_chwn(g).reshape(o, m)                                  # (O, Ho*Wo*N)
         if self.tiled:
             if need[1]:
-                gw = self._weight_grad_tiled(g2).reshape(w.shape)
+                gw = self._weight_grad_tiled(g2)
             if need[0]:
-                gx = from_chwn(self._input_grad_tiled(g2))
+                gx = self._input_grad_tiled(g2)
             if len(need) > 2 and need[2]:
                 gb = _row_sums(g2)
             return gx, gw, gb
