@@ -49,22 +49,28 @@ def test_conv2d_special(shapes, kw):
 TILED = [(s, p, d) for s, p, d, g in GRID if g == 1] + [(3, 2, 1), (2, (0, 3), (2, 1))]
 
 
-@pytest.fixture(params=["compiled", "compiled-columns", "numpy"])
+@pytest.fixture(params=["compiled", "compiled-spatial-outer", "compiled-columns", "numpy"])
 def tiny_tiles(request, monkeypatch):
     """Every conv2d with groups=1 on the tiled path, in tiles of one output row (and, for
     the input gradient, one input row): on the compiled loops spatial-outer (any number
-    of output channels), on the compiled loops batch-innermost (as for fewer than
-    ``ROWS_MIN_OUT`` channels), or on NumPy."""
+    of output channels; from an NCHW input, or from a spatial-outer one), on the compiled
+    loops batch-innermost (as for fewer than ``ROWS_MIN_OUT`` channels), or on NumPy.
+    Returns the path and the input's layout (the batch-innermost kernels copy any input
+    into their own layout first)."""
     from shendu.functional import _numba
     from shendu.functional import conv as conv_mod
 
+    path = request.param
     monkeypatch.setattr(conv_mod, "TILE_ELEMS", 1)
-    monkeypatch.setattr(conv_mod, "ROWS_MIN_OUT", 1 if request.param == "compiled" else 10**9)
-    if request.param == "numpy":
+    monkeypatch.setattr(conv_mod, "ROWS_MIN_OUT",
+                        1 if path.startswith("compiled") and path != "compiled-columns" else 10**9)
+    if path == "numpy":
         monkeypatch.setattr(_numba, "_loaded", [None])
     elif _numba.kernels() is None:
         pytest.skip("Numba is not installed")
-    return request.param
+    if path == "compiled-spatial-outer":
+        return "compiled", "spatial-outer"
+    return path, "nchw"
 
 
 def _spatial_outer(x):
@@ -75,8 +81,7 @@ def _spatial_outer(x):
 
 @pytest.mark.parametrize("stride,padding,dilation", TILED)
 @pytest.mark.parametrize("kernel", [(3, 2), (1, 1), (5, 3)])
-@pytest.mark.parametrize("layout", ["nchw", "spatial-outer"])
-def test_conv2d_tiled_grid(tiny_tiles, stride, padding, dilation, kernel, layout):
+def test_conv2d_tiled_grid(tiny_tiles, stride, padding, dilation, kernel):
     """The tiled kernel (patches made per tile, the bias inside the product, the weight
     gradient summed over tiles, the input gradient gathered per input row) against torch
     and the float64 central difference: on the compiled loops the spatial-outer one
@@ -84,10 +89,11 @@ def test_conv2d_tiled_grid(tiny_tiles, stride, padding, dilation, kernel, layout
     patch columns from any other), on NumPy the batch-innermost one."""
     from shendu.functional import conv as conv_mod
 
+    path, layout = tiny_tiles
     kw = dict(stride=stride, padding=padding, dilation=dilation)
     shapes = [(2, 4, 9, 7), (5, 4) + kernel, (5,)]
     ran = []
-    name = "_forward_rows" if tiny_tiles == "compiled" else "_forward_tiled"
+    name = "_forward_rows" if path == "compiled" else "_forward_tiled"
     forward = getattr(conv_mod.Conv2d, name)
 
     def spy(self, *a):
@@ -105,7 +111,7 @@ def test_conv2d_tiled_grid(tiny_tiles, stride, padding, dilation, kernel, layout
     finally:
         setattr(conv_mod.Conv2d, name, forward)
     assert ran
-    if tiny_tiles == "compiled":            # patch rows exactly from a spatial-outer input
+    if path == "compiled":                  # patch rows exactly from a spatial-outer input
         assert all(r == (layout == "spatial-outer") for r in ran), ran
     else:
         assert all(r is None for r in ran), ran
