@@ -579,3 +579,15 @@ def test_openblas_adapters_one_thread_per_call(dtype):
         t.join()
     assert len(outs) == 4 and max(outs) < tol, outs
     assert [lib.num_threads for lib in blas] == before
+
+
+def test_openblas_adapters_import_alone():
+    """Importing the adapters' module first (a documentation tool, a test collector) tells
+    LLVM the names they call before they load: LLVM aborts the process on a name it cannot
+    resolve. Where there is no such OpenBLAS the import fails with ImportError instead."""
+    code = ("import shendu.functional._openblas_compiled as m; print(m.sgemm.address > 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    if _openblas_here():
+        assert r.returncode == 0 and r.stdout.strip() == "True", r.stderr[-2000:]
+    else:
+        assert r.returncode == 1 and "ImportError" in r.stderr, r.stderr[-2000:]

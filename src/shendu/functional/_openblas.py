@@ -46,20 +46,19 @@ def _library():
     return None
 
 
-def load():
-    """``{dtype: (ctypes function, address)}`` of the adapters for float32 and float64, or
-    None where NumPy's BLAS has no such OpenBLAS GEMM or Numba is missing."""
+def register() -> bool:
+    """Tell LLVM where NumPy's OpenBLAS GEMM and per-thread count lie, under the names the
+    adapters call (once; again is harmless); False where there is no such OpenBLAS."""
     try:
         import llvmlite.binding as ll
-        import numba  # noqa: F401 - the adapters are compiled
     except ImportError:
-        return None
+        return False
     lib = _library()
     if lib is None or not hasattr(lib, _LOCAL):
-        return None
+        return False
     names = next((pair for pair in _NAMES if all(hasattr(lib, n) for n in pair)), None)
     if names is None:
-        return None
+        return False
 
     def address(name):
         return ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
@@ -67,9 +66,21 @@ def load():
     ll.add_symbol("shendu_openblas_sgemm", address(names[0]))
     ll.add_symbol("shendu_openblas_dgemm", address(names[1]))
     ll.add_symbol("shendu_openblas_local_threads", address(_LOCAL))
-    import numpy as np
+    return True
 
-    from shendu.functional._openblas_compiled import dgemm, sgemm
+
+def load():
+    """``{dtype: (ctypes function, address)}`` of the adapters for float32 and float64, or
+    None where NumPy's BLAS has no such OpenBLAS GEMM or Numba is missing."""
+    try:
+        import numba  # noqa: F401 - the adapters are compiled
+    except ImportError:
+        return None
+    try:            # registers the names first (an import that cannot resolve them fails)
+        from shendu.functional._openblas_compiled import dgemm, sgemm
+    except ImportError:
+        return None
+    import numpy as np
 
     return {np.dtype(np.float32): (sgemm.ctypes, sgemm.address),
             np.dtype(np.float64): (dgemm.ctypes, dgemm.address)}

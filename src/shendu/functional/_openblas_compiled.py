@@ -1,14 +1,23 @@
 """The single-threaded ``cblas_?gemm`` of NumPy's own OpenBLAS, with the C signature the
 kernels call MKL's with (CBLAS, 32-bit ints): compiled adapters that set OpenBLAS's thread
 count for the calling thread to one and call its 64-bit-int (ILP64) GEMM, which NumPy's
-wheels bring (imported by :mod:`shendu.functional._openblas` only, after it has told LLVM
-where the functions named here lie)."""
+wheels bring. Importing this module first tells LLVM where the functions named here lie
+(:func:`shendu.functional._openblas.register`), or fails with ImportError where they are
+not to be found."""
 
 from __future__ import annotations
 
 from numba import cfunc, types
 
+from shendu.functional._openblas import register
+
 __all__ = ["dgemm", "sgemm"]
+
+# the names must be known before the adapters are compiled or loaded from the cache:
+# LLVM aborts the process on a symbol it cannot resolve
+if not register():
+    raise ImportError("the OpenBLAS adapters need NumPy's BLAS to be an OpenBLAS with 64-bit-int "
+                      "CBLAS and per-thread counts (functional._openblas)")
 
 _i32, _i64, _p = types.int32, types.int64, types.voidptr
 
