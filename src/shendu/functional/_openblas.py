@@ -72,11 +72,7 @@ def register() -> bool:
 def load():
     """``{dtype: (ctypes function, address)}`` of the adapters for float32 and float64, or
     None where NumPy's BLAS has no such OpenBLAS GEMM or Numba is missing."""
-    try:
-        import numba  # noqa: F401 - the adapters are compiled
-    except ImportError:
-        return None
-    try:            # registers the names first (an import that cannot resolve them fails)
+    try:    # registers the names first; fails without Numba or without such an OpenBLAS
         from shendu.functional._openblas_compiled import dgemm, sgemm
     except ImportError:
         return None
