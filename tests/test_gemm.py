@@ -548,9 +548,11 @@ def test_gemm_library_by_processor():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_openblas_adapters_one_thread_per_call(dtype):
     """The adapters compute ``C = alpha op(A) op(B) + beta C`` as NumPy does (to rounding),
-    transposed operands, leading dimensions and beta included, and run on the calling
-    thread: called from four Python threads at once, each gets its own right product, and
-    NumPy's own thread count is left as it was."""
+    transposed operands, leading dimensions and beta included: called from four Python
+    threads at once, each inside the guard, each gets its own right product, and NumPy's
+    thread count (process-wide in OpenBLAS) is the one found before, two here."""
+    from threadpoolctl import threadpool_limits
+
     from shendu.functional import _openblas
 
     found = _openblas.load()
@@ -558,8 +560,6 @@ def test_openblas_adapters_one_thread_per_call(dtype):
         pytest.skip("NumPy's BLAS is not an OpenBLAS the adapters can call here")
     f = found[np.dtype(dtype)][0]
     tol = 1e-4 if dtype == np.float32 else 1e-12
-    blas = conv._blas()
-    before = [lib.num_threads for lib in blas]
 
     def one(seed, out):
         r = np.random.default_rng(seed)
@@ -567,18 +567,75 @@ def test_openblas_adapters_one_thread_per_call(dtype):
         b = r.standard_normal((70, 90)).astype(dtype)[:, :40]   # ldb 90
         c = r.standard_normal((50, 40)).astype(dtype)
         want = 0.5 * a.T @ b + c
-        f(101, 112, 111, 50, 40, 70, 0.5, a.ctypes.data, 50, b.ctypes.data, 90, 1.0,
-          c.ctypes.data, 40)
+        with _openblas.ONE_THREAD:
+            f(101, 112, 111, 50, 40, 70, 0.5, a.ctypes.data, 50, b.ctypes.data, 90, 1.0,
+              c.ctypes.data, 40)
         out.append(np.abs(c - want).max() / np.abs(want).max())
 
-    outs = []
-    threads = [threading.Thread(target=one, args=(s, outs)) for s in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    with threadpool_limits(2, user_api="blas"):
+        before = [lib.num_threads for lib in conv._blas()]
+        outs = []
+        threads = [threading.Thread(target=one, args=(s, outs)) for s in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        after = [lib.num_threads for lib in conv._blas()]
     assert len(outs) == 4 and max(outs) < tol, outs
-    assert [lib.num_threads for lib in blas] == before
+    assert 2 in before and after == before
+
+
+def test_numpy_blas_threads_left_as_found():
+    """OpenBLAS's thread count is the process's, so the products the kernels make on it
+    (which set it to one) must give NumPy's back: after a tour of every caller of the
+    adapters at two kernel threads — a split Linear, a strided stack, an LSTM trained and
+    run (on two threads and on one), a wide tiled convolution, a transformer layer (its
+    feed-forward's and attention heads' regions) — NumPy's BLAS runs on the two threads it
+    was given, not on one."""
+    from threadpoolctl import threadpool_limits
+
+    import shendu
+    import shendu.nn as nn
+    import shendu.nn.functional as F
+    from shendu.functional import _openblas
+
+    if _gemm.backend() != "openblas":
+        pytest.skip("the products are not on NumPy's OpenBLAS here")
+    before = conv._N_THREADS
+    r = np.random.default_rng(0)
+
+    def tour():
+        lin = nn.Linear(256, 256)
+        x = shendu.tensor(r.standard_normal((128, 256)).astype(np.float32), requires_grad=True)
+        lin(x).sum().backward()
+        a = r.standard_normal((8, 96, 96)).astype(np.float32)
+        shendu.matmul(shendu.tensor(a), shendu.tensor(a))
+        lstm = nn.LSTM(32, 128)
+        xs = shendu.tensor(r.standard_normal((6, 64, 32)).astype(np.float32))
+        lstm(xs)[0].sum().backward()
+        with shendu.no_grad():
+            lstm(xs)
+            conv.set_kernel_threads(1)          # the scan on the calling thread
+            lstm(xs)
+            conv.set_kernel_threads(2)
+        net = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                            nn.Conv2d(32, 32, 3, padding=1))
+        net(shendu.tensor(r.standard_normal((16, 3, 32, 32)).astype(np.float32))).sum().backward()
+        layer = nn.TransformerEncoderLayer(64, 4, 256, dropout=0.0)
+        h = shendu.tensor(r.standard_normal((64, 8, 64)).astype(np.float32), requires_grad=True)
+        layer(h).sum().backward()
+        q = shendu.tensor(r.standard_normal((8, 4, 128, 32)).astype(np.float32))
+        F.scaled_dot_product_attention(q, q, q)
+
+    try:
+        conv.set_kernel_threads(2)
+        with threadpool_limits(2, user_api="blas"):
+            tour()
+            after = [lib.num_threads for lib in conv._blas()]
+    finally:
+        conv.set_kernel_threads(before)
+    assert 2 in after and after == [2] * len(after), after
+    assert _openblas.ONE_THREAD._inside == 0
 
 
 def test_openblas_adapters_import_alone():

@@ -46,6 +46,8 @@ import threading
 
 import numpy as np
 
+from shendu.functional._openblas import ONE_THREAD
+
 __all__ = ["matmul", "linear", "exp", "Repeated", "backend", "numpy_products"]
 
 MIN_FLOPS = 1 << 22     # m·n·k below which np.matmul wins (a call here costs ~7 µs more)
@@ -126,8 +128,8 @@ def _load() -> dict:
             openblas = _openblas.load()
             if openblas is None and choice == "openblas":
                 raise RuntimeError("SHENDU_GEMM=openblas, but NumPy's BLAS is not an OpenBLAS "
-                                   "with 64-bit-int CBLAS and per-thread counts, or Numba is "
-                                   "missing")
+                                   "with 64-bit-int CBLAS and openblas_set_num_threads_local, "
+                                   "or Numba is missing")
         # "lib": MKL where loaded, whose vector math (and, in blockwise attention, batched
         # GEMM: _flash_mkl) serve even where the products are OpenBLAS's
         _state["lib"] = lib
@@ -429,11 +431,13 @@ def _splitter():
 
 def _call(f, split: bool, dt, ta, tb, m, n, k, pa, lda, pb, ldb, beta, pc, ldc) -> None:
     """The row-major ``C = op(A) op(B) + beta C`` by ``f`` (cblas_?gemm), or split over
-    the kernel threads (:func:`_split`)."""
-    if split:
-        _split(dt, ta, tb, m, n, k, pa, lda, pb, ldb, beta, pc, ldc)
-    else:
-        f(_ROW_MAJOR, ta, tb, m, n, k, 1.0, pa, lda, pb, ldb, beta, pc, ldc)
+    the kernel threads (:func:`_split`); OpenBLAS's thread count at one meanwhile where the
+    products are its (``_openblas.ONE_THREAD``)."""
+    with ONE_THREAD:
+        if split:
+            _split(dt, ta, tb, m, n, k, pa, lda, pb, ldb, beta, pc, ldc)
+        else:
+            f(_ROW_MAJOR, ta, tb, m, n, k, 1.0, pa, lda, pb, ldb, beta, pc, ldc)
 
 
 def _split(dt, ta, tb, m, n, k, pa, lda, pb, ldb, beta, pc, ldc) -> None:
@@ -598,26 +602,27 @@ def _batched(st, a, b, out, accumulate: bool = False, split: bool = False):
         _call(st["gemm"][a.dtype], split, a.dtype, ta, tb, m, n, k, _address(a), lda,
               _address(b), ldb, beta, _address(out), n)
         return out
-    if split and sa is not None:
-        drv, addr = _SPLIT[1]
-        one = a.dtype.type(1.0)
-        drv(addr[a.dtype], ta, tb, m, n, k, one, _address(a), lda, sa, _address(b), ldb, sb,
-            a.dtype.type(beta), _address(out), n, m * n, count, a.itemsize,
-            min(_conv._N_THREADS, count))
-        return out
-    if sa is None:
-        _grouped(st["group"][a.dtype], a, b, out, lead, (ta, lda), (tb, ldb), beta)
-        return out
-    if _conv.in_parallel_region() and _splitter():
-        # a kernel thread's piece: a compiled loop of plain calls (MKL's batch call does
-        # not run beside itself, see _regions_compiled.stack_serial)
-        drv, addr = _SPLIT[2]
-        drv(addr[a.dtype], ta, tb, m, n, k, a.dtype.type(1.0), _address(a), lda, sa,
-            _address(b), ldb, sb, a.dtype.type(beta), _address(out), n, m * n, count,
-            a.itemsize)
-        return out
-    f(_ROW_MAJOR, ta, tb, m, n, k, 1.0, _address(a), lda, sa, _address(b), ldb, sb,
-      beta, _address(out), n, m * n, count)
+    with ONE_THREAD:
+        if split and sa is not None:
+            drv, addr = _SPLIT[1]
+            one = a.dtype.type(1.0)
+            drv(addr[a.dtype], ta, tb, m, n, k, one, _address(a), lda, sa, _address(b), ldb,
+                sb, a.dtype.type(beta), _address(out), n, m * n, count, a.itemsize,
+                min(_conv._N_THREADS, count))
+            return out
+        if sa is None:
+            _grouped(st["group"][a.dtype], a, b, out, lead, (ta, lda), (tb, ldb), beta)
+            return out
+        if _conv.in_parallel_region() and _splitter():
+            # a kernel thread's piece: a compiled loop of plain calls (MKL's batch call does
+            # not run beside itself, see _regions_compiled.stack_serial)
+            drv, addr = _SPLIT[2]
+            drv(addr[a.dtype], ta, tb, m, n, k, a.dtype.type(1.0), _address(a), lda, sa,
+                _address(b), ldb, sb, a.dtype.type(beta), _address(out), n, m * n, count,
+                a.itemsize)
+            return out
+        f(_ROW_MAJOR, ta, tb, m, n, k, 1.0, _address(a), lda, sa, _address(b), ldb, sb,
+          beta, _address(out), n, m * n, count)
     return out
 
 

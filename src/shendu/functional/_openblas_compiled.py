@@ -1,6 +1,7 @@
 """The single-threaded ``cblas_?gemm`` of NumPy's own OpenBLAS, with the C signature the
 kernels call MKL's with (CBLAS, 32-bit ints): compiled adapters that set OpenBLAS's thread
-count for the calling thread to one and call its 64-bit-int (ILP64) GEMM, which NumPy's
+count to one (``_openblas.ONE_THREAD`` restores it around their callers) and call its
+64-bit-int (ILP64) GEMM, which NumPy's
 wheels bring. Importing this module first tells LLVM where the functions named here lie
 (:func:`shendu.functional._openblas.register`), or fails with ImportError where they are
 not to be found."""
@@ -17,7 +18,7 @@ __all__ = ["dgemm", "sgemm"]
 # LLVM aborts the process on a symbol it cannot resolve
 if not register():
     raise ImportError("the OpenBLAS adapters need NumPy's BLAS to be an OpenBLAS with 64-bit-int "
-                      "CBLAS and per-thread counts (functional._openblas)")
+                      "CBLAS and openblas_set_num_threads_local (functional._openblas)")
 
 _i32, _i64, _p = types.int32, types.int64, types.voidptr
 

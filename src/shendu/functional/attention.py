@@ -35,6 +35,7 @@ from shendu.autograd import Function
 from shendu.backend import rng
 from shendu.functional import _flash, _gemm, _numba, _regions
 from shendu.functional._gemm import exp, matmul
+from shendu.functional._openblas import ONE_THREAD
 from shendu.functional._util import matvec, unbroadcast
 from shendu.tensor import Tensor
 
@@ -241,7 +242,8 @@ class ScaledDotProductAttention(Function):
 
         if region is not None:          # every head's steps in one compiled region
             fn, fg, fexp, mode, dexp = region
-            fn(fg, fexp, mode, dexp, qf, kf, vf, p, out, sc, min(conv._N_THREADS, G))
+            with ONE_THREAD:
+                fn(fg, fexp, mode, dexp, qf, kf, vf, p, out, sc, min(conv._N_THREADS, G))
         else:
             parallel(heads, G, G * L * S, calls_blas=True)
         self.p = _swap(p) if short else p                   # (G, L, S)

@@ -54,6 +54,7 @@ from shendu.autograd import Function
 from shendu.backend import rng
 from shendu.functional import _gemm, _numba
 from shendu.functional._gemm import matmul
+from shendu.functional._openblas import ONE_THREAD
 from shendu.functional.dropout import Dropout
 from shendu.tensor import Tensor
 from shendu.workspace import workspace  # the library's one scratch pool
@@ -286,14 +287,15 @@ def split_threads(fn, n: int, t: int) -> None:
         _executor = ThreadPoolExecutor(_N_THREADS - 1, thread_name_prefix="shendu-kernel")
         _executor_pid = os.getpid()
     bounds = [n * i // t for i in range(t + 1)]
-    futs = [_executor.submit(fn, bounds[i], bounds[i + 1]) for i in range(1, t)]
-    _region.depth = getattr(_region, "depth", 0) + 1
-    try:
-        fn(bounds[0], bounds[1])
-    finally:
-        _region.depth -= 1
-        for f in futs:
-            f.result()
+    with ONE_THREAD:        # OpenBLAS's count at one until every chunk is done
+        futs = [_executor.submit(fn, bounds[i], bounds[i + 1]) for i in range(1, t)]
+        _region.depth = getattr(_region, "depth", 0) + 1
+        try:
+            fn(bounds[0], bounds[1])
+        finally:
+            _region.depth -= 1
+            for f in futs:
+                f.result()
 
 
 def in_parallel_region() -> bool:

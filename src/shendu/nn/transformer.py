@@ -21,6 +21,7 @@ from shendu.autograd import Function
 from shendu.backend import get_default_dtype, rng
 from shendu.functional import _gemm, _numba, _regions
 from shendu.functional._gemm import matmul
+from shendu.functional._openblas import ONE_THREAD
 from shendu.functional._util import column_sums
 from shendu.functional.linear import check_same_dtype
 from shendu.nn import init
@@ -139,7 +140,8 @@ class _FeedForward(Function):
         h = (workspace.get((M, F), x2.dtype) if any(self.needs_input_grad)
              else np.empty((M, F), x2.dtype))
         y = np.empty((M, e), x2.dtype)
-        ff(gemms[x2.dtype], x2, w1, b1, w2, b2, h, y, t)
+        with ONE_THREAD:
+            ff(gemms[x2.dtype], x2, w1, b1, w2, b2, h, y, t)
         self.h = h
         return y
 
