@@ -343,6 +343,42 @@ def test_lstm_steps_split_over_threads(lstm_spy, monkeypatch, dtype, reverse, h0
         assert all(np.array_equal(a, b) for a, b in zip(got, again))
 
 
+@needs_split
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_lstm_inference_steps_as_numpy(lstm_spy, monkeypatch, dtype, reverse):
+    """Inference (no gradient): the compiled steps keep only ``c_t`` and ``h_t`` (the gates
+    activated and combined in two passes, not written back), split over two threads or on
+    one, with the slabs reused in a ring (fewer of them than steps): the NumPy steps' bits,
+    at two thread counts, forward and reversed."""
+    import shendu
+    from shendu.functional import recurrent
+    from shendu.functional.recurrent import lstm
+
+    arrays, _ = _lstm_case(dtype, reverse, False)
+
+    def run():
+        ts = {k: shendu.tensor(v) for k, v in arrays.items()}
+        with shendu.no_grad():
+            out, hn, cn = lstm(ts["x"], ts["h0"], ts["c0"], ts["w_ih"], ts["w_hh"], ts["b_ih"],
+                               ts["b_hh"], reverse=reverse)
+        return [out.data.copy(), hn.data, cn.data]
+
+    H, B = arrays["w_hh"].shape[1], arrays["x"].shape[1]
+    # a ring of 4 slabs for the 6 steps: c_t carried back to the first slab on the wrap
+    monkeypatch.setattr(recurrent, "_CHUNK_BYTES", 4 * 3 * H * B * np.dtype(dtype).itemsize)
+    for threads, expect in ((2, ["scan"]), (1, ["serial"])):
+        conv.set_kernel_threads(threads)
+        with monkeypatch.context() as m:
+            m.setattr(_regions, "_lstm_loaded", [None])              # the NumPy steps
+            want = run()
+        lstm_spy.clear()
+        got = run()
+        assert sorted(set(lstm_spy)) == expect
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+
+
 # ------------------------------------------------------------ the feed-forward's row blocks
 @needs_split
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -3,6 +3,7 @@ self-play only — trained here, then checked against perfect and random play.""
 
 import numpy as np
 import pytest
+from processes import python, run_side_by_side
 
 import shendu
 from shendu.rl.tictactoe import (
@@ -66,9 +67,38 @@ SEEDS = (0, 1, 2)
 
 
 @pytest.fixture(scope="module")
-def trained():
-    # TD(0) self-play only: 30,000 games per seed (about 20 s each)
-    return [TDSelfPlay(seed=s).learn(30_000) for s in SEEDS]
+def trained(tmp_path_factory):
+    """TD(0) self-play only, 30,000 games per seed (about 10 s each), each seed in its own
+    process (one BLAS thread, as here) side by side on the usable cores, saved and loaded
+    back: the players one process would train, in about half the time on two cores."""
+    folder = tmp_path_factory.mktemp("tictactoe")
+    code = ("import numpy, shendu, threadpoolctl\n"
+            "from shendu.rl.tictactoe import TDSelfPlay\n"
+            "shendu.manual_seed(0); numpy.random.seed(0)       # as conftest does\n"
+            "with threadpoolctl.threadpool_limits(1):\n"
+            "    TDSelfPlay(seed={seed}).learn(30_000).save({path!r})")
+    paths = [str(folder / f"seed{seed}.shendu") for seed in SEEDS]
+    done = run_side_by_side([python(code.format(seed=seed, path=path))
+                             for seed, path in zip(SEEDS, paths)])
+    for seed, r in zip(SEEDS, done):
+        assert r.returncode == 0, f"seed {seed}:\n" + r.stdout[-2000:] + r.stderr[-3000:]
+    return [shendu.load(path) for path in paths]
+
+
+def test_trained_in_a_process_as_here(trained, tmp_path):
+    """The side-by-side training gives this process's players: a short run of one seed
+    here and there (the same games, the same values)."""
+    code = ("import numpy, shendu, threadpoolctl\n"
+            "from shendu.rl.tictactoe import TDSelfPlay\n"
+            "shendu.manual_seed(0); numpy.random.seed(0)\n"
+            "with threadpoolctl.threadpool_limits(1):\n"
+            f"    TDSelfPlay(seed=5).learn(300).save({str(tmp_path / 'p.shendu')!r})")
+    r = run_side_by_side([python(code)])[0]
+    assert r.returncode == 0, r.stderr[-3000:]
+    there, here = shendu.load(tmp_path / "p.shendu"), TDSelfPlay(seed=5).learn(300)
+    assert there.history["losses"] == here.history["losses"]
+    board = np.array([1, 0, 0, 0, -1, 0, 0, 0, 0], dtype=np.int8)
+    assert there.move_values(board) == here.move_values(board)
 
 
 def _losing(players, opponent):

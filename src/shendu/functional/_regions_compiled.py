@@ -148,7 +148,7 @@ def stack_serial(f, ta, tb, m, n, k, alpha, pa, lda, sa, pb, ldb, sb, beta, pc, 
 
 
 @njit(nogil=True, cache=True)
-def _lstm_rows(fg, fth, dth, W, Z, Sf, P, j, p, n, kdim, lo, hi, wrap):
+def _lstm_rows(fg, fth, dth, W, Z, Sf, P, j, p, n, kdim, lo, hi, wrap, lean):
     """Hidden units ``lo..hi`` of one LSTM step (``recurrent.LSTMScan``'s slab ``Sf[j]`` =
     ``[i, o, f, g, tanh c_t, c_{t-1}]`` flat, each block (H, B)). ``W``'s rows ``4 lo .. 4
     hi`` are the fused weights of those units' four gates, in the slab's gate order: one
@@ -157,7 +157,10 @@ def _lstm_rows(fg, fth, dth, W, Z, Sf, P, j, p, n, kdim, lo, hi, wrap):
     loop at ``fth`` (its data ``dth``) over it, the gates' fix-up and ``c_t`` (into ``Sf[j + 1]``)
     as ``_numba.lstm_gates``, ``tanh c_t`` and ``h_t = o tanh c_t`` into the h rows of
     ``Z[n]``; with ``wrap``, ``c_t`` also into ``Sf[0]`` (the slabs are reused in a
-    ring)."""
+    ring). ``lean`` (inference: nothing of the step is kept but ``c_t`` and ``h_t``): the
+    gates are not written back to the slab, ``c_t`` made in one loop from the activated
+    product and ``h_t`` in another, the same arithmetic (so the same bits) in two passes
+    instead of six."""
     G, K = W.shape
     H = G // 4
     B = Z.shape[2]
@@ -173,27 +176,41 @@ def _lstm_rows(fg, fth, dth, W, Z, Sf, P, j, p, n, kdim, lo, hi, wrap):
               Z.ctypes.data + isz * p * K * B, B, zero, pq, B)
     vector_call(fth, -1, dth, 4 * nb, pq, pq, isz)
     gap = hb if P is None else nb               # between one gate's block and the next
-    # one loop per output, each over two or three streams, so that each vectorises
-    for g in range(3):                          # i, o, f: σ(a) = (1 + tanh(a/2)) / 2
-        src, dst = q[g * gap:g * gap + nb], s[g * hb + a:g * hb + a + nb]
-        for x in range(nb):
-            dst[x] = src[x] * half + half
-    gt = s[3 * hb + a:3 * hb + a + nb]
-    if P is not None:
-        src = q[3 * gap:3 * gap + nb]
-        for x in range(nb):
-            gt[x] = src[x]
-    it, ft = s[a:a + nb], s[2 * hb + a:2 * hb + a + nb]
+    qa = a if P is None else 0                  # the units' first element in each block
     cp, cn = s[5 * hb + a:5 * hb + a + nb], sn[5 * hb + a:5 * hb + a + nb]
-    for x in range(nb):
-        cn[x] = it[x] * gt[x] + ft[x] * cp[x]
-    vector_call(fth, -1, dth, nb, sn.ctypes.data + isz * (5 * hb + a),
-                s.ctypes.data + isz * (4 * hb + a), isz)
     zn = Z[n]
-    for u in range(lo, hi):
-        h = zn[K - H + u]
-        for v in range(B):
-            h[v] = s[hb + u * B + v] * s[4 * hb + u * B + v]
+    if lean:
+        qi, qo = q[qa:qa + nb], q[gap + qa:gap + qa + nb]
+        qf, qg = q[2 * gap + qa:2 * gap + qa + nb], q[3 * gap + qa:3 * gap + qa + nb]
+        for x in range(nb):
+            cn[x] = (qi[x] * half + half) * qg[x] + (qf[x] * half + half) * cp[x]
+        tc = s[4 * hb + a:4 * hb + a + nb]
+        vector_call(fth, -1, dth, nb, cn.ctypes.data, tc.ctypes.data, isz)
+        for u in range(lo, hi):
+            h = zn[K - H + u]
+            r = (u - lo) * B
+            for v in range(B):
+                h[v] = (qo[r + v] * half + half) * tc[r + v]
+    else:
+        # one loop per output, each over two or three streams, so that each vectorises
+        for g in range(3):                      # i, o, f: σ(a) = (1 + tanh(a/2)) / 2
+            src, dst = q[g * gap + qa:g * gap + qa + nb], s[g * hb + a:g * hb + a + nb]
+            for x in range(nb):
+                dst[x] = src[x] * half + half
+        gt = s[3 * hb + a:3 * hb + a + nb]
+        if P is not None:
+            src = q[3 * gap:3 * gap + nb]
+            for x in range(nb):
+                gt[x] = src[x]
+        it, ft = s[a:a + nb], s[2 * hb + a:2 * hb + a + nb]
+        for x in range(nb):
+            cn[x] = it[x] * gt[x] + ft[x] * cp[x]
+        vector_call(fth, -1, dth, nb, sn.ctypes.data + isz * (5 * hb + a),
+                    s.ctypes.data + isz * (4 * hb + a), isz)
+        for u in range(lo, hi):
+            h = zn[K - H + u]
+            for v in range(B):
+                h[v] = s[hb + u * B + v] * s[4 * hb + u * B + v]
     if wrap:
         s0 = Sf[0]
         for x in range(a, a + nb):
@@ -206,7 +223,8 @@ def lstm_scan(fg, fth, dth, W, Z, S, T, reverse, C, ring, kx, P):
     thread ``i`` computing hidden units ``H i / t .. H (i + 1) / t`` (:func:`_lstm_rows`,
     into its scratch ``P[i]``): ``W`` (4H, K) the fused weights with each thread's gate
     rows together, ``Z`` (T + 1, K, B) the columns, ``S`` (C + 1, 6H, B) the slabs, step
-    ``k`` in slab ``k % C`` (``ring``: ``c_t`` carried back to slab 0 when that wraps); the
+    ``k`` in slab ``k % C`` (``ring``, inference: ``c_t`` carried back to slab 0 when that
+    wraps, and the gates not kept, see :func:`_lstm_rows`); the
     first step's product over the first ``kx`` columns only."""
     H = W.shape[0] // 4
     t = P.shape[0]
@@ -218,7 +236,7 @@ def lstm_scan(fg, fth, dth, W, Z, S, T, reverse, C, ring, kx, P):
         wrap = ring and (j == C - 1 or k == T - 1)
         for i in prange(t):
             _lstm_rows(fg, fth, dth, W, Z, Sf, P[i], j, p, n, kdim, H * i // t,
-                       H * (i + 1) // t, wrap)
+                       H * (i + 1) // t, wrap, ring)
 
 
 @njit(nogil=True, cache=True)
@@ -231,7 +249,7 @@ def lstm_scan_serial(fg, fth, dth, W, Z, S, T, reverse, C, ring, kx):
         j = k % C
         kdim = kx if k == 0 else W.shape[1]
         _lstm_rows(fg, fth, dth, W, Z, Sf, None, j, p, n, kdim, 0, H,
-                   ring and (j == C - 1 or k == T - 1))
+                   ring and (j == C - 1 or k == T - 1), ring)
 
 
 @njit(nogil=True, cache=True)
