@@ -550,3 +550,52 @@ def test_kernel_threads_control_numpys_blas_only(monkeypatch):
         assert chosen == [lib.filepath for lib in libs]
     assert conv_mod._in_numpy(os.path.join(os.path.dirname(np.__file__), "x.so"))
     assert not conv_mod._in_numpy(os.path.join(os.path.dirname(np.__file__) + "_x", "y.so"))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_contiguous_copies_transposed_layouts_exactly(monkeypatch, threads):
+    """``conv.contiguous``: every transposition of 2-4-D float arrays (size-1 axes among
+    them) comes back C-contiguous with NumPy's values, in new memory, whether the tiled
+    copy (far steps: the conv layouts NCHW, CHWN, HWNC) or NumPy's made it, on one kernel
+    thread or split over two; views that are not a transposition of dense memory
+    (strided, reversed) are NumPy's copies, and a contiguous array is returned as it is."""
+    from shendu.functional import _numba, conv
+
+    if _numba.kernels() is None:
+        pytest.skip("the tiled copy needs Numba")
+    monkeypatch.setattr(conv, "PERMUTE_MIN", 64)
+    monkeypatch.setattr(conv, "PARALLEL_MIN", 0)
+    before = conv._N_THREADS
+    tiled = []
+    real = _numba.kernels().permute_rows
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(_numba.kernels(), name)
+
+        def permute_rows(self, *args):
+            tiled.append(args[-1] - args[-2])
+            return real(*args)
+
+    monkeypatch.setattr(_numba, "kernels_for", lambda *a, **k: Spy())
+    rng = np.random.default_rng(0)
+    try:
+        conv.set_kernel_threads(threads)
+        for shape in [(6, 5, 33, 34), (4, 1, 40, 40), (1, 3, 50, 60), (70, 80), (9, 40, 50)]:
+            for dtype in (np.float32, np.float64):
+                a = rng.standard_normal(shape).astype(dtype)
+                for p in itertools.permutations(range(a.ndim)):
+                    t = a.transpose(p)
+                    got = conv.contiguous(t)
+                    assert got.flags.c_contiguous and got.dtype == dtype
+                    np.testing.assert_array_equal(got, np.ascontiguousarray(t))
+                    if not t.flags.c_contiguous:
+                        assert not np.shares_memory(got, a)
+        assert tiled, "the tiled copy never ran"
+        a = rng.standard_normal((8, 6, 40, 40))
+        for t in (a[:, ::2].transpose(2, 3, 0, 1), a[::-1].transpose(2, 3, 0, 1),
+                  a[..., 1:].transpose(1, 0, 2, 3)):
+            np.testing.assert_array_equal(conv.contiguous(t), np.ascontiguousarray(t))
+        assert conv.contiguous(a) is a
+    finally:
+        conv.set_kernel_threads(before)

@@ -606,6 +606,27 @@ def _build():
         for j in range(out.shape[0]):
             out[j] = out[j] + out.dtype.type(sd * noise[j])
 
+    @njit
+    def permute_rows(src, out, dims, sst, dst, lo, hi):
+        """``out[Σ i_k dst_k] = src[Σ i_k sst_k]`` (flat arrays, element strides) over the
+        box ``dims`` of 4 axes, ``i_0`` in ``lo..hi``: the copy of a transposed view whose
+        axis 2 is contiguous in ``src`` (``sst[2] == 1``) and axis 3 in ``out``
+        (``dst[3] == 1``), axes 2 and 3 walked in tiles of 16 x 16 so that both sides of a
+        tile stay in cache; each source run read in one go."""
+        d1, d2, d3 = dims[1], dims[2], dims[3]
+        s3, t2 = sst[3], dst[2]
+        for i0 in range(lo, hi):
+            for i1 in range(d1):
+                ob = i0 * dst[0] + i1 * dst[1]
+                sb = i0 * sst[0] + i1 * sst[1]
+                for j0 in range(0, d2, 16):
+                    j1 = min(j0 + 16, d2)
+                    for k0 in range(0, d3, 16):
+                        for k in range(k0, min(k0 + 16, d3)):
+                            q, o = sb + k * s3, ob + k
+                            for j in range(j0, j1):
+                                out[o + j * t2] = src[q + j]
+
     class Kernels:
         pass
 
@@ -624,7 +645,7 @@ def _build():
     K.relu_grad_into, K.sgd_momentum, K.sgd_plain = relu_grad_into, sgd_momentum, sgd_plain
     K.relu_into, K.adam_step, K.additive_grads = relu_into, adam_step, additive_grads
     K.heads_split, K.heads_merge = heads_split, heads_merge
-    K.row_max = row_max
+    K.row_max, K.permute_rows = row_max, permute_rows
     K.speed_interp, K.add_scaled = speed_interp, add_scaled
     return K
 

@@ -35,6 +35,7 @@ BLAS), or Numba is missing, :func:`load` returns None.
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 
 __all__ = ["ONE_THREAD", "load"]
@@ -118,6 +119,11 @@ class _OneThread:
     def arm(self, setter) -> None:
         self._set = setter
 
+    def _after_fork(self) -> None:
+        """In a child forked while another thread was inside (a data loader's worker, say):
+        a fresh lock, which that thread can no longer release there."""
+        self._lock = threading.Lock()
+
     def __enter__(self):
         if self._set is not None:
             with self._lock:
@@ -136,3 +142,5 @@ class _OneThread:
 
 #: the guard of every product the kernels make on OpenBLAS (see the module docstring)
 ONE_THREAD = _OneThread()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=ONE_THREAD._after_fork)

@@ -22,7 +22,7 @@ import numpy as np
 
 from shendu.autograd import Function
 from shendu.functional import _numba
-from shendu.functional.conv import _tuple, from_chwn, parallel, windows
+from shendu.functional.conv import _tuple, contiguous, from_chwn, parallel, windows
 from shendu.tensor import Tensor
 
 __all__ = ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"]
@@ -42,7 +42,7 @@ def _arrange(a: np.ndarray) -> tuple[np.ndarray, str]:
         return t, "chwn"
     if a.flags.c_contiguous:
         return a.reshape((-1,) + a.shape[2:] + (1,)), "nchw"
-    return np.ascontiguousarray(t), "chwn"
+    return contiguous(t), "chwn"
 
 
 def _back(z: np.ndarray, mode: str, n: int, c: int) -> np.ndarray:
@@ -55,13 +55,11 @@ def _back(z: np.ndarray, mode: str, n: int, c: int) -> np.ndarray:
 def _like(g: np.ndarray, mode: str) -> np.ndarray:
     """``g`` (N, C, Ho, Wo) in the arrangement ``mode`` of :func:`_arrange`."""
     if mode == "hwnc":
-        s = g.transpose(2, 3, 0, 1)
-        s = s if s.flags.c_contiguous else np.ascontiguousarray(s)
+        s = contiguous(g.transpose(2, 3, 0, 1))
         return s.reshape((1,) + s.shape[:2] + (-1,))
     if mode == "chwn":
-        t = g.transpose(1, 2, 3, 0)
-        return t if t.flags.c_contiguous else np.ascontiguousarray(t)
-    return np.ascontiguousarray(g).reshape((-1,) + g.shape[2:] + (1,))
+        return contiguous(g.transpose(1, 2, 3, 0))
+    return contiguous(g).reshape((-1,) + g.shape[2:] + (1,))
 
 
 def _pool_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:

@@ -35,7 +35,16 @@ class Reshape(Function):
 
     def forward(self, a, shape=()):
         self.shape = a.shape
-        return a.reshape(shape)
+        if a.flags.c_contiguous or a.ndim > 4:
+            return a.reshape(shape)
+        try:                    # a view where one can be had (NumPy >= 2.1 says so)
+            return a.reshape(shape, copy=False)
+        except TypeError:       # an older NumPy: its own reshape
+            return a.reshape(shape)
+        except ValueError:      # a copy: a transposed layout's in tiles (conv.contiguous)
+            from shendu.functional.conv import contiguous
+
+            return contiguous(a).reshape(shape)
 
     def backward(self, g):
         return g.reshape(self.shape)
