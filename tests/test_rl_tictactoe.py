@@ -69,12 +69,14 @@ SEEDS = (0, 1, 2)
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """TD(0) self-play only, 30,000 games per seed (about 10 s each), each seed in its own
-    process (one BLAS thread, as here) side by side on the usable cores, saved and loaded
+    process (one BLAS thread, as here, and one kernel thread) side by side on the usable cores, saved and loaded
     back: the players one process would train, in about half the time on two cores."""
     folder = tmp_path_factory.mktemp("tictactoe")
     code = ("import numpy, shendu, threadpoolctl\n"
+            "from shendu.functional import conv\n"
             "from shendu.rl.tictactoe import TDSelfPlay\n"
             "shendu.manual_seed(0); numpy.random.seed(0)       # as conftest does\n"
+            "conv.set_kernel_threads(1)         # the processes fill the cores already\n"
             "with threadpoolctl.threadpool_limits(1):\n"
             "    TDSelfPlay(seed={seed}).learn(30_000).save({path!r})")
     paths = [str(folder / f"seed{seed}.shendu") for seed in SEEDS]
@@ -87,10 +89,13 @@ def trained(tmp_path_factory):
 
 def test_trained_in_a_process_as_here(trained, tmp_path):
     """The side-by-side training gives this process's players: a short run of one seed
-    here and there (the same games, the same values)."""
+    there (one kernel thread) and here (the suite's two) gives the same games and the same
+    values."""
     code = ("import numpy, shendu, threadpoolctl\n"
+            "from shendu.functional import conv\n"
             "from shendu.rl.tictactoe import TDSelfPlay\n"
             "shendu.manual_seed(0); numpy.random.seed(0)\n"
+            "conv.set_kernel_threads(1)\n"
             "with threadpoolctl.threadpool_limits(1):\n"
             f"    TDSelfPlay(seed=5).learn(300).save({str(tmp_path / 'p.shendu')!r})")
     r = run_side_by_side([python(code)])[0]
