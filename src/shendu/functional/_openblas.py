@@ -35,6 +35,7 @@ BLAS), or Numba is missing, :func:`load` returns None.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import threading
 
@@ -118,6 +119,15 @@ class _OneThread:
 
     def arm(self, setter) -> None:
         self._set = setter
+
+    def around(self, fn):
+        """``fn`` run inside the guard: for a function that makes many small products in
+        turn (a scan's steps), so that the count is switched once, not around each."""
+        @functools.wraps(fn)
+        def guarded(*args, **kwargs):
+            with self:
+                return fn(*args, **kwargs)
+        return guarded
 
     def _after_fork(self) -> None:
         """In a child forked while another thread was inside (a data loader's worker, say):

@@ -249,6 +249,7 @@ class RNNScan(Function):
 
     saved_inputs = None
 
+    @ONE_THREAD.around
     def forward(self, x, h0, w_ih, w_hh, *bias, relu=False, mask=None, reverse=False):
         T, B, _ = x.shape
         H = w_hh.shape[1]
@@ -275,6 +276,7 @@ class RNNScan(Function):
         last = 0 if reverse else T
         return _outputs(Zh, T, reverse, mask), Zh[last].T.copy()
 
+    @ONE_THREAD.around
     def backward(self, g_out, g_hn):
         Z, o, cols, w_ih, w_hh, relu, mask, reverse = self.saved
         H = w_hh.shape[1]
@@ -389,6 +391,7 @@ class LSTMScan(Function):
 
     saved_inputs = None
 
+    @ONE_THREAD.around
     def forward(self, x, h0, c0, w_ih, w_hh, *bias, mask=None, reverse=False):
         T, B, _ = x.shape
         H = w_hh.shape[1]
@@ -489,6 +492,7 @@ class LSTMScan(Function):
         last = 0 if reverse else T
         return _outputs(Zh, T, reverse, mask), Zh[last].T.copy(), c_n
 
+    @ONE_THREAD.around
     def backward(self, g_out, g_hn, g_cn):
         # δa = [δc, δh, δc, δc] ⊙ [g i(1-i), tanh(c) o(1-o), c_{t-1} f(1-f), i(1-g²)]
         Z, o, cols, w_ih, w_hh, F, mask, reverse, keep = self.saved
@@ -626,6 +630,7 @@ class GRUScan(Function):
 
     saved_inputs = None
 
+    @ONE_THREAD.around
     def forward(self, x, h0, w_ih, w_hh, *bias, mask=None, reverse=False):
         T, B, I = x.shape
         H = w_hh.shape[1]
@@ -685,6 +690,7 @@ class GRUScan(Function):
         last = 0 if reverse else T
         return _outputs(Zh, T, reverse, mask), Zh[last].T.copy()
 
+    @ONE_THREAD.around
     def backward(self, g_out, g_hn):
         Z, o, cols, w_ih, w_hh, RZ, N, HN, mask, reverse = self.saved
         T, H, B = N.shape
