@@ -69,8 +69,9 @@ SEEDS = (0, 1, 2)
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """TD(0) self-play only, 30,000 games per seed (about 10 s each), each seed in its own
-    process (one BLAS thread, as here, and one kernel thread) side by side on the usable cores, saved and loaded
-    back: the players one process would train, in about half the time on two cores."""
+    process (one BLAS thread, as here, and one kernel thread) side by side on the usable
+    cores, saved and loaded back: the players one process would train, in about half the
+    time on two cores."""
     folder = tmp_path_factory.mktemp("tictactoe")
     code = ("import numpy, shendu, threadpoolctl\n"
             "from shendu.functional import conv\n"

@@ -658,3 +658,32 @@ def test_lbfgs_rejects_bad_use():
         shendu.optim.LBFGS([{"params": [w]}, {"params": [shendu.nn.Parameter(shendu.zeros(1))]}])
     with pytest.raises(RuntimeError, match="closure"):
         shendu.optim.LBFGS([w]).step(None)
+
+
+def test_set_num_threads_as_torch():
+    """``shendu.set_num_threads`` / ``get_num_threads``: torch's names, errors and round
+    trip; the count is the kernels' (their products and loops split over it), and NumPy's
+    own BLAS count is left alone."""
+    import torch
+    from threadpoolctl import threadpool_info
+
+    from shendu.functional import conv
+
+    before, torch_before = shendu.get_num_threads(), torch.get_num_threads()
+    blas = [lib["num_threads"] for lib in threadpool_info()]
+    try:
+        for bad in (0, -1, 2.0, "2", True, None):
+            with pytest.raises(RuntimeError) as theirs:
+                torch.set_num_threads(bad)
+            with pytest.raises(RuntimeError) as ours:
+                shendu.set_num_threads(bad)
+            assert str(ours.value) == str(theirs.value)
+        shendu.set_num_threads(3)
+        assert shendu.get_num_threads() == 3 == conv._N_THREADS
+        assert isinstance(shendu.get_num_threads(), int)
+        shendu.set_num_threads(np.int64(1))
+        assert shendu.get_num_threads() == 1
+        assert [lib["num_threads"] for lib in threadpool_info()] == blas
+    finally:
+        shendu.set_num_threads(before)
+        torch.set_num_threads(torch_before)

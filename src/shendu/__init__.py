@@ -11,9 +11,11 @@ tensor([2., 4.])
 from shendu.autograd import enable_grad, grad, gradcheck, is_grad_enabled, no_grad, set_grad_enabled  # noqa: I001
 from shendu.backend import (
     get_default_dtype,
+    get_num_threads,
     get_rng_state,
     manual_seed,
     set_default_dtype,
+    set_num_threads,
     set_rng_state,
 )
 from shendu.tensor import (
@@ -141,6 +143,7 @@ __all__ = [
     "arange", "linspace", "eye", "randn", "rand", "randint",
     "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "grad", "gradcheck",
     "manual_seed", "get_default_dtype", "set_default_dtype", "get_rng_state", "set_rng_state",
+    "set_num_threads", "get_num_threads",
     "functional", "nn", "optim", "data", "models", "train",
     "abs", "cat", "concat", "chunk", "clamp", "clip", "exp", "flatten", "gather", "log",
     "logsumexp", "matmul", "maximum", "minimum", "mean", "pad", "permute", "reshape", "sigmoid",

@@ -22,6 +22,8 @@ __all__ = [
     "get_rng_state",
     "set_rng_state",
     "empty_cache",
+    "set_num_threads",
+    "get_num_threads",
 ]
 
 #: The array module (NumPy today; a CuPy-compatible module could stand here later).
@@ -115,3 +117,26 @@ def get_rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     """Restore a state returned by :func:`get_rng_state`."""
     _rng.bit_generator.state = state
+
+
+def set_num_threads(n: int) -> None:
+    """The threads shendu's kernels may use for one op, as ``torch.set_num_threads`` sets
+    torch's intra-op threads: products split over them (with Numba), and the memory-bound
+    loops of convolution, pooling, attention and the optimizers (default: the CPUs this
+    process may run on, at most 4). The same errors as torch's for what is not a positive
+    int. NumPy's own BLAS keeps its own count (threadpoolctl's to set): where Numba is
+    missing, shendu's products are NumPy's and run on that count (docs/torch.md)."""
+    if type(n) is bool or not isinstance(n, (int, np.integer)):
+        raise RuntimeError(f"set_num_threads expects an int, but got {type(n).__name__}")
+    if n < 1:
+        raise RuntimeError("set_num_threads expects a positive integer")
+    from shendu.functional import conv
+
+    conv.set_kernel_threads(int(n))
+
+
+def get_num_threads() -> int:
+    """The threads shendu's kernels may use for one op (:func:`set_num_threads`)."""
+    from shendu.functional import conv
+
+    return conv._N_THREADS
