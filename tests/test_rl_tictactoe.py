@@ -66,42 +66,41 @@ def test_minimax_never_loses_and_random_loses():
 SEEDS = (0, 1, 2)
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """TD(0) self-play only, 30,000 games per seed (about 10 s each), each seed in its own
-    process (one BLAS thread, as here, and one kernel thread) side by side on the usable
-    cores, saved and loaded back: the players one process would train, in about half the
-    time on two cores."""
-    folder = tmp_path_factory.mktemp("tictactoe")
+def _train_side_by_side(runs):
+    """Players ``TDSelfPlay(seed).learn(games)`` for each ``(seed, games, path)`` of
+    ``runs``, each trained in its own process (one BLAS thread, as here, and one kernel
+    thread: the processes fill the cores already) side by side on the usable cores, saved
+    to ``path`` and loaded back."""
     code = ("import numpy, shendu, threadpoolctl\n"
             "from shendu.functional import conv\n"
             "from shendu.rl.tictactoe import TDSelfPlay\n"
             "shendu.manual_seed(0); numpy.random.seed(0)       # as conftest does\n"
-            "conv.set_kernel_threads(1)         # the processes fill the cores already\n"
+            "conv.set_kernel_threads(1)\n"
             "with threadpoolctl.threadpool_limits(1):\n"
-            "    TDSelfPlay(seed={seed}).learn(30_000).save({path!r})")
-    paths = [str(folder / f"seed{seed}.shendu") for seed in SEEDS]
-    done = run_side_by_side([python(code.format(seed=seed, path=path))
-                             for seed, path in zip(SEEDS, paths)])
-    for seed, r in zip(SEEDS, done):
+            "    TDSelfPlay(seed={seed}).learn({games}).save({path!r})")
+    done = run_side_by_side([python(code.format(seed=seed, games=games, path=str(path)))
+                             for seed, games, path in runs])
+    for (seed, _, _), r in zip(runs, done):
         assert r.returncode == 0, f"seed {seed}:\n" + r.stdout[-2000:] + r.stderr[-3000:]
-    return [shendu.load(path) for path in paths]
+    return [shendu.load(path) for _, _, path in runs]
 
 
-def test_trained_in_a_process_as_here(trained, tmp_path):
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """TD(0) self-play only, 30,000 games per seed (about 10 s each), the seeds side by
+    side (:func:`_train_side_by_side`): the players one process would train, in about half
+    the time on two cores."""
+    folder = tmp_path_factory.mktemp("tictactoe")
+    return _train_side_by_side([(seed, 30_000, folder / f"seed{seed}.shendu")
+                                for seed in SEEDS])
+
+
+def test_trained_in_a_process_as_here(tmp_path):
     """The side-by-side training gives this process's players: a short run of one seed
     there (one kernel thread) and here (the suite's two) gives the same games and the same
     values."""
-    code = ("import numpy, shendu, threadpoolctl\n"
-            "from shendu.functional import conv\n"
-            "from shendu.rl.tictactoe import TDSelfPlay\n"
-            "shendu.manual_seed(0); numpy.random.seed(0)\n"
-            "conv.set_kernel_threads(1)\n"
-            "with threadpoolctl.threadpool_limits(1):\n"
-            f"    TDSelfPlay(seed=5).learn(300).save({str(tmp_path / 'p.shendu')!r})")
-    r = run_side_by_side([python(code)])[0]
-    assert r.returncode == 0, r.stderr[-3000:]
-    there, here = shendu.load(tmp_path / "p.shendu"), TDSelfPlay(seed=5).learn(300)
+    there = _train_side_by_side([(5, 300, tmp_path / "p.shendu")])[0]
+    here = TDSelfPlay(seed=5).learn(300)
     assert there.history["losses"] == here.history["losses"]
     board = np.array([1, 0, 0, 0, -1, 0, 0, 0, 0], dtype=np.int8)
     assert there.move_values(board) == here.move_values(board)

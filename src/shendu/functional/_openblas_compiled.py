@@ -1,10 +1,9 @@
 """The single-threaded ``cblas_?gemm`` of NumPy's own OpenBLAS, with the C signature the
 kernels call MKL's with (CBLAS, 32-bit ints): compiled adapters that set OpenBLAS's thread
 count to one (``_openblas.ONE_THREAD`` restores it around their callers) and call its
-64-bit-int (ILP64) GEMM, which NumPy's
-wheels bring. Importing this module first tells LLVM where the functions named here lie
-(:func:`shendu.functional._openblas.register`), or fails with ImportError where they are
-not to be found."""
+64-bit-int (ILP64) GEMM, which NumPy's wheels bring. Importing this module first tells LLVM
+where the functions named here lie (:func:`shendu.functional._openblas.register`), or fails
+with ImportError where they are not to be found."""
 
 from __future__ import annotations
 

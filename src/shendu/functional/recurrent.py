@@ -432,11 +432,9 @@ class LSTMScan(Function):
                 Wt = np.concatenate([W4[:, H * i // t:H * (i + 1) // t].reshape(-1, W.shape[1])
                                      for i in range(t)])
                 P = np.empty((t, 4 * (H // t + 1) * B), dt)
-                with ONE_THREAD:
-                    scan(*args[:3], Wt, *args[4:], P)
+                scan(*args[:3], Wt, *args[4:], P)
             else:
-                with ONE_THREAD:
-                    serial(*args)
+                serial(*args)
             steps = []
         else:
             gates = Repeated(W, Z[0], S[0, :4 * H])    # the steps' products, checked once
@@ -544,9 +542,8 @@ class LSTMScan(Function):
             lo = 0
             for k, t in enumerate(order):
                 if _chunk_end(t, C, T, reverse):
-                    with ONE_THREAD:
-                        back(fg, whhT, D, F, E, g_out, nzs, times[lo:k + 1], reverse,
-                             k < T - 1 or need_h0, scratch.reshape(H, B), threads)
+                    back(fg, whhT, D, F, E, g_out, nzs, times[lo:k + 1], reverse,
+                         k < T - 1 or need_h0, scratch.reshape(H, B), threads)
                     first = self._chunk_grads(D, Zc, Zs, *_chunk_span(t, C, T, reverse), C,
                                               dW, first, dx, wi)
                     lo = k + 1
