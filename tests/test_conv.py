@@ -61,6 +61,7 @@ def tiny_tiles(request, monkeypatch):
     from shendu.functional import conv as conv_mod
 
     path = request.param
+    monkeypatch.setattr(conv_mod, "DIRECT", False)     # stride 1 would run direct
     monkeypatch.setattr(conv_mod, "TILE_ELEMS", 1)
     monkeypatch.setattr(conv_mod, "ROWS_MIN_OUT",
                         1 if path.startswith("compiled") and path != "compiled-columns" else 10**9)
@@ -176,6 +177,7 @@ def test_conv2d_tiled_frozen_weight_and_bias_alone(monkeypatch):
     bias alone still gets its own; the input gradient stays right either way."""
     from shendu.functional import conv as conv_mod
 
+    monkeypatch.setattr(conv_mod, "DIRECT", False)     # stride 1 would run direct
     monkeypatch.setattr(conv_mod, "TILE_ELEMS", 1)
     rng = np.random.default_rng(2)
     arrays = [rng.standard_normal(s) for s in [(2, 3, 6, 5), (4, 3, 3, 3), (4,)]]

@@ -447,6 +447,20 @@ def _tile_rows(k: int, wo: int, n: int, ho: int) -> int:
     return max(1, min(ho, TILE_ELEMS // max(1, k * wo * n)))
 
 
+def _padded_here(xc: np.ndarray, pads: tuple) -> np.ndarray:
+    """:func:`_padded` on the calling thread (beside the direct convolution's compiled
+    regions, whose threads are still spinning when it runs, a split copy ran 3-9x slower)."""
+    pt, pb, pl, pr = pads
+    c, h, w, n = xc.shape
+    xp = workspace.get((c, h + pt + pb, w + pl + pr, n), xc.dtype)
+    xp[:, :pt] = 0
+    xp[:, pt + h:] = 0
+    xp[:, pt:pt + h, :pl] = 0
+    xp[:, pt:pt + h, pl + w:] = 0
+    xp[:, pt:pt + h, pl:pl + w] = xc
+    return xp
+
+
 def _padded(xc: np.ndarray, pads: tuple) -> np.ndarray:
     """``(C, H+pt+pb, W+pl+pr, N)``: the batch-innermost input inside a zero border (from
     the workspace)."""
@@ -501,6 +515,89 @@ def _row_sums(g2: np.ndarray) -> np.ndarray:
 
     parallel(run, g2.shape[0], g2.size)
     return out
+
+
+_direct_lock = threading.Lock()
+_direct_loaded: list = []      # [the module of direct convolution loops, or None]
+
+
+def _direct():
+    """:mod:`shendu.functional._conv_compiled` where Numba is installed and on, else None."""
+    def build():
+        if _numba.kernels() is None:
+            return None
+        from shendu.functional import _conv_compiled
+        return _conv_compiled
+    return _numba.once(_direct_loaded, _direct_lock, build)
+
+
+#: whether stride-1 convolutions run direct where Numba is installed (:meth:`Conv2d._forward_direct`)
+DIRECT = True
+#: multiply-adds of a direct convolution (or its weight gradient) from which its rows (or
+#: blocks) are split over the kernel threads; below, one thread runs them all
+DIRECT_SPLIT_MACS = 1 << 21
+
+
+def _direct_taps(c: int, kh: int, kw: int, hp: int, wp: int, n: int) -> np.ndarray:
+    """Where each tap ``(c, i, j)`` starts reading in a ``(C, Hp, Wp, N)`` array, in
+    numbers from the first row's start."""
+    return (np.arange(c)[:, None, None] * (hp * wp * n) + np.arange(kh)[:, None] * (wp * n)
+            + np.arange(kw) * n).astype(np.int64).ravel()
+
+
+def _direct_rows(direct, xp: np.ndarray, kh: int, kw: int, w2: np.ndarray, b: np.ndarray,
+                 y: np.ndarray) -> None:
+    """``y`` (O, Ho, Wo, N) = the stride-1 correlation of the padded batch-innermost
+    ``xp`` (C, Hp, Wp, N) with ``w2`` (O, C*kh*kw) plus ``b``, its rows split over the
+    kernel threads when large (each row's numbers are the same whatever the split)."""
+    c, hp, wp, n = xp.shape
+    o, ho, wo, _ = y.shape
+    taps = _direct_taps(c, kh, kw, hp, wp, n)
+    w2 = np.ascontiguousarray(w2)
+    xf, yf, wf = xp.reshape(-1), y.reshape(-1), w2.reshape(-1)
+    lanes = direct.VECTOR_BYTES // xp.itemsize
+
+    args = (xf, taps, wp * n, wf, b, yf, o, wo * n, ho * wo * n)
+    t = _direct_threads(ho, o * taps.size * ho * wo * n)
+    if t > 1:
+        direct.conv_rows_split(*args, ho, lanes, t)
+    else:
+        direct.conv_rows(*args, 0, ho, lanes)
+
+
+def _direct_weight_grad(direct, g4: np.ndarray, xp: np.ndarray, kh: int, kw: int
+                        ) -> np.ndarray:
+    """``dW`` (O, C*kh*kw) of the direct convolution from ``g4`` (O, Ho, Wo, N) and the
+    padded input ``xp`` (C, Hp, Wp, N), in blocks of four channels by four taps split over
+    the kernel threads when large."""
+    c, hp, wp, n = xp.shape
+    o, ho, wo, _ = g4.shape
+    taps = _direct_taps(c, kh, kw, hp, wp, n)
+    dw = np.empty((o, taps.size), g4.dtype)
+    blocks = -(-o // direct.OB) * -(-taps.size // direct.TB)
+    gf, xf = g4.reshape(-1), xp.reshape(-1)
+    lanes = direct.VECTOR_BYTES // xp.itemsize
+
+    args = (gf, xf, taps, wp * n, o, wo * n, ho * wo * n, ho, dw)
+    t = _direct_threads(blocks, o * taps.size * ho * wo * n)
+    if t > 1:
+        direct.conv_weight_grad_split(*args, blocks, lanes, t)
+    else:
+        direct.conv_weight_grad(*args, 0, blocks, lanes)
+    return dw
+
+
+def _direct_threads(n: int, macs: int) -> int:
+    """The threads a direct convolution loop over ``n`` rows (or blocks) of ``macs``
+    multiply-adds is split over: the kernel threads from :data:`DIRECT_SPLIT_MACS` (the
+    loops are compute-bound: they scale where the memory-bound ones do not), outside
+    another parallel region, where Numba's regions run on TBB; else 1."""
+    from shendu.functional import _regions
+
+    t = min(_N_THREADS, n)
+    if t > 1 and macs >= DIRECT_SPLIT_MACS and not in_parallel_region() and _regions.tbb():
+        return t
+    return 1
 
 
 #: output channels from which a tiled convolution runs spatial-outer
@@ -564,6 +661,13 @@ class Conv2d(Function):
         self.unit = (pt, pl) if stride == (1, 1) and dilation == (1, 1) else None
         self.tiled = groups == 1 and kg * m > TILE_ELEMS
         self.rows = None
+        self.direct = None
+        if (DIRECT and groups == 1 and stride == (1, 1) and dilation == (1, 1)
+                and max(pads) < min(kh, kw)):
+            direct = _direct()
+            if direct is not None and _numba.kernels_for(x, w, b) is not None:
+                self.tile_pads = pads
+                return self._forward_direct(x, w, b, pads, direct)
         if self.tiled:
             kern = _numba.kernels_for(x, w, b)
             if kern is not None and o >= ROWS_MIN_OUT:
@@ -585,6 +689,53 @@ class Conv2d(Function):
         else:
             workspace.put(cols)
         return from_chwn(y.reshape(o, ho, wo, n))                     # NCHW view of CHWN
+
+    def _forward_direct(self, x, w, b, pads, direct):
+        """The direct convolution (:mod:`shendu.functional._conv_compiled`): each output
+        row a sum of the taps' scaled runs of the zero-padded batch-innermost input, in
+        vector registers, the rows split over the kernel threads; no patch matrix. The
+        padded input is kept for the weight gradient."""
+        n, c, h, wd, ho, wo, _, _ = self.geom
+        o, _, kh, kw = w.shape
+        xc = to_chwn(x)
+        xp = _padded_here(xc, pads) if any(pads) else np.ascontiguousarray(xc)
+        y = np.empty((o, ho, wo, n), x.dtype)
+        _direct_rows(direct, xp, kh, kw, w.reshape(o, -1),
+                     np.zeros(o, x.dtype) if b is None else b, y)
+        if self.needs_input_grad[1]:
+            self.xs = xp                       # the weight gradient's runs come from it
+        elif xp is not xc and any(pads):
+            workspace.put(xp)
+        self.padded = any(pads)
+        self.direct = direct
+        return from_chwn(y)
+
+    def _direct_backward(self, g):
+        """Backward of :meth:`_forward_direct`: the weight gradient as sums of products of
+        runs (:func:`_direct_weight_grad`), the input gradient as the direct convolution
+        of the zero-padded output gradient with the flipped, transposed weight (a "full"
+        correlation), the bias gradient as NumPy's row sums."""
+        n, c, h, wd, ho, wo, _, _ = self.geom
+        w = self.w
+        o, _, kh, kw = w.shape
+        need = self.needs_input_grad
+        g4 = contiguous(g.transpose(1, 2, 3, 0))                     # (O, Ho, Wo, N)
+        gx = gw = gb = None
+        if need[1]:
+            gw = _direct_weight_grad(self.direct, g4, self.xs, kh, kw).reshape(w.shape)
+        if need[0]:
+            pt, pb, pl, pr = self.tile_pads
+            back = (kh - 1 - pt, kh - 1 - pb, kw - 1 - pl, kw - 1 - pr)
+            gp = _padded_here(g4, back) if any(back) else g4
+            wt = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(c, -1)
+            dx = np.empty((c, h, wd, n), g.dtype)
+            _direct_rows(self.direct, gp, kh, kw, wt, np.zeros(c, g.dtype), dx)
+            if gp is not g4:
+                workspace.put(gp)
+            gx = from_chwn(dx)
+        if len(need) > 2 and need[2]:
+            gb = _row_sums(g4.reshape(o, -1))
+        return gx, gw, gb
 
     def _forward_tiled(self, x, w, b, pads, stride, dilation):
         """One product per tile of output rows, each on patches made just before it (they
@@ -795,6 +946,8 @@ class Conv2d(Function):
         kg = cg * kh * kw
         need = self.needs_input_grad
         gx = gw = gb = None
+        if self.direct is not None:
+            return self._direct_backward(g)
         if self.rows is not None:
             g4 = contiguous(g.transpose(2, 3, 0, 1))                   # (Ho, Wo, N, O)
             g2 = g4.reshape(m, o)

@@ -1,0 +1,283 @@
+"""Direct convolution loops for :mod:`shendu.functional.conv` (imported only where Numba is
+installed): stride-1, undilated 2-D convolutions computed from the zero-padded,
+batch-innermost input without a patch matrix, in vector registers.
+
+In the ``(C, H, W, N)`` layout, output row ``u`` of channel ``o`` is ``Wo * N`` contiguous
+numbers, and the inputs one kernel tap ``(c, i, j)`` multiplies them with are a run of as
+many contiguous numbers too (row ``u + i`` of channel ``c`` from column ``j`` on). So a
+row of the output is a sum of ``C * kh * kw`` scaled runs,
+
+    y[o, u, q] = b[o] + sum_t w[o, t] x[c_t, u + i_t, j_t N + q],   q < Wo * N,
+
+and the weight gradient a sum of products of runs,
+
+    dW[o, t] = sum_u sum_q dY[o, u, q] x[c_t, u + i_t, j_t N + q].
+
+The inner loops hold a block of outputs in vector registers while the taps stream past
+(:func:`_rows_micro`: 4 channels x 2 vectors of positions; :func:`_dots_micro`: 4 channels
+x 4 taps of per-lane partial sums), written as LLVM vector code through Numba intrinsics
+(LLVM's own vectoriser keeps such accumulators in memory): one vector is 64 bytes, 16
+float32 or 8 float64 numbers, which LLVM splits into the registers the processor has. A
+multiply-add is ``llvm.fmuladd``: fused where the processor has FMA. Each output is summed
+in tap order (the weight gradient: per lane in row and position order, then the lanes in
+order), the same whatever the thread count.
+
+Defined at module level so that Numba's disk cache finds them again in the next process.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+__all__ = ["conv_rows", "conv_rows_split", "conv_weight_grad", "conv_weight_grad_split"]
+
+_I32, _I64 = ir.IntType(32), ir.IntType(64)
+VECTOR_BYTES = 64
+
+
+def _vector(dtype) -> tuple[ir.VectorType, int, str]:
+    """The LLVM vector of one 64-byte block of ``dtype`` numbers, its lanes and its name."""
+    if dtype == types.float32:
+        return ir.VectorType(ir.FloatType(), 16), 16, "v16f32"
+    return ir.VectorType(ir.DoubleType(), 8), 8, "v8f64"
+
+
+def _splat(builder, vec, lanes, s):
+    v = builder.insert_element(ir.Constant(vec, None), s, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(v, ir.Constant(vec, None),
+                                  ir.Constant(ir.VectorType(_I32, lanes), [0] * lanes))
+
+
+def _at(builder, data, index):
+    return builder.gep(data, [index])
+
+
+def _load_vec(builder, data, index, vec):
+    return builder.load(builder.bitcast(_at(builder, data, index), vec.as_pointer()), align=1)
+
+
+def _store_vec(builder, value, data, index, vec):
+    builder.store(value, builder.bitcast(_at(builder, data, index), vec.as_pointer()), align=1)
+
+
+def _rows_micro(ob: int, nv: int):
+    """An intrinsic ``micro(x, xb, taps, w, wo, b, y, yo, yb)``: for ``k < ob`` and the
+    ``nv`` vectors of positions from 0, ``y[yo[k] + yb + p] = b[k] + sum_t w[wo[k] + t]
+    x[xb + taps[t] + p]``, the taps in order, the sums in registers."""
+
+    @intrinsic
+    def micro(typingctx, x, xb, taps, w, wo, b, y, yo, yb):
+        sig = types.void(x, xb, taps, w, wo, b, y, yo, yb)
+
+        def codegen(context, builder, signature, args):
+            x_, xb_, taps_, w_, wo_, b_, y_, yo_, yb_ = args
+            tys = signature.args
+            vec, lanes, name = _vector(tys[0].dtype)
+            xa = context.make_array(tys[0])(context, builder, x_)
+            ta = context.make_array(tys[2])(context, builder, taps_)
+            wa = context.make_array(tys[3])(context, builder, w_)
+            woa = context.make_array(tys[4])(context, builder, wo_)
+            ba = context.make_array(tys[5])(context, builder, b_)
+            ya = context.make_array(tys[6])(context, builder, y_)
+            yoa = context.make_array(tys[7])(context, builder, yo_)
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fmuladd.{name}")
+            accs, wbase = [], []
+            for k in range(ob):
+                kk = ir.Constant(_I64, k)
+                bk = _splat(builder, vec, lanes, builder.load(_at(builder, ba.data, kk)))
+                wbase.append(builder.load(_at(builder, woa.data, kk)))
+                for _ in range(nv):
+                    p = cgutils.alloca_once(builder, vec)
+                    builder.store(bk, p)
+                    accs.append(p)
+            n_taps = cgutils.unpack_tuple(builder, ta.shape, 1)[0]
+            with cgutils.for_range(builder, n_taps) as loop:
+                t = loop.index
+                base = builder.add(xb_, builder.load(_at(builder, ta.data, t)))
+                xs = [_load_vec(builder, xa.data, builder.add(base, ir.Constant(_I64, v * lanes)),
+                                vec) for v in range(nv)]
+                for k in range(ob):
+                    wk = builder.load(_at(builder, wa.data, builder.add(wbase[k], t)))
+                    wv = _splat(builder, vec, lanes, wk)
+                    for v in range(nv):
+                        p = accs[k * nv + v]
+                        builder.store(builder.call(fma, [wv, xs[v], builder.load(p)]), p)
+            for k in range(ob):
+                yk = builder.add(builder.load(_at(builder, yoa.data, ir.Constant(_I64, k))), yb_)
+                for v in range(nv):
+                    _store_vec(builder, builder.load(accs[k * nv + v]), ya.data,
+                               builder.add(yk, ir.Constant(_I64, v * lanes)), vec)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return micro
+
+
+def _dots_micro(ob: int, tb: int):
+    """An intrinsic ``micro(g, go, gb, x, xo, xb, nq, acc)``: for ``k < ob``, ``m < tb`` and
+    each lane ``l``, ``acc[(k*tb + m)*L + l] += sum_{q < nq} g[go[k] + gb + qL + l]
+    x[xo[m] + xb + qL + l]``, ``q`` in order (``L`` the lanes of one vector)."""
+
+    @intrinsic
+    def micro(typingctx, g, go, gb, x, xo, xb, nq, acc):
+        sig = types.void(g, go, gb, x, xo, xb, nq, acc)
+
+        def codegen(context, builder, signature, args):
+            g_, go_, gb_, x_, xo_, xb_, nq_, acc_ = args
+            tys = signature.args
+            vec, lanes, name = _vector(tys[0].dtype)
+            ga = context.make_array(tys[0])(context, builder, g_)
+            goa = context.make_array(tys[1])(context, builder, go_)
+            xa = context.make_array(tys[3])(context, builder, x_)
+            xoa = context.make_array(tys[4])(context, builder, xo_)
+            aa = context.make_array(tys[7])(context, builder, acc_)
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fmuladd.{name}")
+            gbase = [builder.add(builder.load(_at(builder, goa.data, ir.Constant(_I64, k))), gb_)
+                     for k in range(ob)]
+            xbase = [builder.add(builder.load(_at(builder, xoa.data, ir.Constant(_I64, m))), xb_)
+                     for m in range(tb)]
+            accs = []
+            for i in range(ob * tb):
+                p = cgutils.alloca_once(builder, vec)
+                builder.store(_load_vec(builder, aa.data, ir.Constant(_I64, i * lanes), vec), p)
+                accs.append(p)
+            with cgutils.for_range(builder, nq_) as loop:
+                off = builder.mul(loop.index, ir.Constant(_I64, lanes))
+                gs = [_load_vec(builder, ga.data, builder.add(gbase[k], off), vec)
+                      for k in range(ob)]
+                xs = [_load_vec(builder, xa.data, builder.add(xbase[m], off), vec)
+                      for m in range(tb)]
+                for k in range(ob):
+                    for m in range(tb):
+                        p = accs[k * tb + m]
+                        builder.store(builder.call(fma, [gs[k], xs[m], builder.load(p)]), p)
+            for i in range(ob * tb):
+                _store_vec(builder, builder.load(accs[i]), aa.data,
+                           ir.Constant(_I64, i * lanes), vec)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return micro
+
+
+_rows_4x2, _rows_3x2, _rows_2x2, _rows_1x2 = (_rows_micro(ob, 2) for ob in (4, 3, 2, 1))
+_rows_4x1, _rows_3x1, _rows_2x1, _rows_1x1 = (_rows_micro(ob, 1) for ob in (4, 3, 2, 1))
+_dots_4x4 = _dots_micro(4, 4)
+OB = TB = 4       # output channels, and taps, of one block
+
+
+@njit(nogil=True, cache=True)
+def conv_rows(x, taps, xrow, w, b, y, n_out, run, plane, u0, u1, lanes):
+    """Output rows ``u0..u1`` of a direct stride-1 convolution: ``y[o*plane + u*run + q] =
+    b[o] + sum_t w[o*K + t] x[u*xrow + taps[t] + q]`` for ``q < run`` (``x``, ``w``, ``y``
+    flat; ``K`` the taps). Four channels at a time (the last block those left), positions
+    two vectors at a time, then one, then one by one."""
+    k = taps.shape[0]
+    nb = (n_out + OB - 1) // OB
+    wo = np.empty((nb, OB), np.int64)
+    yo = np.empty((nb, OB), np.int64)
+    bb = np.empty((nb, OB), y.dtype)
+    for blk in range(nb):
+        for kk in range(OB):
+            o = min(blk * OB + kk, n_out - 1)
+            wo[blk, kk] = o * k
+            yo[blk, kk] = o * plane
+            bb[blk, kk] = b[o]
+    two = 2 * lanes
+    for u in range(u0, u1):
+        xb, yb = u * xrow, u * run
+        for blk in range(nb):
+            wb, ybk, bk = wo[blk], yo[blk], bb[blk]
+            width = min(OB, n_out - blk * OB)
+            q = 0
+            while q + two <= run:
+                if width == 4:
+                    _rows_4x2(x, xb + q, taps, w, wb, bk, y, ybk, yb + q)
+                elif width == 3:
+                    _rows_3x2(x, xb + q, taps, w, wb, bk, y, ybk, yb + q)
+                elif width == 2:
+                    _rows_2x2(x, xb + q, taps, w, wb, bk, y, ybk, yb + q)
+                else:
+                    _rows_1x2(x, xb + q, taps, w, wb, bk, y, ybk, yb + q)
+                q += two
+            while q + lanes <= run:
+                if width == 4:
+                    _rows_4x1(x, xb + q, taps, w, wb, bk, y, ybk, yb + q)
+                elif width == 3:
+                    _rows_3x1(x, xb + q, taps, w, wb, bk, y, ybk, yb + q)
+                elif width == 2:
+                    _rows_2x1(x, xb + q, taps, w, wb, bk, y, ybk, yb + q)
+                else:
+                    _rows_1x1(x, xb + q, taps, w, wb, bk, y, ybk, yb + q)
+                q += lanes
+            for qq in range(q, run):
+                for kk in range(width):
+                    s = bk[kk]
+                    for t in range(k):
+                        s += w[wb[kk] + t] * x[xb + qq + taps[t]]
+                    y[ybk[kk] + yb + qq] = s
+
+
+@njit(nogil=True, cache=True)
+def conv_weight_grad(g, x, taps, xrow, n_out, run, plane, n_rows, dw, b0, b1, lanes):
+    """Blocks ``b0..b1`` (of four channels by four taps, channel blocks outer) of a direct
+    stride-1 convolution's weight gradient: ``dw[o, t] = sum_u sum_q g[o*plane + u*run + q]
+    x[u*xrow + taps[t] + q]`` over ``n_rows`` rows ``u`` and ``q < run``; per lane of a
+    vector, in row and position order, then the lanes in order, then what is left of each
+    row one by one."""
+    k = taps.shape[0]
+    ntb = (k + TB - 1) // TB
+    go = np.empty(OB, np.int64)
+    xo = np.empty(TB, np.int64)
+    acc = np.empty(OB * TB * lanes, dw.dtype)
+    rest = np.empty(OB * TB, dw.dtype)
+    nq = run // lanes
+    for blk in range(b0, b1):
+        o0, t0 = (blk // ntb) * OB, (blk % ntb) * TB
+        for kk in range(OB):
+            go[kk] = min(o0 + kk, n_out - 1) * plane
+        for m in range(TB):
+            xo[m] = taps[min(t0 + m, k - 1)]
+        acc[:] = 0
+        rest[:] = 0
+        for u in range(n_rows):
+            _dots_4x4(g, go, u * run, x, xo, u * xrow, nq, acc)
+            for qq in range(nq * lanes, run):
+                for kk in range(OB):
+                    gv = g[go[kk] + u * run + qq]
+                    for m in range(TB):
+                        rest[kk * TB + m] += gv * x[xo[m] + u * xrow + qq]
+        for kk in range(min(OB, n_out - o0)):
+            for m in range(min(TB, k - t0)):
+                i = kk * TB + m
+                s = acc[i * lanes]
+                for lane in range(1, lanes):
+                    s += acc[i * lanes + lane]
+                dw[o0 + kk, t0 + m] = s + rest[i]
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def conv_rows_split(x, taps, xrow, w, b, y, n_out, run, plane, n_rows, lanes, t):
+    """:func:`conv_rows` over all ``n_rows`` rows in ``t`` contiguous blocks, one per thread
+    of one parallel region (on Numba's TBB layer, whose threads wait spinning a while:
+    handing work to a sleeping pool thread cost ~50 µs a time here)."""
+    for i in prange(t):
+        conv_rows(x, taps, xrow, w, b, y, n_out, run, plane, n_rows * i // t,
+                  n_rows * (i + 1) // t, lanes)
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def conv_weight_grad_split(g, x, taps, xrow, n_out, run, plane, n_rows, dw, blocks, lanes, t):
+    """:func:`conv_weight_grad` over all ``blocks`` in ``t`` contiguous runs, one per thread
+    of one parallel region."""
+    for i in prange(t):
+        conv_weight_grad(g, x, taps, xrow, n_out, run, plane, n_rows, dw, blocks * i // t,
+                         blocks * (i + 1) // t, lanes)
