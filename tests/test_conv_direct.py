@@ -107,8 +107,10 @@ def test_direct_conv_same_bits_for_any_threads(monkeypatch):
         return [a.copy() for a in (y.data, x.grad.data, w.grad.data, b.grad.data)]
 
     one = run()
-    split = []
+    split, pooled = [], []
     direct = conv._direct()
+    monkeypatch.setattr(conv, "split_threads",
+                        lambda *a, f=conv.split_threads: pooled.append(a[-1]) or f(*a))
     for name in ("conv_rows_split", "conv_weight_grad_split"):
         monkeypatch.setattr(direct, name,
                             lambda *a, f=getattr(direct, name): split.append(a[-1]) or f(*a))
@@ -123,6 +125,30 @@ def test_direct_conv_same_bits_for_any_threads(monkeypatch):
         assert split == [3, 3, 3]             # forward, weight gradient, input gradient
     for a, b in zip(one, three):
         np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+    # where Numba's regions do not run on TBB: the kernels' own pool
+    monkeypatch.setattr(_regions, "_tbb_loaded", [False])
+    monkeypatch.setattr(conv, "DIRECT_POOL_MACS", 0)
+    split.clear()
+    try:
+        conv.set_kernel_threads(3)
+        pool = run()
+    finally:
+        conv.set_kernel_threads(before)
+    assert split == [] and pooled.count(3) >= 3
+    for a, b in zip(one, pool):
+        np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+
+
+def test_direct_conv_empty_batch(spied):
+    """A batch of none: empty output and input gradient, zero weight and bias gradients."""
+    x = shendu.tensor(np.zeros((0, 3, 5, 5), np.float32), requires_grad=True)
+    w = shendu.tensor(np.ones((4, 3, 3, 3), np.float32), requires_grad=True)
+    b = shendu.tensor(np.ones(4, np.float32), requires_grad=True)
+    y = F.conv2d(x, w, b, padding=1)
+    assert y.shape == (0, 4, 5, 5) and spied
+    y.sum().backward()
+    assert x.grad.shape == (0, 3, 5, 5)
+    assert not w.grad.data.any() and not b.grad.data.any()
 
 
 def test_direct_conv_frozen_weight(spied):

@@ -536,6 +536,9 @@ DIRECT = True
 #: multiply-adds of a direct convolution (or its weight gradient) from which its rows (or
 #: blocks) are split over the kernel threads; below, one thread runs them all
 DIRECT_SPLIT_MACS = 1 << 21
+#: the same on the kernels' thread pool, where Numba's regions do not run on TBB (handing
+#: work to a pool thread cost ~50 µs here: it pays on larger loops only)
+DIRECT_POOL_MACS = 1 << 24
 
 
 def _direct_taps(c: int, kh: int, kw: int, hp: int, wp: int, n: int) -> np.ndarray:
@@ -561,6 +564,8 @@ def _direct_rows(direct, xp: np.ndarray, kh: int, kw: int, w2: np.ndarray, b: np
     t = _direct_threads(ho, o * taps.size * ho * wo * n)
     if t > 1:
         direct.conv_rows_split(*args, ho, lanes, t)
+    elif t < -1:
+        split_threads(lambda lo, hi: direct.conv_rows(*args, lo, hi, lanes), ho, -t)
     else:
         direct.conv_rows(*args, 0, ho, lanes)
 
@@ -582,6 +587,8 @@ def _direct_weight_grad(direct, g4: np.ndarray, xp: np.ndarray, kh: int, kw: int
     t = _direct_threads(blocks, o * taps.size * ho * wo * n)
     if t > 1:
         direct.conv_weight_grad_split(*args, blocks, lanes, t)
+    elif t < -1:
+        split_threads(lambda lo, hi: direct.conv_weight_grad(*args, lo, hi, lanes), blocks, -t)
     else:
         direct.conv_weight_grad(*args, 0, blocks, lanes)
     return dw
@@ -591,13 +598,16 @@ def _direct_threads(n: int, macs: int) -> int:
     """The threads a direct convolution loop over ``n`` rows (or blocks) of ``macs``
     multiply-adds is split over: the kernel threads from :data:`DIRECT_SPLIT_MACS` (the
     loops are compute-bound: they scale where the memory-bound ones do not), outside
-    another parallel region, where Numba's regions run on TBB; else 1."""
+    another parallel region, in one of Numba's regions where they run on TBB; where they
+    do not, the kernels' own pool from :data:`DIRECT_POOL_MACS` (a negative count); else 1."""
     from shendu.functional import _regions
 
     t = min(_N_THREADS, n)
-    if t > 1 and macs >= DIRECT_SPLIT_MACS and not in_parallel_region() and _regions.tbb():
+    if t <= 1 or macs < DIRECT_SPLIT_MACS or in_parallel_region():
+        return 1
+    if _regions.tbb():
         return t
-    return 1
+    return -t if macs >= DIRECT_POOL_MACS else 1
 
 
 #: output channels from which a tiled convolution runs spatial-outer
