@@ -100,25 +100,49 @@ def _build():
         rows ``lo..hi`` of the ``A * Ho`` (row ``r`` is ``best[r // Ho, r % Ho]``); a NaN
         wins its window (as ``np.maximum``)."""
         ho, wo, nb = best.shape[1], best.shape[2], best.shape[3]
-        for r in range(lo, hi):
+        if nb >= 256:       # long rows (spatial-outer): window by window
+            for r in range(lo, hi):
+                a, i = r // ho, r % ho
+                for j in range(wo):
+                    b, c = best[a, i, j], code[a, i, j]
+                    first = z[a, i * kh, j * kw]
+                    for n in range(nb):
+                        b[n] = first[n]
+                        c[n] = 0
+                    for u in range(kh):
+                        for v in range(kw):
+                            if u == 0 and v == 0:
+                                continue
+                            q, k = z[a, i * kh + u, j * kw + v], u * kw + v
+                            for n in range(nb):
+                                if q[n] > b[n]:
+                                    b[n] = q[n]
+                                    c[n] = k
+                                elif q[n] != q[n]:
+                                    b[n] = q[n]
+            return
+        for r in range(lo, hi):   # short rows (batch-innermost): offset by offset per row
             a, i = r // ho, r % ho
+            b, c = best[a, i], code[a, i]       # (Wo, B)
+            first = z[a, i * kh]
             for j in range(wo):
-                b, c = best[a, i, j], code[a, i, j]
-                first = z[a, i * kh, j * kw]
                 for n in range(nb):             # the innermost axis: one vector loop
-                    b[n] = first[n]
-                    c[n] = 0
-                for u in range(kh):
-                    for v in range(kw):
-                        if u == 0 and v == 0:
-                            continue
-                        q, k = z[a, i * kh + u, j * kw + v], u * kw + v
+                    b[j, n] = first[j * kw, n]
+                    c[j, n] = 0
+            for u in range(kh):
+                zu = z[a, i * kh + u]
+                for v in range(kw):
+                    if u == 0 and v == 0:
+                        continue
+                    k = u * kw + v
+                    for j in range(wo):
                         for n in range(nb):
-                            if q[n] > b[n]:
-                                b[n] = q[n]
-                                c[n] = k
-                            elif q[n] != q[n]:
-                                b[n] = q[n]
+                            q = zu[j * kw + v, n]
+                            if q > b[j, n]:
+                                b[j, n] = q
+                                c[j, n] = k
+                            elif q != q:
+                                b[j, n] = q
 
     @njit
     def route_tiles(g, code, kh, kw, dz, lo, hi):
@@ -128,13 +152,14 @@ def _build():
         ho, wo, nb = g.shape[1], g.shape[2], g.shape[3]
         for r in range(lo, hi):
             a, i = r // ho, r % ho
-            for j in range(wo):
-                gr, cr = g[a, i, j], code[a, i, j]
-                for u in range(kh):
+            gr, cr = g[a, i], code[a, i]        # (Wo, B): one row's windows at a time
+            for u in range(kh):
+                du = dz[a, i * kh + u]
+                for j in range(wo):
                     for v in range(kw):
-                        d, k = dz[a, i * kh + u, j * kw + v], u * kw + v
+                        k = u * kw + v
                         for n in range(nb):
-                            d[n] = gr[n] if cr[n] == k else 0
+                            du[j * kw + v, n] = gr[j, n] if cr[j, n] == k else 0
 
     @njit
     def col2im_unit(dcols, first, pt, pl, dx, lo, hi):
