@@ -43,6 +43,7 @@ SHAPES = [
     ((17, 1, 6, 5), (6, 1, 5, 5), 2),         # 6 = 4 + 2; runs of 85 (two vectors, one, 5)
     ((4, 6, 8, 8), (1, 6, 1, 1), 0),          # one channel, one tap
     ((16, 3, 5, 6), (16, 3, 3, 3), (1, 0)),   # full blocks of 4 and runs of 16 * 6
+    ((3, 2, 1, 20), (4, 2, 1, 5), (0, 2)),    # a height of one, padded along the width
 ]
 
 

@@ -686,7 +686,7 @@ class Conv2d(Function):
         self.rows = None
         self.direct = None
         if (DIRECT and groups == 1 and stride == (1, 1) and dilation == (1, 1)
-                and max(pads) < min(kh, kw)):
+                and max(pt, pb) < kh and max(pl, pr) < kw):
             direct = _direct()
             if direct is not None and _numba.kernels_for(x, w, b) is not None:
                 self.tile_pads = pads
