@@ -172,12 +172,15 @@ def test_conv2d_tiled_same_bits_for_any_threads(monkeypatch, layout, path):
             np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-5 * np.abs(c).max())
 
 
-def test_conv2d_tiled_frozen_weight_and_bias_alone(monkeypatch):
+@pytest.mark.parametrize("direct", [False, True])
+def test_conv2d_tiled_frozen_weight_and_bias_alone(monkeypatch, direct):
     """Only the gradients asked for: a frozen weight keeps no input for its gradient, a
-    bias alone still gets its own; the input gradient stays right either way."""
+    bias alone still gets its own; the input gradient stays right either way. On the tiled
+    path, and on the direct one (which keeps the padded input only for the weight's
+    gradient)."""
     from shendu.functional import conv as conv_mod
 
-    monkeypatch.setattr(conv_mod, "DIRECT", False)     # stride 1 would run direct
+    monkeypatch.setattr(conv_mod, "DIRECT", direct)
     monkeypatch.setattr(conv_mod, "TILE_ELEMS", 1)
     rng = np.random.default_rng(2)
     arrays = [rng.standard_normal(s) for s in [(2, 3, 6, 5), (4, 3, 3, 3), (4,)]]
@@ -189,6 +192,8 @@ def test_conv2d_tiled_frozen_weight_and_bias_alone(monkeypatch):
     b = shendu.tensor(arrays[2], requires_grad=True)
     y = F.conv2d(x, w, b, padding=1)
     assert y.grad_fn.__dict__.get("xs") is None
+    assert (y.grad_fn.__dict__.get("direct") is not None) == (
+        direct and conv_mod._direct() is not None)
     y.backward(gy)
     assert w.grad is None
     np.testing.assert_allclose(x.grad.data, ref[0].grad.numpy(), rtol=1e-10, atol=1e-10)

@@ -152,24 +152,6 @@ def test_direct_conv_empty_batch(spied):
     assert not w.grad.data.any() and not b.grad.data.any()
 
 
-def test_direct_conv_frozen_weight(spied):
-    """A frozen weight: the padded input is not kept; input and bias gradients right."""
-    rng = np.random.default_rng(2)
-    arrays = [rng.standard_normal(s) for s in [(2, 3, 6, 5), (4, 3, 3, 3), (4,)]]
-    gy = rng.standard_normal((2, 4, 6, 5))
-    ref = [torch.tensor(a, requires_grad=True) for a in arrays]
-    TF.conv2d(*ref, padding=1).backward(torch.tensor(gy))
-    x = shendu.tensor(arrays[0], requires_grad=True)
-    w = shendu.tensor(arrays[1])
-    b = shendu.tensor(arrays[2], requires_grad=True)
-    y = F.conv2d(x, w, b, padding=1)
-    assert spied and y.grad_fn.__dict__.get("xs") is None
-    y.backward(gy)
-    assert w.grad is None
-    np.testing.assert_allclose(x.grad.data, ref[0].grad.numpy(), rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(b.grad.data, ref[2].grad.numpy(), rtol=1e-10, atol=1e-10)
-
-
 @pytest.mark.parametrize("kw", [dict(stride=2, padding=1), dict(dilation=2, padding=2),
                                 dict(groups=2, padding=1), dict(padding=3)])
 def test_other_convolutions_not_direct(spied, kw):

@@ -573,14 +573,9 @@ def _direct_rows(direct, xp: np.ndarray, kh: int, kw: int, w2: np.ndarray, b: np
     xf, yf, wf = xp.reshape(-1), y.reshape(-1), w2.reshape(-1)
     lanes = direct.VECTOR_BYTES // xp.itemsize
 
-    args = (xf, taps, wp * n, wf, b, yf, o, wo * n, ho * wo * n)
-    t = _direct_threads(ho, o * taps.size * ho * wo * n)
-    if t > 1:
-        direct.conv_rows_split(*args, ho, lanes, t)
-    elif t < -1:
-        split_threads(lambda lo, hi: direct.conv_rows(*args, lo, hi, lanes), ho, -t)
-    else:
-        direct.conv_rows(*args, 0, ho, lanes)
+    _run_direct(direct.conv_rows, direct.conv_rows_split,
+                (xf, taps, wp * n, wf, b, yf, o, wo * n, ho * wo * n), ho,
+                o * taps.size * ho * wo * n, lanes)
 
 
 def _direct_weight_grad(direct, g4: np.ndarray, xp: np.ndarray, kh: int, kw: int
@@ -596,15 +591,23 @@ def _direct_weight_grad(direct, g4: np.ndarray, xp: np.ndarray, kh: int, kw: int
     gf, xf = g4.reshape(-1), xp.reshape(-1)
     lanes = direct.VECTOR_BYTES // xp.itemsize
 
-    args = (gf, xf, taps, wp * n, o, wo * n, ho * wo * n, ho, dw)
-    t = _direct_threads(blocks, o * taps.size * ho * wo * n)
-    if t > 1:
-        direct.conv_weight_grad_split(*args, blocks, lanes, t)
-    elif t < -1:
-        split_threads(lambda lo, hi: direct.conv_weight_grad(*args, lo, hi, lanes), blocks, -t)
-    else:
-        direct.conv_weight_grad(*args, 0, blocks, lanes)
+    _run_direct(direct.conv_weight_grad, direct.conv_weight_grad_split,
+                (gf, xf, taps, wp * n, o, wo * n, ho * wo * n, ho, dw), blocks,
+                o * taps.size * ho * wo * n, lanes)
     return dw
+
+
+def _run_direct(serial, split, args: tuple, n: int, macs: int, lanes: int) -> None:
+    """``serial(*args, lo, hi, lanes)`` over ``range(n)`` rows (or blocks) of a direct loop
+    of ``macs`` multiply-adds: in one of Numba's parallel regions (``split(*args, n, lanes,
+    t)``), on the kernels' pool, or on this thread, as :func:`_direct_threads` says."""
+    t = _direct_threads(n, macs)
+    if t > 1:
+        split(*args, n, lanes, t)
+    elif t < -1:
+        split_threads(lambda lo, hi: serial(*args, lo, hi, lanes), n, -t)
+    else:
+        serial(*args, 0, n, lanes)
 
 
 def _direct_threads(n: int, macs: int) -> int:
