@@ -877,16 +877,24 @@ def _flash_run(arrs, g, compiled, monkeypatch):
     return [out.data.copy()] + [t.grad.data.copy() for t in ts]
 
 
+@pytest.mark.parametrize("products", ["batch", "single"])
 @pytest.mark.parametrize("case", ["plain", "shifted", "query-blocks", "broadcast"])
-def test_sdpa_blockwise_compiled_tiles(monkeypatch, case):
+def test_sdpa_blockwise_compiled_tiles(monkeypatch, case, products):
     """The compiled tile loops (float32, no mask, no dropout) against the Python tile loop
     (to float32 rounding: their row sums and bound are their own) and against torch in
     float64 (as close as the Python loop), the shift by the row max (large scores), several
-    query blocks and broadcast heads included."""
-    from shendu.functional import _flash, _flash_mkl
+    query blocks and broadcast heads included; their products as MKL's strided batch calls,
+    and as one OpenBLAS call a head (where the kernels' products are OpenBLAS's)."""
+    from shendu.functional import _flash, _flash_mkl, _gemm
 
     if _flash_mkl.kernels() is None:
         pytest.skip("Numba or MKL is not installed (or SHENDU_NUMBA=0)")
+    if products == "single":
+        if _gemm._load()["name"] != "openblas":
+            pytest.skip("the kernels' products are not on OpenBLAS here")
+        monkeypatch.setattr(_flash_mkl, "FS", [_gemm._load()["addresses"][np.dtype(np.float32)]])
+    else:
+        monkeypatch.setattr(_flash_mkl, "FS", [0])
     rng = np.random.default_rng(7)
     sq, sk = (2, 3, 40, 8), (2, 3, 37, 8)
     if case == "query-blocks":

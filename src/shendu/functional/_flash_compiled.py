@@ -9,7 +9,7 @@ import numpy as np
 from numba import njit
 
 from shendu.functional import _flash, _gemm
-from shendu.functional._regions_compiled import call_gemm_batch, call_vexp
+from shendu.functional._regions_compiled import call_gemm, call_gemm_batch, call_vexp
 
 __all__ = ["forward", "backward"]
 
@@ -20,13 +20,21 @@ tiny = -np.finfo(np.float32).max                   # -lse of a row with no key: 
 
 
 @njit(nogil=True, cache=True)
-def gemm(fb, ta, tb, m, n, k, pa, lda, sa, pb, ldb, sb, beta, pc, ldc, sc, count):
-    call_gemm_batch(fb, ta, tb, m, n, k, np.float32(1.0), pa, lda, sa, pb, ldb, sb, beta, pc,
-                    ldc, sc, count)
+def gemm(fb, fs, ta, tb, m, n, k, pa, lda, sa, pb, ldb, sb, beta, pc, ldc, sc, count):
+    """``count`` products ``sa``, ``sb``, ``sc`` elements apart: one strided batch call at
+    ``fb`` (MKL's), or where ``fs`` is not 0 one single-product call at ``fs`` each
+    (the OpenBLAS adapter, on processors where MKL's batch call takes its generic path)."""
+    if fs == 0:
+        call_gemm_batch(fb, ta, tb, m, n, k, np.float32(1.0), pa, lda, sa, pb, ldb, sb, beta,
+                        pc, ldc, sc, count)
+        return
+    for g in range(count):
+        call_gemm(fs, ta, tb, m, n, k, np.float32(1.0), pa + 4 * sa * g, lda, pb + 4 * sb * g,
+                  ldb, beta, pc + 4 * sc * g, ldc)
 
 
 @njit(nogil=True, cache=True)
-def forward(fb, fe, q, k, v, out, m_out, den, scale, c0, c1, hg, bq, sbuf, qbuf, kbuf, vbuf):
+def forward(fb, fs, fe, q, k, v, out, m_out, den, scale, c0, c1, hg, bq, sbuf, qbuf, kbuf, vbuf):
     """Head groups ``c0..c1-1`` of blockwise attention: ``out`` (G, L, Ev) and each row's
     shift ``m_out`` and normaliser ``den`` (G, L); ``lse = m + log(den)`` is the caller's.
     ``q`` (A, B, L, E), ``k`` (A, B, S, E), ``v`` (A, B, S, Ev) float32 in any strides
@@ -64,7 +72,7 @@ def forward(fb, fe, q, k, v, out, m_out, den, scale, c0, c1, hg, bq, sbuf, qbuf,
         for i0 in range(0, L, bq):
             i1 = min(i0 + bq, L)
             nb = i1 - i0
-            gemm(fb, N, T, nb, S, E, qbuf.ctypes.data + i0 * E * 4, E, L * E, kbuf.ctypes.data,
+            gemm(fb, fs, N, T, nb, S, E, qbuf.ctypes.data + i0 * E * 4, E, L * E, kbuf.ctypes.data,
                  E, S * E, np.float32(0.0), sbuf.ctypes.data, S, nb * S, r)
             bound = 0.0
             for h in range(r):
@@ -104,7 +112,7 @@ def forward(fb, fe, q, k, v, out, m_out, den, scale, c0, c1, hg, bq, sbuf, qbuf,
                         acc32 += sbuf[base + j]
                     den[h0 + h, i0 + i] = acc32
             po = out.ctypes.data + ((h0 * L) + i0) * Ev * 4
-            gemm(fb, N, N, nb, Ev, S, sbuf.ctypes.data, S, nb * S, vbuf.ctypes.data, Ev,
+            gemm(fb, fs, N, N, nb, Ev, S, sbuf.ctypes.data, S, nb * S, vbuf.ctypes.data, Ev,
                  S * Ev, np.float32(0.0), po, Ev, L * Ev, r)
             for h in range(r):
                 for i in range(i0, i1):
@@ -114,7 +122,7 @@ def forward(fb, fe, q, k, v, out, m_out, den, scale, c0, c1, hg, bq, sbuf, qbuf,
                         row[e] = row[e] / d
 
 @njit(nogil=True, cache=True)
-def backward(fb, fe, q, k, v, go, o, lse, gq, gk, gv, scale, c0, c1, hg, bq, pbuf, dsbuf,
+def backward(fb, fs, fe, q, k, v, go, o, lse, gq, gk, gv, scale, c0, c1, hg, bq, pbuf, dsbuf,
              gqbuf, qa, ka, goa, va):
     """Head groups ``c0..c1-1`` of the blockwise backward (see ``_flash``): ``gq``,
     ``gk``, ``gv`` (G, ·, ·) written whole for these heads. ``q``, ``k``, ``v``, ``go``
@@ -156,20 +164,20 @@ def backward(fb, fe, q, k, v, go, o, lse, gq, gk, gv, scale, c0, c1, hg, bq, pbu
             i1 = min(i0 + bq, L)
             nb = i1 - i0
             pp, pd = pbuf.ctypes.data, dsbuf.ctypes.data
-            gemm(fb, N, T, nb, S, E1, qa.ctypes.data + i0 * E1 * 4, E1, L * E1,
+            gemm(fb, fs, N, T, nb, S, E1, qa.ctypes.data + i0 * E1 * 4, E1, L * E1,
                  ka.ctypes.data, E1, S * E1, np.float32(0.0), pp, S, nb * S, r)
             call_vexp(fe, r * nb * S, pp, pp, MODE)                 # P = exp(S - lse)
-            gemm(fb, T, N, S, Ev, nb, pp, S, nb * S, goa.ctypes.data + i0 * V1 * 4, V1,
+            gemm(fb, fs, T, N, S, Ev, nb, pp, S, nb * S, goa.ctypes.data + i0 * V1 * 4, V1,
                  L * V1, np.float32(1.0), gv.ctypes.data + h0 * S * Ev * 4, Ev, S * Ev,
                  r)                                         # dV += P^T dO
-            gemm(fb, N, T, nb, S, V1, goa.ctypes.data + i0 * V1 * 4, V1, L * V1,
+            gemm(fb, fs, N, T, nb, S, V1, goa.ctypes.data + i0 * V1 * 4, V1, L * V1,
                  va.ctypes.data, V1, S * V1, np.float32(0.0), pd, S, nb * S, r)
             n = r * nb * S
             for x in range(n):                               # dS = P (dP - D)
                 dsbuf[x] *= pbuf[x]
-            gemm(fb, N, N, nb, E, S, pd, S, nb * S, ka.ctypes.data, E1, S * E1,
+            gemm(fb, fs, N, N, nb, E, S, pd, S, nb * S, ka.ctypes.data, E1, S * E1,
                  np.float32(0.0), gqbuf.ctypes.data, E, nb * E, r)   # dS K
-            gemm(fb, T, N, S, E, nb, pd, S, nb * S, qa.ctypes.data + i0 * E1 * 4, E1, L * E1,
+            gemm(fb, fs, T, N, S, E, nb, pd, S, nb * S, qa.ctypes.data + i0 * E1 * 4, E1, L * E1,
                  np.float32(1.0), gk.ctypes.data + h0 * S * E * 4, E, S * E, r)  # dK
             for h in range(r):
                 for i in range(nb):

@@ -24,10 +24,15 @@ from __future__ import annotations
 import ctypes
 import threading
 
+import numpy as np
+
 __all__ = ["kernels"]
 
 _lock = threading.Lock()
 _loaded: list = []
+#: [the address of the single-product GEMM the tiles call one head at a time, or 0 for
+#: MKL's strided batch call]: OpenBLAS's adapter where the kernels' products are on it
+FS = [0]
 
 
 def kernels():
@@ -53,14 +58,20 @@ def _build():
     except AttributeError:
         return None
     from shendu.functional import _flash_compiled as c
+    from shendu.functional._openblas import ONE_THREAD
+
+    if st["name"] == "openblas":
+        FS[0] = st["addresses"][np.dtype(np.float32)]
 
     class K:
         @staticmethod
         def forward(*args):
-            c.forward(fb, fe, *args)
+            with ONE_THREAD:    # the adapter sets OpenBLAS's (process-wide) count
+                c.forward(fb, FS[0], fe, *args)
 
         @staticmethod
         def backward(*args):
-            c.backward(fb, fe, *args)
+            with ONE_THREAD:
+                c.backward(fb, FS[0], fe, *args)
 
     return K
