@@ -554,11 +554,21 @@ DIRECT_SPLIT_MACS = 1 << 21
 DIRECT_POOL_MACS = 1 << 24
 
 
+_taps: dict = {}        # (c, kh, kw, hp, wp, n) -> _direct_taps' array (never written)
+
+
 def _direct_taps(c: int, kh: int, kw: int, hp: int, wp: int, n: int) -> np.ndarray:
     """Where each tap ``(c, i, j)`` starts reading in a ``(C, Hp, Wp, N)`` array, in
-    numbers from the first row's start."""
-    return (np.arange(c)[:, None, None] * (hp * wp * n) + np.arange(kh)[:, None] * (wp * n)
-            + np.arange(kw) * n).astype(np.int64).ravel()
+    numbers from the first row's start (kept per shape: a layer asks three times a step)."""
+    key = (c, kh, kw, hp, wp, n)
+    taps = _taps.get(key)
+    if taps is None:
+        if len(_taps) >= 256:
+            _taps.clear()
+        taps = _taps[key] = (np.arange(c)[:, None, None] * (hp * wp * n)
+                             + np.arange(kh)[:, None] * (wp * n)
+                             + np.arange(kw) * n).astype(np.int64).ravel()
+    return taps
 
 
 def _direct_rows(direct, xp: np.ndarray, kh: int, kw: int, w2: np.ndarray, b: np.ndarray,
