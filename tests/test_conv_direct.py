@@ -47,6 +47,15 @@ SHAPES = [
 ]
 
 
+def _step(arrays, gy):
+    """conv2d (padding 1) of ``arrays`` (input, weight, bias) and its backward from ``gy``:
+    copies of the output and the three gradients."""
+    x, w, b = (shendu.tensor(a, requires_grad=True) for a in arrays)
+    y = F.conv2d(x, w, b, padding=1)
+    y.backward(gy)
+    return [a.copy() for a in (y.data, x.grad.data, w.grad.data, b.grad.data)]
+
+
 @pytest.mark.parametrize("xs,ws,pad", SHAPES)
 @pytest.mark.parametrize("bias", [True, False])
 def test_direct_conv_matches_torch(spied, xs, ws, pad, bias):
@@ -101,13 +110,7 @@ def test_direct_conv_same_bits_for_any_threads(monkeypatch):
               [(20, 5, 9, 8), (7, 5, 3, 3), (7,)]]
     gy = rng.standard_normal((20, 7, 9, 8)).astype(np.float32)
 
-    def run():
-        x, w, b = (shendu.tensor(a, requires_grad=True) for a in arrays)
-        y = F.conv2d(x, w, b, padding=1)
-        y.backward(gy)
-        return [a.copy() for a in (y.data, x.grad.data, w.grad.data, b.grad.data)]
-
-    one = run()
+    one = _step(arrays, gy)
     split, pooled = [], []
     direct = conv._direct()
     monkeypatch.setattr(conv, "split_threads",
@@ -119,7 +122,7 @@ def test_direct_conv_same_bits_for_any_threads(monkeypatch):
     before = conv._N_THREADS
     try:
         conv.set_kernel_threads(3)
-        three = run()
+        three = _step(arrays, gy)
     finally:
         conv.set_kernel_threads(before)
     if _regions.tbb():
@@ -132,7 +135,7 @@ def test_direct_conv_same_bits_for_any_threads(monkeypatch):
     split.clear()
     try:
         conv.set_kernel_threads(3)
-        pool = run()
+        pool = _step(arrays, gy)
     finally:
         conv.set_kernel_threads(before)
     assert split == [] and pooled.count(3) >= 3
@@ -170,16 +173,10 @@ def test_direct_conv_as_the_numpy_path(monkeypatch, spied):
     arrays = [rng.standard_normal(s) for s in [(18, 3, 8, 7), (5, 3, 3, 3), (5,)]]
     gy = rng.standard_normal((18, 5, 8, 7))
 
-    def run():
-        x, w, b = (shendu.tensor(a, requires_grad=True) for a in arrays)
-        y = F.conv2d(x, w, b, padding=1)
-        y.backward(gy)
-        return [a.copy() for a in (y.data, x.grad.data, w.grad.data, b.grad.data)]
-
-    direct = run()
+    direct = _step(arrays, gy)
     assert len(spied) == 1
     monkeypatch.setattr(_numba, "_loaded", [None])
-    numpy = run()
+    numpy = _step(arrays, gy)
     assert len(spied) == 1
     for a, b in zip(direct, numpy):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)

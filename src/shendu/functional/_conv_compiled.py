@@ -64,6 +64,17 @@ def _store_vec(builder, value, data, index, vec):
     builder.store(value, builder.bitcast(_at(builder, data, index), vec.as_pointer()), align=1)
 
 
+def _arrays(context, builder, signature, args, which):
+    """The LLVM array structs of the arguments ``which`` of an intrinsic's call."""
+    return [context.make_array(signature.args[i])(context, builder, args[i]) for i in which]
+
+
+def _fmuladd(builder, vec, name):
+    """``llvm.fmuladd`` on vectors ``vec`` (``name`` its type's suffix)."""
+    return cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fmuladd.{name}")
+
+
 def _rows_micro(ob: int, nv: int):
     """An intrinsic ``micro(x, xb, taps, w, wo, b, y, yo, yb)``: for ``k < ob`` and the
     ``nv`` vectors of positions from 0, ``y[yo[k] + yb + p] = b[k] + sum_t w[wo[k] + t]
@@ -74,18 +85,11 @@ def _rows_micro(ob: int, nv: int):
         sig = types.void(x, xb, taps, w, wo, b, y, yo, yb)
 
         def codegen(context, builder, signature, args):
-            x_, xb_, taps_, w_, wo_, b_, y_, yo_, yb_ = args
-            tys = signature.args
-            vec, lanes, name = _vector(tys[0].dtype)
-            xa = context.make_array(tys[0])(context, builder, x_)
-            ta = context.make_array(tys[2])(context, builder, taps_)
-            wa = context.make_array(tys[3])(context, builder, w_)
-            woa = context.make_array(tys[4])(context, builder, wo_)
-            ba = context.make_array(tys[5])(context, builder, b_)
-            ya = context.make_array(tys[6])(context, builder, y_)
-            yoa = context.make_array(tys[7])(context, builder, yo_)
-            fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fmuladd.{name}")
+            xb_, yb_ = args[1], args[8]
+            vec, lanes, name = _vector(signature.args[0].dtype)
+            xa, ta, wa, woa, ba, ya, yoa = _arrays(context, builder, signature, args,
+                                                   (0, 2, 3, 4, 5, 6, 7))
+            fma = _fmuladd(builder, vec, name)
             accs, wbase = [], []
             for k in range(ob):
                 kk = ir.Constant(_I64, k)
@@ -129,16 +133,10 @@ def _dots_micro(ob: int, tb: int):
         sig = types.void(g, go, gb, x, xo, xb, nq, acc)
 
         def codegen(context, builder, signature, args):
-            g_, go_, gb_, x_, xo_, xb_, nq_, acc_ = args
-            tys = signature.args
-            vec, lanes, name = _vector(tys[0].dtype)
-            ga = context.make_array(tys[0])(context, builder, g_)
-            goa = context.make_array(tys[1])(context, builder, go_)
-            xa = context.make_array(tys[3])(context, builder, x_)
-            xoa = context.make_array(tys[4])(context, builder, xo_)
-            aa = context.make_array(tys[7])(context, builder, acc_)
-            fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fmuladd.{name}")
+            gb_, xb_, nq_ = args[2], args[5], args[6]
+            vec, lanes, name = _vector(signature.args[0].dtype)
+            ga, goa, xa, xoa, aa = _arrays(context, builder, signature, args, (0, 1, 3, 4, 7))
+            fma = _fmuladd(builder, vec, name)
             gbase = [builder.add(builder.load(_at(builder, goa.data, ir.Constant(_I64, k))), gb_)
                      for k in range(ob)]
             xbase = [builder.add(builder.load(_at(builder, xoa.data, ir.Constant(_I64, m))), xb_)

@@ -459,23 +459,11 @@ def _tile_rows(k: int, wo: int, n: int, ho: int) -> int:
     return max(1, min(ho, TILE_ELEMS // max(1, k * wo * n)))
 
 
-def _padded_here(xc: np.ndarray, pads: tuple) -> np.ndarray:
-    """:func:`_padded` on the calling thread (beside the direct convolution's compiled
-    regions, whose threads are still spinning when it runs, a split copy ran 3-9x slower)."""
-    pt, pb, pl, pr = pads
-    c, h, w, n = xc.shape
-    xp = workspace.get((c, h + pt + pb, w + pl + pr, n), xc.dtype)
-    xp[:, :pt] = 0
-    xp[:, pt + h:] = 0
-    xp[:, pt:pt + h, :pl] = 0
-    xp[:, pt:pt + h, pl + w:] = 0
-    xp[:, pt:pt + h, pl:pl + w] = xc
-    return xp
-
-
-def _padded(xc: np.ndarray, pads: tuple) -> np.ndarray:
+def _padded(xc: np.ndarray, pads: tuple, here: bool = False) -> np.ndarray:
     """``(C, H+pt+pb, W+pl+pr, N)``: the batch-innermost input inside a zero border (from
-    the workspace)."""
+    the workspace), split over the kernel threads, or on the calling thread when ``here``
+    (beside the direct convolution's compiled regions, whose threads are still spinning
+    when it runs, a split copy ran 3-9x slower)."""
     pt, pb, pl, pr = pads
     c, h, w, n = xc.shape
     xp = workspace.get((c, h + pt + pb, w + pl + pr, n), xc.dtype)
@@ -489,7 +477,10 @@ def _padded(xc: np.ndarray, pads: tuple) -> np.ndarray:
             d[:, pt:pt + h, pl + w:] = 0
         d[:, pt:pt + h, pl:pl + w] = xc[lo:hi]
 
-    parallel(run, c, xp.size)
+    if here:
+        run(0, c)
+    else:
+        parallel(run, c, xp.size)
     return xp
 
 
@@ -702,7 +693,6 @@ class Conv2d(Function):
                 and max(pt, pb) < kh and max(pl, pr) < kw):
             direct = _direct()
             if direct is not None and _numba.kernels_for(x, w, b) is not None:
-                self.tile_pads = pads
                 return self._forward_direct(x, w, b, pads, direct)
         if self.tiled:
             kern = _numba.kernels_for(x, w, b)
@@ -734,16 +724,16 @@ class Conv2d(Function):
         n, c, h, wd, ho, wo, _, _ = self.geom
         o, _, kh, kw = w.shape
         xc = to_chwn(x)
-        xp = _padded_here(xc, pads) if any(pads) else np.ascontiguousarray(xc)
+        xp = _padded(xc, pads, here=True) if any(pads) else np.ascontiguousarray(xc)
         y = np.empty((o, ho, wo, n), x.dtype)
         _direct_rows(direct, xp, kh, kw, w.reshape(o, -1),
                      np.zeros(o, x.dtype) if b is None else b, y)
+        self.padded = any(pads)
         if self.needs_input_grad[1]:
             self.xs = xp                       # the weight gradient's runs come from it
-        elif xp is not xc and any(pads):
+        elif self.padded:
             workspace.put(xp)
-        self.padded = any(pads)
-        self.direct = direct
+        self.direct, self.tile_pads = direct, pads
         return from_chwn(y)
 
     def _direct_backward(self, g):
@@ -762,7 +752,7 @@ class Conv2d(Function):
         if need[0]:
             pt, pb, pl, pr = self.tile_pads
             back = (kh - 1 - pt, kh - 1 - pb, kw - 1 - pl, kw - 1 - pr)
-            gp = _padded_here(g4, back) if any(back) else g4
+            gp = _padded(g4, back, here=True) if any(back) else g4
             wt = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(c, -1)
             dx = np.empty((c, h, wd, n), g.dtype)
             _direct_rows(self.direct, gp, kh, kw, wt, np.zeros(c, g.dtype), dx)
