@@ -70,7 +70,7 @@ def test_every_layout_gives_numpys_product(every_product, dtype):
 
 @needs_mkl
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_out_may_be_a_column_block_of_a_wider_matrix(every_product, dtype):
+def test_out_may_be_a_column_block_of_a_wider_matrix(every_product, monkeypatch, dtype):
     """``out=`` a block of columns of a row-major matrix (the tiled convolution writes each
     tile's product there): MKL writes it in place with the wider rows' stride and leaves
     the columns around it alone, with or without ``accumulate``; an out whose rows are not
@@ -78,6 +78,7 @@ def test_out_may_be_a_column_block_of_a_wider_matrix(every_product, dtype):
     rng = np.random.default_rng(6)
     tol = 1e-4 if dtype == np.float32 else 1e-12
     conv.set_kernel_threads(1)
+    monkeypatch.setattr(_gemm, "ROWS", False)          # the GEMM's calls (the rows loops': below)
     calls = []
     st = _gemm._load()
     f = st["gemm"][np.dtype(dtype)]
@@ -323,14 +324,23 @@ def test_stacks_without_one_batch_stride(every_product, monkeypatch, dtype):
     assert len(calls) == 2 * len(cases)
 
 
+@pytest.mark.parametrize("rows", [False, True])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_repeated_products_over_a_scans_steps(every_product, monkeypatch, threads):
+def test_repeated_products_over_a_scans_steps(every_product, monkeypatch, threads, rows):
     """``Repeated`` checks a product once and then moves ``b`` and ``out`` by element
     offsets: every step equals ``np.matmul`` of the step's views, with ``b`` rows cut out of
     wider rows (a backward's column of a (G, C, B) block); on MKL each step is one foreign
-    call (these products are thin, so several kernel threads do not split them)."""
+    call (these products are thin, so several kernel threads do not split them), and where
+    the rows loops take these products, one call of theirs."""
     calls = []
-    if MKL:
+    monkeypatch.setattr(_gemm, "ROWS", rows)
+    if rows:
+        loops = _gemm._rows_loops()
+        if not MKL or not loops:
+            pytest.skip("no rows loops here: they need Numba and OpenBLAS's products")
+        real = loops.gemm_at
+        monkeypatch.setattr(loops, "gemm_at", lambda *a: (calls.append(1), real(*a)))
+    elif MKL:
         st = _gemm._load()
         f32 = st["gemm"][np.dtype(np.float32)]
         monkeypatch.setitem(st["gemm"], np.dtype(np.float32),
@@ -648,3 +658,80 @@ def test_openblas_adapters_import_alone():
         assert r.returncode == 0 and r.stdout.strip() == "True", r.stderr[-2000:]
     else:
         assert r.returncode == 1 and "ImportError" in r.stderr, r.stderr[-2000:]
+
+
+@pytest.fixture
+def rows_calls(every_product, monkeypatch):
+    """The rows loops' calls (one thread's, split), by kind; skipped where they do not run."""
+    loops = _gemm._rows_loops()
+    if not MKL or not loops:
+        pytest.skip("no rows loops here: they need Numba and OpenBLAS's products")
+    calls = []
+    for name in ("gemm_at", "gemm_at_split"):
+        real = getattr(loops, name)
+        monkeypatch.setattr(loops, name, lambda *a, real=real, name=name: (calls.append(name),
+                                                                        real(*a)))
+    return calls
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rows_loops_make_row_major_products(rows_calls, dtype):
+    """``C = A B`` of row-major operands (rows cut out of wider ones included, ``out`` a
+    block of columns of a wider matrix included) with whole vectors of columns is made by
+    the rows loops: within rounding of the float64 product, the same bits at one, two and
+    three threads (split by blocks of rows, each number summed in one order), the columns
+    around a block of ``out`` left alone."""
+    lanes = 64 // np.dtype(dtype).itemsize
+    rng = np.random.default_rng(11)
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    # rows: a multiple of the four-row blocks, not, and fewer than a block; columns: one
+    # vector, two, and three (two at a time, then one)
+    for (m, k, n), la, lb in itertools.product(
+            [(70, 90, 2 * lanes), (300, 64, lanes), (3, 161, 3 * lanes), (257, 2, 4 * lanes)],
+            "cs", "cs"):
+        a, b = _array(rng, (m, k), dtype, la), _array(rng, (k, n), dtype, lb)
+        want = a.astype(np.float64) @ b.astype(np.float64)
+        scale = np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64)
+        got = []
+        for threads in (1, 2, 3):
+            conv.set_kernel_threads(threads)
+            rows_calls.clear()
+            got.append(_gemm.matmul(a, b))
+            assert rows_calls == ["gemm_at" if threads == 1 or m * n < _gemm.SKINNY_OUT
+                                  or k < _gemm.SKINNY_K else "gemm_at_split"]
+            wide = rng.standard_normal((m, n + 9)).astype(dtype)
+            edge = wide.copy()
+            _gemm.matmul(a, b, out=wide[:, 4:4 + n])
+            np.testing.assert_array_equal(wide[:, 4:4 + n], got[-1])
+            np.testing.assert_array_equal(wide[:, :4], edge[:, :4])
+            np.testing.assert_array_equal(wide[:, 4 + n:], edge[:, 4 + n:])
+        assert got[0].dtype == dtype
+        assert np.all(np.abs(got[0] - want) <= tol * scale), (m, k, n, la, lb)
+        np.testing.assert_array_equal(got[1], got[0])
+        np.testing.assert_array_equal(got[2], got[0])
+
+
+def test_rows_loops_leave_other_products_to_the_gemm(rows_calls, monkeypatch):
+    """A transposed operand, ``accumulate``, columns that are not whole vectors, a ``B``
+    over :data:`ROWS_MAX_BYTES`, rows of ``B`` a multiple of 4 KiB apart, and ``ROWS`` off:
+    the GEMM's (NumPy's result within rounding)."""
+    rng = np.random.default_rng(12)
+    conv.set_kernel_threads(1)
+    a = rng.standard_normal((64, 96)).astype(np.float32)
+    b = rng.standard_normal((96, 64)).astype(np.float32)
+    cases = [(a, b.T.copy().T, None), (a.T.copy().T, b, None), (a, b[:, :40], None),
+             (rng.standard_normal((8, 1024)).astype(np.float32),
+              rng.standard_normal((1024, 320)).astype(np.float32), None),       # B of 1.25 MiB
+             (a, rng.standard_normal((96, 1024)).astype(np.float32), None),     # 4 KiB rows
+             (a, b, np.zeros((64, 64), np.float32))]                            # accumulate
+    for x, y, acc in cases:
+        want = x @ y
+        got = (_gemm.matmul(x, y) if acc is None
+               else _gemm.matmul(x, y, out=acc, accumulate=True))
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    assert rows_calls == []
+    _gemm.matmul(a, b)
+    assert rows_calls == ["gemm_at"]
+    monkeypatch.setattr(_gemm, "ROWS", False)
+    _gemm.matmul(a, b)
+    assert rows_calls == ["gemm_at"]

@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import carray, njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["conv_rows", "conv_rows_split", "conv_weight_grad", "conv_weight_grad_split"]
+__all__ = ["conv_rows", "conv_rows_split", "conv_weight_grad", "conv_weight_grad_split",
+           "gemm_at", "gemm_at_split", "gemm_rows"]
 
 _I32, _I64 = ir.IntType(32), ir.IntType(64)
 VECTOR_BYTES = 64
@@ -173,11 +174,11 @@ OB = TB = 4       # output channels, and taps, of one block
 
 
 @njit(nogil=True, cache=True)
-def conv_rows(x, taps, xrow, w, b, y, n_out, run, plane, u0, u1, lanes):
+def conv_rows(x, taps, xrow, w, wrow, b, y, n_out, run, plane, u0, u1, lanes):
     """Output rows ``u0..u1`` of a direct stride-1 convolution: ``y[o*plane + u*run + q] =
-    b[o] + sum_t w[o*K + t] x[u*xrow + taps[t] + q]`` for ``q < run`` (``x``, ``w``, ``y``
-    flat; ``K`` the taps). Four channels at a time (the last block those left), positions
-    two vectors at a time, then one, then one by one."""
+    b[o] + sum_t w[o*wrow + t] x[u*xrow + taps[t] + q]`` for ``q < run`` (``x``, ``w``,
+    ``y`` flat; ``wrow`` at least the number of taps). Four channels at a time (the last
+    block those left), positions two vectors at a time, then one, then one by one."""
     k = taps.shape[0]
     nb = (n_out + OB - 1) // OB
     wo = np.empty((nb, OB), np.int64)
@@ -186,7 +187,7 @@ def conv_rows(x, taps, xrow, w, b, y, n_out, run, plane, u0, u1, lanes):
     for blk in range(nb):
         for kk in range(OB):
             o = min(blk * OB + kk, n_out - 1)
-            wo[blk, kk] = o * k
+            wo[blk, kk] = o * wrow
             yo[blk, kk] = o * plane
             bb[blk, kk] = b[o]
     two = 2 * lanes
@@ -263,12 +264,12 @@ def conv_weight_grad(g, x, taps, xrow, n_out, run, plane, n_rows, dw, b0, b1, la
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def conv_rows_split(x, taps, xrow, w, b, y, n_out, run, plane, n_rows, lanes, t):
+def conv_rows_split(x, taps, xrow, w, wrow, b, y, n_out, run, plane, n_rows, lanes, t):
     """:func:`conv_rows` over all ``n_rows`` rows in ``t`` contiguous blocks, one per thread
     of one parallel region (on Numba's TBB layer, whose threads wait spinning a while:
     handing work to a sleeping pool thread cost ~50 µs a time here)."""
     for i in prange(t):
-        conv_rows(x, taps, xrow, w, b, y, n_out, run, plane, n_rows * i // t,
+        conv_rows(x, taps, xrow, w, wrow, b, y, n_out, run, plane, n_rows * i // t,
                   n_rows * (i + 1) // t, lanes)
 
 
@@ -279,3 +280,54 @@ def conv_weight_grad_split(g, x, taps, xrow, n_out, run, plane, n_rows, dw, bloc
     for i in prange(t):
         conv_weight_grad(g, x, taps, xrow, n_out, run, plane, n_rows, dw, blocks * i // t,
                          blocks * (i + 1) // t, lanes)
+
+
+
+@intrinsic
+def _pointer(typingctx, addr, like):
+    """The integer ``addr`` as a pointer to numbers of ``like``'s type."""
+    sig = types.CPointer(like)(addr, like)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+
+    return sig, codegen
+
+
+@njit(nogil=True, cache=True)
+def gemm_rows(a, lda, b, ldb, c, ldc, n, k, lo, hi, lanes):
+    """Rows ``lo..hi`` of the product ``C = A B`` of row-major matrices (flat arrays from
+    their first element, with leading dimensions ``lda``, ``ldb``, ``ldc``; ``B`` (k, n)) by
+    :func:`conv_rows`' loops: each number summed over the ``k`` in order from zero in a
+    vector register (the columns of a last, partial vector one by one), the same whatever
+    block of rows it is made in."""
+    if hi > lo:
+        conv_rows(b, np.arange(k) * ldb, 0, a[lo * lda:], lda, np.zeros(hi - lo, c.dtype),
+                  c[lo * ldc:], hi - lo, n, ldc, 0, 1, lanes)
+
+
+@njit(nogil=True, cache=True)
+def _views(pa, lda, pb, ldb, pc, ldc, m, n, k, one):
+    """The flat arrays of a product's operands at the addresses given."""
+    return (carray(_pointer(pa, one), (m - 1) * lda + k),
+            carray(_pointer(pb, one), (k - 1) * ldb + n),
+            carray(_pointer(pc, one), (m - 1) * ldc + n))
+
+
+@njit(nogil=True, cache=True)
+def gemm_at(pa, lda, pb, ldb, pc, ldc, m, n, k, one, lanes):
+    """:func:`gemm_rows` of the whole product, its operands at addresses (numbers of
+    ``one``'s type), on the calling thread."""
+    a, b, c = _views(pa, lda, pb, ldb, pc, ldc, m, n, k, one)
+    gemm_rows(a, lda, b, ldb, c, ldc, n, k, 0, m, lanes)
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def gemm_at_split(pa, lda, pb, ldb, pc, ldc, m, n, k, one, lanes, t):
+    """:func:`gemm_at` in ``t`` blocks of rows (whole blocks of four), one per thread of
+    one parallel region."""
+    a, b, c = _views(pa, lda, pb, ldb, pc, ldc, m, n, k, one)
+    blocks = (m + OB - 1) // OB
+    for i in prange(t):
+        gemm_rows(a, lda, b, ldb, c, ldc, n, k, min(m, blocks * i // t * OB),
+                  min(m, blocks * (i + 1) // t * OB), lanes)

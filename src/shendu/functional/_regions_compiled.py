@@ -12,6 +12,8 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
+from shendu.functional._conv_compiled import VECTOR_BYTES, gemm_rows
+
 __all__ = ["attention_heads", "call_gemm", "call_gemm_batch", "call_loop", "call_vexp",
            "add_layer_norm_rows", "add_layer_norm_split", "feed_forward", "layer_norm_grad_rows",
            "layer_norm_grad_split", "layer_norm_rows", "layer_norm_split", "lstm_back_steps",
@@ -172,8 +174,12 @@ def _lstm_rows(fg, fth, dth, W, Z, Sf, P, j, p, n, kdim, lo, hi, wrap, lean):
     nb = rows * B
     q = s[:4 * hb] if P is None else P[:4 * nb]
     pq = q.ctypes.data
-    call_gemm(fg, 111, 111, 4 * rows, B, kdim, one, W.ctypes.data + isz * 4 * lo * K, K,
-              Z.ctypes.data + isz * p * K * B, B, zero, pq, B)
+    if fg == 0:
+        gemm_rows(W.reshape(-1)[4 * lo * K:], K, Z.reshape(-1)[p * K * B:], B, q, B, B, kdim,
+                  0, 4 * rows, VECTOR_BYTES // isz)
+    else:
+        call_gemm(fg, 111, 111, 4 * rows, B, kdim, one, W.ctypes.data + isz * 4 * lo * K, K,
+                  Z.ctypes.data + isz * p * K * B, B, zero, pq, B)
     vector_call(fth, -1, dth, 4 * nb, pq, pq, isz)
     gap = hb if P is None else nb               # between one gate's block and the next
     qa = a if P is None else 0                  # the units' first element in each block
@@ -312,7 +318,10 @@ def lstm_back_steps(fg, whhT, D, S, E, g_out, nz, ts, reverse, carry_last, c, t)
         if s < ts.shape[0] - 1 or carry_last:
             for i in prange(t):
                 lo, hi = H * i // t, H * (i + 1) // t
-                if hi > lo:
+                if fg == 0:
+                    gemm_rows(whhT.reshape(-1), G, D.reshape(-1)[j * B:], C * B, dh.reshape(-1),
+                              B, B, G, lo, hi, VECTOR_BYTES // isz)
+                elif hi > lo:
                     call_gemm(fg, 111, 111, hi - lo, B, G, one, whhT.ctypes.data + isz * lo * G,
                               G, D.ctypes.data + isz * j * B, C * B, zero,
                               dh.ctypes.data + isz * lo * B, B)

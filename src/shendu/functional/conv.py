@@ -575,7 +575,7 @@ def _direct_rows(direct, xp: np.ndarray, kh: int, kw: int, w2: np.ndarray, b: np
     lanes = direct.VECTOR_BYTES // xp.itemsize
 
     _run_direct(direct.conv_rows, direct.conv_rows_split,
-                (xf, taps, wp * n, wf, b, yf, o, wo * n, ho * wo * n), ho,
+                (xf, taps, wp * n, wf, taps.size, b, yf, o, wo * n, ho * wo * n), ho,
                 o * taps.size * ho * wo * n, lanes)
 
 

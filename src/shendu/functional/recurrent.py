@@ -424,7 +424,10 @@ class LSTMScan(Function):
         if compiled is not None:                       # every step in compiled code
             scan, serial, _back, gemms, tanhs = compiled
             kx = Z.shape[1] if Wx is None else Wx.shape[1]
-            args = (gemms[dt], *tanhs[dt], W, Z, S, T, reverse, C, not keep, kx)
+            # the steps' products as Repeated makes them: by the rows loops where they take
+            # them (an address of 0), else by the GEMM at the address
+            fg = 0 if _gemm.rows_take(dt, Z.shape[1], B, B) else gemms[dt]
+            args = (fg, *tanhs[dt], W, Z, S, T, reverse, C, not keep, kx)
             t = _gemm._threads_for(Z.shape[1], 4 * H * B)
             if scan is not None and t > 1 and H >= 2 * t:
                 # each thread's units' four gate rows together: one product per thread
@@ -537,7 +540,8 @@ class LSTMScan(Function):
         if compiled is not None and compiled[2] is not None and H >= 2 * threads > 2:
             # a chunk's steps at once in compiled code, split over the threads by hidden
             # units; then, as below, its share of the weight and input gradients
-            back, fg = compiled[2], compiled[3][dt]
+            back = compiled[2]
+            fg = 0 if _gemm.rows_take(dt, G, B, C * B) else compiled[3][dt]   # as carry's
             times, nzs = np.asarray(order, np.int64), np.asarray(nz, np.bool_)
             lo = 0
             for k, t in enumerate(order):
