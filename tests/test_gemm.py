@@ -168,6 +168,7 @@ def test_linear_is_a_product_added_to_the_bias(monkeypatch, dtype):
     several threads outside a parallel region for a product that is not thin, the split
     over them (``test_regions.py``) or :func:`matmul` and ``+=``."""
     calls = []
+    monkeypatch.setattr(_gemm, "ROWS", False)      # the GEMM's calls (the rows loops': below)
     st = _gemm._load()
     f = st["gemm"][np.dtype(dtype)]
     monkeypatch.setitem(st["gemm"], np.dtype(dtype), lambda *a: (calls.append(a[11]), f(*a)))
@@ -338,8 +339,7 @@ def test_repeated_products_over_a_scans_steps(every_product, monkeypatch, thread
         loops = _gemm._rows_loops()
         if not MKL or not loops:
             pytest.skip("no rows loops here: they need Numba and OpenBLAS's products")
-        real = loops.gemm_at
-        monkeypatch.setattr(loops, "gemm_at", lambda *a: (calls.append(1), real(*a)))
+        monkeypatch.setattr(_gemm, "_ROWS", _CountedLoops(loops, calls))
     elif MKL:
         st = _gemm._load()
         f32 = st["gemm"][np.dtype(np.float32)]
@@ -667,11 +667,20 @@ def rows_calls(every_product, monkeypatch):
     if not MKL or not loops:
         pytest.skip("no rows loops here: they need Numba and OpenBLAS's products")
     calls = []
-    for name in ("gemm_at", "gemm_at_split"):
-        real = getattr(loops, name)
-        monkeypatch.setattr(loops, name, lambda *a, real=real, name=name: (calls.append(name),
-                                                                        real(*a)))
+    monkeypatch.setattr(_gemm, "_ROWS", _CountedLoops(loops, calls))
     return calls
+
+
+class _CountedLoops:
+    """The rows loops' module as ``_gemm`` calls it, each call's name noted in ``calls``
+    (the module's own functions, which call each other, left alone)."""
+
+    def __init__(self, loops, calls):
+        self.loops, self.calls = loops, calls
+
+    def __getattr__(self, name):
+        real = getattr(self.loops, name)
+        return lambda *a: (self.calls.append(name), real(*a))[1]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -735,3 +744,54 @@ def test_rows_loops_leave_other_products_to_the_gemm(rows_calls, monkeypatch):
     monkeypatch.setattr(_gemm, "ROWS", False)
     _gemm.matmul(a, b)
     assert rows_calls == ["gemm_at"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_linear_by_the_rows_loops(every_product, monkeypatch, dtype):
+    """``_gemm.linear`` by the rows loops (whole vectors of outputs): ``x @ w.T + b``
+    within rounding of the float64 product, with and without a bias, for rows not a
+    multiple of the four-row blocks (and fewer than one), inner sizes not a multiple of
+    the transposed tiles, and a last panel of one vector; the same bits at one, two and
+    three threads (split by panels of columns); a bias that is not contiguous, outputs
+    that are not whole vectors, and ``ROWS`` off: the GEMM's."""
+    loops = _gemm._rows_loops()
+    if not MKL or not loops:
+        pytest.skip("no rows loops here: they need Numba and OpenBLAS's products")
+    monkeypatch.setattr(_gemm, "MIN_LINEAR_FLOPS", 0)
+    calls = []
+    monkeypatch.setattr(_gemm, "_ROWS", _CountedLoops(loops, calls))
+    lanes = 64 // np.dtype(dtype).itemsize
+    rng = np.random.default_rng(13)
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    for m, k, n in [(70, 200, 6 * lanes), (3, 37, 3 * lanes), (130, 2 * lanes, lanes),
+                    (512, 129, 8 * lanes)]:
+        x = rng.standard_normal((m, k)).astype(dtype)
+        w = rng.standard_normal((n, k)).astype(dtype)
+        b = rng.standard_normal(n).astype(dtype)
+        for bias in (b, None):
+            want = x.astype(np.float64) @ w.T.astype(np.float64) + (0 if bias is None else bias)
+            scale = np.abs(x).astype(np.float64) @ np.abs(w.T) + (0 if bias is None
+                                                                   else np.abs(bias))
+            got = []
+            for threads in (1, 2, 3):
+                conv.set_kernel_threads(threads)
+                calls.clear()
+                got.append(_gemm.linear(x, w, bias))
+                split = (threads > 1 and k >= _gemm.SKINNY_K and m * n >= _gemm.SKINNY_OUT)
+                assert calls == ["linear_rows_split" if split else "linear_rows"], (m, k, n)
+            assert got[0].dtype == dtype and got[0].shape == (m, n)
+            assert np.all(np.abs(got[0] - want) <= tol * scale), (m, k, n)
+            np.testing.assert_array_equal(got[1], got[0])
+            np.testing.assert_array_equal(got[2], got[0])
+    conv.set_kernel_threads(1)
+    x = rng.standard_normal((64, 96)).astype(dtype)
+    w = rng.standard_normal((2 * lanes, 96)).astype(dtype)
+    calls.clear()
+    strided_bias = rng.standard_normal(4 * lanes).astype(dtype)[::2]
+    np.testing.assert_allclose(_gemm.linear(x, w, strided_bias), x @ w.T + strided_bias,
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(_gemm.linear(x, w[:lanes + 1]), x @ w[:lanes + 1].T,
+                               rtol=1e-4, atol=1e-4)
+    monkeypatch.setattr(_gemm, "ROWS", False)
+    np.testing.assert_allclose(_gemm.linear(x, w), x @ w.T, rtol=1e-4, atol=1e-4)
+    assert calls == []

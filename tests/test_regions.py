@@ -105,9 +105,11 @@ def test_split_only_outside_parallel_regions_and_for_thick_products(counted):
 
 @needs_split
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_linear_and_repeated_products_split(counted, dtype):
+def test_linear_and_repeated_products_split(counted, monkeypatch, dtype):
     """``linear`` (the bias added by the product itself) and a scan's ``Repeated`` product
-    split too, with the values of one thread's."""
+    split too, with the values of one thread's (the GEMM's split: the rows loops' is
+    ``test_gemm.py``'s)."""
+    monkeypatch.setattr(_gemm, "ROWS", False)
     rng = np.random.default_rng(2)
     tol = 1e-4 if dtype == np.float32 else 1e-12
     x = rng.standard_normal((128, 300)).astype(dtype)

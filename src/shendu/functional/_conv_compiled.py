@@ -34,7 +34,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 __all__ = ["conv_rows", "conv_rows_split", "conv_weight_grad", "conv_weight_grad_split",
-           "gemm_at", "gemm_at_split", "gemm_rows"]
+           "gemm_at", "gemm_at_split", "gemm_rows", "linear_rows", "linear_rows_split"]
 
 _I32, _I64 = ir.IntType(32), ir.IntType(64)
 VECTOR_BYTES = 64
@@ -76,10 +76,11 @@ def _fmuladd(builder, vec, name):
         builder.module, ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fmuladd.{name}")
 
 
-def _rows_micro(ob: int, nv: int):
+def _rows_micro(ob: int, nv: int, cols: bool = False):
     """An intrinsic ``micro(x, xb, taps, w, wo, b, y, yo, yb)``: for ``k < ob`` and the
     ``nv`` vectors of positions from 0, ``y[yo[k] + yb + p] = b[k] + sum_t w[wo[k] + t]
-    x[xb + taps[t] + p]``, the taps in order, the sums in registers."""
+    x[xb + taps[t] + p]``, the taps in order, the sums in registers; with ``cols``, ``b[yb
+    + p]`` (a bias per position) in place of ``b[k]``."""
 
     @intrinsic
     def micro(typingctx, x, xb, taps, w, wo, b, y, yo, yb):
@@ -94,11 +95,17 @@ def _rows_micro(ob: int, nv: int):
             accs, wbase = [], []
             for k in range(ob):
                 kk = ir.Constant(_I64, k)
-                bk = _splat(builder, vec, lanes, builder.load(_at(builder, ba.data, kk)))
+                if cols:
+                    bks = [_load_vec(builder, ba.data,
+                                     builder.add(yb_, ir.Constant(_I64, v * lanes)), vec)
+                           for v in range(nv)]
+                else:
+                    bks = [_splat(builder, vec, lanes,
+                                  builder.load(_at(builder, ba.data, kk)))] * nv
                 wbase.append(builder.load(_at(builder, woa.data, kk)))
-                for _ in range(nv):
+                for v in range(nv):
                     p = cgutils.alloca_once(builder, vec)
-                    builder.store(bk, p)
+                    builder.store(bks[v], p)
                     accs.append(p)
             n_taps = cgutils.unpack_tuple(builder, ta.shape, 1)[0]
             with cgutils.for_range(builder, n_taps) as loop:
@@ -169,16 +176,71 @@ def _dots_micro(ob: int, tb: int):
 
 _rows_4x2, _rows_3x2, _rows_2x2, _rows_1x2 = (_rows_micro(ob, 2) for ob in (4, 3, 2, 1))
 _rows_4x1, _rows_3x1, _rows_2x1, _rows_1x1 = (_rows_micro(ob, 1) for ob in (4, 3, 2, 1))
+_cols_4x2, _cols_3x2, _cols_2x2, _cols_1x2 = (_rows_micro(ob, 2, True) for ob in (4, 3, 2, 1))
+_cols_4x1, _cols_3x1, _cols_2x1, _cols_1x1 = (_rows_micro(ob, 1, True) for ob in (4, 3, 2, 1))
 _dots_4x4 = _dots_micro(4, 4)
 OB = TB = 4       # output channels, and taps, of one block
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _micro2_rows(width, x, xb, taps, w, wb, b, y, yb, q):
+    """The 2-vector micro-kernel for ``width`` (1-4) channels."""
+    if width == 4:
+        _rows_4x2(x, xb, taps, w, wb, b, y, yb, q)
+    elif width == 3:
+        _rows_3x2(x, xb, taps, w, wb, b, y, yb, q)
+    elif width == 2:
+        _rows_2x2(x, xb, taps, w, wb, b, y, yb, q)
+    else:
+        _rows_1x2(x, xb, taps, w, wb, b, y, yb, q)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _micro2_cols(width, x, xb, taps, w, wb, b, y, yb, q):
+    """The 2-vector micro-kernel, a bias per position, for ``width`` (1-4) channels."""
+    if width == 4:
+        _cols_4x2(x, xb, taps, w, wb, b, y, yb, q)
+    elif width == 3:
+        _cols_3x2(x, xb, taps, w, wb, b, y, yb, q)
+    elif width == 2:
+        _cols_2x2(x, xb, taps, w, wb, b, y, yb, q)
+    else:
+        _cols_1x2(x, xb, taps, w, wb, b, y, yb, q)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _micro1_rows(width, x, xb, taps, w, wb, b, y, yb, q):
+    """The 1-vector micro-kernel for ``width`` (1-4) channels."""
+    if width == 4:
+        _rows_4x1(x, xb, taps, w, wb, b, y, yb, q)
+    elif width == 3:
+        _rows_3x1(x, xb, taps, w, wb, b, y, yb, q)
+    elif width == 2:
+        _rows_2x1(x, xb, taps, w, wb, b, y, yb, q)
+    else:
+        _rows_1x1(x, xb, taps, w, wb, b, y, yb, q)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _micro1_cols(width, x, xb, taps, w, wb, b, y, yb, q):
+    """The 1-vector micro-kernel, a bias per position, for ``width`` (1-4) channels."""
+    if width == 4:
+        _cols_4x1(x, xb, taps, w, wb, b, y, yb, q)
+    elif width == 3:
+        _cols_3x1(x, xb, taps, w, wb, b, y, yb, q)
+    elif width == 2:
+        _cols_2x1(x, xb, taps, w, wb, b, y, yb, q)
+    else:
+        _cols_1x1(x, xb, taps, w, wb, b, y, yb, q)
+
+
 @njit(nogil=True, cache=True)
-def conv_rows(x, taps, xrow, w, wrow, b, y, n_out, run, plane, u0, u1, lanes):
+def conv_rows(x, taps, xrow, w, wrow, b, y, n_out, run, plane, u0, u1, lanes, cols=False):
     """Output rows ``u0..u1`` of a direct stride-1 convolution: ``y[o*plane + u*run + q] =
     b[o] + sum_t w[o*wrow + t] x[u*xrow + taps[t] + q]`` for ``q < run`` (``x``, ``w``,
-    ``y`` flat; ``wrow`` at least the number of taps). Four channels at a time (the last
-    block those left), positions two vectors at a time, then one, then one by one."""
+    ``y`` flat; ``wrow`` at least the number of taps); with ``cols``, ``b[u*run + q]`` in
+    place of ``b[o]``. Four channels at a time (the last block those left), positions two
+    vectors at a time, then one, then one by one."""
     k = taps.shape[0]
     nb = (n_out + OB - 1) // OB
     wo = np.empty((nb, OB), np.int64)
@@ -189,37 +251,30 @@ def conv_rows(x, taps, xrow, w, wrow, b, y, n_out, run, plane, u0, u1, lanes):
             o = min(blk * OB + kk, n_out - 1)
             wo[blk, kk] = o * wrow
             yo[blk, kk] = o * plane
-            bb[blk, kk] = b[o]
+            bb[blk, kk] = 0 if cols else b[o]
     two = 2 * lanes
     for u in range(u0, u1):
         xb, yb = u * xrow, u * run
         for blk in range(nb):
-            wb, ybk, bk = wo[blk], yo[blk], bb[blk]
+            wb, ybk = wo[blk], yo[blk]
+            bk = b if cols else bb[blk]
             width = min(OB, n_out - blk * OB)
             q = 0
             while q + two <= run:
-                if width == 4:
-                    _rows_4x2(x, xb + q, taps, w, wb, bk, y, ybk, yb + q)
-                elif width == 3:
-                    _rows_3x2(x, xb + q, taps, w, wb, bk, y, ybk, yb + q)
-                elif width == 2:
-                    _rows_2x2(x, xb + q, taps, w, wb, bk, y, ybk, yb + q)
+                if cols:
+                    _micro2_cols(width, x, xb + q, taps, w, wb, bk, y, ybk, yb + q)
                 else:
-                    _rows_1x2(x, xb + q, taps, w, wb, bk, y, ybk, yb + q)
+                    _micro2_rows(width, x, xb + q, taps, w, wb, bk, y, ybk, yb + q)
                 q += two
             while q + lanes <= run:
-                if width == 4:
-                    _rows_4x1(x, xb + q, taps, w, wb, bk, y, ybk, yb + q)
-                elif width == 3:
-                    _rows_3x1(x, xb + q, taps, w, wb, bk, y, ybk, yb + q)
-                elif width == 2:
-                    _rows_2x1(x, xb + q, taps, w, wb, bk, y, ybk, yb + q)
+                if cols:
+                    _micro1_cols(width, x, xb + q, taps, w, wb, bk, y, ybk, yb + q)
                 else:
-                    _rows_1x1(x, xb + q, taps, w, wb, bk, y, ybk, yb + q)
+                    _micro1_rows(width, x, xb + q, taps, w, wb, bk, y, ybk, yb + q)
                 q += lanes
             for qq in range(q, run):
                 for kk in range(width):
-                    s = bk[kk]
+                    s = b[yb + qq] if cols else bk[kk]
                     for t in range(k):
                         s += w[wb[kk] + t] * x[xb + qq + taps[t]]
                     y[ybk[kk] + yb + qq] = s
@@ -331,3 +386,79 @@ def gemm_at_split(pa, lda, pb, ldb, pc, ldc, m, n, k, one, lanes, t):
     for i in prange(t):
         gemm_rows(a, lda, b, ldb, c, ldc, n, k, min(m, blocks * i // t * OB),
                   min(m, blocks * (i + 1) // t * OB), lanes)
+
+
+@intrinsic
+def _transpose_tile(typingctx, src, s0, lds, dst, d0, ldd):
+    """The square tile of one vector's lanes a side at ``src[s0 + r*lds + c]`` into
+    ``dst[d0 + c*ldd + r]``: its rows loaded as vectors, transposed in registers (one
+    shuffle of pairs of rows per halving of the block size), stored as vectors."""
+    sig = types.void(src, s0, lds, dst, d0, ldd)
+
+    def codegen(context, builder, signature, args):
+        _, s0_, lds_, _, d0_, ldd_ = args
+        vec, lanes, _ = _vector(signature.args[0].dtype)
+        sa, da = _arrays(context, builder, signature, args, (0, 3))
+        rows = [_load_vec(builder, sa.data,
+                          builder.add(s0_, builder.mul(ir.Constant(_I64, r), lds_)), vec)
+                for r in range(lanes)]
+        s = lanes // 2
+        while s:
+            low = [lane if not lane & s else lanes + lane - s for lane in range(lanes)]
+            high = [lane + s if not lane & s else lanes + lane for lane in range(lanes)]
+            for i in range(lanes):
+                if not i & s:
+                    a, b = rows[i], rows[i + s]
+                    rows[i] = builder.shuffle_vector(
+                        a, b, ir.Constant(ir.VectorType(_I32, lanes), low))
+                    rows[i + s] = builder.shuffle_vector(
+                        a, b, ir.Constant(ir.VectorType(_I32, lanes), high))
+            s //= 2
+        for c in range(lanes):
+            _store_vec(builder, rows[c], da.data,
+                       builder.add(d0_, builder.mul(ir.Constant(_I64, c), ldd_)), vec)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(nogil=True, cache=True)
+def _pack(w, k, j0, width, step, P, lanes):
+    """Rows ``j0..j0 + width`` (whole vectors of them) of the row-major ``w`` (n, k, flat),
+    transposed: ``P[t*step + q] = w[(j0 + q)*k + t]``, in square tiles of a vector's lanes."""
+    whole = k - k % lanes
+    for r0 in range(0, width, lanes):
+        for t0 in range(0, whole, lanes):
+            _transpose_tile(w, (j0 + r0) * k + t0, k, P, t0 * step + r0, step)
+        for t in range(whole, k):
+            for q in range(r0, r0 + lanes):
+                P[t * step + q] = w[(j0 + q) * k + t]
+
+
+@njit(nogil=True, cache=True)
+def linear_rows(x, w, b, y, p0, p1, lanes):
+    """Panels ``p0..p1`` (two vectors of columns each) of ``y = x w^T + b`` (``x`` (m, k),
+    ``w`` (n, k), ``y`` (m, n), all row-major; ``b`` (n,)): each panel's rows of ``w``
+    transposed into a block of its own (``B``'s rows, for :func:`conv_rows`' loops), then
+    every row of ``y`` made against it, each number from its bias summed over ``k`` in
+    order."""
+    m, k = x.shape
+    n = w.shape[0]
+    step = 2 * lanes
+    P = np.empty(k * step, x.dtype)
+    taps = np.arange(k) * step
+    xf, wf, yf = x.reshape(-1), w.reshape(-1), y.reshape(-1)
+    for p in range(p0, p1):
+        j0 = p * step
+        width = min(step, n - j0)
+        _pack(wf, k, j0, width, step, P, lanes)
+        conv_rows(P, taps, 0, xf, k, b[j0:], yf[j0:], m, width, n, 0, 1, lanes, True)
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def linear_rows_split(x, w, b, y, lanes, t):
+    """:func:`linear_rows` in ``t`` runs of panels, one per thread of one parallel region."""
+    step = 2 * lanes
+    panels = (w.shape[0] + step - 1) // step
+    for i in prange(t):
+        linear_rows(x, w, b, y, panels * i // t, panels * (i + 1) // t, lanes)

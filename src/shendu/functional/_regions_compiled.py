@@ -12,7 +12,7 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from shendu.functional._conv_compiled import VECTOR_BYTES, gemm_rows
+from shendu.functional._conv_compiled import VECTOR_BYTES, gemm_rows, linear_rows
 
 __all__ = ["attention_heads", "call_gemm", "call_gemm_batch", "call_loop", "call_vexp",
            "add_layer_norm_rows", "add_layer_norm_split", "feed_forward", "layer_norm_grad_rows",
@@ -328,36 +328,46 @@ def lstm_back_steps(fg, whhT, D, S, E, g_out, nz, ts, reverse, carry_last, c, t)
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def feed_forward(fg, x, w1, b1, w2, b2, h, y, t):
+def feed_forward(fg, r1, r2, x, w1, b1, w2, b2, h, y, t):
     """The transformer's feed-forward ``y = max(x w1^T + b1, 0) w2^T + b2`` in ``t`` blocks
-    of rows, one per thread, each block whole in its thread (its two products by
-    ``cblas_?gemm`` at ``fg``, its bias and ReLU between them while in cache): the rows
-    the split products would give each thread, so their bits. ``h`` receives the hidden
-    activations (M, F); ``x`` (M, d), ``w1`` (F, d), ``w2`` (d', F), ``y`` (M, d'), all
-    C-contiguous."""
+    of rows, one per thread, each block whole in its thread (its two products, its bias
+    and ReLU between them while in cache): the rows the split products would give each
+    thread, so their bits. Each product by ``cblas_?gemm`` at ``fg`` or, where ``r1``
+    (``r2``) says, by the rows loops (``_conv_compiled.linear_rows``, as
+    ``_gemm.linear``). ``h`` receives the hidden activations (M, F); ``x`` (M, d), ``w1``
+    (F, d), ``w2`` (d', F), ``y`` (M, d'), all C-contiguous."""
     M, d = x.shape
     F = w1.shape[0]
     e = w2.shape[0]
     isz = x.itemsize
+    lanes = VECTOR_BYTES // isz
     one = x.dtype.type(1)
     zero = x.dtype.type(0)
+    zeros = np.zeros(F, x.dtype)
     px, pw1, pw2, ph, py = x.ctypes.data, w1.ctypes.data, w2.ctypes.data, h.ctypes.data, \
         y.ctypes.data
     for i in prange(t):
         lo, hi = M * i // t, M * (i + 1) // t
         if hi > lo:
-            call_gemm(fg, 111, 112, hi - lo, F, d, one, px + isz * lo * d, d, pw1, d, zero,
-                      ph + isz * lo * F, F)
+            if r1:
+                linear_rows(x[lo:hi], w1, zeros, h[lo:hi], 0, -(-F // (2 * lanes)), lanes)
+            else:
+                call_gemm(fg, 111, 112, hi - lo, F, d, one, px + isz * lo * d, d, pw1, d,
+                          zero, ph + isz * lo * F, F)
             for r in range(lo, hi):             # _numba.bias_relu's arithmetic
                 row = h[r]
                 for j in range(F):
                     v = row[j] + b1[j]
                     row[j] = 0 if v <= 0 else v
-                out = y[r]
-                for j in range(e):
-                    out[j] = b2[j]
-            call_gemm(fg, 111, 112, hi - lo, e, F, one, ph + isz * lo * F, F, pw2, F, one,
-                      py + isz * lo * e, e)
+            if r2:
+                linear_rows(h[lo:hi], w2, b2, y[lo:hi], 0, -(-e // (2 * lanes)), lanes)
+            else:
+                for r in range(lo, hi):
+                    out = y[r]
+                    for j in range(e):
+                        out[j] = b2[j]
+                call_gemm(fg, 111, 112, hi - lo, e, F, one, ph + isz * lo * F, F, pw2, F, one,
+                          py + isz * lo * e, e)
 
 
 @njit(nogil=True, cache=True)

@@ -35,10 +35,7 @@ class Linear(Function):
             if g.ndim != 2:
                 gx = gx.reshape(self.shape)
         if self.needs_input_grad[1]:
-            if w.flags.f_contiguous and not w.flags.c_contiguous:
-                gw = matmul(x2.T, g2).T  # (out, in), laid out as the weight
-            else:
-                gw = matmul(g2.T, x2)  # (out, in)
+            gw = matmul(g2.T, x2)  # (out, in)
         if len(self.needs_input_grad) > 2 and self.needs_input_grad[2]:
             gb = g2.sum(axis=0)
         return gx, gw, gb

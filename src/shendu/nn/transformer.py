@@ -89,9 +89,9 @@ class _FeedForward(Function):
             return y if x.ndim == 2 else y.reshape(x.shape[:-1] + (w2.shape[0],))
         if any(self.needs_input_grad):  # kept for backward: memory reused between steps
             h = workspace.get((x2.shape[0], w1.shape[0]), np.result_type(x2, w1))
-            matmul(x2, w1.T, out=h)                              # (M, ff)
+            _gemm.linear(x2, w1, out=h)                          # (M, ff)
         else:
-            h = matmul(x2, w1.T)
+            h = _gemm.linear(x2, w1)
         kern = _numba.kernels_for(h, b1, min_size=_COMPILED_MIN)
         if kern is not None and b1 is not None:
             kern.bias_relu(h, b1)
@@ -140,8 +140,10 @@ class _FeedForward(Function):
         h = (workspace.get((M, F), x2.dtype) if any(self.needs_input_grad)
              else np.empty((M, F), x2.dtype))
         y = np.empty((M, e), x2.dtype)
-        with ONE_THREAD:
-            ff(gemms[x2.dtype], x2, w1, b1, w2, b2, h, y, t)
+        dt = x2.dtype
+        with ONE_THREAD:                # each product as _gemm.linear makes it
+            ff(gemms[dt], _gemm.linear_rows_take(dt, d, F), _gemm.linear_rows_take(dt, F, e),
+               x2, w1, b1, w2, b2, h, y, t)
         self.h = h
         return y
 
