@@ -689,15 +689,16 @@ def test_rows_loops_make_row_major_products(rows_calls, dtype):
     block of columns of a wider matrix included) with whole vectors of columns is made by
     the rows loops: within rounding of the float64 product, the same bits at one, two and
     three threads (split by blocks of rows, each number summed in one order), the columns
-    around a block of ``out`` left alone."""
+    around a block of ``out`` left alone. Every width of the last block of rows (1-8)
+    is reached."""
     lanes = 64 // np.dtype(dtype).itemsize
     rng = np.random.default_rng(11)
     tol = 1e-5 if dtype == np.float32 else 1e-13
-    # rows: a multiple of the four-row blocks, not, and fewer than a block; columns: one
-    # vector, two, and three (two at a time, then one)
+    # rows: whole blocks of eight and not (one to seven left), fewer than a block; columns:
+    # one vector, two, and three (two at a time, then one)
     for (m, k, n), la, lb in itertools.product(
-            [(70, 90, 2 * lanes), (300, 64, lanes), (3, 161, 3 * lanes), (257, 2, 4 * lanes)],
-            "cs", "cs"):
+            [(70, 90, 2 * lanes), (300, 64, lanes), (3, 161, 3 * lanes), (257, 2, 4 * lanes),
+             (13, 33, 2 * lanes), (23, 40, lanes), (10, 17, lanes)], "cs", "cs"):
         a, b = _array(rng, (m, k), dtype, la), _array(rng, (k, n), dtype, lb)
         want = a.astype(np.float64) @ b.astype(np.float64)
         scale = np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64)
@@ -750,7 +751,7 @@ def test_rows_loops_leave_other_products_to_the_gemm(rows_calls, monkeypatch):
 def test_linear_by_the_rows_loops(every_product, monkeypatch, dtype):
     """``_gemm.linear`` by the rows loops (whole vectors of outputs): ``x @ w.T + b``
     within rounding of the float64 product, with and without a bias, for rows not a
-    multiple of the four-row blocks (and fewer than one), inner sizes not a multiple of
+    multiple of the eight-row blocks (and fewer than one), inner sizes not a multiple of
     the transposed tiles, and a last panel of one vector; the same bits at one, two and
     three threads (split by panels of columns); a bias that is not contiguous, outputs
     that are not whole vectors, and ``ROWS`` off: the GEMM's."""
@@ -764,7 +765,7 @@ def test_linear_by_the_rows_loops(every_product, monkeypatch, dtype):
     rng = np.random.default_rng(13)
     tol = 1e-5 if dtype == np.float32 else 1e-13
     for m, k, n in [(70, 200, 6 * lanes), (3, 37, 3 * lanes), (130, 2 * lanes, lanes),
-                    (512, 129, 8 * lanes)]:
+                    (512, 129, 8 * lanes), (15, 64, 2 * lanes), (5, 100, lanes)]:
         x = rng.standard_normal((m, k)).astype(dtype)
         w = rng.standard_normal((n, k)).astype(dtype)
         b = rng.standard_normal(n).astype(dtype)

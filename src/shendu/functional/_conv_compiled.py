@@ -174,64 +174,105 @@ def _dots_micro(ob: int, tb: int):
     return micro
 
 
-_rows_4x2, _rows_3x2, _rows_2x2, _rows_1x2 = (_rows_micro(ob, 2) for ob in (4, 3, 2, 1))
-_rows_4x1, _rows_3x1, _rows_2x1, _rows_1x1 = (_rows_micro(ob, 1) for ob in (4, 3, 2, 1))
-_cols_4x2, _cols_3x2, _cols_2x2, _cols_1x2 = (_rows_micro(ob, 2, True) for ob in (4, 3, 2, 1))
-_cols_4x1, _cols_3x1, _cols_2x1, _cols_1x1 = (_rows_micro(ob, 1, True) for ob in (4, 3, 2, 1))
+_rows_8x2, _rows_4x2, _rows_3x2, _rows_2x2, _rows_1x2 = (_rows_micro(ob, 2)
+                                                        for ob in (8, 4, 3, 2, 1))
+_rows_8x1, _rows_4x1, _rows_3x1, _rows_2x1, _rows_1x1 = (_rows_micro(ob, 1)
+                                                        for ob in (8, 4, 3, 2, 1))
+_cols_8x2, _cols_4x2, _cols_3x2, _cols_2x2, _cols_1x2 = (_rows_micro(ob, 2, True)
+                                                        for ob in (8, 4, 3, 2, 1))
+_cols_8x1, _cols_4x1, _cols_3x1, _cols_2x1, _cols_1x1 = (_rows_micro(ob, 1, True)
+                                                        for ob in (8, 4, 3, 2, 1))
 _dots_4x4 = _dots_micro(4, 4)
-OB = TB = 4       # output channels, and taps, of one block
+OB = TB = 4       # output channels, and taps, of one block of the weight gradient
+RB = 8            # output channels of one block of the rows loops
 
 
 @njit(nogil=True, cache=True, inline="always")
 def _micro2_rows(width, x, xb, taps, w, wb, b, y, yb, q):
-    """The 2-vector micro-kernel for ``width`` (1-4) channels."""
-    if width == 4:
+    """The 2-vector micro-kernels for ``width`` (1-8) channels: eight at once, else
+    four and then those left."""
+    if width == 8:
+        _rows_8x2(x, xb, taps, w, wb, b, y, yb, q)
+        return
+    o = 0
+    if width >= 4:
         _rows_4x2(x, xb, taps, w, wb, b, y, yb, q)
-    elif width == 3:
-        _rows_3x2(x, xb, taps, w, wb, b, y, yb, q)
-    elif width == 2:
-        _rows_2x2(x, xb, taps, w, wb, b, y, yb, q)
-    else:
-        _rows_1x2(x, xb, taps, w, wb, b, y, yb, q)
+        o = 4
+    r = width - o
+    if r > 0:
+        wr, br, yr = wb[o:], b[o:], yb[o:]
+        if r == 3:
+            _rows_3x2(x, xb, taps, w, wr, br, y, yr, q)
+        elif r == 2:
+            _rows_2x2(x, xb, taps, w, wr, br, y, yr, q)
+        else:
+            _rows_1x2(x, xb, taps, w, wr, br, y, yr, q)
 
 
 @njit(nogil=True, cache=True, inline="always")
 def _micro2_cols(width, x, xb, taps, w, wb, b, y, yb, q):
-    """The 2-vector micro-kernel, a bias per position, for ``width`` (1-4) channels."""
-    if width == 4:
+    """The 2-vector micro-kernels, a bias per position, for ``width`` (1-8) channels:
+    eight at once, else four and then those left."""
+    if width == 8:
+        _cols_8x2(x, xb, taps, w, wb, b, y, yb, q)
+        return
+    o = 0
+    if width >= 4:
         _cols_4x2(x, xb, taps, w, wb, b, y, yb, q)
-    elif width == 3:
-        _cols_3x2(x, xb, taps, w, wb, b, y, yb, q)
-    elif width == 2:
-        _cols_2x2(x, xb, taps, w, wb, b, y, yb, q)
-    else:
-        _cols_1x2(x, xb, taps, w, wb, b, y, yb, q)
+        o = 4
+    r = width - o
+    if r > 0:
+        wr, br, yr = wb[o:], b, yb[o:]
+        if r == 3:
+            _cols_3x2(x, xb, taps, w, wr, br, y, yr, q)
+        elif r == 2:
+            _cols_2x2(x, xb, taps, w, wr, br, y, yr, q)
+        else:
+            _cols_1x2(x, xb, taps, w, wr, br, y, yr, q)
 
 
 @njit(nogil=True, cache=True, inline="always")
 def _micro1_rows(width, x, xb, taps, w, wb, b, y, yb, q):
-    """The 1-vector micro-kernel for ``width`` (1-4) channels."""
-    if width == 4:
+    """The 1-vector micro-kernels for ``width`` (1-8) channels: eight at once, else
+    four and then those left."""
+    if width == 8:
+        _rows_8x1(x, xb, taps, w, wb, b, y, yb, q)
+        return
+    o = 0
+    if width >= 4:
         _rows_4x1(x, xb, taps, w, wb, b, y, yb, q)
-    elif width == 3:
-        _rows_3x1(x, xb, taps, w, wb, b, y, yb, q)
-    elif width == 2:
-        _rows_2x1(x, xb, taps, w, wb, b, y, yb, q)
-    else:
-        _rows_1x1(x, xb, taps, w, wb, b, y, yb, q)
+        o = 4
+    r = width - o
+    if r > 0:
+        wr, br, yr = wb[o:], b[o:], yb[o:]
+        if r == 3:
+            _rows_3x1(x, xb, taps, w, wr, br, y, yr, q)
+        elif r == 2:
+            _rows_2x1(x, xb, taps, w, wr, br, y, yr, q)
+        else:
+            _rows_1x1(x, xb, taps, w, wr, br, y, yr, q)
 
 
 @njit(nogil=True, cache=True, inline="always")
 def _micro1_cols(width, x, xb, taps, w, wb, b, y, yb, q):
-    """The 1-vector micro-kernel, a bias per position, for ``width`` (1-4) channels."""
-    if width == 4:
+    """The 1-vector micro-kernels, a bias per position, for ``width`` (1-8) channels:
+    eight at once, else four and then those left."""
+    if width == 8:
+        _cols_8x1(x, xb, taps, w, wb, b, y, yb, q)
+        return
+    o = 0
+    if width >= 4:
         _cols_4x1(x, xb, taps, w, wb, b, y, yb, q)
-    elif width == 3:
-        _cols_3x1(x, xb, taps, w, wb, b, y, yb, q)
-    elif width == 2:
-        _cols_2x1(x, xb, taps, w, wb, b, y, yb, q)
-    else:
-        _cols_1x1(x, xb, taps, w, wb, b, y, yb, q)
+        o = 4
+    r = width - o
+    if r > 0:
+        wr, br, yr = wb[o:], b, yb[o:]
+        if r == 3:
+            _cols_3x1(x, xb, taps, w, wr, br, y, yr, q)
+        elif r == 2:
+            _cols_2x1(x, xb, taps, w, wr, br, y, yr, q)
+        else:
+            _cols_1x1(x, xb, taps, w, wr, br, y, yr, q)
 
 
 @njit(nogil=True, cache=True)
@@ -239,16 +280,16 @@ def conv_rows(x, taps, xrow, w, wrow, b, y, n_out, run, plane, u0, u1, lanes, co
     """Output rows ``u0..u1`` of a direct stride-1 convolution: ``y[o*plane + u*run + q] =
     b[o] + sum_t w[o*wrow + t] x[u*xrow + taps[t] + q]`` for ``q < run`` (``x``, ``w``,
     ``y`` flat; ``wrow`` at least the number of taps); with ``cols``, ``b[u*run + q]`` in
-    place of ``b[o]``. Four channels at a time (the last block those left), positions two
+    place of ``b[o]``. Eight channels at a time (the last block those left), positions two
     vectors at a time, then one, then one by one."""
     k = taps.shape[0]
-    nb = (n_out + OB - 1) // OB
-    wo = np.empty((nb, OB), np.int64)
-    yo = np.empty((nb, OB), np.int64)
-    bb = np.empty((nb, OB), y.dtype)
+    nb = (n_out + RB - 1) // RB
+    wo = np.empty((nb, RB), np.int64)
+    yo = np.empty((nb, RB), np.int64)
+    bb = np.empty((nb, RB), y.dtype)
     for blk in range(nb):
-        for kk in range(OB):
-            o = min(blk * OB + kk, n_out - 1)
+        for kk in range(RB):
+            o = min(blk * RB + kk, n_out - 1)
             wo[blk, kk] = o * wrow
             yo[blk, kk] = o * plane
             bb[blk, kk] = 0 if cols else b[o]
@@ -258,7 +299,7 @@ def conv_rows(x, taps, xrow, w, wrow, b, y, n_out, run, plane, u0, u1, lanes, co
         for blk in range(nb):
             wb, ybk = wo[blk], yo[blk]
             bk = b if cols else bb[blk]
-            width = min(OB, n_out - blk * OB)
+            width = min(RB, n_out - blk * RB)
             q = 0
             while q + two <= run:
                 if cols:
@@ -379,13 +420,13 @@ def gemm_at(pa, lda, pb, ldb, pc, ldc, m, n, k, one, lanes):
 
 @njit(parallel=True, nogil=True, cache=True)
 def gemm_at_split(pa, lda, pb, ldb, pc, ldc, m, n, k, one, lanes, t):
-    """:func:`gemm_at` in ``t`` blocks of rows (whole blocks of four), one per thread of
+    """:func:`gemm_at` in ``t`` blocks of rows (whole blocks of eight), one per thread of
     one parallel region."""
     a, b, c = _views(pa, lda, pb, ldb, pc, ldc, m, n, k, one)
-    blocks = (m + OB - 1) // OB
+    blocks = (m + RB - 1) // RB
     for i in prange(t):
-        gemm_rows(a, lda, b, ldb, c, ldc, n, k, min(m, blocks * i // t * OB),
-                  min(m, blocks * (i + 1) // t * OB), lanes)
+        gemm_rows(a, lda, b, ldb, c, ldc, n, k, min(m, blocks * i // t * RB),
+                  min(m, blocks * (i + 1) // t * RB), lanes)
 
 
 @intrinsic

@@ -23,6 +23,16 @@ not speed up, stays on MKL's one thread. So the library that computes a product,
 rounding, depends on the thread count and on the product's size; a product of a given size
 at a given thread count always gets the same one, and the same bits.
 
+Where the products are OpenBLAS's and Numba is installed, two kinds of product are the
+direct convolution's loops' instead (``_conv_compiled``: a block of the result in vector
+registers while the rows of ``B`` stream past): ``C = A B`` of row-major operands whose
+``B`` stays in a core's cache (:func:`rows_take`: a recurrent step's ``W [x; h]``, a
+layer's input gradient ``dY W``), and :func:`linear`'s ``x w^T + b``, ``w`` transposed two
+vectors of rows at a time in registers (:func:`linear_rows_take`). OpenBLAS makes these
+from packed copies of its operands; for the shapes of our layers its one thread ran 6-26%
+slower (BENCHMARKS.md). Each number of such a product is summed in one order, in one
+thread, whatever the thread count.
+
 :func:`matmul` takes what ``np.matmul`` takes and returns what it returns; the shapes MKL
 cannot take as they are (integer dtypes, mixed dtypes, strides that are not a matrix layout,
 small products where a foreign call costs more than it saves) go to ``np.matmul``.

@@ -154,7 +154,8 @@ def _lstm_rows(fg, fth, dth, W, Z, Sf, P, j, p, n, kdim, lo, hi, wrap, lean):
     """Hidden units ``lo..hi`` of one LSTM step (``recurrent.LSTMScan``'s slab ``Sf[j]`` =
     ``[i, o, f, g, tanh c_t, c_{t-1}]`` flat, each block (H, B)). ``W``'s rows ``4 lo .. 4
     hi`` are the fused weights of those units' four gates, in the slab's gate order: one
-    product ``W[4 lo:4 hi] @ Z[p][:kdim]`` by ``cblas_?gemm`` at ``fg`` into ``P`` (flat;
+    product ``W[4 lo:4 hi] @ Z[p][:kdim]`` by ``cblas_?gemm`` at ``fg`` (by the rows loops,
+    ``_conv_compiled.gemm_rows``, where ``fg`` is 0: ``_gemm.rows_take``) into ``P`` (flat;
     the slab's gate rows themselves when it is None, for all units), NumPy's own ``tanh``
     loop at ``fth`` (its data ``dth``) over it, the gates' fix-up and ``c_t`` (into ``Sf[j + 1]``)
     as ``_numba.lstm_gates``, ``tanh c_t`` and ``h_t = o tanh c_t`` into the h rows of
@@ -292,10 +293,10 @@ def lstm_back_steps(fg, whhT, D, S, E, g_out, nz, ts, reverse, carry_last, c, t)
     """Steps of ``recurrent.LSTMScan``'s backward at the times ``ts`` (in order), each in
     two regions of ``t`` threads split by hidden units: the output's gradient joins ``δh``,
     the step's ``δa`` (:func:`_lstm_grads_rows`) into column ``time % C`` of ``D`` (4H, C,
-    B); then ``δh = W_hh^T δa`` by ``cblas_?gemm`` at ``fg`` on each thread's rows of
-    ``whhT`` (H, 4H) (skipped after the last step unless ``carry_last``). ``S`` (T + 1, 6H,
-    B) the forward's slabs, ``E = [δc, δh]`` (2, H, B), ``g_out`` (T, B, H) with ``nz``
-    saying which steps it reaches."""
+    B); then ``δh = W_hh^T δa`` by ``cblas_?gemm`` at ``fg`` (the rows loops where it is 0)
+    on each thread's rows of ``whhT`` (H, 4H) (skipped after the last step unless
+    ``carry_last``). ``S`` (T + 1, 6H, B) the forward's slabs, ``E = [δc, δh]`` (2, H, B),
+    ``g_out`` (T, B, H) with ``nz`` saying which steps it reaches."""
     G, C, B = D.shape
     H = G // 4
     T = g_out.shape[0]
