@@ -942,3 +942,42 @@ def test_sdpa_compiled_tiles_take_moderate_rows_on_one_thread(monkeypatch):
     assert not A._use_blockwise(*(x.astype(np.float64),) * 3, None, None)
     monkeypatch.setattr(conv, "_N_THREADS", 2)
     assert not A._use_blockwise(x, x, x, None, None)
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("bias", [True, False])
+def test_mha_heads_written_by_the_rows_loops(monkeypatch, batch_first, bias):
+    """Heads of whole vectors (64 wide, two heads of 32): where the rows loops make
+    ``linear``'s products, the packed projection is written straight into the heads'
+    layout (``_gemm.heads_linear``), at one thread and split over three: the layer's output
+    and every gradient match torch's, and the heads are ``linear`` + views bit for bit."""
+    from shendu.functional import _gemm, conv
+
+    if not _gemm._rows_loops():
+        pytest.skip("no rows loops here: they need Numba and OpenBLAS's products")
+    made = []
+    real = _gemm.heads_linear
+    monkeypatch.setattr(_gemm, "heads_linear",
+                        lambda *a: (lambda out: made.append(out is not None) or out)(real(*a)))
+    shape = (4, 9, 64) if batch_first else (9, 4, 64)
+    before = conv._N_THREADS
+    try:
+        for threads in (1, 3):
+            conv.set_kernel_threads(threads)
+            for dtype in (np.float32, np.float64):
+                made.clear()
+                s, t = _mha_pair(E=64, H=2, bias=bias, batch_first=batch_first)
+                check_module(s, t, make_inputs([shape]), fn=lambda m, x: m(x, x, x),
+                             dtype=dtype)
+                assert made and all(made)
+        rng = np.random.default_rng(4)
+        x = rng.standard_normal((36, 64)).astype(np.float32)
+        w = rng.standard_normal((192, 64)).astype(np.float32)
+        b = rng.standard_normal(192).astype(np.float32) if bias else None
+        order = (2, 0, 3, 1, 4) if batch_first else (2, 1, 3, 0, 4)
+        a0, a1 = shape[:2]
+        want = _gemm.linear(x, w, b).reshape(a0, a1, 3, 2, 32).transpose(order)
+        np.testing.assert_array_equal(real(x, w, b, 2, a0, a1, batch_first), want)
+        assert real(x, w, b, 8, a0, a1, batch_first) is None        # heads of 8: not whole
+    finally:
+        conv.set_kernel_threads(before)

@@ -34,7 +34,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 __all__ = ["conv_rows", "conv_rows_split", "conv_weight_grad", "conv_weight_grad_split",
-           "gemm_at", "gemm_at_split", "gemm_rows", "linear_rows", "linear_rows_split"]
+           "gemm_at", "gemm_at_split", "gemm_rows", "heads_rows", "heads_rows_split",
+           "linear_rows", "linear_rows_split"]
 
 _I32, _I64 = ir.IntType(32), ir.IntType(64)
 VECTOR_BYTES = 64
@@ -503,3 +504,33 @@ def linear_rows_split(x, w, b, y, lanes, t):
     panels = (w.shape[0] + step - 1) // step
     for i in prange(t):
         linear_rows(x, w, b, y, panels * i // t, panels * (i + 1) // t, lanes)
+
+
+@njit(nogil=True, cache=True)
+def heads_rows(x, w, b, out, batch_first, p0, p1, lanes):
+    """Heads ``p0..p1`` (of ``3H``: q's, k's, then v's) of self-attention's packed
+    projection ``x w^T + b`` (``x`` (A0·A1, E) row-major, ``(N, L)`` or, without
+    ``batch_first``, ``(L, N)``; ``w`` (3E, E); ``b`` (3E,)) written straight into ``out``
+    (3, N, H, L, hd), where attention reads each head contiguously: each head's rows of
+    ``w`` transposed as :func:`linear_rows` transposes a panel, then each sequence's rows
+    of ``x`` against them, so :func:`linear_rows`' numbers (``hd`` whole vectors)."""
+    k = x.shape[1]
+    _, N, H, L, hd = out.shape
+    P = np.empty(k * hd, x.dtype)
+    taps = np.arange(k) * hd
+    xf, wf, of = x.reshape(-1), w.reshape(-1), out.reshape(-1)
+    lda, step = (k, L * k) if batch_first else (N * k, k)      # rows of one sequence; next
+    for p in range(p0, p1):
+        _pack(wf, k, p * hd, hd, hd, P, lanes)
+        s, h = p // H, p % H
+        for n in range(N):
+            conv_rows(P, taps, 0, xf[n * step:], lda, b[p * hd:],
+                      of[((s * N + n) * H + h) * L * hd:], L, hd, hd, 0, 1, lanes, True)
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def heads_rows_split(x, w, b, out, batch_first, lanes, t):
+    """:func:`heads_rows` in ``t`` runs of heads, one per thread of one parallel region."""
+    heads = 3 * out.shape[2]
+    for i in prange(t):
+        heads_rows(x, w, b, out, batch_first, heads * i // t, heads * (i + 1) // t, lanes)

@@ -496,6 +496,41 @@ def linear_rows_take(dt, k: int, n: int) -> bool:
             and _rows_loops() is not False)
 
 
+def heads_linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, heads: int, a0: int,
+                 a1: int, batch_first: bool) -> np.ndarray | None:
+    """Self-attention's packed projection ``x w^T + b`` (``x`` (a0·a1, E), ``w`` (3E, E)) as
+    :func:`linear` makes it by the rows loops, written straight into the heads' layout (3,
+    N, heads, L, hd) (``_conv_compiled.heads_rows``: no (a0·a1, 3E) product and no pass
+    copying it out), split over the kernel threads by heads as :func:`linear` would split
+    it; None where :func:`linear` would not take the rows loops or a head is not whole
+    vectors."""
+    gemm = _GEMM if _GEMM is not None else _load()["gemm"]
+    m, k = x.shape
+    n = w.shape[0]
+    hd = n // (3 * heads) if heads else 0
+    if (not gemm or x.dtype not in gemm or type(x) is not np.ndarray
+            or type(w) is not np.ndarray or w.dtype != x.dtype
+            or (b is not None and (b.dtype != x.dtype or not b.flags.c_contiguous))
+            or not x.flags.c_contiguous or not w.flags.c_contiguous
+            or m * n * k < MIN_LINEAR_FLOPS or m == 0 or k == 0 or hd == 0
+            or 3 * heads * hd != n or hd % (64 // x.itemsize) or m != a0 * a1
+            or not linear_rows_take(x.dtype, k, n)):
+        return None
+    split = _threaded_blas_takes(k, m * n)
+    if split and not _splitter():
+        return None
+    N, L = (a0, a1) if batch_first else (a1, a0)
+    out = np.empty((3, N, heads, L, hd), x.dtype)
+    if b is None:
+        b = np.zeros(n, x.dtype)
+    lanes = 64 // x.itemsize
+    if split:
+        _ROWS.heads_rows_split(x, w, b, out, batch_first, lanes, _conv._N_THREADS)
+    else:
+        _ROWS.heads_rows(x, w, b, out, batch_first, 0, 3 * heads, lanes)
+    return out
+
+
 def _linear_rows(x, w, b, y, split: bool) -> None:
     """``y = x w^T + b`` by the rows loops (:func:`linear_rows_take`), split over the
     kernel threads by blocks of columns when ``split``."""

@@ -56,6 +56,10 @@ class _HeadsProjection(Function):
         self.x2, self.w, self.shape = x2, w, x.shape
         self.order = order = (2, 0, 3, 1, 4) if batch_first else (2, 1, 3, 0, 4)
         nb = _numba.kernels_for(x2, w, b)
+        out = _gemm.heads_linear(x2, w, b, heads, a0, a1, batch_first)
+        if out is not None:     # the product written as heads, by the rows loops
+            self.kern, self.batch_first = nb, batch_first
+            return out[0], out[1], out[2]
         if not any(self.needs_input_grad) and _conv._N_THREADS == 1:
             nb = None           # one thread's inference reads the views in place as fast
         self.kern, self.batch_first = nb, batch_first
