@@ -4,9 +4,10 @@ inference (eval, no_grad) passes/s.
 
 ``--large``: the physical limit instead — batch 1024 through 4096-wide layers
 (4096-4096-4096-10), where a step is almost all GEMM: each framework's achieved GFLOP/s
-against this machine's sgemm peak, measured here as the faster of NumPy's float32 matmul
-and shendu's (MKL's GEMM where the ``mkl`` extra is installed) of the same sizes
-((1024, 4096) @ (4096, 4096)) on the same threads.
+against this machine's sgemm peak, measured here as the fastest float32 product of the
+same sizes ((1024, 4096) @ (4096, 4096)) on the same threads: NumPy's matmul, shendu's (MKL's
+GEMM where the ``mkl`` extra is installed), shendu's ``x @ w.T`` (a layer's product: the rows
+loops where they take it) and torch's ``mm``.
 
     python benchmarks/bench_mlp.py [--steps 50] [--repeats 5] [--threads N] [--large]
 """
@@ -55,24 +56,32 @@ def large_flops() -> tuple[float, float]:
     return fwd + bwd, fwd
 
 
-def sgemm_peak(repeats: int) -> float:
+def sgemm_peak(repeats: int, with_torch: bool = True) -> float:
     """GFLOP/s of float32 (1024, 4096) @ (4096, 4096), the best of ``repeats`` of NumPy's
-    matmul and of shendu's (MKL's GEMM when installed)."""
+    matmul, shendu's (MKL's GEMM when installed), shendu's ``x @ w.T`` (``_gemm.linear``)
+    and torch's ``mm``."""
     import time
 
-    from shendu.functional._gemm import matmul
+    from shendu.functional._gemm import linear, matmul
 
     rng = np.random.default_rng(0)
     a = rng.standard_normal((LARGE_B, LARGE_W)).astype(np.float32)
     b = rng.standard_normal((LARGE_W, LARGE_W)).astype(np.float32)
     out = np.empty((LARGE_B, LARGE_W), np.float32)
+    products = [lambda: np.matmul(a, b, out=out), lambda: matmul(a, b, out=out),
+                lambda: linear(a, b)]
+    if with_torch:
+        import torch
+
+        ta, tb, tout = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(out)
+        products.append(lambda: torch.mm(ta, tb, out=tout))
     best = float("inf")
-    for mm in (np.matmul, matmul):
-        mm(a, b, out=out)
+    for mm in products:
+        mm()
         for _ in range(repeats):
             t0 = time.perf_counter()
             for _ in range(3):
-                mm(a, b, out=out)
+                mm()
             best = min(best, (time.perf_counter() - t0) / 3)
     return 2 * LARGE_B * LARGE_W * LARGE_W / best / 1e9
 
@@ -81,11 +90,11 @@ def run_large(args) -> None:
     rng = np.random.default_rng(0)
     xs = [rng.standard_normal((LARGE_B, LARGE_W)).astype(np.float32) for _ in range(2)]
     ys = [rng.integers(0, D_OUT, LARGE_B) for _ in range(2)]
-    peak = sgemm_peak(max(args.repeats, 3))
+    peak = sgemm_peak(max(args.repeats, 3), not args.no_torch)
     train_f, infer_f = large_flops()
     print(H.threads_note())
-    print(f"sgemm peak (float32 (1024, 4096) @ (4096, 4096), the faster of NumPy's and "
-          f"shendu's): {peak:.1f} GFLOP/s")
+    print(f"sgemm peak (float32 (1024, 4096) @ (4096, 4096), the fastest of NumPy's, "
+          f"shendu's and torch's products): {peak:.1f} GFLOP/s")
     with_torch = not args.no_torch
     steps = max(2, args.steps // 10)
     res = H.compare("mlp-large", H.train_step_fn("shendu", build_large, xs, ys),
