@@ -1,6 +1,7 @@
-"""Direct convolution loops for :mod:`shendu.functional.conv` (imported only where Numba is
-installed): stride-1, undilated 2-D convolutions computed from the zero-padded,
-batch-innermost input without a patch matrix, in vector registers.
+"""Direct convolution loops for :mod:`shendu.functional.conv`, and the matrix products made
+with them (imported only where Numba is installed): stride-1, undilated 2-D convolutions
+computed from the zero-padded, batch-innermost input without a patch matrix, in vector
+registers.
 
 In the ``(C, H, W, N)`` layout, output row ``u`` of channel ``o`` is ``Wo * N`` contiguous
 numbers, and the inputs one kernel tap ``(c, i, j)`` multiplies them with are a run of as
@@ -14,13 +15,21 @@ and the weight gradient a sum of products of runs,
     dW[o, t] = sum_u sum_q dY[o, u, q] x[c_t, u + i_t, j_t N + q].
 
 The inner loops hold a block of outputs in vector registers while the taps stream past
-(:func:`_rows_micro`: 4 channels x 2 vectors of positions; :func:`_dots_micro`: 4 channels
-x 4 taps of per-lane partial sums), written as LLVM vector code through Numba intrinsics
+(:func:`_rows_micro`: 8 channels x 2 vectors of positions, then 4 and those left;
+:func:`_dots_micro`: 4 channels x 4 taps of per-lane partial sums), written as LLVM vector
+code through Numba intrinsics
 (LLVM's own vectoriser keeps such accumulators in memory): one vector is 64 bytes, 16
 float32 or 8 float64 numbers, which LLVM splits into the registers the processor has. A
 multiply-add is ``llvm.fmuladd``: fused where the processor has FMA. Each output is summed
 in tap order (the weight gradient: per lane in row and position order, then the lanes in
 order), the same whatever the thread count.
+
+The same loops are matrix products: with ``taps[t] = t * ldb`` the rows loop is ``C = A B``
+for row-major ``A`` and ``B`` (:func:`gemm_rows`, :func:`gemm_at`), and with ``B`` a
+panel of a weight's rows transposed in registers (:func:`_transpose_tile`) ``Linear``'s
+``x W^T + b`` (:func:`linear_rows`; :func:`heads_rows` writes self-attention's projection
+straight into its heads). ``shendu.functional._gemm`` sends them the products where they
+beat OpenBLAS's (``rows_take``, ``linear_rows_take``).
 
 Defined at module level so that Numba's disk cache finds them again in the next process.
 """
