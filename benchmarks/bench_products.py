@@ -99,9 +99,10 @@ def main() -> None:
             _gemm.ROWS = True
         med = {key: statistics.median(v) if v else float("nan") for key, v in rates.items()}
         shape = f"({m}, {k}) {'@' if kind == 'nn' else 'x'} {(k, n) if kind == 'nn' else (n, k)}"
+        vs_torch = f"{med['rows'] / med['torch']:5.2f}x" if rates["torch"] else "    -"
         print(f"{what:<30} {shape:>26} {med['rows']:7.0f} {med['gemm']:7.0f} "
               f"{med['torch']:7.0f}           {med['rows'] / med['gemm']:5.2f}x     "
-              f"{med['rows'] / med['torch']:5.2f}x", flush=True)
+              f"{vs_torch}", flush=True)
 
 
 if __name__ == "__main__":
