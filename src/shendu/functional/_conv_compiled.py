@@ -543,3 +543,51 @@ def heads_rows_split(x, w, b, out, batch_first, lanes, t):
     heads = 3 * out.shape[2]
     for i in prange(t):
         heads_rows(x, w, b, out, batch_first, heads * i // t, heads * (i + 1) // t, lanes)
+
+
+@intrinsic
+def _vector_sum(typingctx, x, base, nvec):
+    """The sum of ``nvec`` whole vectors of ``x`` from ``x[base]``: four vector
+    accumulators taking the vectors in turn (those past the last four to the first), added
+    as ``(a0 + a1) + (a2 + a3)``, then that vector's lanes in order."""
+    sig = x.dtype(x, base, nvec)
+
+    def codegen(context, builder, signature, args):
+        _, base_, nvec_ = args
+        vec, lanes, _ = _vector(signature.args[0].dtype)
+        (xa,) = _arrays(context, builder, signature, args, (0,))
+        zero = ir.Constant(vec, [0.0] * lanes)
+        accs = [cgutils.alloca_once_value(builder, zero) for _ in range(4)]
+        four = builder.sdiv(nvec_, ir.Constant(_I64, 4))
+        with cgutils.for_range(builder, four) as loop:
+            off = builder.add(base_, builder.mul(loop.index, ir.Constant(_I64, 4 * lanes)))
+            for a in range(4):
+                v = _load_vec(builder, xa.data, builder.add(off, ir.Constant(_I64, a * lanes)),
+                              vec)
+                builder.store(builder.fadd(builder.load(accs[a]), v), accs[a])
+        done = builder.mul(four, ir.Constant(_I64, 4))
+        with cgutils.for_range(builder, builder.sub(nvec_, done)) as loop:
+            i = builder.add(done, loop.index)
+            v = _load_vec(builder, xa.data,
+                          builder.add(base_, builder.mul(i, ir.Constant(_I64, lanes))), vec)
+            builder.store(builder.fadd(builder.load(accs[0]), v), accs[0])
+        a01 = builder.fadd(builder.load(accs[0]), builder.load(accs[1]))
+        a23 = builder.fadd(builder.load(accs[2]), builder.load(accs[3]))
+        total = builder.fadd(a01, a23)
+        s = builder.extract_element(total, ir.Constant(_I32, 0))
+        for lane in range(1, lanes):
+            s = builder.fadd(s, builder.extract_element(total, ir.Constant(_I32, lane)))
+        return s
+
+    return sig, codegen
+
+
+@njit(nogil=True, cache=True, inline="always")
+def row_sum(x, base, n, lanes):
+    """``x[base:base + n].sum()`` in a fixed order: the whole vectors by
+    :func:`_vector_sum` (four accumulators), then the numbers left one by one."""
+    nv = n // lanes
+    s = _vector_sum(x, base, nv)
+    for j in range(base + nv * lanes, base + n):
+        s += x[j]
+    return s

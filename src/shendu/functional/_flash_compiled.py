@@ -9,6 +9,7 @@ import numpy as np
 from numba import njit
 
 from shendu.functional import _flash, _gemm
+from shendu.functional._conv_compiled import row_sum
 from shendu.functional._regions_compiled import call_gemm, call_gemm_batch, call_vexp
 
 __all__ = ["forward", "backward"]
@@ -104,13 +105,9 @@ def forward(fb, fs, fe, q, k, v, out, m_out, den, scale, c0, c1, hg, bq, sbuf, q
                     for i in range(i0, i1):
                         m_out[h0 + h, i] = 0
             call_vexp(fe, r * nb * S, sbuf.ctypes.data, sbuf.ctypes.data, MODE)
-            for h in range(r):
+            for h in range(r):                      # the row sums, in vector registers
                 for i in range(nb):
-                    base = (h * nb + i) * S
-                    acc32 = np.float32(0.0)
-                    for j in range(S):
-                        acc32 += sbuf[base + j]
-                    den[h0 + h, i0 + i] = acc32
+                    den[h0 + h, i0 + i] = row_sum(sbuf, (h * nb + i) * S, S, 16)
             po = out.ctypes.data + ((h0 * L) + i0) * Ev * 4
             gemm(fb, fs, N, N, nb, Ev, S, sbuf.ctypes.data, S, nb * S, vbuf.ctypes.data, Ev,
                  S * Ev, np.float32(0.0), po, Ev, L * Ev, r)
