@@ -981,3 +981,31 @@ def test_mha_heads_written_by_the_rows_loops(monkeypatch, batch_first, bias):
         assert real(x, w, b, 8, a0, a1, batch_first) is None        # heads of 8: not whole
     finally:
         conv.set_kernel_threads(before)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_sum_in_vector_registers(dtype):
+    """The compiled forward's row sums (``_conv_compiled.row_sum``: four vector
+    accumulators, then the lanes, then what is left one by one): the float64 sum within
+    the rounding of a sum of that many numbers, for lengths with no whole vector, whole
+    vectors fewer than four, more than four and not a multiple, each with and without a
+    tail, and an offset start."""
+    pytest.importorskip("numba")
+    from numba import njit
+
+    from shendu.functional import _conv_compiled as cc
+
+    lanes = 64 // np.dtype(dtype).itemsize
+
+    @njit
+    def total(x, base, n):
+        return cc.row_sum(x, base, n, lanes)
+
+    rng = np.random.default_rng(17)
+    eps = np.finfo(dtype).eps
+    for n in (0, 1, lanes - 1, lanes, lanes + 3, 3 * lanes, 4 * lanes, 4 * lanes + 1,
+              9 * lanes + 5, 1024, 1031):
+        x = rng.standard_normal(n + 7).astype(dtype)
+        got = total(x, 5, n)
+        want = x[5:5 + n].astype(np.float64).sum()
+        assert abs(float(got) - want) <= 2 * n * eps * np.abs(x[5:5 + n]).sum() + 1e-30, n
