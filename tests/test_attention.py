@@ -877,9 +877,10 @@ def _flash_run(arrs, g, compiled, monkeypatch):
     return [out.data.copy()] + [t.grad.data.copy() for t in ts]
 
 
+@pytest.mark.parametrize("head", [8, 32])
 @pytest.mark.parametrize("products", ["batch", "single"])
-@pytest.mark.parametrize("case", ["plain", "shifted", "query-blocks", "broadcast"])
-def test_sdpa_blockwise_compiled_tiles(monkeypatch, case, products):
+@pytest.mark.parametrize("case", ["plain", "shifted", "query-blocks", "broadcast", "keys-4k"])
+def test_sdpa_blockwise_compiled_tiles(monkeypatch, case, products, head):
     """The compiled tile loops (float32, no mask, no dropout) against the Python tile loop
     (to float32 rounding: their row sums and bound are their own) and against torch in
     float64 (as close as the Python loop), the shift by the row max (large scores), several
@@ -896,18 +897,20 @@ def test_sdpa_blockwise_compiled_tiles(monkeypatch, case, products):
     else:
         monkeypatch.setattr(_flash_mkl, "FS", [0])
     rng = np.random.default_rng(7)
-    sq, sk = (2, 3, 40, 8), (2, 3, 37, 8)
+    # heads of 32: with single products, the rows loops' (whole vectors of the output);
+    # 1024 keys: the transposed keys' rows 4 KiB apart, padded
+    sq, sk = (2, 3, 40, head), (2, 3, 1024 if case == "keys-4k" else 37, head)
     if case == "query-blocks":
         monkeypatch.setattr(_flash, "COMPILED_TILE_ELEMS", 37 * 16)   # 16-row blocks
         monkeypatch.setattr(_flash, "MIN_BLOCK", 16)
     if case == "broadcast":
-        sk = (2, 1, 37, 8)
+        sk = (2, 1, 37, head)
     q = rng.standard_normal(sq).astype(np.float32)
     k, v = (rng.standard_normal(sk).astype(np.float32) for _ in range(2))
     if case == "shifted":
         q *= 9                                          # row maxima far beyond +-16
         k *= 9
-    g = rng.standard_normal(sq[:-1] + (8,)).astype(np.float32)
+    g = rng.standard_normal(sq[:-1] + (head,)).astype(np.float32)
     calls = []
     kern = _flash_mkl.kernels()
     monkeypatch.setattr(kern, "forward", lambda *a, f=kern.forward: calls.append(1) or f(*a))

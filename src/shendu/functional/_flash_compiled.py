@@ -9,7 +9,7 @@ import numpy as np
 from numba import njit
 
 from shendu.functional import _flash, _gemm
-from shendu.functional._conv_compiled import row_sum
+from shendu.functional._conv_compiled import gemm_rows, row_sum
 from shendu.functional._regions_compiled import call_gemm, call_gemm_batch, call_vexp
 
 __all__ = ["forward", "backward"]
@@ -35,17 +35,23 @@ def gemm(fb, fs, ta, tb, m, n, k, pa, lda, sa, pb, ldb, sb, beta, pc, ldc, sc, c
 
 
 @njit(nogil=True, cache=True)
-def forward(fb, fs, fe, q, k, v, out, m_out, den, scale, c0, c1, hg, bq, sbuf, qbuf, kbuf, vbuf):
+def forward(fb, fs, fe, q, k, v, out, m_out, den, scale, c0, c1, hg, bq, sbuf, qbuf, kbuf, vbuf,
+            rows=False):
     """Head groups ``c0..c1-1`` of blockwise attention: ``out`` (G, L, Ev) and each row's
     shift ``m_out`` and normaliser ``den`` (G, L); ``lse = m + log(den)`` is the caller's.
     ``q`` (A, B, L, E), ``k`` (A, B, S, E), ``v`` (A, B, S, Ev) float32 in any strides
-    (head ``g`` is ``[g // B, g % B]``); ``qbuf``, ``kbuf``, ``vbuf`` a group's copies."""
+    (head ``g`` is ``[g // B, g % B]``); ``qbuf``, ``kbuf``, ``vbuf`` a group's copies.
+    With ``rows``, the products are the rows loops' (``_conv_compiled.gemm_rows``): the
+    scores against each head's keys transposed once (rows padded off a multiple of 4 KiB
+    apart), the output ``P V`` (``Ev`` whole vectors)."""
     nB, L, E = q.shape[1], q.shape[2], q.shape[3]
     G = q.shape[0] * nB
     S = k.shape[2]
     Ev = v.shape[3]
     kn = np.empty(hg, np.float32)
     qn = np.empty((hg, L), np.float32)
+    ldk = S + 16 if (S * 4) % 4096 == 0 else S
+    kt = np.empty((hg, E, ldk) if rows else (1, 1, 1), np.float32)
     for hb in range(c0, c1):
         h0 = hb * hg
         h1 = min(h0 + hg, G)
@@ -70,11 +76,20 @@ def forward(fb, fs, fe, q, k, v, out, m_out, den, scale, c0, c1, hg, bq, sbuf, q
                 for e in range(Ev):
                     vbuf[h, j, e] = v[a, b, j, e]
             kn[h] = np.float32(np.sqrt(best) * (1 + 1e-3))
+            if rows:
+                for e in range(E):
+                    for j in range(S):
+                        kt[h, e, j] = kbuf[h, j, e]
         for i0 in range(0, L, bq):
             i1 = min(i0 + bq, L)
             nb = i1 - i0
-            gemm(fb, fs, N, T, nb, S, E, qbuf.ctypes.data + i0 * E * 4, E, L * E, kbuf.ctypes.data,
-                 E, S * E, np.float32(0.0), sbuf.ctypes.data, S, nb * S, r)
+            if rows:
+                for h in range(r):
+                    gemm_rows(qbuf[h].reshape(-1)[i0 * E:], E, kt[h].reshape(-1), ldk,
+                              sbuf[h * nb * S:], S, S, E, 0, nb, 16)
+            else:
+                gemm(fb, fs, N, T, nb, S, E, qbuf.ctypes.data + i0 * E * 4, E, L * E,
+                     kbuf.ctypes.data, E, S * E, np.float32(0.0), sbuf.ctypes.data, S, nb * S, r)
             bound = 0.0
             for h in range(r):
                 for i in range(i0, i1):
@@ -108,9 +123,15 @@ def forward(fb, fs, fe, q, k, v, out, m_out, den, scale, c0, c1, hg, bq, sbuf, q
             for h in range(r):                      # the row sums, in vector registers
                 for i in range(nb):
                     den[h0 + h, i0 + i] = row_sum(sbuf, (h * nb + i) * S, S, 16)
-            po = out.ctypes.data + ((h0 * L) + i0) * Ev * 4
-            gemm(fb, fs, N, N, nb, Ev, S, sbuf.ctypes.data, S, nb * S, vbuf.ctypes.data, Ev,
-                 S * Ev, np.float32(0.0), po, Ev, L * Ev, r)
+            if rows:
+                of = out.reshape(-1)
+                for h in range(r):
+                    gemm_rows(sbuf[h * nb * S:], S, vbuf[h].reshape(-1), Ev,
+                              of[((h0 + h) * L + i0) * Ev:], Ev, Ev, S, 0, nb, 16)
+            else:
+                po = out.ctypes.data + ((h0 * L) + i0) * Ev * 4
+                gemm(fb, fs, N, N, nb, Ev, S, sbuf.ctypes.data, S, nb * S, vbuf.ctypes.data,
+                     Ev, S * Ev, np.float32(0.0), po, Ev, L * Ev, r)
             for h in range(r):
                 for i in range(i0, i1):
                     d = den[h0 + h, i]
@@ -120,17 +141,21 @@ def forward(fb, fs, fe, q, k, v, out, m_out, den, scale, c0, c1, hg, bq, sbuf, q
 
 @njit(nogil=True, cache=True)
 def backward(fb, fs, fe, q, k, v, go, o, lse, gq, gk, gv, scale, c0, c1, hg, bq, pbuf, dsbuf,
-             gqbuf, qa, ka, goa, va):
+             gqbuf, qa, ka, goa, va, rows=False):
     """Head groups ``c0..c1-1`` of the blockwise backward (see ``_flash``): ``gq``,
     ``gk``, ``gv`` (G, ·, ·) written whole for these heads. ``q``, ``k``, ``v``, ``go``
     (the output's gradient) and ``o`` (the output) (A, B, ·, ·) in any strides, ``lse``
     (G, L); ``qa``, ``ka``, ``goa``, ``va`` scratch of (hg, L | S, E + 1) for the
-    operands with their extra column."""
+    operands with their extra column. With ``rows`` (as :func:`forward`'s), the scores
+    ``S - lse`` are the rows loops' too, so the forward's scores to the bit, and ``P``
+    consistent with its ``lse``."""
     nB, L, E = q.shape[1], q.shape[2], q.shape[3]
     G = q.shape[0] * nB
     S = k.shape[2]
     Ev = v.shape[3]
     E1, V1 = E + 1, Ev + 1
+    ldk = S + 16 if (S * 4) % 4096 == 0 else S
+    kt = np.empty((hg, E1, ldk) if rows else (1, 1, 1), np.float32)
     for hb in range(c0, c1):
         h0 = hb * hg
         h1 = min(h0 + hg, G)
@@ -157,12 +182,21 @@ def backward(fb, fs, fe, q, k, v, go, o, lse, gq, gk, gv, scale, c0, c1, hg, bq,
                     va[h, j, e] = v[a, b, j, e]
                     gv[g, j, e] = 0
                 va[h, j, Ev] = 1
+            if rows:
+                for e in range(E1):
+                    for j in range(S):
+                        kt[h, e, j] = ka[h, j, e]
         for i0 in range(0, L, bq):
             i1 = min(i0 + bq, L)
             nb = i1 - i0
             pp, pd = pbuf.ctypes.data, dsbuf.ctypes.data
-            gemm(fb, fs, N, T, nb, S, E1, qa.ctypes.data + i0 * E1 * 4, E1, L * E1,
-                 ka.ctypes.data, E1, S * E1, np.float32(0.0), pp, S, nb * S, r)
+            if rows:
+                for h in range(r):
+                    gemm_rows(qa[h].reshape(-1)[i0 * E1:], E1, kt[h].reshape(-1), ldk,
+                              pbuf[h * nb * S:], S, S, E1, 0, nb, 16)
+            else:
+                gemm(fb, fs, N, T, nb, S, E1, qa.ctypes.data + i0 * E1 * 4, E1, L * E1,
+                     ka.ctypes.data, E1, S * E1, np.float32(0.0), pp, S, nb * S, r)
             call_vexp(fe, r * nb * S, pp, pp, MODE)                 # P = exp(S - lse)
             gemm(fb, fs, T, N, S, Ev, nb, pp, S, nb * S, goa.ctypes.data + i0 * V1 * 4, V1,
                  L * V1, np.float32(1.0), gv.ctypes.data + h0 * S * Ev * 4, Ev, S * Ev,

@@ -43,6 +43,19 @@ def kernels():
     return once(_loaded, _lock, _build)
 
 
+def _rows(args) -> bool:
+    """Whether the compiled forward's products are the rows loops': as ``_gemm.rows_take``
+    would take them (the products OpenBLAS's, Numba's loops there), the output's rows
+    whole vectors and each head's keys and values in a core's cache."""
+    from shendu.functional import _gemm
+
+    q, k, v = args[:3]
+    S, E, Ev = k.shape[2], q.shape[3], v.shape[3]
+    return (FS[0] != 0 and _gemm.ROWS and Ev % 16 == 0
+            and 4 * max(S * E, S * Ev) <= _gemm.ROWS_MAX_BYTES
+            and _gemm._rows_loops() is not False)
+
+
 def _build():
     from shendu.functional import _gemm, _numba
 
@@ -67,11 +80,11 @@ def _build():
         @staticmethod
         def forward(*args):
             with ONE_THREAD:    # the adapter sets OpenBLAS's (process-wide) count
-                c.forward(fb, FS[0], fe, *args)
+                c.forward(fb, FS[0], fe, *args, _rows(args))
 
         @staticmethod
         def backward(*args):
             with ONE_THREAD:
-                c.backward(fb, FS[0], fe, *args)
+                c.backward(fb, FS[0], fe, *args, _rows(args))
 
     return K
