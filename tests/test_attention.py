@@ -897,20 +897,24 @@ def test_sdpa_blockwise_compiled_tiles(monkeypatch, case, products, head):
     else:
         monkeypatch.setattr(_flash_mkl, "FS", [0])
     rng = np.random.default_rng(7)
-    # heads of 32: with single products, the rows loops' (whole vectors of the output);
+    # heads of 32 (and keys in whole vectors: 48): with single products, the rows loops';
     # 1024 keys: the transposed keys' rows 4 KiB apart, padded
-    sq, sk = (2, 3, 40, head), (2, 3, 1024 if case == "keys-4k" else 37, head)
+    keys = 1024 if case == "keys-4k" else 37 if head == 8 else 48
+    sq, sk = (2, 3, 40, head), (2, 3, keys, head)
     if case == "query-blocks":
-        monkeypatch.setattr(_flash, "COMPILED_TILE_ELEMS", 37 * 16)   # 16-row blocks
+        monkeypatch.setattr(_flash, "COMPILED_TILE_ELEMS", keys * 16)  # 16-row blocks
         monkeypatch.setattr(_flash, "MIN_BLOCK", 16)
     if case == "broadcast":
-        sk = (2, 1, 37, head)
+        sk = (2, 1, keys, head)
     q = rng.standard_normal(sq).astype(np.float32)
     k, v = (rng.standard_normal(sk).astype(np.float32) for _ in range(2))
     if case == "shifted":
         q *= 9                                          # row maxima far beyond +-16
         k *= 9
     g = rng.standard_normal(sq[:-1] + (head,)).astype(np.float32)
+    # where they run, the rows loops make heads of 32's products with single products
+    assert _flash_mkl._rows((q, k, v)) == (products == "single" and head == 32
+                                           and bool(_gemm._rows_loops()))
     calls = []
     kern = _flash_mkl.kernels()
     monkeypatch.setattr(kern, "forward", lambda *a, f=kern.forward: calls.append(1) or f(*a))

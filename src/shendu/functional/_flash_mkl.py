@@ -44,14 +44,15 @@ def kernels():
 
 
 def _rows(args) -> bool:
-    """Whether the compiled forward's products are the rows loops': as ``_gemm.rows_take``
-    would take them (the products OpenBLAS's, Numba's loops there), the output's rows
-    whole vectors and each head's keys and values in a core's cache."""
+    """Whether the compiled tiles' scores (and the forward's ``P V``) are the rows loops':
+    as ``_gemm.rows_take`` would take them (the products OpenBLAS's, Numba's loops there),
+    the scores' and the output's rows whole vectors and each head's keys and values in a
+    core's cache; the forward and the backward decide alike."""
     from shendu.functional import _gemm
 
     q, k, v = args[:3]
     S, E, Ev = k.shape[2], q.shape[3], v.shape[3]
-    return (FS[0] != 0 and _gemm.ROWS and Ev % 16 == 0
+    return (FS[0] != 0 and _gemm.ROWS and Ev % 16 == 0 and S % 16 == 0
             and 4 * max(S * E, S * Ev) <= _gemm.ROWS_MAX_BYTES
             and _gemm._rows_loops() is not False)
 
