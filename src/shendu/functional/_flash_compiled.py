@@ -35,6 +35,26 @@ def gemm(fb, fs, ta, tb, m, n, k, pa, lda, sa, pb, ldb, sb, beta, pc, ldc, sc, c
 
 
 @njit(nogil=True, cache=True)
+def _keys_transposed(kh, kt):
+    """A head's keys ``kh`` (S, e) into ``kt`` (e, ldk) as ``K^T`` (the rows loops' ``B``)."""
+    S, e = kh.shape
+    for c in range(e):
+        for j in range(S):
+            kt[c, j] = kh[j, c]
+
+
+@njit(nogil=True, cache=True)
+def _scores(qs, kt, S, sbuf, i0, nb, r):
+    """The ``r`` heads' scores ``Q[i0:i0 + nb] K^T`` (``S`` keys) by the rows loops into
+    ``sbuf`` (r, nb, S): ``qs`` (heads, L, e) the queries (the backward's with its ``-lse``
+    column), ``kt`` (heads, e, ldk) the keys transposed (:func:`_keys_transposed`)."""
+    e, ldk = kt.shape[1], kt.shape[2]
+    for h in range(r):
+        gemm_rows(qs[h].reshape(-1)[i0 * e:], e, kt[h].reshape(-1), ldk, sbuf[h * nb * S:], S,
+                  S, e, 0, nb, 16)
+
+
+@njit(nogil=True, cache=True)
 def forward(fb, fs, fe, q, k, v, out, m_out, den, scale, c0, c1, hg, bq, sbuf, qbuf, kbuf, vbuf,
             rows=False):
     """Head groups ``c0..c1-1`` of blockwise attention: ``out`` (G, L, Ev) and each row's
@@ -77,16 +97,12 @@ def forward(fb, fs, fe, q, k, v, out, m_out, den, scale, c0, c1, hg, bq, sbuf, q
                     vbuf[h, j, e] = v[a, b, j, e]
             kn[h] = np.float32(np.sqrt(best) * (1 + 1e-3))
             if rows:
-                for e in range(E):
-                    for j in range(S):
-                        kt[h, e, j] = kbuf[h, j, e]
+                _keys_transposed(kbuf[h], kt[h])
         for i0 in range(0, L, bq):
             i1 = min(i0 + bq, L)
             nb = i1 - i0
             if rows:
-                for h in range(r):
-                    gemm_rows(qbuf[h].reshape(-1)[i0 * E:], E, kt[h].reshape(-1), ldk,
-                              sbuf[h * nb * S:], S, S, E, 0, nb, 16)
+                _scores(qbuf, kt, S, sbuf, i0, nb, r)
             else:
                 gemm(fb, fs, N, T, nb, S, E, qbuf.ctypes.data + i0 * E * 4, E, L * E,
                      kbuf.ctypes.data, E, S * E, np.float32(0.0), sbuf.ctypes.data, S, nb * S, r)
@@ -183,17 +199,13 @@ def backward(fb, fs, fe, q, k, v, go, o, lse, gq, gk, gv, scale, c0, c1, hg, bq,
                     gv[g, j, e] = 0
                 va[h, j, Ev] = 1
             if rows:
-                for e in range(E1):
-                    for j in range(S):
-                        kt[h, e, j] = ka[h, j, e]
+                _keys_transposed(ka[h], kt[h])
         for i0 in range(0, L, bq):
             i1 = min(i0 + bq, L)
             nb = i1 - i0
             pp, pd = pbuf.ctypes.data, dsbuf.ctypes.data
             if rows:
-                for h in range(r):
-                    gemm_rows(qa[h].reshape(-1)[i0 * E1:], E1, kt[h].reshape(-1), ldk,
-                              pbuf[h * nb * S:], S, S, E1, 0, nb, 16)
+                _scores(qa, kt, S, pbuf, i0, nb, r)
             else:
                 gemm(fb, fs, N, T, nb, S, E1, qa.ctypes.data + i0 * E1 * 4, E1, L * E1,
                      ka.ctypes.data, E1, S * E1, np.float32(0.0), pp, S, nb * S, r)
