@@ -35,6 +35,16 @@ def gemm(fb, fs, ta, tb, m, n, k, pa, lda, sa, pb, ldb, sb, beta, pc, ldc, sc, c
 
 
 @njit(nogil=True, cache=True)
+def _keys_buffer(hg, e, S, rows):
+    """The group's transposed keys (hg, e, ldk) for the rows loops (an empty stand-in
+    without ``rows``): rows of ``S`` numbers, padded by a vector where ``S`` floats would
+    put them a multiple of 4 KiB apart (onto the same few cache sets)."""
+    if not rows:
+        return np.empty((1, 1, 1), np.float32)
+    return np.empty((hg, e, S + 16 if (S * 4) % 4096 == 0 else S), np.float32)
+
+
+@njit(nogil=True, cache=True)
 def _keys_transposed(kh, kt):
     """A head's keys ``kh`` (S, e) into ``kt`` (e, ldk) as ``K^T`` (the rows loops' ``B``)."""
     S, e = kh.shape
@@ -70,8 +80,7 @@ def forward(fb, fs, fe, q, k, v, out, m_out, den, scale, c0, c1, hg, bq, sbuf, q
     Ev = v.shape[3]
     kn = np.empty(hg, np.float32)
     qn = np.empty((hg, L), np.float32)
-    ldk = S + 16 if (S * 4) % 4096 == 0 else S
-    kt = np.empty((hg, E, ldk) if rows else (1, 1, 1), np.float32)
+    kt = _keys_buffer(hg, E, S, rows)
     for hb in range(c0, c1):
         h0 = hb * hg
         h1 = min(h0 + hg, G)
@@ -170,8 +179,7 @@ def backward(fb, fs, fe, q, k, v, go, o, lse, gq, gk, gv, scale, c0, c1, hg, bq,
     S = k.shape[2]
     Ev = v.shape[3]
     E1, V1 = E + 1, Ev + 1
-    ldk = S + 16 if (S * 4) % 4096 == 0 else S
-    kt = np.empty((hg, E1, ldk) if rows else (1, 1, 1), np.float32)
+    kt = _keys_buffer(hg, E1, S, rows)
     for hb in range(c0, c1):
         h0 = hb * hg
         h1 = min(h0 + hg, G)

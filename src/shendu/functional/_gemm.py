@@ -387,6 +387,34 @@ def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None,
     it pays from :data:`MIN_LINEAR_FLOPS` (an MLP's (128, 256) @ (256, 10) head: 18 µs
     against 22 through :func:`matmul` and ``+=``). Into ``out`` (row-major (M, N)) when
     given."""
+    m, k = x.shape
+    n = w.shape[0]
+    plan = _linear_plan(x, w, b)
+    if plan is None or (out is not None and (
+            type(out) is not np.ndarray or out.shape != (m, n) or out.dtype != x.dtype
+            or not out.flags.c_contiguous or not out.flags.writeable)):
+        y = matmul(x, w.T, out=out)
+        if b is not None:
+            y += b
+        return y
+    f, split, rows = plan
+    y = np.empty((m, n), x.dtype) if out is None else out
+    if rows:
+        _linear_rows(x, w, b, y, split)
+        return y
+    if b is not None:
+        y[...] = b
+    beta = 0.0 if b is None else 1.0
+    _call(f, split, x.dtype, _NO_TRANS, _TRANS, m, n, k, _address(x), k, _address(w), k,
+          beta, _address(y), n)
+    return y
+
+
+def _linear_plan(x, w, b):
+    """How :func:`linear` makes ``x w^T + b`` itself: ``(f, split, rows)`` (the GEMM at
+    ``f``, split over the kernel threads or not, by the rows loops or not), or None where
+    it leaves the product to :func:`matmul` (operands BLAS does not take as they are, or a
+    product under :data:`MIN_LINEAR_FLOPS`)."""
     gemm = _GEMM if _GEMM is not None else _load()["gemm"]
     f = gemm.get(x.dtype) if gemm else None
     m, k = x.shape
@@ -396,24 +424,10 @@ def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None,
             or w.dtype != x.dtype or (b is not None and b.dtype != x.dtype)
             or not x.flags.c_contiguous or not w.flags.c_contiguous
             or m * n * k < MIN_LINEAR_FLOPS or m == 0 or n == 0 or k == 0
-            or (split and not _splitter())
-            or (out is not None and (type(out) is not np.ndarray or out.shape != (m, n)
-                                     or out.dtype != x.dtype or not out.flags.c_contiguous
-                                     or not out.flags.writeable))):
-        y = matmul(x, w.T, out=out)
-        if b is not None:
-            y += b
-        return y
-    y = np.empty((m, n), x.dtype) if out is None else out
-    if linear_rows_take(x.dtype, k, n) and (b is None or b.flags.c_contiguous):
-        _linear_rows(x, w, b, y, split)
-        return y
-    if b is not None:
-        y[...] = b
-    beta = 0.0 if b is None else 1.0
-    _call(f, split, x.dtype, _NO_TRANS, _TRANS, m, n, k, _address(x), k, _address(w), k,
-          beta, _address(y), n)
-    return y
+            or (split and not _splitter())):
+        return None
+    return f, split, (linear_rows_take(x.dtype, k, n)
+                      and (b is None or b.flags.c_contiguous))
 
 
 def _threaded_blas_takes(k: int, outs: int) -> bool:
@@ -504,21 +518,14 @@ def heads_linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, heads: int,
     copying it out), split over the kernel threads by heads as :func:`linear` would split
     it; None where :func:`linear` would not take the rows loops or a head is not whole
     vectors."""
-    gemm = _GEMM if _GEMM is not None else _load()["gemm"]
-    m, k = x.shape
+    m = x.shape[0]
     n = w.shape[0]
     hd = n // (3 * heads) if heads else 0
-    if (not gemm or x.dtype not in gemm or type(x) is not np.ndarray
-            or type(w) is not np.ndarray or w.dtype != x.dtype
-            or (b is not None and (b.dtype != x.dtype or not b.flags.c_contiguous))
-            or not x.flags.c_contiguous or not w.flags.c_contiguous
-            or m * n * k < MIN_LINEAR_FLOPS or m == 0 or k == 0 or hd == 0
-            or 3 * heads * hd != n or hd % (64 // x.itemsize) or m != a0 * a1
-            or not linear_rows_take(x.dtype, k, n)):
+    plan = _linear_plan(x, w, b)
+    if (plan is None or not plan[2] or hd == 0 or 3 * heads * hd != n
+            or hd % (64 // x.itemsize) or m != a0 * a1):
         return None
-    split = _threaded_blas_takes(k, m * n)
-    if split and not _splitter():
-        return None
+    split = plan[1]
     N, L = (a0, a1) if batch_first else (a1, a0)
     out = np.empty((3, N, heads, L, hd), x.dtype)
     if b is None:
