@@ -43,6 +43,10 @@ class _HeadsProjection(Function):
     :class:`~shendu.functional.linear.Linear`, ``dW = G^T x``, ``db = sum_rows G``, ``dx =
     G W``.
 
+    Where ``linear`` takes the rows loops and each head is whole vectors, the product is
+    written straight into the heads' layout instead (``_gemm.heads_linear``): ``linear`` +
+    views' numbers, with no (M, 3E) product and no pass copying it.
+
     Inputs ``x`` ((N, L, E) with ``batch_first``, else (L, N, E)), ``W`` and optionally
     ``b``; keyword ``heads``.
     """
