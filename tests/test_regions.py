@@ -260,11 +260,11 @@ def test_stacks_inside_parallel_regions_one_call_per_matrix(monkeypatch, dtype):
 
 
 # ----------------------------------------------------------------- the LSTM's compiled steps
-def _lstm_case(dtype, reverse, h0_zero, seed=0):
+def _lstm_case(dtype, reverse, h0_zero, seed=0, B=64):
     """An LSTM layer's inputs at sizes where the compiled steps split over two threads
     (H B >= SKINNY_OUT, K = 1 + I + H >= SKINNY_K)."""
     rng = np.random.default_rng(seed)
-    T, B, I, H = 6, 64, 8, 64
+    T, I, H = 6, 8, 64
     arrays = dict(x=rng.standard_normal((T, B, I)),
                   h0=np.zeros((B, H)) if h0_zero else rng.standard_normal((B, H)) * 0.5,
                   c0=rng.standard_normal((B, H)) * 0.5,
@@ -306,9 +306,11 @@ def lstm_spy(monkeypatch):
             return fn(*args)
         return call
 
-    scan, serial, back, gemms, tanhs = real
+    scan, serial, back, gemms, tanhs, scan_parts, back_parts = real
     monkeypatch.setattr(_regions, "_lstm_loaded", [(spy("scan", scan), spy("serial", serial),
-                                                    spy("back", back), gemms, tanhs)])
+                                                    spy("back", back), gemms, tanhs,
+                                                    spy("scan_parts", scan_parts),
+                                                    spy("back_parts", back_parts))])
     before = conv._N_THREADS
     yield ran
     conv.set_kernel_threads(before)
@@ -318,17 +320,28 @@ def lstm_spy(monkeypatch):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("h0_zero", [False, True])
-def test_lstm_steps_split_over_threads(lstm_spy, monkeypatch, dtype, reverse, h0_zero):
-    """The LSTM's steps in compiled code, split over two threads by hidden units (forward
-    and backward) or on one (forward): the values and gradients of the NumPy steps within
-    rounding, against float64 references, and the same bits on a second run."""
-    case = _lstm_case(dtype, reverse, h0_zero)
-    exact = _lstm_case(np.float64, reverse, h0_zero)
+@pytest.mark.parametrize("B", [64, 72])
+def test_lstm_steps_split_over_threads(lstm_spy, monkeypatch, dtype, reverse, h0_zero, B):
+    """The LSTM's steps in compiled code, split over two threads by sequences where the
+    batch is whole vectors a thread and the rows loops make the products (each thread the
+    whole scan and backward of its part), else by hidden units (forward and backward), or
+    on one (forward): the values and gradients of the NumPy steps within rounding, against
+    float64 references, their bits at the same thread count where the rows loops make the
+    products (the GEMM's numbers for a column can depend on how the NumPy steps' products
+    split the columns), and the same bits on a second run."""
+    from shendu.functional import recurrent
+
+    case = _lstm_case(dtype, reverse, h0_zero, B=B)
+    exact = _lstm_case(np.float64, reverse, h0_zero, B=B)
     with monkeypatch.context() as m:
         m.setattr(_regions, "_lstm_loaded", [None])              # the NumPy steps
         want = _lstm_run(exact)
     tol = 2e-5 if dtype == np.float32 else 1e-12
-    for threads, expect in ((2, ["back", "scan"]), (1, ["serial"])):
+    by_parts = recurrent._batch_parts(np.dtype(dtype), 6, 64, B, 2, True) > 1
+    rows = _gemm.rows_take(np.dtype(dtype), 73, B, B)
+    assert by_parts == (B == 64 and rows)
+    split = ["back_parts", "scan_parts"] if by_parts else ["back", "scan"]
+    for threads, expect in ((2, split), (1, ["serial"])):
         conv.set_kernel_threads(threads)
         with monkeypatch.context() as m:        # at the same thread count: the same products
             m.setattr(_regions, "_lstm_loaded", [None])
@@ -339,8 +352,10 @@ def test_lstm_steps_split_over_threads(lstm_spy, monkeypatch, dtype, reverse, h0
         for a, b, n in zip(got, want, numpy_steps):
             scale = np.abs(b).max()
             np.testing.assert_allclose(a, b, rtol=0, atol=tol * scale)
-            # the same product calls and NumPy's own tanh: the NumPy steps' bits
-            np.testing.assert_array_equal(a, n)
+            if rows or threads == 1:
+                # the same product calls (or the rows loops, whose numbers do not depend on
+                # the split) and NumPy's own tanh: the NumPy steps' bits
+                np.testing.assert_array_equal(a, n)
         again = _lstm_run(case)
         assert all(np.array_equal(a, b) for a, b in zip(got, again))
 
@@ -350,9 +365,10 @@ def test_lstm_steps_split_over_threads(lstm_spy, monkeypatch, dtype, reverse, h0
 @pytest.mark.parametrize("reverse", [False, True])
 def test_lstm_inference_steps_as_numpy(lstm_spy, monkeypatch, dtype, reverse):
     """Inference (no gradient): the compiled steps keep only ``c_t`` and ``h_t`` (the gates
-    activated and combined in two passes, not written back), split over two threads or on
-    one, with the slabs reused in a ring (fewer of them than steps): the NumPy steps' bits,
-    at two thread counts, forward and reversed."""
+    activated and combined in two passes, not written back), split over two threads (by
+    sequences where the rows loops make the products) or on one, with the slabs reused in a
+    ring (fewer of them than steps; each part of the batch its own ring): the NumPy steps'
+    bits, at two thread counts, forward and reversed."""
     import shendu
     from shendu.functional import recurrent
     from shendu.functional.recurrent import lstm
@@ -369,7 +385,9 @@ def test_lstm_inference_steps_as_numpy(lstm_spy, monkeypatch, dtype, reverse):
     H, B = arrays["w_hh"].shape[1], arrays["x"].shape[1]
     # a ring of 4 slabs for the 6 steps: c_t carried back to the first slab on the wrap
     monkeypatch.setattr(recurrent, "_CHUNK_BYTES", 4 * 3 * H * B * np.dtype(dtype).itemsize)
-    for threads, expect in ((2, ["scan"]), (1, ["serial"])):
+    by_parts = recurrent._batch_parts(np.dtype(dtype), 6, H, B, 2, False) > 1
+    assert by_parts == _gemm.rows_take(np.dtype(dtype), 1 + 8 + H, B, B)
+    for threads, expect in ((2, ["scan_parts" if by_parts else "scan"]), (1, ["serial"])):
         conv.set_kernel_threads(threads)
         with monkeypatch.context() as m:
             m.setattr(_regions, "_lstm_loaded", [None])              # the NumPy steps

@@ -159,12 +159,14 @@ def numpy_loop(ufunc, dtype):
 
 
 def lstm():
-    """``(scan, serial, back, gemms, tanhs)`` for the LSTM's steps in compiled code: the
-    forward's split over threads (``_regions_compiled.lstm_scan``) and on one
-    (``lstm_scan_serial``), the backward's (``lstm_back_steps``), with the addresses of
-    ``cblas_?gemm`` and NumPy's ``tanh`` loop (:func:`numpy_loop`: address and data) for
-    each dtype; ``scan`` and ``back`` None without the TBB region, everything None where
-    Numba or the kernels' own GEMM is missing."""
+    """``(scan, serial, back, gemms, tanhs, scan_parts, back_parts)`` for the LSTM's steps
+    in compiled code: the forward's split over threads by hidden units
+    (``_regions_compiled.lstm_scan``) and on one (``lstm_scan_serial``), the backward's
+    (``lstm_back_steps``), with the addresses of ``cblas_?gemm`` and NumPy's ``tanh`` loop
+    (:func:`numpy_loop`: address and data) for each dtype, and the forward and backward
+    split by sequences instead (``lstm_scan_parts``, ``lstm_back_parts``); ``scan``,
+    ``back`` and the parts None without the TBB region, everything None where Numba or the
+    kernels' own GEMM is missing."""
     from shendu.functional._numba import once
 
     return once(_lstm_loaded, _lstm_lock, _build_lstm)
@@ -180,15 +182,22 @@ def _build_lstm():
         return None
     import numpy as np
 
-    from shendu.functional._regions_compiled import lstm_back_steps, lstm_scan, lstm_scan_serial
+    from shendu.functional._regions_compiled import (
+        lstm_back_parts,
+        lstm_back_steps,
+        lstm_scan,
+        lstm_scan_parts,
+        lstm_scan_serial,
+    )
 
     f32, f64 = np.dtype(np.float32), np.dtype(np.float64)
     tanhs = {f32: numpy_loop(np.tanh, f32), f64: numpy_loop(np.tanh, f64)}
     if None in tanhs.values():
         return None
-    tbb = bool(gemm())
-    return (lstm_scan if tbb else None), lstm_scan_serial, (lstm_back_steps if tbb else None), \
-        gemms, tanhs
+    if not gemm():
+        return None, lstm_scan_serial, None, gemms, tanhs, None, None
+    return lstm_scan, lstm_scan_serial, lstm_back_steps, gemms, tanhs, lstm_scan_parts, \
+        lstm_back_parts
 
 
 def feed_forward():

@@ -16,9 +16,10 @@ from shendu.functional._conv_compiled import VECTOR_BYTES, gemm_rows, linear_row
 
 __all__ = ["attention_heads", "call_gemm", "call_gemm_batch", "call_loop", "call_vexp",
            "add_layer_norm_rows", "add_layer_norm_split", "feed_forward", "layer_norm_grad_rows",
-           "layer_norm_grad_split", "layer_norm_rows", "layer_norm_split", "lstm_back_steps",
-           "lstm_scan", "lstm_scan_serial", "normalize_slab", "shift_slab", "split",
-           "split_stack", "stack_serial", "vector_call"]
+           "layer_norm_grad_split", "layer_norm_rows", "layer_norm_split", "lstm_back_parts",
+           "lstm_back_steps", "lstm_scan", "lstm_scan_parts", "lstm_scan_serial",
+           "normalize_slab", "shift_slab", "split", "split_stack",
+           "stack_serial", "vector_call"]
 
 
 def _foreign(kinds: str):
@@ -150,37 +151,39 @@ def stack_serial(f, ta, tb, m, n, k, alpha, pa, lda, sa, pb, ldb, sb, beta, pc, 
 
 
 @njit(nogil=True, cache=True)
-def _lstm_rows(fg, fth, dth, W, Z, Sf, P, j, p, n, kdim, lo, hi, wrap, lean):
-    """Hidden units ``lo..hi`` of one LSTM step (``recurrent.LSTMScan``'s slab ``Sf[j]`` =
-    ``[i, o, f, g, tanh c_t, c_{t-1}]`` flat, each block (H, B)). ``W``'s rows ``4 lo .. 4
+def _lstm_rows(fg, fth, dth, W, Z, Sf, P, j, p, n, kdim, lo, hi, wrap, lean, b0, b1):
+    """Hidden units ``lo..hi`` of one LSTM step for the sequences (columns) ``b0..b1``
+    (``recurrent.LSTMScan``'s slab ``Sf[j]`` = ``[i, o, f, g, tanh c_t, c_{t-1}]`` flat,
+    each block (H, b1 - b0): the slabs hold those columns alone). ``W``'s rows ``4 lo .. 4
     hi`` are the fused weights of those units' four gates, in the slab's gate order: one
-    product ``W[4 lo:4 hi] @ Z[p][:kdim]`` by ``cblas_?gemm`` at ``fg`` (by the rows loops,
-    ``_conv_compiled.gemm_rows``, where ``fg`` is 0: ``_gemm.rows_take``) into ``P`` (flat;
-    the slab's gate rows themselves when it is None, for all units), NumPy's own ``tanh``
-    loop at ``fth`` (its data ``dth``) over it, the gates' fix-up and ``c_t`` (into ``Sf[j + 1]``)
-    as ``_numba.lstm_gates``, ``tanh c_t`` and ``h_t = o tanh c_t`` into the h rows of
-    ``Z[n]``; with ``wrap``, ``c_t`` also into ``Sf[0]`` (the slabs are reused in a
-    ring). ``lean`` (inference: nothing of the step is kept but ``c_t`` and ``h_t``): the
-    gates are not written back to the slab, ``c_t`` made in one loop from the activated
-    product and ``h_t`` in another, the same arithmetic (so the same bits) in two passes
-    instead of six."""
+    product ``W[4 lo:4 hi] @ Z[p][:kdim, b0:b1]`` by ``cblas_?gemm`` at ``fg`` (by the rows
+    loops, ``_conv_compiled.gemm_rows``, where ``fg`` is 0: ``_gemm.rows_take``) into ``P``
+    (flat; the slab's gate rows themselves when it is None, for all units), NumPy's own
+    ``tanh`` loop at ``fth`` (its data ``dth``) over it, the gates' fix-up and ``c_t``
+    (into ``Sf[j + 1]``) as ``_numba.lstm_gates``, ``tanh c_t`` and ``h_t = o tanh c_t``
+    into the h rows of ``Z[n]``; with ``wrap``, ``c_t`` also into ``Sf[0]`` (the slabs are
+    reused in a ring). ``lean`` (inference: nothing of the step is kept but ``c_t`` and
+    ``h_t``): the gates are not written back to the slab, ``c_t`` made in one loop from the
+    activated product and ``h_t`` in another, the same arithmetic (so the same bits) in two
+    passes instead of six."""
     G, K = W.shape
     H = G // 4
     B = Z.shape[2]
-    hb = H * B
+    Bs = b1 - b0                                # the slabs' width
+    hb = H * Bs
     isz = W.itemsize
     one, zero, half = W.dtype.type(1), W.dtype.type(0), W.dtype.type(0.5)
     s, sn = Sf[j], Sf[j + 1]
-    rows, a = hi - lo, lo * B
-    nb = rows * B
+    rows, a = hi - lo, lo * Bs
+    nb = rows * Bs
     q = s[:4 * hb] if P is None else P[:4 * nb]
     pq = q.ctypes.data
     if fg == 0:
-        gemm_rows(W.reshape(-1)[4 * lo * K:], K, Z.reshape(-1)[p * K * B:], B, q, B, B, kdim,
-                  0, 4 * rows, VECTOR_BYTES // isz)
+        gemm_rows(W.reshape(-1)[4 * lo * K:], K, Z.reshape(-1)[p * K * B + b0:], B, q, Bs, Bs,
+                  kdim, 0, 4 * rows, VECTOR_BYTES // isz)
     else:
-        call_gemm(fg, 111, 111, 4 * rows, B, kdim, one, W.ctypes.data + isz * 4 * lo * K, K,
-                  Z.ctypes.data + isz * p * K * B, B, zero, pq, B)
+        call_gemm(fg, 111, 111, 4 * rows, Bs, kdim, one, W.ctypes.data + isz * 4 * lo * K, K,
+                  Z.ctypes.data + isz * (p * K * B + b0), B, zero, pq, Bs)
     vector_call(fth, -1, dth, 4 * nb, pq, pq, isz)
     gap = hb if P is None else nb               # between one gate's block and the next
     qa = a if P is None else 0                  # the units' first element in each block
@@ -194,9 +197,9 @@ def _lstm_rows(fg, fth, dth, W, Z, Sf, P, j, p, n, kdim, lo, hi, wrap, lean):
         tc = s[4 * hb + a:4 * hb + a + nb]
         vector_call(fth, -1, dth, nb, cn.ctypes.data, tc.ctypes.data, isz)
         for u in range(lo, hi):
-            h = zn[K - H + u]
-            r = (u - lo) * B
-            for v in range(B):
+            h = zn[K - H + u, b0:b1]
+            r = (u - lo) * Bs
+            for v in range(Bs):
                 h[v] = (qo[r + v] * half + half) * tc[r + v]
     else:
         # one loop per output, each over two or three streams, so that each vectorises
@@ -215,9 +218,9 @@ def _lstm_rows(fg, fth, dth, W, Z, Sf, P, j, p, n, kdim, lo, hi, wrap, lean):
         vector_call(fth, -1, dth, nb, sn.ctypes.data + isz * (5 * hb + a),
                     s.ctypes.data + isz * (4 * hb + a), isz)
         for u in range(lo, hi):
-            h = zn[K - H + u]
-            for v in range(B):
-                h[v] = s[hb + u * B + v] * s[4 * hb + u * B + v]
+            h = zn[K - H + u, b0:b1]
+            for v in range(Bs):
+                h[v] = s[hb + u * Bs + v] * s[4 * hb + u * Bs + v]
     if wrap:
         s0 = Sf[0]
         for x in range(a, a + nb):
@@ -226,106 +229,187 @@ def _lstm_rows(fg, fth, dth, W, Z, Sf, P, j, p, n, kdim, lo, hi, wrap, lean):
 
 @njit(parallel=True, nogil=True, cache=True)
 def lstm_scan(fg, fth, dth, W, Z, S, T, reverse, C, ring, kx, P):
-    """``recurrent.LSTMScan``'s forward steps, each one region of ``t = len(P)`` threads,
-    thread ``i`` computing hidden units ``H i / t .. H (i + 1) / t`` (:func:`_lstm_rows`,
-    into its scratch ``P[i]``): ``W`` (4H, K) the fused weights with each thread's gate
-    rows together, ``Z`` (T + 1, K, B) the columns, ``S`` (C + 1, 6H, B) the slabs, step
-    ``k`` in slab ``k % C`` (``ring``, inference: ``c_t`` carried back to slab 0 when that
-    wraps, and the gates not kept, see :func:`_lstm_rows`); the
-    first step's product over the first ``kx`` columns only."""
+    """``recurrent.LSTMScan``'s forward steps, each one region over ``nb = len(P)`` blocks
+    of hidden units (one a thread), block ``i`` the units ``H i / nb .. H (i + 1) / nb``
+    (:func:`_lstm_rows`, into its scratch ``P[i]``); ``W`` (4H, K) the fused weights with
+    each block's gate rows together, ``Z`` (T + 1, K, B) the columns, ``S``
+    (C + 1, 6H, B) the slabs, step ``k`` in slab ``k % C`` (``ring``, inference: ``c_t``
+    carried back to slab 0 when that wraps, and the gates not kept, see
+    :func:`_lstm_rows`); the first step's product over the first ``kx`` columns only."""
     H = W.shape[0] // 4
-    t = P.shape[0]
+    B = Z.shape[2]
+    nb = P.shape[0]
     Sf = S.reshape((S.shape[0], S.shape[1] * S.shape[2]))
     for k in range(T):
         p, n = (T - k, T - 1 - k) if reverse else (k, k + 1)
         j = k % C
         kdim = kx if k == 0 else W.shape[1]
         wrap = ring and (j == C - 1 or k == T - 1)
-        for i in prange(t):
-            _lstm_rows(fg, fth, dth, W, Z, Sf, P[i], j, p, n, kdim, H * i // t,
-                       H * (i + 1) // t, wrap, ring)
+        for i in prange(nb):
+            _lstm_rows(fg, fth, dth, W, Z, Sf, P[i], j, p, n, kdim, H * i // nb,
+                       H * (i + 1) // nb, wrap, ring, 0, B)
 
 
 @njit(nogil=True, cache=True)
-def lstm_scan_serial(fg, fth, dth, W, Z, S, T, reverse, C, ring, kx):
-    """:func:`lstm_scan` on the calling thread alone (``W`` in the slab's gate order)."""
+def _lstm_scan_columns(fg, fth, dth, W, Z, Sf, T, reverse, C, ring, kx, b0, b1):
+    """Every step of the sequences ``b0..b1`` on the calling thread (:func:`_lstm_rows`
+    over all units), their slabs ``Sf`` ((C + 1), 6H (b1 - b0)) their own."""
     H = W.shape[0] // 4
-    Sf = S.reshape((S.shape[0], S.shape[1] * S.shape[2]))
     for k in range(T):
         p, n = (T - k, T - 1 - k) if reverse else (k, k + 1)
         j = k % C
         kdim = kx if k == 0 else W.shape[1]
         _lstm_rows(fg, fth, dth, W, Z, Sf, None, j, p, n, kdim, 0, H,
-                   ring and (j == C - 1 or k == T - 1), ring)
+                   ring and (j == C - 1 or k == T - 1), ring, b0, b1)
 
 
 @njit(nogil=True, cache=True)
-def _lstm_grads_rows(E, x, D, j, lo, hi, one, c):
-    """Hidden units ``lo..hi`` of ``_numba.lstm_step_grads_gates`` (its arithmetic, so its
-    bits): from the carried ``E = [δc, δh]`` (2, H, B) and the step's slab ``x`` (6, H, B)
-    = ``[i, o, f, g, tanh c_t, c_{t-1}]``, the step's ``δa`` into column ``j`` of ``D`` (4,
-    H, C, B), ``δc`` carried to ``c_{t-1}``; ``c`` (H, B) scratch."""
+def lstm_scan_serial(fg, fth, dth, W, Z, S, T, reverse, C, ring, kx):
+    """:func:`lstm_scan` on the calling thread alone (``W`` in the slab's gate order)."""
+    Sf = S.reshape((S.shape[0], S.shape[1] * S.shape[2]))
+    _lstm_scan_columns(fg, fth, dth, W, Z, Sf, T, reverse, C, ring, kx, 0, Z.shape[2])
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def lstm_scan_parts(fg, fth, dth, W, Z, S, T, reverse, C, ring, kx):
+    """:func:`lstm_scan` split by sequences instead of by units: the batch's columns in
+    ``m = len(S)`` equal parts, each part's whole scan one iteration of one parallel region
+    (the parts never wait for each other, nor read what another wrote), ``S`` (m, C + 1,
+    6H, B / m) each part's own slabs."""
+    m = S.shape[0]
+    w = Z.shape[2] // m
+    for i in prange(m):
+        Sf = S[i].reshape((S.shape[1], S.shape[2] * S.shape[3]))
+        _lstm_scan_columns(fg, fth, dth, W, Z, Sf, T, reverse, C, ring, kx, i * w, (i + 1) * w)
+
+
+@njit(nogil=True, cache=True)
+def _lstm_grads_rows(E, x, D, j, lo, hi, one, c, b0, b1):
+    """Hidden units ``lo..hi``, sequences ``b0..b1``, of ``_numba.lstm_step_grads_gates``
+    (its arithmetic, so its bits): from the carried ``E = [δc, δh]`` (2, H, B) and the
+    step's slab ``x`` (6, H, b1 - b0) = ``[i, o, f, g, tanh c_t, c_{t-1}]``, the step's
+    ``δa`` into column ``j`` of ``D`` (4, H, C, B), ``δc`` carried to ``c_{t-1}``; ``c``
+    (H, B) scratch."""
     dc, dh = E[0], E[1]
     for u in range(lo, hi):
         ig, og, fg, gg, tc, cp = x[0, u], x[1, u], x[2, u], x[3, u], x[4, u], x[5, u]
-        dcu, dhu, cu = dc[u], dh[u], c[u]
-        B = cu.shape[0]
+        dcu, dhu, cu = dc[u, b0:b1], dh[u, b0:b1], c[u, b0:b1]
+        B = b1 - b0
         for b in range(B):
             cu[b] = dcu[b] + dhu[b] * ((one - tc[b] * tc[b]) * og[b])
-        a = D[0, u, j]
+        a = D[0, u, j, b0:b1]
         for b in range(B):
             a[b] = (one - ig[b]) * ig[b] * gg[b] * cu[b]
-        a = D[1, u, j]
+        a = D[1, u, j, b0:b1]
         for b in range(B):
             a[b] = (one - og[b]) * og[b] * tc[b] * dhu[b]
-        a = D[2, u, j]
+        a = D[2, u, j, b0:b1]
         for b in range(B):
             a[b] = (one - fg[b]) * fg[b] * cp[b] * cu[b]
-        a = D[3, u, j]
+        a = D[3, u, j, b0:b1]
         for b in range(B):
             a[b] = (one - gg[b] * gg[b]) * ig[b] * cu[b]
         for b in range(B):
             dcu[b] = cu[b] * fg[b]
 
 
-@njit(parallel=True, nogil=True, cache=True)
-def lstm_back_steps(fg, whhT, D, S, E, g_out, nz, ts, reverse, carry_last, c, t):
-    """Steps of ``recurrent.LSTMScan``'s backward at the times ``ts`` (in order), each in
-    two regions of ``t`` threads split by hidden units: the output's gradient joins ``δh``,
-    the step's ``δa`` (:func:`_lstm_grads_rows`) into column ``time % C`` of ``D`` (4H, C,
-    B); then ``δh = W_hh^T δa`` by ``cblas_?gemm`` at ``fg`` (the rows loops where it is 0)
-    on each thread's rows of ``whhT`` (H, 4H) (skipped after the last step unless
-    ``carry_last``). ``S`` (T + 1, 6H, B) the forward's slabs, ``E = [δc, δh]`` (2, H, B),
-    ``g_out`` (T, B, H) with ``nz`` saying which steps it reaches."""
+@njit(nogil=True, cache=True)
+def _lstm_carry_rows(fg, whhT, D, j, dh, lo, hi, b0, b1):
+    """Rows ``lo..hi``, columns ``b0..b1``, of ``δh = W_hh^T δa``, ``δa`` column ``j`` of
+    ``D`` (4H, C, B): by ``cblas_?gemm`` at ``fg`` on those rows of ``whhT`` (H, 4H), by the
+    rows loops where ``fg`` is 0."""
+    G, C, B = D.shape
+    isz = D.itemsize
+    if fg == 0:
+        gemm_rows(whhT.reshape(-1), G, D.reshape(-1)[j * B + b0:], C * B,
+                  dh.reshape(-1)[b0:], B, b1 - b0, G, lo, hi, VECTOR_BYTES // isz)
+    elif hi > lo:
+        call_gemm(fg, 111, 111, hi - lo, b1 - b0, G, D.dtype.type(1),
+                  whhT.ctypes.data + isz * lo * G, G, D.ctypes.data + isz * (j * B + b0), C * B,
+                  D.dtype.type(0), dh.ctypes.data + isz * (lo * B + b0), B)
+
+
+@njit(nogil=True, cache=True)
+def _lstm_back_block(fg, whhT, D, x, E, g_out, nz, tm, prev, lo, hi, c, b0, b1):
+    """Hidden units ``lo..hi``, sequences ``b0..b1``, of the backward's step at time
+    ``tm`` (its slab ``x`` (6, H, b1 - b0)): their rows of ``δh = W_hh^T δa`` from column
+    ``prev`` of ``D`` (the step before's ``δa``; none where it is negative), the output's
+    gradient joining them, then their ``δa`` into column ``tm % C`` (:func:`_lstm_grads_rows`)."""
+    G, C, B = D.shape
+    H = G // 4
+    dh = E[1]
+    if prev >= 0:
+        _lstm_carry_rows(fg, whhT, D, prev, dh, lo, hi, b0, b1)
+    if nz[tm]:
+        g = g_out[tm]
+        for u in range(lo, hi):
+            for b in range(b0, b1):
+                dh[u, b] += g[b, u]
+    _lstm_grads_rows(E, x, D.reshape((4, H, C, B)), tm % C, lo, hi, D.dtype.type(1), c, b0,
+                     b1)
+
+
+@njit(nogil=True, cache=True)
+def _lstm_back_columns(fg, whhT, D, S, E, g_out, nz, ts, reverse, owed, carry_last, c, b0,
+                       b1):
+    """:func:`lstm_back_steps` for the sequences ``b0..b1`` alone, on the calling thread,
+    ``S`` (T + 1, 6H, b1 - b0) their own slabs."""
     G, C, B = D.shape
     H = G // 4
     T = g_out.shape[0]
-    D4 = D.reshape((4, H, C, B))
-    dh = E[1]
-    isz = D.itemsize
-    one, zero = D.dtype.type(1), D.dtype.type(0)
     for s in range(ts.shape[0]):
         tm = ts[s]
-        j = tm % C
+        x = S[T - 1 - tm if reverse else tm].reshape((6, H, b1 - b0))
+        _lstm_back_block(fg, whhT, D, x, E, g_out, nz, tm, ts[s - 1] % C if s > 0 else owed,
+                         0, H, c, b0, b1)
+    if carry_last and ts.shape[0] > 0:
+        _lstm_carry_rows(fg, whhT, D, ts[ts.shape[0] - 1] % C, E[1], 0, H, b0, b1)
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def lstm_back_steps(fg, whhT, D, S, E, g_out, nz, ts, reverse, owed, carry_last, c, nb):
+    """Steps of ``recurrent.LSTMScan``'s backward at the times ``ts`` (in order), each one
+    region over ``nb`` blocks of hidden units (one a thread). Block ``lo..hi`` of a step: its
+    rows of ``δh = W_hh^T δa`` from the step before's ``δa`` (before the first step from
+    column ``owed`` of ``D`` unless it is negative), the output's gradient joining them,
+    then the step's ``δa`` for those units into column ``time % C`` of ``D`` (4H, C, B)
+    (:func:`_lstm_back_block`) — a block needs only its own rows of ``δh``, so one region a
+    step. The last step's ``δh`` is made after it only with ``carry_last`` (else the next
+    call owes it). Where a step's column is the one its ``δh`` comes from (C = 1), that
+    product is a region of its own first. ``S`` (T + 1, 6H, B) the forward's slabs, ``E =
+    [δc, δh]`` (2, H, B), ``whhT`` (H, 4H), ``g_out`` (T, B, H) with ``nz`` saying which
+    steps it reaches; ``c`` (H, B) scratch."""
+    G, C, B = D.shape
+    H = G // 4
+    T = g_out.shape[0]
+    dh = E[1]
+    for s in range(ts.shape[0]):
+        tm = ts[s]
+        prev = ts[s - 1] % C if s > 0 else owed
+        if prev == tm % C:
+            for i in prange(nb):
+                _lstm_carry_rows(fg, whhT, D, prev, dh, H * i // nb, H * (i + 1) // nb, 0, B)
+            prev = -1
         x = S[T - 1 - tm if reverse else tm].reshape((6, H, B))
-        for i in prange(t):
-            lo, hi = H * i // t, H * (i + 1) // t
-            if nz[tm]:
-                g = g_out[tm]
-                for u in range(lo, hi):
-                    for b in range(B):
-                        dh[u, b] += g[b, u]
-            _lstm_grads_rows(E, x, D4, j, lo, hi, one, c)
-        if s < ts.shape[0] - 1 or carry_last:
-            for i in prange(t):
-                lo, hi = H * i // t, H * (i + 1) // t
-                if fg == 0:
-                    gemm_rows(whhT.reshape(-1), G, D.reshape(-1)[j * B:], C * B, dh.reshape(-1),
-                              B, B, G, lo, hi, VECTOR_BYTES // isz)
-                elif hi > lo:
-                    call_gemm(fg, 111, 111, hi - lo, B, G, one, whhT.ctypes.data + isz * lo * G,
-                              G, D.ctypes.data + isz * j * B, C * B, zero,
-                              dh.ctypes.data + isz * lo * B, B)
+        for i in prange(nb):
+            _lstm_back_block(fg, whhT, D, x, E, g_out, nz, tm, prev, H * i // nb,
+                             H * (i + 1) // nb, c, 0, B)
+    if carry_last and ts.shape[0] > 0:
+        last = ts[ts.shape[0] - 1] % C
+        for i in prange(nb):
+            _lstm_carry_rows(fg, whhT, D, last, dh, H * i // nb, H * (i + 1) // nb, 0, B)
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def lstm_back_parts(fg, whhT, D, S, E, g_out, nz, ts, reverse, owed, carry_last, c):
+    """:func:`lstm_back_steps` split by sequences, as :func:`lstm_scan_parts` splits the
+    forward: each of the ``m = len(S)`` parts of the batch (``S`` (m, T + 1, 6H, B / m)
+    their slabs) all its steps in one iteration of one region."""
+    m = S.shape[0]
+    w = D.shape[2] // m
+    for i in prange(m):
+        _lstm_back_columns(fg, whhT, D, S[i], E, g_out, nz, ts, reverse, owed, carry_last, c,
+                           i * w, (i + 1) * w)
 
 
 @njit(parallel=True, nogil=True, cache=True)

@@ -340,6 +340,24 @@ _COMPILED_MIN = 1 << 12
 _CHUNK_BYTES = 1 << 19
 
 
+def _batch_parts(dt, T: int, H: int, B: int, threads: int, train: bool) -> int:
+    """Into how many parts the compiled steps split the batch, one part's whole scan (and
+    backward) on each thread (1: they split each step by hidden units, or run on one
+    thread). Parts need no step of another, so the threads never wait for each other nor
+    read what another wrote (on a machine whose cores share data slowly, a split by units
+    spent a third of an LSTM step there); they are taken where every part is whole vectors
+    of sequences and the rows loops make the steps' products (whose numbers for a column do
+    not depend on the others, so the split keeps the bits of the NumPy steps)."""
+    lanes = 64 // dt.itemsize
+    if threads < 2 or B % (threads * lanes):
+        return 1
+    if train:                                          # the backward's products likewise
+        C = max(1, min(T, _CHUNK_BYTES // (4 * H * B * dt.itemsize)))
+        if not _gemm.rows_take(dt, 4 * H, B, C * B):
+            return 1
+    return threads
+
+
 def _lstm_factors(X: np.ndarray, F: np.ndarray, H: int) -> None:
     """The factors of the backward pass ``F`` (m, 6H, B) = ``[g i(1-i), tanh(c_t) o(1-o),
     c_{t-1} f(1-f), i(1-g²), o(1-tanh² c_t), f]`` of m steps from their slabs ``X`` (m, 6H,
@@ -381,12 +399,18 @@ class LSTMScan(Function):
 
     With Numba and MKL, and products of at least ``_gemm.MIN_REPEATED_FLOPS`` (MKL's in
     either case), the steps run in compiled code (``_regions_compiled.lstm_scan``,
-    ``lstm_back_steps``): no interpreter between them, and with several kernel threads each
-    step is one region in which every thread makes its block of hidden units, the product
-    of their gate rows, their ``tanh`` (NumPy's own loop, called from the compiled code) and
-    their gate arithmetic; the backward's steps likewise, in two regions each. An LSTM
-    inference pass at the benchmark's sizes at two threads: 4.4 → 3.4 ms; a train step 13.1
-    → 11.9 ms (BENCHMARKS.md).
+    ``lstm_back_steps``): no interpreter between them. With several kernel threads, where
+    the rows loops make the products and the batch is whole vectors a thread
+    (:func:`_batch_parts`), the batch is split instead: each thread runs the whole scan,
+    and then each chunk of the backward, of its own sequences (``lstm_scan_parts``,
+    ``lstm_back_parts``), so the threads never wait for each other within a pass nor read
+    what another wrote; the weight gradient's product per chunk is still one product over
+    the whole batch. Elsewhere each step is one region in which every thread makes its
+    block of hidden units, the product of their gate rows, their ``tanh`` (NumPy's own
+    loop, called from the compiled code) and their gate arithmetic; the backward's steps
+    likewise, one region each (a block needs only its own rows of ``δh``). A train step at
+    the benchmark's sizes at two threads: 11.2-11.4 → 10.4-10.9 ms split by sequences (on
+    this machine's slow spells, 17 → 15.5; BENCHMARKS.md).
     """
 
     saved_inputs = None
@@ -421,15 +445,24 @@ class LSTMScan(Function):
         compiled = (_regions.lstm() if kern is not None and mask is None and (keep or not train)
                     and 4 * H * B * Z.shape[1] >= _gemm.MIN_REPEATED_FLOPS
                     and (Wx is None or Wx.shape[1] > 0) else None)
+        parts = 1                                      # the batch's parts (one: whole)
         if compiled is not None:                       # every step in compiled code
-            scan, serial, _back, gemms, tanhs = compiled
+            scan, serial, _back, gemms, tanhs, scan_parts, _ = compiled
             kx = Z.shape[1] if Wx is None else Wx.shape[1]
             # the steps' products as Repeated makes them: by the rows loops where they take
             # them (an address of 0), else by the GEMM at the address
             fg = 0 if _gemm.rows_take(dt, Z.shape[1], B, B) else gemms[dt]
             args = (fg, *tanhs[dt], W, Z, S, T, reverse, C, not keep, kx)
             t = _gemm._threads_for(Z.shape[1], 4 * H * B)
-            if scan is not None and t > 1 and H >= 2 * t:
+            parts = _batch_parts(dt, T, H, B, t, train) if scan_parts is not None and fg == 0 \
+                else 1
+            if parts > 1:
+                # the batch in parts, each part's scan on one thread: the same buffer, each
+                # part's slabs together
+                Sp = S.reshape(parts, C + 1, 6 * H, B // parts)
+                Sp[:, 0, 5 * H:] = c0.reshape(parts, B // parts, H).transpose(0, 2, 1)
+                scan_parts(*args[:5], Sp, *args[6:])
+            elif scan is not None and t > 1 and H >= 2 * t:
                 # each thread's units' four gate rows together: one product per thread
                 W4 = W.reshape(4, H, -1)
                 Wt = np.concatenate([W4[:, H * i // t:H * (i + 1) // t].reshape(-1, W.shape[1])
@@ -482,21 +515,24 @@ class LSTMScan(Function):
                     else:
                         _lstm_factors(S[:j + 1], Fj[::-1] if reverse else Fj, H)
                 S[0, 5 * H:] = cn                      # c_t, for the next step
-        c_n = S[T if keep else 0, 5 * H:].T.copy()
+        if parts > 1:
+            c_n = Sp[:, T if keep else 0, 5 * H:].transpose(0, 2, 1).reshape(B, H)
+        else:
+            c_n = S[T if keep else 0, 5 * H:].T.copy()
         _workspace.put(W)
         if keep:
             F = S                                      # the slabs, (T + 1, 6H, B)
         else:
             _workspace.put(S)
         if train:
-            self.saved = (Z, o, cols, w_ih, w_hh, F, mask, reverse, keep)
+            self.saved = (Z, o, cols, w_ih, w_hh, F, mask, reverse, keep, parts)
         last = 0 if reverse else T
         return _outputs(Zh, T, reverse, mask), Zh[last].T.copy(), c_n
 
     @ONE_THREAD.around
     def backward(self, g_out, g_hn, g_cn):
         # δa = [δc, δh, δc, δc] ⊙ [g i(1-i), tanh(c) o(1-o), c_{t-1} f(1-f), i(1-g²)]
-        Z, o, cols, w_ih, w_hh, F, mask, reverse, keep = self.saved
+        Z, o, cols, w_ih, w_hh, F, mask, reverse, keep, parts = self.saved
         T, H6, B = F.shape
         T -= keep                                      # the slabs: one more than the steps
         H = H6 // 6
@@ -535,22 +571,39 @@ class LSTMScan(Function):
         cols_ = [(D[:, j], D4[0:2, :, j], D4[2:4, :, j]) for j in range(C)]
         idx = None
         compiled = (_regions.lstm() if keep and mask is None
-                    and H * G * B >= _gemm.MIN_REPEATED_FLOPS else None)
+                    and (parts > 1 or H * G * B >= _gemm.MIN_REPEATED_FLOPS) else None)
         threads = _gemm._threads_for(G, H * B)
-        if compiled is not None and compiled[2] is not None and H >= 2 * threads > 2:
+        if parts > 1:
+            # each part of the batch its steps on one thread, as in the forward; then, as
+            # below, the chunk's share of the weight and input gradients from all parts
+            back = compiled[6]
+            fg = 0 if _gemm.rows_take(dt, G, B, C * B) else compiled[3][dt]   # as carry's
+            times, nzs = np.asarray(order, np.int64), np.asarray(nz, np.bool_)
+            Fp = F.reshape(parts, T + 1, 6 * H, B // parts)
+            lo, owed = 0, -1
+            for k, t in enumerate(order):
+                if _chunk_end(t, C, T, reverse):
+                    back(fg, whhT, D, Fp, E, g_out, nzs, times[lo:k + 1], reverse, owed,
+                         k == T - 1 and need_h0, scratch.reshape(H, B))
+                    first = self._chunk_grads(D, Zc, Zs, *_chunk_span(t, C, T, reverse), C,
+                                              dW, first, dx, wi)
+                    lo, owed = k + 1, t % C
+            order = []
+        elif compiled is not None and compiled[2] is not None and H >= 2 * threads > 2:
             # a chunk's steps at once in compiled code, split over the threads by hidden
             # units; then, as below, its share of the weight and input gradients
             back = compiled[2]
             fg = 0 if _gemm.rows_take(dt, G, B, C * B) else compiled[3][dt]   # as carry's
             times, nzs = np.asarray(order, np.int64), np.asarray(nz, np.bool_)
-            lo = 0
+            lo, owed = 0, -1
             for k, t in enumerate(order):
                 if _chunk_end(t, C, T, reverse):
-                    back(fg, whhT, D, F, E, g_out, nzs, times[lo:k + 1], reverse,
-                         k < T - 1 or need_h0, scratch.reshape(H, B), threads)
+                    # the chunk's last δh is owed to the next call: made in its first step
+                    back(fg, whhT, D, F, E, g_out, nzs, times[lo:k + 1], reverse, owed,
+                         k == T - 1 and need_h0, scratch.reshape(H, B), threads)
                     first = self._chunk_grads(D, Zc, Zs, *_chunk_span(t, C, T, reverse), C,
                                               dW, first, dx, wi)
-                    lo = k + 1
+                    lo, owed = k + 1, t % C
             order = []
         for k, t in enumerate(order):
             if mask is not None:
