@@ -508,11 +508,27 @@ def linear_rows(x, w, b, y, p0, p1, lanes):
 
 @njit(parallel=True, nogil=True, cache=True)
 def linear_rows_split(x, w, b, y, lanes, t):
-    """:func:`linear_rows` in ``t`` runs of panels, one per thread of one parallel region."""
+    """:func:`linear_rows` over ``t`` threads of one parallel region, split so that the
+    threads share the larger operand and each reads all of the smaller: by blocks of rows of
+    ``x`` (whole blocks of eight; every thread transposing every panel of ``w`` for its own
+    rows) where ``x`` has more rows than ``w`` and each thread gets at least eight, else by
+    runs of panels (every thread reading all of ``x``). At two threads by rows against by
+    panels, float32: the feed-forward's (2048, 128) x (512, 128)^T 208 against 182
+    GFLOP/s, an attention output's (2048, 128) x (128, 128)^T 216 against 184; an MLP's
+    (128, 784) x (256, 784)^T, its weight not in cache between layers, ran 5-15% slower by
+    rows in the train step. The same numbers either way."""
     step = 2 * lanes
     panels = (w.shape[0] + step - 1) // step
-    for i in prange(t):
-        linear_rows(x, w, b, y, panels * i // t, panels * (i + 1) // t, lanes)
+    m = x.shape[0]
+    if m >= 8 * t and m > w.shape[0]:
+        blocks = m // 8
+        for i in prange(t):
+            r0 = 8 * (blocks * i // t)
+            r1 = m if i == t - 1 else 8 * (blocks * (i + 1) // t)
+            linear_rows(x[r0:r1], w, b, y[r0:r1], 0, panels, lanes)
+    else:
+        for i in prange(t):
+            linear_rows(x, w, b, y, panels * i // t, panels * (i + 1) // t, lanes)
 
 
 @njit(nogil=True, cache=True)
