@@ -573,34 +573,21 @@ class LSTMScan(Function):
         compiled = (_regions.lstm() if keep and mask is None
                     and (parts > 1 or H * G * B >= _gemm.MIN_REPEATED_FLOPS) else None)
         threads = _gemm._threads_for(G, H * B)
-        if parts > 1:
-            # each part of the batch its steps on one thread, as in the forward; then, as
-            # below, the chunk's share of the weight and input gradients from all parts
-            back = compiled[6]
-            fg = 0 if _gemm.rows_take(dt, G, B, C * B) else compiled[3][dt]   # as carry's
-            times, nzs = np.asarray(order, np.int64), np.asarray(nz, np.bool_)
-            Fp = F.reshape(parts, T + 1, 6 * H, B // parts)
-            lo, owed = 0, -1
-            for k, t in enumerate(order):
-                if _chunk_end(t, C, T, reverse):
-                    back(fg, whhT, D, Fp, E, g_out, nzs, times[lo:k + 1], reverse, owed,
-                         k == T - 1 and need_h0, scratch.reshape(H, B))
-                    first = self._chunk_grads(D, Zc, Zs, *_chunk_span(t, C, T, reverse), C,
-                                              dW, first, dx, wi)
-                    lo, owed = k + 1, t % C
-            order = []
-        elif compiled is not None and compiled[2] is not None and H >= 2 * threads > 2:
-            # a chunk's steps at once in compiled code, split over the threads by hidden
-            # units; then, as below, its share of the weight and input gradients
-            back = compiled[2]
+        if parts > 1 or (compiled is not None and compiled[2] is not None
+                         and H >= 2 * threads > 2):
+            if parts > 1:      # each part of the batch its steps on one thread, as forward
+                back, slabs, more = compiled[6], F.reshape(parts, T + 1, 6 * H, B // parts), ()
+            else:              # a chunk's steps split over the threads by hidden units
+                back, slabs, more = compiled[2], F, (threads,)
+            # then, as below, the chunk's share of the weight and input gradients
             fg = 0 if _gemm.rows_take(dt, G, B, C * B) else compiled[3][dt]   # as carry's
             times, nzs = np.asarray(order, np.int64), np.asarray(nz, np.bool_)
             lo, owed = 0, -1
             for k, t in enumerate(order):
                 if _chunk_end(t, C, T, reverse):
                     # the chunk's last δh is owed to the next call: made in its first step
-                    back(fg, whhT, D, F, E, g_out, nzs, times[lo:k + 1], reverse, owed,
-                         k == T - 1 and need_h0, scratch.reshape(H, B), threads)
+                    back(fg, whhT, D, slabs, E, g_out, nzs, times[lo:k + 1], reverse, owed,
+                         k == T - 1 and need_h0, scratch.reshape(H, B), *more)
                     first = self._chunk_grads(D, Zc, Zs, *_chunk_span(t, C, T, reverse), C,
                                               dW, first, dx, wi)
                     lo, owed = k + 1, t % C
