@@ -52,9 +52,9 @@ def _rows(args) -> bool:
 
     q, k, v = args[:3]
     S, E, Ev = k.shape[2], q.shape[3], v.shape[3]
-    return (FS[0] != 0 and _gemm.ROWS and Ev % 16 == 0 and S % 16 == 0
-            and 4 * max(S * E, S * Ev) <= _gemm.ROWS_MAX_BYTES
-            and _gemm._rows_loops() is not False)
+    ldk = S + 16 if (S * 4) % 4096 == 0 else S         # the keys' rows as padded for them
+    return (FS[0] != 0 and _gemm.rows_take(np.dtype(np.float32), E, S, ldk)
+            and Ev % 16 == 0 and 4 * S * Ev <= _gemm.ROWS_MAX_BYTES)
 
 
 def _build():

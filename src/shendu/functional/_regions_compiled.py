@@ -229,25 +229,25 @@ def _lstm_rows(fg, fth, dth, W, Z, Sf, P, j, p, n, kdim, lo, hi, wrap, lean, b0,
 
 @njit(parallel=True, nogil=True, cache=True)
 def lstm_scan(fg, fth, dth, W, Z, S, T, reverse, C, ring, kx, P):
-    """``recurrent.LSTMScan``'s forward steps, each one region over ``nb = len(P)`` blocks
-    of hidden units (one a thread), block ``i`` the units ``H i / nb .. H (i + 1) / nb``
-    (:func:`_lstm_rows`, into its scratch ``P[i]``); ``W`` (4H, K) the fused weights with
-    each block's gate rows together, ``Z`` (T + 1, K, B) the columns, ``S``
+    """``recurrent.LSTMScan``'s forward steps, each one region of ``t = len(P)`` threads,
+    thread ``i`` computing hidden units ``H i / t .. H (i + 1) / t`` (:func:`_lstm_rows`,
+    into its scratch ``P[i]``): ``W`` (4H, K) the fused weights with each thread's gate
+    rows together, ``Z`` (T + 1, K, B) the columns, ``S``
     (C + 1, 6H, B) the slabs, step ``k`` in slab ``k % C`` (``ring``, inference: ``c_t``
     carried back to slab 0 when that wraps, and the gates not kept, see
     :func:`_lstm_rows`); the first step's product over the first ``kx`` columns only."""
     H = W.shape[0] // 4
     B = Z.shape[2]
-    nb = P.shape[0]
+    t = P.shape[0]
     Sf = S.reshape((S.shape[0], S.shape[1] * S.shape[2]))
     for k in range(T):
         p, n = (T - k, T - 1 - k) if reverse else (k, k + 1)
         j = k % C
         kdim = kx if k == 0 else W.shape[1]
         wrap = ring and (j == C - 1 or k == T - 1)
-        for i in prange(nb):
-            _lstm_rows(fg, fth, dth, W, Z, Sf, P[i], j, p, n, kdim, H * i // nb,
-                       H * (i + 1) // nb, wrap, ring, 0, B)
+        for i in prange(t):
+            _lstm_rows(fg, fth, dth, W, Z, Sf, P[i], j, p, n, kdim, H * i // t,
+                       H * (i + 1) // t, wrap, ring, 0, B)
 
 
 @njit(nogil=True, cache=True)
@@ -367,9 +367,9 @@ def _lstm_back_columns(fg, whhT, D, S, E, g_out, nz, ts, reverse, owed, carry_la
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def lstm_back_steps(fg, whhT, D, S, E, g_out, nz, ts, reverse, owed, carry_last, c, nb):
+def lstm_back_steps(fg, whhT, D, S, E, g_out, nz, ts, reverse, owed, carry_last, c, t):
     """Steps of ``recurrent.LSTMScan``'s backward at the times ``ts`` (in order), each one
-    region over ``nb`` blocks of hidden units (one a thread). Block ``lo..hi`` of a step: its
+    region of ``t`` threads, each a block of hidden units. Block ``lo..hi`` of a step: its
     rows of ``δh = W_hh^T δa`` from the step before's ``δa`` (before the first step from
     column ``owed`` of ``D`` unless it is negative), the output's gradient joining them,
     then the step's ``δa`` for those units into column ``time % C`` of ``D`` (4H, C, B)
@@ -387,17 +387,17 @@ def lstm_back_steps(fg, whhT, D, S, E, g_out, nz, ts, reverse, owed, carry_last,
         tm = ts[s]
         prev = ts[s - 1] % C if s > 0 else owed
         if prev == tm % C:
-            for i in prange(nb):
-                _lstm_carry_rows(fg, whhT, D, prev, dh, H * i // nb, H * (i + 1) // nb, 0, B)
+            for i in prange(t):
+                _lstm_carry_rows(fg, whhT, D, prev, dh, H * i // t, H * (i + 1) // t, 0, B)
             prev = -1
         x = S[T - 1 - tm if reverse else tm].reshape((6, H, B))
-        for i in prange(nb):
-            _lstm_back_block(fg, whhT, D, x, E, g_out, nz, tm, prev, H * i // nb,
-                             H * (i + 1) // nb, c, 0, B)
+        for i in prange(t):
+            _lstm_back_block(fg, whhT, D, x, E, g_out, nz, tm, prev, H * i // t,
+                             H * (i + 1) // t, c, 0, B)
     if carry_last and ts.shape[0] > 0:
         last = ts[ts.shape[0] - 1] % C
-        for i in prange(nb):
-            _lstm_carry_rows(fg, whhT, D, last, dh, H * i // nb, H * (i + 1) // nb, 0, B)
+        for i in prange(t):
+            _lstm_carry_rows(fg, whhT, D, last, dh, H * i // t, H * (i + 1) // t, 0, B)
 
 
 @njit(parallel=True, nogil=True, cache=True)

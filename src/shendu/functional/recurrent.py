@@ -351,11 +351,15 @@ def _batch_parts(dt, T: int, H: int, B: int, threads: int, train: bool) -> int:
     lanes = 64 // dt.itemsize
     if threads < 2 or B % (threads * lanes):
         return 1
-    if train:                                          # the backward's products likewise
-        C = max(1, min(T, _CHUNK_BYTES // (4 * H * B * dt.itemsize)))
-        if not _gemm.rows_take(dt, 4 * H, B, C * B):
-            return 1
+    if train and not _gemm.rows_take(dt, 4 * H, B, _back_chunk(T, H, B, dt) * B):
+        return 1                                       # the backward's products likewise
     return threads
+
+
+def _back_chunk(T: int, H: int, B: int, dt) -> int:
+    """Steps in a chunk of the LSTM's backward: its ``δa`` (4H, C, B) about
+    :data:`_CHUNK_BYTES`."""
+    return max(1, min(T, _CHUNK_BYTES // (4 * H * max(B, 1) * dt.itemsize)))
 
 
 def _lstm_factors(X: np.ndarray, F: np.ndarray, H: int) -> None:
@@ -549,7 +553,7 @@ class LSTMScan(Function):
         dc[...] = g_cn.T
         dh[...] = g_hn.T
         tmp = np.empty((H, B), dt)
-        C = max(1, min(T, _CHUNK_BYTES // (G * max(B, 1) * dt.itemsize)))
+        C = _back_chunk(T, H, B, dt)
         D = _workspace.get((G, C, B), dt)              # δa of a chunk of steps, gate-major
         Zc = _workspace.get((K, C, B), dt)             # their columns [1; x_t; h_prev]
         Zs = Z[cols]                                   # (T, K, B): step t's column
