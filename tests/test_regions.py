@@ -275,18 +275,20 @@ def _lstm_case(dtype, reverse, h0_zero, seed=0, B=64):
     return {k: v.astype(dtype) for k, v in arrays.items()}, reverse
 
 
-def _lstm_run(case):
-    """Outputs, final states and every gradient of ``functional.lstm`` on ``case``."""
+def _lstm_run(case, x_grad=True):
+    """Outputs, final states and every gradient of ``functional.lstm`` on ``case`` (the
+    input's only with ``x_grad``)."""
     import shendu
     from shendu.functional.recurrent import lstm
 
     arrays, reverse = case
-    ts = {k: shendu.tensor(v, requires_grad=k != "g") for k, v in arrays.items()}
+    ts = {k: shendu.tensor(v, requires_grad=k != "g" and (x_grad or k != "x"))
+          for k, v in arrays.items()}
     out, hn, cn = lstm(ts["x"], ts["h0"], ts["c0"], ts["w_ih"], ts["w_hh"], ts["b_ih"],
                        ts["b_hh"], reverse=reverse)
     ((out * ts["g"]).sum() + (hn * cn).sum()).backward()
-    return [out.data, hn.data, cn.data] + [ts[k].grad.data for k in
-                                           ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh")]
+    names = ("x",) * x_grad + ("h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh")
+    return [out.data, hn.data, cn.data] + [ts[k].grad.data for k in names]
 
 
 @pytest.fixture
@@ -321,21 +323,25 @@ def lstm_spy(monkeypatch):
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("h0_zero", [False, True])
 @pytest.mark.parametrize("B", [64, 72])
-def test_lstm_steps_split_over_threads(lstm_spy, monkeypatch, dtype, reverse, h0_zero, B):
+@pytest.mark.parametrize("x_grad", [True, False])
+def test_lstm_steps_split_over_threads(lstm_spy, monkeypatch, dtype, reverse, h0_zero, B,
+                                       x_grad):
     """The LSTM's steps in compiled code, split over two threads by sequences where the
     batch is whole vectors a thread and the rows loops make the products (each thread the
-    whole scan and backward of its part), else by hidden units (forward and backward), or
-    on one (forward): the values and gradients of the NumPy steps within rounding, against
-    float64 references, their bits at the same thread count where the rows loops make the
-    products (the GEMM's numbers for a column can depend on how the NumPy steps' products
-    split the columns), and the same bits on a second run."""
+    whole scan and backward of its part and its part's share of the weight gradient; the
+    whole backward one region where the input's gradient is not wanted), else by hidden
+    units (forward and backward), or on one (forward): the values and gradients of the
+    NumPy steps within rounding, against float64 references, their bits at the same thread
+    count where the rows loops make the products (the GEMM's numbers for a column can
+    depend on how the NumPy steps' products split the columns), and the same bits on a
+    second run."""
     from shendu.functional import recurrent
 
     case = _lstm_case(dtype, reverse, h0_zero, B=B)
     exact = _lstm_case(np.float64, reverse, h0_zero, B=B)
     with monkeypatch.context() as m:
         m.setattr(_regions, "_lstm_loaded", [None])              # the NumPy steps
-        want = _lstm_run(exact)
+        want = _lstm_run(exact, x_grad)
     tol = 2e-5 if dtype == np.float32 else 1e-12
     by_parts = recurrent._batch_parts(np.dtype(dtype), 6, 64, B, 2, True) > 1
     rows = _gemm.rows_take(np.dtype(dtype), 73, B, B)
@@ -345,9 +351,9 @@ def test_lstm_steps_split_over_threads(lstm_spy, monkeypatch, dtype, reverse, h0
         conv.set_kernel_threads(threads)
         with monkeypatch.context() as m:        # at the same thread count: the same products
             m.setattr(_regions, "_lstm_loaded", [None])
-            numpy_steps = _lstm_run(case)
+            numpy_steps = _lstm_run(case, x_grad)
         lstm_spy.clear()
-        got = _lstm_run(case)
+        got = _lstm_run(case, x_grad)
         assert sorted(set(lstm_spy)) == expect
         for a, b, n in zip(got, want, numpy_steps):
             scale = np.abs(b).max()
@@ -356,7 +362,7 @@ def test_lstm_steps_split_over_threads(lstm_spy, monkeypatch, dtype, reverse, h0
                 # the same product calls (or the rows loops, whose numbers do not depend on
                 # the split) and NumPy's own tanh: the NumPy steps' bits
                 np.testing.assert_array_equal(a, n)
-        again = _lstm_run(case)
+        again = _lstm_run(case, x_grad)
         assert all(np.array_equal(a, b) for a, b in zip(got, again))
 
 
@@ -588,3 +594,39 @@ def test_layer_norm_rows_in_one_region(monkeypatch, add):
             np.testing.assert_array_equal(a, d)
         else:                                   # the weight's and the bias's
             np.testing.assert_allclose(a, d, rtol=1e-5, atol=1e-5 * np.abs(d).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cols", [(0, 40), (16, 32), (3, 40)])
+def test_lstm_weight_grad_rows(dtype, cols):
+    """``lstm_weight_grad``: a part's share of the weight gradient added to ``dW`` — the
+    columns of ``m`` steps transposed (whole tiles and the ragged edges; the padding
+    columns of ``dW`` untouched), ``δa`` read from rows ``lda`` apart — against NumPy's
+    product; from zero, the bits of the rows loops' ``C = A B``."""
+    compiled = pytest.importorskip("shendu.functional._regions_compiled")
+    from shendu.functional import _conv_compiled
+
+    rng = np.random.default_rng(0)
+    lanes = 64 // np.dtype(dtype).itemsize
+    T, K, B, G, C, m, z0, a0 = 7, 37, 40, 24, 3, 2, 4, 5
+    Kp = -(-K // lanes) * lanes
+    b0, b1 = cols
+    w = b1 - b0
+    Z = rng.standard_normal((T + 1, K, B)).astype(dtype)
+    flat = np.concatenate([np.zeros(a0, dtype), rng.standard_normal(G * C * B).astype(dtype)])
+    A = np.stack([flat[a0 + g * C * B:a0 + g * C * B + m * w] for g in range(G)])
+    Zt = np.full((C * B, Kp), np.nan, dtype)
+    dW = rng.standard_normal((G, Kp)).astype(dtype)
+    before = dW.copy()
+    compiled.lstm_weight_grad(flat, a0, C * B, Z, z0, m, b0, b1, Zt, dW, lanes)
+    cols_t = np.concatenate([Z[z0 + j][:, b0:b1].T for j in range(m)])     # (m w, K)
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(dW[:, :K], before[:, :K] + A @ cols_t, rtol=0, atol=tol * 10)
+    np.testing.assert_array_equal(dW[:, K:], before[:, K:])
+    np.testing.assert_array_equal(Zt[:m * w, K:], 0)
+    zero = np.zeros((G, Kp), dtype)
+    compiled.lstm_weight_grad(flat, a0, C * B, Z, z0, m, b0, b1, Zt, zero, lanes)
+    direct = np.empty((G, Kp), dtype)
+    _conv_compiled.gemm_rows(np.ascontiguousarray(A).reshape(-1), m * w, Zt.reshape(-1), Kp,
+                             direct.reshape(-1), Kp, Kp, m * w, 0, G, lanes)
+    np.testing.assert_array_equal(zero, direct)

@@ -43,8 +43,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 __all__ = ["conv_rows", "conv_rows_split", "conv_weight_grad", "conv_weight_grad_split",
-           "gemm_at", "gemm_at_split", "gemm_rows", "heads_rows", "heads_rows_split",
-           "linear_rows", "linear_rows_split"]
+           "gemm_at", "gemm_at_split", "gemm_rows", "gemm_rows_add", "heads_rows",
+           "heads_rows_split", "linear_rows", "linear_rows_split"]
 
 _I32, _I64 = ir.IntType(32), ir.IntType(64)
 VECTOR_BYTES = 64
@@ -86,11 +86,12 @@ def _fmuladd(builder, vec, name):
         builder.module, ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fmuladd.{name}")
 
 
-def _rows_micro(ob: int, nv: int, cols: bool = False):
+def _rows_micro(ob: int, nv: int, cols: bool = False, add: bool = False):
     """An intrinsic ``micro(x, xb, taps, w, wo, b, y, yo, yb)``: for ``k < ob`` and the
     ``nv`` vectors of positions from 0, ``y[yo[k] + yb + p] = b[k] + sum_t w[wo[k] + t]
     x[xb + taps[t] + p]``, the taps in order, the sums in registers; with ``cols``, ``b[yb
-    + p]`` (a bias per position) in place of ``b[k]``."""
+    + p]`` (a bias per position) in place of ``b[k]``; with ``add``, ``y[yo[k] + yb + p]``
+    itself (the sums added to the output, ``b`` unused)."""
 
     @intrinsic
     def micro(typingctx, x, xb, taps, w, wo, b, y, yo, yb):
@@ -105,7 +106,12 @@ def _rows_micro(ob: int, nv: int, cols: bool = False):
             accs, wbase = [], []
             for k in range(ob):
                 kk = ir.Constant(_I64, k)
-                if cols:
+                if add:
+                    yk = builder.add(builder.load(_at(builder, yoa.data, kk)), yb_)
+                    bks = [_load_vec(builder, ya.data,
+                                     builder.add(yk, ir.Constant(_I64, v * lanes)), vec)
+                           for v in range(nv)]
+                elif cols:
                     bks = [_load_vec(builder, ba.data,
                                      builder.add(yb_, ir.Constant(_I64, v * lanes)), vec)
                            for v in range(nv)]
@@ -192,6 +198,7 @@ _cols_8x2, _cols_4x2, _cols_3x2, _cols_2x2, _cols_1x2 = (_rows_micro(ob, 2, True
                                                         for ob in (8, 4, 3, 2, 1))
 _cols_8x1, _cols_4x1, _cols_3x1, _cols_2x1, _cols_1x1 = (_rows_micro(ob, 1, True)
                                                         for ob in (8, 4, 3, 2, 1))
+_add_8x2, _add_8x1 = _rows_micro(8, 2, add=True), _rows_micro(8, 1, add=True)
 _dots_4x4 = _dots_micro(4, 4)
 OB = TB = 4       # output channels, and taps, of one block of the weight gradient
 RB = 8            # output channels of one block of the rows loops
@@ -413,6 +420,27 @@ def gemm_rows(a, lda, b, ldb, c, ldc, n, k, lo, hi, lanes):
 
 
 @njit(nogil=True, cache=True)
+def gemm_rows_add(a, lda, b, ldb, c, ldc, n, k, lo, hi, lanes):
+    """Rows ``lo..hi`` (whole blocks of eight from ``lo``) of ``C += A B`` as
+    :func:`gemm_rows` makes ``C = A B``, for ``n`` a whole number of vectors: each number
+    summed from its value in ``C`` over the ``k`` in order, in a vector register."""
+    taps = np.arange(k) * ldb
+    wo = np.empty(RB, np.int64)
+    yo = np.empty(RB, np.int64)
+    two = 2 * lanes
+    for r0 in range(lo, hi, RB):
+        for kk in range(RB):
+            wo[kk] = (r0 + kk) * lda
+            yo[kk] = (r0 + kk) * ldc
+        q = 0
+        while q + two <= n:
+            _add_8x2(b, q, taps, a, wo, c, c, yo, q)
+            q += two
+        if q < n:
+            _add_8x1(b, q, taps, a, wo, c, c, yo, q)
+
+
+@njit(nogil=True, cache=True)
 def _views(pa, lda, pb, ldb, pc, ldc, m, n, k, one):
     """The flat arrays of a product's operands at the addresses given."""
     return (carray(_pointer(pa, one), (m - 1) * lda + k),
@@ -532,13 +560,14 @@ def linear_rows_split(x, w, b, y, lanes, t):
 
 
 @njit(nogil=True, cache=True)
-def heads_rows(x, w, b, out, batch_first, p0, p1, lanes):
-    """Heads ``p0..p1`` (of ``3H``: q's, k's, then v's) of self-attention's packed
-    projection ``x w^T + b`` (``x`` (A0·A1, E) row-major, ``(N, L)`` or, without
-    ``batch_first``, ``(L, N)``; ``w`` (3E, E); ``b`` (3E,)) written straight into ``out``
-    (3, N, H, L, hd), where attention reads each head contiguously: each head's rows of
-    ``w`` transposed as :func:`linear_rows` transposes a panel, then each sequence's rows
-    of ``x`` against them, so :func:`linear_rows`' numbers (``hd`` whole vectors)."""
+def heads_rows(x, w, b, out, batch_first, p0, p1, lanes, n0, n1):
+    """Heads ``p0..p1`` (of ``3H``: q's, k's, then v's), sequences ``n0..n1``, of
+    self-attention's packed projection ``x w^T + b`` (``x`` (A0·A1, E) row-major, ``(N,
+    L)`` or, without ``batch_first``, ``(L, N)``; ``w`` (3E, E); ``b`` (3E,)) written
+    straight into ``out`` (3, N, H, L, hd), where attention reads each head contiguously:
+    each head's rows of ``w`` transposed as :func:`linear_rows` transposes a panel, then
+    each sequence's rows of ``x`` against them, so :func:`linear_rows`' numbers (``hd``
+    whole vectors)."""
     k = x.shape[1]
     _, N, H, L, hd = out.shape
     P = np.empty(k * hd, x.dtype)
@@ -548,17 +577,29 @@ def heads_rows(x, w, b, out, batch_first, p0, p1, lanes):
     for p in range(p0, p1):
         _pack(wf, k, p * hd, hd, hd, P, lanes)
         s, h = p // H, p % H
-        for n in range(N):
+        for n in range(n0, n1):
             conv_rows(P, taps, 0, xf[n * step:], lda, b[p * hd:],
                       of[((s * N + n) * H + h) * L * hd:], L, hd, hd, 0, 1, lanes, True)
 
 
 @njit(parallel=True, nogil=True, cache=True)
 def heads_rows_split(x, w, b, out, batch_first, lanes, t):
-    """:func:`heads_rows` in ``t`` runs of heads, one per thread of one parallel region."""
+    """:func:`heads_rows` over ``t`` threads of one parallel region: by runs of sequences
+    where there are at least ``t`` (each thread transposing every head's rows of ``w``),
+    so that the thread which then attends over a sequence's heads
+    (``_regions_compiled.attention_heads``, runs of sequences' heads) and makes their rows
+    of the output projection (``linear_rows_split``, by rows) finds them in its own cache
+    rather than the other core's; else by runs of heads."""
+    N = out.shape[1]
     heads = 3 * out.shape[2]
-    for i in prange(t):
-        heads_rows(x, w, b, out, batch_first, heads * i // t, heads * (i + 1) // t, lanes)
+    if N >= t:
+        for i in prange(t):
+            heads_rows(x, w, b, out, batch_first, 0, heads, lanes, N * i // t,
+                       N * (i + 1) // t)
+    else:
+        for i in prange(t):
+            heads_rows(x, w, b, out, batch_first, heads * i // t, heads * (i + 1) // t, lanes,
+                       0, N)
 
 
 @intrinsic

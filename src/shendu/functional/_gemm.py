@@ -534,7 +534,7 @@ def heads_linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, heads: int,
     if split:
         _ROWS.heads_rows_split(x, w, b, out, batch_first, lanes, _conv._N_THREADS)
     else:
-        _ROWS.heads_rows(x, w, b, out, batch_first, 0, 3 * heads, lanes)
+        _ROWS.heads_rows(x, w, b, out, batch_first, 0, 3 * heads, lanes, 0, N)
     return out
 
 

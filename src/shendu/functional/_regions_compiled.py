@@ -12,12 +12,19 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from shendu.functional._conv_compiled import VECTOR_BYTES, gemm_rows, linear_rows
+from shendu.functional._conv_compiled import (
+    VECTOR_BYTES,
+    _transpose_tile,
+    gemm_rows,
+    gemm_rows_add,
+    linear_rows,
+)
 
 __all__ = ["attention_heads", "call_gemm", "call_gemm_batch", "call_loop", "call_vexp",
            "add_layer_norm_rows", "add_layer_norm_split", "feed_forward", "layer_norm_grad_rows",
            "layer_norm_grad_split", "layer_norm_rows", "layer_norm_split", "lstm_back_parts",
            "lstm_back_steps", "lstm_scan", "lstm_scan_parts", "lstm_scan_serial",
+           "lstm_weight_grad",
            "normalize_slab", "shift_slab", "split", "split_stack",
            "stack_serial", "vector_call"]
 
@@ -284,29 +291,57 @@ def lstm_scan_parts(fg, fth, dth, W, Z, S, T, reverse, C, ring, kx):
 
 
 @njit(nogil=True, cache=True)
-def _lstm_grads_rows(E, x, D, j, lo, hi, one, c, b0, b1):
+def lstm_weight_grad(D, a0, lda, Z, z0, m, b0, b1, Zt, dW, lanes):
+    """``dW += A Zt`` for ``m`` steps of the sequences ``b0..b1``: ``A`` (G, m (b1 - b0))
+    their ``δa``, row ``g`` at ``D[a0 + g lda:]`` (flat; step-major, then sequence), and
+    ``Zt`` (scratch, (m (b1 - b0), Kp)) their columns ``[1; x; h_prev]`` transposed from
+    ``Z[z0 .. z0 + m]`` ((K, B) each), its last ``Kp - K`` columns zero; ``dW`` (G, Kp) by
+    :func:`gemm_rows_add` (each number summed from its value over the steps and sequences
+    in order), so the same numbers for a part of the batch wherever it is made."""
+    K, B = Z.shape[1], Z.shape[2]
+    w = b1 - b0
+    G, Kp = dW.shape
+    Zf, Ztf = Z.reshape(-1), Zt.reshape(-1)
+    kv, wv = K - K % lanes, w - w % lanes
+    for j in range(m):
+        s0, d0 = (z0 + j) * K * B + b0, j * w * Kp
+        for r0 in range(0, kv, lanes):
+            for c0 in range(0, wv, lanes):
+                _transpose_tile(Zf, s0 + r0 * B + c0, B, Ztf, d0 + c0 * Kp + r0, Kp)
+        for r in range(K):
+            for c in range(wv if r < kv else 0, w):
+                Ztf[d0 + c * Kp + r] = Zf[s0 + r * B + c]
+        for c in range(w):
+            for r in range(K, Kp):
+                Ztf[d0 + c * Kp + r] = 0
+    gemm_rows_add(D[a0:], lda, Ztf, Kp, dW.reshape(-1), Kp, Kp, m * w, 0, G, lanes)
+
+
+@njit(nogil=True, cache=True)
+def _lstm_grads_rows(E, x, D, dj, lo, hi, one, c, b0, b1):
     """Hidden units ``lo..hi``, sequences ``b0..b1``, of ``_numba.lstm_step_grads_gates``
     (its arithmetic, so its bits): from the carried ``E = [δc, δh]`` (2, H, B) and the
     step's slab ``x`` (6, H, b1 - b0) = ``[i, o, f, g, tanh c_t, c_{t-1}]``, the step's
-    ``δa`` into column ``j`` of ``D`` (4, H, C, B), ``δc`` carried to ``c_{t-1}``; ``c``
-    (H, B) scratch."""
+    ``δa`` into ``D`` (4H, C B) from offset ``dj`` of each row (gate ``k``'s unit ``u`` in
+    row ``k H + u``), ``δc`` carried to ``c_{t-1}``; ``c`` (H, B) scratch."""
     dc, dh = E[0], E[1]
+    H = dc.shape[0]
+    B = b1 - b0
     for u in range(lo, hi):
         ig, og, fg, gg, tc, cp = x[0, u], x[1, u], x[2, u], x[3, u], x[4, u], x[5, u]
         dcu, dhu, cu = dc[u, b0:b1], dh[u, b0:b1], c[u, b0:b1]
-        B = b1 - b0
         for b in range(B):
             cu[b] = dcu[b] + dhu[b] * ((one - tc[b] * tc[b]) * og[b])
-        a = D[0, u, j, b0:b1]
+        a = D[u, dj:dj + B]
         for b in range(B):
             a[b] = (one - ig[b]) * ig[b] * gg[b] * cu[b]
-        a = D[1, u, j, b0:b1]
+        a = D[H + u, dj:dj + B]
         for b in range(B):
             a[b] = (one - og[b]) * og[b] * tc[b] * dhu[b]
-        a = D[2, u, j, b0:b1]
+        a = D[2 * H + u, dj:dj + B]
         for b in range(B):
             a[b] = (one - fg[b]) * fg[b] * cp[b] * cu[b]
-        a = D[3, u, j, b0:b1]
+        a = D[3 * H + u, dj:dj + B]
         for b in range(B):
             a[b] = (one - gg[b] * gg[b]) * ig[b] * cu[b]
         for b in range(B):
@@ -314,29 +349,29 @@ def _lstm_grads_rows(E, x, D, j, lo, hi, one, c, b0, b1):
 
 
 @njit(nogil=True, cache=True)
-def _lstm_carry_rows(fg, whhT, D, j, dh, lo, hi, b0, b1):
-    """Rows ``lo..hi``, columns ``b0..b1``, of ``δh = W_hh^T δa``, ``δa`` column ``j`` of
-    ``D`` (4H, C, B): by ``cblas_?gemm`` at ``fg`` on those rows of ``whhT`` (H, 4H), by the
-    rows loops where ``fg`` is 0."""
-    G, C, B = D.shape
+def _lstm_carry_rows(fg, whhT, D, dj, dh, lo, hi, b0, b1):
+    """Rows ``lo..hi``, columns ``b0..b1``, of ``δh = W_hh^T δa``, ``δa`` the columns of
+    ``D`` (4H, C B) from offset ``dj`` of each row: by ``cblas_?gemm`` at ``fg`` on those
+    rows of ``whhT`` (H, 4H), by the rows loops where ``fg`` is 0."""
+    G, L = D.shape
+    B = dh.shape[1]
     isz = D.itemsize
     if fg == 0:
-        gemm_rows(whhT.reshape(-1), G, D.reshape(-1)[j * B + b0:], C * B,
-                  dh.reshape(-1)[b0:], B, b1 - b0, G, lo, hi, VECTOR_BYTES // isz)
+        gemm_rows(whhT.reshape(-1), G, D.reshape(-1)[dj:], L, dh.reshape(-1)[b0:], B,
+                  b1 - b0, G, lo, hi, VECTOR_BYTES // isz)
     elif hi > lo:
         call_gemm(fg, 111, 111, hi - lo, b1 - b0, G, D.dtype.type(1),
-                  whhT.ctypes.data + isz * lo * G, G, D.ctypes.data + isz * (j * B + b0), C * B,
+                  whhT.ctypes.data + isz * lo * G, G, D.ctypes.data + isz * dj, L,
                   D.dtype.type(0), dh.ctypes.data + isz * (lo * B + b0), B)
 
 
 @njit(nogil=True, cache=True)
-def _lstm_back_block(fg, whhT, D, x, E, g_out, nz, tm, prev, lo, hi, c, b0, b1):
+def _lstm_back_block(fg, whhT, D, x, E, g_out, nz, tm, prev, cur, lo, hi, c, b0, b1):
     """Hidden units ``lo..hi``, sequences ``b0..b1``, of the backward's step at time
-    ``tm`` (its slab ``x`` (6, H, b1 - b0)): their rows of ``δh = W_hh^T δa`` from column
-    ``prev`` of ``D`` (the step before's ``δa``; none where it is negative), the output's
-    gradient joining them, then their ``δa`` into column ``tm % C`` (:func:`_lstm_grads_rows`)."""
-    G, C, B = D.shape
-    H = G // 4
+    ``tm`` (its slab ``x`` (6, H, b1 - b0)): their rows of ``δh = W_hh^T δa`` from the
+    step before's ``δa`` at offset ``prev`` of ``D``'s rows (none where it is negative),
+    the output's gradient joining them, then their ``δa`` at offset ``cur``
+    (:func:`_lstm_grads_rows`)."""
     dh = E[1]
     if prev >= 0:
         _lstm_carry_rows(fg, whhT, D, prev, dh, lo, hi, b0, b1)
@@ -345,25 +380,28 @@ def _lstm_back_block(fg, whhT, D, x, E, g_out, nz, tm, prev, lo, hi, c, b0, b1):
         for u in range(lo, hi):
             for b in range(b0, b1):
                 dh[u, b] += g[b, u]
-    _lstm_grads_rows(E, x, D.reshape((4, H, C, B)), tm % C, lo, hi, D.dtype.type(1), c, b0,
-                     b1)
+    _lstm_grads_rows(E, x, D, cur, lo, hi, D.dtype.type(1), c, b0, b1)
 
 
 @njit(nogil=True, cache=True)
 def _lstm_back_columns(fg, whhT, D, S, E, g_out, nz, ts, reverse, owed, carry_last, c, b0,
-                       b1):
+                       b1, base, step):
     """:func:`lstm_back_steps` for the sequences ``b0..b1`` alone, on the calling thread,
-    ``S`` (T + 1, 6H, b1 - b0) their own slabs."""
-    G, C, B = D.shape
-    H = G // 4
+    ``S`` (T + 1, 6H, b1 - b0) their own slabs, column ``j`` of their ``δa`` at offset
+    ``base + j step`` of ``D``'s rows."""
+    H = D.shape[0] // 4
+    C = D.shape[1] // E.shape[2]
     T = g_out.shape[0]
     for s in range(ts.shape[0]):
         tm = ts[s]
         x = S[T - 1 - tm if reverse else tm].reshape((6, H, b1 - b0))
-        _lstm_back_block(fg, whhT, D, x, E, g_out, nz, tm, ts[s - 1] % C if s > 0 else owed,
-                         0, H, c, b0, b1)
+        prev = ts[s - 1] % C if s > 0 else owed
+        _lstm_back_block(fg, whhT, D, x, E, g_out, nz, tm,
+                         base + prev * step if prev >= 0 else -1, base + tm % C * step, 0, H,
+                         c, b0, b1)
     if carry_last and ts.shape[0] > 0:
-        _lstm_carry_rows(fg, whhT, D, ts[ts.shape[0] - 1] % C, E[1], 0, H, b0, b1)
+        _lstm_carry_rows(fg, whhT, D, base + ts[ts.shape[0] - 1] % C * step, E[1], 0, H,
+                         b0, b1)
 
 
 @njit(parallel=True, nogil=True, cache=True)
@@ -372,15 +410,18 @@ def lstm_back_steps(fg, whhT, D, S, E, g_out, nz, ts, reverse, owed, carry_last,
     region of ``t`` threads, each a block of hidden units. Block ``lo..hi`` of a step: its
     rows of ``δh = W_hh^T δa`` from the step before's ``δa`` (before the first step from
     column ``owed`` of ``D`` unless it is negative), the output's gradient joining them,
-    then the step's ``δa`` for those units into column ``time % C`` of ``D`` (4H, C, B)
-    (:func:`_lstm_back_block`) — a block needs only its own rows of ``δh``, so one region a
-    step. The last step's ``δh`` is made after it only with ``carry_last`` (else the next
-    call owes it). Where a step's column is the one its ``δh`` comes from (C = 1), that
-    product is a region of its own first. ``S`` (T + 1, 6H, B) the forward's slabs, ``E =
-    [δc, δh]`` (2, H, B), ``whhT`` (H, 4H), ``g_out`` (T, B, H) with ``nz`` saying which
-    steps it reaches; ``c`` (H, B) scratch."""
-    G, C, B = D.shape
+    then the step's ``δa`` for those units into column ``time % C`` of ``D`` (4H, C B),
+    column ``j`` its numbers ``j B .. (j + 1) B`` of each row (:func:`_lstm_back_block`) —
+    a block needs only its own rows of ``δh``, so one region a step. The last step's
+    ``δh`` is made after it only with ``carry_last`` (else the next call owes it). Where a
+    step's column is the one its ``δh`` comes from (C = 1), that product is a region of
+    its own first. ``S`` (T + 1, 6H, B) the forward's slabs, ``E = [δc, δh]`` (2, H, B),
+    ``whhT`` (H, 4H), ``g_out`` (T, B, H) with ``nz`` saying which steps it reaches; ``c``
+    (H, B) scratch."""
+    G = D.shape[0]
     H = G // 4
+    B = E.shape[2]
+    C = D.shape[1] // B
     T = g_out.shape[0]
     dh = E[1]
     for s in range(ts.shape[0]):
@@ -388,28 +429,46 @@ def lstm_back_steps(fg, whhT, D, S, E, g_out, nz, ts, reverse, owed, carry_last,
         prev = ts[s - 1] % C if s > 0 else owed
         if prev == tm % C:
             for i in prange(t):
-                _lstm_carry_rows(fg, whhT, D, prev, dh, H * i // t, H * (i + 1) // t, 0, B)
+                _lstm_carry_rows(fg, whhT, D, prev * B, dh, H * i // t, H * (i + 1) // t, 0, B)
             prev = -1
         x = S[T - 1 - tm if reverse else tm].reshape((6, H, B))
         for i in prange(t):
-            _lstm_back_block(fg, whhT, D, x, E, g_out, nz, tm, prev, H * i // t,
-                             H * (i + 1) // t, c, 0, B)
+            _lstm_back_block(fg, whhT, D, x, E, g_out, nz, tm, prev * B if prev >= 0 else -1,
+                             tm % C * B, H * i // t, H * (i + 1) // t, c, 0, B)
     if carry_last and ts.shape[0] > 0:
         last = ts[ts.shape[0] - 1] % C
         for i in prange(t):
-            _lstm_carry_rows(fg, whhT, D, last, dh, H * i // t, H * (i + 1) // t, 0, B)
+            _lstm_carry_rows(fg, whhT, D, last * B, dh, H * i // t, H * (i + 1) // t, 0, B)
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def lstm_back_parts(fg, whhT, D, S, E, g_out, nz, ts, reverse, owed, carry_last, c):
+def lstm_back_parts(fg, whhT, D, S, E, g_out, nz, ts, reverse, owed, carry_last, c, Z, chunks,
+                    Zt, dW):
     """:func:`lstm_back_steps` split by sequences, as :func:`lstm_scan_parts` splits the
     forward: each of the ``m = len(S)`` parts of the batch (``S`` (m, T + 1, 6H, B / m)
-    their slabs) all its steps in one iteration of one region."""
+    their slabs) all its steps of the chunks ``chunks`` (rows ``(lo, hi, z0)``: the times
+    ``ts[lo:hi]``, their columns ``Z[z0 ..]``) in one iteration of one region. After each
+    chunk's steps (their ``δa`` together in ``D`` (4H, C B): part ``i``'s column ``j`` at
+    offset ``(i C + j) B / m`` of each row) the part adds its share of the weight gradient
+    to ``dW[i]`` (:func:`lstm_weight_grad`, ``Zt[i]`` its scratch): nothing a part makes
+    is read by another thread, and the region is the whole backward where the input's
+    gradient is not wanted. A chunk's last ``δh`` is made in the next chunk's first step
+    (before the first, from column ``owed``), after the last only with ``carry_last``."""
     m = S.shape[0]
-    w = D.shape[2] // m
+    B = E.shape[2]
+    w = B // m
+    C = D.shape[1] // B
+    lanes = VECTOR_BYTES // D.itemsize
+    n = chunks.shape[0]
     for i in prange(m):
-        _lstm_back_columns(fg, whhT, D, S[i], E, g_out, nz, ts, reverse, owed, carry_last, c,
-                           i * w, (i + 1) * w)
+        prev = owed
+        for q in range(n):
+            lo, hi, z0 = chunks[q, 0], chunks[q, 1], chunks[q, 2]
+            _lstm_back_columns(fg, whhT, D, S[i], E, g_out, nz, ts[lo:hi], reverse, prev,
+                               carry_last and q == n - 1, c, i * w, (i + 1) * w, i * C * w, w)
+            lstm_weight_grad(D.reshape(-1), i * C * w, C * B, Z, z0, hi - lo, i * w,
+                             (i + 1) * w, Zt[i], dW[i], lanes)
+            prev = ts[hi - 1] % C
 
 
 @njit(parallel=True, nogil=True, cache=True)

@@ -340,20 +340,62 @@ _COMPILED_MIN = 1 << 12
 _CHUNK_BYTES = 1 << 19
 
 
-def _batch_parts(dt, T: int, H: int, B: int, threads: int, train: bool) -> int:
+def _batch_parts(dt, T: int, H: int, B: int, threads: int, train: bool,
+                 K: int | None = None) -> int:
     """Into how many parts the compiled steps split the batch, one part's whole scan (and
     backward) on each thread (1: they split each step by hidden units, or run on one
     thread). Parts need no step of another, so the threads never wait for each other nor
     read what another wrote (on a machine whose cores share data slowly, a split by units
     spent a third of an LSTM step there); they are taken where every part is whole vectors
     of sequences and the rows loops make the steps' products (whose numbers for a column do
-    not depend on the others, so the split keeps the bits of the NumPy steps)."""
+    not depend on the others, so the split keeps the bits of the NumPy steps) and, in
+    training with ``K`` columns given, each part's share of the weight gradient
+    (:func:`_weight_plan`)."""
     lanes = 64 // dt.itemsize
     if threads < 2 or B % (threads * lanes):
         return 1
-    if train and not _gemm.rows_take(dt, 4 * H, B, _back_chunk(T, H, B, dt) * B):
+    C = _back_chunk(T, H, B, dt)
+    if train and not _gemm.rows_take(dt, 4 * H, B, C * B):
         return 1                                       # the backward's products likewise
+    if train and K is not None and not _weight_rows_take(dt, H, B // threads, K, C):
+        return 1
     return threads
+
+
+def _weight_grad_rows():
+    """``_regions_compiled.lstm_weight_grad`` where the rows loops make the products
+    (``_gemm._rows_loops``), else None."""
+    if not _gemm._rows_loops():
+        return None
+    from shendu.functional._regions_compiled import lstm_weight_grad
+
+    return lstm_weight_grad
+
+
+def _padded_columns(dt, K: int) -> int:
+    """``K`` rounded up to whole vectors."""
+    lanes = 64 // dt.itemsize
+    return -(-K // lanes) * lanes
+
+
+def _weight_rows_take(dt, H: int, w: int, K: int, C: int) -> bool:
+    """Whether the rows loops make the weight gradient's product for parts of ``w``
+    sequences (:func:`_weight_plan`): whole blocks of eight gate rows, and the transposed
+    columns of a chunk (C w, K padded) in a core's cache."""
+    return (dt in (np.float32, np.float64) and (4 * H) % 8 == 0
+            and C * w * _padded_columns(dt, K) * dt.itemsize <= _gemm.ROWS_MAX_BYTES
+            and _weight_grad_rows() is not None)
+
+
+def _weight_plan(dt, T: int, H: int, B: int, K: int, C: int) -> int:
+    """Into how many parts of the batch the LSTM's backward makes its weight gradient with
+    the rows loops (``_regions_compiled.lstm_weight_grad``: each part's own sum over the
+    chunks, the parts added in order at the end), the parts the compiled steps split the
+    batch in at this thread count, so that the compiled steps (each thread its part's share,
+    from what it made itself) and the NumPy steps give the same numbers; 0 where the GEMM
+    makes it, one product a chunk."""
+    parts = _batch_parts(dt, T, H, B, _gemm._threads_for(K, 4 * H * B), True, K)
+    return parts if _weight_rows_take(dt, H, B // parts, K, C) else 0
 
 
 def _back_chunk(T: int, H: int, B: int, dt) -> int:
@@ -408,13 +450,19 @@ class LSTMScan(Function):
     (:func:`_batch_parts`), the batch is split instead: each thread runs the whole scan,
     and then each chunk of the backward, of its own sequences (``lstm_scan_parts``,
     ``lstm_back_parts``), so the threads never wait for each other within a pass nor read
-    what another wrote; the weight gradient's product per chunk is still one product over
-    the whole batch. Elsewhere each step is one region in which every thread makes its
+    what another wrote: each part also adds its share of the weight gradient, after each
+    chunk, to a sum of its own (the rows loops' product, ``_regions_compiled.
+    lstm_weight_grad``; the parts' sums added in order at the end, and the NumPy steps make
+    the same sums, :func:`_weight_plan`), so the whole backward is one region where the
+    input's gradient is not wanted (one a chunk where it is). Elsewhere each step is one
+    region in which every thread makes its
     block of hidden units, the product of their gate rows, their ``tanh`` (NumPy's own
     loop, called from the compiled code) and their gate arithmetic; the backward's steps
     likewise, one region each (a block needs only its own rows of ``δh``). A train step at
-    the benchmark's sizes at two threads: 11.2-11.4 → 10.4-10.9 ms split by sequences (on
-    this machine's slow spells, 17 → 15.5; BENCHMARKS.md).
+    the benchmark's sizes at two threads: 11.2-11.4 → 10.4-10.9 ms split by sequences, ~10
+    with each part's weight gradient in its region; while this machine's two cores were
+    placed far apart (a round trip between them 330 ns instead of 65), 17 → 15.5 → ~13.5
+    (BENCHMARKS.md).
     """
 
     saved_inputs = None
@@ -458,8 +506,8 @@ class LSTMScan(Function):
             fg = 0 if _gemm.rows_take(dt, Z.shape[1], B, B) else gemms[dt]
             args = (fg, *tanhs[dt], W, Z, S, T, reverse, C, not keep, kx)
             t = _gemm._threads_for(Z.shape[1], 4 * H * B)
-            parts = _batch_parts(dt, T, H, B, t, train) if scan_parts is not None and fg == 0 \
-                else 1
+            parts = _batch_parts(dt, T, H, B, t, train, Z.shape[1]) \
+                if scan_parts is not None and fg == 0 else 1
             if parts > 1:
                 # the batch in parts, each part's scan on one thread: the same buffer, each
                 # part's slabs together
@@ -555,9 +603,16 @@ class LSTMScan(Function):
         tmp = np.empty((H, B), dt)
         C = _back_chunk(T, H, B, dt)
         D = _workspace.get((G, C, B), dt)              # δa of a chunk of steps, gate-major
-        Zc = _workspace.get((K, C, B), dt)             # their columns [1; x_t; h_prev]
         Zs = Z[cols]                                   # (T, K, B): step t's column
-        dW = _workspace.get((G, K), dt)                # Σ δa [1; x; h_prev]^T, internal order
+        wparts = _weight_plan(dt, T, H, B, K, C)
+        if wparts:     # each part of the batch its own sum Σ δa [1; x; h_prev]^T (padded)
+            Kp = _padded_columns(dt, K)
+            Zc = _workspace.get((wparts, C * B // wparts, Kp), dt)
+            dW = _workspace.get((wparts, G, Kp), dt)
+            dW[...] = 0
+        else:          # Σ δa [1; x; h_prev]^T, internal order; the chunk's columns
+            Zc = _workspace.get((K, C, B), dt)
+            dW = _workspace.get((G, K), dt)
         dx = np.empty((T, B, I), dt) if self.needs_input_grad[0] else None
         wi = None
         if dx is not None:                             # W_ih, gate blocks in internal order
@@ -579,22 +634,36 @@ class LSTMScan(Function):
         threads = _gemm._threads_for(G, H * B)
         if parts > 1 or (compiled is not None and compiled[2] is not None
                          and H >= 2 * threads > 2):
-            if parts > 1:      # each part of the batch its steps on one thread, as forward
-                back, slabs, more = compiled[6], F.reshape(parts, T + 1, 6 * H, B // parts), ()
+            D2 = D.reshape(G, C * B)
+            if parts > 1:      # each part of the batch its steps on one thread, as forward,
+                # and its share of the weight gradient (its columns of D together)
+                back = compiled[6]
+                more = (F.reshape(parts, T + 1, 6 * H, B // parts),)
             else:              # a chunk's steps split over the threads by hidden units
-                back, slabs, more = compiled[2], F, (threads,)
+                back, more = compiled[2], (F,)
             # then, as below, the chunk's share of the weight and input gradients
             fg = 0 if _gemm.rows_take(dt, G, B, C * B) else compiled[3][dt]   # as carry's
             times, nzs = np.asarray(order, np.int64), np.asarray(nz, np.bool_)
-            lo, owed = 0, -1
+            lo, owed, chunks = 0, -1, []
             for k, t in enumerate(order):
                 if _chunk_end(t, C, T, reverse):
                     # the chunk's last δh is owed to the next call: made in its first step
-                    back(fg, whhT, D, slabs, E, g_out, nzs, times[lo:k + 1], reverse, owed,
-                         k == T - 1 and need_h0, scratch.reshape(H, B), *more)
-                    first = self._chunk_grads(D, Zc, Zs, *_chunk_span(t, C, T, reverse), C,
-                                              dW, first, dx, wi)
+                    t0, t1 = _chunk_span(t, C, T, reverse)
+                    args = (fg, whhT, D2, *more, E, g_out, nzs, times, reverse, owed,
+                            k == T - 1 and need_h0, scratch.reshape(H, B))
+                    if parts > 1:      # the chunks' rows (times lo..k, columns from z0)
+                        chunks.append((lo, k + 1, cols.start + t0))
+                        if dx is not None:     # the chunk's δa, then the input's share
+                            back(*args, Z, np.array(chunks[-1:], np.int64), Zc, dW)
+                            self._input_grads(D2, t0, t1, C, parts, dx, wi, True)
+                    else:
+                        back(*args[:7], times[lo:k + 1], *args[8:], threads)
+                        first = self._chunk_grads(D, Zc, Zs, Z, cols.start, t0, t1, C, dW,
+                                                  first, dx, wi, wparts)
                     lo, owed = k + 1, t % C
+            if parts > 1 and dx is None:       # every chunk in one region
+                back(fg, whhT, D2, *more, E, g_out, nzs, times, reverse, -1, need_h0,
+                     scratch.reshape(H, B), Z, np.array(chunks, np.int64), Zc, dW)
             order = []
         for k, t in enumerate(order):
             if mask is not None:
@@ -628,27 +697,65 @@ class LSTMScan(Function):
                 dc[:, idx] = carry_c
             # after the chunk's last step: its share of the weight (and input) gradients
             if _chunk_end(t, C, T, reverse):
-                first = self._chunk_grads(D, Zc, Zs, *_chunk_span(t, C, T, reverse), C, dW,
-                                          first, dx, wi)
+                first = self._chunk_grads(D, Zc, Zs, Z, cols.start,
+                                          *_chunk_span(t, C, T, reverse), C, dW, first, dx,
+                                          wi, wparts)
+        if wparts:                                     # the parts' sums, in order
+            dWp = dW
+            dW = dWp[0].copy()
+            for i in range(1, wparts):
+                dW += dWp[i]
+            _workspace.put(dWp)
+            dW = dW[:, :K]
         dw_ih = _unblock(np.empty((G, I), dt), dW[:, o:o + I], _LSTM_BLOCKS, H)
         dw_hh = _unblock(np.empty((G, H), dt), dW[:, o + I:], _LSTM_BLOCKS, H)
         db = ()
         if o:
             b = _unblock(np.empty(G, dt), dW[:, 0], _LSTM_BLOCKS, H)
             db = (b, b.copy())
-        _workspace.put(D, Zc, dW, whhT)
+        _workspace.put(D, Zc, whhT, None if wparts else dW)
         return (dx, dh.T if need_h0 else None, dc.T if need_c0 else None,
                 dw_ih, dw_hh, *db)
 
     @staticmethod
-    def _chunk_grads(D, Zc, Zs, t0, t1, C, dW, first, dx, wi) -> bool:
+    def _input_grads(D2, t0, t1, C, parts, dx, wi, by_parts) -> None:
+        """A chunk's (steps ``t0..t1``) share of the input's gradient, ``dx[t] = δa_t^T
+        W_ih``, one product per part of the batch (the parts' columns of ``D2`` (4H, C B)
+        together where ``by_parts``, else ``D2``'s column ``j`` the numbers ``j B .. (j + 1)
+        B`` of each row), so the same products whichever steps made ``δa``."""
+        G = D2.shape[0]
+        B = D2.shape[1] // C
+        w, m = B // parts, t1 - t0
+        for i in range(parts):
+            if by_parts:
+                a = np.ascontiguousarray(D2[:, i * C * w:i * C * w + m * w])
+            else:
+                a = np.ascontiguousarray(D2.reshape(G, C, B)[:, :m, i * w:(i + 1) * w])
+            dx[t0:t1, i * w:(i + 1) * w] = matmul(a.reshape(G, m * w).T,
+                                                  wi).reshape(m, w, wi.shape[1])
+
+    @staticmethod
+    def _chunk_grads(D, Zc, Zs, Z, z0, t0, t1, C, dW, first, dx, wi, wparts) -> bool:
         """A chunk's (steps ``t0..t1``) share of the weight gradient ``dW`` (set when
         ``first``, else added to) and of the input's, from its ``δa`` in ``D`` (4H, C,
         B) and its columns ``Zs[t0:t1]`` (copied into ``Zc`` (K, C, B)); returns False (the
-        next chunk adds)."""
+        next chunk adds). With ``wparts``, each of that many parts of the batch adds its
+        share to its own ``dW[i]`` by the rows loops, as the compiled steps split by
+        sequences do (``_regions_compiled.lstm_weight_grad``, ``Zc[i]`` its scratch, the
+        columns from ``Z[z0 + t0 ..]``), and the input's gradient is made per part."""
         G, _, B = D.shape
-        K = Zc.shape[0]
         m = t1 - t0
+        if wparts:
+            w = B // wparts
+            grad = _weight_grad_rows()
+            for i in range(wparts):
+                a = np.ascontiguousarray(D[:, :m, i * w:(i + 1) * w]).reshape(-1)
+                grad(a, 0, m * w, Z, z0 + t0, m, i * w, (i + 1) * w, Zc[i], dW[i],
+                     64 // D.itemsize)
+            if dx is not None:
+                LSTMScan._input_grads(D.reshape(G, -1), t0, t1, C, wparts, dx, wi, False)
+            return False
+        K = Zc.shape[0]
         np.copyto(Zc[:, :m], Zs[t0:t1].transpose(1, 0, 2))
         Dm = D[:, :m].reshape(G, m * B) if m == C else \
             np.ascontiguousarray(D[:, :m]).reshape(G, m * B)
