@@ -133,11 +133,25 @@ def memory_in_subprocess(script: str, framework: str, workload: str, steps: int 
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
 
 
+def cores_note() -> str:
+    """The cross-core round trip now (``cores.py``; "" without Numba): on the machine of
+    BENCHMARKS.md ~95 ns, or ~330 ns while its two cores are placed far apart, when every
+    two-thread row runs slower."""
+    try:
+        from cores import round_trip_ns
+    except ImportError:
+        return ""
+    round_trip_ns(100)                                  # the loops loaded, the threads warm
+    return f"; cross-core round trip {statistics.median(round_trip_ns() for _ in range(3)):.0f} ns"
+
+
 def threads_note() -> str:
-    """Threads, CPUs, and which library computes shendu's matrix products."""
+    """Threads, CPUs, which library computes shendu's matrix products, and the cores'
+    round trip (:func:`cores_note`)."""
     from shendu.functional import _gemm
 
-    gemm = f"shendu products on {_gemm.backend()} (SHENDU_GEMM=numpy|mkl|openblas)"
+    gemm = (f"shendu products on {_gemm.backend()} (SHENDU_GEMM=numpy|mkl|openblas)"
+            + cores_note())
     try:
         import torch
 
