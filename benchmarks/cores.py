@@ -10,7 +10,7 @@ for S seconds.
 
     python benchmarks/cores.py [--watch 60] [--trips 20000]
 
-Needs Numba (the ``fast`` extra); two Python threads each run a compiled, GIL-free loop.
+Needs Numba (the ``numba`` extra); two Python threads each run a compiled, GIL-free loop.
 """
 
 from __future__ import annotations
