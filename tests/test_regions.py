@@ -630,3 +630,31 @@ def test_lstm_weight_grad_rows(dtype, cols):
     _conv_compiled.gemm_rows(np.ascontiguousarray(A).reshape(-1), m * w, Zt.reshape(-1), Kp,
                              direct.reshape(-1), Kp, Kp, m * w, 0, G, lanes)
     np.testing.assert_array_equal(zero, direct)
+
+
+@needs_split
+def test_lstm_backward_at_other_threads_than_forward(lstm_spy):
+    """The thread count changed between the forward (split by sequences at two threads)
+    and the backward (one): the backward keeps the forward's parts (their slabs, their
+    shares of the weight gradient) and every gradient matches the float64 NumPy steps'."""
+    import shendu
+    from shendu.functional import recurrent
+    from shendu.functional.recurrent import lstm
+
+    if recurrent._batch_parts(np.dtype(np.float32), 6, 64, 64, 2, True, 73) < 2:
+        pytest.skip("no split by sequences here: it needs the rows loops")
+    arrays, reverse = _lstm_case(np.float32, False, False, B=64)
+    exact = _lstm_case(np.float64, False, False, B=64)
+    conv.set_kernel_threads(1)
+    want = _lstm_run(exact)
+    conv.set_kernel_threads(2)
+    ts = {k: shendu.tensor(v, requires_grad=k != "g") for k, v in arrays.items()}
+    out, hn, cn = lstm(ts["x"], ts["h0"], ts["c0"], ts["w_ih"], ts["w_hh"], ts["b_ih"],
+                       ts["b_hh"], reverse=reverse)
+    conv.set_kernel_threads(1)
+    ((out * ts["g"]).sum() + (hn * cn).sum()).backward()
+    got = [out.data, hn.data, cn.data] + [ts[k].grad.data for k in
+                                          ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh")]
+    assert "scan_parts" in lstm_spy and "back_parts" in lstm_spy
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=0, atol=2e-5 * np.abs(b).max())

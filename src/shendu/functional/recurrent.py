@@ -459,10 +459,10 @@ class LSTMScan(Function):
     block of hidden units, the product of their gate rows, their ``tanh`` (NumPy's own
     loop, called from the compiled code) and their gate arithmetic; the backward's steps
     likewise, one region each (a block needs only its own rows of ``δh``). A train step at
-    the benchmark's sizes at two threads: 11.2-11.4 → 10.4-10.9 ms split by sequences, ~10
-    with each part's weight gradient in its region; while this machine's two cores were
-    placed far apart (a round trip between them 330 ns instead of 65), 17 → 15.5 → ~13.5
-    (BENCHMARKS.md).
+    the benchmark's sizes at two threads: 11.2-11.4 → 10.4-10.9 ms split by sequences,
+    9.9-10.7 with each part's weight gradient in its region; while this machine's two
+    cores were placed far apart (a round trip between them 330 ns instead of 65), 17 → 15.5
+    → 13.2-14.4 (BENCHMARKS.md).
     """
 
     saved_inputs = None
@@ -604,7 +604,8 @@ class LSTMScan(Function):
         C = _back_chunk(T, H, B, dt)
         D = _workspace.get((G, C, B), dt)              # δa of a chunk of steps, gate-major
         Zs = Z[cols]                                   # (T, K, B): step t's column
-        wparts = _weight_plan(dt, T, H, B, K, C)
+        # the forward's parts where it split the batch (so whatever the threads are now)
+        wparts = parts if parts > 1 else _weight_plan(dt, T, H, B, K, C)
         if wparts:     # each part of the batch its own sum Σ δa [1; x; h_prev]^T (padded)
             Kp = _padded_columns(dt, K)
             Zc = _workspace.get((wparts, C * B // wparts, Kp), dt)
