@@ -395,7 +395,8 @@ def _weight_plan(dt, T: int, H: int, B: int, K: int, C: int) -> int:
     from what it made itself) and the NumPy steps give the same numbers; 0 where the GEMM
     makes it, one product a chunk."""
     parts = _batch_parts(dt, T, H, B, _gemm._threads_for(K, 4 * H * B), True, K)
-    return parts if _weight_rows_take(dt, H, B // parts, K, C) else 0
+    # parts > 1 only where _batch_parts found the parts' products taken
+    return parts if parts > 1 or _weight_rows_take(dt, H, B, K, C) else 0
 
 
 def _back_chunk(T: int, H: int, B: int, dt) -> int:
@@ -603,7 +604,6 @@ class LSTMScan(Function):
         tmp = np.empty((H, B), dt)
         C = _back_chunk(T, H, B, dt)
         D = _workspace.get((G, C, B), dt)              # δa of a chunk of steps, gate-major
-        Zs = Z[cols]                                   # (T, K, B): step t's column
         # the forward's parts where it split the batch (so whatever the threads are now)
         wparts = parts if parts > 1 else _weight_plan(dt, T, H, B, K, C)
         if wparts:     # each part of the batch its own sum Σ δa [1; x; h_prev]^T (padded)
@@ -638,33 +638,33 @@ class LSTMScan(Function):
             D2 = D.reshape(G, C * B)
             if parts > 1:      # each part of the batch its steps on one thread, as forward,
                 # and its share of the weight gradient (its columns of D together)
-                back = compiled[6]
-                more = (F.reshape(parts, T + 1, 6 * H, B // parts),)
+                back, slabs = compiled[6], F.reshape(parts, T + 1, 6 * H, B // parts)
             else:              # a chunk's steps split over the threads by hidden units
-                back, more = compiled[2], (F,)
+                back, slabs = compiled[2], F
             # then, as below, the chunk's share of the weight and input gradients
             fg = 0 if _gemm.rows_take(dt, G, B, C * B) else compiled[3][dt]   # as carry's
             times, nzs = np.asarray(order, np.int64), np.asarray(nz, np.bool_)
+            head = (fg, whhT, D2, slabs, E, g_out, nzs)
             lo, owed, chunks = 0, -1, []
             for k, t in enumerate(order):
                 if _chunk_end(t, C, T, reverse):
                     # the chunk's last δh is owed to the next call: made in its first step
                     t0, t1 = _chunk_span(t, C, T, reverse)
-                    args = (fg, whhT, D2, *more, E, g_out, nzs, times, reverse, owed,
-                            k == T - 1 and need_h0, scratch.reshape(H, B))
+                    tail = (reverse, owed, k == T - 1 and need_h0, scratch.reshape(H, B))
                     if parts > 1:      # the chunks' rows (times lo..k, columns from z0)
                         chunks.append((lo, k + 1, cols.start + t0))
                         if dx is not None:     # the chunk's δa, then the input's share
-                            back(*args, Z, np.array(chunks[-1:], np.int64), Zc, dW)
+                            back(*head, times, *tail, Z, np.array(chunks[-1:], np.int64),
+                                 Zc, dW)
                             self._input_grads(D2, t0, t1, C, parts, dx, wi, True)
                     else:
-                        back(*args[:7], times[lo:k + 1], *args[8:], threads)
-                        first = self._chunk_grads(D, Zc, Zs, Z, cols.start, t0, t1, C, dW,
+                        back(*head, times[lo:k + 1], *tail, threads)
+                        first = self._chunk_grads(D, Zc, Z, cols.start, t0, t1, C, dW,
                                                   first, dx, wi, wparts)
                     lo, owed = k + 1, t % C
             if parts > 1 and dx is None:       # every chunk in one region
-                back(fg, whhT, D2, *more, E, g_out, nzs, times, reverse, -1, need_h0,
-                     scratch.reshape(H, B), Z, np.array(chunks, np.int64), Zc, dW)
+                back(*head, times, reverse, -1, need_h0, scratch.reshape(H, B), Z,
+                     np.array(chunks, np.int64), Zc, dW)
             order = []
         for k, t in enumerate(order):
             if mask is not None:
@@ -698,7 +698,7 @@ class LSTMScan(Function):
                 dc[:, idx] = carry_c
             # after the chunk's last step: its share of the weight (and input) gradients
             if _chunk_end(t, C, T, reverse):
-                first = self._chunk_grads(D, Zc, Zs, Z, cols.start,
+                first = self._chunk_grads(D, Zc, Z, cols.start,
                                           *_chunk_span(t, C, T, reverse), C, dW, first, dx,
                                           wi, wparts)
         if wparts:                                     # the parts' sums, in order
@@ -736,12 +736,12 @@ class LSTMScan(Function):
                                                   wi).reshape(m, w, wi.shape[1])
 
     @staticmethod
-    def _chunk_grads(D, Zc, Zs, Z, z0, t0, t1, C, dW, first, dx, wi, wparts) -> bool:
+    def _chunk_grads(D, Zc, Z, z0, t0, t1, C, dW, first, dx, wi, wparts) -> bool:
         """A chunk's (steps ``t0..t1``) share of the weight gradient ``dW`` (set when
         ``first``, else added to) and of the input's, from its ``δa`` in ``D`` (4H, C,
-        B) and its columns ``Zs[t0:t1]`` (copied into ``Zc`` (K, C, B)); returns False (the
-        next chunk adds). With ``wparts``, each of that many parts of the batch adds its
-        share to its own ``dW[i]`` by the rows loops, as the compiled steps split by
+        B) and its columns ``Z[z0 + t0:z0 + t1]`` (copied into ``Zc`` (K, C, B)); returns
+        False (the next chunk adds). With ``wparts``, each of that many parts of the batch
+        adds its share to its own ``dW[i]`` by the rows loops, as the compiled steps split by
         sequences do (``_regions_compiled.lstm_weight_grad``, ``Zc[i]`` its scratch, the
         columns from ``Z[z0 + t0 ..]``), and the input's gradient is made per part."""
         G, _, B = D.shape
@@ -757,7 +757,7 @@ class LSTMScan(Function):
                 LSTMScan._input_grads(D.reshape(G, -1), t0, t1, C, wparts, dx, wi, False)
             return False
         K = Zc.shape[0]
-        np.copyto(Zc[:, :m], Zs[t0:t1].transpose(1, 0, 2))
+        np.copyto(Zc[:, :m], Z[z0 + t0:z0 + t1].transpose(1, 0, 2))
         Dm = D[:, :m].reshape(G, m * B) if m == C else \
             np.ascontiguousarray(D[:, :m]).reshape(G, m * B)
         Zm = Zc.reshape(K, C * B)[:, :m * B] if m == C else \
