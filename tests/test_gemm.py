@@ -796,3 +796,62 @@ def test_linear_by_the_rows_loops(every_product, monkeypatch, dtype):
     monkeypatch.setattr(_gemm, "ROWS", False)
     np.testing.assert_allclose(_gemm.linear(x, w), x @ w.T, rtol=1e-4, atol=1e-4)
     assert calls == []
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_stacks_times_transposed_stacks_by_the_rows_loops(monkeypatch, dtype):
+    """``_gemm.rows_nt``: a stack ``x[g] @ w[g].T`` by the rows loops (attention's short
+    scores and their gradient): within rounding of the float64 products, for rows not a
+    multiple of the eight-row blocks and inner sizes not a multiple of the transposed
+    tiles; the same bits at one, two and three threads (by whole matrices) and inside a
+    kernel thread's piece, and the bits of each matrix made alone by ``_gemm.linear``'s
+    rows loops; ``out`` used where it fits. None (for ``matmul`` to make) where the
+    outputs are not whole vectors, the leading dims differ, an operand is not contiguous,
+    the dtypes differ, or the rows loops are off."""
+    loops = _gemm._rows_loops()
+    if not MKL or not loops:
+        pytest.skip("no rows loops here: they need Numba and OpenBLAS's products")
+    monkeypatch.setattr(_gemm, "MIN_LINEAR_FLOPS", 0)
+    lanes = 64 // np.dtype(dtype).itemsize
+    rng = np.random.default_rng(21)
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    before = conv._N_THREADS
+    try:
+        for lead, m, k, n in [((3, 4), 64, 32, 4 * lanes), ((5,), 13, 37, 2 * lanes),
+                              ((2, 1, 3), 9, 2 * lanes, lanes)]:
+            x = rng.standard_normal(lead + (m, k)).astype(dtype)
+            w = rng.standard_normal(lead + (n, k)).astype(dtype)
+            want = x.astype(np.float64) @ w.astype(np.float64).swapaxes(-1, -2)
+            scale = np.abs(x).astype(np.float64) @ np.abs(w).astype(np.float64).swapaxes(-1, -2)
+            got = []
+            for threads in (1, 2, 3):
+                conv.set_kernel_threads(threads)
+                got.append(_gemm.rows_nt(x, w))
+            conv.set_kernel_threads(1)
+            assert got[0].shape == lead + (m, n) and got[0].dtype == dtype
+            assert np.all(np.abs(got[0] - want) <= tol * scale), (lead, m, k, n)
+            for other in got[1:]:
+                np.testing.assert_array_equal(other, got[0])
+            alone = [_gemm.linear(a, b) for a, b in zip(x.reshape(-1, m, k), w.reshape(-1, n, k))]
+            np.testing.assert_array_equal(got[0].reshape(-1, m, n), np.stack(alone))
+            out = np.full(lead + (m, n), np.nan, dtype)
+            assert _gemm.rows_nt(x, w, out) is out
+            np.testing.assert_array_equal(out, got[0])
+            conv.set_kernel_threads(2)
+            pieces = []
+            conv.split_threads(lambda lo, hi, x=x, w=w, pieces=pieces:
+                               pieces.append(_gemm.rows_nt(x, w)), 2, 2)
+            np.testing.assert_array_equal(pieces[0], got[0])
+            conv.set_kernel_threads(1)
+    finally:
+        conv.set_kernel_threads(before)
+    x = rng.standard_normal((4, 16, 32)).astype(dtype)
+    w = rng.standard_normal((4, 2 * lanes, 32)).astype(dtype)
+    assert _gemm.rows_nt(x, w[:, :lanes + 1]) is None              # not whole vectors
+    assert _gemm.rows_nt(x, w[:1]) is None                         # broadcast leading dims
+    assert _gemm.rows_nt(x[:, :, :16], w[:, :, :16]) is None       # not contiguous
+    assert _gemm.rows_nt(x, w.astype(np.float16)) is None
+    assert _gemm.rows_nt(x[0], w[0]) is None                       # not a stack
+    assert _gemm.rows_nt(x, w, np.empty((4, 16, 2 * lanes), np.float16)) is None
+    monkeypatch.setattr(_gemm, "ROWS", False)
+    assert _gemm.rows_nt(x, w) is None

@@ -534,6 +534,26 @@ def linear_rows(x, w, b, y, p0, p1, lanes):
         conv_rows(P, taps, 0, xf, k, b[j0:], yf[j0:], m, width, n, 0, 1, lanes, True)
 
 
+@njit(nogil=True, cache=True)
+def linear_rows_stack(x, w, y, g0, g1, lanes):
+    """Matrices ``g0..g1`` of the stack ``y[g] = x[g] w[g]^T`` (``x`` (G, m, k), ``w`` (G,
+    n, k), ``y`` (G, m, n), C-contiguous): :func:`linear_rows` of each, from a bias of 0
+    (so each number summed over ``k`` in order from its first product)."""
+    zero = np.zeros(w.shape[1], x.dtype)
+    panels = (w.shape[1] + 2 * lanes - 1) // (2 * lanes)
+    for g in range(g0, g1):
+        linear_rows(x[g], w[g], zero, y[g], 0, panels, lanes)
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def linear_rows_stack_split(x, w, y, lanes, t):
+    """:func:`linear_rows_stack` in ``t`` runs of whole matrices, one per thread of one
+    parallel region: the same numbers."""
+    G = x.shape[0]
+    for i in prange(t):
+        linear_rows_stack(x, w, y, G * i // t, G * (i + 1) // t, lanes)
+
+
 @njit(parallel=True, nogil=True, cache=True)
 def linear_rows_split(x, w, b, y, lanes, t):
     """:func:`linear_rows` over ``t`` threads of one parallel region, split so that the

@@ -565,17 +565,19 @@ def normalize_slab(s, z):
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def _attend_head(fg, fexp, mode, dexp, pq, pk, pv, s, po, E, Ev, m, scale):
+def _attend_head(fg, fexp, mode, dexp, pq, pk, pv, s, po, E, Ev, m, scale, scored):
     """One head of ``attention._forward_by_heads`` with its scores in the transposed layout
     and the scale folded into the shift: ``s`` (S, L) ``= K Q^T`` by ``cblas_?gemm`` at
-    ``fg`` (``K`` at ``pk`` (S, E), ``Q`` at ``pq`` (L, E)); :func:`shift_slab`; ``exp`` at
+    ``fg`` (``K`` at ``pk`` (S, E), ``Q`` at ``pq`` (L, E)), unless ``scored`` (``s``
+    holds them already); :func:`shift_slab`; ``exp`` at
     ``fexp`` as ``_gemm.exp`` takes it (:func:`vector_call`: MKL's in VML mode ``mode``, or
     NumPy's loop with its data ``dexp``); :func:`normalize_slab`; then ``O = s^T V`` into
     ``po`` (L, Ev), ``V`` at ``pv`` (S, Ev). ``m`` (L,) scratch."""
     S, L = s.shape
     one, zero = s.dtype.type(1), s.dtype.type(0)
     ps = s.ctypes.data
-    call_gemm(fg, 111, 112, S, L, E, one, pk, E, pq, E, zero, ps, L)
+    if not scored:
+        call_gemm(fg, 111, 112, S, L, E, one, pk, E, pq, E, zero, ps, L)
     shift_slab(s, m, scale)
     vector_call(fexp, mode, dexp, S * L, ps, ps, s.itemsize)
     normalize_slab(s, m)
@@ -583,22 +585,29 @@ def _attend_head(fg, fexp, mode, dexp, pq, pk, pv, s, po, E, Ev, m, scale):
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def attention_heads(fg, fexp, mode, dexp, q, k, v, p, out, scale, t):
+def attention_heads(fg, fexp, mode, dexp, q, k, v, p, out, scale, t, lanes):
     """Scaled dot-product attention over ``G`` heads with no mask, in ``t`` runs of whole
     heads, one per thread (:func:`_attend_head`): ``q`` (G, L, E), ``k`` (G, S, E), ``v``
     (G, S, Ev), ``out`` (G, L, Ev) and the probabilities ``p`` (G, S, L) (transposed, as
     the fused kernel keeps them for backward), all C-contiguous; ``scale`` in their
-    dtype. Each head's operations are the fused kernel's, so its bits."""
+    dtype; the scores by the rows loops where ``lanes`` is not 0 (``_gemm.rows_nt``,
+    ``_conv_compiled.linear_rows``), as the fused kernel makes them there. Each head's
+    operations are the fused kernel's, so its bits."""
     G, L, E = q.shape
     S = k.shape[1]
     Ev = v.shape[2]
     isz = q.itemsize
+    panels = (L + 2 * lanes - 1) // (2 * lanes) if lanes > 0 else 0
     for i in prange(t):
         m = np.empty(L, p.dtype)
+        zero = np.zeros(L, p.dtype)
         for g in range(G * i // t, G * (i + 1) // t):
+            if lanes > 0:
+                linear_rows(k[g], q[g], zero, p[g], 0, panels, lanes)
             _attend_head(fg, fexp, mode, dexp, q.ctypes.data + isz * g * L * E,
                          k.ctypes.data + isz * g * S * E, v.ctypes.data + isz * g * S * Ev,
-                         p[g], out.ctypes.data + isz * g * L * Ev, E, Ev, m, scale)
+                         p[g], out.ctypes.data + isz * g * L * Ev, E, Ev, m, scale,
+                         lanes > 0)
 
 
 #: the row sums of layer norm may be reassociated (float64 sums, vectorised)

@@ -58,14 +58,16 @@ def _scores(q: np.ndarray, k: np.ndarray, short: bool, out=None) -> np.ndarray:
     """``Q K^T`` (..., L, S); with ``short`` computed as ``K Q^T`` and stored (..., S, L)
     (the result is its transposed view; see :data:`_SHORT_ROWS`). ``out``: in that layout."""
     if short:
-        return _swap(matmul(k, _swap(q), out=out))
+        s = _gemm.rows_nt(k, q, out)
+        return _swap(s if s is not None else matmul(k, _swap(q), out=out))
     return matmul(q, _swap(k), out=out)
 
 
 def _score_grads(g_out: np.ndarray, v: np.ndarray, p: np.ndarray) -> np.ndarray:
     """``dP = dO V^T`` (..., L, S), laid out in memory as ``p`` is."""
     if p.strides[-1] != p.itemsize:                         # p transposed: (..., S, L) memory
-        return _swap(matmul(v, _swap(g_out)))
+        s = _gemm.rows_nt(v, g_out)
+        return _swap(s if s is not None else matmul(v, _swap(g_out)))
     return matmul(g_out, _swap(v))
 
 
@@ -243,7 +245,8 @@ class ScaledDotProductAttention(Function):
         if region is not None:          # every head's steps in one compiled region
             fn, fg, fexp, mode, dexp = region
             with ONE_THREAD:
-                fn(fg, fexp, mode, dexp, qf, kf, vf, p, out, sc, min(conv._N_THREADS, G))
+                fn(fg, fexp, mode, dexp, qf, kf, vf, p, out, sc, min(conv._N_THREADS, G),
+                   _gemm.rows_nt_lanes(q.dtype, q.shape[-1], L) if _gemm._rows_loops() else 0)
         else:
             parallel(heads, G, G * L * S, calls_blas=True)
         self.p = _swap(p) if short else p                   # (G, L, S)
