@@ -200,7 +200,7 @@ class RNNBase(Module):
             if self.dropout and self.training and layer < self.num_layers - 1:
                 x = F.dropout(x, self.dropout, True)
         output = x
-        finals = [F.stack(f, 0) for f in finals]
+        finals = [f[0].unsqueeze(0) if len(f) == 1 else F.stack(f, 0) for f in finals]
         if not batched:
             output = output.squeeze(1)
             finals = [f.squeeze(1) for f in finals]
