@@ -35,6 +35,9 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=250)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    if not os.path.isfile(args.text):
+        ap.error(f"--text {args.text}: no such file (tiny-shakespeare is in the shared "
+                 "data folder, data/text/tinyshakespeare.txt; or give any UTF-8 text file)")
     shendu.manual_seed(args.seed)
     corpus = CharCorpus(args.text, val_fraction=0.1)
     print(f"{len(corpus.train)} training and {len(corpus.val)} validation characters, "

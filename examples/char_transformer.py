@@ -50,6 +50,9 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    if not os.path.isfile(args.text):
+        ap.error(f"--text {args.text}: no such file (tiny-shakespeare is in the shared "
+                 "data folder, data/text/tinyshakespeare.txt; or give any UTF-8 text file)")
 
     shendu.manual_seed(args.seed)
     corpus = CharCorpus(args.text, val_fraction=0.1)

@@ -978,13 +978,22 @@ def test_mha_heads_written_by_the_rows_loops(monkeypatch, batch_first, bias):
                              dtype=dtype)
                 assert made and all(made)
         rng = np.random.default_rng(4)
+        order = (2, 0, 3, 1, 4) if batch_first else (2, 1, 3, 0, 4)
+        a0, a1 = shape[:2]
+        # heads of two vectors, of three (two at once, then one) and of four; 1 and 3 threads
+        monkeypatch.setattr(_gemm, "MIN_LINEAR_FLOPS", 0)
+        for dtype, E, H in [(np.float32, 64, 2), (np.float32, 96, 2), (np.float64, 64, 2),
+                            (np.float64, 48, 2)]:
+            x = rng.standard_normal((a0 * a1, E)).astype(dtype)
+            w = rng.standard_normal((3 * E, E)).astype(dtype)
+            b = rng.standard_normal(3 * E).astype(dtype) if bias else None
+            for threads in (1, 3):
+                conv.set_kernel_threads(threads)
+                want = _gemm.linear(x, w, b).reshape(a0, a1, 3, H, E // H).transpose(order)
+                np.testing.assert_array_equal(real(x, w, b, H, a0, a1, batch_first), want)
         x = rng.standard_normal((36, 64)).astype(np.float32)
         w = rng.standard_normal((192, 64)).astype(np.float32)
         b = rng.standard_normal(192).astype(np.float32) if bias else None
-        order = (2, 0, 3, 1, 4) if batch_first else (2, 1, 3, 0, 4)
-        a0, a1 = shape[:2]
-        want = _gemm.linear(x, w, b).reshape(a0, a1, 3, 2, 32).transpose(order)
-        np.testing.assert_array_equal(real(x, w, b, 2, a0, a1, batch_first), want)
         assert real(x, w, b, 8, a0, a1, batch_first) is None        # heads of 8: not whole
     finally:
         conv.set_kernel_threads(before)

@@ -40,6 +40,7 @@ def test_example_runs(script, tmp_path):
         text = DATA / "text" / "tinyshakespeare.txt"
         if not text.exists():
             pytest.skip(f"{text} is not here")
+        args = [*args, "--text", str(text)]             # where SHENDU_DATA says, not the default
     if script == "speech_loso.py":
         pytest.importorskip("soundfile")
         if not (DATA / "fsdd").is_dir():

@@ -585,21 +585,40 @@ def heads_rows(x, w, b, out, batch_first, p0, p1, lanes, n0, n1):
     self-attention's packed projection ``x w^T + b`` (``x`` (A0·A1, E) row-major, ``(N,
     L)`` or, without ``batch_first``, ``(L, N)``; ``w`` (3E, E); ``b`` (3E,)) written
     straight into ``out`` (3, N, H, L, hd), where attention reads each head contiguously:
-    each head's rows of ``w`` transposed as :func:`linear_rows` transposes a panel, then
-    each sequence's rows of ``x`` against them, so :func:`linear_rows`' numbers (``hd``
-    whole vectors)."""
+    every head's rows of ``w`` transposed first as :func:`linear_rows` transposes a panel,
+    then each sequence's rows of ``x`` (in cache while they last) against every head, by
+    :func:`conv_rows`' micro-kernels, so :func:`linear_rows`' numbers (``hd`` whole
+    vectors). Sequences outer and no scratch made per head: (2048, 128) x (384, 128)^T on
+    one thread 2.03 → 1.90 ms against heads outer, a call of :func:`conv_rows` each."""
     k = x.shape[1]
     _, N, H, L, hd = out.shape
-    P = np.empty(k * hd, x.dtype)
+    P = np.empty((max(p1 - p0, 0), k * hd), x.dtype)
     taps = np.arange(k) * hd
     xf, wf, of = x.reshape(-1), w.reshape(-1), out.reshape(-1)
     lda, step = (k, L * k) if batch_first else (N * k, k)      # rows of one sequence; next
     for p in range(p0, p1):
-        _pack(wf, k, p * hd, hd, hd, P, lanes)
-        s, h = p // H, p % H
-        for n in range(n0, n1):
-            conv_rows(P, taps, 0, xf[n * step:], lda, b[p * hd:],
-                      of[((s * N + n) * H + h) * L * hd:], L, hd, hd, 0, 1, lanes, True)
+        _pack(wf, k, p * hd, hd, hd, P[p - p0], lanes)
+    wo = np.empty(RB, np.int64)
+    yo = np.empty(RB, np.int64)
+    two = 2 * lanes
+    for n in range(n0, n1):
+        xn = xf[n * step:]
+        for p in range(p0, p1):
+            s, h = p // H, p % H
+            yp, bp, Pp = of[((s * N + n) * H + h) * L * hd:], b[p * hd:], P[p - p0]
+            for r0 in range(0, L, RB):
+                width = min(RB, L - r0)
+                for kk in range(RB):
+                    o = min(r0 + kk, L - 1)
+                    wo[kk] = o * lda
+                    yo[kk] = o * hd
+                q = 0
+                while q + two <= hd:
+                    _micro2_cols(width, Pp, q, taps, xn, wo, bp, yp, yo, q)
+                    q += two
+                while q < hd:                   # hd whole vectors
+                    _micro1_cols(width, Pp, q, taps, xn, wo, bp, yp, yo, q)
+                    q += lanes
 
 
 @njit(parallel=True, nogil=True, cache=True)
