@@ -515,6 +515,28 @@ def _pack(w, k, j0, width, step, P, lanes):
 
 
 @njit(nogil=True, cache=True)
+def _panel_rows(P, taps, x, lda, b, y, ldy, m, width, wo, yo, lanes):
+    """``y[r*ldy + q] = b[q] + sum_t x[r*lda + t] P[taps[t] + q]`` for rows ``r < m`` and
+    ``q < width`` (whole vectors): :func:`conv_rows`' loops for one row of positions with a
+    bias per position (its micro-kernels, so its numbers), eight rows at a time, without
+    its scratch (``wo``, ``yo``: ``RB`` offsets each, given)."""
+    two = 2 * lanes
+    for r0 in range(0, m, RB):
+        rows = min(RB, m - r0)
+        for kk in range(RB):
+            o = min(r0 + kk, m - 1)
+            wo[kk] = o * lda
+            yo[kk] = o * ldy
+        q = 0
+        while q + two <= width:
+            _micro2_cols(rows, P, q, taps, x, wo, b, y, yo, q)
+            q += two
+        while q < width:
+            _micro1_cols(rows, P, q, taps, x, wo, b, y, yo, q)
+            q += lanes
+
+
+@njit(nogil=True, cache=True)
 def linear_rows(x, w, b, y, p0, p1, lanes):
     """Panels ``p0..p1`` (two vectors of columns each) of ``y = x w^T + b`` (``x`` (m, k),
     ``w`` (n, k), ``y`` (m, n), all row-major; ``b`` (n,)): each panel's rows of ``w``
@@ -537,12 +559,24 @@ def linear_rows(x, w, b, y, p0, p1, lanes):
 @njit(nogil=True, cache=True)
 def linear_rows_stack(x, w, y, g0, g1, lanes):
     """Matrices ``g0..g1`` of the stack ``y[g] = x[g] w[g]^T`` (``x`` (G, m, k), ``w`` (G,
-    n, k), ``y`` (G, m, n), C-contiguous): :func:`linear_rows` of each, from a bias of 0
-    (so each number summed over ``k`` in order from its first product)."""
-    zero = np.zeros(w.shape[1], x.dtype)
-    panels = (w.shape[1] + 2 * lanes - 1) // (2 * lanes)
+    n, k), ``y`` (G, m, n), C-contiguous): :func:`linear_rows`' numbers for each, from a
+    bias of 0 (so each number summed over ``k`` in order from its first product), one
+    block of scratch for them all (:func:`_panel_rows`)."""
+    G, m, k = x.shape
+    n = w.shape[1]
+    step = 2 * lanes
+    zero = np.zeros(step, x.dtype)
+    P = np.empty(k * step, x.dtype)
+    taps = np.arange(k) * step
+    wo = np.empty(RB, np.int64)
+    yo = np.empty(RB, np.int64)
+    xf, wf, yf = x.reshape(-1), w.reshape(-1), y.reshape(-1)
     for g in range(g0, g1):
-        linear_rows(x[g], w[g], zero, y[g], 0, panels, lanes)
+        for j0 in range(0, n, step):
+            width = min(step, n - j0)
+            _pack(wf[g * n * k:], k, j0, width, step, P, lanes)
+            _panel_rows(P, taps, xf[g * m * k:], k, zero, yf[g * m * n + j0:], n, m, width,
+                        wo, yo, lanes)
 
 
 @njit(parallel=True, nogil=True, cache=True)
@@ -587,9 +621,9 @@ def heads_rows(x, w, b, out, batch_first, p0, p1, lanes, n0, n1):
     straight into ``out`` (3, N, H, L, hd), where attention reads each head contiguously:
     every head's rows of ``w`` transposed first as :func:`linear_rows` transposes a panel,
     then each sequence's rows of ``x`` (in cache while they last) against every head, by
-    :func:`conv_rows`' micro-kernels, so :func:`linear_rows`' numbers (``hd`` whole
-    vectors). Sequences outer and no scratch made per head: (2048, 128) x (384, 128)^T on
-    one thread 2.03 → 1.90 ms against heads outer, a call of :func:`conv_rows` each."""
+    :func:`_panel_rows`, so :func:`linear_rows`' numbers (``hd`` whole vectors). Sequences
+    outer and no scratch made per head: (2048, 128) x (384, 128)^T on one thread 2.03 →
+    1.90 ms against heads outer, a call of :func:`conv_rows` each."""
     k = x.shape[1]
     _, N, H, L, hd = out.shape
     P = np.empty((max(p1 - p0, 0), k * hd), x.dtype)
@@ -600,25 +634,11 @@ def heads_rows(x, w, b, out, batch_first, p0, p1, lanes, n0, n1):
         _pack(wf, k, p * hd, hd, hd, P[p - p0], lanes)
     wo = np.empty(RB, np.int64)
     yo = np.empty(RB, np.int64)
-    two = 2 * lanes
     for n in range(n0, n1):
-        xn = xf[n * step:]
         for p in range(p0, p1):
             s, h = p // H, p % H
-            yp, bp, Pp = of[((s * N + n) * H + h) * L * hd:], b[p * hd:], P[p - p0]
-            for r0 in range(0, L, RB):
-                width = min(RB, L - r0)
-                for kk in range(RB):
-                    o = min(r0 + kk, L - 1)
-                    wo[kk] = o * lda
-                    yo[kk] = o * hd
-                q = 0
-                while q + two <= hd:
-                    _micro2_cols(width, Pp, q, taps, xn, wo, bp, yp, yo, q)
-                    q += two
-                while q < hd:                   # hd whole vectors
-                    _micro1_cols(width, Pp, q, taps, xn, wo, bp, yp, yo, q)
-                    q += lanes
+            _panel_rows(P[p - p0], taps, xf[n * step:], lda, b[p * hd:],
+                        of[((s * N + n) * H + h) * L * hd:], hd, L, hd, wo, yo, lanes)
 
 
 @njit(parallel=True, nogil=True, cache=True)
