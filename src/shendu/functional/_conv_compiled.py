@@ -538,22 +538,24 @@ def _panel_rows(P, taps, x, lda, b, y, ldy, m, width, wo, yo, lanes):
 
 @njit(nogil=True, cache=True)
 def linear_rows(x, w, b, y, p0, p1, lanes):
-    """Panels ``p0..p1`` (two vectors of columns each) of ``y = x w^T + b`` (``x`` (m, k),
-    ``w`` (n, k), ``y`` (m, n), all row-major; ``b`` (n,)): each panel's rows of ``w``
-    transposed into a block of its own (``B``'s rows, for :func:`conv_rows`' loops), then
-    every row of ``y`` made against it, each number from its bias summed over ``k`` in
-    order."""
+    """Panels ``p0..p1`` (two vectors of columns each; ``n`` whole vectors) of ``y = x w^T
+    + b`` (``x`` (m, k), ``w`` (n, k), ``y`` (m, n), all row-major; ``b`` (n,)): each
+    panel's rows of ``w`` transposed into a block of its own (``B``'s rows), then every row
+    of ``y`` made against it (:func:`_panel_rows`), each number from its bias summed over
+    ``k`` in order."""
     m, k = x.shape
     n = w.shape[0]
     step = 2 * lanes
     P = np.empty(k * step, x.dtype)
     taps = np.arange(k) * step
+    wo = np.empty(RB, np.int64)
+    yo = np.empty(RB, np.int64)
     xf, wf, yf = x.reshape(-1), w.reshape(-1), y.reshape(-1)
     for p in range(p0, p1):
         j0 = p * step
         width = min(step, n - j0)
         _pack(wf, k, j0, width, step, P, lanes)
-        conv_rows(P, taps, 0, xf, k, b[j0:], yf[j0:], m, width, n, 0, 1, lanes, True)
+        _panel_rows(P, taps, xf, k, b[j0:], yf[j0:], n, m, width, wo, yo, lanes)
 
 
 @njit(nogil=True, cache=True)

@@ -18,6 +18,7 @@ from shendu.functional._conv_compiled import (
     gemm_rows,
     gemm_rows_add,
     linear_rows,
+    linear_rows_stack,
 )
 
 __all__ = ["attention_heads", "call_gemm", "call_gemm_batch", "call_loop", "call_vexp",
@@ -590,20 +591,18 @@ def attention_heads(fg, fexp, mode, dexp, q, k, v, p, out, scale, t, lanes):
     heads, one per thread (:func:`_attend_head`): ``q`` (G, L, E), ``k`` (G, S, E), ``v``
     (G, S, Ev), ``out`` (G, L, Ev) and the probabilities ``p`` (G, S, L) (transposed, as
     the fused kernel keeps them for backward), all C-contiguous; ``scale`` in their
-    dtype; the scores by the rows loops where ``lanes`` is not 0 (``_gemm.rows_nt``,
-    ``_conv_compiled.linear_rows``), as the fused kernel makes them there. Each head's
-    operations are the fused kernel's, so its bits."""
+    dtype; the scores by the rows loops where ``lanes`` is not 0
+    (``_conv_compiled.linear_rows_stack``, as ``_gemm.rows_nt`` makes the fused kernel's).
+    Each head's operations are the fused kernel's, so its bits."""
     G, L, E = q.shape
     S = k.shape[1]
     Ev = v.shape[2]
     isz = q.itemsize
-    panels = (L + 2 * lanes - 1) // (2 * lanes) if lanes > 0 else 0
     for i in prange(t):
         m = np.empty(L, p.dtype)
-        zero = np.zeros(L, p.dtype)
         for g in range(G * i // t, G * (i + 1) // t):
             if lanes > 0:
-                linear_rows(k[g], q[g], zero, p[g], 0, panels, lanes)
+                linear_rows_stack(k, q, p, g, g + 1, lanes)
             _attend_head(fg, fexp, mode, dexp, q.ctypes.data + isz * g * L * E,
                          k.ctypes.data + isz * g * S * E, v.ctypes.data + isz * g * S * Ev,
                          p[g], out.ctypes.data + isz * g * L * Ev, E, Ev, m, scale,

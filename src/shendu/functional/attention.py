@@ -246,7 +246,7 @@ class ScaledDotProductAttention(Function):
             fn, fg, fexp, mode, dexp = region
             with ONE_THREAD:
                 fn(fg, fexp, mode, dexp, qf, kf, vf, p, out, sc, min(conv._N_THREADS, G),
-                   _gemm.rows_nt_lanes(q.dtype, q.shape[-1], L) if _gemm._rows_loops() else 0)
+                   _gemm.rows_nt_lanes(q.dtype, q.shape[-1], L))
         else:
             parallel(heads, G, G * L * S, calls_blas=True)
         self.p = _swap(p) if short else p                   # (G, L, S)
